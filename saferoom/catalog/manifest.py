@@ -1,0 +1,153 @@
+"""The catalog manifest: what each dataset is, its columns, and the policy for releasing anything from it.
+
+Stored as ``catalog.json`` beside the Arrow IPC files of a data directory. Everything here is public: it is
+what researchers see when they list and describe datasets, and the mock data is drawn from it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from saferoom.errors import DatasetNotFound, InvalidRequest
+
+__all__ = ["COLUMN_TYPES", "MANIFEST_NAME", "Column", "DatasetInfo", "Manifest", "Policy"]
+
+MANIFEST_NAME = "catalog.json"
+FORMAT = 1
+
+# Logical column types and their Arrow storage: string columns with ``categories`` are dictionary-encoded.
+COLUMN_TYPES = frozenset({"int64", "float64", "string", "bool", "date32"})
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+Sensitivity = Literal["public", "personal"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its type, unit, and the public bounds or categories of its domain."""
+
+    name: str
+    type: str
+    description: str = ""
+    unit: str | None = None
+    min: float | None = None  # public lower bound (values are clamped to it before aggregation)
+    max: float | None = None  # public upper bound
+    categories: tuple[str, ...] | None = None  # the public domain of a categorical column
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidRequest(f"column name {self.name!r} must match {_NAME.pattern}")
+        if self.type not in COLUMN_TYPES:
+            raise InvalidRequest(f"column {self.name!r}: unknown type {self.type!r}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How results from a dataset may be released."""
+
+    min_contributors: int = 10  # distinct privacy units needed in every released cell
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset as the catalog declares it."""
+
+    name: str
+    description: str
+    file: str  # Arrow IPC file name, relative to the data directory
+    rows: int
+    sensitivity: Sensitivity
+    columns: tuple[Column, ...]
+    privacy_unit: str | None = None  # column identifying the person (or household, ...) a row is about
+    one_row_per_unit: bool = False  # true when every privacy unit has exactly one row
+    policy: Policy = field(default_factory=Policy)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidRequest(f"dataset name {self.name!r} must match {_NAME.pattern}")
+        if self.sensitivity not in ("public", "personal"):
+            raise InvalidRequest(f"dataset {self.name!r}: sensitivity must be public or personal")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise InvalidRequest(f"dataset {self.name!r}: duplicate column names")
+        if self.sensitivity == "personal" and self.privacy_unit not in names:
+            raise InvalidRequest(f"dataset {self.name!r}: a personal dataset must name its privacy unit column")
+        if "/" in self.file or "\\" in self.file or self.file.startswith("."):
+            raise InvalidRequest(f"dataset {self.name!r}: file must be a plain file name")
+
+    @property
+    def is_public(self) -> bool:
+        return self.sensitivity == "public"
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise InvalidRequest(f"dataset {self.name!r} has no column {name!r}")
+
+    def to_data(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items() if v is not None}
+            for c in self.columns
+        ]
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> DatasetInfo:
+        columns = tuple(
+            Column(**{**c, "categories": tuple(c["categories"]) if c.get("categories") else None})
+            for c in data["columns"]
+        )
+        return cls(**{**data, "columns": columns, "policy": Policy(**data.get("policy", {}))})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """All datasets of a data directory."""
+
+    name: str
+    datasets: dict[str, DatasetInfo]
+    seed: int | None = None
+    scale: int | None = None
+
+    def dataset(self, name: str) -> DatasetInfo:
+        try:
+            return self.datasets[name]
+        except (KeyError, TypeError):
+            raise DatasetNotFound(f"no dataset named {str(name)[:80]!r}") from None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "seed": self.seed,
+            "scale": self.scale,
+            "datasets": {name: info.to_data() for name, info in self.datasets.items()},
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise InvalidRequest(f"unsupported catalog format {data.get('format')!r}")
+        datasets = {name: DatasetInfo.from_data(d) for name, d in data["datasets"].items()}
+        return cls(name=data["name"], datasets=datasets, seed=data.get("seed"), scale=data.get("scale"))
+
+    def save(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidRequest(f"no {MANIFEST_NAME} in the data directory") from None
+        return cls.from_data(data)

@@ -1,0 +1,488 @@
+"""The plan language: a small tree of relational nodes over a small expression language, as plain data.
+
+Algorithm code builds plans (through ``saferoom.api``); the release step rewrites them (``saferoom.disclosure``);
+an engine executes them (``saferoom.engine``). Every node and expression maps one-to-one onto a Spark DataFrame
+operation, so the same plan can run on Arrow here and on Spark Connect later.
+
+Nodes:
+    Scan(dataset, columns)             read columns of a catalog dataset
+    Filter(input, predicate)           keep rows where predicate is true (null counts as false)
+    Project(input, columns)            the output is exactly ``columns``: (name, Expr) pairs, in order
+    Aggregate(input, keys, aggs)       group by key columns (none: one global row); (name, AggExpr) pairs
+    Join(left, right, on, how)         equi-join on same-named key columns, kept once; how: inner|left|right|full
+    Sort(input, keys)                  (column, descending) pairs; nulls last; stable
+    Limit(input, n)                    the first n rows
+    Union(inputs)                      rows of all inputs (same column names and types; union by name)
+    Threshold(input, column, minimum, label)
+                                       drop rows whose ``column`` < minimum; the engine reports how many rows
+                                       it dropped under ``label`` (used by the release step for suppression)
+
+Expressions:
+    Col(name), Lit(value), Call(fn, args)   with ``fn`` one of FUNCTIONS (a closed set)
+    AggExpr(fn, arg, options)               with ``fn`` one of AGGREGATES; ``arg`` None only for count
+
+Column names that start with ``_`` are reserved for the release step (hidden privacy-unit and contributor
+columns); ``saferoom.api`` refuses them from algorithm code, the engine accepts them.
+
+Plans cross process boundaries as JSON (``to_json`` / ``from_json``). ``from_json`` treats its input as hostile:
+unknown tags, wrong types, excessive depth or size raise ``InvalidPlan`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from saferoom.errors import InvalidPlan
+
+__all__ = [
+    "AGGREGATES",
+    "FUNCTIONS",
+    "JOIN_KINDS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "AggExpr",
+    "Aggregate",
+    "Call",
+    "Col",
+    "Expr",
+    "Filter",
+    "Join",
+    "Limit",
+    "Lit",
+    "Node",
+    "Project",
+    "Scalar",
+    "Scan",
+    "Sort",
+    "Threshold",
+    "Union",
+    "from_json",
+    "to_json",
+    "walk",
+]
+
+Scalar: TypeAlias = bool | int | float | str | None
+
+# fn -> (min args, max args). Semantics (engine-neutral; Spark equivalents in brackets):
+#   add sub mul div mod neg abs pow            arithmetic; div is true division, mod sign follows dividend
+#   floor ceil round sqrt log exp sin cos radians
+#   eq ne lt le gt ge                          comparison (null in -> null out)
+#   and or not                                 Kleene logic
+#   is_null                                    true where null
+#   is_in(x, v1, v2, ...)                      x equals one of the literal values
+#   between(x, lo, hi)                         lo <= x <= hi
+#   case(c1, v1, c2, v2, ..., otherwise)       first true condition wins [when/otherwise]
+#   cast_int cast_float cast_str               type conversion
+#   grid_cell(lat, lon, meters)                int64 id of the grid cell containing the point (see below)
+#   cell_lat(cell, meters) cell_lon(cell, meters)   centre of a grid cell
+#   distance_m(lat1, lon1, lat2, lon2)         haversine distance in metres (earth radius 6_371_008.8 m)
+#   histogram(x, start, stop, bins)            lower edge of x's bin among ``bins`` equal-width bins over
+#                                              [start, stop); values outside are clamped into the first/last bin
+#
+# Grid cells (``meters`` a literal >= 10): row = floor(lat * 110574 / m); ref_lat = (row + 0.5) * m / 110574;
+# col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**22 + (col + 2**21).
+FUNCTIONS: dict[str, tuple[int, int]] = {
+    "add": (2, 2), "sub": (2, 2), "mul": (2, 2), "div": (2, 2), "mod": (2, 2), "pow": (2, 2),
+    "neg": (1, 1), "abs": (1, 1), "floor": (1, 1), "ceil": (1, 1), "round": (1, 2), "sqrt": (1, 1),
+    "log": (1, 1), "exp": (1, 1), "sin": (1, 1), "cos": (1, 1), "radians": (1, 1),
+    "eq": (2, 2), "ne": (2, 2), "lt": (2, 2), "le": (2, 2), "gt": (2, 2), "ge": (2, 2),
+    "and": (2, 2), "or": (2, 2), "not": (1, 1), "is_null": (1, 1),
+    "is_in": (2, 1001), "between": (3, 3), "case": (3, 201),
+    "cast_int": (1, 1), "cast_float": (1, 1), "cast_str": (1, 1),
+    "grid_cell": (3, 3), "cell_lat": (2, 2), "cell_lon": (2, 2), "distance_m": (4, 4),
+    "histogram": (4, 4),
+}  # fmt: skip
+
+# Aggregates; options in brackets. Nulls are ignored by all but count.
+#   count            rows (arg None) or non-null values of arg
+#   count_distinct   distinct non-null values
+#   sum mean std     std is the sample standard deviation (ddof=1)
+#   median           exact median, linear interpolation between the two middle values
+#   quantile [q]     exact quantile q in [0, 1], linear interpolation
+#   min max
+AGGREGATES: frozenset[str] = frozenset(
+    {"count", "count_distinct", "sum", "mean", "std", "median", "quantile", "min", "max"}
+)
+
+JOIN_KINDS: frozenset[str] = frozenset({"inner", "left", "right", "full"})
+
+MAX_DEPTH = 200  # nesting of nodes and expressions
+MAX_NODES = 20_000  # nodes + expressions in one plan
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A column of the node's input, by name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """A literal value."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A function from ``FUNCTIONS`` applied to argument expressions."""
+
+    fn: str
+    args: tuple[Expr, ...]
+
+
+Expr: TypeAlias = Col | Lit | Call
+
+
+@dataclass(frozen=True, slots=True)
+class AggExpr:
+    """An aggregate from ``AGGREGATES`` over an expression (None: count rows)."""
+
+    fn: str
+    arg: Expr | None = None
+    q: float | None = None  # quantile only
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    dataset: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    input: Node
+    predicate: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    input: Node
+    columns: tuple[tuple[str, Expr], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    input: Node
+    keys: tuple[str, ...]
+    aggs: tuple[tuple[str, AggExpr], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    left: Node
+    right: Node
+    on: tuple[str, ...]
+    how: str = "inner"
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    input: Node
+    keys: tuple[tuple[str, bool], ...]  # (column, descending)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    input: Node
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Union:
+    inputs: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    input: Node
+    column: str
+    minimum: int
+    label: str
+
+
+Node: TypeAlias = Scan | Filter | Project | Aggregate | Join | Sort | Limit | Union | Threshold
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The input nodes of ``node``."""
+    if isinstance(node, Scan):
+        return ()
+    if isinstance(node, Join):
+        return (node.left, node.right)
+    if isinstance(node, Union):
+        return node.inputs
+    return (node.input,)
+
+
+def walk(node: Node) -> list[Node]:
+    """All nodes of the tree, parents before children (iterative: plans may be deep)."""
+    out: list[Node] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(reversed(children(current)))
+    return out
+
+
+# --------------------------------------------------------------------------- JSON codec
+
+
+def _expr_to_data(expr: Expr) -> Any:
+    if isinstance(expr, Col):
+        return {"col": expr.name}
+    if isinstance(expr, Lit):
+        return {"lit": expr.value}
+    return {"fn": expr.fn, "args": [_expr_to_data(a) for a in expr.args]}
+
+
+def _agg_to_data(agg: AggExpr) -> Any:
+    data: dict[str, Any] = {"agg": agg.fn, "arg": None if agg.arg is None else _expr_to_data(agg.arg)}
+    if agg.q is not None:
+        data["q"] = agg.q
+    return data
+
+
+def _node_to_data(node: Node) -> Any:
+    if isinstance(node, Scan):
+        return {"node": "scan", "dataset": node.dataset, "columns": list(node.columns)}
+    if isinstance(node, Filter):
+        return {"node": "filter", "input": _node_to_data(node.input), "predicate": _expr_to_data(node.predicate)}
+    if isinstance(node, Project):
+        return {
+            "node": "project",
+            "input": _node_to_data(node.input),
+            "columns": [[name, _expr_to_data(e)] for name, e in node.columns],
+        }
+    if isinstance(node, Aggregate):
+        return {
+            "node": "aggregate",
+            "input": _node_to_data(node.input),
+            "keys": list(node.keys),
+            "aggs": [[name, _agg_to_data(a)] for name, a in node.aggs],
+        }
+    if isinstance(node, Join):
+        return {
+            "node": "join",
+            "left": _node_to_data(node.left),
+            "right": _node_to_data(node.right),
+            "on": list(node.on),
+            "how": node.how,
+        }
+    if isinstance(node, Sort):
+        return {"node": "sort", "input": _node_to_data(node.input), "keys": [[k, d] for k, d in node.keys]}
+    if isinstance(node, Limit):
+        return {"node": "limit", "input": _node_to_data(node.input), "n": node.n}
+    if isinstance(node, Union):
+        return {"node": "union", "inputs": [_node_to_data(i) for i in node.inputs]}
+    return {
+        "node": "threshold",
+        "input": _node_to_data(node.input),
+        "column": node.column,
+        "minimum": node.minimum,
+        "label": node.label,
+    }
+
+
+def to_data(node: Node) -> Any:
+    """The plan as JSON-compatible data."""
+    return _node_to_data(node)
+
+
+def to_json(node: Node) -> str:
+    """The plan as a compact JSON string."""
+    return json.dumps(to_data(node), separators=(",", ":"), allow_nan=False)
+
+
+class _Decoder:
+    """Strict decoder: every field checked, depth and size bounded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _tick(self, depth: int) -> None:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise InvalidPlan(f"plan has more than {MAX_NODES} nodes and expressions")
+        if depth > MAX_DEPTH:
+            raise InvalidPlan(f"plan is nested deeper than {MAX_DEPTH} levels")
+
+    @staticmethod
+    def _obj(data: Any, keys: set[str], what: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise InvalidPlan(f"{what}: expected an object")
+        extra = set(data) - keys
+        missing = keys - set(data)
+        if extra or missing:
+            raise InvalidPlan(f"{what}: unexpected fields {sorted(extra)} or missing {sorted(missing)}")
+        return data
+
+    @staticmethod
+    def _name(value: Any, what: str) -> str:
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise InvalidPlan(f"{what}: expected a column or dataset name")
+        return value
+
+    def _names(self, value: Any, what: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or len(value) > 10_000:
+            raise InvalidPlan(f"{what}: expected a list of names")
+        return tuple(self._name(v, what) for v in value)
+
+    @staticmethod
+    def _scalar(value: Any) -> Scalar:
+        if value is None or isinstance(value, bool | str):
+            if isinstance(value, str) and len(value) > 65_536:
+                raise InvalidPlan("literal string too long")
+            return value
+        if isinstance(value, int):
+            if not -(2**63) <= value < 2**63:
+                raise InvalidPlan("integer literal outside 64-bit range")
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidPlan("non-finite float literal")
+            return value
+        raise InvalidPlan("literal must be null, bool, int, float or str")
+
+    def expr(self, data: Any, depth: int) -> Expr:
+        self._tick(depth)
+        if isinstance(data, dict) and set(data) == {"col"}:
+            return Col(self._name(data["col"], "col"))
+        if isinstance(data, dict) and set(data) == {"lit"}:
+            return Lit(self._scalar(data["lit"]))
+        obj = self._obj(data, {"fn", "args"}, "expression")
+        fn = obj["fn"]
+        if not isinstance(fn, str) or fn not in FUNCTIONS:
+            raise InvalidPlan(f"unknown function {str(fn)[:40]!r}")
+        args = obj["args"]
+        lo, hi = FUNCTIONS[fn]
+        if not isinstance(args, list) or not lo <= len(args) <= hi:
+            raise InvalidPlan(f"{fn}: takes {lo} to {hi} arguments")
+        return Call(fn, tuple(self.expr(a, depth + 1) for a in args))
+
+    def agg(self, data: Any, depth: int) -> AggExpr:
+        self._tick(depth)
+        if not isinstance(data, dict):
+            raise InvalidPlan("aggregate: expected an object")
+        obj = self._obj(data, {"agg", "arg", "q"} if "q" in data else {"agg", "arg"}, "aggregate")
+        fn = obj["agg"]
+        if not isinstance(fn, str) or fn not in AGGREGATES:
+            raise InvalidPlan(f"unknown aggregate {str(fn)[:40]!r}")
+        arg = None if obj["arg"] is None else self.expr(obj["arg"], depth + 1)
+        if arg is None and fn != "count":
+            raise InvalidPlan(f"{fn}: needs an argument")
+        q = obj.get("q")
+        if fn == "quantile":
+            if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= q <= 1.0:
+                raise InvalidPlan("quantile: q must be a number in [0, 1]")
+            q = float(q)
+        elif q is not None:
+            raise InvalidPlan(f"{fn}: takes no q")
+        return AggExpr(fn, arg, q)
+
+    def node(self, data: Any, depth: int) -> Node:
+        self._tick(depth)
+        if not isinstance(data, dict) or not isinstance(data.get("node"), str):
+            raise InvalidPlan("node: expected an object with a 'node' tag")
+        kind = data["node"]
+        d = depth + 1
+        if kind == "scan":
+            o = self._obj(data, {"node", "dataset", "columns"}, "scan")
+            return Scan(self._name(o["dataset"], "scan.dataset"), self._names(o["columns"], "scan.columns"))
+        if kind == "filter":
+            o = self._obj(data, {"node", "input", "predicate"}, "filter")
+            return Filter(self.node(o["input"], d), self.expr(o["predicate"], d))
+        if kind == "project":
+            o = self._obj(data, {"node", "input", "columns"}, "project")
+            return Project(self.node(o["input"], d), self._pairs(o["columns"], lambda e: self.expr(e, d)))
+        if kind == "aggregate":
+            o = self._obj(data, {"node", "input", "keys", "aggs"}, "aggregate")
+            return Aggregate(
+                self.node(o["input"], d),
+                self._names(o["keys"], "aggregate.keys"),
+                self._pairs(o["aggs"], lambda a: self.agg(a, d)),
+            )
+        if kind == "join":
+            o = self._obj(data, {"node", "left", "right", "on", "how"}, "join")
+            if o["how"] not in JOIN_KINDS:
+                raise InvalidPlan("join.how must be one of inner, left, right, full")
+            on = self._names(o["on"], "join.on")
+            if not on:
+                raise InvalidPlan("join.on must name at least one column")
+            return Join(self.node(o["left"], d), self.node(o["right"], d), on, o["how"])
+        if kind == "sort":
+            o = self._obj(data, {"node", "input", "keys"}, "sort")
+            keys = o["keys"]
+            if not isinstance(keys, list) or not keys or len(keys) > 1000:
+                raise InvalidPlan("sort.keys: expected a non-empty list")
+            parsed: list[tuple[str, bool]] = []
+            for k in keys:
+                if not (isinstance(k, list) and len(k) == 2 and isinstance(k[1], bool)):
+                    raise InvalidPlan("sort.keys: expected [name, descending] pairs")
+                parsed.append((self._name(k[0], "sort.keys"), k[1]))
+            return Sort(self.node(o["input"], d), tuple(parsed))
+        if kind == "limit":
+            o = self._obj(data, {"node", "input", "n"}, "limit")
+            n = o["n"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**31:
+                raise InvalidPlan("limit.n must be an integer in [0, 2**31)")
+            return Limit(self.node(o["input"], d), n)
+        if kind == "union":
+            o = self._obj(data, {"node", "inputs"}, "union")
+            inputs = o["inputs"]
+            if not isinstance(inputs, list) or not 2 <= len(inputs) <= 1000:
+                raise InvalidPlan("union.inputs: expected 2 to 1000 nodes")
+            return Union(tuple(self.node(i, d) for i in inputs))
+        if kind == "threshold":
+            o = self._obj(data, {"node", "input", "column", "minimum", "label"}, "threshold")
+            minimum = o["minimum"]
+            if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
+                raise InvalidPlan("threshold.minimum must be a non-negative integer")
+            return Threshold(
+                self.node(o["input"], d),
+                self._name(o["column"], "threshold.column"),
+                minimum,
+                self._name(o["label"], "threshold.label"),
+            )
+        raise InvalidPlan(f"unknown node {kind[:40]!r}")
+
+    def _pairs(self, value: Any, parse: Any) -> tuple[tuple[str, Any], ...]:
+        if not isinstance(value, list) or len(value) > 10_000:
+            raise InvalidPlan("expected a list of [name, expression] pairs")
+        out = []
+        for item in value:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise InvalidPlan("expected [name, expression] pairs")
+            out.append((self._name(item[0], "column name"), parse(item[1])))
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise InvalidPlan("duplicate output column names")
+        return tuple(out)
+
+
+def from_data(data: Any) -> Node:
+    """Decode a plan from JSON-compatible data (hostile input: strictly checked)."""
+    return _Decoder().node(data, 0)
+
+
+def from_json(text: str | bytes) -> Node:
+    """Decode a plan from JSON (hostile input: strictly checked)."""
+    if len(text) > MAX_JSON_BYTES:
+        raise InvalidPlan("plan is larger than 4 MiB")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPlan("plan is not valid JSON") from exc
+    return from_data(data)

@@ -1,0 +1,180 @@
+"""Every error saferoom raises on purpose, in one tree.
+
+Each class carries ``code`` (a stable, machine-readable string kept apart from the human message) and
+``status`` (the name of the gRPC status code it maps to). The domain never imports grpc: the server maps
+``status`` to ``grpc.StatusCode`` in one place (``saferoom.server.errors``).
+
+    SaferoomError                      INTERNAL            base; never shown with host details
+    ├── InvalidRequest                 INVALID_ARGUMENT    a client sent something malformed
+    │   ├── InvalidParameter           INVALID_ARGUMENT    a job parameter fails the package's schema
+    │   ├── InvalidPackage             INVALID_ARGUMENT    manifest or files of a package are unusable
+    │   └── InvalidPlan                INVALID_ARGUMENT    a plan (from the sandbox) is malformed
+    ├── NotFound                       NOT_FOUND
+    │   ├── DatasetNotFound            NOT_FOUND
+    │   ├── PackageNotFound            NOT_FOUND
+    │   └── JobNotFound                NOT_FOUND
+    ├── FailedPrecondition             FAILED_PRECONDITION the request is valid but the state forbids it
+    │   ├── JobNotFinished             FAILED_PRECONDITION a result was asked for before the job ended
+    │   └── JobFailed                  FAILED_PRECONDITION a result was asked for a job that failed
+    ├── JobError                       (job failures; recorded on the job, raised only by local runs)
+    │   ├── CodeRefused                INVALID_ARGUMENT    the code does not compile under the policy
+    │   ├── UserCodeError              INVALID_ARGUMENT    the code raised, or misused the API, at run time
+    │   ├── ReleaseRefused             FAILED_PRECONDITION a returned value may not leave (row-level data)
+    │   ├── LimitExceeded              RESOURCE_EXHAUSTED  memory, CPU, output size or plan size limit hit
+    │   ├── JobTimeout                 DEADLINE_EXCEEDED   wall-clock limit hit; the worker was killed
+    │   ├── WorkerCrashed              INTERNAL            the worker died without answering
+    │   └── JobCancelled               CANCELLED
+    └── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
+
+Messages are written for the researcher: they name the line of *their* code where relevant and never
+contain host paths, memory addresses or frames of saferoom's own code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodeRefused",
+    "DatasetNotFound",
+    "FailedPrecondition",
+    "InvalidPackage",
+    "InvalidParameter",
+    "InvalidPlan",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFinished",
+    "JobNotFound",
+    "JobTimeout",
+    "LimitExceeded",
+    "NotFound",
+    "PackageNotFound",
+    "ReleaseRefused",
+    "SaferoomError",
+    "Unavailable",
+    "UserCodeError",
+    "WorkerCrashed",
+    "error_from_code",
+]
+
+
+class SaferoomError(Exception):
+    """Base of all deliberate saferoom errors."""
+
+    code = "internal"
+    status = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(SaferoomError):
+    code = "invalid_request"
+    status = "INVALID_ARGUMENT"
+
+
+class InvalidParameter(InvalidRequest):
+    code = "invalid_parameter"
+
+
+class InvalidPackage(InvalidRequest):
+    code = "invalid_package"
+
+
+class InvalidPlan(InvalidRequest):
+    code = "invalid_plan"
+
+
+class NotFound(SaferoomError):
+    code = "not_found"
+    status = "NOT_FOUND"
+
+
+class DatasetNotFound(NotFound):
+    code = "dataset_not_found"
+
+
+class PackageNotFound(NotFound):
+    code = "package_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class FailedPrecondition(SaferoomError):
+    code = "failed_precondition"
+    status = "FAILED_PRECONDITION"
+
+
+class JobNotFinished(FailedPrecondition):
+    code = "job_not_finished"
+
+
+class JobFailed(FailedPrecondition):
+    code = "job_failed"
+
+
+class JobError(SaferoomError):
+    """A job failed; the code and message are recorded on the job."""
+
+    code = "job_error"
+
+
+class CodeRefused(JobError):
+    code = "code_refused"
+    status = "INVALID_ARGUMENT"
+
+
+class UserCodeError(JobError):
+    code = "user_code_error"
+    status = "INVALID_ARGUMENT"
+
+
+class ReleaseRefused(JobError):
+    code = "release_refused"
+    status = "FAILED_PRECONDITION"
+
+
+class LimitExceeded(JobError):
+    code = "limit_exceeded"
+    status = "RESOURCE_EXHAUSTED"
+
+
+class JobTimeout(JobError):
+    code = "timeout"
+    status = "DEADLINE_EXCEEDED"
+
+
+class WorkerCrashed(JobError):
+    code = "worker_crashed"
+    status = "INTERNAL"
+
+
+class JobCancelled(JobError):
+    code = "cancelled"
+    status = "CANCELLED"
+
+
+class Unavailable(SaferoomError):
+    code = "unavailable"
+    status = "UNAVAILABLE"
+
+
+def _all_subclasses(cls: type[SaferoomError]) -> list[type[SaferoomError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE = {cls.code: cls for cls in _all_subclasses(SaferoomError)}
+
+
+def error_from_code(code: str, message: str) -> SaferoomError:
+    """Rebuild an error from its machine-readable code (e.g. after it crossed a process pipe)."""
+    return _BY_CODE.get(code, SaferoomError)(message)
