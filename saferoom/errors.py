@@ -33,6 +33,7 @@ contain host paths, memory addresses or frames of saferoom's own code.
 from __future__ import annotations
 
 __all__ = [
+    "ERROR_CODE_METADATA_KEY",
     "CodeRefused",
     "DatasetNotFound",
     "FailedPrecondition",
@@ -56,6 +57,10 @@ __all__ = [
     "WorkerCrashed",
     "error_from_code",
 ]
+
+
+# The gRPC trailing-metadata key that carries ``code`` from server to client.
+ERROR_CODE_METADATA_KEY = "saferoom-error-code"
 
 
 class SaferoomError(Exception):

@@ -1,0 +1,183 @@
+"""Benchmark: jobs end to end over gRPC, next to the same queries in plain pyarrow and DuckDB.
+
+    python bench/bench_jobs.py [--scale 10000000] [--data DIR] [--runs 50]
+
+Prints (1) the per-job overhead of a trivial job over gRPC (run -> watch -> result, p50/p95 ms) and
+(2) for each reference query the whole saferoom job (sandbox + release rewrite + engine + release + gRPC)
+next to the same query written by hand in plain pyarrow and in DuckDB on the same memory-mapped Arrow table
+(best of --repeat). Numbers only; nothing here asserts a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.catalog import Catalog, generate_catalog
+from saferoom.client import Client
+from saferoom.config import ServerConfig
+from saferoom.server import create_server
+
+HERE = Path(__file__).resolve().parent
+QUERIES = ["groupby", "filter_groupby", "histogram", "median", "join_groupby"]
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def pyarrow_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], Any]]:
+    def median_by_district() -> Any:
+        codes = people.column("district")
+        income = people.column("income")
+        out = {}
+        for district in pc.unique(codes).to_pylist():
+            out[district] = pc.quantile(income.filter(pc.equal(codes, district)), q=0.5)
+        return out
+
+    def join_groupby() -> Any:
+        per = people.group_by("district").aggregate([([], "count_all"), ("income", "mean")])
+        per = per.cast(pa.schema([pa.field("district", pa.string()), *list(per.schema)[1:]]))
+        s = stops.group_by("district").aggregate([([], "count_all")]).rename_columns(["district", "stops"])
+        s = s.cast(pa.schema([pa.field("district", pa.string()), pa.field("stops", pa.int64())]))
+        joined = per.join(s, "district", join_type="left outer")
+        return joined.append_column(
+            "per_stop", pc.divide(joined["count_all"], pc.cast(joined["stops"], pa.float64()))
+        )
+
+    return {
+        "groupby": lambda: people.group_by("district").aggregate([([], "count_all"), ("income", "mean")]),
+        "filter_groupby": lambda: (
+            people.select(["district", "age"])
+            .filter(pc.greater_equal(people["age"], 18))
+            .group_by("district")
+            .aggregate([([], "count_all")])
+        ),
+        "histogram": lambda: (
+            people.select(["income"])
+            .append_column(
+                "band",
+                pc.multiply(
+                    pc.min_element_wise(
+                        pc.max_element_wise(pc.floor(pc.divide(people["income"], 50_000.0)), 0.0), 19.0
+                    ),
+                    50_000.0,
+                ),
+            )
+            .group_by("band")
+            .aggregate([([], "count_all")])
+        ),
+        "median": median_by_district,
+        "join_groupby": join_groupby,
+    }
+
+
+def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], Any]] | None:
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    con = duckdb.connect()
+    con.register("people", people)
+    con.register("stops", stops)
+    sql = {
+        "groupby": "select district, count(*), avg(income) from people group by district",
+        "filter_groupby": "select district, count(*) from people where age >= 18 group by district",
+        "histogram": "select least(greatest(floor(income / 50000), 0), 19) * 50000 as band, count(*) "
+        "from people group by band",
+        "median": "select district, quantile_cont(income, 0.5) from people group by district",
+        "join_groupby": "with p as (select district, count(*) n, avg(income) income from people "
+        "group by district), "
+        "s as (select district, count(*) stops from stops group by district) "
+        "select p.*, s.stops, p.n / s.stops per_stop from p left join s using (district)",
+    }
+    return {name: (lambda q=q: con.execute(q).arrow()) for name, q in sql.items()}
+
+
+def run_job(client: Client, package: str, params: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    job = client.run_job(package, params)
+    final = client.wait(job.id, timeout=600)
+    if final.state != "succeeded":
+        raise SystemExit(f"{package} {params}: {final.error_code}: {final.error_message}")
+    client.get_result(job.id)
+    return time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=10_000_000, help="persons in the generated catalog")
+    parser.add_argument("--data", type=Path, help="use this catalog instead of generating one")
+    parser.add_argument("--runs", type=int, default=50, help="trivial jobs for the overhead percentiles")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for each query")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="saferoom-bench-") as tmp:
+        data = args.data
+        if data is None:
+            data = Path(tmp) / "data"
+            start = time.perf_counter()
+            generate_catalog(data, scale=args.scale, seed=7)
+            print(f"generated {args.scale:,} persons in {time.perf_counter() - start:.1f} s")
+        config = ServerConfig.load(
+            env={},
+            data_dir=data,
+            state_dir=Path(tmp) / "state",
+            listen="127.0.0.1:0",
+            algorithms_dir=HERE / "packages",
+            max_concurrent_jobs=1,
+        )
+        server, port = create_server(config)
+        try:
+            with Client(f"127.0.0.1:{port}", timeout=600) as client:
+                for _ in range(5):  # warm-up
+                    run_job(client, "bench-trivial", {})
+                overhead = [run_job(client, "bench-trivial", {}) * 1000 for _ in range(args.runs)]
+                print(
+                    f"\nper-job overhead, trivial job over gRPC ({args.runs} runs): "
+                    f"p50 {statistics.median(overhead):.1f} ms, p95 {percentile(overhead, 0.95):.1f} ms"
+                )
+
+                catalog = Catalog.open(data)
+                people, stops = catalog.table("population"), catalog.table("bus_stops")
+                plain = pyarrow_queries(people, stops)
+                duck = duckdb_queries(people, stops)
+                print(
+                    f"\n{'query':<16}{'saferoom ms':>13}{'pyarrow ms':>12}{'duckdb ms':>11}"
+                    f"{'saferoom/pyarrow':>18}{'saferoom/duckdb':>17}"
+                )
+                for query in QUERIES:
+                    ours = best_of(
+                        lambda q=query: run_job(client, "bench-queries", {"query": q}), args.repeat
+                    )
+                    base = best_of(plain[query], args.repeat)
+                    dd = best_of(duck[query], args.repeat) if duck else float("nan")
+                    print(
+                        f"{query:<16}{ours * 1000:>13.1f}{base * 1000:>12.1f}{dd * 1000:>11.1f}"
+                        f"{ours / base:>18.2f}{ours / dd:>17.2f}"
+                    )
+                catalog.close()
+        finally:
+            server.stop(1.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+def run(ctx):
+    return {"stops": ctx.table("bus_stops").agg(n=count())}

@@ -1,0 +1,87 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Column(_message.Message):
+    __slots__ = ("name", "type", "description", "unit", "min", "max", "categories")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    unit: str
+    min: float
+    max: float
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("min_contributors",)
+    MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    min_contributors: int
+    def __init__(self, min_contributors: _Optional[int] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("name", "description", "sensitivity", "privacy_unit", "one_row_per_unit", "rows", "columns", "policy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_UNIT_FIELD_NUMBER: _ClassVar[int]
+    ONE_ROW_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    sensitivity: str
+    privacy_unit: str
+    one_row_per_unit: bool
+    rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    policy: Policy
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., sensitivity: _Optional[str] = ..., privacy_unit: _Optional[str] = ..., one_row_per_unit: _Optional[bool] = ..., rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("catalog_name", "datasets")
+    CATALOG_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    catalog_name: str
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, catalog_name: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
+
+class DescribeDatasetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DownloadMockRequest(_message.Message):
+    __slots__ = ("name", "rows", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rows: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class MockChunk(_message.Message):
+    __slots__ = ("dataset", "arrow_ipc")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    arrow_ipc: bytes
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,70 @@
+"""Mock data: the same schema as a dataset, values drawn only from its declared public domain.
+
+Nothing here ever reads a real row: the functions take the manifest's description of a dataset and nothing
+else, so mock data can be handed to anyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from saferoom.catalog.catalog import schema_of
+from saferoom.catalog.manifest import Column, DatasetInfo, Manifest
+
+__all__ = ["DEFAULT_MOCK_ROWS", "mock_ipc_bytes", "mock_table", "write_mock_catalog"]
+
+DEFAULT_MOCK_ROWS = 10_000
+
+
+def _column(rng: np.random.Generator, column: Column, rows: int) -> pa.Array:
+    lo = column.min if column.min is not None else 0.0
+    hi = column.max if column.max is not None else max(lo + 1.0, float(rows))
+    if column.categories:
+        indices = rng.integers(0, len(column.categories), size=rows).astype(np.int32)
+        return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(column.categories, pa.string()))
+    if column.type == "int64":
+        if column.name.endswith("_id") and column.min is None:
+            return pa.array(np.arange(1, rows + 1, dtype=np.int64))
+        return pa.array(rng.integers(int(lo), int(hi) + 1, size=rows, dtype=np.int64))
+    if column.type == "float64":
+        return pa.array(rng.uniform(lo, hi, size=rows))
+    if column.type == "date32":
+        return pa.array(rng.integers(int(lo), int(hi) + 1, size=rows).astype(np.int32), pa.date32())
+    if column.type == "bool":
+        return pa.array(rng.random(rows) < 0.5)
+    return pa.array([f"{column.name}-{i + 1}" for i in range(rows)], pa.string())
+
+
+def mock_table(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> pa.Table:
+    """A synthetic table with ``info``'s schema; values uniform over each column's declared domain."""
+    rows = max(1, min(info.rows, DEFAULT_MOCK_ROWS) if rows is None else rows)
+    rng = np.random.default_rng([seed, len(info.name), *info.name.encode("utf-8")])
+    arrays = [_column(rng, c, rows) for c in info.columns]
+    return pa.Table.from_arrays(arrays, schema=schema_of(info))
+
+
+def mock_ipc_bytes(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> bytes:
+    """A mock table as an Arrow IPC stream, for download."""
+    table = mock_table(info, rows, seed)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_mock_catalog(manifest: Manifest, out: Path, rows: int | None = None, seed: int = 0) -> Manifest:
+    """A complete mock catalog directory (same names, schemas, policies) for local development."""
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = {}
+    for name, info in manifest.datasets.items():
+        table = mock_table(info, rows, seed)
+        with pa.OSFile(str(out / info.file), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        datasets[name] = replace(info, rows=table.num_rows, description=f"MOCK DATA. {info.description}")
+    mock = Manifest(name=f"{manifest.name} (mock)", datasets=datasets, seed=seed)
+    mock.save(out)
+    return mock

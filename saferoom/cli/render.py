@@ -1,0 +1,162 @@
+"""Terminal rendering of datasets, jobs and released results (rich), and their JSON forms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from saferoom.catalog.manifest import DatasetInfo
+from saferoom.client import Job, Result, ResultOutput
+from saferoom.jobs.pipeline import JobOutcome
+
+__all__ = [
+    "outcome_to_result",
+    "print_dataset",
+    "print_datasets",
+    "print_job",
+    "print_result",
+    "result_to_json",
+]
+
+MAX_ROWS_SHOWN = 50
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:,.6g}" if abs(value) < 1e15 else f"{value:.6e}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return str(value)
+
+
+def arrow_table(table: pa.Table, title: str | None = None, limit: int = MAX_ROWS_SHOWN) -> Table:
+    """An Arrow table as a rich table (first ``limit`` rows)."""
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for name in table.column_names:
+        out.add_column(name, justify="right" if _numeric(table.schema.field(name).type) else "left")
+    for row in table.slice(0, limit).to_pylist():
+        out.add_row(*(_cell(row[n]) for n in table.column_names))
+    if table.num_rows > limit:
+        out.caption = f"{table.num_rows - limit} more rows not shown"
+    return out
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:
+    table = Table(title="Datasets", title_justify="left", header_style="bold")
+    for column in ("name", "sensitivity", "rows", "privacy unit", "min contributors", "description"):
+        table.add_column(column)
+    for d in datasets:
+        table.add_row(
+            d.name,
+            d.sensitivity,
+            f"{d.rows:,}",
+            d.privacy_unit or "—",
+            str(d.policy.min_contributors) if not d.is_public else "—",
+            d.description,
+        )
+    console.print(table)
+
+
+def print_dataset(console: Console, d: DatasetInfo) -> None:
+    console.print(f"[bold]{d.name}[/bold] ({d.sensitivity}, {d.rows:,} rows)\n{d.description}")
+    if not d.is_public:
+        unique = "one row per unit" if d.one_row_per_unit else "several rows per unit possible"
+        console.print(
+            f"privacy unit: {d.privacy_unit} ({unique}); "
+            f"every released cell needs {d.policy.min_contributors} distinct units"
+        )
+    table = Table(header_style="bold")
+    for column in ("column", "type", "unit", "domain", "description"):
+        table.add_column(column)
+    for c in d.columns:
+        if c.categories:
+            domain = ", ".join(c.categories)
+        elif c.min is not None or c.max is not None:
+            domain = f"[{_cell(c.min)}, {_cell(c.max)}]"
+        else:
+            domain = ""
+        table.add_row(c.name, c.type, c.unit or "", domain, c.description)
+    console.print(table)
+
+
+def print_job(console: Console, job: Job) -> None:
+    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job.state, "cyan")
+    console.print(
+        f"job [bold]{job.id}[/bold]  [{style}]{job.state}[/{style}]  "
+        f"{job.package_name}@{job.package_version}  params={json.dumps(job.params, sort_keys=True)}"
+    )
+    if job.error_message:
+        console.print(f"  [red]{job.error_code}[/red]: {job.error_message}")
+
+
+def describe_report(output: ResultOutput) -> str:
+    """One human line per output on what disclosure control did."""
+    report = output.report
+    if output.kind == "value":
+        return "a value computed without data (released as is)"
+    if output.kind == "public":
+        return f"{report.get('rows', 0)} rows from public datasets (released row by row)"
+    parts = [f"{report.get('rows', 0)} aggregate cells released"]
+    for rule in report.get("rules", []):
+        if rule.get("cells_suppressed"):
+            parts.append(
+                f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}"
+            )
+    if len(parts) == 1:
+        parts.append("no cell needed suppression")
+    return "; ".join(parts)
+
+
+def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:
+    for output in result.outputs:
+        if output.table is not None:
+            console.print(arrow_table(output.table, title=output.name, limit=limit))
+        else:
+            console.print(f"[bold]{output.name}[/bold] = {_cell(output.value)}")
+        console.print(f"  [dim]release: {describe_report(output)}[/dim]")
+    if result.printed:
+        console.print("[bold]printed by the algorithm:[/bold]")
+        console.print(result.printed, markup=False, highlight=False)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def result_to_json(result: Result) -> str:
+    """A result as JSON: each output's rows (tables) or value, and its release report."""
+    outputs = {}
+    for o in result.outputs:
+        entry: dict[str, Any] = {"kind": o.kind, "report": o.report}
+        if o.table is not None:
+            entry["columns"] = o.table.column_names
+            entry["rows"] = [{k: _json_value(v) for k, v in row.items()} for row in o.table.to_pylist()]
+        else:
+            entry["value"] = _json_value(o.value)
+        outputs[o.name] = entry
+    return json.dumps({"job_id": result.job_id, "outputs": outputs, "printed": result.printed}, indent=2)
+
+
+def outcome_to_result(outcome: JobOutcome, job_id: str = "local") -> Result:
+    """A locally run job's outcome in the same shape as a result fetched from a server."""
+    outputs = [ResultOutput(o.name, o.kind, o.table, o.value, o.report) for o in outcome.outputs]
+    return Result(job_id, outputs, outcome.printed)

@@ -1,0 +1,259 @@
+"""The release rewrite: what may leave, and the plan changes that let the engine prove it.
+
+Every node of an output plan is at one of three levels:
+
+    public      only public datasets below it: releasable row by row
+    rows        row-level data from a personal dataset: never releasable
+    aggregate   cells of a group-by over personal rows, each counted and thresholded
+
+A scan of a personal dataset also reads its privacy-unit column into a hidden column (``__u<k>``) that every
+row-preserving node carries along. An aggregate over personal rows then counts, per personal source, the
+distinct units behind each cell (a plain row count when the catalog declares one row per unit and no join or
+union since the scan can have duplicated units), keeps the smallest count as the cell's contributors
+(``__c<k>``), and drops cells below the strictest source policy right there, with a ``Threshold`` node, so that
+no later sort, filter, head or join ever sees a small cell or its key. Aggregates of already-protected cells are
+post-processing and stay releasable; min and max of personal rows never are.
+
+The input plans come from the sandbox and are hostile: they are type-checked and may not name hidden columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from saferoom.catalog.manifest import Manifest
+from saferoom.engine.plan import (
+    AggExpr,
+    Aggregate,
+    Call,
+    Col,
+    Expr,
+    Filter,
+    Join,
+    Limit,
+    Lit,
+    Node,
+    Project,
+    Scan,
+    Sort,
+    Threshold,
+    Union,
+    walk,
+)
+from saferoom.engine.schema import infer_schema
+from saferoom.errors import InvalidPlan, ReleaseRefused
+
+__all__ = ["HIDDEN_PREFIX", "Protected", "ThresholdRule", "protect"]
+
+HIDDEN_PREFIX = "_"
+CONTRIBUTORS_PREFIX = "__c"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A privacy unit carried through row-level data: its hidden column and where it comes from."""
+
+    column: str
+    dataset: str
+    unique: bool  # at most one row per unit so far
+    minimum: int  # the dataset's min_contributors
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """One suppression point: an aggregate whose cells need ``minimum`` distinct units."""
+
+    label: str
+    column: str
+    minimum: int
+    datasets: tuple[str, ...]
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Protected:
+    """An output plan rewritten for release."""
+
+    name: str
+    kind: str  # "aggregate" | "public"
+    plan: Node
+    thresholds: dict[str, ThresholdRule] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Level:
+    kind: str  # "public" | "rows" | "aggregate"
+    hidden: tuple[str, ...] = ()  # hidden column names carried by the node's output
+    units: tuple[Unit, ...] = ()  # for "rows"
+
+
+class _Rewriter:
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.counter = 0
+        self.thresholds: dict[str, ThresholdRule] = {}
+
+    def _fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def rewrite(self, node: Node) -> tuple[Node, _Level]:
+        if isinstance(node, Scan):
+            return self._scan(node)
+        if isinstance(node, Filter):
+            child, level = self.rewrite(node.input)
+            return replace(node, input=child), level
+        if isinstance(node, Project):
+            child, level = self.rewrite(node.input)
+            carried = tuple((h, Col(h)) for h in level.hidden)
+            return Project(child, node.columns + carried), level
+        if isinstance(node, Sort | Limit):
+            child, level = self.rewrite(node.input)
+            return replace(node, input=child), level
+        if isinstance(node, Aggregate):
+            return self._aggregate(node)
+        if isinstance(node, Join):
+            return self._join(node)
+        if isinstance(node, Union):
+            return self._union(node)
+        raise InvalidPlan("threshold nodes are reserved for the release step")
+
+    def _scan(self, node: Scan) -> tuple[Node, _Level]:
+        info = self.manifest.dataset(node.dataset)
+        if info.is_public:
+            return node, _Level("public")
+        assert info.privacy_unit is not None
+        hidden = self._fresh("__u")
+        columns = node.columns if info.privacy_unit in node.columns else (*node.columns, info.privacy_unit)
+        project = Project(
+            Scan(node.dataset, columns),
+            (*tuple((c, Col(c)) for c in node.columns), (hidden, Col(info.privacy_unit))),
+        )
+        unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
+        return project, _Level("rows", (hidden,), (unit,))
+
+    def _aggregate(self, node: Aggregate) -> tuple[Node, _Level]:
+        child, level = self.rewrite(node.input)
+        if level.kind == "public":
+            return replace(node, input=child), level
+        if level.kind == "aggregate":  # post-processing of cells that already passed their thresholds
+            return replace(node, input=child), _Level("aggregate")
+        refused = [agg.fn for _, agg in node.aggs if agg.fn in ("min", "max")]
+        if refused:
+            datasets = ", ".join(sorted({u.dataset for u in level.units}))
+            raise ReleaseRefused(
+                f"{refused[0]} of personal data ({datasets}) cannot be released: a minimum or maximum is one "
+                "person's value"
+            )
+        counts: list[tuple[str, AggExpr]] = []
+        for unit in level.units:
+            agg = AggExpr("count") if unit.unique else AggExpr("count_distinct", Col(unit.column))
+            counts.append((self._fresh("__n"), agg))
+        contributors = self._fresh(CONTRIBUTORS_PREFIX)
+        visible = tuple((*node.keys, *(n for n, _ in node.aggs)))
+        if len(counts) == 1:
+            rewritten: Node = Aggregate(child, node.keys, (*node.aggs, (contributors, counts[0][1])))
+        else:
+            least: Expr = Col(counts[0][0])
+            for name, _ in counts[1:]:
+                least = Call("case", (Call("le", (least, Col(name))), least, Col(name)))
+            rewritten = Project(
+                Aggregate(child, node.keys, node.aggs + tuple(counts)),
+                (*tuple((c, Col(c)) for c in visible), (contributors, least)),
+            )
+        label = self._fresh("cells")
+        minimum = max(u.minimum for u in level.units)
+        datasets = tuple(sorted({u.dataset for u in level.units}))
+        self.thresholds[label] = ThresholdRule(
+            label, contributors, minimum, datasets, tuple(self._unit_name(u) for u in level.units)
+        )
+        return Threshold(rewritten, contributors, minimum, label), _Level("aggregate", (contributors,))
+
+    def _unit_name(self, unit: Unit) -> str:
+        return self.manifest.dataset(unit.dataset).privacy_unit or "unit"
+
+    def _join(self, node: Join) -> tuple[Node, _Level]:
+        left, ll = self.rewrite(node.left)
+        right, rl = self.rewrite(node.right)
+        kinds = {ll.kind, rl.kind}
+        if "rows" in kinds:
+            # A join can repeat a unit's rows: count distinct units from here on.
+            units = tuple(replace(u, unique=False) for u in (*ll.units, *rl.units))
+            level = _Level("rows", ll.hidden + rl.hidden, units)
+        elif "aggregate" in kinds:
+            level = _Level("aggregate", ll.hidden + rl.hidden)
+        else:
+            level = _Level("public")
+        return Join(left, right, node.on, node.how), level
+
+    def _union(self, node: Union) -> tuple[Node, _Level]:
+        parts = [self.rewrite(i) for i in node.inputs]
+        hidden = tuple(dict.fromkeys(h for _, level in parts for h in level.hidden))
+        kinds = {level.kind for _, level in parts}
+        inputs = []
+        for child, level in parts:
+            missing = [h for h in hidden if h not in level.hidden]
+            if missing:
+                visible = [c for c in infer_schema(child, self.manifest) if c not in level.hidden]
+                columns = tuple((c, Col(c)) for c in (*visible, *level.hidden))
+                child = Project(child, columns + tuple((h, Lit(None)) for h in missing))
+            inputs.append(child)
+        if "rows" in kinds:
+            units = tuple(replace(u, unique=False) for _, level in parts for u in level.units)
+            return Union(tuple(inputs)), _Level("rows", hidden, units)
+        if "aggregate" in kinds:
+            return Union(tuple(inputs)), _Level("aggregate", hidden)
+        return Union(tuple(inputs)), _Level("public")
+
+
+def _check_names(node: Node) -> None:
+    """Algorithm plans may not name hidden columns nor contain release-only nodes."""
+    for n in walk(node):
+        names: list[str] = []
+        exprs: list[Expr | AggExpr | None] = []
+        if isinstance(n, Scan):
+            names += n.columns
+        elif isinstance(n, Filter):
+            exprs.append(n.predicate)
+        elif isinstance(n, Project):
+            names += [c for c, _ in n.columns]
+            exprs += [e for _, e in n.columns]
+        elif isinstance(n, Aggregate):
+            names += [*n.keys, *(c for c, _ in n.aggs)]
+            exprs += [a for _, a in n.aggs]
+        elif isinstance(n, Join):
+            names += n.on
+        elif isinstance(n, Sort):
+            names += [k for k, _ in n.keys]
+        elif isinstance(n, Threshold):
+            raise InvalidPlan("threshold nodes are reserved for the release step")
+        while exprs:
+            e = exprs.pop()
+            if isinstance(e, Col):
+                names.append(e.name)
+            elif isinstance(e, Call):
+                exprs.extend(e.args)
+            elif isinstance(e, AggExpr):
+                exprs.append(e.arg)
+        hidden = [x for x in names if x.startswith(HIDDEN_PREFIX)]
+        if hidden:
+            raise InvalidPlan(f"column names starting with '_' are reserved ({hidden[0][:40]!r})")
+
+
+def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protected]:
+    """Rewrite every output for release, or refuse the first one that may not leave."""
+    protected: dict[str, Protected] = {}
+    for name, node in outputs.items():
+        _check_names(node)
+        infer_schema(node, manifest)  # InvalidPlan for ill-typed plans, before anything runs
+        rewriter = _Rewriter(manifest)
+        plan, level = rewriter.rewrite(node)
+        if level.kind == "rows":
+            datasets = ", ".join(sorted({u.dataset for u in level.units}))
+            raise ReleaseRefused(
+                f"output {name!r} is row-level data from the personal dataset {datasets}: only aggregates may "
+                "leave; group it with group_by(...).agg(...) before returning it"
+            )
+        protected[name] = Protected(name, level.kind, plan, dict(rewriter.thresholds))
+    return protected

@@ -1,0 +1,111 @@
+"""The last step before anything leaves: strip hidden columns, re-check every cell, write the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.disclosure.protect import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
+from saferoom.errors import ReleaseRefused
+
+__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release"]
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What one disclosure-control rule did to one output."""
+
+    rule: str
+    explanation: str
+    cells_suppressed: int = 0
+    threshold: int | None = None
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    """Per output: what was released and what disclosure control did (readable by a human output checker)."""
+
+    output: str
+    kind: str  # "aggregate" | "public"
+    rows: int
+    columns: list[str]
+    suppressed_cells: int
+    rules: list[RuleOutcome]
+
+    def to_data(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ReleaseReport:
+        rules = [RuleOutcome(**r) for r in data.get("rules", [])]
+        return cls(
+            output=data["output"],
+            kind=data["kind"],
+            rows=data["rows"],
+            columns=list(data["columns"]),
+            suppressed_cells=data["suppressed_cells"],
+            rules=rules,
+        )
+
+
+@dataclass(frozen=True)
+class Released:
+    table: pa.Table
+    report: ReleaseReport
+
+
+def _recheck(protected: Protected, table: pa.Table) -> None:
+    """Defence in depth: every contributor count that reached the release must meet its threshold."""
+    minimum = {rule.column: rule.minimum for rule in protected.thresholds.values()}
+    for name in table.column_names:
+        if not name.startswith(CONTRIBUTORS_PREFIX):
+            continue
+        below = pc.sum(pc.less(table.column(name), minimum.get(name, 2**62))).as_py()
+        if below:
+            raise ReleaseRefused(f"output {protected.name!r} failed the release check; nothing was released")
+    if protected.kind == "public" and any(n.startswith(HIDDEN_PREFIX) for n in table.column_names):
+        raise ReleaseRefused(f"output {protected.name!r} failed the release check; nothing was released")
+
+
+def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -> Released:
+    """The releasable form of an executed output, and its report."""
+    _recheck(protected, table)
+    visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
+    out = table.select(visible)
+    # Decode categories so results read the same whatever the storage.
+    out = pa.table(
+        [pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in out.columns],
+        names=out.column_names,
+    )
+    rules: list[RuleOutcome] = []
+    for rule in protected.thresholds.values():
+        cells = int(dropped.get(rule.label, 0))
+        units = " / ".join(dict.fromkeys(rule.units))
+        rules.append(
+            RuleOutcome(
+                rule="min_contributors",
+                explanation=(
+                    f"cells with fewer than {rule.minimum} distinct {units} ({', '.join(rule.datasets)}) are "
+                    "suppressed, key included"
+                ),
+                cells_suppressed=cells,
+                threshold=rule.minimum,
+                datasets=list(rule.datasets),
+            )
+        )
+    if protected.kind == "public":
+        rules.append(RuleOutcome("public", "only public datasets: released row by row"))
+    report = ReleaseReport(
+        output=protected.name,
+        kind=protected.kind,
+        rows=out.num_rows,
+        columns=out.column_names,
+        suppressed_cells=sum(r.cells_suppressed for r in rules),
+        rules=rules,
+    )
+    return Released(out, report)

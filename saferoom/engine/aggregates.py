@@ -1,0 +1,148 @@
+"""Grouped aggregation: one hash group-by in Acero for everything it can do, exact quantiles beside it.
+
+Acero has only approximate (t-digest) grouped quantiles. Exact ones are computed by gathering each group's
+values with the hash ``list`` aggregate (one pass, no sort) and selecting within each group; with very many
+groups a single sort of (group, value) is cheaper than a Python loop over groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.engine.expressions import _to_float, decode, evaluate, materialize
+from saferoom.engine.plan import AggExpr
+from saferoom.errors import InvalidPlan
+
+__all__ = ["aggregate"]
+
+_LOOP_GROUPS = 256  # up to this many groups, select per group; beyond, sort once
+_NUMERIC_ONLY = {"sum", "mean", "std", "median", "quantile"}
+
+
+def _hash_spec(fn: str, column: str) -> tuple[str | list[str], str, pc.FunctionOptions | None]:
+    if fn == "count":
+        return column, "count", pc.CountOptions(mode="only_valid")
+    if fn == "count_distinct":
+        return column, "count_distinct", pc.CountOptions(mode="only_valid")
+    if fn == "std":
+        return column, "stddev", pc.VarianceOptions(ddof=1)
+    if fn in ("sum", "mean", "min", "max"):
+        return column, fn, pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+    raise InvalidPlan(f"unknown aggregate {fn!r}")
+
+
+def _check_arg(fn: str, values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    t = values.type
+    if fn in _NUMERIC_ONLY and not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise InvalidPlan(f"{fn} needs a numeric column, got {t}")
+    if fn in ("min", "max", "count_distinct"):
+        return decode(values)
+    return values
+
+
+def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, AggExpr], ...]) -> pa.Table:
+    """Group ``table`` by ``keys`` and compute ``aggs``; no keys gives exactly one row."""
+    for key in keys:
+        if key not in table.column_names:
+            raise InvalidPlan(f"unknown group key {key!r}")
+    n = table.num_rows
+    work = {key: table.column(key) for key in keys}
+    hashed: list[tuple[str | list[str], str, pc.FunctionOptions | None]] = []
+    hashed_names: list[str] = []
+    exact: list[tuple[str, str, float]] = []  # (output name, temp column, q)
+    for i, (name, agg) in enumerate(aggs):
+        if agg.fn == "count" and agg.arg is None:
+            hashed.append(([], "count_all", None))
+            hashed_names.append(name)
+            continue
+        assert agg.arg is not None
+        temp = f"__agg{i}"
+        work[temp] = _check_arg(agg.fn, materialize(evaluate(agg.arg, table), n))
+        if agg.fn in ("median", "quantile"):
+            exact.append((name, temp, 0.5 if agg.fn == "median" else float(agg.q or 0.0)))
+            if keys:
+                hashed.append((temp, "list", None))
+                hashed_names.append(f"{temp}_values")
+        else:
+            hashed.append(_hash_spec(agg.fn, temp))
+            hashed_names.append(name)
+    work_table = pa.table(work) if work else pa.table({"__rows": pa.nulls(n, pa.int8())})
+    # The list aggregate (for exact quantiles) is order-dependent and needs single-threaded execution.
+    if not hashed:
+        hashed, hashed_names = [([], "count_all", None)], ["__rows"]
+    grouped = work_table.group_by(list(keys), use_threads=not (exact and keys))
+    result = grouped.aggregate(hashed)
+    # Acero names outputs "<column>_<fn>" (names may repeat) and puts keys first or last depending on the
+    # version: take aggregates by position among the non-key columns.
+    positions = [i for i, c in enumerate(result.column_names) if c not in keys]
+    columns = {key: result.column(key) for key in keys}
+    for name, position in zip(hashed_names, positions, strict=True):
+        columns[name] = result.column(position)
+    if not keys and n == 0:
+        columns = {name: _empty_global(column, name, aggs) for name, column in columns.items()}
+    for name, temp, q in exact:
+        if keys:
+            columns[name] = _exact_quantiles(columns.pop(f"{temp}_values"), q)
+        else:
+            columns[name] = pa.chunked_array(
+                [pa.array([_quantile(work_table.column(temp), q)], pa.float64())]
+            )
+    ordered = {key: columns[key] for key in keys}
+    for name, _ in aggs:
+        ordered[name] = columns[name]
+    return pa.table(ordered)
+
+
+def _empty_global(
+    column: pa.ChunkedArray, name: str, aggs: tuple[tuple[str, AggExpr], ...]
+) -> pa.ChunkedArray:
+    """On empty input: counts are 0, everything else null (Acero already does this; made explicit)."""
+    fn = dict(aggs).get(name)
+    if fn is not None and fn.fn in ("count", "count_distinct"):
+        return pa.chunked_array([pa.array([0], pa.int64())])
+    return column
+
+
+def _exact_quantiles(lists: pa.ChunkedArray, q: float) -> pa.ChunkedArray:
+    """Exact linear-interpolation quantile ``q`` of each group's gathered values."""
+    combined = lists.combine_chunks()
+    if len(combined) <= _LOOP_GROUPS:
+        out = [
+            _quantile(combined[i].values, q) if combined[i].is_valid else None for i in range(len(combined))
+        ]
+        return pa.chunked_array([pa.array(out, pa.float64())])
+    return pa.chunked_array([_sorted_quantiles(combined, q)])
+
+
+def _quantile(values: pa.Array | pa.ChunkedArray, q: float) -> float | None:
+    values = _to_float(values)
+    if pc.count(values).as_py() == 0:
+        return None
+    result = pc.quantile(values, q=q, interpolation="linear", skip_nulls=True)
+    return result[0].as_py()
+
+
+def _sorted_quantiles(lists: pa.ListArray, q: float) -> pa.Array:
+    """Quantiles of many groups at once: drop nulls, sort by (group, value), index into each group's run."""
+    group = pc.list_parent_indices(lists)
+    values = _to_float(pc.list_flatten(lists))
+    valid = pc.is_valid(values)
+    group, values = pc.filter(group, valid), pc.filter(values, valid)
+    options = pc.SortOptions(sort_keys=[("g", "ascending", "at_end"), ("v", "ascending", "at_end")])
+    order = pc.sort_indices(pa.table({"g": group, "v": values}), options=options)
+    sorted_values = pc.take(values, order).to_numpy(zero_copy_only=False)
+    counts = np.bincount(group.to_numpy(zero_copy_only=False), minlength=len(lists))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = (counts - 1) * q
+    lower = np.floor(position).astype(np.int64)
+    upper = np.ceil(position).astype(np.int64)
+    has = counts > 0
+    lo_idx = np.where(has, starts + lower, 0)
+    hi_idx = np.where(has, starts + upper, 0)
+    if sorted_values.size == 0:
+        return pa.nulls(len(lists), pa.float64())
+    lo_val, hi_val = sorted_values[lo_idx], sorted_values[hi_idx]
+    result = lo_val + (hi_val - lo_val) * (position - lower)
+    return pa.array(result, pa.float64(), mask=~has)

@@ -1,0 +1,167 @@
+"""The embedded engine: executes plans over (memory-mapped) Arrow tables in Arrow's C++ kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.engine.aggregates import aggregate
+from saferoom.engine.expressions import decode, evaluate, materialize
+from saferoom.engine.optimize import prune_columns
+from saferoom.engine.plan import Aggregate, Filter, Join, Limit, Node, Project, Scan, Sort, Union
+from saferoom.errors import InvalidPlan
+
+__all__ = ["ArrowEngine", "Engine", "Execution"]
+
+_JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "full": "full outer"}
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
+
+
+class Execution(NamedTuple):
+    """An executed plan: its table, and how many rows each Threshold label dropped."""
+
+    table: pa.Table
+    dropped: dict[str, int]
+
+
+class Engine(Protocol):
+    """Anything that can execute a plan."""
+
+    def execute(self, plan: Node) -> Execution: ...
+
+
+class ArrowEngine:
+    """Executes plans with pyarrow.compute and Acero over tables from ``source`` (dataset name -> table)."""
+
+    def __init__(self, source: Callable[[str], pa.Table]) -> None:
+        self._source = source
+
+    def execute(self, plan: Node) -> Execution:
+        dropped: dict[str, int] = {}
+        try:
+            table = self._run(prune_columns(plan), dropped)
+        except RecursionError:
+            raise InvalidPlan("the plan is nested too deeply") from None
+        except _ARROW_ERRORS as exc:
+            raise InvalidPlan(_message(exc)) from None
+        return Execution(table, dropped)
+
+    def _run(self, node: Node, dropped: dict[str, int]) -> pa.Table:
+        if isinstance(node, Scan):
+            table = self._source(node.dataset)
+            missing = [c for c in node.columns if c not in table.column_names]
+            if missing:
+                raise InvalidPlan(f"dataset {node.dataset!r} has no column {missing[0]!r}")
+            return table.select(list(node.columns))
+        if isinstance(node, Filter):
+            table = self._run(node.input, dropped)
+            mask = evaluate(node.predicate, table)
+            if not (pa.types.is_boolean(mask.type) or pa.types.is_null(mask.type)):
+                raise InvalidPlan(f"filter needs a true/false condition, got {mask.type}")
+            if isinstance(mask, pa.Scalar):
+                return table if mask.as_py() is True else table.slice(0, 0)
+            return table.filter(mask, null_selection_behavior="drop")
+        if isinstance(node, Project):
+            table = self._run(node.input, dropped)
+            n = table.num_rows
+            columns = [materialize(evaluate(expr, table), n) for _, expr in node.columns]
+            if not columns:
+                return table.select([])
+            return pa.table(columns, names=[name for name, _ in node.columns])
+        if isinstance(node, Aggregate):
+            return aggregate(self._run(node.input, dropped), node.keys, node.aggs)
+        if isinstance(node, Join):
+            return _join(self._run(node.left, dropped), self._run(node.right, dropped), node)
+        if isinstance(node, Sort):
+            table = self._run(node.input, dropped)
+            for key, _ in node.keys:
+                if key not in table.column_names:
+                    raise InvalidPlan(f"cannot sort by unknown column {key!r}")
+            keys = pa.table({f"k{i}": decode(table.column(k)) for i, (k, _) in enumerate(node.keys)})
+            options = pc.SortOptions(
+                sort_keys=[
+                    (f"k{i}", "descending" if d else "ascending", "at_end") for i, (_, d) in enumerate(node.keys)
+                ]
+            )
+            order = pc.sort_indices(keys, options=options)
+            return table.take(order)
+        if isinstance(node, Limit):
+            return self._run(node.input, dropped).slice(0, node.n)
+        if isinstance(node, Union):
+            return _union([self._run(i, dropped) for i in node.inputs])
+        table = self._run(node.input, dropped)
+        if node.column not in table.column_names:
+            raise InvalidPlan(f"threshold on unknown column {node.column!r}")
+        keep = pc.fill_null(pc.greater_equal(table.column(node.column), node.minimum), False)
+        kept = table.filter(keep)
+        dropped[node.label] = dropped.get(node.label, 0) + table.num_rows - kept.num_rows
+        return kept
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns decoded (Acero joins and unions want plain columns)."""
+    if not any(pa.types.is_dictionary(t) for t in table.schema.types):
+        return table
+    return pa.table([decode(c) for c in table.columns], names=table.column_names)
+
+
+def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
+    for key in node.on:
+        if key not in left.column_names or key not in right.column_names:
+            raise InvalidPlan(f"join key {key!r} must exist on both sides")
+    clash = (set(left.column_names) & set(right.column_names)) - set(node.on)
+    if clash:
+        raise InvalidPlan(f"column {sorted(clash)[0]!r} exists on both sides of the join; rename it first")
+    left, right = _plain(left), _plain(right)
+    for key in node.on:
+        lt, rt = left.schema.field(key).type, right.schema.field(key).type
+        if lt != rt:
+            if pa.types.is_integer(lt) and pa.types.is_integer(rt):
+                left = left.set_column(
+                    left.column_names.index(key), key, pc.cast(left.column(key), pa.int64())
+                )
+                right = right.set_column(
+                    right.column_names.index(key), key, pc.cast(right.column(key), pa.int64())
+                )
+            else:
+                raise InvalidPlan(f"join key {key!r} has type {lt} on the left and {rt} on the right")
+    order = [*left.column_names, *(c for c in right.column_names if c not in node.on)]
+    joined = left.join(
+        right, list(node.on), join_type=_JOIN_TYPES[node.how], coalesce_keys=True, use_threads=True
+    )
+    return joined.select(order)
+
+
+def _union(tables: list[pa.Table]) -> pa.Table:
+    names = set(tables[0].column_names)
+    for t in tables[1:]:
+        if set(t.column_names) != names:
+            raise InvalidPlan("union needs the same column names on every input")
+    order = tables[0].column_names
+    aligned = [_plain(t.select(order)) for t in tables]
+    for name in order:
+        kinds = {t.schema.field(name).type for t in aligned}
+        if len(kinds) > 1:
+            if all(pa.types.is_integer(k) or pa.types.is_floating(k) or pa.types.is_null(k) for k in kinds):
+                target = pa.float64() if any(pa.types.is_floating(k) for k in kinds) else pa.int64()
+                aligned = [
+                    t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned
+                ]
+            elif all(pa.types.is_null(k) or k == next(iter(kinds - {pa.null()}), None) for k in kinds):
+                target = next(iter(kinds - {pa.null()}))
+                aligned = [
+                    t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned
+                ]
+            else:
+                raise InvalidPlan(
+                    f"union: column {name!r} has different types ({', '.join(map(str, kinds))})"
+                )
+    return pa.concat_tables(aligned)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"the engine could not execute the plan: {text[:200]}"

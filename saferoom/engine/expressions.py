@@ -1,0 +1,378 @@
+"""Evaluating plan expressions over an Arrow table with pyarrow.compute kernels (vectorised, none per row).
+
+Semantics follow the comments on ``plan.FUNCTIONS`` and match Spark SQL (non-ANSI mode): division and modulo
+by zero give null, integer arithmetic that overflows is an error, comparisons with null give null.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.engine.plan import Col, Expr, Lit
+from saferoom.errors import InvalidPlan
+
+__all__ = ["Value", "decode", "evaluate", "materialize"]
+
+Value: TypeAlias = pa.ChunkedArray | pa.Array | pa.Scalar
+
+EARTH_RADIUS_M = 6_371_008.8
+M_PER_DEG_LAT = 110_574.0
+M_PER_DEG_LON = 111_320.0
+ROW_OFFSET = 2**20
+COL_OFFSET = 2**21
+ROW_FACTOR = 2**22
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError)
+
+
+def _type(value: Value) -> pa.DataType:
+    return value.type
+
+
+def decode(value: Value) -> Value:
+    """Dictionary-encoded values as plain values (categories are stored encoded; most kernels want plain)."""
+    if pa.types.is_dictionary(_type(value)):
+        return pc.cast(value, value.type.value_type)
+    return value
+
+
+def materialize(value: Value, length: int) -> pa.ChunkedArray | pa.Array:
+    """A column of ``length`` rows: scalars (from literal-only expressions) are broadcast."""
+    if isinstance(value, pa.Scalar):
+        if not value.is_valid:
+            return pa.nulls(length, value.type if value.type != pa.null() else pa.null())
+        return pa.repeat(value, length)
+    return value
+
+
+def _is_float(value: Value) -> bool:
+    return pa.types.is_floating(_type(value))
+
+
+def _to_float(value: Value) -> Value:
+    value = decode(value)
+    if pa.types.is_floating(_type(value)):
+        return value
+    if not (pa.types.is_integer(_type(value)) or pa.types.is_null(_type(value))):
+        raise InvalidPlan(f"expected a number, got {_type(value)}")
+    return pc.cast(value, pa.float64())
+
+
+def _numeric(*values: Value) -> None:
+    for v in values:
+        t = _type(v)
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+            raise InvalidPlan(f"arithmetic needs numbers, got {t}")
+
+
+def _zero_to_null(value: Value) -> Value:
+    null = pa.scalar(None, _type(value))
+    return pc.if_else(pc.equal(value, pa.scalar(0, _type(value))), null, value)
+
+
+def _arith(checked: str, plain: str) -> Callable[[Value, Value], Value]:
+    def apply(a: Value, b: Value) -> Value:
+        a, b = decode(a), decode(b)
+        _numeric(a, b)
+        name = plain if (_is_float(a) or _is_float(b)) else checked
+        return pc.call_function(name, [a, b])
+
+    return apply
+
+
+def _div(a: Value, b: Value) -> Value:
+    a, b = _to_float(a), _to_float(b)
+    return pc.divide(a, _zero_to_null(b))
+
+
+def _mod(a: Value, b: Value) -> Value:
+    a, b = decode(a), decode(b)
+    _numeric(a, b)
+    if _is_float(a) or _is_float(b):
+        a, b = _to_float(a), _zero_to_null(_to_float(b))
+        return pc.subtract(a, pc.multiply(b, pc.trunc(pc.divide(a, b))))
+    b = _zero_to_null(b)
+    return pc.subtract(a, pc.multiply(pc.divide(a, b), b))  # integer divide truncates: sign follows dividend
+
+
+def _compare(name: str) -> Callable[[Value, Value], Value]:
+    def apply(a: Value, b: Value) -> Value:
+        # A dictionary column against a literal: compare the few categories, then map through the indices.
+        if isinstance(b, pa.Scalar) and pa.types.is_dictionary(_type(a)):
+            return _on_dictionary(a, lambda values: pc.call_function(name, [values, b]))
+        if isinstance(a, pa.Scalar) and pa.types.is_dictionary(_type(b)):
+            return _on_dictionary(b, lambda values: pc.call_function(name, [a, values]))
+        a, b = decode(a), decode(b)
+        ta, tb = _type(a), _type(b)
+        if (pa.types.is_string(ta) or pa.types.is_large_string(ta)) != (
+            pa.types.is_string(tb) or pa.types.is_large_string(tb)
+        ) and not (pa.types.is_null(ta) or pa.types.is_null(tb)):
+            raise InvalidPlan(f"cannot compare {ta} with {tb}")
+        return pc.call_function(name, [a, b])
+
+    return apply
+
+
+def _on_dictionary(value: Value, fn: Callable[[pa.Array], Value]) -> Value:
+    if isinstance(value, pa.ChunkedArray):
+        return pa.chunked_array([_on_dictionary(chunk, fn) for chunk in value.chunks], pa.bool_())
+    mapped = fn(value.dictionary)
+    return pc.take(mapped, value.indices)
+
+
+def _logical(name: str) -> Callable[[Value, Value], Value]:
+    def apply(a: Value, b: Value) -> Value:
+        for v in (a, b):
+            if not (pa.types.is_boolean(_type(v)) or pa.types.is_null(_type(v))):
+                raise InvalidPlan(f"{name}: needs true/false values, got {_type(v)}")
+        return pc.call_function(name, [a, b])
+
+    return apply
+
+
+def _not(a: Value) -> Value:
+    if not (pa.types.is_boolean(_type(a)) or pa.types.is_null(_type(a))):
+        raise InvalidPlan(f"not: needs true/false values, got {_type(a)}")
+    return pc.invert(a)
+
+
+def _literal(value: Value, what: str) -> Any:
+    if not isinstance(value, pa.Scalar):
+        raise InvalidPlan(f"{what} must be a literal")
+    return value.as_py()
+
+
+def _is_in(x: Value, *values: Value) -> Value:
+    items = [_literal(v, "is_in values") for v in values]
+    kinds = {type(i) for i in items if i is not None}
+    if len(kinds - {int, float}) > 1 or (kinds & {str} and kinds - {str}):
+        raise InvalidPlan("is_in values must all be numbers or all be strings")
+    value_set = pa.array(items)
+    if pa.types.is_dictionary(_type(x)):
+        return _on_dictionary(x, lambda d: pc.is_in(d, value_set=value_set.cast(d.type)))
+    x = decode(x)
+    try:
+        value_set = value_set.cast(_type(x))
+    except _ARROW_ERRORS:
+        raise InvalidPlan(f"is_in values do not match the column type {_type(x)}") from None
+    return pc.is_in(x, value_set=value_set)
+
+
+def _between(x: Value, lo: Value, hi: Value) -> Value:
+    return pc.and_kleene(_compare("greater_equal")(x, lo), _compare("less_equal")(x, hi))
+
+
+def _case(*args: Value) -> Value:
+    *pairs, otherwise = args
+    result = decode(otherwise)
+    for i in range(len(pairs) - 2, -1, -2):
+        cond, value = pairs[i], decode(pairs[i + 1])
+        if not (pa.types.is_boolean(_type(cond)) or pa.types.is_null(_type(cond))):
+            raise InvalidPlan(f"when: the condition must be true/false, got {_type(cond)}")
+        cond = pc.fill_null(cond, False) if not isinstance(cond, pa.Scalar) else pa.scalar(bool(cond.as_py()))
+        value, result = _unify(value, result)
+        result = pc.if_else(cond, value, result)
+    return result
+
+
+def _unify(a: Value, b: Value) -> tuple[Value, Value]:
+    ta, tb = _type(a), _type(b)
+    if ta == tb or pa.types.is_null(ta) or pa.types.is_null(tb):
+        if pa.types.is_null(ta) and not pa.types.is_null(tb):
+            return pc.cast(a, tb), b
+        if pa.types.is_null(tb) and not pa.types.is_null(ta):
+            return a, pc.cast(b, ta)
+        return a, b
+    if (pa.types.is_integer(ta) or pa.types.is_floating(ta)) and (
+        pa.types.is_integer(tb) or pa.types.is_floating(tb)
+    ):
+        return _to_float(a), _to_float(b)
+    raise InvalidPlan(f"when/otherwise values have different types: {ta} and {tb}")
+
+
+def _unary_float(fn: Callable[[Value], Value]) -> Callable[[Value], Value]:
+    return lambda a: fn(_to_float(a))
+
+
+def _round(a: Value, ndigits: Value | None = None) -> Value:
+    digits = 0 if ndigits is None else _literal(ndigits, "round: ndigits")
+    if isinstance(digits, bool) or not isinstance(digits, int) or not -15 <= digits <= 15:
+        raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
+    a = decode(a)
+    _numeric(a)
+    if pa.types.is_integer(_type(a)) and digits >= 0:
+        return a
+    return pc.round(_to_float(a), ndigits=digits, round_mode="half_to_even")
+
+
+def _log(a: Value) -> Value:
+    a = _to_float(a)
+    return pc.ln(pc.if_else(pc.greater(a, 0.0), a, pa.scalar(None, pa.float64())))
+
+
+def _cast(target: pa.DataType) -> Callable[[Value], Value]:
+    def apply(a: Value) -> Value:
+        a = decode(a)
+        if target == pa.int64() and _is_float(a):
+            a = pc.trunc(a)
+        try:
+            return pc.cast(a, target, safe=target != pa.string())
+        except _ARROW_ERRORS as exc:
+            raise InvalidPlan(f"cannot convert {_type(a)} to {target}: {_short(exc)}") from None
+
+    return apply
+
+
+def _meters(value: Value) -> float:
+    meters = _literal(value, "meters")
+    if isinstance(meters, bool) or not isinstance(meters, int | float) or not 10 <= meters <= 1_000_000:
+        raise InvalidPlan("meters must be a literal number between 10 and 1,000,000")
+    return float(meters)
+
+
+def _grid_row(lat: Value, meters: float) -> Value:
+    return pc.floor(pc.divide(pc.multiply(_to_float(lat), M_PER_DEG_LAT), meters))
+
+
+def _lon_scale(row: Value, meters: float) -> Value:
+    ref_lat = pc.divide(pc.multiply(pc.add(row, 0.5), meters), M_PER_DEG_LAT)
+    return pc.multiply(pc.cos(pc.multiply(ref_lat, math.pi / 180.0)), M_PER_DEG_LON)
+
+
+def _grid_cell(lat: Value, lon: Value, meters_value: Value) -> Value:
+    meters = _meters(meters_value)
+    row = _grid_row(lat, meters)
+    col = pc.floor(pc.divide(pc.multiply(_to_float(lon), _lon_scale(row, meters)), meters))
+    cell = pc.add(
+        pc.multiply(pc.add(row, float(ROW_OFFSET)), float(ROW_FACTOR)), pc.add(col, float(COL_OFFSET))
+    )
+    return pc.cast(cell, pa.int64())
+
+
+def _cell_parts(cell: Value) -> tuple[Value, Value]:
+    cell = decode(cell)
+    if not pa.types.is_integer(_type(cell)):
+        raise InvalidPlan(f"a grid cell is an integer, got {_type(cell)}")
+    cell = pc.cast(cell, pa.int64())
+    row = pc.subtract(pc.divide(cell, ROW_FACTOR), ROW_OFFSET)
+    col = pc.subtract(pc.subtract(cell, pc.multiply(pc.divide(cell, ROW_FACTOR), ROW_FACTOR)), COL_OFFSET)
+    return pc.cast(row, pa.float64()), pc.cast(col, pa.float64())
+
+
+def _cell_lat(cell: Value, meters_value: Value) -> Value:
+    meters = _meters(meters_value)
+    row, _ = _cell_parts(cell)
+    return pc.divide(pc.multiply(pc.add(row, 0.5), meters), M_PER_DEG_LAT)
+
+
+def _cell_lon(cell: Value, meters_value: Value) -> Value:
+    meters = _meters(meters_value)
+    row, col = _cell_parts(cell)
+    return pc.divide(pc.multiply(pc.add(col, 0.5), meters), _lon_scale(row, meters))
+
+
+def _distance_m(lat1: Value, lon1: Value, lat2: Value, lon2: Value) -> Value:
+    rad = math.pi / 180.0
+    p1, p2 = pc.multiply(_to_float(lat1), rad), pc.multiply(_to_float(lat2), rad)
+    dlat = pc.subtract(p2, p1)
+    dlon = pc.multiply(pc.subtract(_to_float(lon2), _to_float(lon1)), rad)
+    a = pc.add(
+        pc.power(pc.sin(pc.divide(dlat, 2.0)), 2.0),
+        pc.multiply(pc.multiply(pc.cos(p1), pc.cos(p2)), pc.power(pc.sin(pc.divide(dlon, 2.0)), 2.0)),
+    )
+    a = pc.min_element_wise(a, 1.0)
+    return pc.multiply(pc.asin(pc.sqrt(a)), 2.0 * EARTH_RADIUS_M)
+
+
+def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
+    start, stop, bins = (_literal(v, "histogram: start, stop and bins") for v in (start_v, stop_v, bins_v))
+    if (
+        not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop))
+        or start >= stop
+    ):
+        raise InvalidPlan("histogram: start and stop must be numbers with start < stop")
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
+        raise InvalidPlan("histogram: bins must be an integer between 1 and 10,000")
+    width = (float(stop) - float(start)) / bins
+    index = pc.floor(pc.divide(pc.subtract(_to_float(x), float(start)), width))
+    index = pc.min_element_wise(pc.max_element_wise(index, 0.0), float(bins - 1))
+    return pc.add(pc.multiply(index, width), float(start))
+
+
+def _sqrt(a: Value) -> Value:
+    return pc.sqrt(_to_float(a))
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "add": _arith("add_checked", "add"),
+    "sub": _arith("subtract_checked", "subtract"),
+    "mul": _arith("multiply_checked", "multiply"),
+    "div": _div,
+    "mod": _mod,
+    "pow": lambda a, b: pc.power(_to_float(a), _to_float(b)),
+    "neg": lambda a: (_numeric(decode(a)), pc.negate_checked(decode(a)))[1],
+    "abs": lambda a: (_numeric(decode(a)), pc.abs_checked(decode(a)))[1],
+    "floor": _unary_float(pc.floor),
+    "ceil": _unary_float(pc.ceil),
+    "round": _round,
+    "sqrt": _sqrt,
+    "log": _log,
+    "exp": _unary_float(pc.exp),
+    "sin": _unary_float(pc.sin),
+    "cos": _unary_float(pc.cos),
+    "radians": lambda a: pc.multiply(_to_float(a), math.pi / 180.0),
+    "eq": _compare("equal"),
+    "ne": _compare("not_equal"),
+    "lt": _compare("less"),
+    "le": _compare("less_equal"),
+    "gt": _compare("greater"),
+    "ge": _compare("greater_equal"),
+    "and": _logical("and_kleene"),
+    "or": _logical("or_kleene"),
+    "not": _not,
+    "is_null": lambda a: pc.is_null(a) if not isinstance(a, pa.Scalar) else pa.scalar(not a.is_valid),
+    "is_in": _is_in,
+    "between": _between,
+    "case": _case,
+    "cast_int": _cast(pa.int64()),
+    "cast_float": _cast(pa.float64()),
+    "cast_str": _cast(pa.string()),
+    "grid_cell": _grid_cell,
+    "cell_lat": _cell_lat,
+    "cell_lon": _cell_lon,
+    "distance_m": _distance_m,
+    "histogram": _histogram,
+}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def evaluate(expr: Expr, table: pa.Table) -> Value:
+    """The value of ``expr`` for every row of ``table`` (a scalar when it uses no column)."""
+    if isinstance(expr, Col):
+        try:
+            return table.column(expr.name)
+        except KeyError:
+            raise InvalidPlan(f"unknown column {expr.name!r}") from None
+    if isinstance(expr, Lit):
+        if isinstance(expr.value, int) and not isinstance(expr.value, bool):
+            return pa.scalar(expr.value, pa.int64())
+        return pa.scalar(expr.value)
+    fn = FUNCTIONS.get(expr.fn)
+    if fn is None:
+        raise InvalidPlan(f"unknown function {expr.fn!r}")
+    args = [evaluate(a, table) for a in expr.args]
+    try:
+        return fn(*args)
+    except InvalidPlan:
+        raise
+    except _ARROW_ERRORS as exc:
+        kinds = ", ".join(str(_type(a)) for a in args)
+        raise InvalidPlan(f"{expr.fn}({kinds}): {_short(exc)}") from None

@@ -1,0 +1,46 @@
+"""The engine worker's tasks: run in processes forked from a warm parent that has the catalog memory-mapped.
+
+These are trusted saferoom code (no algorithm code ever runs in the engine pool); they receive plans already
+rewritten by the release step and send back Arrow IPC streams plus suppression counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from saferoom.catalog import Catalog
+from saferoom.engine import ArrowEngine, plan
+from saferoom.errors import InvalidPlan
+
+__all__ = ["execute_plans", "open_catalog"]
+
+
+def open_catalog(data_dir: str) -> Catalog:
+    """Zygote initializer: import pyarrow and map every dataset once, shared by all forked workers."""
+    return Catalog.open(Path(data_dir))
+
+
+def execute_plans(
+    catalog: Catalog, request: dict[str, Any], blobs: list[bytes]
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Execute each ``[name, plan]`` of the request; reply with one IPC stream per plan, in order."""
+    plans = request.get("plans")
+    if not isinstance(plans, list):
+        raise InvalidPlan("expected a list of plans")
+    engine = ArrowEngine(catalog.table)
+    metas: list[dict[str, Any]] = []
+    out: list[bytes] = []
+    for item in plans:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise InvalidPlan("expected [name, plan] pairs")
+        name, data = item
+        execution = engine.execute(plan.from_data(data))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, execution.table.schema) as writer:
+            writer.write_table(execution.table)
+        out.append(sink.getvalue().to_pybytes())
+        metas.append({"name": name, "dropped": dict(execution.dropped)})
+    return {"outputs": metas}, out

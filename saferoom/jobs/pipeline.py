@@ -1,0 +1,217 @@
+"""How one job runs, from package to released result; shared by the server and `saferoom dev run`.
+
+    package + params ──► sandbox worker: RestrictedPython runs the algorithm, which only builds plans
+                     ──► release rewrite (disclosure.protect): refuses row-level personal outputs and adds
+                         contributor counting and suppression to every aggregate
+                     ──► engine worker: executes the rewritten plans over the memory-mapped datasets
+                     ──► release (disclosure.release): strips hidden columns, re-checks, writes the report
+
+The algorithm's process never holds data, and the process that holds data never runs algorithm code, so a
+flaw in the interpreter-level sandbox cannot by itself read rows. Everything coming back from the sandbox
+worker is parsed as hostile data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from saferoom import disclosure
+from saferoom.catalog.manifest import Manifest
+from saferoom.config import WorkerLimits
+from saferoom.engine import plan
+from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
+from saferoom.packages import Package
+from saferoom.sandbox import Limits, WorkerPool
+
+__all__ = ["JobOutcome", "Pipeline", "ReleasedOutput"]
+
+SANDBOX_TASK = "saferoom.sandbox.runner:run_algorithm"
+ENGINE_TASK = "saferoom.jobs.engine_task:execute_plans"
+_OUTPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+MAX_OUTPUTS = 64
+MAX_PRINTED = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ReleasedOutput:
+    """One named output that passed the release step."""
+
+    name: str
+    kind: str  # "aggregate" | "public" | "value"
+    table: pa.Table | None
+    value: plan.Scalar
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """Everything a successful job releases."""
+
+    outputs: list[ReleasedOutput]
+    printed: str
+
+
+def to_limits(limits: WorkerLimits, memory_kind: str) -> Limits:
+    """Configuration limits as the sandbox pool takes them."""
+    return Limits(
+        memory_bytes=limits.memory_mib * 2**20,
+        cpu_seconds=limits.cpu_seconds,
+        wall_seconds=limits.wall_seconds,
+        output_bytes=limits.output_mib * 2**20,
+        memory_kind=memory_kind,
+    )
+
+
+class Pipeline:
+    """Runs jobs through two pre-forked worker pools: one for algorithm code, one for the engine."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        manifest: Manifest,
+        sandbox_limits: WorkerLimits,
+        engine_limits: WorkerLimits,
+    ) -> None:
+        self.manifest = manifest
+        self._manifest_data = manifest.to_data()
+        self._sandbox_limits = to_limits(sandbox_limits, "address_space")
+        # Memory-mapped datasets would count against an address-space limit: limit private data instead.
+        self._engine_limits = to_limits(engine_limits, "data")
+        self._sandbox = WorkerPool(
+            name="sandbox",
+            initializer="saferoom.sandbox.runner:sandbox_initializer",
+            init_args={},
+            tasks=[SANDBOX_TASK],
+            limits=self._sandbox_limits,
+        )
+        try:
+            self._engine = WorkerPool(
+                name="engine",
+                initializer="saferoom.jobs.engine_task:open_catalog",
+                init_args={"data_dir": str(data_dir)},
+                tasks=[ENGINE_TASK],
+                limits=self._engine_limits,
+            )
+        except BaseException:
+            self._sandbox.close()
+            raise
+
+    def run(
+        self, package: Package, params: dict[str, Any], cancel: threading.Event | None = None
+    ) -> JobOutcome:
+        """Run ``package`` with already validated ``params``; raises a JobError subclass on failure."""
+        reply = self._sandbox.run(
+            SANDBOX_TASK,
+            {
+                "files": {name: package.source(name) for name in package.files if name.endswith(".py")},
+                "entrypoint": package.entrypoint,
+                "params": params,
+                "manifest": self._manifest_data,
+                "datasets": list(package.datasets),
+            },
+            cancel=cancel,
+        )
+        plans, values, printed = self._parse_sandbox_reply(reply.data, package)
+        protected = disclosure.protect(plans, self.manifest)
+        tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+        if protected:
+            names = list(protected)
+            engine_reply = self._engine.run(
+                ENGINE_TASK,
+                {"plans": [[name, plan.to_data(protected[name].plan)] for name in names]},
+                cancel=cancel,
+            )
+            tables = _parse_engine_reply(engine_reply.data, engine_reply.blobs, names)
+        outputs: list[ReleasedOutput] = []
+        for name, kind_value in self._ordered(plans, values):
+            if kind_value == "plan":
+                table, dropped = tables[name]
+                released = disclosure.release(protected[name], table, dropped)
+                report = released.report.to_data()
+                outputs.append(ReleasedOutput(name, report["kind"], released.table, None, report))
+            else:
+                value = values[name]
+                report = {"output": name, "kind": "value", "rows": 1, "suppressed_cells": 0, "rules": []}
+                outputs.append(ReleasedOutput(name, "value", None, value, report))
+        return JobOutcome(outputs, printed)
+
+    @staticmethod
+    def _ordered(plans: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
+        order = [(n, "plan") for n in plans] + [(n, "value") for n in values]
+        return sorted(order, key=lambda item: item[0])
+
+    def _parse_sandbox_reply(
+        self, data: dict[str, Any], package: Package
+    ) -> tuple[dict[str, plan.Node], dict[str, plan.Scalar], str]:
+        """Strictly parse what the (untrusted) sandbox worker sent back."""
+        outputs = data.get("outputs")
+        printed = data.get("printed", "")
+        if not isinstance(outputs, dict) or not isinstance(printed, str) or len(outputs) > MAX_OUTPUTS:
+            raise WorkerCrashed("the sandbox worker sent a malformed reply")
+        if not outputs:
+            raise ReleaseRefused("the algorithm returned no outputs: return a dict of named tables or values")
+        plans: dict[str, plan.Node] = {}
+        values: dict[str, plan.Scalar] = {}
+        allowed = set(package.datasets)
+        for name, out in outputs.items():
+            if not isinstance(name, str) or not _OUTPUT_NAME.match(name):
+                raise InvalidPlan("output names must be identifiers of at most 128 characters")
+            if isinstance(out, dict) and set(out) == {"plan"}:
+                node = plan.from_data(out["plan"])
+                used = {n.dataset for n in plan.walk(node) if isinstance(n, plan.Scan)}
+                if not used <= allowed:
+                    raise InvalidPlan(f"output {name!r} reads datasets the package does not declare")
+                plans[name] = node
+            elif isinstance(out, dict) and set(out) == {"value"} and _is_scalar(out["value"]):
+                values[name] = out["value"]
+            else:
+                raise WorkerCrashed("the sandbox worker sent a malformed output")
+        return plans, values, printed[:MAX_PRINTED]
+
+    def close(self) -> None:
+        """Stop both worker pools (idempotent)."""
+        self._sandbox.close()
+        self._engine.close()
+
+
+def _is_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 65_536
+
+
+def _parse_engine_reply(
+    data: dict[str, Any], blobs: list[bytes], names: list[str]
+) -> dict[str, tuple[pa.Table, dict[str, int]]]:
+    """Read the engine worker's Arrow IPC streams (engine workers run trusted code; still checked)."""
+    outputs = data.get("outputs")
+    if not isinstance(outputs, list) or len(outputs) != len(names) or len(blobs) != len(names):
+        raise WorkerCrashed("the engine worker sent a malformed reply")
+    tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+    for name, meta, blob in zip(names, outputs, blobs, strict=True):
+        dropped = meta.get("dropped") if isinstance(meta, dict) else None
+        if meta.get("name") != name or not isinstance(dropped, dict):
+            raise WorkerCrashed("the engine worker sent a malformed reply")
+        try:
+            table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+        except pa.ArrowInvalid as exc:
+            raise WorkerCrashed("the engine worker sent an unreadable table") from exc
+        tables[name] = (table, {str(k): int(v) for k, v in dropped.items()})
+    return tables
+
+
+def dumps_value(value: plan.Scalar) -> str:
+    """A released scalar as JSON (how it is stored)."""
+    return json.dumps(value, allow_nan=False)

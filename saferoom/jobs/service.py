@@ -1,0 +1,252 @@
+"""The job service: accepts jobs, runs them on a bounded pool of threads, and answers about them.
+
+Knows nothing of gRPC. A job is persisted (QUEUED) before it is acknowledged; each state change is a
+compare-and-set in the store (see ``saferoom.jobs.state``), and watchers are woken on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from saferoom.errors import (
+    JobCancelled,
+    JobFailed,
+    JobNotFinished,
+    LimitExceeded,
+    SaferoomError,
+    Unavailable,
+)
+from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
+from saferoom.jobs.state import FINAL_STATES, JobState
+from saferoom.packages import PackageRegistry, validate_params
+from saferoom.store import JobRecord, JobStore, StoredOutput, StoredResult
+
+__all__ = ["JobService"]
+
+_log = logging.getLogger(__name__)
+_INTERRUPTED = "the server stopped while this job was running; run it again"
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    """An Arrow table as an IPC stream (how released tables are stored and sent)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+class JobService:
+    """Runs jobs for the server: submit, observe, cancel, fetch results."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        registry: PackageRegistry,
+        pipeline: Pipeline,
+        max_concurrent: int = 2,
+        max_queued: int = 100,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._pipeline = pipeline
+        self._max_queued = max_queued
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="job")
+        self._changed = threading.Condition()
+        self._cancels: dict[str, threading.Event] = {}
+        self._queued = 0
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def recover(self) -> tuple[int, int]:
+        """After a restart: fail jobs that were running, run again those still queued. Returns the counts."""
+        failed = 0
+        for job in self._store.jobs_in_states([JobState.RUNNING.value]):
+            if self._store.update_state(
+                job.id,
+                JobState.FAILED.value,
+                expected=[JobState.RUNNING.value],
+                error_code="interrupted",
+                error_message=_INTERRUPTED,
+            ):
+                failed += 1
+        queued = self._store.jobs_in_states([JobState.QUEUED.value])
+        for job in sorted(queued, key=lambda j: j.created_at):
+            self._schedule(job.id)
+        return failed, len(queued)
+
+    def close(self) -> None:
+        """Cancel running jobs and stop taking new ones (idempotent)."""
+        with self._changed:
+            self._closed = True
+            for event in self._cancels.values():
+                event.set()
+            self._changed.notify_all()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # ----------------------------------------------------------------- commands
+
+    def submit(self, package_ref: str, params: Mapping[str, Any], owner: str) -> JobRecord:
+        """Validate and persist a job, then schedule it. The returned job is QUEUED."""
+        if self._closed:
+            raise Unavailable("the server is shutting down")
+        package = self._registry.get(package_ref)
+        checked = validate_params(package, params)
+        with self._changed:
+            if self._queued >= self._max_queued:
+                raise LimitExceeded(f"too many queued jobs (limit {self._max_queued}); try again later")
+            self._queued += 1
+        now = time.time()
+        job = JobRecord(
+            id=uuid.uuid4().hex,
+            owner=owner,
+            package_hash=package.hash,
+            package_name=package.name,
+            package_version=package.version,
+            params_json=json.dumps(checked, sort_keys=True),
+            datasets_json=json.dumps(list(package.datasets)),
+            state=JobState.QUEUED.value,
+            error_code=None,
+            error_message=None,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        try:
+            self._store.insert_job(job)
+        except BaseException:
+            with self._changed:
+                self._queued -= 1
+            raise
+        self._schedule(job.id, counted=True)
+        return job
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job; a finished job is returned unchanged."""
+        job = self._store.get_job(job_id)
+        if job.state == JobState.QUEUED.value:
+            self._transition(
+                job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran"
+            )
+        with self._changed:
+            event = self._cancels.get(job_id)
+        if event is not None:
+            event.set()
+        return self._store.get_job(job_id)
+
+    # ----------------------------------------------------------------- queries
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._store.get_job(job_id)
+
+    def list(self, owner: str | None, limit: int, after: str | None) -> list[JobRecord]:
+        return self._store.list_jobs(owner=owner, limit=limit, after=after)
+
+    def watch(self, job_id: str, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
+        """Yield the job now and after each state change, ending after a final state."""
+        last: str | None = None
+        while True:
+            job = self._store.get_job(job_id)
+            if job.state != last:
+                last = job.state
+                yield job
+            if job.state in FINAL_STATES:
+                return
+            with self._changed:
+                if self._closed:
+                    raise Unavailable("the server is shutting down")
+                self._changed.wait(poll_seconds)
+
+    def result(self, job_id: str) -> StoredResult:
+        job = self._store.get_job(job_id)
+        if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
+            raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
+        if job.state != JobState.SUCCEEDED.value:
+            raise JobFailed(f"job {job_id} {job.state}: {job.error_message or 'no result'}")
+        return self._store.get_result(job_id)
+
+    # ----------------------------------------------------------------- execution
+
+    def _schedule(self, job_id: str, counted: bool = False) -> None:
+        if not counted:
+            with self._changed:
+                self._queued += 1
+        with self._changed:
+            self._cancels[job_id] = threading.Event()
+        try:
+            self._executor.submit(self._execute, job_id)
+        except RuntimeError:  # executor shut down: the job stays QUEUED and runs after the next start
+            with self._changed:
+                self._queued -= 1
+                self._cancels.pop(job_id, None)
+
+    def _execute(self, job_id: str) -> None:
+        with self._changed:
+            self._queued -= 1
+            cancel = self._cancels[job_id]
+        try:
+            if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
+                return
+            job = self._store.get_job(job_id)
+            package = self._registry.get(job.package_hash)
+            outcome = self._pipeline.run(package, json.loads(job.params_json), cancel=cancel)
+            self._store.finish_with_result(
+                job_id, self._stored_outputs(outcome), {"printed": outcome.printed}
+            )
+            self._notify()
+        except JobCancelled as exc:
+            self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)
+        except SaferoomError as exc:
+            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.message)
+        except Exception:  # a bug of ours: record it without host details, keep serving
+            _log.exception("job %s failed with an internal error", job_id)
+            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "internal", "internal error")
+        finally:
+            with self._changed:
+                self._cancels.pop(job_id, None)
+
+    @staticmethod
+    def _stored_outputs(outcome: JobOutcome) -> list[StoredOutput]:
+        return [
+            StoredOutput(
+                name=o.name,
+                kind=o.kind,
+                position=i,
+                arrow_ipc=None if o.table is None else table_to_ipc(o.table),
+                value_json=None if o.table is not None else dumps_value(o.value),
+                report_json=json.dumps(o.report, sort_keys=True),
+            )
+            for i, o in enumerate(outcome.outputs)
+        ]
+
+    def _transition(
+        self,
+        job_id: str,
+        new: JobState,
+        expected: list[JobState],
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        changed = self._store.update_state(
+            job_id,
+            new.value,
+            expected=[s.value for s in expected],
+            error_code=error_code,
+            error_message=error_message,
+        )
+        self._notify()
+        return bool(changed)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,141 @@
+"""Bootstrap: build the domain from a config, expose it over gRPC, and shut it all down cleanly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
+from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
+from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
+from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
+from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
+from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
+from saferoom.catalog.manifest import Manifest
+from saferoom.config import ServerConfig
+from saferoom.errors import InvalidRequest
+from saferoom.jobs import JobService, Pipeline
+from saferoom.packages import PackageRegistry, default_algorithms_dir
+from saferoom.server.errors import ErrorInterceptor
+from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer
+from saferoom.store import Database, JobStore
+
+__all__ = ["SaferoomServer", "create_server"]
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    _catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
+    _packages_pb2.DESCRIPTOR.services_by_name["Packages"].full_name,
+    _jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
+)
+
+
+@dataclass
+class SaferoomServer:
+    """A running server and the domain objects behind it."""
+
+    grpc_server: grpc.Server
+    port: int
+    jobs: JobService
+    pipeline: Pipeline
+    database: Database
+    health: health.HealthServicer
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new calls, cancel running jobs, stop workers and close the database (idempotent)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        done = self.grpc_server.stop(grace)
+        self.jobs.close()
+        self.pipeline.close()
+        done.wait(grace)
+        self.database.close()
+        _log.info("server stopped")
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        self.grpc_server.wait_for_termination()
+
+    def __enter__(self) -> SaferoomServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
+    """Build and start a server for ``config``; returns it and the port it listens on."""
+    manifest = Manifest.load(config.data_dir)
+    registry = PackageRegistry.from_directory(config.algorithms_dir or default_algorithms_dir())
+    for package in registry.list():
+        missing = set(package.datasets) - set(manifest.datasets)
+        if missing:
+            raise InvalidRequest(
+                f"package {package.name} needs datasets not in the catalog: {sorted(missing)}"
+            )
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    database = Database.open(config.state_dir / "saferoom.db")
+    pipeline: Pipeline | None = None
+    try:
+        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits)
+        jobs = JobService(
+            JobStore(database),
+            registry,
+            pipeline,
+            max_concurrent=config.max_concurrent_jobs,
+            max_queued=config.max_queued_jobs,
+        )
+        message_bytes = config.max_message_mib * 2**20
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_send_message_length", message_bytes),
+                ("grpc.max_receive_message_length", message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=64,
+        )
+        _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest), server)
+        _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(registry), server)
+        _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(config.listen)
+        if port == 0:
+            raise InvalidRequest(f"cannot listen on {config.listen}")
+        server.start()
+        failed, requeued = jobs.recover()
+        if failed or requeued:
+            _log.warning(
+                "recovered after restart: %d interrupted jobs failed, %d queued jobs resumed",
+                failed,
+                requeued,
+            )
+        for name in ("", *SERVICE_NAMES):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        _log.info(
+            "saferoom serving %d datasets and %d packages on port %d",
+            len(manifest.datasets),
+            len(registry.list()),
+            port,
+        )
+        return SaferoomServer(server, port, jobs, pipeline, database, health_servicer), port
+    except BaseException:
+        if pipeline is not None:
+            pipeline.close()
+        database.close()
+        raise

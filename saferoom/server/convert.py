@@ -1,0 +1,178 @@
+"""Conversions between protobuf messages and domain values: the servicers' only translation layer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
+from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
+from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
+from saferoom.catalog.manifest import DatasetInfo
+from saferoom.errors import InvalidRequest
+from saferoom.packages import Package
+from saferoom.store import JobRecord, StoredResult
+
+__all__ = [
+    "dataset_to_proto",
+    "job_to_proto",
+    "package_to_proto",
+    "params_from_proto",
+    "result_to_proto",
+    "value_from_proto",
+    "value_to_proto",
+]
+
+MAX_PARAMS = 64
+MAX_PARAM_NAME = 128
+
+_STATES = {
+    "queued": _jobs_pb2.JOB_STATE_QUEUED,
+    "running": _jobs_pb2.JOB_STATE_RUNNING,
+    "succeeded": _jobs_pb2.JOB_STATE_SUCCEEDED,
+    "failed": _jobs_pb2.JOB_STATE_FAILED,
+    "cancelled": _jobs_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
+    columns = [
+        _catalog_pb2.Column(
+            name=c.name,
+            type=c.type,
+            description=c.description,
+            unit=c.unit or "",
+            min=c.min,
+            max=c.max,
+            categories=list(c.categories or ()),
+        )
+        for c in info.columns
+    ]
+    return _catalog_pb2.Dataset(
+        name=info.name,
+        description=info.description,
+        sensitivity=info.sensitivity,
+        privacy_unit=info.privacy_unit or "",
+        one_row_per_unit=info.one_row_per_unit,
+        rows=info.rows,
+        columns=columns,
+        policy=_catalog_pb2.Policy(min_contributors=info.policy.min_contributors),
+    )
+
+
+def package_to_proto(package: Package) -> _packages_pb2.Package:
+    parameters = [
+        _packages_pb2.Parameter(
+            name=spec.name,
+            type=spec.type,
+            default_json=json.dumps(spec.default),
+            min=spec.min,
+            max=spec.max,
+            choices=[str(c) for c in spec.choices or ()],
+            description=spec.description or "",
+        )
+        for spec in package.parameters.values()
+    ]
+    return _packages_pb2.Package(
+        hash=package.hash,
+        name=package.name,
+        version=package.version,
+        description=package.description,
+        entrypoint=package.entrypoint,
+        datasets=list(package.datasets),
+        parameters=parameters,
+        files=sorted(package.files),
+    )
+
+
+def value_to_proto(value: Any) -> _jobs_pb2.Value:
+    if value is None:
+        return _jobs_pb2.Value(null_value=True)
+    if isinstance(value, bool):
+        return _jobs_pb2.Value(bool_value=value)
+    if isinstance(value, int):
+        return _jobs_pb2.Value(int_value=value)
+    if isinstance(value, float):
+        return _jobs_pb2.Value(float_value=value)
+    return _jobs_pb2.Value(str_value=str(value))
+
+
+def value_from_proto(value: _jobs_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(value, kind)
+
+
+def params_from_proto(params: Mapping[str, _jobs_pb2.Value]) -> dict[str, Any]:
+    """Job parameters from a request (hostile: bounded; types are checked against the package later)."""
+    if len(params) > MAX_PARAMS:
+        raise InvalidRequest(f"at most {MAX_PARAMS} parameters")
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if not name or len(name) > MAX_PARAM_NAME:
+            raise InvalidRequest("parameter names must have 1 to 128 characters")
+        out[name] = value_from_proto(value)
+    return out
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def job_to_proto(job: JobRecord) -> _jobs_pb2.Job:
+    params = json.loads(job.params_json)
+    return _jobs_pb2.Job(
+        id=job.id,
+        state=_STATES.get(job.state, _jobs_pb2.JOB_STATE_UNSPECIFIED),
+        package_hash=job.package_hash,
+        package_name=job.package_name,
+        package_version=job.package_version,
+        params={k: value_to_proto(v) for k, v in params.items()},
+        datasets=json.loads(job.datasets_json),
+        error_code=job.error_code or "",
+        error_message=job.error_message or "",
+        created_at=_timestamp(job.created_at),
+        started_at=_timestamp(job.started_at),
+        finished_at=_timestamp(job.finished_at),
+        owner=job.owner,
+    )
+
+
+def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
+    rules = [
+        _jobs_pb2.ReleaseRule(
+            name=str(r.get("rule", r.get("name", ""))),
+            explanation=str(r.get("explanation", "")),
+            cells_suppressed=int(r.get("cells_suppressed", 0)),
+            threshold=int(r.get("threshold", 0) or 0),
+            datasets=[str(d) for d in r.get("datasets", ())],
+        )
+        for r in report.get("rules", ())
+    ]
+    return _jobs_pb2.ReleaseReport(
+        kind=str(report.get("kind", "")),
+        rows=int(report.get("rows", 0)),
+        suppressed_cells=int(report.get("suppressed_cells", 0)),
+        rules=rules,
+    )
+
+
+def result_to_proto(result: StoredResult) -> _jobs_pb2.Result:
+    outputs = []
+    for o in sorted(result.outputs, key=lambda o: o.position):
+        report = _report_to_proto(json.loads(o.report_json))
+        if o.arrow_ipc is not None:
+            outputs.append(_jobs_pb2.Output(name=o.name, arrow_ipc=o.arrow_ipc, report=report))
+        else:
+            value = json.loads(o.value_json) if o.value_json is not None else None
+            outputs.append(_jobs_pb2.Output(name=o.name, value=value_to_proto(value), report=report))
+    printed = str(result.report.get("printed", "")) if isinstance(result.report, dict) else ""
+    return _jobs_pb2.Result(job_id=result.job_id, outputs=outputs, printed=printed)

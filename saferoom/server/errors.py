@@ -1,0 +1,91 @@
+"""The one place where domain errors become gRPC statuses.
+
+``ErrorInterceptor`` wraps every handler: a ``SaferoomError`` is answered with the status it names, its
+message as details, and its machine-readable code in the trailing metadata key ``saferoom-error-code`` (the
+client rebuilds the same exception from it). Anything else is a bug of ours: logged here, answered with
+INTERNAL and no details, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from saferoom.errors import ERROR_CODE_METADATA_KEY, SaferoomError
+
+__all__ = ["ErrorInterceptor", "status_of"]
+
+_log = logging.getLogger(__name__)
+
+
+def status_of(error: SaferoomError) -> grpc.StatusCode:
+    """The gRPC status code a domain error maps to."""
+    return getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL)
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, SaferoomError):
+        context.set_trailing_metadata(((ERROR_CODE_METADATA_KEY, exc.code),))
+        context.abort(status_of(exc), exc.message)
+    _log.exception("internal error in %s", method)
+    context.set_trailing_metadata(((ERROR_CODE_METADATA_KEY, "internal"),))
+    context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _abort(context, exc, method)
+
+    return handler
+
+
+def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behavior(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _abort(context, exc, method)
+
+    return handler
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises a bare ``Exception()`` once the status is set; let it through untouched.
+    return type(exc) is Exception and not exc.args
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps domain errors to statuses for every unary and server-streaming method."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

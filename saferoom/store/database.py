@@ -1,0 +1,127 @@
+"""The state database: one SQLite file in WAL mode, numbered migrations applied at start-up.
+
+``synchronous=FULL`` makes every committed transaction durable before it returns, so a job acknowledged to a
+client survives a crash. One connection, guarded by a lock, serves all threads: writes are serialised, and the
+reads the server makes are short.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["MIGRATIONS", "Database"]
+
+# (number, SQL). Append only: a released migration is never edited.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            package_hash TEXT NOT NULL,
+            package_name TEXT NOT NULL,
+            package_version TEXT NOT NULL,
+            params_json TEXT NOT NULL,
+            datasets_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            error_code TEXT,
+            error_message TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX jobs_by_owner ON jobs (owner, created_at);
+        CREATE INDEX jobs_by_state ON jobs (state);
+        CREATE TABLE results (
+            job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+            report_json TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE result_outputs (
+            job_id TEXT NOT NULL REFERENCES results (job_id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            arrow_ipc BLOB,
+            value_json TEXT,
+            report_json TEXT NOT NULL,
+            PRIMARY KEY (job_id, name)
+        );
+        """,
+    ),
+]
+
+
+class Database:
+    """Owns the SQLite connection and its concurrency."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._conn: sqlite3.Connection | None = connection
+        self._lock = threading.RLock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        db = cls(conn, path)
+        db._migrate()
+        return db
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            applied = {row[0] for row in conn.execute("SELECT number FROM schema_migrations")}
+            for number, sql in MIGRATIONS:
+                if number in applied:
+                    continue
+                for statement in (s.strip() for s in sql.split(";")):
+                    if statement:
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, julianday('now'))", (number,))
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the database is closed")
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction, committed on success and rolled back on error."""
+        with self._lock:
+            conn = self.connection
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads."""
+        with self._lock:
+            yield self.connection
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,183 @@
+"""Jobs and their results in the state database. State names are opaque here (see saferoom.jobs.state)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Collection
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+from saferoom.errors import JobNotFound
+from saferoom.store.database import Database
+
+__all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult"]
+
+_FINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the jobs table."""
+
+    id: str
+    owner: str
+    package_hash: str
+    package_name: str
+    package_version: str
+    params_json: str
+    datasets_json: str
+    state: str
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """One released output: an Arrow IPC stream or a JSON value, and its release report."""
+
+    name: str
+    kind: str
+    position: int
+    arrow_ipc: bytes | None
+    value_json: str | None
+    report_json: str
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    job_id: str
+    report: dict[str, Any]
+    outputs: list[StoredOutput]
+
+
+_JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a Mapping
+
+
+class JobStore:
+    """Persistence of the job lifecycle, with compare-and-set transitions."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert_job(self, job: JobRecord) -> None:
+        placeholders = ", ".join("?" for _ in fields(JobRecord))
+        with self._db.transaction() as conn:
+            conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._db.reading() as conn:
+            row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id[:64]!r}")
+        return _job(row)
+
+    def list_jobs(
+        self, owner: str | None = None, limit: int = 20, after: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first; ``after`` is the id of the last job of the previous page."""
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if after is not None:
+            cursor = self.get_job(after)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [cursor.created_at, cursor.created_at, cursor.id]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def jobs_in_states(self, states: Collection[str]) -> list[JobRecord]:
+        marks = ", ".join("?" for _ in states)
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created_at", tuple(states)
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def update_state(
+        self,
+        job_id: str,
+        new_state: str,
+        *,
+        expected: Collection[str],
+        error_code: str | None = None,
+        error_message: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Move the job to ``new_state`` only if it is in one of ``expected``; True if it moved."""
+        with self._db.transaction() as conn:
+            return self._update(conn, job_id, new_state, expected, error_code, error_message, now)
+
+    @staticmethod
+    def _update(
+        conn: sqlite3.Connection,
+        job_id: str,
+        new_state: str,
+        expected: Collection[str],
+        error_code: str | None,
+        error_message: str | None,
+        now: float | None,
+    ) -> bool:
+        now = time.time() if now is None else now
+        marks = ", ".join("?" for _ in expected)
+        started = now if new_state == "running" else None
+        finished = now if new_state in _FINAL else None
+        cursor = conn.execute(
+            f"""UPDATE jobs SET state = ?, error_code = ?, error_message = ?, updated_at = ?,
+                   started_at = COALESCE(started_at, ?), finished_at = COALESCE(finished_at, ?)
+                WHERE id = ? AND state IN ({marks})""",
+            (new_state, error_code, error_message, now, started, finished, job_id, *expected),
+        )
+        return cursor.rowcount == 1
+
+    def finish_with_result(
+        self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float | None = None
+    ) -> bool:
+        """Store the result and mark the job succeeded, in one transaction (only from running)."""
+        now = time.time() if now is None else now
+        with self._db.transaction() as conn:
+            if not self._update(conn, job_id, "succeeded", ["running"], None, None, now):
+                return False
+            conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
+            conn.executemany(
+                "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json)
+                    for o in outputs
+                ],
+            )
+        return True
+
+    def get_result(self, job_id: str) -> StoredResult:
+        with self._db.reading() as conn:
+            row = conn.execute("SELECT report_json FROM results WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no result for job {job_id[:64]!r}")
+            outputs = conn.execute(
+                "SELECT name, kind, position, arrow_ipc, value_json, report_json FROM result_outputs "
+                "WHERE job_id = ? ORDER BY position",
+                (job_id,),
+            ).fetchall()
+        return StoredResult(
+            job_id,
+            json.loads(row["report_json"]),
+            [
+                StoredOutput(o[0], o[1], o[2], None if o[3] is None else bytes(o[3]), o[4], o[5])
+                for o in outputs
+            ],
+        )

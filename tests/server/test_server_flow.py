@@ -1,0 +1,176 @@
+"""The whole flow against a real server on loopback: real Arrow files, real worker processes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import grpc
+import pytest
+
+from saferoom.client import Client
+from saferoom.errors import (
+    DatasetNotFound,
+    InvalidParameter,
+    InvalidRequest,
+    JobFailed,
+    JobNotFound,
+    PackageNotFound,
+)
+
+
+def run_to_end(client: Client, package: str, params: dict[str, object] | None = None, timeout: float = 120):
+    job = client.run_job(package, params or {})
+    assert job.state == "queued"
+    return client.wait(job.id, timeout=timeout)
+
+
+def test_site_selection_releases_only_aggregates(client: Client) -> None:
+    job = run_to_end(client, "site-selection", {"top": 5, "cell_m": 1000})
+    assert job.state == "succeeded", job.error_message
+    result = client.get_result(job.id)
+    candidates = result.output("candidates")
+    assert candidates.kind == "aggregate"
+    assert candidates.table is not None
+    assert 1 <= candidates.table.num_rows <= 5
+    assert "score" in candidates.table.column_names
+    assert not [c for c in candidates.table.column_names if c.startswith("_")]
+    scores = candidates.table.column("score").to_pylist()
+    assert scores == sorted(scores, reverse=True)
+    assert any(r["rule"] == "min_contributors" for r in candidates.report["rules"])
+
+
+def test_population_profile_by_district(client: Client) -> None:
+    job = run_to_end(client, "population-profile")
+    assert job.state == "succeeded", job.error_message
+    result = client.get_result(job.id)
+    tables = {o.name: o.table for o in result.outputs if o.table is not None}
+    assert tables, "the profile releases at least one table"
+    districts = set()
+    for table in tables.values():
+        if "district" in table.column_names:
+            districts |= set(table.column("district").to_pylist())
+    assert {"Siming", "Huli"} <= districts
+
+
+def test_small_cells_are_suppressed_with_their_keys(client: Client) -> None:
+    job = run_to_end(client, "small-cells")
+    assert job.state == "succeeded", job.error_message
+    result = client.get_result(job.id)
+    by_person = result.output("by_person")
+    assert by_person.table is not None and by_person.table.num_rows == 0
+    assert by_person.report["suppressed_cells"] > 1000
+    fine = result.output("fine")
+    assert fine.report["suppressed_cells"] > 0
+    assert fine.table is not None
+    assert min(fine.table.column("n").to_pylist(), default=10) >= 10
+    coarse = result.output("coarse")
+    assert coarse.report["suppressed_cells"] == 0
+    assert sum(coarse.table.column("n").to_pylist()) == 20_000
+
+
+def test_row_level_personal_data_is_refused(client: Client) -> None:
+    job = run_to_end(client, "row-leak")
+    assert job.state == "failed"
+    assert job.error_code == "release_refused"
+    assert "population" in job.error_message
+    with pytest.raises(JobFailed) as info:
+        client.get_result(job.id)
+    assert info.value.grpc_code == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+
+
+def test_values_params_printed_and_public_rows(client: Client) -> None:
+    job = run_to_end(client, "echo", {"n": 4, "label": "hi", "ratio": 0.25, "flag": True})
+    assert job.state == "succeeded", job.error_message
+    assert job.params == {"n": 4, "label": "hi", "ratio": 0.25, "flag": True}
+    result = client.get_result(job.id)
+    assert result.output("n").value == 8
+    assert result.output("label").value == "hi"
+    assert result.output("flag").value is True
+    stops = result.output("stops")
+    assert stops.kind == "public"
+    assert stops.table is not None and stops.table.num_rows == 4
+    assert "echo 4 hi" in result.printed
+
+
+def test_refused_code_fails_with_its_line(client: Client) -> None:
+    job = run_to_end(client, "refused-code")
+    assert job.state == "failed"
+    assert job.error_code == "code_refused"
+    assert "main.py, line 1" in job.error_message
+    assert "/" not in job.error_message.replace("main.py", "")
+
+
+@pytest.mark.parametrize(
+    ("package", "codes"),
+    [
+        ("forever", {"timeout"}),
+        ("memory-bomb", {"limit_exceeded"}),
+        ("engine-bomb", {"limit_exceeded", "timeout"}),
+    ],
+)
+def test_hostile_job_fails_alone(client: Client, package: str, codes: set[str]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        bad = pool.submit(run_to_end, client, package)
+        good = pool.submit(run_to_end, client, "echo", {"n": 2})
+        good_job, bad_job = good.result(timeout=180), bad.result(timeout=180)
+    assert good_job.state == "succeeded", good_job.error_message
+    assert bad_job.state == "failed"
+    assert bad_job.error_code in codes, (bad_job.error_code, bad_job.error_message)
+    # and the server keeps serving
+    assert run_to_end(client, "echo").state == "succeeded"
+
+
+def test_cancel_a_running_job(client: Client) -> None:
+    job = client.run_job("forever")
+    for update in client.watch_job(job.id, timeout=30):
+        if update.state == "running":
+            break
+    cancelled = client.cancel_job(job.id)
+    final = client.wait(cancelled.id, timeout=30)
+    assert final.state == "cancelled"
+
+
+def test_list_jobs_pages_newest_first(client: Client) -> None:
+    ids = [client.run_job("echo", {"n": i}).id for i in range(3)]
+    for job_id in ids:
+        client.wait(job_id, timeout=60)
+    first, token = client.list_jobs(page_size=2)
+    assert [j.id for j in first] == ids[::-1][:2]
+    assert token
+    second, _ = client.list_jobs(page_size=2, page_token=token)
+    assert second[0].id == ids[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "status"),
+    [
+        (lambda c: c.describe_dataset("no_such_dataset"), DatasetNotFound, grpc.StatusCode.NOT_FOUND),
+        (lambda c: c.get_job("0" * 32), JobNotFound, grpc.StatusCode.NOT_FOUND),
+        (lambda c: c.get_job("../../etc/passwd"), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.run_job("no-such-package"), PackageNotFound, grpc.StatusCode.NOT_FOUND),
+        (lambda c: c.run_job("echo", {"n": 1000}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.run_job("echo", {"n": "three"}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.run_job("echo", {"nope": 1}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.run_job("echo", {"x" * 500: 1}), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.run_job("echo\x00; rm -rf /"), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda c: c.list_jobs(page_size=100_000), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda c: c.download_mock("population", rows=10**9),
+            InvalidRequest,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+)
+def test_bad_requests_get_precise_status_codes(client: Client, call, error, status) -> None:
+    with pytest.raises(error) as info:
+        call(client)
+    assert info.value.grpc_code == status  # type: ignore[attr-defined]
+    assert client.list_datasets()  # still serving
+
+
+def test_result_of_unfinished_job_is_failed_precondition(client: Client) -> None:
+    job = client.run_job("forever")
+    with pytest.raises(Exception) as info:
+        client.get_result(job.id)
+    assert info.value.grpc_code == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    client.cancel_job(job.id)

@@ -1,0 +1,23 @@
+"""Repository hygiene that CI enforces through the test suite: lint and generated code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_protobuf_code_is_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, "tools/genproto.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
