@@ -79,6 +79,7 @@ class Protected:
     kind: str  # "aggregate" | "public"
     plan: Node
     thresholds: dict[str, ThresholdRule] = field(default_factory=dict)
+    minimums: dict[str, int] = field(default_factory=dict)  # contributor column -> required minimum
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,28 @@ class _Level:
 
 
 class _Rewriter:
+    """Rewrites plans; a subtree shared by several parents (one object) is rewritten once."""
+
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self.counter = 0
         self.thresholds: dict[str, ThresholdRule] = {}
+        self.minimums: dict[str, int] = {}  # contributor column -> the minimum its cells met
+        self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
     def rewrite(self, node: Node) -> tuple[Node, _Level]:
+        if id(node) in self._done:
+            _, new, level = self._done[id(node)]
+            return new, level
+        new, level = self._rewrite(node)
+        self._done[id(node)] = (node, new, level)
+        return new, level
+
+    def _rewrite(self, node: Node) -> tuple[Node, _Level]:
         if isinstance(node, Scan):
             return self._scan(node)
         if isinstance(node, Filter):
@@ -165,6 +178,7 @@ class _Rewriter:
         label = self._fresh("cells")
         minimum = max(u.minimum for u in level.units)
         datasets = tuple(sorted({u.dataset for u in level.units}))
+        self.minimums[contributors] = minimum
         self.thresholds[label] = ThresholdRule(
             label, contributors, minimum, datasets, tuple(self._unit_name(u) for u in level.units)
         )
@@ -176,6 +190,8 @@ class _Rewriter:
     def _join(self, node: Join) -> tuple[Node, _Level]:
         left, ll = self.rewrite(node.left)
         right, rl = self.rewrite(node.right)
+        if set(ll.hidden) & set(rl.hidden):  # the same subtree on both sides: rename the right's hidden columns
+            right, rl = self._rename_hidden(right, rl)
         kinds = {ll.kind, rl.kind}
         if "rows" in kinds:
             # A join can repeat a unit's rows: count distinct units from here on.
@@ -186,6 +202,16 @@ class _Rewriter:
         else:
             level = _Level("public")
         return Join(left, right, node.on, node.how), level
+
+    def _rename_hidden(self, node: Node, level: _Level) -> tuple[Node, _Level]:
+        renames = {h: self._fresh(h[:3]) for h in level.hidden}
+        visible = [c for c in infer_schema(node, self.manifest) if c not in renames]
+        columns = tuple((c, Col(c)) for c in visible) + tuple((new, Col(old)) for old, new in renames.items())
+        units = tuple(replace(u, column=renames.get(u.column, u.column)) for u in level.units)
+        for old, new in renames.items():
+            if old in self.minimums:
+                self.minimums[new] = self.minimums[old]
+        return Project(node, columns), _Level(level.kind, tuple(renames.values()), units)
 
     def _union(self, node: Union) -> tuple[Node, _Level]:
         parts = [self.rewrite(i) for i in node.inputs]
@@ -242,12 +268,15 @@ def _check_names(node: Node) -> None:
 
 
 def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protected]:
-    """Rewrite every output for release, or refuse the first one that may not leave."""
+    """Rewrite every output for release, or refuse the first one that may not leave.
+
+    Subtrees shared between outputs (``plan.share_subtrees``) stay shared, so the engine computes them once.
+    """
     protected: dict[str, Protected] = {}
+    rewriter = _Rewriter(manifest)
     for name, node in outputs.items():
         _check_names(node)
         infer_schema(node, manifest)  # InvalidPlan for ill-typed plans, before anything runs
-        rewriter = _Rewriter(manifest)
         plan, level = rewriter.rewrite(node)
         if level.kind == "rows":
             datasets = ", ".join(sorted({u.dataset for u in level.units}))
@@ -255,5 +284,7 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protec
                 f"output {name!r} is row-level data from the personal dataset {datasets}: only aggregates may "
                 "leave; group it with group_by(...).agg(...) before returning it"
             )
-        protected[name] = Protected(name, level.kind, plan, dict(rewriter.thresholds))
+        labels = {n.label for n in walk(plan) if isinstance(n, Threshold)}
+        thresholds = {label: rule for label, rule in rewriter.thresholds.items() if label in labels}
+        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums))
     return protected

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from saferoom.engine.aggregates import aggregate
 from saferoom.engine.expressions import decode, evaluate, materialize
 from saferoom.engine.optimize import prune_columns
-from saferoom.engine.plan import Aggregate, Filter, Join, Limit, Node, Project, Scan, Sort, Union
+from saferoom.engine.plan import Aggregate, Filter, Join, Limit, Node, Project, Scan, Sort, Union, children, walk
 from saferoom.errors import InvalidPlan
 
 __all__ = ["ArrowEngine", "Engine", "Execution"]
@@ -40,43 +40,77 @@ class ArrowEngine:
         self._source = source
 
     def execute(self, plan: Node) -> Execution:
-        dropped: dict[str, int] = {}
+        return self.execute_all([plan])[0]
+
+    def execute_all(self, plans: list[Node]) -> list[Execution]:
+        """Execute several plans; a subtree they share (one object) is executed once."""
         try:
-            table = self._run(prune_columns(plan), dropped)
+            pruned = prune_columns(*plans)
+            parents: dict[int, int] = {}
+            for root in pruned:
+                for node in walk(root):
+                    for kid in children(node):
+                        parents[id(kid)] = parents.get(id(kid), 0) + 1
+            run = _Run(self._source, {i for i, n in parents.items() if n > 1})
+            return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
         except _ARROW_ERRORS as exc:
             raise InvalidPlan(_message(exc)) from None
-        return Execution(table, dropped)
 
-    def _run(self, node: Node, dropped: dict[str, int]) -> pa.Table:
+
+class _Run:
+    """One execution: results of shared subtrees are kept and reused."""
+
+    def __init__(self, source: Callable[[str], pa.Table], shared: set[int]) -> None:
+        self._source = source
+        self._shared = shared
+        self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
+
+    def table(self, node: Node) -> tuple[pa.Table, dict[str, int]]:
+        """The node's table and the rows each Threshold below it dropped."""
+        if id(node) in self._cache:
+            return self._cache[id(node)]
+        result = self._compute(node)
+        if id(node) in self._shared:
+            self._cache[id(node)] = result
+        return result
+
+    def _input(self, node: Node, dropped: dict[str, int]) -> pa.Table:
+        table, below = self.table(node)
+        dropped.update(below)
+        return table
+
+    def _compute(self, node: Node) -> tuple[pa.Table, dict[str, int]]:
+        dropped: dict[str, int] = {}
         if isinstance(node, Scan):
             table = self._source(node.dataset)
             missing = [c for c in node.columns if c not in table.column_names]
             if missing:
                 raise InvalidPlan(f"dataset {node.dataset!r} has no column {missing[0]!r}")
-            return table.select(list(node.columns))
+            return table.select(list(node.columns)), dropped
         if isinstance(node, Filter):
-            table = self._run(node.input, dropped)
+            table = self._input(node.input, dropped)
             mask = evaluate(node.predicate, table)
             if not (pa.types.is_boolean(mask.type) or pa.types.is_null(mask.type)):
                 raise InvalidPlan(f"filter needs a true/false condition, got {mask.type}")
             if isinstance(mask, pa.Scalar):
-                return table if mask.as_py() is True else table.slice(0, 0)
-            return table.filter(mask, null_selection_behavior="drop")
+                return (table if mask.as_py() is True else table.slice(0, 0)), dropped
+            return table.filter(mask, null_selection_behavior="drop"), dropped
         if isinstance(node, Project):
-            table = self._run(node.input, dropped)
+            table = self._input(node.input, dropped)
             n = table.num_rows
             columns = [materialize(evaluate(expr, table), n) for _, expr in node.columns]
             if not columns:
-                return table.select([])
-            return pa.table(columns, names=[name for name, _ in node.columns])
+                return table.select([]), dropped
+            return pa.table(columns, names=[name for name, _ in node.columns]), dropped
         if isinstance(node, Aggregate):
-            return aggregate(self._run(node.input, dropped), node.keys, node.aggs)
+            return aggregate(self._input(node.input, dropped), node.keys, node.aggs), dropped
         if isinstance(node, Join):
-            return _join(self._run(node.left, dropped), self._run(node.right, dropped), node)
+            left = self._input(node.left, dropped)
+            return _join(left, self._input(node.right, dropped), node), dropped
         if isinstance(node, Sort):
-            table = self._run(node.input, dropped)
+            table = self._input(node.input, dropped)
             for key, _ in node.keys:
                 if key not in table.column_names:
                     raise InvalidPlan(f"cannot sort by unknown column {key!r}")
@@ -86,19 +120,18 @@ class ArrowEngine:
                     (f"k{i}", "descending" if d else "ascending", "at_end") for i, (_, d) in enumerate(node.keys)
                 ]
             )
-            order = pc.sort_indices(keys, options=options)
-            return table.take(order)
+            return table.take(pc.sort_indices(keys, options=options)), dropped
         if isinstance(node, Limit):
-            return self._run(node.input, dropped).slice(0, node.n)
+            return self._input(node.input, dropped).slice(0, node.n), dropped
         if isinstance(node, Union):
-            return _union([self._run(i, dropped) for i in node.inputs])
-        table = self._run(node.input, dropped)
+            return _union([self._input(i, dropped) for i in node.inputs]), dropped
+        table = self._input(node.input, dropped)
         if node.column not in table.column_names:
             raise InvalidPlan(f"threshold on unknown column {node.column!r}")
         keep = pc.fill_null(pc.greater_equal(table.column(node.column), node.minimum), False)
         kept = table.filter(keep)
-        dropped[node.label] = dropped.get(node.label, 0) + table.num_rows - kept.num_rows
-        return kept
+        dropped[node.label] = table.num_rows - kept.num_rows
+        return kept, dropped
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -120,18 +153,12 @@ def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
         lt, rt = left.schema.field(key).type, right.schema.field(key).type
         if lt != rt:
             if pa.types.is_integer(lt) and pa.types.is_integer(rt):
-                left = left.set_column(
-                    left.column_names.index(key), key, pc.cast(left.column(key), pa.int64())
-                )
-                right = right.set_column(
-                    right.column_names.index(key), key, pc.cast(right.column(key), pa.int64())
-                )
+                left = left.set_column(left.column_names.index(key), key, pc.cast(left.column(key), pa.int64()))
+                right = right.set_column(right.column_names.index(key), key, pc.cast(right.column(key), pa.int64()))
             else:
                 raise InvalidPlan(f"join key {key!r} has type {lt} on the left and {rt} on the right")
     order = [*left.column_names, *(c for c in right.column_names if c not in node.on)]
-    joined = left.join(
-        right, list(node.on), join_type=_JOIN_TYPES[node.how], coalesce_keys=True, use_threads=True
-    )
+    joined = left.join(right, list(node.on), join_type=_JOIN_TYPES[node.how], coalesce_keys=True, use_threads=True)
     return joined.select(order)
 
 
@@ -147,18 +174,12 @@ def _union(tables: list[pa.Table]) -> pa.Table:
         if len(kinds) > 1:
             if all(pa.types.is_integer(k) or pa.types.is_floating(k) or pa.types.is_null(k) for k in kinds):
                 target = pa.float64() if any(pa.types.is_floating(k) for k in kinds) else pa.int64()
-                aligned = [
-                    t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned
-                ]
+                aligned = [t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned]
             elif all(pa.types.is_null(k) or k == next(iter(kinds - {pa.null()}), None) for k in kinds):
                 target = next(iter(kinds - {pa.null()}))
-                aligned = [
-                    t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned
-                ]
+                aligned = [t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned]
             else:
-                raise InvalidPlan(
-                    f"union: column {name!r} has different types ({', '.join(map(str, kinds))})"
-                )
+                raise InvalidPlan(f"union: column {name!r} has different types ({', '.join(map(str, kinds))})")
     return pa.concat_tables(aligned)
 
 

@@ -1,4 +1,8 @@
-"""Projection pushdown: every node reads only the columns something above it uses."""
+"""Projection pushdown: every node reads only the columns something above it uses.
+
+Plans may share subtrees (``plan.share_subtrees``); a shared node keeps the union of what its parents need, so
+it is still one object, executed once.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,19 @@ from saferoom.engine.plan import (
     Filter,
     Join,
     Limit,
-    Lit,
     Node,
     Project,
     Scan,
     Sort,
     Threshold,
     Union,
+    children,
+    with_children,
 )
 
 __all__ = ["columns_of", "output_columns", "prune_columns"]
+
+Need = frozenset[str] | None  # None: every column
 
 
 def columns_of(expr: Expr | AggExpr | None) -> set[str]:
@@ -37,67 +44,93 @@ def columns_of(expr: Expr | AggExpr | None) -> set[str]:
             stack.extend(e.args)
         elif isinstance(e, AggExpr):
             stack.append(e.arg)
-        elif e is None or isinstance(e, Lit):
-            continue
     return out
 
 
-def output_columns(node: Node) -> list[str]:
+def output_columns(node: Node, memo: dict[int, list[str]] | None = None) -> list[str]:
     """The names of the columns ``node`` produces, in order."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
     if isinstance(node, Scan):
-        return list(node.columns)
-    if isinstance(node, Project):
-        return [name for name, _ in node.columns]
-    if isinstance(node, Aggregate):
-        return [*node.keys, *(name for name, _ in node.aggs)]
-    if isinstance(node, Join):
-        right = [c for c in output_columns(node.right) if c not in node.on]
-        return [*output_columns(node.left), *right]
-    if isinstance(node, Union):
-        return output_columns(node.inputs[0])
-    return output_columns(node.input)
+        out = list(node.columns)
+    elif isinstance(node, Project):
+        out = [name for name, _ in node.columns]
+    elif isinstance(node, Aggregate):
+        out = [*node.keys, *(name for name, _ in node.aggs)]
+    elif isinstance(node, Join):
+        right = [c for c in output_columns(node.right, memo) if c not in node.on]
+        out = [*output_columns(node.left, memo), *right]
+    elif isinstance(node, Union):
+        out = output_columns(node.inputs[0], memo)
+    else:
+        out = output_columns(node.input, memo)
+    memo[id(node)] = out
+    return out
 
 
-def prune_columns(plan: Node) -> Node:
-    """The same plan, with scans and projections narrowed to the columns the output needs."""
-    return _prune(plan, None)
+def _merge(a: Need, b: Need) -> Need:
+    return None if a is None or b is None else a | b
 
 
-def _prune(node: Node, needed: set[str] | None) -> Node:
+def _child_needs(node: Node, need: Need, memo: dict[int, list[str]]) -> list[Need]:
     if isinstance(node, Scan):
-        if needed is None:
-            return node
-        return replace(node, columns=tuple(c for c in node.columns if c in needed))
+        return []
     if isinstance(node, Filter):
-        below = None if needed is None else needed | columns_of(node.predicate)
-        return replace(node, input=_prune(node.input, below))
+        return [None if need is None else need | columns_of(node.predicate)]
     if isinstance(node, Project):
-        kept = node.columns if needed is None else tuple((n, e) for n, e in node.columns if n in needed)
         below: set[str] = set()
-        for _, expr in kept:
-            below |= columns_of(expr)
-        return replace(node, input=_prune(node.input, below), columns=kept)
+        for name, expr in node.columns:
+            if need is None or name in need:
+                below |= columns_of(expr)
+        return [frozenset(below)]
     if isinstance(node, Aggregate):
         below = set(node.keys)
         for _, agg in node.aggs:
             below |= columns_of(agg)
-        return replace(node, input=_prune(node.input, below))
+        return [frozenset(below)]
     if isinstance(node, Join):
-        left_cols, right_cols = set(output_columns(node.left)), set(output_columns(node.right))
-        want = (left_cols | right_cols) if needed is None else needed
-        return replace(
-            node,
-            left=_prune(node.left, (want & left_cols) | set(node.on)),
-            right=_prune(node.right, (want & right_cols) | set(node.on)),
-        )
+        left, right = set(output_columns(node.left, memo)), set(output_columns(node.right, memo))
+        want = left | right if need is None else need
+        return [frozenset((want & left) | set(node.on)), frozenset((want & right) | set(node.on))]
     if isinstance(node, Sort):
-        below = None if needed is None else needed | {k for k, _ in node.keys}
-        return replace(node, input=_prune(node.input, below))
+        return [None if need is None else need | {k for k, _ in node.keys}]
     if isinstance(node, Limit):
-        return replace(node, input=_prune(node.input, needed))
+        return [need]
     if isinstance(node, Threshold):
-        below = None if needed is None else needed | {node.column}
-        return replace(node, input=_prune(node.input, below))
-    # Union matches columns by name: every input must keep the same set.
-    names = set(output_columns(node.inputs[0])) if needed is None else needed
-    return replace(node, inputs=tuple(_prune(i, names) for i in node.inputs))
+        return [None if need is None else need | {node.column}]
+    names = frozenset(output_columns(node.inputs[0], memo)) if need is None else need
+    return [names for _ in node.inputs]
+
+
+def prune_columns(*roots: Node) -> list[Node]:
+    """The same plans with scans and projections narrowed to the columns their outputs need."""
+    order: list[Node] = []  # post-order, unique by identity
+    seen: set[int] = set()
+    for root in roots:
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.append((node, True))
+                stack.extend((k, False) for k in children(node))
+    memo: dict[int, list[str]] = {}
+    need: dict[int, Need] = {id(r): None for r in roots}
+    for node in reversed(order):  # parents before children
+        for kid, kid_need in zip(
+            children(node), _child_needs(node, need.get(id(node), frozenset()), memo), strict=True
+        ):
+            need[id(kid)] = _merge(need[id(kid)], kid_need) if id(kid) in need else kid_need
+    rebuilt: dict[int, Node] = {}
+    for node in order:
+        n = need.get(id(node))
+        new = with_children(node, tuple(rebuilt[id(k)] for k in children(node)))
+        if isinstance(new, Scan) and n is not None:
+            new = replace(new, columns=tuple(c for c in new.columns if c in n))
+        elif isinstance(new, Project) and n is not None:
+            new = replace(new, columns=tuple((c, e) for c, e in new.columns if c in n))
+        rebuilt[id(node)] = new
+    return [rebuilt[id(r)] for r in roots]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, TypeAlias
 
 from saferoom.errors import InvalidPlan
@@ -59,9 +59,14 @@ __all__ = [
     "Sort",
     "Threshold",
     "Union",
+    "children",
+    "from_data",
     "from_json",
+    "share_subtrees",
+    "to_data",
     "to_json",
     "walk",
+    "with_children",
 ]
 
 Scalar: TypeAlias = bool | int | float | str | None
@@ -486,3 +491,48 @@ def from_json(text: str | bytes) -> Node:
     except (ValueError, RecursionError) as exc:
         raise InvalidPlan("plan is not valid JSON") from exc
     return from_data(data)
+
+
+def with_children(node: Node, kids: tuple[Node, ...]) -> Node:
+    """``node`` with its inputs replaced by ``kids`` (same order as ``children``)."""
+    if isinstance(node, Scan):
+        return node
+    if isinstance(node, Join):
+        return Join(kids[0], kids[1], node.on, node.how)
+    if isinstance(node, Union):
+        return Union(kids)
+    return replace(node, input=kids[0])
+
+
+def _own_fields(node: Node) -> tuple[Any, ...]:
+    skip = {"input", "left", "right", "inputs"}
+    return tuple(getattr(node, f.name) for f in fields(node) if f.name not in skip)
+
+
+def share_subtrees(roots: dict[str, Node]) -> dict[str, Node]:
+    """The same plans, with structurally identical subtrees turned into one shared object.
+
+    The release step then rewrites a repeated subtree once and the engine executes it once (a table built from
+    the same intermediate twice, e.g. cells joined to their own maxima, costs one computation, not two).
+    """
+    interned: dict[tuple[Any, ...], Node] = {}
+    done: dict[int, Node] = {}
+    keep: list[Node] = []  # keeps originals alive so their ids stay unique while we work
+    for root in roots.values():
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if id(current) in done:
+                continue
+            kids = children(current)
+            if not expanded:
+                stack.append((current, True))
+                stack.extend((k, False) for k in kids)
+                continue
+            shared = tuple(done[id(k)] for k in kids)
+            key = (type(current).__name__, tuple(id(k) for k in shared), _own_fields(current))
+            if key not in interned:
+                interned[key] = with_children(current, shared)
+            done[id(current)] = interned[key]
+            keep.append(current)
+    return {name: done[id(root)] for name, root in roots.items()}

@@ -30,14 +30,17 @@ def execute_plans(
     plans = request.get("plans")
     if not isinstance(plans, list):
         raise InvalidPlan("expected a list of plans")
-    engine = ArrowEngine(catalog.table)
-    metas: list[dict[str, Any]] = []
-    out: list[bytes] = []
+    decoded: dict[str, plan.Node] = {}
     for item in plans:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
             raise InvalidPlan("expected [name, plan] pairs")
-        name, data = item
-        execution = engine.execute(plan.from_data(data))
+        decoded[item[0]] = plan.from_data(item[1])
+    # JSON expands shared subtrees; share them again so each is executed once for all outputs.
+    shared = plan.share_subtrees(decoded)
+    executions = ArrowEngine(catalog.table).execute_all(list(shared.values()))
+    metas: list[dict[str, Any]] = []
+    out: list[bytes] = []
+    for name, execution in zip(shared, executions, strict=True):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, execution.table.schema) as writer:
             writer.write_table(execution.table)

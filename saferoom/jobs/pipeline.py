@@ -120,7 +120,7 @@ class Pipeline:
             cancel=cancel,
         )
         plans, values, printed = self._parse_sandbox_reply(reply.data, package)
-        protected = disclosure.protect(plans, self.manifest)
+        protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
         tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
         if protected:
             names = list(protected)

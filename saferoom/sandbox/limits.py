@@ -1,0 +1,95 @@
+"""OS-level confinement of one worker process, applied in the child right after fork, before any task runs."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import signal
+from dataclasses import dataclass
+
+__all__ = ["Limits", "confine"]
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-worker limits. ``memory_kind``: "address_space" (RLIMIT_AS) or "data" (RLIMIT_DATA, for workers whose
+    memory-mapped datasets would otherwise count against them)."""
+
+    memory_bytes: int = 2 * 2**30  # on top of what the worker already uses when it starts
+    cpu_seconds: int = 60
+    wall_seconds: float = 120.0
+    open_files: int = 64
+    output_bytes: int = 64 * 2**20  # the largest reply accepted from a worker
+    memory_kind: str = "address_space"
+    max_processes: int | None = None  # RLIMIT_NPROC (0: no fork or threads); None leaves it alone
+
+    def __post_init__(self) -> None:
+        if self.memory_kind not in ("address_space", "data"):
+            raise ValueError("memory_kind must be address_space or data")
+        if min(self.memory_bytes, self.cpu_seconds, self.open_files, self.output_bytes) <= 0 or self.wall_seconds <= 0:
+            raise ValueError("limits must be positive")
+
+
+def _prctl(option: int, value: int) -> bool:
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    return int(libc.prctl(option, value, 0, 0, 0)) == 0
+
+
+def _current_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def close_inherited_fds(keep: int) -> None:
+    """Close every file descriptor but ``keep`` and 2 (stderr, for diagnostics); 0 and 1 become /dev/null."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if null > 2:
+        os.close(null)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def confine(limits: Limits, keep_fd: int) -> list[str]:
+    """Confine the calling (freshly forked) process; returns the layers that are active."""
+    active = []
+    os.setpgid(0, 0)  # its own process group: the parent kills the group on timeout
+    if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
+        active.append("dies with its parent")
+    close_inherited_fds(keep_fd)
+    active.append("inherited fds closed")
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1):
+        active.append("no_new_privs")
+    if limits.memory_kind == "data":
+        base = _current_kib("VmData") * 1024
+        resource.setrlimit(resource.RLIMIT_DATA, (base + limits.memory_bytes,) * 2)
+    else:
+        base = _current_kib("VmSize") * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (base + limits.memory_bytes,) * 2)
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 2))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    active.append("rlimits")
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        active.append("unprivileged uid")
+    if limits.max_processes is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes,) * 2)
+        active.append("no new processes")
+    return active

@@ -1,0 +1,248 @@
+"""A pool of fresh worker processes, each forked from a warm zygote for exactly one task.
+
+The server never forks itself (it holds keys, sockets and database handles): it starts a zygote as a clean
+interpreter and asks it for a child per task, passing the child one end of a new socketpair. The parent alone
+enforces the wall-clock limit and cancellation, by killing the child's process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from saferoom.errors import (
+    JobCancelled,
+    JobTimeout,
+    LimitExceeded,
+    SaferoomError,
+    Unavailable,
+    WorkerCrashed,
+    error_from_code,
+)
+from saferoom.sandbox.limits import Limits
+from saferoom.sandbox.protocol import FrameError, FrameTooLarge, recv_frame, send_frame
+from saferoom.sandbox.zygote import control_recv, control_send
+
+__all__ = ["Reply", "WorkerPool"]
+
+_POLL_SECONDS = 0.05
+_STARTUP_SECONDS = 120.0
+
+
+class Reply(NamedTuple):
+    """A worker's answer: JSON data and raw blobs (e.g. Arrow IPC streams)."""
+
+    data: dict[str, Any]
+    blobs: list[bytes]
+
+
+def _clean_environment() -> dict[str, str]:
+    """The zygote's environment: enough to start Python, nothing else (no secrets, no tokens)."""
+    source_root = str(Path(__file__).resolve().parent.parent.parent)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": source_root}
+    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONDONTWRITEBYTECODE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+class _Zygote:
+    def __init__(self, initializer: str, init_args: dict[str, Any], tasks: Sequence[str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control = ours
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "saferoom.sandbox", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            close_fds=True,
+            env=_clean_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        control_send(ours, {"initializer": initializer, "init_args": init_args, "tasks": list(tasks)})
+        ours.settimeout(_STARTUP_SECONDS)
+        try:
+            reply, _ = control_recv(ours)
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise Unavailable("the worker pool could not start") from exc
+        ours.settimeout(None)
+        if not reply.get("ready"):
+            self.close()
+            raise Unavailable(f"the worker pool could not start: {reply.get('error', 'no answer')}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        self.control.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+class WorkerPool:
+    """Runs allow-listed task functions in fresh confined processes forked from a warm zygote."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        initializer: str,
+        init_args: dict[str, Any],
+        tasks: Sequence[str],
+        limits: Limits | None = None,
+    ) -> None:
+        self.name = name
+        self.limits = limits or Limits()
+        self._spec = (initializer, dict(init_args), tuple(tasks))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._zygote: _Zygote | None = _Zygote(*self._spec)
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's process id (its children are the workers)."""
+        zygote = self._zygote
+        return None if zygote is None else zygote.process.pid
+
+    def _control(self, message: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """One request/response with the zygote. A dead zygote is restarted once, for fork requests only
+        (its workers died with it, so there is nothing to ask it about them)."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"the {self.name} pool is closed")
+            for _ in range(2):
+                if self._zygote is None or not self._zygote.alive():
+                    if message.get("op") != "fork":
+                        return {}
+                    if self._zygote is not None:
+                        self._zygote.close()
+                    self._zygote = _Zygote(*self._spec)
+                try:
+                    control_send(self._zygote.control, message, fds)
+                    reply, _ = control_recv(self._zygote.control)
+                    if reply:
+                        return reply
+                except (OSError, ValueError):
+                    pass
+                self._zygote.close()
+                self._zygote = None
+            raise Unavailable(f"the {self.name} worker pool is not answering")
+
+    def run(
+        self,
+        task: str,
+        request: dict[str, Any],
+        blobs: Sequence[bytes] = (),
+        *,
+        limits: Limits | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
+        """Run ``task`` in a fresh worker; raises the task's SaferoomError, or a limit/crash error."""
+        limits = limits or self.limits
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                reply = self._control({"op": "fork", "limits": asdict(limits)}, [theirs.fileno()])
+            finally:
+                theirs.close()
+            pid = reply.get("pid")
+            if not isinstance(pid, int) or pid <= 0:
+                raise Unavailable(f"the {self.name} worker pool could not start a worker")
+            return self._talk(ours, pid, task, request, list(blobs), limits, cancel)
+        finally:
+            ours.close()
+
+    def _talk(
+        self,
+        sock: socket.socket,
+        pid: int,
+        task: str,
+        request: dict[str, Any],
+        blobs: list[bytes],
+        limits: Limits,
+        cancel: threading.Event | None,
+    ) -> Reply:
+        deadline = time.monotonic() + limits.wall_seconds
+        try:
+            send_frame(sock, {"task": task, "request": request}, blobs)
+            while True:
+                ready, _, _ = select.select([sock], [], [], _POLL_SECONDS)
+                if ready:
+                    break
+                if cancel is not None and cancel.is_set():
+                    self._kill(pid)
+                    raise JobCancelled("the job was cancelled")
+                if time.monotonic() > deadline:
+                    self._kill(pid)
+                    raise JobTimeout(f"the job exceeded the wall-clock limit of {limits.wall_seconds:g} s")
+            sock.settimeout(max(1.0, deadline - time.monotonic()))
+            header, out = recv_frame(sock, limits.output_bytes + 1024 * 1024)
+        except FrameTooLarge:
+            self._kill(pid)
+            raise LimitExceeded(f"output larger than {limits.output_bytes // 2**20} MiB") from None
+        except (FrameError, OSError) as exc:
+            self._kill(pid)
+            raise self._death(pid, limits) from exc
+        if "ok" in header and isinstance(header["ok"], dict):
+            return Reply(header["ok"], out)
+        error = header.get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
+            raise error_from_code(error["code"], error["message"][:4000])
+        raise WorkerCrashed("the worker sent a malformed reply")
+
+    def _kill(self, pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _reap(self, pid: int) -> int | None:
+        try:
+            status = self._control({"op": "status", "pid": pid}).get("status")
+        except SaferoomError:
+            return None
+        return status if isinstance(status, int) else None
+
+    def _death(self, pid: int, limits: Limits) -> SaferoomError:
+        """Why a worker died without replying."""
+        status = self._reap(pid)
+        if status is not None and os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return LimitExceeded(f"CPU time limit of {limits.cpu_seconds} s exceeded")
+            if sig == signal.SIGKILL:
+                return WorkerCrashed("the worker was killed (signal 9): it may have run out of memory or CPU time")
+            return WorkerCrashed(f"the worker died: killed by signal {sig}")
+        if status is not None and os.WIFEXITED(status):
+            return WorkerCrashed(f"the worker died: exit code {os.WEXITSTATUS(status)}")
+        return WorkerCrashed("the worker died without answering")
+
+    def close(self) -> None:
+        """Stop the zygote; running workers die with it (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
