@@ -82,7 +82,9 @@ class ServerConfig:
         for name, raw in values.items():
             current = getattr(self, name)
             try:
-                if isinstance(current, WorkerLimits):
+                if isinstance(current, WorkerLimits) and isinstance(raw, WorkerLimits):
+                    parsed[name] = raw
+                elif isinstance(current, WorkerLimits):
                     if not isinstance(raw, dict):
                         raise TypeError("expected a table")
                     parsed[name] = replace(current, **raw)

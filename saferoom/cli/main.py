@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(exc: SaferoomError) -> None:
-    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", markup=True, highlight=False)
+    click.echo(f"error ({exc.code}): {exc.message}", err=True)  # one line, never wrapped
     sys.exit(1)
 
 

@@ -42,6 +42,7 @@ def start_server(
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    proc.stdout.close()
     match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
     assert match, line
     return proc, int(match.group(1))
