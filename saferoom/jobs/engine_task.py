@@ -19,8 +19,28 @@ __all__ = ["execute_plans", "open_catalog"]
 
 
 def open_catalog(data_dir: str) -> Catalog:
-    """Zygote initializer: import pyarrow and map every dataset once, shared by all forked workers."""
-    return Catalog.open(Path(data_dir))
+    """Zygote initializer: import pyarrow and map every dataset once, shared by all forked workers.
+
+    A tiny plan is executed too, so that every lazily loaded part of pyarrow is loaded here: workers drop
+    privileges and may not be able to read the interpreter's files afterwards.
+    """
+    import pyarrow.acero  # noqa: F401
+
+    catalog = Catalog.open(Path(data_dir))
+    warm = pa.table({"k": pa.array(["a", "b"]).dictionary_encode(), "v": [1.0, 2.0]})
+    engine = ArrowEngine(lambda _: warm)
+    scan = plan.Scan("warm", ("k", "v"))
+    engine.execute(
+        plan.Sort(
+            plan.Join(
+                plan.Aggregate(scan, ("k",), (("m", plan.AggExpr("median", plan.Col("v"))),)),
+                plan.Aggregate(scan, ("k",), (("n", plan.AggExpr("count")),)),
+                ("k",),
+            ),
+            (("m", True),),
+        )
+    )
+    return catalog
 
 
 def execute_plans(

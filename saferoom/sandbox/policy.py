@@ -75,19 +75,16 @@ class SaferoomPolicy(RestrictingNodeTransformer):
         self._refuse(node, "nonlocal statements")
         return node
 
-    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
-        return self.generic_visit(node)
-
     def visit_Import(self, node: ast.Import) -> ast.AST:
         for alias in node.names:
             if alias.name not in self.local_modules:
                 self.error(node, f"import of {alias.name!r} is not allowed: only the package's own modules")
-        return self.generic_visit(node)
+        return super().visit_Import(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
         if node.level or node.module not in self.local_modules or any(a.name == "*" for a in node.names):
             self.error(node, f"import from {node.module!r} is not allowed: only the package's own modules")
-        return self.generic_visit(node)
+        return super().visit_ImportFrom(node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id in FORBIDDEN_NAMES:
@@ -117,7 +114,11 @@ def compile_package(files: Mapping[str, str]) -> dict[str, CodeType]:
         if "\x00" in source:
             problems.append(f"{filename}: contains a NUL character")
             continue
-        result = compile_restricted_exec(source, filename=filename, policy=policy)
+        try:
+            result = compile_restricted_exec(source, filename=filename, policy=policy)
+        except Exception:  # a construct RestrictedPython's transformer itself fails on: refuse, fail closed
+            problems.append(f"{filename}: the code uses a construct the sandbox policy does not support")
+            continue
         problems += [_format_error(filename, e) for e in result.errors]
         if result.code is not None and not result.errors:
             codes[filename] = result.code

@@ -25,10 +25,20 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def sandbox_initializer() -> None:
-    """Zygote initializer: import everything a job needs, so forked workers start warm."""
+    """Zygote initializer: import everything a job needs, so forked workers start warm.
+
+    Workers drop privileges before running code and may then be unable to read the interpreter's files, so
+    every module a job can need is imported here: unicodedata, for one, is loaded lazily by the parser for
+    non-ASCII identifiers.
+    """
+    import unicodedata
+
     import RestrictedPython  # noqa: F401
 
     import saferoom.api  # noqa: F401
+
+    compile_package({"warm.py": "def f(x):\n    return [i for i in x]\n"})
+    unicodedata.normalize("NFKC", "\uff57\uff41\uff52\uff4d")
 
 
 class _Modules:

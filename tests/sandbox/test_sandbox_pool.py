@@ -1,0 +1,115 @@
+"""The worker pool: fresh confined processes, limits enforced, failures isolated."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+
+import pytest
+
+from saferoom.errors import JobCancelled, JobTimeout, LimitExceeded, UserCodeError, WorkerCrashed
+from saferoom.sandbox import Limits, WorkerPool
+
+TASKS = [
+    "saferoom.sandbox.selftest:echo",
+    "saferoom.sandbox.selftest:sleep",
+    "saferoom.sandbox.selftest:allocate",
+    "saferoom.sandbox.selftest:abort",
+    "saferoom.sandbox.selftest:spin",
+    "saferoom.sandbox.selftest:identity",
+    "saferoom.sandbox.selftest:raise_user_error",
+]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    limits = Limits(memory_bytes=256 * 2**20, cpu_seconds=5, wall_seconds=10, output_bytes=2**20)
+    with WorkerPool(name="test", initializer="saferoom.sandbox.selftest:initialize", init_args={"greeting": "hi"},
+                    tasks=TASKS, limits=limits) as p:
+        yield p
+
+
+def test_echo_round_trip_with_blobs(pool: WorkerPool) -> None:
+    reply = pool.run("saferoom.sandbox.selftest:echo", {"x": [1, "two"]}, [b"abc", b""])
+    assert reply.data == {"request": {"x": [1, "two"]}, "state": "hi"}
+    assert reply.blobs == [b"cba", b""]
+
+
+def test_each_task_gets_a_fresh_confined_process(pool: WorkerPool) -> None:
+    a = pool.run("saferoom.sandbox.selftest:identity", {}).data
+    b = pool.run("saferoom.sandbox.selftest:identity", {}).data
+    assert a["pid"] != b["pid"] != os.getpid()
+    assert a["pgid"] == a["pid"]  # its own process group
+    assert a["open_fds"] <= 4  # 0, 1, 2 and its socket
+    assert a["fsize_limit"] == 0 and a["core_limit"] == 0
+    assert a["no_new_privs"] == 1
+    if os.geteuid() == 0:
+        assert a["uid"] == 65534
+
+
+def test_unknown_task_is_refused(pool: WorkerPool) -> None:
+    with pytest.raises(WorkerCrashed):
+        pool.run("os:system", {})
+
+
+def test_wall_clock_limit_kills_the_worker(pool: WorkerPool) -> None:
+    started = time.monotonic()
+    with pytest.raises(JobTimeout, match="wall-clock limit of 1 s"):
+        pool.run("saferoom.sandbox.selftest:sleep", {"seconds": 30}, limits=Limits(wall_seconds=1.0))
+    assert time.monotonic() - started < 5
+
+
+def test_memory_limit(pool: WorkerPool) -> None:
+    with pytest.raises(LimitExceeded, match="memory limit of 256 MiB"):
+        pool.run("saferoom.sandbox.selftest:allocate", {"mib": 2048})
+
+
+def test_cpu_limit(pool: WorkerPool) -> None:
+    with pytest.raises(LimitExceeded, match="CPU time limit of 1 s"):
+        pool.run("saferoom.sandbox.selftest:spin", {}, limits=Limits(cpu_seconds=1, wall_seconds=20))
+
+
+def test_crash_is_reported(pool: WorkerPool) -> None:
+    with pytest.raises(WorkerCrashed, match="signal 6"):
+        pool.run("saferoom.sandbox.selftest:abort", {})
+
+
+def test_output_limit(pool: WorkerPool) -> None:
+    with pytest.raises(LimitExceeded, match="output larger than"):
+        pool.run("saferoom.sandbox.selftest:echo", {}, [b"x" * (3 * 2**20)])
+
+
+def test_domain_errors_cross_the_pipe(pool: WorkerPool) -> None:
+    with pytest.raises(UserCodeError, match="bad input"):
+        pool.run("saferoom.sandbox.selftest:raise_user_error", {"message": "bad input"})
+
+
+def test_cancel(pool: WorkerPool) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(JobCancelled):
+        pool.run("saferoom.sandbox.selftest:sleep", {"seconds": 30}, cancel=cancel)
+
+
+def test_hostile_tasks_fail_alone_while_good_ones_succeed(pool: WorkerPool) -> None:
+    hostile = [
+        ("saferoom.sandbox.selftest:sleep", {"seconds": 30}, Limits(wall_seconds=1.5)),
+        ("saferoom.sandbox.selftest:allocate", {"mib": 4096}, None),
+        ("saferoom.sandbox.selftest:abort", {}, None),
+    ]
+    with concurrent.futures.ThreadPoolExecutor(6) as executor:
+        bad = [executor.submit(pool.run, t, r, limits=lim) for t, r, lim in hostile]
+        good = [executor.submit(pool.run, "saferoom.sandbox.selftest:echo", {"i": i}) for i in range(6)]
+        assert [f.result().data["request"]["i"] for f in good] == list(range(6))
+        for future in bad:
+            with pytest.raises((JobTimeout, LimitExceeded, WorkerCrashed)):
+                future.result()
+    assert pool.run("saferoom.sandbox.selftest:echo", {"after": True}).data["request"] == {"after": True}
+
+
+def test_pool_survives_its_zygote_dying(pool: WorkerPool) -> None:
+    os.kill(pool.zygote_pid, 9)
+    time.sleep(0.2)
+    assert pool.run("saferoom.sandbox.selftest:echo", {"n": 1}).data["request"] == {"n": 1}
