@@ -99,20 +99,24 @@ def _mod(a: Value, b: Value) -> Value:
     return pc.subtract(a, pc.multiply(pc.divide(a, b), b))  # integer divide truncates: sign follows dividend
 
 
+def _value_type(value: Value) -> pa.DataType:
+    t = _type(value)
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def _compare(name: str) -> Callable[[Value, Value], Value]:
     def apply(a: Value, b: Value) -> Value:
+        ta, tb = _value_type(a), _value_type(b)
+        if (pa.types.is_string(ta) or pa.types.is_large_string(ta)) != (
+            pa.types.is_string(tb) or pa.types.is_large_string(tb)
+        ) and not (pa.types.is_null(ta) or pa.types.is_null(tb)):
+            raise InvalidPlan(f"cannot compare {ta} with {tb}")
         # A dictionary column against a literal: compare the few categories, then map through the indices.
         if isinstance(b, pa.Scalar) and pa.types.is_dictionary(_type(a)):
             return _on_dictionary(a, lambda values: pc.call_function(name, [values, b]))
         if isinstance(a, pa.Scalar) and pa.types.is_dictionary(_type(b)):
             return _on_dictionary(b, lambda values: pc.call_function(name, [a, values]))
-        a, b = decode(a), decode(b)
-        ta, tb = _type(a), _type(b)
-        if (pa.types.is_string(ta) or pa.types.is_large_string(ta)) != (
-            pa.types.is_string(tb) or pa.types.is_large_string(tb)
-        ) and not (pa.types.is_null(ta) or pa.types.is_null(tb)):
-            raise InvalidPlan(f"cannot compare {ta} with {tb}")
-        return pc.call_function(name, [a, b])
+        return pc.call_function(name, [decode(a), decode(b)])
 
     return apply
 
@@ -187,9 +191,7 @@ def _unify(a: Value, b: Value) -> tuple[Value, Value]:
         if pa.types.is_null(tb) and not pa.types.is_null(ta):
             return a, pc.cast(b, ta)
         return a, b
-    if (pa.types.is_integer(ta) or pa.types.is_floating(ta)) and (
-        pa.types.is_integer(tb) or pa.types.is_floating(tb)
-    ):
+    if (pa.types.is_integer(ta) or pa.types.is_floating(ta)) and (pa.types.is_integer(tb) or pa.types.is_floating(tb)):
         return _to_float(a), _to_float(b)
     raise InvalidPlan(f"when/otherwise values have different types: {ta} and {tb}")
 
@@ -206,7 +208,8 @@ def _round(a: Value, ndigits: Value | None = None) -> Value:
     _numeric(a)
     if pa.types.is_integer(_type(a)) and digits >= 0:
         return a
-    return pc.round(_to_float(a), ndigits=digits, round_mode="half_to_even")
+    # Half away from zero, like Spark's round (HALF_UP).
+    return pc.round(_to_float(a), ndigits=digits, round_mode="half_towards_infinity")
 
 
 def _log(a: Value) -> Value:
@@ -247,9 +250,7 @@ def _grid_cell(lat: Value, lon: Value, meters_value: Value) -> Value:
     meters = _meters(meters_value)
     row = _grid_row(lat, meters)
     col = pc.floor(pc.divide(pc.multiply(_to_float(lon), _lon_scale(row, meters)), meters))
-    cell = pc.add(
-        pc.multiply(pc.add(row, float(ROW_OFFSET)), float(ROW_FACTOR)), pc.add(col, float(COL_OFFSET))
-    )
+    cell = pc.add(pc.multiply(pc.add(row, float(ROW_OFFSET)), float(ROW_FACTOR)), pc.add(col, float(COL_OFFSET)))
     return pc.cast(cell, pa.int64())
 
 
@@ -284,22 +285,19 @@ def _distance_m(lat1: Value, lon1: Value, lat2: Value, lon2: Value) -> Value:
         pc.power(pc.sin(pc.divide(dlat, 2.0)), 2.0),
         pc.multiply(pc.multiply(pc.cos(p1), pc.cos(p2)), pc.power(pc.sin(pc.divide(dlon, 2.0)), 2.0)),
     )
-    a = pc.min_element_wise(a, 1.0)
+    a = pc.min_element_wise(a, 1.0, skip_nulls=False)
     return pc.multiply(pc.asin(pc.sqrt(a)), 2.0 * EARTH_RADIUS_M)
 
 
 def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
     start, stop, bins = (_literal(v, "histogram: start, stop and bins") for v in (start_v, stop_v, bins_v))
-    if (
-        not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop))
-        or start >= stop
-    ):
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop)) or start >= stop:
         raise InvalidPlan("histogram: start and stop must be numbers with start < stop")
     if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
         raise InvalidPlan("histogram: bins must be an integer between 1 and 10,000")
     width = (float(stop) - float(start)) / bins
     index = pc.floor(pc.divide(pc.subtract(_to_float(x), float(start)), width))
-    index = pc.min_element_wise(pc.max_element_wise(index, 0.0), float(bins - 1))
+    index = pc.min_element_wise(pc.max_element_wise(index, 0.0, skip_nulls=False), float(bins - 1), skip_nulls=False)
     return pc.add(pc.multiply(index, width), float(start))
 
 

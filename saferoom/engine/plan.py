@@ -73,7 +73,7 @@ Scalar: TypeAlias = bool | int | float | str | None
 
 # fn -> (min args, max args). Semantics (engine-neutral; Spark equivalents in brackets):
 #   add sub mul div mod neg abs pow            arithmetic; div is true division, mod sign follows dividend
-#   floor ceil round sqrt log exp sin cos radians
+#   floor ceil round sqrt log exp sin cos radians   round: half away from zero; log of x <= 0 is null
 #   eq ne lt le gt ge                          comparison (null in -> null out)
 #   and or not                                 Kleene logic
 #   is_null                                    true where null
