@@ -104,7 +104,7 @@ def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], 
         "s as (select district, count(*) stops from stops group by district) "
         "select p.*, s.stops, p.n / s.stops per_stop from p left join s using (district)",
     }
-    return {name: (lambda q=q: con.execute(q).arrow()) for name, q in sql.items()}
+    return {name: (lambda q=q: con.execute(q).fetch_arrow_table()) for name, q in sql.items()}
 
 
 def run_job(client: Client, package: str, params: dict[str, Any]) -> float:
@@ -125,15 +125,14 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=10_000_000, help="persons in the generated catalog")
-    parser.add_argument("--data", type=Path, help="use this catalog instead of generating one")
+    parser.add_argument("--data", type=Path, help="catalog directory to use (generated there if missing)")
     parser.add_argument("--runs", type=int, default=50, help="trivial jobs for the overhead percentiles")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each query")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="saferoom-bench-") as tmp:
-        data = args.data
-        if data is None:
-            data = Path(tmp) / "data"
+        data = args.data or Path(tmp) / "data"
+        if not (data / "catalog.json").exists():
             start = time.perf_counter()
             generate_catalog(data, scale=args.scale, seed=7)
             print(f"generated {args.scale:,} persons in {time.perf_counter() - start:.1f} s")

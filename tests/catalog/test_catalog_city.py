@@ -1,0 +1,112 @@
+"""The synthetic city, the memory-mapped catalog and mock data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from saferoom.catalog import Catalog, generate_catalog, mock_table, schema_of, write_mock_catalog
+from saferoom.catalog.generate import DISTRICTS
+from saferoom.catalog.manifest import Manifest
+from saferoom.errors import DatasetNotFound, InvalidRequest
+
+
+def test_generation_is_deterministic(tmp_path: Path, catalog_dir: Path) -> None:
+    generate_catalog(tmp_path / "again", scale=20_000, seed=7)
+    generate_catalog(tmp_path / "other", scale=20_000, seed=8)
+    for f in ("population.arrow", "housing_transactions.arrow", "bus_stops.arrow", "catalog.json"):
+        assert (tmp_path / "again" / f).read_bytes() == (catalog_dir / f).read_bytes()
+    assert (tmp_path / "other" / "population.arrow").read_bytes() != (catalog_dir / "population.arrow").read_bytes()
+
+
+def test_files_match_the_manifest_and_stay_in_bounds(catalog_dir: Path) -> None:
+    with Catalog.open(catalog_dir) as catalog:
+        assert set(catalog.names()) == {
+            "population", "housing_transactions", "bus_stops", "schools", "land_use", "convenience_stores",
+        }  # fmt: skip
+        for name in catalog.names():
+            info, table = catalog.info(name), catalog.table(name)
+            assert table.schema.equals(schema_of(info)) and table.num_rows == info.rows
+            for column in info.columns:
+                values = table.column(column.name)
+                if column.categories:
+                    assert set(pc.unique(values.cast(pa.string())).to_pylist()) <= set(column.categories)
+                    assert pa.types.is_dictionary(values.type)
+                elif column.min is not None and column.type != "date32":
+                    assert pc.min(values).as_py() >= column.min, (name, column.name)
+                    assert pc.max(values).as_py() <= column.max, (name, column.name)
+
+
+def test_personal_datasets_declare_their_privacy_units(catalog_dir: Path) -> None:
+    manifest = Manifest.load(catalog_dir)
+    population = manifest.dataset("population")
+    assert (population.sensitivity, population.privacy_unit, population.one_row_per_unit) == (
+        "personal",
+        "person_id",
+        True,
+    )
+    housing = manifest.dataset("housing_transactions")
+    assert (housing.privacy_unit, housing.one_row_per_unit) == ("buyer_id", False)
+    assert all(manifest.dataset(n).is_public for n in ("bus_stops", "schools", "land_use", "convenience_stores"))
+    assert population.policy.min_contributors == 10
+
+
+def test_the_city_is_plausible(catalog_dir: Path) -> None:
+    with Catalog.open(catalog_dir) as catalog:
+        people = catalog.table("population")
+        adults = people.filter(pc.greater_equal(people["age"], 25))
+        income = adults.column("income")
+        assert pc.mean(income).as_py() > pc.quantile(income, 0.5)[0].as_py()  # skewed
+        prices = catalog.table("housing_transactions").group_by("district").aggregate([("price_per_m2", "mean")])
+        by_district = dict(
+            zip(prices.column(0).cast(pa.string()).to_pylist(), prices.column(1).to_pylist(), strict=True)
+        )
+        assert by_district["Siming"] > by_district["Xiang'an"] * 2
+        siming = next(d for d in DISTRICTS if d.name == "Siming")
+        mask = pc.equal(people["district"].cast(pa.string()), "Siming")
+        lat = pc.mean(people.filter(mask)["lat"]).as_py()
+        assert abs(lat - siming.lat) < 0.03  # clustered around the district centre
+        assert pc.count_distinct(people["person_id"]).as_py() == people.num_rows
+
+
+def test_datasets_are_memory_mapped_zero_copy(catalog_dir: Path) -> None:
+    before = pa.total_allocated_bytes()
+    with Catalog.open(catalog_dir) as catalog:
+        assert catalog.mapped_bytes() > 1_000_000
+        assert pa.total_allocated_bytes() - before < catalog.mapped_bytes() / 10
+
+
+def test_schema_mismatch_is_refused(tmp_path: Path, catalog_dir: Path) -> None:
+    target = tmp_path / "broken"
+    target.mkdir()
+    for f in catalog_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    data = json.loads((target / "catalog.json").read_text())
+    data["datasets"]["bus_stops"]["columns"][0]["type"] = "float64"
+    (target / "catalog.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidRequest, match="does not match the manifest"):
+        Catalog.open(target)
+
+
+def test_unknown_dataset(catalog_dir: Path) -> None:
+    with Catalog.open(catalog_dir) as catalog, pytest.raises(DatasetNotFound):
+        catalog.table("secret_service")
+
+
+def test_mock_data_comes_from_the_declared_domain_only(catalog_dir: Path, tmp_path: Path) -> None:
+    manifest = Manifest.load(catalog_dir)
+    info = manifest.dataset("population")
+    mock = mock_table(info, rows=2_000, seed=3)
+    assert mock.schema.equals(schema_of(info)) and mock.num_rows == 2_000
+    assert mock.equals(mock_table(info, rows=2_000, seed=3))
+    with Catalog.open(catalog_dir) as catalog:
+        real = set(catalog.table("population").column("income").to_pylist())
+    assert real.isdisjoint(set(mock.column("income").to_pylist()))
+    write_mock_catalog(manifest, tmp_path / "mock", rows=500)
+    with Catalog.open(tmp_path / "mock") as mock_catalog:
+        assert mock_catalog.table("housing_transactions").num_rows == 500
+        assert "MOCK" in mock_catalog.info("population").description

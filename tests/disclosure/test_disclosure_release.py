@@ -1,0 +1,147 @@
+"""The release rewrite and release checks, end to end with the Arrow engine on a generated city."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from saferoom.api import Context, export_outputs, namespace
+from saferoom.catalog import Catalog
+from saferoom.catalog.manifest import Manifest
+from saferoom.disclosure import protect, release
+from saferoom.engine import ArrowEngine, plan
+from saferoom.errors import InvalidPlan, ReleaseRefused
+
+NS = namespace()
+col, count, mean, max_, count_distinct = NS["col"], NS["count"], NS["mean"], NS["max"], NS["count_distinct"]
+
+
+@pytest.fixture(scope="module")
+def city(catalog_dir: Path):
+    manifest = Manifest.load(catalog_dir)
+    catalog = Catalog.open(catalog_dir)
+    ctx = Context(manifest, ["population", "housing_transactions", "bus_stops"])
+    yield manifest, catalog, ctx
+    catalog.close()
+
+
+def released(city, **tables):
+    manifest, catalog, _ = city
+    plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
+    protected = protect(plans, manifest)
+    executions = ArrowEngine(catalog.table).execute_all([p.plan for p in protected.values()])
+    return {
+        name: release(p, e.table, e.dropped) for (name, p), e in zip(protected.items(), executions, strict=True)
+    }
+
+
+def test_small_cells_are_suppressed_at_the_aggregate_with_their_keys(city) -> None:
+    ctx = city[2]
+    fine = ctx.table("population").group_by("district", "age", "sex").agg(n=count(), income=mean("income"))
+    out = released(city, fine=fine)["fine"]
+    assert out.report.kind == "aggregate"
+    assert out.report.suppressed_cells > 0
+    assert min(out.table.column("n").to_pylist()) >= 10
+    assert out.table.column_names == ["district", "age", "sex", "n", "income"]
+    assert out.report.rules[0].rule == "min_contributors" and out.report.rules[0].threshold == 10
+    assert out.report.rows + out.report.suppressed_cells <= 6 * 101 * 2  # districts x ages x sexes
+
+
+def test_group_by_the_privacy_unit_releases_nothing(city) -> None:
+    out = released(city, x=city[2].table("population").group_by("person_id").agg(n=count()))["x"]
+    assert out.table.num_rows == 0
+    assert out.report.suppressed_cells == 20_000
+
+
+def test_filter_down_to_one_person_is_suppressed(city) -> None:
+    one = city[2].table("population").filter(col("person_id") == 42).agg(n=count(), income=mean("income"))
+    out = released(city, one=one)["one"]
+    assert out.table.num_rows == 0 and out.report.suppressed_cells == 1
+
+
+def test_later_sort_and_head_never_see_suppressed_cells(city) -> None:
+    ctx = city[2]
+    cells = ctx.table("population").group_by("household_id").agg(n=count())
+    out = released(city, top=cells.sort("n", descending=True).head(5))["top"]
+    assert out.table.num_rows == 0  # households have at most 6 people: every cell is below 10
+
+
+def test_row_level_personal_outputs_are_refused(city) -> None:
+    ctx = city[2]
+    for table in (
+        ctx.table("population").select("income"),
+        ctx.table("population").sort("income").head(1),
+        ctx.table("population").join(ctx.table("bus_stops").group_by("district").agg(s=count()), on="district"),
+    ):
+        with pytest.raises(ReleaseRefused, match="row-level data from the personal dataset population"):
+            released(city, leak=table)
+
+
+def test_min_and_max_of_personal_data_are_refused(city) -> None:
+    with pytest.raises(ReleaseRefused, match="max of personal data"):
+        released(city, x=city[2].table("population").group_by("district").agg(top=max_("income")))
+
+
+def test_max_over_protected_cells_is_post_processing(city) -> None:
+    cells = city[2].table("population").group_by("district").agg(n=count())
+    out = released(city, x=cells.agg(biggest=max_("n")))["x"]
+    assert out.table.num_rows == 1 and out.table.column("biggest")[0].as_py() > 1000
+
+
+def test_public_data_is_released_row_by_row(city) -> None:
+    out = released(city, stops=city[2].table("bus_stops").select("stop_id", "lat", "lon").head(7))["stops"]
+    assert out.report.kind == "public" and out.table.num_rows == 7
+
+
+def test_contributors_are_distinct_units_after_joins(city) -> None:
+    ctx = city[2]
+    buyers = ctx.table("housing_transactions").select("buyer_id", "price").rename(person_id="buyer_id")
+    joined = ctx.table("population").select("person_id", "district").join(buyers, on="person_id")
+    manifest = city[0]
+    node = plan.from_data(export_outputs({"j": joined.group_by("district").agg(n=count())})["j"]["plan"])
+    rewritten = protect({"j": node}, manifest)["j"].plan
+    aggs = next(n for n in plan.walk(rewritten) if isinstance(n, plan.Aggregate)).aggs
+    counts = [a for name, a in aggs if name.startswith("__n")]
+    assert counts and all(a.fn == "count_distinct" for a in counts)  # a buyer may have several sales
+
+
+def test_one_row_per_unit_counts_rows(city) -> None:
+    node = plan.from_data(
+        export_outputs({"x": city[2].table("population").group_by("district").agg(n=count())})["x"]["plan"]
+    )
+    rewritten = protect({"x": node}, city[0])["x"].plan
+    assert isinstance(rewritten, plan.Threshold)
+    assert rewritten.input.aggs[-1][1] == plan.AggExpr("count")  # cheap: no distinct count needed
+
+
+def test_self_join_of_a_shared_subtree(city) -> None:
+    ctx = city[2]
+    cells = ctx.table("population").group_by("district").agg(n=count())
+    both = cells.join(cells.rename(m="n"), on="district")
+    out = released(city, both=both)["both"]
+    assert out.table.num_rows == 6
+
+
+def test_hostile_plans_naming_hidden_columns_are_refused(city) -> None:
+    manifest = city[0]
+    scan = plan.Scan("population", ("person_id",))
+    for node in (
+        plan.Project(scan, (("__c1", plan.Lit(100)),)),
+        plan.Aggregate(scan, ("person_id",), (("__c1", plan.AggExpr("count")),)),
+        plan.Threshold(plan.Aggregate(scan, (), (("n", plan.AggExpr("count")),)), "n", 0, "x"),
+    ):
+        with pytest.raises(InvalidPlan):
+            protect({"x": node}, manifest)
+
+
+def test_release_fails_closed_on_a_small_cell(city) -> None:
+    manifest = city[0]
+    node = plan.from_data(
+        export_outputs({"x": city[2].table("population").group_by("district").agg(n=count())})["x"]["plan"]
+    )
+    protected = protect({"x": node}, manifest)["x"]
+    forged = pa.table({"district": ["Siming"], "n": [3], next(iter(protected.minimums)): [3]})
+    with pytest.raises(ReleaseRefused, match="failed the release check"):
+        release(protected, forged, {})
