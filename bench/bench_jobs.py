@@ -104,7 +104,7 @@ def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], 
         "s as (select district, count(*) stops from stops group by district) "
         "select p.*, s.stops, p.n / s.stops per_stop from p left join s using (district)",
     }
-    return {name: (lambda q=q: con.execute(q).fetch_arrow_table()) for name, q in sql.items()}
+    return {name: (lambda q=q: con.execute(q).to_arrow_table()) for name, q in sql.items()}
 
 
 def run_job(client: Client, package: str, params: dict[str, Any]) -> float:
