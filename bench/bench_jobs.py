@@ -21,9 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.api import Context, export_outputs, namespace
 from saferoom.catalog import Catalog, generate_catalog
 from saferoom.client import Client
 from saferoom.config import ServerConfig
+from saferoom.disclosure import protect
+from saferoom.engine import ArrowEngine, plan
 from saferoom.server import create_server
 
 HERE = Path(__file__).resolve().parent
@@ -54,9 +57,7 @@ def pyarrow_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[],
         s = stops.group_by("district").aggregate([([], "count_all")]).rename_columns(["district", "stops"])
         s = s.cast(pa.schema([pa.field("district", pa.string()), pa.field("stops", pa.int64())]))
         joined = per.join(s, "district", join_type="left outer")
-        return joined.append_column(
-            "per_stop", pc.divide(joined["count_all"], pc.cast(joined["stops"], pa.float64()))
-        )
+        return joined.append_column("per_stop", pc.divide(joined["count_all"], pc.cast(joined["stops"], pa.float64())))
 
     return {
         "groupby": lambda: people.group_by("district").aggregate([([], "count_all"), ("income", "mean")]),
@@ -93,6 +94,7 @@ def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], 
     con = duckdb.connect()
     con.register("people", people)
     con.register("stops", stops)
+    con.execute("SET threads TO 2")
     sql = {
         "groupby": "select district, count(*), avg(income) from people group by district",
         "filter_groupby": "select district, count(*) from people where age >= 18 group by district",
@@ -104,7 +106,22 @@ def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], 
         "s as (select district, count(*) stops from stops group by district) "
         "select p.*, s.stops, p.n / s.stops per_stop from p left join s using (district)",
     }
-    return {name: (lambda q=q: con.execute(q).to_arrow_table()) for name, q in sql.items()}
+    return {name: (lambda q=q: con.sql(q).to_arrow_table()) for name, q in sql.items()}
+
+
+def engine_queries(catalog: Catalog) -> dict[str, Callable[[], Any]]:
+    """Each query's released plan (contributor counts and suppression included) run by the engine in-process."""
+    scope = namespace()
+    exec((HERE / "packages" / "queries" / "main.py").read_text(), scope)  # trusted benchmark code, not sandboxed
+    ctx = Context(catalog.manifest, ["population", "bus_stops"])
+    engine = ArrowEngine(catalog.table)
+    out = {}
+    for query in QUERIES:
+        data = export_outputs(scope["run"](ctx, query=query))
+        protected = protect({k: plan.from_data(v["plan"]) for k, v in data.items()}, catalog.manifest)
+        plans = [p.plan for p in protected.values()]
+        out[query] = lambda plans=plans: engine.execute_all(plans)
+    return out
 
 
 def run_job(client: Client, package: str, params: dict[str, Any]) -> float:
@@ -159,19 +176,20 @@ def main() -> None:
                 people, stops = catalog.table("population"), catalog.table("bus_stops")
                 plain = pyarrow_queries(people, stops)
                 duck = duckdb_queries(people, stops)
+                engine = engine_queries(catalog)
+                print(f"\nms, best of {args.repeat}; job: the whole job over gRPC; engine: its released plan alone")
                 print(
-                    f"\n{'query':<16}{'saferoom ms':>13}{'pyarrow ms':>12}{'duckdb ms':>11}"
-                    f"{'saferoom/pyarrow':>18}{'saferoom/duckdb':>17}"
+                    f"{'query':<16}{'job':>8}{'engine':>8}{'pyarrow':>9}{'duckdb':>8}"
+                    f"{'job/pyarrow':>13}{'engine/pyarrow':>16}{'engine/duckdb':>15}"
                 )
                 for query in QUERIES:
-                    ours = best_of(
-                        lambda q=query: run_job(client, "bench-queries", {"query": q}), args.repeat
-                    )
+                    job = best_of(lambda q=query: run_job(client, "bench-queries", {"query": q}), args.repeat)
+                    ours = best_of(engine[query], args.repeat)
                     base = best_of(plain[query], args.repeat)
                     dd = best_of(duck[query], args.repeat) if duck else float("nan")
                     print(
-                        f"{query:<16}{ours * 1000:>13.1f}{base * 1000:>12.1f}{dd * 1000:>11.1f}"
-                        f"{ours / base:>18.2f}{ours / dd:>17.2f}"
+                        f"{query:<16}{job * 1000:>8.1f}{ours * 1000:>8.1f}{base * 1000:>9.1f}{dd * 1000:>8.1f}"
+                        f"{job / base:>13.2f}{ours / base:>16.2f}{ours / dd:>15.2f}"
                     )
                 catalog.close()
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import resource
 import signal
@@ -36,12 +35,12 @@ class Limits:
             raise ValueError("limits must be positive")
 
 
+# Loaded once, in the zygote: resolving libc by name per worker would spawn ldconfig on every fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _prctl(option: int, value: int) -> bool:
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    return int(_LIBC.prctl(option, value, 0, 0, 0)) == 0
 
 
 def _current_kib(field: str) -> int:
