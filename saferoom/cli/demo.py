@@ -6,9 +6,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
 from rich.console import Console
+from rich.table import Table
 
-from saferoom.cli.render import arrow_table, describe_report, print_result
+from saferoom.cli.render import describe_report, print_result
 from saferoom.client import Client
 from saferoom.config import ServerConfig
 
@@ -50,7 +52,7 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 console.rule("4. What was released (aggregates only, small cells suppressed)")
                 candidates = result.output("candidates")
                 if candidates.table is not None:
-                    console.print(arrow_table(candidates.table, title=f"Top {top} candidate cells"))
+                    console.print(_candidates_table(candidates.table, top))
                     console.print(f"  [dim]release: {describe_report(candidates)}[/dim]")
                 others = [o for o in result.outputs if o.name != "candidates"]
                 if others:
@@ -65,3 +67,28 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
         finally:
             server.stop()
     console.rule(f"done in {time.perf_counter() - started:.1f} s")
+
+
+def _candidates_table(table: pa.Table, top: int) -> Table:
+    """The released candidate cells for a person: centre, score, and the factors behind it (income: median
+    adult income; stores: existing stores in the cell and its neighbours)."""
+    out = Table(title=f"Top {top} candidate cells", title_justify="left", header_style="bold")
+    columns = [
+        ("#", "right"), ("lat", "right"), ("lon", "right"), ("score", "right"), ("adults", "right"),
+        ("income", "right"), ("price/m2", "right"), ("stops", "right"), ("stores", "right"),
+    ]  # fmt: skip
+    for name, justify in columns:
+        out.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for rank, row in enumerate(table.to_pylist(), start=1):
+        out.add_row(
+            str(rank),
+            f"{row['lat']:.4f}",
+            f"{row['lon']:.4f}",
+            f"{row['score']:.3f}",
+            f"{row['adults']:,}",
+            f"{row['income']:,.0f}",
+            f"{row['price_m2']:,.0f}",
+            str(row["stops"]),
+            str(row["stores_nearby"]),
+        )
+    return out
