@@ -36,9 +36,7 @@ class ServerConfig:
     data_dir: Path = Path("data")  # catalog: the directory with catalog.json and the Arrow files
     state_dir: Path = Path("state")  # store: SQLite database (jobs, results)
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
-    algorithms_dir: Path | None = (
-        None  # packages: vetted packages; None = the algorithms/ shipped with saferoom
-    )
+    algorithms_dir: Path | None = None  # packages: vetted packages; None = the algorithms/ shipped with saferoom
     max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
@@ -49,15 +47,11 @@ class ServerConfig:
     )
     # engine: the worker that executes the plans over the memory-mapped datasets
     engine_limits: WorkerLimits = field(
-        default_factory=lambda: WorkerLimits(
-            memory_mib=8192, cpu_seconds=300, wall_seconds=600.0, output_mib=64
-        )
+        default_factory=lambda: WorkerLimits(memory_mib=8192, cpu_seconds=300, wall_seconds=600.0, output_mib=64)
     )
 
     @classmethod
-    def load(
-        cls, path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any
-    ) -> ServerConfig:
+    def load(cls, path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> ServerConfig:
         """Defaults, then the TOML file, then SAFEROOM_* variables, then non-None ``overrides``."""
         values: dict[str, Any] = {}
         if path is not None:

@@ -116,7 +116,7 @@ class Table:
         """Join with another table on same-named key column(s); how: inner, left, right or full."""
         if type(other) is not Table:
             raise UserCodeError("join needs another table")
-        keys = (on,) if type(on) is str else tuple(on) if type(on) in (list, tuple) else None  # type: ignore[arg-type]
+        keys: tuple[object, ...] | None = (on,) if type(on) is str else tuple(on) if type(on) in (list, tuple) else None  # type: ignore[arg-type]
         if not keys:
             raise UserCodeError("join: on must be a column name or a list of them")
         names = tuple(check_name(k, "join key") for k in keys)

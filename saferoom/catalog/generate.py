@@ -69,16 +69,15 @@ def _days(day: dt.date) -> int:
 
 
 def _categories(rng: np.random.Generator, n: int, p: np.ndarray | None, k: int) -> np.ndarray:
-    return rng.choice(k, size=n, p=p).astype(np.int32)
+    indices: np.ndarray = rng.choice(k, size=n, p=p).astype(np.int32)
+    return indices
 
 
 def _dict(indices: np.ndarray, categories: tuple[str, ...]) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(categories, pa.string()))
 
 
-def _locate(
-    rng: np.random.Generator, district: np.ndarray, scale: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
+def _locate(rng: np.random.Generator, district: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Points clustered around the sub-centres of each row's district."""
     sub = rng.choice(3, size=district.size, p=_SUB_WEIGHTS)
     centre = _CENTRE[district] + _SUB_OFFSETS[sub] * (_SPREAD[district, None] / 0.02)
@@ -91,7 +90,8 @@ def _locate(
 def _ages(rng: np.random.Generator, n: int) -> np.ndarray:
     bands = np.array([[0, 15], [15, 25], [25, 45], [45, 65], [65, 96]])
     band = rng.choice(5, size=n, p=[0.14, 0.12, 0.36, 0.27, 0.11])
-    return rng.integers(bands[band, 0], bands[band, 1]).astype(np.int64)
+    ages: np.ndarray = rng.integers(bands[band, 0], bands[band, 1]).astype(np.int64)
+    return ages
 
 
 def _population_chunk(rng: np.random.Generator, start: int, n: int) -> pa.RecordBatch:
@@ -307,12 +307,8 @@ def _infos(scale: int) -> list[DatasetInfo]:
             max(100, scale // 20),
             "personal",
             (
-                Column(
-                    "transaction_id", "int64", "transaction identifier", None, 1, float(max(100, scale // 20))
-                ),
-                Column(
-                    "buyer_id", "int64", "person_id of the buyer (the privacy unit)", None, 1, float(scale)
-                ),
+                Column("transaction_id", "int64", "transaction identifier", None, 1, float(max(100, scale // 20))),
+                Column("buyer_id", "int64", "person_id of the buyer (the privacy unit)", None, 1, float(scale)),
                 _district_column("property"),
                 Column("date", "date32", "registration date", "days since 1970-01-01", *days),
                 Column("price", "float64", "total price", "yuan", 100_000, 100_000_000),
@@ -396,9 +392,7 @@ def _infos(scale: int) -> list[DatasetInfo]:
     ]
 
 
-def generate_catalog(
-    out: Path, scale: int = 1_000_000, seed: int = 7, progress: Progress | None = None
-) -> Manifest:
+def generate_catalog(out: Path, scale: int = 1_000_000, seed: int = 7, progress: Progress | None = None) -> Manifest:
     """Write the synthetic city to ``out`` (Arrow IPC files + catalog.json) and return its manifest."""
     if scale < 1_000:
         raise ValueError("scale must be at least 1,000 persons")

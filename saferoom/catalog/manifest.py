@@ -76,9 +76,7 @@ class DatasetInfo:
         if len(set(names)) != len(names):
             raise InvalidRequest(f"dataset {self.name!r}: duplicate column names")
         if self.sensitivity == "personal" and self.privacy_unit not in names:
-            raise InvalidRequest(
-                f"dataset {self.name!r}: a personal dataset must name its privacy unit column"
-            )
+            raise InvalidRequest(f"dataset {self.name!r}: a personal dataset must name its privacy unit column")
         if "/" in self.file or "\\" in self.file or self.file.startswith("."):
             raise InvalidRequest(f"dataset {self.name!r}: file must be a plain file name")
 

@@ -78,9 +78,7 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--listen", help="host:port to listen on (port 0: any free port).")
 @click.option("--algorithms", "algorithms_dir", type=click.Path(path_type=Path), help="Vetted packages.")
 @click.option("--workers", "max_concurrent_jobs", type=int, help="Jobs running at once.")
-@click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, exists=True), help="TOML config file."
-)
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
 def serve(config_file: Path | None, **overrides: Any) -> None:
     """Start the gRPC server."""
     from saferoom.config import ServerConfig
@@ -136,8 +134,7 @@ def datasets_generate(out: Path, scale: int, seed: int) -> None:
         manifest = generate_catalog(out, scale=scale, seed=seed, progress=report)
     rows = sum(d.rows for d in manifest.datasets.values())
     console.print(
-        f"wrote {len(manifest.datasets)} datasets ({rows:,} rows) to {out} "
-        f"in {time.perf_counter() - started:.1f} s"
+        f"wrote {len(manifest.datasets)} datasets ({rows:,} rows) to {out} in {time.perf_counter() - started:.1f} s"
     )
 
 
@@ -166,9 +163,7 @@ def datasets_describe(name: str, server: str) -> None:
 
 @datasets.command("mock")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the mock catalog.")
-@click.option(
-    "--rows", type=click.IntRange(0, 100_000), default=0, help="Rows per dataset (0: server default)."
-)
+@click.option("--rows", type=click.IntRange(0, 100_000), default=0, help="Rows per dataset (0: server default).")
 @click.option("--seed", type=int, default=0)
 @server_option
 def datasets_mock(out: Path, rows: int, seed: int, server: str) -> None:

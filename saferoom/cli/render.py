@@ -53,7 +53,7 @@ def arrow_table(table: pa.Table, title: str | None = None, limit: int = MAX_ROWS
 
 
 def _numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
 def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:
@@ -114,9 +114,7 @@ def describe_report(output: ResultOutput) -> str:
     parts = [f"{report.get('rows', 0)} aggregate cells released"]
     for rule in report.get("rules", []):
         if rule.get("cells_suppressed"):
-            parts.append(
-                f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}"
-            )
+            parts.append(f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}")
     if len(parts) == 1:
         parts.append("no cell needed suppression")
     return "; ".join(parts)

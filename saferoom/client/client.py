@@ -194,9 +194,7 @@ class Client:
         return [_dataset(d) for d in reply.datasets]
 
     def describe_dataset(self, name: str) -> DatasetInfo:
-        return _dataset(
-            self._call(self._catalog.DescribeDataset, _catalog_pb2.DescribeDatasetRequest(name=name))
-        )
+        return _dataset(self._call(self._catalog.DescribeDataset, _catalog_pb2.DescribeDatasetRequest(name=name)))
 
     def download_mock(self, name: str, rows: int = 0, seed: int = 0) -> tuple[DatasetInfo, pa.Table]:
         """A mock copy of a dataset: its description and a synthetic Arrow table."""
@@ -227,9 +225,7 @@ class Client:
     # -------------------------------------------------------------- jobs
 
     def run_job(self, package: str, params: Mapping[str, Any] | None = None) -> Job:
-        request = _jobs_pb2.RunJobRequest(
-            package=package, params={k: _to_value(v) for k, v in (params or {}).items()}
-        )
+        request = _jobs_pb2.RunJobRequest(package=package, params={k: _to_value(v) for k, v in (params or {}).items()})
         return _job(self._call(self._jobs.RunJob, request))
 
     def get_job(self, job_id: str) -> Job:
@@ -264,9 +260,7 @@ class Client:
         outputs = []
         for o in reply.outputs:
             content = o.WhichOneof("content")
-            table = (
-                pa.ipc.open_stream(pa.py_buffer(o.arrow_ipc)).read_all() if content == "arrow_ipc" else None
-            )
+            table = pa.ipc.open_stream(pa.py_buffer(o.arrow_ipc)).read_all() if content == "arrow_ipc" else None
             value = _value(o.value) if content == "value" else None
             outputs.append(ResultOutput(o.name, o.report.kind, table, value, _report(o.report)))
         return Result(reply.job_id, outputs, reply.printed)

@@ -154,9 +154,9 @@ class _Rewriter:
             return replace(node, input=child), _Level("aggregate")
         refused = [agg.fn for _, agg in node.aggs if agg.fn in ("min", "max")]
         if refused:
-            datasets = ", ".join(sorted({u.dataset for u in level.units}))
+            names = ", ".join(sorted({u.dataset for u in level.units}))
             raise ReleaseRefused(
-                f"{refused[0]} of personal data ({datasets}) cannot be released: a minimum or maximum is one "
+                f"{refused[0]} of personal data ({names}) cannot be released: a minimum or maximum is one "
                 "person's value"
             )
         counts: list[tuple[str, AggExpr]] = []

@@ -86,18 +86,14 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         if keys:
             columns[name] = _exact_quantiles(columns.pop(f"{temp}_values"), q)
         else:
-            columns[name] = pa.chunked_array(
-                [pa.array([_quantile(work_table.column(temp), q)], pa.float64())]
-            )
+            columns[name] = pa.chunked_array([pa.array([_quantile(work_table.column(temp), q)], pa.float64())])
     ordered = {key: columns[key] for key in keys}
     for name, _ in aggs:
         ordered[name] = columns[name]
     return pa.table(ordered)
 
 
-def _empty_global(
-    column: pa.ChunkedArray, name: str, aggs: tuple[tuple[str, AggExpr], ...]
-) -> pa.ChunkedArray:
+def _empty_global(column: pa.ChunkedArray, name: str, aggs: tuple[tuple[str, AggExpr], ...]) -> pa.ChunkedArray:
     """On empty input: counts are 0, everything else null (Acero already does this; made explicit)."""
     fn = dict(aggs).get(name)
     if fn is not None and fn.fn in ("count", "count_distinct"):
@@ -109,9 +105,7 @@ def _exact_quantiles(lists: pa.ChunkedArray, q: float) -> pa.ChunkedArray:
     """Exact linear-interpolation quantile ``q`` of each group's gathered values."""
     combined = lists.combine_chunks()
     if len(combined) <= _LOOP_GROUPS:
-        out = [
-            _quantile(combined[i].values, q) if combined[i].is_valid else None for i in range(len(combined))
-        ]
+        out = [_quantile(combined[i].values, q) if combined[i].is_valid else None for i in range(len(combined))]
         return pa.chunked_array([pa.array(out, pa.float64())])
     return pa.chunked_array([_sorted_quantiles(combined, q)])
 
@@ -121,7 +115,8 @@ def _quantile(values: pa.Array | pa.ChunkedArray, q: float) -> float | None:
     if pc.count(values).as_py() == 0:
         return None
     result = pc.quantile(values, q=q, interpolation="linear", skip_nulls=True)
-    return result[0].as_py()
+    value: float | None = result[0].as_py()
+    return value
 
 
 def _sorted_quantiles(lists: pa.ListArray, q: float) -> pa.Array:

@@ -50,7 +50,7 @@ def materialize(value: Value, length: int) -> pa.ChunkedArray | pa.Array:
 
 
 def _is_float(value: Value) -> bool:
-    return pa.types.is_floating(_type(value))
+    return bool(pa.types.is_floating(_type(value)))
 
 
 def _to_float(value: Value) -> Value:
@@ -301,6 +301,12 @@ def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
     return pc.add(pc.multiply(index, width), float(start))
 
 
+def _checked_unary(fn: Callable[[Value], Value], a: Value) -> Value:
+    a = decode(a)
+    _numeric(a)
+    return fn(a)
+
+
 def _sqrt(a: Value) -> Value:
     return pc.sqrt(_to_float(a))
 
@@ -312,8 +318,8 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "div": _div,
     "mod": _mod,
     "pow": lambda a, b: pc.power(_to_float(a), _to_float(b)),
-    "neg": lambda a: (_numeric(decode(a)), pc.negate_checked(decode(a)))[1],
-    "abs": lambda a: (_numeric(decode(a)), pc.abs_checked(decode(a)))[1],
+    "neg": lambda a: _checked_unary(pc.negate_checked, a),
+    "abs": lambda a: _checked_unary(pc.abs_checked, a),
     "floor": _unary_float(pc.floor),
     "ceil": _unary_float(pc.ceil),
     "round": _round,

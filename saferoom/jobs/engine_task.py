@@ -43,9 +43,7 @@ def open_catalog(data_dir: str) -> Catalog:
     return catalog
 
 
-def execute_plans(
-    catalog: Catalog, request: dict[str, Any], blobs: list[bytes]
-) -> tuple[dict[str, Any], list[bytes]]:
+def execute_plans(catalog: Catalog, request: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
     """Execute each ``[name, plan]`` of the request; reply with one IPC stream per plan, in order."""
     plans = request.get("plans")
     if not isinstance(plans, list):

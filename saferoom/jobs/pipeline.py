@@ -104,9 +104,7 @@ class Pipeline:
             self._sandbox.close()
             raise
 
-    def run(
-        self, package: Package, params: dict[str, Any], cancel: threading.Event | None = None
-    ) -> JobOutcome:
+    def run(self, package: Package, params: dict[str, Any], cancel: threading.Event | None = None) -> JobOutcome:
         """Run ``package`` with already validated ``params``; raises a JobError subclass on failure."""
         reply = self._sandbox.run(
             SANDBOX_TASK,

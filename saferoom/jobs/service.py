@@ -135,9 +135,7 @@ class JobService:
         """Cancel a queued or running job; a finished job is returned unchanged."""
         job = self._store.get_job(job_id)
         if job.state == JobState.QUEUED.value:
-            self._transition(
-                job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran"
-            )
+            self._transition(job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran")
         with self._changed:
             event = self._cancels.get(job_id)
         if event is not None:
@@ -149,7 +147,7 @@ class JobService:
     def get(self, job_id: str) -> JobRecord:
         return self._store.get_job(job_id)
 
-    def list(self, owner: str | None, limit: int, after: str | None) -> list[JobRecord]:
+    def list_jobs(self, owner: str | None, limit: int, after: str | None) -> list[JobRecord]:
         return self._store.list_jobs(owner=owner, limit=limit, after=after)
 
     def watch(self, job_id: str, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
@@ -200,9 +198,7 @@ class JobService:
             job = self._store.get_job(job_id)
             package = self._registry.get(job.package_hash)
             outcome = self._pipeline.run(package, json.loads(job.params_json), cancel=cancel)
-            self._store.finish_with_result(
-                job_id, self._stored_outputs(outcome), {"printed": outcome.printed}
-            )
+            self._store.finish_with_result(job_id, self._stored_outputs(outcome), {"printed": outcome.printed})
             self._notify()
         except JobCancelled as exc:
             self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any
 
-from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
+from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from saferoom.api import public_attributes
 from saferoom.errors import CodeRefused, UserCodeError
@@ -79,17 +80,17 @@ class SaferoomPolicy(RestrictingNodeTransformer):
         for alias in node.names:
             if alias.name not in self.local_modules:
                 self.error(node, f"import of {alias.name!r} is not allowed: only the package's own modules")
-        return super().visit_Import(node)
+        return super().visit_Import(node)  # type: ignore[return-value]
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
         if node.level or node.module not in self.local_modules or any(a.name == "*" for a in node.names):
             self.error(node, f"import from {node.module!r} is not allowed: only the package's own modules")
-        return super().visit_ImportFrom(node)
+        return super().visit_ImportFrom(node)  # type: ignore[return-value]
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id in FORBIDDEN_NAMES:
             self.error(node, f"{node.id!r} is not available in algorithm code")
-        return super().visit_Name(node)
+        return super().visit_Name(node)  # type: ignore[return-value]
 
 
 _LINE = re.compile(r"^Line (\d+): (.*)$", re.S)
@@ -152,8 +153,16 @@ SAFE_METHODS: dict[type, frozenset[str]] = {
     float: frozenset({"is_integer"}),
 }  # fmt: skip
 _CONTAINERS = (list, tuple, dict, str, range)
-_ITERABLE = (list, tuple, dict, str, range, set, type({}.keys()), type({}.values()), type({}.items()))
-_ITERATOR_TYPES = (enumerate, zip, reversed, type(iter([])), type(iter(())), type(iter("")), type(iter(range(0))))
+_ITERABLE: tuple[type, ...] = (list, tuple, dict, str, range, set, type({}.keys()), type({}.values()), type({}.items()))
+_ITERATOR_TYPES: tuple[type, ...] = (
+    enumerate,
+    zip,
+    reversed,
+    type(iter([])),
+    type(iter(())),
+    type(iter("")),
+    type(iter(range(0))),
+)
 _WRITABLE = (list, dict, set)
 
 
@@ -230,9 +239,10 @@ def guarded_apply(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def guarded_range(*args: object) -> range:
-    if not all(type(a) is int for a in args):
-        raise UserCodeError("range takes integers")
-    r = range(*args)  # type: ignore[arg-type]
+    ints = [a for a in args if type(a) is int]
+    if len(ints) != len(args) or not 1 <= len(ints) <= 3:
+        raise UserCodeError("range takes one to three integers")
+    r = range(*ints)
     if len(r) > MAX_RANGE:
         raise UserCodeError(f"range of more than {MAX_RANGE:,} numbers")
     return r

@@ -147,4 +147,3 @@ def _reap(statuses: dict[int, int]) -> None:
         statuses[pid] = status
         if len(statuses) > 10_000:  # nobody asked about these: forget the oldest
             statuses.pop(next(iter(statuses)))
-

@@ -80,9 +80,7 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
     for package in registry.list():
         missing = set(package.datasets) - set(manifest.datasets)
         if missing:
-            raise InvalidRequest(
-                f"package {package.name} needs datasets not in the catalog: {sorted(missing)}"
-            )
+            raise InvalidRequest(f"package {package.name} needs datasets not in the catalog: {sorted(missing)}")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database.open(config.state_dir / "saferoom.db")
     pipeline: Pipeline | None = None
@@ -111,9 +109,7 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
         _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
         port = server.add_insecure_port(config.listen)
         if port == 0:
             raise InvalidRequest(f"cannot listen on {config.listen}")

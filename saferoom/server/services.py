@@ -69,9 +69,7 @@ class PackagesServicer(_packages_pb2_grpc.PackagesServicer):
         self._registry = registry
 
     def ListPackages(self, request: _packages_pb2.ListPackagesRequest, context: Any) -> Any:
-        return _packages_pb2.ListPackagesResponse(
-            packages=[convert.package_to_proto(p) for p in self._registry.list()]
-        )
+        return _packages_pb2.ListPackagesResponse(packages=[convert.package_to_proto(p) for p in self._registry.list()])
 
     def GetPackage(self, request: _packages_pb2.GetPackageRequest, context: Any) -> Any:
         if not _PACKAGE_REF.match(request.ref):
@@ -108,7 +106,7 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
             raise InvalidRequest("page_size must be between 0 and 100")
         size = request.page_size or 20
         after = _job_id(request.page_token) if request.page_token else None
-        jobs = self._jobs.list(owner=None, limit=size + 1, after=after)
+        jobs = self._jobs.list_jobs(owner=None, limit=size + 1, after=after)
         page, more = jobs[:size], len(jobs) > size
         return _jobs_pb2.ListJobsResponse(
             jobs=[convert.job_to_proto(j) for j in page],

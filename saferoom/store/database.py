@@ -82,8 +82,7 @@ class Database:
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS schema_migrations (number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
             )
             applied = {row[0] for row in conn.execute("SELECT number FROM schema_migrations")}
             for number, sql in MIGRATIONS:

@@ -81,11 +81,10 @@ class JobStore:
             raise JobNotFound(f"no job {job_id[:64]!r}")
         return _job(row)
 
-    def list_jobs(
-        self, owner: str | None = None, limit: int = 20, after: str | None = None
-    ) -> list[JobRecord]:
+    def list_jobs(self, owner: str | None = None, limit: int = 20, after: str | None = None) -> list[JobRecord]:
         """Newest first; ``after`` is the id of the last job of the previous page."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
@@ -156,10 +155,7 @@ class JobStore:
             conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
             conn.executemany(
                 "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json)
-                    for o in outputs
-                ],
+                [(job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json) for o in outputs],
             )
         return True
 
@@ -176,8 +172,5 @@ class JobStore:
         return StoredResult(
             job_id,
             json.loads(row["report_json"]),
-            [
-                StoredOutput(o[0], o[1], o[2], None if o[3] is None else bytes(o[3]), o[4], o[5])
-                for o in outputs
-            ],
+            [StoredOutput(o[0], o[1], o[2], None if o[3] is None else bytes(o[3]), o[4], o[5]) for o in outputs],
         )
