@@ -55,6 +55,12 @@ def server_config(
     return ServerConfig.load(env={}, **values)
 
 
+@pytest.fixture(scope="session")
+def make_config():
+    """``server_config`` as a fixture, for tests that start servers of their own."""
+    return server_config
+
+
 @pytest.fixture(scope="module")
 def server(
     catalog_dir: Path, algorithms_dir: Path, tmp_path_factory: pytest.TempPathFactory

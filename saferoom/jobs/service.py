@@ -201,7 +201,10 @@ class JobService:
             self._store.finish_with_result(job_id, self._stored_outputs(outcome), {"printed": outcome.printed})
             self._notify()
         except JobCancelled as exc:
-            self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)
+            if self._closed:  # the server is stopping, not the researcher cancelling
+                self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "interrupted", _INTERRUPTED)
+            else:
+                self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)
         except SaferoomError as exc:
             self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.message)
         except Exception:  # a bug of ours: record it without host details, keep serving

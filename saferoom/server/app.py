@@ -19,7 +19,7 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
-from saferoom.errors import InvalidRequest
+from saferoom.errors import InvalidRequest, Unavailable
 from saferoom.jobs import JobService, Pipeline
 from saferoom.packages import PackageRegistry, default_algorithms_dir
 from saferoom.server.errors import ErrorInterceptor
@@ -110,9 +110,12 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-        port = server.add_insecure_port(config.listen)
+        try:
+            port = server.add_insecure_port(config.listen)
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise InvalidRequest(f"cannot listen on {config.listen}")
+            raise Unavailable(f"cannot listen on {config.listen} (address in use or not local)")
         server.start()
         failed, requeued = jobs.recover()
         if failed or requeued:

@@ -80,3 +80,13 @@ def test_unknown_method_is_unimplemented(server: SaferoomServer) -> None:
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_busy_port_is_a_clear_error(
+    server: SaferoomServer, catalog_dir, algorithms_dir, tmp_path, make_config
+) -> None:
+    from saferoom.errors import Unavailable
+    from saferoom.server import create_server
+
+    with pytest.raises(Unavailable, match="cannot listen"):
+        create_server(make_config(catalog_dir, tmp_path, algorithms_dir, listen=f"127.0.0.1:{server.port}"))
