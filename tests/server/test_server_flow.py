@@ -174,3 +174,19 @@ def test_result_of_unfinished_job_is_failed_precondition(client: Client) -> None
         client.get_result(job.id)
     assert info.value.grpc_code == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     client.cancel_job(job.id)
+
+
+def test_watch_unknown_job_is_not_found_and_cancel_of_finished_job_is_harmless(client: Client) -> None:
+    with pytest.raises(JobNotFound) as info:
+        list(client.watch_job("a" * 32, timeout=10))
+    assert info.value.grpc_code == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    done = run_to_end(client, "echo")
+    assert client.cancel_job(done.id).state == "succeeded"
+
+
+def test_concurrent_clients_get_their_own_results(client: Client) -> None:
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        jobs = list(pool.map(lambda n: run_to_end(client, "echo", {"n": n}), range(6)))
+    for n, job in enumerate(jobs):
+        assert job.state == "succeeded"
+        assert client.get_result(job.id).output("n").value == 2 * n
