@@ -115,3 +115,12 @@ def test_ordinary_python_still_works(sandbox) -> None:
     )
     outputs = sandbox.run(source)["outputs"]
     assert outputs == {"total": {"value": 5}, "pick": {"value": 4}, "label": {"value": "B A"}}
+
+
+def test_syntax_errors_name_file_and_line(sandbox) -> None:
+    from saferoom.errors import CodeRefused
+
+    with pytest.raises(CodeRefused) as info:
+        sandbox.run("def run(ctx):\n    x = (1,\n    return {'x': 1}\n", extra_files={"helpers.py": "y = = 2\n"})
+    message = str(info.value)
+    assert "helpers.py, line 1" in message and "main.py, line" in message

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
+import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -190,3 +194,34 @@ def test_concurrent_clients_get_their_own_results(client: Client) -> None:
     for n, job in enumerate(jobs):
         assert job.state == "succeeded"
         assert client.get_result(job.id).output("n").value == 2 * n
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_a_crashing_worker_fails_its_job_alone(client: Client, server) -> None:
+    zygote = server.pipeline._sandbox.zygote_pid
+    victim = client.run_job("forever")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        good = pool.submit(run_to_end, client, "echo", {"n": 3})
+        deadline = time.monotonic() + 20
+        while client.get_job(victim.id).state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        workers: set[int] = set()
+        while not workers:  # the long-lived worker is the looping job's (echo's lives milliseconds)
+            first = set(_children(zygote))
+            time.sleep(0.3)
+            workers = first & set(_children(zygote))
+            assert time.monotonic() < deadline
+        for pid in workers:  # as a segfault in native code would
+            os.kill(pid, signal.SIGSEGV)
+        crashed = client.wait(victim.id, timeout=30)
+        assert good.result(timeout=60).state == "succeeded"
+    assert crashed.state == "failed"
+    assert crashed.error_code == "worker_crashed"
+    assert run_to_end(client, "echo").state == "succeeded"
