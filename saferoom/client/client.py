@@ -18,6 +18,7 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom.catalog.manifest import Column, DatasetInfo, Policy
 from saferoom.errors import ERROR_CODE_METADATA_KEY, SaferoomError, Unavailable, error_from_code
+from saferoom.wire import value_from_proto, value_to_proto
 
 __all__ = ["Client", "Job", "PackageSummary", "Result", "ResultOutput"]
 
@@ -79,23 +80,6 @@ class PackageSummary:
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _value(v: _jobs_pb2.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    return None if kind in (None, "null_value") else getattr(v, kind)
-
-
-def _to_value(v: Any) -> _jobs_pb2.Value:
-    if v is None:
-        return _jobs_pb2.Value(null_value=True)
-    if isinstance(v, bool):
-        return _jobs_pb2.Value(bool_value=v)
-    if isinstance(v, int):
-        return _jobs_pb2.Value(int_value=v)
-    if isinstance(v, float):
-        return _jobs_pb2.Value(float_value=v)
-    return _jobs_pb2.Value(str_value=str(v))
-
-
 def _job(p: _jobs_pb2.Job) -> Job:
     return Job(
         id=p.id,
@@ -103,7 +87,7 @@ def _job(p: _jobs_pb2.Job) -> Job:
         package_hash=p.package_hash,
         package_name=p.package_name,
         package_version=p.package_version,
-        params={k: _value(v) for k, v in p.params.items()},
+        params={k: value_from_proto(v) for k, v in p.params.items()},
         datasets=list(p.datasets),
         error_code=p.error_code,
         error_message=p.error_message,
@@ -225,7 +209,9 @@ class Client:
     # -------------------------------------------------------------- jobs
 
     def run_job(self, package: str, params: Mapping[str, Any] | None = None) -> Job:
-        request = _jobs_pb2.RunJobRequest(package=package, params={k: _to_value(v) for k, v in (params or {}).items()})
+        request = _jobs_pb2.RunJobRequest(
+            package=package, params={k: value_to_proto(v) for k, v in (params or {}).items()}
+        )
         return _job(self._call(self._jobs.RunJob, request))
 
     def get_job(self, job_id: str) -> Job:
@@ -261,7 +247,7 @@ class Client:
         for o in reply.outputs:
             content = o.WhichOneof("content")
             table = pa.ipc.open_stream(pa.py_buffer(o.arrow_ipc)).read_all() if content == "arrow_ipc" else None
-            value = _value(o.value) if content == "value" else None
+            value = value_from_proto(o.value) if content == "value" else None
             outputs.append(ResultOutput(o.name, o.report.kind, table, value, _report(o.report)))
         return Result(reply.job_id, outputs, reply.printed)
 

@@ -15,6 +15,7 @@ from saferoom.catalog.manifest import DatasetInfo
 from saferoom.errors import InvalidRequest
 from saferoom.packages import Package
 from saferoom.store import JobRecord, StoredResult
+from saferoom.wire import value_from_proto, value_to_proto
 
 __all__ = [
     "dataset_to_proto",
@@ -86,25 +87,6 @@ def package_to_proto(package: Package) -> _packages_pb2.Package:
         parameters=parameters,
         files=sorted(package.files),
     )
-
-
-def value_to_proto(value: Any) -> _jobs_pb2.Value:
-    if value is None:
-        return _jobs_pb2.Value(null_value=True)
-    if isinstance(value, bool):
-        return _jobs_pb2.Value(bool_value=value)
-    if isinstance(value, int):
-        return _jobs_pb2.Value(int_value=value)
-    if isinstance(value, float):
-        return _jobs_pb2.Value(float_value=value)
-    return _jobs_pb2.Value(str_value=str(value))
-
-
-def value_from_proto(value: _jobs_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    return getattr(value, kind)
 
 
 def params_from_proto(params: Mapping[str, _jobs_pb2.Value]) -> dict[str, Any]:
