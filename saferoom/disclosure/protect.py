@@ -47,6 +47,7 @@ from saferoom.errors import InvalidPlan, ReleaseRefused
 __all__ = ["HIDDEN_PREFIX", "Protected", "ThresholdRule", "protect"]
 
 HIDDEN_PREFIX = "_"
+_ABSENT = 2**62  # stands for "this source has no rows in the cell" while taking the minimum
 CONTRIBUTORS_PREFIX = "__c"
 
 
@@ -168,9 +169,14 @@ class _Rewriter:
         if len(counts) == 1:
             rewritten: Node = Aggregate(child, node.keys, (*node.aggs, (contributors, counts[0][1])))
         else:
-            least: Expr = Col(counts[0][0])
-            for name, _ in counts[1:]:
-                least = Call("case", (Call("le", (least, Col(name))), least, Col(name)))
+            # The smallest count among the sources present in the cell: a source with no rows in a cell (a
+            # left join's missing side, another union input) contributes nothing to it.
+            absent = Lit(_ABSENT)
+            present = [Call("case", (Call("eq", (Col(n), Lit(0))), absent, Col(n))) for n, _ in counts]
+            least: Expr = present[0]
+            for other in present[1:]:
+                least = Call("case", (Call("le", (least, other)), least, other))
+            least = Call("case", (Call("eq", (least, absent)), Lit(0), least))
             rewritten = Project(
                 Aggregate(child, node.keys, node.aggs + tuple(counts)),
                 (*tuple((c, Col(c)) for c in visible), (contributors, least)),

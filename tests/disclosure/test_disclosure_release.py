@@ -145,3 +145,22 @@ def test_release_fails_closed_on_a_small_cell(city) -> None:
     forged = pa.table({"district": ["Siming"], "n": [3], next(iter(protected.minimums)): [3]})
     with pytest.raises(ReleaseRefused, match="failed the release check"):
         release(protected, forged, {})
+
+
+def test_a_left_joined_source_absent_from_a_cell_does_not_suppress_it(city) -> None:
+    ctx = city[2]
+    buyers = (
+        ctx.table("housing_transactions").filter(col("price") > 10**12).select("buyer_id").rename(person_id="buyer_id")
+    )  # no transaction is that expensive: the right side is empty
+    people = ctx.table("population").select("person_id", "district").join(buyers, on="person_id", how="left")
+    out = released(city, x=people.group_by("district").agg(n=count()))["x"]
+    assert out.table.num_rows == 6 and sum(out.table.column("n").to_pylist()) == 20_000
+
+
+def test_every_present_source_must_meet_its_threshold(city) -> None:
+    ctx = city[2]
+    one_buyer = ctx.table("housing_transactions").filter(col("transaction_id") == 1).select("buyer_id", "price")
+    people = ctx.table("population").select("person_id", "district")
+    joined = people.join(one_buyer.rename(person_id="buyer_id"), on="person_id", how="left")
+    out = released(city, x=joined.group_by("district").agg(n=count(), price=mean("price")))["x"]
+    assert out.table.num_rows == 5  # the district of the single buyer is suppressed (1 buyer < 10)
