@@ -117,7 +117,7 @@ class Pipeline:
             },
             cancel=cancel,
         )
-        plans, values, printed = self._parse_sandbox_reply(reply.data, package)
+        order, plans, values, printed = self._parse_sandbox_reply(reply.data, package)
         protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
         tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
         if protected:
@@ -129,8 +129,8 @@ class Pipeline:
             )
             tables = _parse_engine_reply(engine_reply.data, engine_reply.blobs, names)
         outputs: list[ReleasedOutput] = []
-        for name, kind_value in self._ordered(plans, values):
-            if kind_value == "plan":
+        for name in order:  # the order the algorithm returned them in
+            if name in plans:
                 table, dropped = tables[name]
                 released = disclosure.release(protected[name], table, dropped)
                 report = released.report.to_data()
@@ -141,14 +141,9 @@ class Pipeline:
                 outputs.append(ReleasedOutput(name, "value", None, value, report))
         return JobOutcome(outputs, printed)
 
-    @staticmethod
-    def _ordered(plans: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
-        order = [(n, "plan") for n in plans] + [(n, "value") for n in values]
-        return sorted(order, key=lambda item: item[0])
-
     def _parse_sandbox_reply(
         self, data: dict[str, Any], package: Package
-    ) -> tuple[dict[str, plan.Node], dict[str, plan.Scalar], str]:
+    ) -> tuple[list[str], dict[str, plan.Node], dict[str, plan.Scalar], str]:
         """Strictly parse what the (untrusted) sandbox worker sent back."""
         outputs = data.get("outputs")
         printed = data.get("printed", "")
@@ -172,7 +167,7 @@ class Pipeline:
                 values[name] = out["value"]
             else:
                 raise WorkerCrashed("the sandbox worker sent a malformed output")
-        return plans, values, printed[:MAX_PRINTED]
+        return list(outputs), plans, values, printed[:MAX_PRINTED]
 
     def close(self) -> None:
         """Stop both worker pools (idempotent)."""
