@@ -65,9 +65,8 @@ def close_inherited_fds(keep: int) -> None:
 def confine(limits: Limits, keep_fd: int) -> list[str]:
     """Confine the calling (freshly forked) process; returns the layers that are active."""
     active = []
+    parent = os.getppid()
     os.setpgid(0, 0)  # its own process group: the parent kills the group on timeout
-    if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
-        active.append("dies with its parent")
     close_inherited_fds(keep_fd)
     active.append("inherited fds closed")
     if _prctl(PR_SET_NO_NEW_PRIVS, 1):
@@ -91,4 +90,9 @@ def confine(limits: Limits, keep_fd: int) -> list[str]:
     if limits.max_processes is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes,) * 2)
         active.append("no new processes")
+    # Last: changing uid clears the parent-death signal. If the zygote is already gone, so are we.
+    if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
+        active.append("dies with its parent")
+    if os.getppid() != parent:
+        os._exit(1)
     return active

@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,13 @@ TASKS = [
 @pytest.fixture(scope="module")
 def pool():
     limits = Limits(memory_bytes=256 * 2**20, cpu_seconds=5, wall_seconds=10, output_bytes=2**20)
-    with WorkerPool(name="test", initializer="saferoom.sandbox.selftest:initialize", init_args={"greeting": "hi"},
-                    tasks=TASKS, limits=limits) as p:
+    with WorkerPool(
+        name="test",
+        initializer="saferoom.sandbox.selftest:initialize",
+        init_args={"greeting": "hi"},
+        tasks=TASKS,
+        limits=limits,
+    ) as p:
         yield p
 
 
@@ -113,3 +119,46 @@ def test_pool_survives_its_zygote_dying(pool: WorkerPool) -> None:
     os.kill(pool.zygote_pid, 9)
     time.sleep(0.2)
     assert pool.run("saferoom.sandbox.selftest:echo", {"n": 1}).data["request"] == {"n": 1}
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_die_with_their_zygote() -> None:
+    pool = WorkerPool(name="orphans", initializer="saferoom.sandbox.selftest:initialize", init_args={}, tasks=TASKS)
+    zygote = pool.zygote_pid
+    assert zygote is not None
+    errors: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            pool.run("saferoom.sandbox.selftest:spin", {})
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    deadline = time.monotonic() + 10
+    children: list[int] = []
+    while not children:
+        children = _children(zygote)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(zygote, 9)  # as when the server is killed with -9
+    for pid in children:
+        while _running(pid):
+            assert time.monotonic() < deadline, "an orphaned worker kept running"
+            time.sleep(0.02)
+    worker.join(timeout=10)
+    assert errors  # the job saw its worker die
+    pool.close()
