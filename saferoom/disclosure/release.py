@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from saferoom.disclosure.protect import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
 from saferoom.errors import ReleaseRefused
 
-__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release"]
+__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release", "value_report"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,9 @@ def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -
         rules=rules,
     )
     return Released(out, report)
+
+
+def value_report(name: str) -> ReleaseReport:
+    """The report of a plain value returned by an algorithm: computed without data, released as it is."""
+    rule = RuleOutcome("value", "computed by the algorithm from its parameters, never from data: released as is")
+    return ReleaseReport(output=name, kind="value", rows=1, columns=[], suppressed_cells=0, rules=[rule])

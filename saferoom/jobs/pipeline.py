@@ -136,9 +136,8 @@ class Pipeline:
                 report = released.report.to_data()
                 outputs.append(ReleasedOutput(name, report["kind"], released.table, None, report))
             else:
-                value = values[name]
-                report = {"output": name, "kind": "value", "rows": 1, "suppressed_cells": 0, "rules": []}
-                outputs.append(ReleasedOutput(name, "value", None, value, report))
+                report = disclosure.value_report(name).to_data()
+                outputs.append(ReleasedOutput(name, "value", None, values[name], report))
         return JobOutcome(outputs, printed)
 
     def _parse_sandbox_reply(
