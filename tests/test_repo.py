@@ -17,9 +17,7 @@ def test_ruff_clean() -> None:
 
 
 def test_generated_protobuf_code_is_up_to_date() -> None:
-    result = subprocess.run(
-        [sys.executable, "tools/genproto.py", "--check"], cwd=REPO, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "tools/genproto.py", "--check"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -28,3 +26,11 @@ def test_mypy_strict_clean() -> None:
         [sys.executable, "-m", "mypy", "--no-incremental", "saferoom"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wheel_lists_every_subpackage() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "saferoom").rglob("__init__.py")}
+    assert found | {"saferoom._algorithms"} == listed

@@ -54,5 +54,8 @@ class PackageRegistry:
 
 
 def default_algorithms_dir() -> Path:
-    """The vetted packages shipped with saferoom: ``algorithms/`` beside the source tree."""
-    return Path(__file__).resolve().parent.parent.parent / "algorithms"
+    """The vetted packages shipped with saferoom: ``algorithms/`` of a checkout, or the installed copy."""
+    checkout = Path(__file__).resolve().parent.parent.parent / "algorithms"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent.parent / "_algorithms"
