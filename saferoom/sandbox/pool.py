@@ -188,14 +188,17 @@ class WorkerPool:
                 if time.monotonic() > deadline:
                     self._kill(pid)
                     raise JobTimeout(f"the job exceeded the wall-clock limit of {limits.wall_seconds:g} s")
-            sock.settimeout(max(1.0, deadline - time.monotonic()))
-            header, out = recv_frame(sock, limits.output_bytes + 1024 * 1024)
+            header, out = recv_frame(sock, limits.output_bytes + 1024 * 1024, deadline)
+        except TimeoutError:
+            self._kill(pid)
+            raise JobTimeout(f"the job exceeded the wall-clock limit of {limits.wall_seconds:g} s") from None
         except FrameTooLarge:
             self._kill(pid)
             raise LimitExceeded(f"output larger than {limits.output_bytes // 2**20} MiB") from None
         except (FrameError, OSError) as exc:
             self._kill(pid)
             raise self._death(pid, limits) from exc
+        self._kill(pid)  # no worker outlives its task, whatever it does after replying
         if "ok" in header and isinstance(header["ok"], dict):
             return Reply(header["ok"], out)
         error = header.get("error")

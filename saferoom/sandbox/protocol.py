@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from typing import Any
 
 __all__ = ["FrameError", "FrameTooLarge", "recv_frame", "send_frame"]
@@ -35,11 +36,16 @@ def send_frame(sock: socket.socket, header: dict[str, Any], blobs: list[bytes] |
         sock.sendall(blob)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     buffer = bytearray(n)
     view = memoryview(buffer)
     got = 0
     while got < n:
+        if deadline is not None:  # bounds the whole message, not each recv: a peer trickling bytes gains nothing
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the peer did not send its message in time")
+            sock.settimeout(remaining)
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
             raise FrameError("connection closed")
@@ -47,13 +53,15 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buffer)
 
 
-def recv_frame(sock: socket.socket, limit: int) -> tuple[dict[str, Any], list[bytes]]:
-    """Receive one frame of at most ``limit`` bytes in all."""
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+def recv_frame(
+    sock: socket.socket, limit: int, deadline: float | None = None
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Receive one frame of at most ``limit`` bytes in all, by ``deadline`` (time.monotonic) if given."""
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     if size > min(limit, MAX_HEADER):
         raise FrameTooLarge(f"header of {size} bytes exceeds the limit")
     try:
-        header = json.loads(_recv_exact(sock, size))
+        header = json.loads(_recv_exact(sock, size, deadline))
     except (ValueError, RecursionError) as exc:
         raise FrameError("malformed header") from exc
     sizes = header.get("blobs") if isinstance(header, dict) else None
@@ -61,6 +69,6 @@ def recv_frame(sock: socket.socket, limit: int) -> tuple[dict[str, Any], list[by
         raise FrameError("malformed header")
     if size + sum(sizes) > limit:
         raise FrameTooLarge(f"message of {size + sum(sizes)} bytes exceeds the limit of {limit}")
-    blobs = [_recv_exact(sock, s) for s in sizes]
+    blobs = [_recv_exact(sock, s, deadline) for s in sizes]
     del header["blobs"]
     return header, blobs

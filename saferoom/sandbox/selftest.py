@@ -10,7 +10,7 @@ from typing import Any
 
 from saferoom.errors import UserCodeError
 
-__all__ = ["abort", "allocate", "echo", "identity", "initialize", "raise_user_error", "sleep", "spin"]
+__all__ = ["abort", "allocate", "echo", "identity", "initialize", "raise_user_error", "sleep", "spin", "trickle"]
 
 Result = tuple[dict[str, Any], list[bytes]]
 
@@ -61,3 +61,26 @@ def identity(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
         "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[0],
         "no_new_privs": int(libc.prctl(39, 0, 0, 0, 0)),  # PR_GET_NO_NEW_PRIVS
     }, []
+
+
+def trickle(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
+    """Sends a reply header announcing a large blob, then trickles it a byte at a time (a slowloris worker)."""
+    import socket
+    import struct
+
+    sock = socket.socket(fileno=int(request["fd"])) if "fd" in request else None
+    if sock is None:
+        for fd in range(3, 64):
+            try:
+                candidate = socket.socket(fileno=fd)
+            except OSError:
+                continue
+            if candidate.type == socket.SOCK_STREAM:
+                sock = candidate
+                break
+    assert sock is not None
+    header = b'{"ok":{},"blobs":[1000000]}'
+    sock.sendall(struct.pack(">I", len(header)) + header)
+    while True:
+        sock.sendall(b"x")
+        time.sleep(0.1)

@@ -21,6 +21,7 @@ TASKS = [
     "saferoom.sandbox.selftest:spin",
     "saferoom.sandbox.selftest:identity",
     "saferoom.sandbox.selftest:raise_user_error",
+    "saferoom.sandbox.selftest:trickle",
 ]
 
 
@@ -162,3 +163,10 @@ def test_workers_die_with_their_zygote() -> None:
     worker.join(timeout=10)
     assert errors  # the job saw its worker die
     pool.close()
+
+
+def test_a_worker_trickling_its_reply_still_hits_the_wall_clock_limit(pool: WorkerPool) -> None:
+    started = time.monotonic()
+    with pytest.raises(JobTimeout):
+        pool.run("saferoom.sandbox.selftest:trickle", {}, limits=Limits(wall_seconds=1.0))
+    assert time.monotonic() - started < 4
