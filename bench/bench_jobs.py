@@ -27,6 +27,7 @@ from saferoom.client import Client
 from saferoom.config import ServerConfig
 from saferoom.disclosure import protect
 from saferoom.engine import ArrowEngine, plan
+from saferoom.identity import init_authority, issue_identity
 from saferoom.server import create_server
 
 HERE = Path(__file__).resolve().parent
@@ -153,17 +154,28 @@ def main() -> None:
             start = time.perf_counter()
             generate_catalog(data, scale=args.scale, seed=7)
             print(f"generated {args.scale:,} persons in {time.perf_counter() - start:.1f} s")
+        pki = Path(tmp) / "pki"
+        init_authority(pki)
+        researcher = issue_identity(pki, "bench-researcher", "researcher").profile
+        operator = issue_identity(pki, "bench-operator", "operator").profile
         config = ServerConfig.load(
             env={},
             data_dir=data,
             state_dir=Path(tmp) / "state",
+            pki_dir=pki,
             listen="127.0.0.1:0",
-            algorithms_dir=HERE / "packages",
             max_concurrent_jobs=1,
         )
         server, port = create_server(config)
+        address = f"127.0.0.1:{port}"
         try:
-            with Client(f"127.0.0.1:{port}", timeout=600) as client:
+            with (
+                Client.from_profile(researcher, server=address, timeout=600) as client,
+                Client.from_profile(operator, server=address, timeout=600) as reviewer,
+            ):
+                for package in ("trivial", "queries"):
+                    summary, _ = client.submit_package(HERE / "packages" / package)
+                    reviewer.approve_package(summary.hash, days=1)
                 for _ in range(5):  # warm-up
                     run_job(client, "bench-trivial", {})
                 overhead = [run_job(client, "bench-trivial", {}) * 1000 for _ in range(args.runs)]

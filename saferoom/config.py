@@ -34,9 +34,10 @@ class ServerConfig:
     """Everything `saferoom serve` can be told. Field comments say who uses each option."""
 
     data_dir: Path = Path("data")  # catalog: the directory with catalog.json and the Arrow files
-    state_dir: Path = Path("state")  # store: SQLite database (jobs, results)
+    state_dir: Path = Path("state")  # store: SQLite database (packages, approvals, jobs, results), package files
+    pki_dir: Path = Path("pki")  # server: TLS and identities, from `saferoom certs init` (CA, server key, CRL)
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
-    algorithms_dir: Path | None = None  # packages: vetted packages; None = the algorithms/ shipped with saferoom
+    max_approval_days: int = 365  # packages: the longest validity period an operator may sign
     max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
@@ -95,6 +96,6 @@ class ServerConfig:
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"configuration option {name}: {exc}") from exc
         config = replace(self, **parsed)
-        if config.max_concurrent_jobs < 1 or config.max_queued_jobs < 1:
-            raise InvalidRequest("max_concurrent_jobs and max_queued_jobs must be at least 1")
+        if config.max_concurrent_jobs < 1 or config.max_queued_jobs < 1 or config.max_approval_days < 1:
+            raise InvalidRequest("max_concurrent_jobs, max_queued_jobs and max_approval_days must be at least 1")
         return config

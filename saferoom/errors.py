@@ -9,13 +9,18 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   ├── InvalidParameter           INVALID_ARGUMENT    a job parameter fails the package's schema
     │   ├── InvalidPackage             INVALID_ARGUMENT    manifest or files of a package are unusable
     │   └── InvalidPlan                INVALID_ARGUMENT    a plan (from the sandbox) is malformed
+    ├── AuthenticationFailed           UNAUTHENTICATED     no usable identity: revoked, expired or not ours
+    ├── PermissionDenied               PERMISSION_DENIED   the caller's roles do not allow this call
     ├── NotFound                       NOT_FOUND
     │   ├── DatasetNotFound            NOT_FOUND
     │   ├── PackageNotFound            NOT_FOUND
     │   └── JobNotFound                NOT_FOUND
     ├── FailedPrecondition             FAILED_PRECONDITION the request is valid but the state forbids it
     │   ├── JobNotFinished             FAILED_PRECONDITION a result was asked for before the job ended
-    │   └── JobFailed                  FAILED_PRECONDITION a result was asked for a job that failed
+    │   ├── JobFailed                  FAILED_PRECONDITION a result was asked for a job that failed
+    │   ├── NotApproved                FAILED_PRECONDITION no valid approval covers this package or run
+    │   ├── PackageTampered            FAILED_PRECONDITION stored bytes no longer match the package hash
+    │   └── ReviewConflict             FAILED_PRECONDITION a review decision the package's state forbids
     ├── JobError                       (job failures; recorded on the job, raised only by local runs)
     │   ├── CodeRefused                INVALID_ARGUMENT    the code does not compile under the policy
     │   ├── UserCodeError              INVALID_ARGUMENT    the code raised, or misused the API, at run time
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_CODE_METADATA_KEY",
+    "AuthenticationFailed",
     "CodeRefused",
     "DatasetNotFound",
     "FailedPrecondition",
@@ -48,9 +54,13 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "LimitExceeded",
+    "NotApproved",
     "NotFound",
     "PackageNotFound",
+    "PackageTampered",
+    "PermissionDenied",
     "ReleaseRefused",
+    "ReviewConflict",
     "SaferoomError",
     "Unavailable",
     "UserCodeError",
@@ -94,6 +104,16 @@ class InvalidPlan(InvalidRequest):
     code = "invalid_plan"
 
 
+class AuthenticationFailed(SaferoomError):
+    code = "unauthenticated"
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SaferoomError):
+    code = "permission_denied"
+    status = "PERMISSION_DENIED"
+
+
 class NotFound(SaferoomError):
     code = "not_found"
     status = "NOT_FOUND"
@@ -122,6 +142,18 @@ class JobNotFinished(FailedPrecondition):
 
 class JobFailed(FailedPrecondition):
     code = "job_failed"
+
+
+class NotApproved(FailedPrecondition):
+    code = "not_approved"
+
+
+class PackageTampered(FailedPrecondition):
+    code = "package_tampered"
+
+
+class ReviewConflict(FailedPrecondition):
+    code = "review_conflict"
 
 
 class JobError(SaferoomError):

@@ -1,17 +1,19 @@
-"""Shared fixtures: a small generated catalog, a real server on a loopback port, a client for it."""
+"""Shared fixtures: a small generated catalog, a PKI with one identity per role, a real mutual-TLS server on a
+loopback port with every test package submitted by a researcher and approved by an operator, and clients."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from saferoom.catalog import generate_catalog
 from saferoom.client import Client
-from saferoom.config import ServerConfig, WorkerLimits
+from saferoom.config import ServerConfig
 from saferoom.server import SaferoomServer, create_server
+from tests.support import Deployment, approve_all, make_deployment, server_config
 
 REPO = Path(__file__).resolve().parent.parent
 ALGORITHMS = REPO / "algorithms"
@@ -28,6 +30,12 @@ def catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """One PKI for the session (tests that revoke make their own)."""
+    return make_deployment(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
 def algorithms_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The vetted packages plus the test packages (hostile and misbehaving ones among them)."""
     out = tmp_path_factory.mktemp("algorithms")
@@ -37,43 +45,27 @@ def algorithms_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def server_config(
-    catalog_dir: Path, state_dir: Path, algorithms_dir: Path, **overrides: object
-) -> ServerConfig:
-    """A config for tests: loopback, any free port, tight limits so bombs fail fast."""
-    values: dict[str, object] = {
-        "data_dir": catalog_dir,
-        "state_dir": state_dir,
-        "algorithms_dir": algorithms_dir,
-        "listen": "127.0.0.1:0",
-        "max_concurrent_jobs": 3,
-        "sandbox_limits": WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=4.0, output_mib=4),
-        "engine_limits": WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16),
-        "grace_seconds": 1.0,
-    }
-    values.update(overrides)
-    return ServerConfig.load(env={}, **values)
-
-
 @pytest.fixture(scope="session")
-def make_config():
+def make_config() -> Callable[..., ServerConfig]:
     """``server_config`` as a fixture, for tests that start servers of their own."""
     return server_config
 
 
 @pytest.fixture(scope="module")
 def server(
-    catalog_dir: Path, algorithms_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    catalog_dir: Path, algorithms_dir: Path, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SaferoomServer]:
-    """A real saferoom server on 127.0.0.1 with its own state directory."""
-    srv, _ = create_server(server_config(catalog_dir, tmp_path_factory.mktemp("state"), algorithms_dir))
+    """A real saferoom server on 127.0.0.1 (mutual TLS) with its own state; alice's packages approved by olga."""
+    srv, port = create_server(server_config(catalog_dir, tmp_path_factory.mktemp("state"), deployment.pki))
     try:
+        approve_all(deployment, port, algorithms_dir)
         yield srv
     finally:
         srv.stop(1.0)
 
 
 @pytest.fixture
-def client(server: SaferoomServer) -> Iterator[Client]:
-    with Client(f"127.0.0.1:{server.port}", timeout=60) as c:
+def client(server: SaferoomServer, deployment: Deployment) -> Iterator[Client]:
+    """Alice, a researcher."""
+    with deployment.client("alice", server.port) as c:
         yield c

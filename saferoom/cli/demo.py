@@ -13,43 +13,78 @@ from rich.table import Table
 from saferoom.cli.render import describe_report, print_result
 from saferoom.client import Client
 from saferoom.config import ServerConfig
+from saferoom.errors import SaferoomError
+from saferoom.packages import default_algorithms_dir
 
 __all__ = ["run_demo"]
 
 
 def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
-    """Generate a city, start a server on a free loopback port, run site selection over gRPC, shut down."""
+    """Generate a city, set up identities, start a mutual-TLS server on a free loopback port, and walk the
+    whole flow over gRPC: a researcher submits, an operator approves (signs), the researcher runs."""
     from saferoom.catalog import generate_catalog
+    from saferoom.identity import init_authority, issue_identity
     from saferoom.server import create_server
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="saferoom-demo-") as tmp:
-        data, state = Path(tmp) / "data", Path(tmp) / "state"
+        data, state, pki = Path(tmp) / "data", Path(tmp) / "state", Path(tmp) / "pki"
         console.rule("1. The data holder generates a synthetic city")
         manifest = generate_catalog(data, scale=scale, seed=7)
         for info in manifest.datasets.values():
             console.print(f"  {info.name:<22} {info.sensitivity:<9} {info.rows:>10,} rows")
 
-        console.rule("2. The server starts on loopback (datasets memory-mapped in the engine workers)")
-        config = ServerConfig.load(env={}, data_dir=data, state_dir=state, listen="127.0.0.1:0")
+        console.rule("2. A certificate authority issues three identities (mutual TLS, roles in the certificate)")
+        init_authority(pki)
+        people = {"lin": "researcher", "chen": "operator", "zhou": "auditor"}
+        profiles = {name: issue_identity(pki, name, role).profile for name, role in people.items()}
+        for name, role in people.items():
+            console.print(f"  {name:<6} {role}")
+
+        console.rule("3. The server starts on loopback (TLS only; datasets memory-mapped in the engine workers)")
+        config = ServerConfig.load(env={}, data_dir=data, state_dir=state, pki_dir=pki, listen="127.0.0.1:0")
         server, port = create_server(config)
+        address = f"127.0.0.1:{port}"
         try:
-            with Client(f"127.0.0.1:{port}", timeout=120) as client:
-                console.print(
-                    f"  listening on 127.0.0.1:{port}; packages: "
-                    + ", ".join(f"{p.name}@{p.version}" for p in client.list_packages())
-                )
+            with (
+                Client.from_profile(profiles["lin"], server=address, timeout=120) as researcher,
+                Client.from_profile(profiles["chen"], server=address, timeout=120) as operator,
+                Client.from_profile(profiles["zhou"], server=address, timeout=120) as auditor,
+            ):
+                console.rule("4. Researcher lin submits two algorithm packages")
+                hashes = {}
+                for directory in ("site_selection", "population_profile"):
+                    summary, _ = researcher.submit_package(default_algorithms_dir() / directory)
+                    hashes[summary.name] = summary.hash
+                    console.print(f"  {summary.name}@{summary.version} {summary.hash[:12]} {summary.status}")
+                try:
+                    researcher.run_job("site-selection")
+                except SaferoomError as exc:
+                    console.print(f"  running it before review is refused: [red]{exc.code}[/red]: {exc.message}")
 
-                console.rule("3. A researcher runs site selection over gRPC: the code never sees a row")
-                job = client.run_job("site-selection", {"top": top})
-                for update in client.watch_job(job.id, timeout=300):
+                console.rule("5. Operator chen reviews and approves (an Ed25519 signature over the hash)")
+                for pending in operator.list_pending():
+                    reviewed = operator.review_package(pending.hash)
+                    console.print(
+                        f"  {pending.name}: {len(reviewed.files)} files, {len(reviewed.diff.splitlines())} diff lines"
+                    )
+                    approved = operator.approve_package(pending.hash, days=30)
+                    console.print(f"  {approved.name}: {approved.status} ({approved.status_reason})")
+                try:
+                    auditor.list_jobs()
+                except SaferoomError as exc:
+                    console.print(f"  auditor zhou may not read jobs: [red]{exc.code}[/red]")
+
+                console.rule("6. Researcher lin runs site selection over gRPC: the code never sees a row")
+                job = researcher.run_job(hashes["site-selection"], {"top": top})
+                for update in researcher.watch_job(job.id, timeout=300):
                     console.print(f"  job {update.id[:8]} {update.state}")
-                if client.get_job(job.id).state != "succeeded":
-                    final = client.get_job(job.id)
+                final = researcher.get_job(job.id)
+                if final.state != "succeeded":
                     raise SystemExit(f"the demo job failed: {final.error_code}: {final.error_message}")
-                result = client.get_result(job.id)
+                result = researcher.get_result(job.id)
 
-                console.rule("4. What was released (aggregates only, small cells suppressed)")
+                console.rule("7. What was released (aggregates only, small cells suppressed)")
                 candidates = result.output("candidates")
                 if candidates.table is not None:
                     console.print(_candidates_table(candidates.table, top))
@@ -58,12 +93,12 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 if others:
                     print_result(console, type(result)(result.job_id, others, result.printed))
 
-                console.rule("5. A second vetted package: the population profile by district")
-                profile = client.run_job("population-profile")
-                final = client.wait(profile.id, timeout=300)
+                console.rule("8. A second approved package: the population profile by district")
+                profile = researcher.run_job("population-profile")
+                final = researcher.wait(profile.id, timeout=300)
                 if final.state != "succeeded":
                     raise SystemExit(f"the demo job failed: {final.error_code}: {final.error_message}")
-                print_result(console, client.get_result(profile.id), limit=12)
+                print_result(console, researcher.get_result(profile.id), limit=12)
         finally:
             server.stop()
     console.rule(f"done in {time.perf_counter() - started:.1f} s")

@@ -20,7 +20,6 @@ from saferoom.errors import SaferoomError
 
 __all__ = ["main"]
 
-DEFAULT_SERVER = "127.0.0.1:50051"
 console = Console()
 err_console = Console(stderr=True)
 
@@ -43,20 +42,35 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="saferoom")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
-def cli(verbose: bool) -> None:
+@click.option(
+    "--profile",
+    type=click.Path(path_type=Path),
+    help="Your profile.toml (server, CA, certificate). Default: $SAFEROOM_PROFILE or ~/.config/saferoom/.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, profile: Path | None) -> None:
     """saferoom: run approved algorithms over data they never see; only aggregates leave."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    ctx.obj = {"profile": profile}
 
 
 server_option = click.option(
     "--server",
-    default=lambda: os.environ.get("SAFEROOM_SERVER", DEFAULT_SERVER),
-    show_default=f"$SAFEROOM_SERVER or {DEFAULT_SERVER}",
-    help="Server address host:port.",
+    default=lambda: os.environ.get("SAFEROOM_SERVER"),
+    show_default="the profile's server, or $SAFEROOM_SERVER",
+    help="Server address host:port (overrides the profile).",
 )
+
+
+def _client(server: str | None, timeout: float = 60.0) -> Any:
+    """A client for the profile given to the `saferoom` group (mutual TLS)."""
+    from saferoom.client import Client
+
+    profile = click.get_current_context().find_root().obj.get("profile")
+    return Client.from_profile(profile, server=server, timeout=timeout)
 
 
 def _params(values: tuple[str, ...]) -> dict[str, str]:
@@ -76,7 +90,7 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Catalog directory (catalog.json).")
 @click.option("--state", "state_dir", type=click.Path(path_type=Path), help="State directory (SQLite).")
 @click.option("--listen", help="host:port to listen on (port 0: any free port).")
-@click.option("--algorithms", "algorithms_dir", type=click.Path(path_type=Path), help="Vetted packages.")
+@click.option("--pki", "pki_dir", type=click.Path(path_type=Path), help="PKI directory (`saferoom certs init`).")
 @click.option("--workers", "max_concurrent_jobs", type=int, help="Jobs running at once.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
 def serve(config_file: Path | None, **overrides: Any) -> None:
@@ -140,24 +154,22 @@ def datasets_generate(out: Path, scale: int, seed: int) -> None:
 
 @datasets.command("list")
 @server_option
-def datasets_list(server: str) -> None:
+def datasets_list(server: str | None) -> None:
     """List the server's datasets."""
     from saferoom.cli.render import print_datasets
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         print_datasets(console, client.list_datasets())
 
 
 @datasets.command("describe")
 @click.argument("name")
 @server_option
-def datasets_describe(name: str, server: str) -> None:
+def datasets_describe(name: str, server: str | None) -> None:
     """Show a dataset's columns, domains and release policy."""
     from saferoom.cli.render import print_dataset
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         print_dataset(console, client.describe_dataset(name))
 
 
@@ -166,12 +178,11 @@ def datasets_describe(name: str, server: str) -> None:
 @click.option("--rows", type=click.IntRange(0, 100_000), default=0, help="Rows per dataset (0: server default).")
 @click.option("--seed", type=int, default=0)
 @server_option
-def datasets_mock(out: Path, rows: int, seed: int, server: str) -> None:
+def datasets_mock(out: Path, rows: int, seed: int, server: str | None) -> None:
     """Download mock copies of every dataset into a catalog directory for `saferoom dev run`."""
     from saferoom.catalog.download import write_downloaded_catalog
-    from saferoom.client import Client
 
-    with Client(server, timeout=300) as client:
+    with _client(server, timeout=300) as client:
         infos = client.list_datasets()
         tables = {info.name: client.download_mock(info.name, rows=rows, seed=seed)[1] for info in infos}
     write_downloaded_catalog(out, infos, tables)
@@ -182,25 +193,213 @@ def datasets_mock(out: Path, rows: int, seed: int, server: str) -> None:
 
 
 @cli.group()
-def packages() -> None:
-    """The algorithm packages a server runs."""
+def package() -> None:
+    """Submit algorithm packages and see where they stand in review."""
 
 
-@packages.command("list")
+@package.command("submit")
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
 @server_option
-def packages_list(server: str) -> None:
-    """List runnable packages."""
+def package_submit(path: Path, server: str | None) -> None:
+    """Validate and submit the package at PATH (a directory or .zip) for review."""
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        summary, created = client.submit_package(path)
+    print_package(console, summary)
+    console.print("submitted for review" if created else "this exact content was submitted before")
+
+
+@package.command("list")
+@server_option
+def package_list(server: str | None) -> None:
+    """List the packages you may see (yours; all of them for operators)."""
+    from saferoom.cli.render import print_packages
+
+    with _client(server) as client:
+        print_packages(console, client.list_packages())
+
+
+@package.command("show")
+@click.argument("ref")
+@server_option
+def package_show(ref: str, server: str | None) -> None:
+    """Show a package (hash, name@version or name) and its review status."""
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        print_package(console, client.get_package(ref))
+
+
+@package.command("download")
+@click.argument("ref")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory to write (must not exist).")
+@server_option
+def package_download(ref: str, out: Path, server: str | None) -> None:
+    """Download a package's files exactly as stored (checked against its hash)."""
+    from saferoom.cli.files import write_package_files
+
+    with _client(server) as client:
+        summary, files = client.download_package(ref)
+    write_package_files(out, files)
+    console.print(f"wrote {len(files)} files of {summary.name}@{summary.version} to {out}")
+
+
+# ------------------------------------------------------------------ review
+
+
+@cli.group()
+def review() -> None:
+    """Operators: review submitted packages, approve (sign), reject, revoke."""
+
+
+@review.command("list")
+@server_option
+def review_list(server: str | None) -> None:
+    """List the packages awaiting review."""
+    from saferoom.cli.render import print_packages
+
+    with _client(server) as client:
+        print_packages(console, client.list_pending())
+
+
+@review.command("show")
+@click.argument("package_hash")
+@server_option
+def review_show(package_hash: str, server: str | None) -> None:
+    """Show a package with its full source."""
+    from rich.syntax import Syntax
+
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        reviewed = client.review_package(package_hash)
+    print_package(console, reviewed.package)
+    for name, content in sorted(reviewed.files.items()):
+        console.rule(name)
+        lexer = "python" if name.endswith(".py") else "toml" if name.endswith(".toml") else "text"
+        console.print(Syntax(content.decode("utf-8"), lexer, line_numbers=True))
+
+
+@review.command("diff")
+@click.argument("package_hash")
+@server_option
+def review_diff(package_hash: str, server: str | None) -> None:
+    """Show what changed since the last approved version of the same package name."""
+    from rich.syntax import Syntax
+
+    with _client(server) as client:
+        reviewed = client.review_package(package_hash)
+    previous = reviewed.previous
+    console.print(f"against {previous.name}@{previous.version} ({previous.hash[:12]})" if previous else
+                  "no approved version of this name yet: the whole package is new")  # fmt: skip
+    console.print(Syntax(reviewed.diff or "(no differences)", "diff"))
+
+
+@review.command("approve")
+@click.argument("package_hash")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True, help="Validity period.")
+@server_option
+def review_approve(package_hash: str, days: int, server: str | None) -> None:
+    """Sign an approval of the package (with your signing key) and record it."""
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        print_package(console, client.approve_package(package_hash, days=days))
+
+
+@review.command("reject")
+@click.argument("package_hash")
+@click.option("--reason", required=True, help="Why, for the researcher.")
+@server_option
+def review_reject(package_hash: str, reason: str, server: str | None) -> None:
+    """Turn down a pending package."""
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        print_package(console, client.reject_package(package_hash, reason))
+
+
+@review.command("revoke")
+@click.argument("package_hash")
+@click.option("--reason", required=True, help="Why, for the record.")
+@server_option
+def review_revoke(package_hash: str, reason: str, server: str | None) -> None:
+    """Take an approval back: the package may not run from now on."""
+    from saferoom.cli.render import print_package
+
+    with _client(server) as client:
+        print_package(console, client.revoke_approval(package_hash, reason))
+
+
+# ------------------------------------------------------------------ certs
+
+pki_option = click.option(
+    "--pki",
+    "pki_dir",
+    type=click.Path(path_type=Path),
+    default=lambda: os.environ.get("SAFEROOM_PKI_DIR", "pki"),
+    show_default="$SAFEROOM_PKI_DIR or ./pki",
+    help="The directory made by `saferoom certs init`.",
+)
+
+
+@cli.group()
+def certs() -> None:
+    """The deployment's certificate authority: identities and their roles."""
+
+
+@certs.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--host", "hosts", multiple=True, help="A DNS name or IP of the server (repeatable).")
+def certs_init(directory: Path, hosts: tuple[str, ...]) -> None:
+    """Create a certificate authority, the server's certificate and an empty revocation list."""
+    from saferoom.identity import init_authority
+
+    init_authority(directory, hosts)
+    console.print(f"created a certificate authority in {directory} (keep ca.key offline)")
+
+
+@certs.command("issue")
+@click.option("--name", required=True, help="The person's identity name.")
+@click.option("--role", "roles", multiple=True, required=True, help="researcher, operator or auditor (repeatable).")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option("--server", "server", default="127.0.0.1:50051", show_default=True, help="Written to the profile.")
+@pki_option
+def certs_issue(name: str, roles: tuple[str, ...], days: int, server: str, pki_dir: Path) -> None:
+    """Issue a client certificate (and an approval signing key to operators) with a ready profile."""
+    from saferoom.identity import issue_identity
+
+    roles_list = [r for item in roles for r in item.split(",")]
+    issued = issue_identity(pki_dir, name, roles_list, days=days, server=server)
+    console.print(f"issued {name} ({', '.join(sorted(issued.roles))}): profile at {issued.profile}")
+
+
+@certs.command("revoke")
+@click.argument("name")
+@pki_option
+def certs_revoke(name: str, pki_dir: Path) -> None:
+    """Revoke every certificate of NAME; servers refuse it from their next call on."""
+    from saferoom.identity import revoke_identity
+
+    serials = revoke_identity(pki_dir, name)
+    console.print(f"revoked {len(serials)} certificate(s) of {name}")
+
+
+@certs.command("list")
+@pki_option
+def certs_list(pki_dir: Path) -> None:
+    """List every issued certificate."""
     from rich.table import Table
 
-    from saferoom.client import Client
+    from saferoom.identity import list_identities
 
-    with Client(server) as client:
-        table = Table(header_style="bold")
-        for column in ("name", "version", "hash", "datasets", "parameters"):
-            table.add_column(column)
-        for p in client.list_packages():
-            table.add_row(p.name, p.version, p.hash[:12], ", ".join(p.datasets), ", ".join(p.parameters))
-        console.print(table)
+    table = Table(header_style="bold")
+    for column in ("name", "roles", "serial", "expires", "status"):
+        table.add_column(column)
+    for name, roles, serial, expires, revoked in list_identities(pki_dir):
+        table.add_row(name, roles, f"{serial:x}"[:16], f"{expires:%Y-%m-%d}", "revoked" if revoked else "valid")
+    console.print(table)
 
 
 # ------------------------------------------------------------------ jobs
@@ -217,19 +416,18 @@ def jobs() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait and print the result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @server_option
-def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, server: str) -> None:
+def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, server: str | None) -> None:
     """Run PACKAGE (hash, name@version or name) with parameters."""
     from saferoom.cli.render import print_job, print_result, result_to_json
-    from saferoom.client import Client
     from saferoom.packages import parse_param_value
 
-    with Client(server) as client:
-        summary = client.get_package(package)
+    with _client(server) as client:
+        summary = client.get_package(package)  # for the parameters' types; the server checks the values
         typed = {}
         for name, text in _params(params).items():
             spec = summary.parameters.get(name)
             typed[name] = parse_param_value(spec["type"], text, name) if spec else text
-        job = client.run_job(summary.hash, typed)
+        job = client.run_job(package, typed)
         if not wait:
             print_job(console, job)
             return
@@ -248,24 +446,22 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
 @jobs.command("get")
 @click.argument("job_id")
 @server_option
-def jobs_get(job_id: str, server: str) -> None:
+def jobs_get(job_id: str, server: str | None) -> None:
     """Show a job."""
     from saferoom.cli.render import print_job
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         print_job(console, client.get_job(job_id))
 
 
 @jobs.command("watch")
 @click.argument("job_id")
 @server_option
-def jobs_watch(job_id: str, server: str) -> None:
+def jobs_watch(job_id: str, server: str | None) -> None:
     """Follow a job's state changes until it ends."""
     from saferoom.cli.render import print_job
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         for job in client.watch_job(job_id):
             print_job(console, job)
 
@@ -273,24 +469,22 @@ def jobs_watch(job_id: str, server: str) -> None:
 @jobs.command("cancel")
 @click.argument("job_id")
 @server_option
-def jobs_cancel(job_id: str, server: str) -> None:
+def jobs_cancel(job_id: str, server: str | None) -> None:
     """Cancel a queued or running job."""
     from saferoom.cli.render import print_job
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         print_job(console, client.cancel_job(job_id))
 
 
 @jobs.command("list")
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @server_option
-def jobs_list(limit: int, server: str) -> None:
+def jobs_list(limit: int, server: str | None) -> None:
     """List recent jobs, newest first."""
     from saferoom.cli.render import print_job
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         for job in client.list_jobs(page_size=limit)[0]:
             print_job(console, job)
 
@@ -299,12 +493,11 @@ def jobs_list(limit: int, server: str) -> None:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @server_option
-def jobs_result(job_id: str, as_json: bool, server: str) -> None:
+def jobs_result(job_id: str, as_json: bool, server: str | None) -> None:
     """Print a finished job's released result."""
     from saferoom.cli.render import print_result, result_to_json
-    from saferoom.client import Client
 
-    with Client(server) as client:
+    with _client(server) as client:
         result = client.get_result(job_id)
     if as_json:
         click.echo(result_to_json(result))

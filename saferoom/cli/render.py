@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from saferoom.catalog.manifest import DatasetInfo
-from saferoom.client import Job, Result, ResultOutput
+from saferoom.client import Job, PackageSummary, Result, ResultOutput
 from saferoom.jobs.pipeline import JobOutcome
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "print_dataset",
     "print_datasets",
     "print_job",
+    "print_package",
+    "print_packages",
     "print_result",
     "result_to_json",
 ]
@@ -54,6 +56,36 @@ def arrow_table(table: pa.Table, title: str | None = None, limit: int = MAX_ROWS
 
 def _numeric(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+
+
+_STATUS_STYLE = {"approved": "green", "pending": "yellow", "rejected": "red", "revoked": "red",
+                 "expired": "yellow", "invalid": "bold red"}  # fmt: skip
+
+
+def print_packages(console: Console, packages: Sequence[PackageSummary]) -> None:
+    table = Table(header_style="bold")
+    for column in ("name", "version", "hash", "status", "datasets", "submitted by"):
+        table.add_column(column, no_wrap=column in ("name", "version", "hash", "status"))
+    for p in packages:
+        style = _STATUS_STYLE.get(p.status, "")
+        table.add_row(p.name, p.version, p.hash[:12], f"[{style}]{p.status}[/]" if style else p.status,
+                      ", ".join(p.datasets), ", ".join(p.submitters))  # fmt: skip
+    console.print(table)
+
+
+def print_package(console: Console, p: PackageSummary) -> None:
+    style = _STATUS_STYLE.get(p.status, "")
+    console.print(f"[bold]{p.name}@{p.version}[/bold]  {p.hash}", highlight=False)
+    console.print(f"  status:     [{style}]{p.status}[/] ({p.status_reason})" if style else f"  status: {p.status}")
+    if p.description:
+        console.print(f"  about:      {p.description}", highlight=False)
+    console.print(f"  datasets:   {', '.join(p.datasets)}", highlight=False)
+    for name, spec in p.parameters.items():
+        bounds = "".join(f" {k}={spec[k]}" for k in ("min", "max") if spec.get(k) is not None)
+        console.print(f"  parameter:  {name} ({spec['type']}, default {spec['default']!r}{bounds})", highlight=False)
+    console.print(f"  files:      {', '.join(p.files)}", highlight=False)
+    if p.submitters:
+        console.print(f"  submitted:  {', '.join(p.submitters)}", highlight=False)
 
 
 def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:

@@ -1,5 +1,15 @@
-"""A typed Python client for saferoom's gRPC services."""
+"""A typed Python client for saferoom's gRPC services, and the profile that says who the user is."""
 
-from saferoom.client.client import Client, Job, PackageSummary, Result, ResultOutput
+from saferoom.client.client import Client, Job, PackageReview, PackageSummary, Result, ResultOutput
+from saferoom.client.profile import Profile, default_profile_path
 
-__all__ = ["Client", "Job", "PackageSummary", "Result", "ResultOutput"]
+__all__ = [
+    "Client",
+    "Job",
+    "PackageReview",
+    "PackageSummary",
+    "Profile",
+    "Result",
+    "ResultOutput",
+    "default_profile_path",
+]

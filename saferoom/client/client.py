@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -16,11 +18,25 @@ from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
+from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
+from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Column, DatasetInfo, Policy
-from saferoom.errors import ERROR_CODE_METADATA_KEY, SaferoomError, Unavailable, error_from_code
+from saferoom.client.profile import Profile
+from saferoom.errors import (
+    ERROR_CODE_METADATA_KEY,
+    InvalidRequest,
+    SaferoomError,
+    Unavailable,
+    error_from_code,
+)
+from saferoom.identity import load_signing_key
+from saferoom.packages import Package, load_package, package_from_files, sign_approval
 from saferoom.wire import value_from_proto, value_to_proto
 
-__all__ = ["Client", "Job", "PackageSummary", "Result", "ResultOutput"]
+__all__ = ["Client", "Job", "PackageReview", "PackageSummary", "Result", "ResultOutput"]
+
+_STATUS_NAMES = {v: k.removeprefix("PACKAGE_STATUS_").lower() for k, v in _packages_pb2.PackageStatus.items()}
+DAY = 86_400
 
 _STATE_NAMES = {v: k.removeprefix("JOB_STATE_").lower() for k, v in _jobs_pb2.JobState.items()}
 T = TypeVar("T")
@@ -72,12 +88,30 @@ class Result:
 
 @dataclass(frozen=True)
 class PackageSummary:
+    """A package as the server reports it, with its review status."""
+
     hash: str
     name: str
     version: str
     description: str
     datasets: list[str]
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: str = "unspecified"  # pending | approved | rejected | revoked | expired | invalid
+    status_reason: str = ""
+    submitters: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    approver: str = ""
+    approved_until: float | None = None
+
+
+@dataclass(frozen=True)
+class PackageReview:
+    """What an operator reviews: the package, its files, and the diff against the last approved version."""
+
+    package: PackageSummary
+    files: dict[str, bytes]
+    previous: PackageSummary | None
+    diff: str
 
 
 def _job(p: _jobs_pb2.Job) -> Job:
@@ -142,19 +176,43 @@ def _report(r: _jobs_pb2.ReleaseReport) -> dict[str, Any]:
 class Client:
     """Talks to one saferoom server; errors arrive as the ``saferoom.errors`` classes the server raised."""
 
-    def __init__(self, address: str, *, timeout: float = 30.0, channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+        channel: grpc.Channel | None = None,
+        profile: Profile | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 2**20),
-                ("grpc.max_send_message_length", 64 * 2**20),
-            ],
-        )
+        self.profile = profile
+        if channel is None:
+            if credentials is None:
+                raise InvalidRequest("the server speaks mutual TLS only: connect with a profile's credentials")
+            channel = grpc.secure_channel(
+                address,
+                credentials,
+                options=[
+                    ("grpc.max_receive_message_length", 64 * 2**20),
+                    ("grpc.max_send_message_length", 64 * 2**20),
+                ],
+            )
+        self._channel = channel
         self._catalog = _catalog_pb2_grpc.CatalogStub(self._channel)
         self._packages = _packages_pb2_grpc.PackagesStub(self._channel)
+        self._review = _review_pb2_grpc.ReviewStub(self._channel)
         self._jobs = _jobs_pb2_grpc.JobsStub(self._channel)
+
+    @classmethod
+    def from_profile(
+        cls, profile: Profile | Path | None = None, *, server: str | None = None, timeout: float = 30.0
+    ) -> Client:
+        """A client for the user a profile names (default: ``default_profile_path()``)."""
+        if not isinstance(profile, Profile):
+            profile = Profile.load(profile)
+        return cls(server or profile.server, credentials=profile.credentials(), timeout=timeout, profile=profile)
 
     def close(self) -> None:
         self._channel.close()
@@ -199,6 +257,18 @@ class Client:
 
     # -------------------------------------------------------------- packages
 
+    def submit_package(self, package: Package | Path | Mapping[str, bytes]) -> tuple[PackageSummary, bool]:
+        """Submit a package (a directory, a .zip, a loaded ``Package`` or its files); returns it and whether
+        the content is new to the server."""
+        if isinstance(package, Path):
+            package = load_package(package)
+        files = package.files if isinstance(package, Package) else package
+        request = _packages_pb2.SubmitPackageRequest(
+            files=[_packages_pb2.PackageFile(name=n, content=c) for n, c in files.items()]
+        )
+        reply = self._call(self._packages.SubmitPackage, request)
+        return _package(reply.package), reply.created
+
     def list_packages(self) -> list[PackageSummary]:
         reply = self._call(self._packages.ListPackages, _packages_pb2.ListPackagesRequest())
         return [_package(p) for p in reply.packages]
@@ -206,11 +276,69 @@ class Client:
     def get_package(self, ref: str) -> PackageSummary:
         return _package(self._call(self._packages.GetPackage, _packages_pb2.GetPackageRequest(ref=ref)))
 
+    def download_package(self, ref: str) -> tuple[PackageSummary, dict[str, bytes]]:
+        """A package's files as stored, checked here against its hash."""
+        reply = self._call(self._packages.DownloadPackage, _packages_pb2.GetPackageRequest(ref=ref))
+        files = {f.name: bytes(f.content) for f in reply.files}
+        if package_from_files(files).hash != reply.package.hash:
+            raise SaferoomError("the server sent files that do not match the package hash")
+        return _package(reply.package), files
+
+    # -------------------------------------------------------------- review (operators)
+
+    def list_pending(self) -> list[PackageSummary]:
+        reply = self._call(self._review.ListPending, _review_pb2.ListPendingRequest())
+        return [_package(p) for p in reply.packages]
+
+    def review_package(self, package_hash: str) -> PackageReview:
+        reply = self._call(self._review.GetPackage, _review_pb2.ReviewPackageRequest(hash=package_hash))
+        previous = _package(reply.previous) if reply.HasField("previous") else None
+        files = {f.name: bytes(f.content) for f in reply.files}
+        return PackageReview(_package(reply.package), files, previous, reply.diff)
+
+    def approve_package(
+        self, package_hash: str, days: float = 90, signing_key: Path | None = None, approver: str | None = None
+    ) -> PackageSummary:
+        """Sign an approval of the files *as reviewed here* (re-hashed locally) and record it."""
+        key_path = signing_key or (self.profile.signing_key if self.profile else None)
+        name = approver or (self.profile.name if self.profile else None)
+        if key_path is None or name is None:
+            raise InvalidRequest("approving needs the operator's signing key and name (an operator's profile)")
+        review = self.review_package(package_hash)
+        package = package_from_files(review.files)
+        if package.hash != package_hash:
+            raise SaferoomError("the server sent files that do not match the package hash; not signing")
+        not_before = int(time.time())
+        not_after = not_before + int(days * DAY)
+        signature = sign_approval(load_signing_key(key_path), package, name, not_before, not_after)
+        request = _review_pb2.ApprovePackageRequest(
+            hash=package_hash, not_before=not_before, not_after=not_after, signature=signature
+        )
+        return _package(self._call(self._review.ApprovePackage, request))
+
+    def reject_package(self, package_hash: str, reason: str) -> PackageSummary:
+        request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
+        return _package(self._call(self._review.RejectPackage, request))
+
+    def revoke_approval(self, package_hash: str, reason: str) -> PackageSummary:
+        request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
+        return _package(self._call(self._review.RevokeApproval, request))
+
     # -------------------------------------------------------------- jobs
 
-    def run_job(self, package: str, params: Mapping[str, Any] | None = None) -> Job:
+    def run_job(
+        self,
+        package: str,
+        params: Mapping[str, Any] | None = None,
+        datasets: list[str] | None = None,
+        request_id: str = "",
+    ) -> Job:
+        """Queue a run of an approved package; ``request_id`` makes retries return the same job."""
         request = _jobs_pb2.RunJobRequest(
-            package=package, params={k: value_to_proto(v) for k, v in (params or {}).items()}
+            package=package,
+            params={k: value_to_proto(v) for k, v in (params or {}).items()},
+            datasets=datasets or [],
+            request_id=request_id,
         )
         return _job(self._call(self._jobs.RunJob, request))
 
@@ -264,7 +392,20 @@ def _package(p: _packages_pb2.Package) -> PackageSummary:
         }
         for q in p.parameters
     }
-    return PackageSummary(p.hash, p.name, p.version, p.description, list(p.datasets), parameters)
+    return PackageSummary(
+        hash=p.hash,
+        name=p.name,
+        version=p.version,
+        description=p.description,
+        datasets=list(p.datasets),
+        parameters=parameters,
+        status=_STATUS_NAMES.get(p.status, "unspecified"),
+        status_reason=p.status_reason,
+        submitters=list(p.submitters),
+        files=list(p.files),
+        approver=p.approval.approver if p.HasField("approval") else "",
+        approved_until=p.approval.not_after.seconds if p.HasField("approval") else None,
+    )
 
 
 def _translate(exc: grpc.RpcError) -> SaferoomError:

@@ -34,6 +34,7 @@ from saferoom.sandbox import Limits, WorkerPool
 __all__ = ["JobOutcome", "Pipeline", "ReleasedOutput"]
 
 SANDBOX_TASK = "saferoom.sandbox.runner:run_algorithm"
+CHECK_TASK = "saferoom.sandbox.runner:check_code"
 ENGINE_TASK = "saferoom.jobs.engine_task:execute_plans"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 MAX_OUTPUTS = 64
@@ -89,7 +90,7 @@ class Pipeline:
             name="sandbox",
             initializer="saferoom.sandbox.runner:sandbox_initializer",
             init_args={},
-            tasks=[SANDBOX_TASK],
+            tasks=[SANDBOX_TASK, CHECK_TASK],
             limits=self._sandbox_limits,
         )
         try:
@@ -104,20 +105,34 @@ class Pipeline:
             self._sandbox.close()
             raise
 
-    def run(self, package: Package, params: dict[str, Any], cancel: threading.Event | None = None) -> JobOutcome:
-        """Run ``package`` with already validated ``params``; raises a JobError subclass on failure."""
+    def check_code(self, package: Package) -> None:
+        """Compile every Python file of ``package`` under the sandbox policy; raises ``CodeRefused``."""
+        self._sandbox.run(CHECK_TASK, {"files": _python_files(package)})
+
+    def run(
+        self,
+        package: Package,
+        params: dict[str, Any],
+        cancel: threading.Event | None = None,
+        datasets: tuple[str, ...] | None = None,
+    ) -> JobOutcome:
+        """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares).
+
+        Raises a JobError subclass on failure.
+        """
+        datasets = package.datasets if datasets is None else datasets
         reply = self._sandbox.run(
             SANDBOX_TASK,
             {
-                "files": {name: package.source(name) for name in package.files if name.endswith(".py")},
+                "files": _python_files(package),
                 "entrypoint": package.entrypoint,
                 "params": params,
                 "manifest": self._manifest_data,
-                "datasets": list(package.datasets),
+                "datasets": list(datasets),
             },
             cancel=cancel,
         )
-        order, plans, values, printed = self._parse_sandbox_reply(reply.data, package)
+        order, plans, values, printed = self._parse_sandbox_reply(reply.data, datasets)
         protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
         tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
         if protected:
@@ -141,7 +156,7 @@ class Pipeline:
         return JobOutcome(outputs, printed)
 
     def _parse_sandbox_reply(
-        self, data: dict[str, Any], package: Package
+        self, data: dict[str, Any], datasets: tuple[str, ...]
     ) -> tuple[list[str], dict[str, plan.Node], dict[str, plan.Scalar], str]:
         """Strictly parse what the (untrusted) sandbox worker sent back."""
         outputs = data.get("outputs")
@@ -152,7 +167,7 @@ class Pipeline:
             raise ReleaseRefused("the algorithm returned no outputs: return a dict of named tables or values")
         plans: dict[str, plan.Node] = {}
         values: dict[str, plan.Scalar] = {}
-        allowed = set(package.datasets)
+        allowed = set(datasets)
         for name, out in outputs.items():
             if not isinstance(name, str) or not _OUTPUT_NAME.match(name):
                 raise InvalidPlan("output names must be identifiers of at most 128 characters")
@@ -160,7 +175,7 @@ class Pipeline:
                 node = plan.from_data(out["plan"])
                 used = {n.dataset for n in plan.walk(node) if isinstance(n, plan.Scan)}
                 if not used <= allowed:
-                    raise InvalidPlan(f"output {name!r} reads datasets the package does not declare")
+                    raise InvalidPlan(f"output {name!r} reads datasets this run may not use")
                 plans[name] = node
             elif isinstance(out, dict) and set(out) == {"value"} and _is_scalar(out["value"]):
                 values[name] = out["value"]
@@ -172,6 +187,10 @@ class Pipeline:
         """Stop both worker pools (idempotent)."""
         self._sandbox.close()
         self._engine.close()
+
+
+def _python_files(package: Package) -> dict[str, str]:
+    return {name: package.source(name) for name in package.files if name.endswith(".py")}
 
 
 def _is_scalar(value: Any) -> bool:

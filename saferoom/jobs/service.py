@@ -8,31 +8,36 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
 
 from saferoom.errors import (
+    InvalidRequest,
     JobCancelled,
     JobFailed,
     JobNotFinished,
+    JobNotFound,
     LimitExceeded,
     SaferoomError,
     Unavailable,
 )
+from saferoom.identity import Identity, Role
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import FINAL_STATES, JobState
-from saferoom.packages import PackageRegistry, validate_params
+from saferoom.packages import PackageService
 from saferoom.store import JobRecord, JobStore, StoredOutput, StoredResult
 
 __all__ = ["JobService"]
 
 _log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INTERRUPTED = "the server stopped while this job was running; run it again"
 
 
@@ -50,13 +55,13 @@ class JobService:
     def __init__(
         self,
         store: JobStore,
-        registry: PackageRegistry,
+        packages: PackageService,
         pipeline: Pipeline,
         max_concurrent: int = 2,
         max_queued: int = 100,
     ) -> None:
         self._store = store
-        self._registry = registry
+        self._packages = packages
         self._pipeline = pipeline
         self._max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="job")
@@ -95,12 +100,20 @@ class JobService:
 
     # ----------------------------------------------------------------- commands
 
-    def submit(self, package_ref: str, params: Mapping[str, Any], owner: str) -> JobRecord:
-        """Validate and persist a job, then schedule it. The returned job is QUEUED."""
+    def submit(
+        self,
+        package_ref: str,
+        params: Mapping[str, Any],
+        caller: Identity,
+        datasets: Collection[str] = (),
+        request_id: str = "",
+    ) -> JobRecord:
+        """Check the caller may run this approved package so, persist the job, schedule it. It is QUEUED."""
         if self._closed:
             raise Unavailable("the server is shutting down")
-        package = self._registry.get(package_ref)
-        checked = validate_params(package, params)
+        if request_id and not _REQUEST_ID.match(request_id):
+            raise InvalidRequest("request_id must be 1 to 64 letters, digits, '-' or '_'")
+        package, checked, chosen = self._packages.authorize_run(package_ref, caller, params, datasets)
         with self._changed:
             if self._queued >= self._max_queued:
                 raise LimitExceeded(f"too many queued jobs (limit {self._max_queued}); try again later")
@@ -108,12 +121,12 @@ class JobService:
         now = time.time()
         job = JobRecord(
             id=uuid.uuid4().hex,
-            owner=owner,
+            owner=caller.name,
             package_hash=package.hash,
             package_name=package.name,
             package_version=package.version,
             params_json=json.dumps(checked, sort_keys=True),
-            datasets_json=json.dumps(list(package.datasets)),
+            datasets_json=json.dumps(list(chosen)),
             state=JobState.QUEUED.value,
             error_code=None,
             error_message=None,
@@ -121,19 +134,30 @@ class JobService:
             started_at=None,
             finished_at=None,
             updated_at=now,
+            request_id=request_id or None,
         )
         try:
-            self._store.insert_job(job)
+            stored = self._store.insert_job(job)
         except BaseException:
             with self._changed:
                 self._queued -= 1
             raise
+        if stored.id != job.id:  # a retry of a request already accepted: the same job, not a second one
+            with self._changed:
+                self._queued -= 1
+            if (stored.package_hash, stored.params_json, stored.datasets_json) != (
+                job.package_hash,
+                job.params_json,
+                job.datasets_json,
+            ):
+                raise InvalidRequest(f"request_id {request_id!r} was already used for a different job")
+            return stored
         self._schedule(job.id, counted=True)
         return job
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, caller: Identity) -> JobRecord:
         """Cancel a queued or running job; a finished job is returned unchanged."""
-        job = self._store.get_job(job_id)
+        job = self._job_for(job_id, caller)
         if job.state == JobState.QUEUED.value:
             self._transition(job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran")
         with self._changed:
@@ -144,14 +168,30 @@ class JobService:
 
     # ----------------------------------------------------------------- queries
 
-    def get(self, job_id: str) -> JobRecord:
-        return self._store.get_job(job_id)
+    def _job_for(self, job_id: str, caller: Identity, result: bool = False) -> JobRecord:
+        """The job if ``caller`` may see it: its owner, or (except for results) an operator.
 
-    def list_jobs(self, owner: str | None, limit: int, after: str | None) -> list[JobRecord]:
+        Anyone else is told it does not exist, so job ids cannot be probed.
+        """
+        try:
+            job = self._store.get_job(job_id)
+        except JobNotFound:
+            job = None
+        if job is None or not (job.owner == caller.name or (caller.has(Role.OPERATOR) and not result)):
+            raise JobNotFound(f"no job {job_id}")
+        return job
+
+    def get(self, job_id: str, caller: Identity) -> JobRecord:
+        return self._job_for(job_id, caller)
+
+    def list_jobs(self, caller: Identity, limit: int, after: str | None) -> list[JobRecord]:
+        """The caller's jobs (all jobs for operators), newest first."""
+        owner = None if caller.has(Role.OPERATOR) else caller.name
         return self._store.list_jobs(owner=owner, limit=limit, after=after)
 
-    def watch(self, job_id: str, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
+    def watch(self, job_id: str, caller: Identity, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
         """Yield the job now and after each state change, ending after a final state."""
+        self._job_for(job_id, caller)
         last: str | None = None
         while True:
             job = self._store.get_job(job_id)
@@ -165,8 +205,8 @@ class JobService:
                     raise Unavailable("the server is shutting down")
                 self._changed.wait(poll_seconds)
 
-    def result(self, job_id: str) -> StoredResult:
-        job = self._store.get_job(job_id)
+    def result(self, job_id: str, caller: Identity) -> StoredResult:
+        job = self._job_for(job_id, caller, result=True)
         if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
             raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
         if job.state != JobState.SUCCEEDED.value:
@@ -196,8 +236,9 @@ class JobService:
             if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
                 return
             job = self._store.get_job(job_id)
-            package = self._registry.get(job.package_hash)
-            outcome = self._pipeline.run(package, json.loads(job.params_json), cancel=cancel)
+            params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
+            package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
+            outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
             self._store.finish_with_result(job_id, self._stored_outputs(outcome), {"printed": outcome.printed})
             self._notify()
         except JobCancelled as exc:

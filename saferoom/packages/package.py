@@ -34,6 +34,7 @@ __all__ = [
     "ParameterSpec",
     "load_package",
     "package_from_files",
+    "package_from_zip",
     "package_to_zip",
 ]
 
@@ -277,6 +278,13 @@ def _read_zip(data: bytes) -> dict[str, bytes]:
     return files
 
 
+def package_from_zip(data: bytes) -> Package:
+    """Validate a package given as a zip archive's bytes."""
+    if len(data) > MAX_TOTAL_BYTES * 2:
+        raise InvalidPackage("the archive is too large")
+    return package_from_files(_read_zip(data))
+
+
 def load_package(path: Path) -> Package:
     """Load and validate a package from a directory or a .zip archive."""
     if path.is_dir():
@@ -284,7 +292,7 @@ def load_package(path: Path) -> Package:
     if path.suffix == ".zip" and path.is_file():
         if path.stat().st_size > MAX_TOTAL_BYTES * 2:
             raise InvalidPackage("the archive is too large")
-        return package_from_files(_read_zip(path.read_bytes()))
+        return package_from_zip(path.read_bytes())
     raise InvalidPackage(f"{path.name!r} is neither a package directory nor a .zip archive")
 
 

@@ -17,9 +17,9 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.errors import CodeRefused, InvalidRequest, LimitExceeded, SaferoomError, UserCodeError
 from saferoom.sandbox.policy import ModuleView, Printed, compile_package, guards, safe_builtins
 
-__all__ = ["SANDBOX_TASKS", "run_algorithm", "sandbox_initializer"]
+__all__ = ["SANDBOX_TASKS", "check_code", "run_algorithm", "sandbox_initializer"]
 
-SANDBOX_TASKS = ["saferoom.sandbox.runner:run_algorithm"]
+SANDBOX_TASKS = ["saferoom.sandbox.runner:run_algorithm", "saferoom.sandbox.runner:check_code"]
 RECURSION_LIMIT = 400
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -89,6 +89,22 @@ def _user_line(exc: BaseException, files: set[str]) -> str:
 
 def _clean(text: str) -> str:
     return _ADDRESS.sub("0x…", text)[:2000]
+
+
+def check_code(state: None, request: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+    """Compile every file of a submitted package under the policy, without running any of it.
+
+    Done in a confined worker rather than in the server, because the parser itself meets hostile input here.
+    """
+    files = request.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise InvalidRequest("malformed sandbox request")
+    sys.setrecursionlimit(RECURSION_LIMIT * 10)
+    try:
+        compile_package(files)
+    except RecursionError:
+        raise CodeRefused("the code is nested too deeply") from None
+    return {"files": len(files)}, []
 
 
 def run_algorithm(state: None, request: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:

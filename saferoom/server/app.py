@@ -17,14 +17,18 @@ from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
+from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
+from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
-from saferoom.errors import InvalidRequest, Unavailable
+from saferoom.errors import Unavailable
+from saferoom.identity import TrustStore
 from saferoom.jobs import JobService, Pipeline
-from saferoom.packages import PackageRegistry, default_algorithms_dir
+from saferoom.packages import PackageService
+from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
 from saferoom.server.errors import ErrorInterceptor
-from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer
-from saferoom.store import Database, JobStore
+from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer, ReviewServicer
+from saferoom.store import Database, JobStore, PackageStore
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -34,6 +38,7 @@ SERVICE_NAMES = (
     _catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
     _packages_pb2.DESCRIPTOR.services_by_name["Packages"].full_name,
     _jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
+    _review_pb2.DESCRIPTOR.services_by_name["Review"].full_name,
 )
 
 
@@ -44,6 +49,7 @@ class SaferoomServer:
     grpc_server: grpc.Server
     port: int
     jobs: JobService
+    packages: PackageService
     pipeline: Pipeline
     database: Database
     health: health.HealthServicer
@@ -73,22 +79,27 @@ class SaferoomServer:
         self.stop()
 
 
-def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
-    """Build and start a server for ``config``; returns it and the port it listens on."""
+def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -> tuple[SaferoomServer, int]:
+    """Build and start a server for ``config``; returns it and the port it listens on (TLS only)."""
     manifest = Manifest.load(config.data_dir)
-    registry = PackageRegistry.from_directory(config.algorithms_dir or default_algorithms_dir())
-    for package in registry.list():
-        missing = set(package.datasets) - set(manifest.datasets)
-        if missing:
-            raise InvalidRequest(f"package {package.name} needs datasets not in the catalog: {sorted(missing)}")
+    trust = TrustStore(config.pki_dir)
+    server_key, server_cert, ca_cert = trust.server_material()
+    caller = Caller(trust)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database.open(config.state_dir / "saferoom.db")
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits)
+        packages = PackageService(
+            PackageStore(database, config.state_dir / "packages"),
+            trust,
+            manifest.datasets,
+            pipeline.check_code,
+            max_approval_days=config.max_approval_days,
+        )
         jobs = JobService(
             JobStore(database),
-            registry,
+            packages,
             pipeline,
             max_concurrent=config.max_concurrent_jobs,
             max_queued=config.max_queued_jobs,
@@ -96,7 +107,8 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
         message_bytes = config.max_message_mib * 2**20
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-            interceptors=[ErrorInterceptor()],
+            # Outermost first: errors (including refusals) become statuses; then every call is authorized.
+            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, on_refused)],
             options=[
                 ("grpc.max_send_message_length", message_bytes),
                 ("grpc.max_receive_message_length", message_bytes),
@@ -105,13 +117,17 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
             maximum_concurrent_rpcs=64,
         )
         _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest), server)
-        _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(registry), server)
-        _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs), server)
+        _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(packages, caller), server)
+        _review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(packages, caller), server)
+        _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
         try:
-            port = server.add_insecure_port(config.listen)
+            credentials = grpc.ssl_server_credentials(
+                [(server_key, server_cert)], root_certificates=ca_cert, require_client_auth=True
+            )
+            port = server.add_secure_port(config.listen, credentials)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -126,13 +142,8 @@ def create_server(config: ServerConfig) -> tuple[SaferoomServer, int]:
             )
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        _log.info(
-            "saferoom serving %d datasets and %d packages on port %d",
-            len(manifest.datasets),
-            len(registry.list()),
-            port,
-        )
-        return SaferoomServer(server, port, jobs, pipeline, database, health_servicer), port
+        _log.info("saferoom serving %d datasets on port %d (mutual TLS)", len(manifest.datasets), port)
+        return SaferoomServer(server, port, jobs, packages, pipeline, database, health_servicer), port
     except BaseException:
         if pipeline is not None:
             pipeline.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,14 +13,19 @@ from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom.catalog.manifest import DatasetInfo
 from saferoom.errors import InvalidRequest
-from saferoom.packages import Package
+from saferoom.identity import Identity, Role
+from saferoom.packages import Package, PackageView
 from saferoom.store import JobRecord, StoredResult
 from saferoom.wire import value_from_proto, value_to_proto
 
 __all__ = [
     "dataset_to_proto",
+    "datasets_from_proto",
+    "files_from_proto",
+    "files_to_proto",
     "job_to_proto",
     "package_to_proto",
+    "package_view_to_proto",
     "params_from_proto",
     "result_to_proto",
     "value_from_proto",
@@ -29,6 +34,16 @@ __all__ = [
 
 MAX_PARAMS = 64
 MAX_PARAM_NAME = 128
+MAX_DATASETS = 64
+
+_PACKAGE_STATUS = {
+    "pending": _packages_pb2.PACKAGE_STATUS_PENDING,
+    "approved": _packages_pb2.PACKAGE_STATUS_APPROVED,
+    "rejected": _packages_pb2.PACKAGE_STATUS_REJECTED,
+    "revoked": _packages_pb2.PACKAGE_STATUS_REVOKED,
+    "expired": _packages_pb2.PACKAGE_STATUS_EXPIRED,
+    "invalid": _packages_pb2.PACKAGE_STATUS_INVALID,
+}
 
 _STATES = {
     "queued": _jobs_pb2.JOB_STATE_QUEUED,
@@ -89,6 +104,52 @@ def package_to_proto(package: Package) -> _packages_pb2.Package:
     )
 
 
+def package_view_to_proto(view: PackageView, viewer: Identity) -> _packages_pb2.Package:
+    """A package with its review status; a researcher who is not an operator sees only their own name."""
+    out = package_to_proto(view.package)
+    out.hash = view.record.hash
+    out.status = _PACKAGE_STATUS[view.status.value]
+    out.status_reason = view.status_reason
+    submitters = view.record.submitters
+    out.submitters.extend(submitters if viewer.has(Role.OPERATOR) else [n for n in submitters if n == viewer.name])
+    out.created_at.CopyFrom(_timestamp(view.record.created_at))
+    out.size = view.record.size
+    if view.approval is not None:
+        a = view.approval
+        out.approval.CopyFrom(
+            _packages_pb2.Approval(
+                approver=a.approver,
+                not_before=_timestamp(a.not_before),
+                not_after=_timestamp(a.not_after),
+                signature=a.signature,
+                decided_at=_timestamp(a.decided_at),
+            )
+        )
+    return out
+
+
+def files_to_proto(package: Package) -> list[_packages_pb2.PackageFile]:
+    return [_packages_pb2.PackageFile(name=n, content=package.files[n]) for n in sorted(package.files)]
+
+
+def files_from_proto(files: Any) -> dict[str, bytes]:
+    """Submitted files (hostile: names and sizes are validated by the package format, duplicates here)."""
+    out: dict[str, bytes] = {}
+    for f in files:
+        if f.name in out:
+            raise InvalidRequest(f"file {f.name[:80]!r} appears twice")
+        out[f.name] = bytes(f.content)
+    return out
+
+
+def datasets_from_proto(names: Any) -> tuple[str, ...]:
+    if len(names) > MAX_DATASETS or any(not n or len(n) > 64 for n in names):
+        raise InvalidRequest(f"at most {MAX_DATASETS} dataset names of 1 to 64 characters")
+    if len(set(names)) != len(names):
+        raise InvalidRequest("dataset names must be unique")
+    return tuple(names)
+
+
 def params_from_proto(params: Mapping[str, _jobs_pb2.Value]) -> dict[str, Any]:
     """Job parameters from a request (hostile: bounded; types are checked against the package later)."""
     if len(params) > MAX_PARAMS:
@@ -101,6 +162,12 @@ def params_from_proto(params: Mapping[str, _jobs_pb2.Value]) -> dict[str, Any]:
     return out
 
 
+@overload
+def _timestamp(seconds: float) -> Timestamp: ...
+@overload
+def _timestamp(seconds: None) -> None: ...
+@overload
+def _timestamp(seconds: float | None) -> Timestamp | None: ...
 def _timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None

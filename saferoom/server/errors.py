@@ -65,7 +65,7 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Maps domain errors to statuses for every unary and server-streaming method."""
+    """Maps domain errors to statuses for every method, whatever its streaming kind."""
 
     def intercept_service(
         self,
@@ -76,16 +76,18 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        kinds = {
+            "unary_unary": (_wrap_unary, grpc.unary_unary_rpc_method_handler),
+            "unary_stream": (_wrap_stream, grpc.unary_stream_rpc_method_handler),
+            "stream_unary": (_wrap_unary, grpc.stream_unary_rpc_method_handler),
+            "stream_stream": (_wrap_stream, grpc.stream_stream_rpc_method_handler),
+        }
+        for attribute, (wrap, make) in kinds.items():
+            behavior = getattr(handler, attribute)
+            if behavior is not None:
+                return make(
+                    wrap(behavior, method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler

@@ -14,21 +14,35 @@ from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
+from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
+from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.mock import mock_ipc_bytes
 from saferoom.errors import InvalidRequest
 from saferoom.jobs import JobService
-from saferoom.packages import PackageRegistry
+from saferoom.packages import PackageService
 from saferoom.server import convert
+from saferoom.server.auth import Caller
 
-__all__ = ["CatalogServicer", "JobsServicer", "PackagesServicer"]
+__all__ = ["CatalogServicer", "JobsServicer", "PackagesServicer", "ReviewServicer"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _PACKAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 MOCK_CHUNK_BYTES = 1024 * 1024
 MAX_MOCK_ROWS = 100_000
-# Until identities exist (mutual TLS), every caller is the one local researcher.
-LOCAL_OWNER = "local"
+
+
+def _ref(value: str) -> str:
+    if not _PACKAGE_REF.match(value):
+        raise InvalidRequest("a package is named by its hash, name@version or name")
+    return value
+
+
+def _hash(value: str) -> str:
+    if not _HASH.match(value):
+        raise InvalidRequest("hash must be 64 lowercase hex characters")
+    return value
 
 
 def _job_id(value: str) -> str:
@@ -63,50 +77,108 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServicer):
 
 
 class PackagesServicer(_packages_pb2_grpc.PackagesServicer):
-    """The packages that may run."""
+    """Submissions and the packages a caller may see."""
 
-    def __init__(self, registry: PackageRegistry) -> None:
-        self._registry = registry
+    def __init__(self, packages: PackageService, caller: Caller) -> None:
+        self._packages = packages
+        self._caller = caller
 
-    def ListPackages(self, request: _packages_pb2.ListPackagesRequest, context: Any) -> Any:
-        return _packages_pb2.ListPackagesResponse(packages=[convert.package_to_proto(p) for p in self._registry.list()])
+    def SubmitPackage(self, request: _packages_pb2.SubmitPackageRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        view, created = self._packages.submit(convert.files_from_proto(request.files), caller)
+        return _packages_pb2.SubmitPackageResponse(package=convert.package_view_to_proto(view, caller), created=created)
 
     def GetPackage(self, request: _packages_pb2.GetPackageRequest, context: Any) -> Any:
-        if not _PACKAGE_REF.match(request.ref):
-            raise InvalidRequest("ref must be a package hash, name@version or name")
-        return convert.package_to_proto(self._registry.get(request.ref))
+        caller = self._caller(context)
+        return convert.package_view_to_proto(self._packages.get(_ref(request.ref), caller), caller)
+
+    def ListPackages(self, request: _packages_pb2.ListPackagesRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        views = self._packages.list_packages(caller)
+        return _packages_pb2.ListPackagesResponse(packages=[convert.package_view_to_proto(v, caller) for v in views])
+
+    def DownloadPackage(self, request: _packages_pb2.GetPackageRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        view = self._packages.get(_ref(request.ref), caller)
+        return _packages_pb2.PackageFiles(
+            package=convert.package_view_to_proto(view, caller), files=convert.files_to_proto(view.package)
+        )
+
+
+class ReviewServicer(_review_pb2_grpc.ReviewServicer):
+    """Operators' decisions on packages."""
+
+    def __init__(self, packages: PackageService, caller: Caller) -> None:
+        self._packages = packages
+        self._caller = caller
+
+    def ListPending(self, request: _review_pb2.ListPendingRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        views = self._packages.pending()
+        return _review_pb2.ListPendingResponse(packages=[convert.package_view_to_proto(v, caller) for v in views])
+
+    def GetPackage(self, request: _review_pb2.ReviewPackageRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        review = self._packages.review(_hash(request.hash))
+        out = _review_pb2.PackageReview(
+            package=convert.package_view_to_proto(review.view, caller),
+            files=convert.files_to_proto(review.view.package),
+            diff=review.diff,
+        )
+        if review.previous is not None:
+            out.previous.CopyFrom(convert.package_view_to_proto(review.previous, caller))
+        return out
+
+    def ApprovePackage(self, request: _review_pb2.ApprovePackageRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        if len(request.signature) != 64:
+            raise InvalidRequest("signature must be a 64-byte Ed25519 signature")
+        view = self._packages.approve(
+            _hash(request.hash), caller, request.not_before, request.not_after, request.signature
+        )
+        return convert.package_view_to_proto(view, caller)
+
+    def RejectPackage(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        return convert.package_view_to_proto(self._packages.reject(_hash(request.hash), caller, request.reason), caller)
+
+    def RevokeApproval(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        return convert.package_view_to_proto(self._packages.revoke(_hash(request.hash), caller, request.reason), caller)
 
 
 class JobsServicer(_jobs_pb2_grpc.JobsServicer):
     """Run jobs and fetch their released results."""
 
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(self, jobs: JobService, caller: Caller) -> None:
         self._jobs = jobs
+        self._caller = caller
 
     def RunJob(self, request: _jobs_pb2.RunJobRequest, context: Any) -> Any:
-        if not _PACKAGE_REF.match(request.package):
-            raise InvalidRequest("package must be a package hash, name@version or name")
+        caller = self._caller(context)
         params = convert.params_from_proto(request.params)
-        return convert.job_to_proto(self._jobs.submit(request.package, params, owner=LOCAL_OWNER))
+        datasets = convert.datasets_from_proto(request.datasets)
+        job = self._jobs.submit(_ref(request.package), params, caller, datasets, request_id=request.request_id)
+        return convert.job_to_proto(job)
 
     def GetJob(self, request: _jobs_pb2.GetJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.get(_job_id(request.job_id)))
+        return convert.job_to_proto(self._jobs.get(_job_id(request.job_id), self._caller(context)))
 
     def WatchJob(self, request: _jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        for job in self._jobs.watch(_job_id(request.job_id)):
+        for job in self._jobs.watch(_job_id(request.job_id), self._caller(context)):
             if not context.is_active():
                 return
             yield convert.job_to_proto(job)
 
     def CancelJob(self, request: _jobs_pb2.CancelJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.cancel(_job_id(request.job_id)))
+        return convert.job_to_proto(self._jobs.cancel(_job_id(request.job_id), self._caller(context)))
 
     def ListJobs(self, request: _jobs_pb2.ListJobsRequest, context: Any) -> Any:
         if not 0 <= request.page_size <= 100:
             raise InvalidRequest("page_size must be between 0 and 100")
         size = request.page_size or 20
         after = _job_id(request.page_token) if request.page_token else None
-        jobs = self._jobs.list_jobs(owner=None, limit=size + 1, after=after)
+        jobs = self._jobs.list_jobs(self._caller(context), limit=size + 1, after=after)
         page, more = jobs[:size], len(jobs) > size
         return _jobs_pb2.ListJobsResponse(
             jobs=[convert.job_to_proto(j) for j in page],
@@ -114,4 +186,4 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         )
 
     def GetResult(self, request: _jobs_pb2.GetResultRequest, context: Any) -> Any:
-        return convert.result_to_proto(self._jobs.result(_job_id(request.job_id)))
+        return convert.result_to_proto(self._jobs.result(_job_id(request.job_id), self._caller(context)))

@@ -2,5 +2,16 @@
 
 from saferoom.store.database import MIGRATIONS, Database
 from saferoom.store.jobs import JobRecord, JobStore, StoredOutput, StoredResult
+from saferoom.store.packages import DecisionRecord, PackageRecord, PackageStore
 
-__all__ = ["MIGRATIONS", "Database", "JobRecord", "JobStore", "StoredOutput", "StoredResult"]
+__all__ = [
+    "MIGRATIONS",
+    "Database",
+    "DecisionRecord",
+    "JobRecord",
+    "JobStore",
+    "PackageRecord",
+    "PackageStore",
+    "StoredOutput",
+    "StoredResult",
+]

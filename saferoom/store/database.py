@@ -55,6 +55,46 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE packages (
+            hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX packages_by_name ON packages (name, version);
+        CREATE TABLE package_submissions (
+            package_hash TEXT NOT NULL REFERENCES packages (hash),
+            submitter TEXT NOT NULL,
+            submitted_at REAL NOT NULL,
+            PRIMARY KEY (package_hash, submitter)
+        );
+        CREATE INDEX submissions_by_submitter ON package_submissions (submitter);
+        CREATE TABLE package_decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            package_hash TEXT NOT NULL REFERENCES packages (hash),
+            kind TEXT NOT NULL CHECK (kind IN ('approved', 'rejected', 'revoked')),
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            decided_at REAL NOT NULL,
+            not_before INTEGER,
+            not_after INTEGER,
+            signature BLOB,
+            certificate_pem BLOB
+        );
+        CREATE INDEX decisions_by_package ON package_decisions (package_hash, id)
+        """,
+    ),
+    (
+        3,
+        """
+        ALTER TABLE jobs ADD COLUMN request_id TEXT;
+        CREATE UNIQUE INDEX jobs_by_request ON jobs (owner, request_id) WHERE request_id IS NOT NULL
+        """,
+    ),
 ]
 
 

@@ -35,6 +35,7 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    request_id: str | None = None  # the client's idempotency key, unique per owner
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,18 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert_job(self, job: JobRecord) -> None:
+    def insert_job(self, job: JobRecord) -> JobRecord:
+        """Insert ``job``; if its owner already used its ``request_id``, return that earlier job instead."""
         placeholders = ", ".join("?" for _ in fields(JobRecord))
         with self._db.transaction() as conn:
+            if job.request_id is not None:
+                row = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
+                ).fetchone()
+                if row is not None:
+                    return _job(row)
             conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
+        return job
 
     def get_job(self, job_id: str) -> JobRecord:
         with self._db.reading() as conn:

@@ -47,46 +47,42 @@ def test_mock_download_has_the_schema_but_not_the_rows(client: Client, catalog_d
     assert again.equals(mock)
 
 
-def test_health_and_reflection(server: SaferoomServer) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+def test_health_and_reflection(server: SaferoomServer, deployment) -> None:
+    with deployment.channel("audrey", server.port) as channel:  # any authenticated identity may ask
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "saferoom.v1.Jobs", "saferoom.v1.Catalog", "saferoom.v1.Packages"):
+        for service in ("", "saferoom.v1.Jobs", "saferoom.v1.Catalog", "saferoom.v1.Packages", "saferoom.v1.Review"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         services = {s.name for r in replies for s in r.list_services_response.service}
-        assert {"saferoom.v1.Jobs", "saferoom.v1.Catalog", "grpc.health.v1.Health"} <= services
+        assert {"saferoom.v1.Jobs", "saferoom.v1.Catalog", "saferoom.v1.Review", "grpc.health.v1.Health"} <= services
 
 
 def test_oversized_message_is_refused_and_server_keeps_serving(
-    server: SaferoomServer, client: Client
+    server: SaferoomServer, client: Client, deployment
 ) -> None:
     options = [("grpc.max_send_message_length", 256 * 2**20)]
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+    with deployment.channel("alice", server.port, options) as channel:
         stub = _jobs_pb2_grpc.JobsStub(channel)
-        huge = _jobs_pb2.RunJobRequest(
-            package="echo", params={"label": _jobs_pb2.Value(str_value="x" * 80 * 2**20)}
-        )
+        huge = _jobs_pb2.RunJobRequest(package="echo", params={"label": _jobs_pb2.Value(str_value="x" * 80 * 2**20)})
         with pytest.raises(grpc.RpcError) as info:
             stub.RunJob(huge, timeout=30)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert client.list_datasets()
 
 
-def test_unknown_method_is_unimplemented(server: SaferoomServer) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+def test_unknown_method_is_unimplemented(server: SaferoomServer, deployment) -> None:
+    with deployment.channel("alice", server.port) as channel:
         call = channel.unary_unary("/saferoom.v1.Jobs/DropAllTables")
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_a_busy_port_is_a_clear_error(
-    server: SaferoomServer, catalog_dir, algorithms_dir, tmp_path, make_config
-) -> None:
+def test_a_busy_port_is_a_clear_error(server: SaferoomServer, catalog_dir, deployment, tmp_path, make_config) -> None:
     from saferoom.errors import Unavailable
     from saferoom.server import create_server
 
     with pytest.raises(Unavailable, match="cannot listen"):
-        create_server(make_config(catalog_dir, tmp_path, algorithms_dir, listen=f"127.0.0.1:{server.port}"))
+        create_server(make_config(catalog_dir, tmp_path, deployment.pki, listen=f"127.0.0.1:{server.port}"))

@@ -13,11 +13,12 @@ import pytest
 
 from saferoom.client import Client
 from saferoom.errors import (
+    CodeRefused,
     DatasetNotFound,
-    InvalidParameter,
     InvalidRequest,
     JobFailed,
     JobNotFound,
+    NotApproved,
     PackageNotFound,
 )
 
@@ -96,12 +97,14 @@ def test_values_params_printed_and_public_rows(client: Client) -> None:
     assert "echo 4 hi" in result.printed
 
 
-def test_refused_code_fails_with_its_line(client: Client) -> None:
-    job = run_to_end(client, "refused-code")
-    assert job.state == "failed"
-    assert job.error_code == "code_refused"
-    assert "main.py, line 1" in job.error_message
-    assert "/" not in job.error_message.replace("main.py", "")
+def test_refused_code_is_refused_at_submission_with_its_line(client: Client) -> None:
+    package = Path(__file__).resolve().parents[1] / "fixtures" / "refused" / "refused_code"
+    with pytest.raises(CodeRefused) as caught:
+        client.submit_package(package)
+    assert caught.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "main.py, line 1" in caught.value.message
+    assert "/" not in caught.value.message.replace("main.py", "")
+    assert all(p.name != "refused-code" for p in client.list_packages())  # nothing stored
 
 
 @pytest.mark.parametrize(
@@ -152,9 +155,11 @@ def test_list_jobs_pages_newest_first(client: Client) -> None:
         (lambda c: c.get_job("0" * 32), JobNotFound, grpc.StatusCode.NOT_FOUND),
         (lambda c: c.get_job("../../etc/passwd"), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
         (lambda c: c.run_job("no-such-package"), PackageNotFound, grpc.StatusCode.NOT_FOUND),
-        (lambda c: c.run_job("echo", {"n": 1000}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda c: c.run_job("echo", {"n": "three"}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda c: c.run_job("echo", {"nope": 1}), InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
+        # parameters outside the approved schema: the approval does not cover them
+        (lambda c: c.run_job("echo", {"n": 1000}), NotApproved, grpc.StatusCode.FAILED_PRECONDITION),
+        (lambda c: c.run_job("echo", {"n": "three"}), NotApproved, grpc.StatusCode.FAILED_PRECONDITION),
+        (lambda c: c.run_job("echo", {"nope": 1}), NotApproved, grpc.StatusCode.FAILED_PRECONDITION),
+        (lambda c: c.run_job("echo", datasets=["population"]), NotApproved, grpc.StatusCode.FAILED_PRECONDITION),
         (lambda c: c.run_job("echo", {"x" * 500: 1}), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
         (lambda c: c.run_job("echo\x00; rm -rf /"), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
         (lambda c: c.list_jobs(page_size=100_000), InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),

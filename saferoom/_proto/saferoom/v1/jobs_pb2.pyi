@@ -40,7 +40,7 @@ class Value(_message.Message):
     def __init__(self, int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., str_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., null_value: _Optional[bool] = ...) -> None: ...
 
 class RunJobRequest(_message.Message):
-    __slots__ = ("package", "params", "request_id")
+    __slots__ = ("package", "params", "request_id", "datasets")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,10 +51,12 @@ class RunJobRequest(_message.Message):
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
     package: str
     params: _containers.MessageMap[str, Value]
     request_id: str
-    def __init__(self, package: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, package: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., request_id: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "package_hash", "package_name", "package_version", "params", "datasets", "error_code", "error_message", "created_at", "started_at", "finished_at", "owner")

@@ -72,8 +72,8 @@ class JobsServicer:
     """
 
     def RunJob(self, request, context):
-        """RunJob queues a job and returns it at once (state QUEUED). INVALID_ARGUMENT for bad parameters,
-        NOT_FOUND for an unknown package. A retried request with the same request_id returns the same job.
+        """RunJob queues a job and returns it at once (state QUEUED). NOT_FOUND for a package the caller did not
+        submit; FAILED_PRECONDITION if it is not approved, or the parameters or datasets are outside the approval. A retried request with the same request_id returns the same job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

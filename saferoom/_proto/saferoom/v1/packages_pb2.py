@@ -22,25 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*saferoom/_proto/saferoom/v1/packages.proto\x12\x0bsaferoom.v1\"\x97\x01\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x03 \x01(\t\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"\xac\x01\n\x07Package\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nentrypoint\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x06 \x03(\t\x12*\n\nparameters\x18\x07 \x03(\x0b\x32\x16.saferoom.v1.Parameter\x12\r\n\x05\x66iles\x18\x08 \x03(\t\"\x15\n\x13ListPackagesRequest\">\n\x14ListPackagesResponse\x12&\n\x08packages\x18\x01 \x03(\x0b\x32\x14.saferoom.v1.Package\" \n\x11GetPackageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t2\xa3\x01\n\x08Packages\x12S\n\x0cListPackages\x12 .saferoom.v1.ListPackagesRequest\x1a!.saferoom.v1.ListPackagesResponse\x12\x42\n\nGetPackage\x12\x1e.saferoom.v1.GetPackageRequest\x1a\x14.saferoom.v1.Packageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*saferoom/_proto/saferoom/v1/packages.proto\x12\x0bsaferoom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x03 \x01(\t\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"\xbe\x01\n\x08\x41pproval\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12.\n\nnot_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12.\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x02\n\x07Package\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nentrypoint\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x06 \x03(\t\x12*\n\nparameters\x18\x07 \x03(\x0b\x32\x16.saferoom.v1.Parameter\x12\r\n\x05\x66iles\x18\x08 \x03(\t\x12*\n\x06status\x18\t \x01(\x0e\x32\x1a.saferoom.v1.PackageStatus\x12\x15\n\rstatus_reason\x18\n \x01(\t\x12\x12\n\nsubmitters\x18\x0b \x03(\t\x12,\n\x08\x61pproval\x18\x0c \x01(\x0b\x32\x15.saferoom.v1.ApprovalH\x00\x88\x01\x01\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04size\x18\x0e \x01(\x03\x42\x0b\n\t_approval\",\n\x0bPackageFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"?\n\x14SubmitPackageRequest\x12\'\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x18.saferoom.v1.PackageFile\"O\n\x15SubmitPackageResponse\x12%\n\x07package\x18\x01 \x01(\x0b\x32\x14.saferoom.v1.Package\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x15\n\x13ListPackagesRequest\">\n\x14ListPackagesResponse\x12&\n\x08packages\x18\x01 \x03(\x0b\x32\x14.saferoom.v1.Package\" \n\x11GetPackageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"^\n\x0cPackageFiles\x12%\n\x07package\x18\x01 \x01(\x0b\x32\x14.saferoom.v1.Package\x12\'\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x18.saferoom.v1.PackageFile*\xd9\x01\n\rPackageStatus\x12\x1e\n\x1aPACKAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PACKAGE_STATUS_PENDING\x10\x01\x12\x1b\n\x17PACKAGE_STATUS_APPROVED\x10\x02\x12\x1b\n\x17PACKAGE_STATUS_REJECTED\x10\x03\x12\x1a\n\x16PACKAGE_STATUS_REVOKED\x10\x04\x12\x1a\n\x16PACKAGE_STATUS_EXPIRED\x10\x05\x12\x1a\n\x16PACKAGE_STATUS_INVALID\x10\x06\x32\xc9\x02\n\x08Packages\x12V\n\rSubmitPackage\x12!.saferoom.v1.SubmitPackageRequest\x1a\".saferoom.v1.SubmitPackageResponse\x12\x42\n\nGetPackage\x12\x1e.saferoom.v1.GetPackageRequest\x1a\x14.saferoom.v1.Package\x12S\n\x0cListPackages\x12 .saferoom.v1.ListPackagesRequest\x1a!.saferoom.v1.ListPackagesResponse\x12L\n\x0f\x44ownloadPackage\x12\x1e.saferoom.v1.GetPackageRequest\x1a\x19.saferoom.v1.PackageFilesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saferoom._proto.saferoom.v1.packages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARAMETER']._serialized_start=60
-  _globals['_PARAMETER']._serialized_end=211
-  _globals['_PACKAGE']._serialized_start=214
-  _globals['_PACKAGE']._serialized_end=386
-  _globals['_LISTPACKAGESREQUEST']._serialized_start=388
-  _globals['_LISTPACKAGESREQUEST']._serialized_end=409
-  _globals['_LISTPACKAGESRESPONSE']._serialized_start=411
-  _globals['_LISTPACKAGESRESPONSE']._serialized_end=473
-  _globals['_GETPACKAGEREQUEST']._serialized_start=475
-  _globals['_GETPACKAGEREQUEST']._serialized_end=507
-  _globals['_PACKAGES']._serialized_start=510
-  _globals['_PACKAGES']._serialized_end=673
+  _globals['_PACKAGESTATUS']._serialized_start=1232
+  _globals['_PACKAGESTATUS']._serialized_end=1449
+  _globals['_PARAMETER']._serialized_start=93
+  _globals['_PARAMETER']._serialized_end=244
+  _globals['_APPROVAL']._serialized_start=247
+  _globals['_APPROVAL']._serialized_end=437
+  _globals['_PACKAGE']._serialized_start=440
+  _globals['_PACKAGE']._serialized_end=820
+  _globals['_PACKAGEFILE']._serialized_start=822
+  _globals['_PACKAGEFILE']._serialized_end=866
+  _globals['_SUBMITPACKAGEREQUEST']._serialized_start=868
+  _globals['_SUBMITPACKAGEREQUEST']._serialized_end=931
+  _globals['_SUBMITPACKAGERESPONSE']._serialized_start=933
+  _globals['_SUBMITPACKAGERESPONSE']._serialized_end=1012
+  _globals['_LISTPACKAGESREQUEST']._serialized_start=1014
+  _globals['_LISTPACKAGESREQUEST']._serialized_end=1035
+  _globals['_LISTPACKAGESRESPONSE']._serialized_start=1037
+  _globals['_LISTPACKAGESRESPONSE']._serialized_end=1099
+  _globals['_GETPACKAGEREQUEST']._serialized_start=1101
+  _globals['_GETPACKAGEREQUEST']._serialized_end=1133
+  _globals['_PACKAGEFILES']._serialized_start=1135
+  _globals['_PACKAGEFILES']._serialized_end=1229
+  _globals['_PACKAGES']._serialized_start=1452
+  _globals['_PACKAGES']._serialized_end=1781
 # @@protoc_insertion_point(module_scope)

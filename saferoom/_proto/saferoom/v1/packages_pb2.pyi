@@ -1,10 +1,31 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PackageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PACKAGE_STATUS_UNSPECIFIED: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_PENDING: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_APPROVED: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_REJECTED: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_REVOKED: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_EXPIRED: _ClassVar[PackageStatus]
+    PACKAGE_STATUS_INVALID: _ClassVar[PackageStatus]
+PACKAGE_STATUS_UNSPECIFIED: PackageStatus
+PACKAGE_STATUS_PENDING: PackageStatus
+PACKAGE_STATUS_APPROVED: PackageStatus
+PACKAGE_STATUS_REJECTED: PackageStatus
+PACKAGE_STATUS_REVOKED: PackageStatus
+PACKAGE_STATUS_EXPIRED: PackageStatus
+PACKAGE_STATUS_INVALID: PackageStatus
 
 class Parameter(_message.Message):
     __slots__ = ("name", "type", "default_json", "min", "max", "choices", "description")
@@ -24,8 +45,22 @@ class Parameter(_message.Message):
     description: str
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
 
+class Approval(_message.Message):
+    __slots__ = ("approver", "not_before", "not_after", "signature", "decided_at")
+    APPROVER_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    approver: str
+    not_before: _timestamp_pb2.Timestamp
+    not_after: _timestamp_pb2.Timestamp
+    signature: bytes
+    decided_at: _timestamp_pb2.Timestamp
+    def __init__(self, approver: _Optional[str] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., signature: _Optional[bytes] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Package(_message.Message):
-    __slots__ = ("hash", "name", "version", "description", "entrypoint", "datasets", "parameters", "files")
+    __slots__ = ("hash", "name", "version", "description", "entrypoint", "datasets", "parameters", "files", "status", "status_reason", "submitters", "approval", "created_at", "size")
     HASH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +69,12 @@ class Package(_message.Message):
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTERS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     hash: str
     name: str
     version: str
@@ -42,7 +83,35 @@ class Package(_message.Message):
     datasets: _containers.RepeatedScalarFieldContainer[str]
     parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
     files: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, hash: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., entrypoint: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+    status: PackageStatus
+    status_reason: str
+    submitters: _containers.RepeatedScalarFieldContainer[str]
+    approval: Approval
+    created_at: _timestamp_pb2.Timestamp
+    size: int
+    def __init__(self, hash: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., entrypoint: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[PackageStatus, str]] = ..., status_reason: _Optional[str] = ..., submitters: _Optional[_Iterable[str]] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ...) -> None: ...
+
+class PackageFile(_message.Message):
+    __slots__ = ("name", "content")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: bytes
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+
+class SubmitPackageRequest(_message.Message):
+    __slots__ = ("files",)
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[PackageFile]
+    def __init__(self, files: _Optional[_Iterable[_Union[PackageFile, _Mapping]]] = ...) -> None: ...
+
+class SubmitPackageResponse(_message.Message):
+    __slots__ = ("package", "created")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    package: Package
+    created: bool
+    def __init__(self, package: _Optional[_Union[Package, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ListPackagesRequest(_message.Message):
     __slots__ = ()
@@ -59,3 +128,11 @@ class GetPackageRequest(_message.Message):
     REF_FIELD_NUMBER: _ClassVar[int]
     ref: str
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class PackageFiles(_message.Message):
+    __slots__ = ("package", "files")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    package: Package
+    files: _containers.RepeatedCompositeFieldContainer[PackageFile]
+    def __init__(self, package: _Optional[_Union[Package, _Mapping]] = ..., files: _Optional[_Iterable[_Union[PackageFile, _Mapping]]] = ...) -> None: ...

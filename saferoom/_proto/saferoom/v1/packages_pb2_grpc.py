@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class PackagesStub:
-    """Packages lists the algorithm packages available to run.
+    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+    see all of them.
     """
 
     def __init__(self, channel):
@@ -35,24 +36,37 @@ class PackagesStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.ListPackages = channel.unary_unary(
-                '/saferoom.v1.Packages/ListPackages',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
+        self.SubmitPackage = channel.unary_unary(
+                '/saferoom.v1.Packages/SubmitPackage',
+                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
                 _registered_method=True)
         self.GetPackage = channel.unary_unary(
                 '/saferoom.v1.Packages/GetPackage',
                 request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
                 response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
                 _registered_method=True)
+        self.ListPackages = channel.unary_unary(
+                '/saferoom.v1.Packages/ListPackages',
+                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
+                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
+                _registered_method=True)
+        self.DownloadPackage = channel.unary_unary(
+                '/saferoom.v1.Packages/DownloadPackage',
+                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.FromString,
+                _registered_method=True)
 
 
 class PackagesServicer:
-    """Packages lists the algorithm packages available to run.
+    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+    see all of them.
     """
 
-    def ListPackages(self, request, context):
-        """ListPackages returns the packages that may be run.
+    def SubmitPackage(self, request, context):
+        """SubmitPackage validates a package in full (manifest, files, restricted-policy compilation, datasets,
+        parameter schema) and stores it content-addressed. INVALID_ARGUMENT with the reason, and nothing stored,
+        if any check fails. Submitting identical content again returns the same package (created = false).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,18 +79,42 @@ class PackagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPackages(self, request, context):
+        """ListPackages returns the packages the caller may see, with their review status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadPackage(self, request, context):
+        """DownloadPackage returns a package's files exactly as stored (verified against its hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PackagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ListPackages': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListPackages,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.SerializeToString,
+            'SubmitPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPackage,
+                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.FromString,
+                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.SerializeToString,
             ),
             'GetPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPackage,
                     request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.FromString,
                     response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.SerializeToString,
+            ),
+            'ListPackages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPackages,
+                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.FromString,
+                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.SerializeToString,
+            ),
+            'DownloadPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownloadPackage,
+                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.FromString,
+                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,8 +125,63 @@ def add_PackagesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Packages:
-    """Packages lists the algorithm packages available to run.
+    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+    see all of them.
     """
+
+    @staticmethod
+    def SubmitPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saferoom.v1.Packages/SubmitPackage',
+            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
+            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saferoom.v1.Packages/GetPackage',
+            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
+            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListPackages(request,
@@ -118,7 +211,7 @@ class Packages:
             _registered_method=True)
 
     @staticmethod
-    def GetPackage(request,
+    def DownloadPackage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -131,9 +224,9 @@ class Packages:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Packages/GetPackage',
+            '/saferoom.v1.Packages/DownloadPackage',
             saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,32 @@
+"""Identities and roles: the deployment's certificate authority, who a caller is, and what they may call."""
+
+from saferoom.identity.permissions import ALLOWED, PUBLIC_METHODS, authorize
+from saferoom.identity.pki import (
+    SIGNING_KEY_OID,
+    IssuedIdentity,
+    TrustStore,
+    init_authority,
+    issue_identity,
+    list_identities,
+    load_signing_key,
+    revoke_identity,
+)
+from saferoom.identity.roles import NAME_PATTERN, Identity, Role, parse_roles
+
+__all__ = [
+    "ALLOWED",
+    "NAME_PATTERN",
+    "PUBLIC_METHODS",
+    "SIGNING_KEY_OID",
+    "Identity",
+    "IssuedIdentity",
+    "Role",
+    "TrustStore",
+    "authorize",
+    "init_authority",
+    "issue_identity",
+    "list_identities",
+    "load_signing_key",
+    "parse_roles",
+    "revoke_identity",
+]

@@ -1,0 +1,101 @@
+"""Authentication and authorization of every call, in one interceptor, against one table.
+
+TLS (``require_client_auth``) already refused any peer without a certificate of the deployment's authority:
+such a peer never reaches a handler (its client sees UNAVAILABLE; gRPC Python cannot request a client
+certificate without also requiring it). Here, for every call, the certificate the handshake verified becomes
+an ``Identity`` (signature, validity, revocation list re-read when it changes, roles) and the method is checked
+against ``saferoom.identity.permissions``. UNAUTHENTICATED or PERMISSION_DENIED otherwise, and the refusal is
+reported to ``on_refused`` (the audit log's hook).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from saferoom.errors import AuthenticationFailed, PermissionDenied, SaferoomError
+from saferoom.identity import Identity, TrustStore, authorize
+
+__all__ = ["AuthInterceptor", "Caller", "RefusalHook"]
+
+_log = logging.getLogger(__name__)
+RefusalHook = Callable[[str, str, SaferoomError], None]  # (method, who or "", error)
+
+
+def _log_refusal(method: str, who: str, error: SaferoomError) -> None:
+    _log.warning("refused %s for %s: %s", method, who or "an unidentified peer", error.message)
+
+
+class Caller:
+    """Who is calling: the identity behind a call's verified client certificate."""
+
+    def __init__(self, trust: TrustStore) -> None:
+        self._trust = trust
+
+    def __call__(self, context: grpc.ServicerContext) -> Identity:
+        certs = context.auth_context().get("x509_pem_cert")
+        if not certs:
+            raise AuthenticationFailed("a client certificate of this deployment is required")
+        return self._trust.identify(certs[0])
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Refuses every call whose caller is not authenticated, or whose roles do not allow the method."""
+
+    def __init__(self, caller: Caller, on_refused: RefusalHook | None = None) -> None:
+        self._caller = caller
+        self._on_refused = on_refused or _log_refusal
+
+    def _check(self, method: str, context: grpc.ServicerContext) -> None:
+        who = ""
+        try:
+            identity = self._caller(context)
+            who = identity.name
+            authorize(identity, method)
+        except (AuthenticationFailed, PermissionDenied) as exc:
+            self._on_refused(method, who, exc)
+            raise
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        check = self._check
+
+        def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                check(method, context)
+                return behavior(request, context)
+
+            return wrapped
+
+        def streaming(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                check(method, context)
+                yield from behavior(request, context)
+
+            return wrapped
+
+        kinds = {
+            "unary_unary": (unary, grpc.unary_unary_rpc_method_handler),
+            "unary_stream": (streaming, grpc.unary_stream_rpc_method_handler),
+            "stream_unary": (unary, grpc.stream_unary_rpc_method_handler),
+            "stream_stream": (streaming, grpc.stream_stream_rpc_method_handler),
+        }
+        for attribute, (wrap, make) in kinds.items():
+            behavior = getattr(handler, attribute)
+            if behavior is not None:
+                return make(
+                    wrap(behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return None

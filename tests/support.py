@@ -1,0 +1,71 @@
+"""Test helpers shared by fixtures and tests: a test PKI, server configs, approving packages over gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from saferoom.client import Client, Profile
+from saferoom.config import ServerConfig, WorkerLimits
+from saferoom.identity import init_authority, issue_identity
+
+# name -> roles: two researchers (to test isolation), two operators, an auditor, and one person with two roles.
+IDENTITIES = {
+    "alice": "researcher",
+    "bob": "researcher",
+    "olga": "operator",
+    "oscar": "operator",
+    "audrey": "auditor",
+    "rex": "researcher,operator",
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A certificate authority and the profiles of the test identities."""
+
+    pki: Path
+
+    def profile(self, name: str) -> Profile:
+        return Profile.load(self.pki / "identities" / name / "profile.toml")
+
+    def client(self, name: str, port: int, timeout: float = 60) -> Client:
+        return Client.from_profile(self.profile(name), server=f"127.0.0.1:{port}", timeout=timeout)
+
+    def channel(self, name: str, port: int, options: list[tuple[str, int]] | None = None) -> grpc.Channel:
+        """A raw mutual-TLS channel as ``name``, for tests that speak protobuf directly."""
+        return grpc.secure_channel(f"127.0.0.1:{port}", self.profile(name).credentials(), options=options)
+
+
+def make_deployment(directory: Path) -> Deployment:
+    init_authority(directory)
+    for name, roles in IDENTITIES.items():
+        issue_identity(directory, name, roles)
+    return Deployment(directory)
+
+
+def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides: object) -> ServerConfig:
+    """A config for tests: loopback, any free port, tight limits so bombs fail fast."""
+    values: dict[str, object] = {
+        "data_dir": catalog_dir,
+        "state_dir": state_dir,
+        "pki_dir": pki_dir,
+        "listen": "127.0.0.1:0",
+        "max_concurrent_jobs": 3,
+        "sandbox_limits": WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=4.0, output_mib=4),
+        "engine_limits": WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16),
+        "grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return ServerConfig.load(env={}, **values)
+
+
+def approve_all(deployment: Deployment, port: int, packages_dir: Path, researcher: str = "alice") -> None:
+    """Every package under ``packages_dir``: submitted by ``researcher`` and approved by olga, over gRPC."""
+    with deployment.client(researcher, port) as submitter, deployment.client("olga", port) as operator:
+        for path in sorted(p for p in packages_dir.iterdir() if (p / "saferoom.toml").exists()):
+            summary, _ = submitter.submit_package(path)
+            if summary.status != "approved":
+                operator.approve_package(summary.hash, days=30)
