@@ -59,6 +59,7 @@ class PackageView:
     status: PackageStatus
     status_reason: str
     approval: Approval | None
+    tampered: bool = False  # the stored files are missing, corrupt or no longer match the hash
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class PackageService:
             package = self._load(record)
         except PackageTampered as exc:
             placeholder = Package(record.name, record.version, "", "", (), {}, {})
-            return PackageView(placeholder, record, PackageStatus.INVALID, exc.message, None)
+            return PackageView(placeholder, record, PackageStatus.INVALID, exc.message, None, tampered=True)
         decisions = self._store.decisions(record.hash)
         if not decisions:
             return PackageView(package, record, PackageStatus.PENDING, "awaiting review", None)
@@ -169,6 +170,8 @@ class PackageService:
         if not views:
             if records and approved_only:
                 current = self._view(records[-1])
+                if current.tampered:
+                    raise PackageTampered(current.status_reason)
                 raise NotApproved(f"{ref[:100]} is not approved: {current.status_reason}")
             raise PackageNotFound(f"no package {ref[:100]!r}")
         if "@" not in ref and len(ref) != 64:
@@ -223,7 +226,7 @@ class PackageService:
         if not operator.has(Role.OPERATOR) or operator.signing_key is None:
             raise PermissionDenied(f"{operator.name} holds no operator signing key")
         view = self._view(self._store.get(package_hash))
-        if view.status is PackageStatus.INVALID and view.approval is None:
+        if view.tampered:
             raise PackageTampered(view.status_reason)
         if operator.name in view.record.submitters:
             raise PermissionDenied("an operator may not approve a package they submitted themselves")
@@ -296,7 +299,7 @@ class PackageService:
         """At the moment a job starts: the package is unmodified and its approval still covers this run."""
         view = self._view(self._store.get(package_hash))
         if view.status is not PackageStatus.APPROVED:
-            if view.status is PackageStatus.INVALID and view.approval is None:
+            if view.tampered:
                 raise PackageTampered(view.status_reason)
             raise NotApproved(f"{view.package.ref} may not run: {view.status_reason}")
         package, _, _ = self._within_approval(view.package, params, datasets)

@@ -1,0 +1,176 @@
+"""The certificate authority and the trust store, with real certificates and a real CRL on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from saferoom.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from saferoom.identity import (
+    ALLOWED,
+    PUBLIC_METHODS,
+    Role,
+    TrustStore,
+    authorize,
+    init_authority,
+    issue_identity,
+    list_identities,
+    revoke_identity,
+)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    directory = tmp_path / "pki"
+    init_authority(directory, hosts=["saferoom.example.gov", "10.0.0.5"])
+    return directory
+
+
+def cert_of(pki: Path, name: str) -> bytes:
+    return (pki / "identities" / name / "cert.pem").read_bytes()
+
+
+def test_issue_states_name_roles_and_an_operator_signing_key(pki: Path) -> None:
+    issue_identity(pki, "alice", "researcher")
+    issue_identity(pki, "olga", ["operator", "auditor"])
+    trust = TrustStore(pki)
+    alice = trust.identify(cert_of(pki, "alice"))
+    assert alice.name == "alice" and alice.roles == {Role.RESEARCHER} and alice.signing_key is None
+    olga = trust.identify(cert_of(pki, "olga"))
+    assert olga.roles == {Role.OPERATOR, Role.AUDITOR}
+    assert olga.signing_key is not None and len(olga.signing_key) == 32
+    profile = (pki / "identities" / "olga" / "profile.toml").read_text()
+    assert 'signing_key = "signing.key"' in profile and 'name = "olga"' in profile
+
+
+def test_private_keys_are_0600_and_never_overwritten(pki: Path) -> None:
+    issued = issue_identity(pki, "olga", "operator")
+    for key in (pki / "ca.key", pki / "server.key", issued.directory / "key.pem", issued.directory / "signing.key"):
+        assert os.stat(key).st_mode & 0o777 == 0o600
+    with pytest.raises(InvalidRequest, match="already holds"):
+        init_authority(pki)
+    with pytest.raises(InvalidRequest, match="exists"):
+        issue_identity(pki, "olga", "researcher")
+
+
+def test_the_server_certificate_names_every_host(pki: Path) -> None:
+    cert = x509.load_pem_x509_certificate((pki / "server.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "saferoom.example.gov"} <= set(names.get_values_for_type(x509.DNSName))
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.0.0.5"}
+
+
+@pytest.mark.parametrize(
+    ("name", "roles"),
+    [("Alice", "researcher"), ("a", "researcher"), ("../x", "researcher"), ("bob", "king"), ("bob", "")],
+)
+def test_bad_names_and_roles_are_refused(pki: Path, name: str, roles: str) -> None:
+    with pytest.raises(InvalidRequest):
+        issue_identity(pki, name, roles)
+
+
+def test_revocation_takes_effect_without_reopening(pki: Path) -> None:
+    issue_identity(pki, "alice", "researcher")
+    issue_identity(pki, "bob", "researcher")
+    trust = TrustStore(pki)
+    assert trust.identify(cert_of(pki, "alice")).name == "alice"
+    revoke_identity(pki, "alice")
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        trust.identify(cert_of(pki, "alice"))
+    assert trust.identify(cert_of(pki, "bob")).name == "bob"
+    assert [(n, r) for n, _, _, _, r in list_identities(pki)] == [("alice", True), ("bob", False)]
+    with pytest.raises(NotFound):
+        revoke_identity(pki, "alice")
+
+
+def test_a_rolled_back_crl_refuses_everyone(pki: Path, tmp_path: Path) -> None:
+    issue_identity(pki, "alice", "researcher")
+    issue_identity(pki, "bob", "researcher")
+    old_crl = tmp_path / "old-crl.pem"
+    shutil.copy(pki / "crl.pem", old_crl)
+    trust = TrustStore(pki)
+    revoke_identity(pki, "alice")
+    trust.identify(cert_of(pki, "bob"))  # the new CRL is seen
+    shutil.copy(old_crl, pki / "crl.pem")  # an attacker restores the CRL from before the revocation
+    with pytest.raises(AuthenticationFailed, match="older"):
+        trust.identify(cert_of(pki, "alice"))
+    with pytest.raises(AuthenticationFailed):
+        trust.identify(cert_of(pki, "bob"))  # fail closed: nobody until it is fixed
+
+
+def test_a_missing_or_forged_crl_refuses_everyone(pki: Path, tmp_path: Path) -> None:
+    issue_identity(pki, "bob", "researcher")
+    trust = TrustStore(pki)
+    (pki / "crl.pem").unlink()
+    with pytest.raises(AuthenticationFailed, match="missing"):
+        trust.identify(cert_of(pki, "bob"))
+    other = tmp_path / "other"
+    init_authority(other)  # a CRL signed by another authority, with a huge number
+    shutil.copy(other / "crl.pem", pki / "crl.pem")
+    with pytest.raises(AuthenticationFailed, match="not signed"):
+        trust.identify(cert_of(pki, "bob"))
+
+
+def _forge(pki: Path, signer_dir: Path, roles: list[str], usage: x509.ObjectIdentifier, days: float = 30) -> bytes:
+    """A certificate for 'mallory' signed by the authority in ``signer_dir``."""
+    ca_key = serialization.load_pem_private_key((signer_dir / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate((signer_dir / "ca.crt").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "saferoom")]
+    subject += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r) for r in roles]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, "mallory"))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=60))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_certificates_the_authority_did_not_issue_as_identities_are_refused(pki: Path, tmp_path: Path) -> None:
+    trust = TrustStore(pki)
+    other = tmp_path / "other"
+    init_authority(other)
+    with pytest.raises(AuthenticationFailed, match="authority"):
+        trust.identify(_forge(pki, other, ["operator"], ExtendedKeyUsageOID.CLIENT_AUTH))
+    with pytest.raises(AuthenticationFailed, match="not a client certificate"):
+        trust.identify(_forge(pki, pki, ["researcher"], ExtendedKeyUsageOID.SERVER_AUTH))
+    with pytest.raises(AuthenticationFailed):
+        trust.identify((pki / "server.crt").read_bytes())
+    with pytest.raises(AuthenticationFailed, match="roles"):
+        trust.identify(_forge(pki, pki, ["superuser"], ExtendedKeyUsageOID.CLIENT_AUTH))
+    with pytest.raises(AuthenticationFailed, match="not valid"):
+        trust.identify(_forge(pki, pki, ["researcher"], ExtendedKeyUsageOID.CLIENT_AUTH, days=-1))
+    with pytest.raises(AuthenticationFailed):
+        trust.identify(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+
+
+def test_the_permission_table_denies_by_default(pki: Path) -> None:
+    issue_identity(pki, "audrey", "auditor")
+    issue_identity(pki, "rex", "researcher,operator")
+    trust = TrustStore(pki)
+    audrey, rex = trust.identify(cert_of(pki, "audrey")), trust.identify(cert_of(pki, "rex"))
+    for method in PUBLIC_METHODS:
+        authorize(audrey, method)
+    with pytest.raises(PermissionDenied):
+        authorize(audrey, "/saferoom.v1.Jobs/GetResult")
+    authorize(rex, "/saferoom.v1.Jobs/RunJob")  # as researcher
+    authorize(rex, "/saferoom.v1.Review/ApprovePackage")  # as operator
+    with pytest.raises(PermissionDenied):
+        authorize(rex, "/saferoom.v1.Jobs/DropAllTables")
+    assert "saferoom.v1.Jobs/GetResult" not in ALLOWED[Role.OPERATOR]  # operators never read results
