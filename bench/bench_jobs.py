@@ -2,8 +2,9 @@
 
     python bench/bench_jobs.py [--scale 10000000] [--data DIR] [--runs 50]
 
-Prints (1) the per-job overhead of a trivial job over gRPC (run -> watch -> result, p50/p95 ms) and
-(2) for each reference query the whole saferoom job (sandbox + release rewrite + engine + release + gRPC)
+Prints (1) the per-job overhead of a trivial job over gRPC (run -> watch -> result, p50/p95 ms), and within
+it what checking the approval costs (package re-hashed from disk, signature and certificate verified; done at
+RunJob and again when the job starts), and (2) for each reference query the whole saferoom job (sandbox + release rewrite + engine + release + gRPC)
 next to the same query written by hand in plain pyarrow and in DuckDB on the same memory-mapped Arrow table
 (best of --repeat). Numbers only; nothing here asserts a target.
 """
@@ -183,6 +184,13 @@ def main() -> None:
                     f"\nper-job overhead, trivial job over gRPC ({args.runs} runs): "
                     f"p50 {statistics.median(overhead):.1f} ms, p95 {percentile(overhead, 0.95):.1f} ms"
                 )
+                trivial = client.get_package("bench-trivial").hash
+                checks = []
+                for _ in range(200):
+                    start = time.perf_counter()
+                    server.packages.verify_run(trivial, {}, ("bus_stops",))
+                    checks.append((time.perf_counter() - start) * 1000)
+                print(f"approval check (one of two per job): p50 {statistics.median(checks):.2f} ms")
 
                 catalog = Catalog.open(data)
                 people, stops = catalog.table("population"), catalog.table("bus_stops")

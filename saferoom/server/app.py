@@ -28,7 +28,7 @@ from saferoom.packages import PackageService
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
 from saferoom.server.errors import ErrorInterceptor
 from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer, ReviewServicer
-from saferoom.store import Database, JobStore, PackageStore
+from saferoom.store import Database, IdentityStore, JobStore, PackageStore
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -84,9 +84,9 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     manifest = Manifest.load(config.data_dir)
     trust = TrustStore(config.pki_dir)
     server_key, server_cert, ca_cert = trust.server_material()
-    caller = Caller(trust)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database.open(config.state_dir / "saferoom.db")
+    caller = Caller(trust, IdentityStore(database))
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits)

@@ -11,6 +11,7 @@ reported to ``on_refused`` (the audit log's hook).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import grpc
 
 from saferoom.errors import AuthenticationFailed, PermissionDenied, SaferoomError
 from saferoom.identity import Identity, TrustStore, authorize
+from saferoom.store import IdentityStore
 
 __all__ = ["AuthInterceptor", "Caller", "RefusalHook"]
 
@@ -30,16 +32,33 @@ def _log_refusal(method: str, who: str, error: SaferoomError) -> None:
 
 
 class Caller:
-    """Who is calling: the identity behind a call's verified client certificate."""
+    """Who is calling: the identity behind a call's verified client certificate.
 
-    def __init__(self, trust: TrustStore) -> None:
+    Each certificate is recorded in the identity store the first time this process sees it.
+    """
+
+    def __init__(self, trust: TrustStore, identities: IdentityStore | None = None) -> None:
         self._trust = trust
+        self._identities = identities
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
 
     def __call__(self, context: grpc.ServicerContext) -> Identity:
         certs = context.auth_context().get("x509_pem_cert")
         if not certs:
             raise AuthenticationFailed("a client certificate of this deployment is required")
-        return self._trust.identify(certs[0])
+        identity = self._trust.identify(certs[0])
+        if self._identities is not None and identity.serial not in self._seen:
+            self._identities.remember(
+                identity.serial,
+                identity.name,
+                identity.role_names,
+                identity.not_after.timestamp(),
+                identity.certificate_pem,
+            )
+            with self._lock:
+                self._seen.add(identity.serial)
+        return identity
 
 
 class AuthInterceptor(grpc.ServerInterceptor):

@@ -1,6 +1,7 @@
 """State: SQLite in WAL mode, one class per store."""
 
 from saferoom.store.database import MIGRATIONS, Database
+from saferoom.store.identities import IdentityRecord, IdentityStore
 from saferoom.store.jobs import JobRecord, JobStore, StoredOutput, StoredResult
 from saferoom.store.packages import DecisionRecord, PackageRecord, PackageStore
 
@@ -8,6 +9,8 @@ __all__ = [
     "MIGRATIONS",
     "Database",
     "DecisionRecord",
+    "IdentityRecord",
+    "IdentityStore",
     "JobRecord",
     "JobStore",
     "PackageRecord",

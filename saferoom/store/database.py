@@ -95,6 +95,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE UNIQUE INDEX jobs_by_request ON jobs (owner, request_id) WHERE request_id IS NOT NULL
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE identities (
+            serial TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            not_after REAL NOT NULL,
+            certificate_pem BLOB NOT NULL,
+            first_seen REAL NOT NULL
+        );
+        CREATE INDEX identities_by_name ON identities (name)
+        """,
+    ),
 ]
 
 

@@ -183,3 +183,16 @@ def test_a_dual_role_identity_may_not_approve_its_own_submission(
         assert oscar.approve_package(summary.hash).status == "approved"
         job = rex.run_job("own-work")
         assert rex.wait(job.id, timeout=60).state == "succeeded"
+
+
+def test_every_identity_that_called_is_recorded_with_its_certificate(
+    server: SaferoomServer, deployment: Deployment
+) -> None:
+    from saferoom.store import IdentityStore
+
+    with deployment.client("audrey", server.port) as audrey, pytest.raises(PermissionDenied):
+        audrey.list_datasets()
+    records = {r.name: r for r in IdentityStore(server.database).list_identities()}
+    assert {"alice", "olga", "audrey"} <= set(records)
+    assert records["olga"].roles == "operator"
+    assert records["audrey"].certificate_pem == (deployment.pki / "identities" / "audrey" / "cert.pem").read_bytes()
