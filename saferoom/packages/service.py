@@ -152,18 +152,22 @@ class PackageService:
         reason = f"approved by {approval.approver}, valid {approval.describe_validity()}"
         return PackageView(package, record, PackageStatus.APPROVED, reason, approval)
 
-    def _visible(self, caller: Identity) -> list[PackageRecord]:
-        if caller.has(Role.OPERATOR):
-            return self._store.find()
-        return self._store.find(submitter=caller.name)
+    def _visible(self, caller: Identity, name: str | None = None) -> list[PackageRecord]:
+        """What ``caller`` may see: their own submissions, or everything for operators."""
+        return self._store.find(submitter=None if caller.has(Role.OPERATOR) else caller.name, name=name)
 
     def _resolve(self, ref: str, caller: Identity, approved_only: bool) -> PackageView:
         """A package by hash, ``name@version`` or ``name`` (latest version) among what ``caller`` may see."""
         if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
-            records = [r for r in self._visible(caller) if r.hash == ref]
+            try:
+                found = self._store.get(ref)
+            except PackageNotFound:
+                found = None
+            visible = found is not None and (caller.has(Role.OPERATOR) or caller.name in found.submitters)
+            records = [found] if found is not None and visible else []
         else:
             name, _, version = ref.partition("@")
-            records = [r for r in self._visible(caller) if r.name == name and (not version or r.version == version)]
+            records = [r for r in self._visible(caller, name) if not version or r.version == version]
         views = [self._view(r) for r in records]
         if approved_only:
             views = [v for v in views if v.status is PackageStatus.APPROVED]

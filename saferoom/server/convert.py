@@ -12,9 +12,10 @@ from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom.catalog.manifest import DatasetInfo
-from saferoom.errors import InvalidRequest
+from saferoom.errors import InvalidPackage, InvalidRequest
 from saferoom.identity import Identity, Role
 from saferoom.packages import Package, PackageView
+from saferoom.packages.package import MAX_FILES
 from saferoom.store import JobRecord, StoredResult
 from saferoom.wire import value_from_proto, value_to_proto
 
@@ -134,6 +135,8 @@ def files_to_proto(package: Package) -> list[_packages_pb2.PackageFile]:
 
 def files_from_proto(files: Any) -> dict[str, bytes]:
     """Submitted files (hostile: names and sizes are validated by the package format, duplicates here)."""
+    if len(files) > MAX_FILES:
+        raise InvalidPackage(f"a package has at most {MAX_FILES} files")
     out: dict[str, bytes] = {}
     for f in files:
         if f.name in out:
