@@ -6,7 +6,8 @@ Prints (1) the per-job overhead of a trivial job over mutual-TLS gRPC (run -> wa
 and within it what checking the approval costs (package re-hashed from disk, signature and certificate
 verified; done at RunJob and again when the job starts), and (2) for each reference query the whole saferoom
 job (sandbox + release rewrite + engine + release + gRPC) next to the same query written by hand in plain
-pyarrow and in DuckDB on the same memory-mapped Arrow table (best of --repeat). Numbers only; nothing here asserts a target.
+pyarrow and in DuckDB on the same memory-mapped Arrow table (best of --repeat). Numbers only; nothing here
+asserts a target.
 """
 
 from __future__ import annotations
