@@ -38,6 +38,7 @@ class ServerConfig:
     pki_dir: Path = Path("pki")  # server: TLS and identities, from `saferoom certs init` (CA, server key, CRL)
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
     max_approval_days: int = 365  # packages: the longest validity period an operator may sign
+    audit_checkpoint_every: int = 1000  # audit: a signed checkpoint after this many records (and at shutdown)
     max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
@@ -96,6 +97,7 @@ class ServerConfig:
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"configuration option {name}: {exc}") from exc
         config = replace(self, **parsed)
-        if config.max_concurrent_jobs < 1 or config.max_queued_jobs < 1 or config.max_approval_days < 1:
-            raise InvalidRequest("max_concurrent_jobs, max_queued_jobs and max_approval_days must be at least 1")
+        counts = ("max_concurrent_jobs", "max_queued_jobs", "max_approval_days", "audit_checkpoint_every")
+        if any(getattr(config, name) < 1 for name in counts):
+            raise InvalidRequest(f"{', '.join(counts)} must be at least 1")
         return config

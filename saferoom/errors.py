@@ -29,7 +29,8 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   ├── JobTimeout                 DEADLINE_EXCEEDED   wall-clock limit hit; the worker was killed
     │   ├── WorkerCrashed              INTERNAL            the worker died without answering
     │   └── JobCancelled               CANCELLED
-    └── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
+    ├── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
+    └── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
 
 Messages are written for the researcher: they name the line of *their* code where relevant and never
 contain host paths, memory addresses or frames of saferoom's own code.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_CODE_METADATA_KEY",
+    "AuditLogDamaged",
     "AuthenticationFailed",
     "CodeRefused",
     "DatasetNotFound",
@@ -200,6 +202,11 @@ class JobCancelled(JobError):
 class Unavailable(SaferoomError):
     code = "unavailable"
     status = "UNAVAILABLE"
+
+
+class AuditLogDamaged(SaferoomError):
+    code = "audit_log_damaged"
+    status = "DATA_LOSS"
 
 
 def _all_subclasses(cls: type[SaferoomError]) -> list[type[SaferoomError]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from saferoom import __version__
-from saferoom.errors import SaferoomError
+from saferoom.errors import NotFound, SaferoomError
 
 __all__ = ["main"]
 
@@ -291,8 +292,11 @@ def review_diff(package_hash: str, server: str | None) -> None:
     with _client(server) as client:
         reviewed = client.review_package(package_hash)
     previous = reviewed.previous
-    console.print(f"against {previous.name}@{previous.version} ({previous.hash[:12]})" if previous else
-                  "no approved version of this name yet: the whole package is new")  # fmt: skip
+    console.print(
+        f"against {previous.name}@{previous.version} ({previous.hash[:12]})"
+        if previous
+        else "no approved version of this name yet: the whole package is new"
+    )
     console.print(Syntax(reviewed.diff or "(no differences)", "diff"))
 
 
@@ -330,6 +334,189 @@ def review_revoke(package_hash: str, reason: str, server: str | None) -> None:
 
     with _client(server) as client:
         print_package(console, client.revoke_approval(package_hash, reason))
+
+
+# ------------------------------------------------------------------ audit
+
+
+def _when(text: str | None) -> Any:
+    """An ISO date or time (UTC unless it says otherwise)."""
+    if not text:
+        return None
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date or time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def audit_filters(fn: Any) -> Any:
+    """The filters every audit reading command takes."""
+    options = [
+        click.option("--actor", default="", help="Only records by this identity."),
+        click.option("--event", "events", multiple=True, help="Only these event types (repeatable)."),
+        click.option("--package", default="", help="Only records about this package hash."),
+        click.option("--job", default="", help="Only records about this job id."),
+        click.option("--since", help="From this UTC date/time (ISO 8601)."),
+        click.option("--until", help="Before this UTC date/time (ISO 8601)."),
+        click.option("--after", "after_seq", type=click.IntRange(0), default=0, help="Only after this seq."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _filter_kwargs(
+    actor: str, events: tuple[str, ...], package: str, job: str, since: str | None, until: str | None, after_seq: int
+) -> dict[str, Any]:
+    return {
+        "actor": actor,
+        "events": list(events),
+        "package": package,
+        "job": job,
+        "since": _when(since),
+        "until": _when(until),
+        "after_seq": after_seq,
+    }
+
+
+@cli.group()
+def audit() -> None:
+    """Auditors: read, search, verify and export the tamper-evident log."""
+
+
+@audit.command("tail")
+@click.option("-n", "count", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they are written.")
+@server_option
+def audit_tail(count: int, follow: bool, server: str | None) -> None:
+    """The latest records (and, with --follow, new ones as they come)."""
+    from saferoom.cli.render import print_audit_records
+
+    with _client(server) as client:
+        print_audit_records(console, client.read_log(tail=count, follow=follow), stream=follow)
+
+
+@audit.command("search")
+@audit_filters
+@click.option("--limit", type=click.IntRange(0), default=0, help="At most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@server_option
+def audit_search(limit: int, as_json: bool, server: str | None, **filters: Any) -> None:
+    """Records matching the filters, oldest first."""
+    from saferoom.cli.render import print_audit_records
+
+    with _client(server) as client:
+        records = client.read_log(limit=limit, **_filter_kwargs(**filters))
+        if as_json:
+            for record in records:
+                click.echo(json.dumps(record.to_data(), sort_keys=True))
+        else:
+            print_audit_records(console, records)
+
+
+@audit.command("show")
+@click.argument("seq", type=click.IntRange(1))
+@server_option
+def audit_show(seq: int, server: str | None) -> None:
+    """One record in full."""
+    with _client(server) as client:
+        records = list(client.read_log(after_seq=seq - 1, limit=1))
+    if not records or records[0].seq != seq:
+        raise NotFound(f"no audit record {seq}")
+    console.print_json(json.dumps(records[0].to_data(), sort_keys=True))
+
+
+@audit.command("verify")
+@click.option(
+    "--file",
+    "log_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="Verify a copy of the log offline (no server) ...",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="... with the server's audit public key (audit.pub).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="A checkpoint saved earlier: the log must still hold what it sealed (repeatable).",
+)
+@click.option("--save-checkpoint", type=click.Path(path_type=Path), help="Save a fresh checkpoint here.")
+@server_option
+def audit_verify(
+    log_file: Path | None,
+    key_file: Path | None,
+    checkpoints: tuple[Path, ...],
+    save_checkpoint: Path | None,
+    server: str | None,
+) -> None:
+    """Verify the log: on the server, or offline with --file and --key (or a --checkpoint holding the key)."""
+    from saferoom.audit import Checkpoint, load_public_key, verify_log
+
+    anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
+    if log_file is not None:
+        raw = key_file.read_bytes() if key_file else (anchors[0].public_key if anchors else None)
+        if raw is None:
+            raise click.UsageError("offline verification needs --key or a --checkpoint")
+        public_key = load_public_key(raw)
+        if any(not a.verify(public_key) for a in anchors):
+            raise click.UsageError("a checkpoint is not signed by this audit key")
+        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors)
+    else:
+        with _client(server, timeout=600) as client:
+            report = client.verify_log(anchors)
+            if save_checkpoint is not None:
+                save_checkpoint.write_text(client.get_checkpoint().to_json(), encoding="utf-8")
+    if report.ok:
+        console.print(
+            f"[green]verified[/green]: {report.records} records, {report.checkpoints} checkpoints, "
+            f"head {report.head[:16]}"
+        )
+        if save_checkpoint is not None:
+            console.print(f"saved a checkpoint to {save_checkpoint}")
+        return
+    err_console.print(f"[red]FAILED[/red] at record {report.first_bad_seq}: {report.reason}")
+    sys.exit(2)
+
+
+@audit.command("export")
+@audit_filters
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@server_option
+def audit_export(fmt: str, out: Path, server: str | None, **filters: Any) -> None:
+    """Write records as JSON Lines or Parquet, for analysis in your own tools."""
+    from saferoom.cli.files import write_audit_export
+
+    with _client(server, timeout=600) as client:
+        count = write_audit_export(out, fmt, client.read_log(**_filter_kwargs(**filters)))
+    console.print(f"wrote {count} records to {out}")
+
+
+@audit.command("recover")
+@click.option("--state", "state_dir", type=click.Path(path_type=Path, exists=True), required=True)
+def audit_recover(state_dir: Path) -> None:
+    """Server administrators, with the server stopped: set a torn last record aside, and record that you did."""
+    from saferoom.audit import quarantine_torn_tail
+    from saferoom.store import Database
+
+    database = Database.open(state_dir / "saferoom.db")
+    try:
+        moved = quarantine_torn_tail(state_dir / "audit", database)
+    finally:
+        database.close()
+    if moved is None:
+        console.print("the audit log has no torn record; nothing to do")
+    else:
+        console.print(f"moved {moved[0]} torn bytes (sha256 {moved[1][:16]}) aside; recorded as log_tail_quarantined")
 
 
 # ------------------------------------------------------------------ certs

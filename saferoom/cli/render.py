@@ -5,19 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
 from saferoom.client import Job, PackageSummary, Result, ResultOutput
 from saferoom.jobs.pipeline import JobOutcome
 
 __all__ = [
     "outcome_to_result",
+    "print_audit_records",
     "print_dataset",
     "print_datasets",
     "print_job",
@@ -58,8 +60,14 @@ def _numeric(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
-_STATUS_STYLE = {"approved": "green", "pending": "yellow", "rejected": "red", "revoked": "red",
-                 "expired": "yellow", "invalid": "bold red"}  # fmt: skip
+_STATUS_STYLE = {
+    "approved": "green",
+    "pending": "yellow",
+    "rejected": "red",
+    "revoked": "red",
+    "expired": "yellow",
+    "invalid": "bold red",
+}
 
 
 def print_packages(console: Console, packages: Sequence[PackageSummary]) -> None:
@@ -68,8 +76,14 @@ def print_packages(console: Console, packages: Sequence[PackageSummary]) -> None
         table.add_column(column, no_wrap=column in ("name", "version", "hash", "status"))
     for p in packages:
         style = _STATUS_STYLE.get(p.status, "")
-        table.add_row(p.name, p.version, p.hash[:12], f"[{style}]{p.status}[/]" if style else p.status,
-                      ", ".join(p.datasets), ", ".join(p.submitters))  # fmt: skip
+        table.add_row(
+            p.name,
+            p.version,
+            p.hash[:12],
+            f"[{style}]{p.status}[/]" if style else p.status,
+            ", ".join(p.datasets),
+            ", ".join(p.submitters),
+        )
     console.print(table)
 
 
@@ -86,6 +100,30 @@ def print_package(console: Console, p: PackageSummary) -> None:
     console.print(f"  files:      {', '.join(p.files)}", highlight=False)
     if p.submitters:
         console.print(f"  submitted:  {', '.join(p.submitters)}", highlight=False)
+
+
+def _short(record: AuditRecord) -> str:
+    parts = [f"{k}={str(v)[:12]}" for k, v in record.objects.items() if k in ("job", "package", "identity")]
+    parts += [
+        f"{k}={v}"
+        for k, v in record.summary.items()
+        if k in ("code", "method", "reason", "created", "cells_released", "cells_suppressed", "ok", "first_bad_seq")
+    ]
+    return " ".join(parts)[:120]
+
+
+def print_audit_records(console: Console, records: Iterable[AuditRecord], stream: bool = False) -> None:
+    """Audit records as a table (or, when following a stream, one line each as they come)."""
+    if stream:
+        for r in records:
+            console.print(f"{r.seq:>7} {r.ts[:23]} {r.event:<20} {r.actor}({r.role}) {_short(r)}", highlight=False)
+        return
+    table = Table(header_style="bold")
+    for column in ("seq", "time (UTC)", "event", "actor", "role", "about"):
+        table.add_column(column, no_wrap=column != "about")
+    for r in records:
+        table.add_row(str(r.seq), r.ts[:19].replace("T", " "), r.event, r.actor, r.role, _short(r))
+    console.print(table)
 
 
 def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:

@@ -6,12 +6,15 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pyarrow as pa
 
+from saferoom._proto.saferoom.v1 import audit_pb2 as _audit_pb2
+from saferoom._proto.saferoom.v1 import audit_pb2_grpc as _audit_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
@@ -20,6 +23,7 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
+from saferoom.audit import AuditRecord, Checkpoint, VerifyReport
 from saferoom.catalog.manifest import Column, DatasetInfo, Policy
 from saferoom.client.profile import Profile
 from saferoom.errors import (
@@ -204,6 +208,7 @@ class Client:
         self._packages = _packages_pb2_grpc.PackagesStub(self._channel)
         self._review = _review_pb2_grpc.ReviewStub(self._channel)
         self._jobs = _jobs_pb2_grpc.JobsStub(self._channel)
+        self._audit = _audit_pb2_grpc.AuditStub(self._channel)
 
     @classmethod
     def from_profile(
@@ -324,6 +329,59 @@ class Client:
         request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
         return _package(self._call(self._review.RevokeApproval, request))
 
+    # -------------------------------------------------------------- audit (auditors)
+
+    def read_log(
+        self,
+        *,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actor: str = "",
+        events: list[str] | None = None,
+        package: str = "",
+        job: str = "",
+        follow: bool = False,
+        limit: int = 0,
+        tail: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[AuditRecord]:
+        """Audit records, oldest first, filtered; ``follow`` keeps streaming new ones."""
+        request = _audit_pb2.ReadLogRequest(
+            after_seq=after_seq,
+            actor=actor,
+            events=events or [],
+            package=package,
+            job=job,
+            follow=follow,
+            limit=limit,
+            tail=tail,
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        if until is not None:
+            request.until.FromDatetime(until)
+        try:
+            for p in self._audit.ReadLog(request, timeout=timeout if follow else (timeout or self.timeout * 10)):
+                yield _record(p)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from exc
+
+    def get_checkpoint(self) -> Checkpoint:
+        """A fresh signed checkpoint of the log: keep it to prove later that nothing before it changed."""
+        c = self._call(self._audit.GetCheckpoint, _audit_pb2.GetCheckpointRequest())
+        return Checkpoint(c.covers, c.head, c.signature, c.public_key)
+
+    def verify_log(self, anchors: tuple[Checkpoint, ...] = ()) -> VerifyReport:
+        request = _audit_pb2.VerifyLogRequest(
+            anchors=[
+                _audit_pb2.Checkpoint(covers=a.covers, head=a.head, signature=a.signature, public_key=a.public_key)
+                for a in anchors
+            ]
+        )
+        r = self._call(self._audit.VerifyLog, request, timeout=max(self.timeout, 600))
+        return VerifyReport(r.ok, r.records, r.checkpoints, r.last_seq, r.head, r.first_bad_seq or None, r.reason)
+
     # -------------------------------------------------------------- jobs
 
     def run_job(
@@ -378,6 +436,21 @@ class Client:
             value = value_from_proto(o.value) if content == "value" else None
             outputs.append(ResultOutput(o.name, o.report.kind, table, value, _report(o.report)))
         return Result(reply.job_id, outputs, reply.printed)
+
+
+def _record(p: _audit_pb2.AuditRecord) -> AuditRecord:
+    ts = p.ts.ToDatetime(tzinfo=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return AuditRecord(
+        p.seq,
+        ts,
+        p.event,
+        p.actor,
+        p.role,
+        json.loads(p.objects_json or "{}"),
+        json.loads(p.summary_json or "{}"),
+        p.prev,
+        p.hash,
+    )
 
 
 def _package(p: _packages_pb2.Package) -> PackageSummary:

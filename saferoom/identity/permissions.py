@@ -54,7 +54,9 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Review/RevokeApproval",
         }
     ),
-    Role.AUDITOR: frozenset(),
+    Role.AUDITOR: frozenset(
+        {"saferoom.v1.Audit/ReadLog", "saferoom.v1.Audit/GetCheckpoint", "saferoom.v1.Audit/VerifyLog"}
+    ),
 }
 
 

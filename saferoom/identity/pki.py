@@ -22,7 +22,7 @@ import fcntl
 import ipaddress
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,9 +342,14 @@ class TrustStore:
         self._revoked: frozenset[int] = frozenset()
         self._crl_error: str | None = None
         self._cache: dict[bytes, Identity] = {}
+        self._subscribers: list[Callable[[], object]] = []
         self._refresh()
         if self._crl_error:
             raise InvalidRequest(self._crl_error)
+
+    def on_revocation_list_change(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (outside any lock) each time a new revocation list takes effect."""
+        self._subscribers.append(callback)
 
     def server_material(self) -> tuple[bytes, bytes, bytes]:
         """(server key PEM, server certificate PEM, CA certificate PEM) for the TLS listener."""
@@ -357,15 +362,16 @@ class TrustStore:
         except OSError as exc:
             raise InvalidRequest(f"the server's TLS files are missing in {self.directory}: {exc}") from None
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> bool:
+        """Re-read the CRL if the file changed; True if a new one took effect."""
         try:
             st = os.stat(self.directory / CRL)
         except OSError:
             self._crl_error = "the certificate revocation list is missing"
-            return
+            return False
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._crl_stamp:
-            return
+            return False
         try:
             crl = _load_crl(self.directory)
             number = _crl_number(crl)
@@ -377,18 +383,22 @@ class TrustStore:
         except (OSError, ValueError, x509.ExtensionNotFound) as exc:
             self._crl_error = f"the certificate revocation list is unusable: {exc}"
             self._crl_stamp = stamp
-            return
+            return False
         self._crl_stamp, self._crl_number, self._crl_error = stamp, number, None
         self._revoked = frozenset(e.serial_number for e in crl)
+        return True
 
     def identify(self, certificate_pem: bytes, at: dt.datetime | None = None) -> Identity:
         """The identity a certificate states, if the authority vouches for it now (or ``at``)."""
         with self._lock:
-            self._refresh()
-            if self._crl_error:
-                raise AuthenticationFailed(f"identities cannot be checked: {self._crl_error}")
-            revoked = self._revoked
+            changed = self._refresh()
+            error, revoked = self._crl_error, self._revoked
             identity = self._cache.get(certificate_pem)
+        if changed:
+            for callback in self._subscribers:
+                callback()
+        if error:
+            raise AuthenticationFailed(f"identities cannot be checked: {error}")
         if identity is None:
             identity = self._parse(certificate_pem)
             with self._lock:

@@ -6,6 +6,7 @@ compare-and-set in the store (see ``saferoom.jobs.state``), and watchers are wok
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from saferoom.audit import AuditLog, EventType
 from saferoom.errors import (
     InvalidRequest,
     JobCancelled,
@@ -41,6 +43,54 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INTERRUPTED = "the server stopped while this job was running; run it again"
 
 
+_EVENTS = {
+    JobState.RUNNING: EventType.JOB_STARTED,
+    JobState.FAILED: EventType.JOB_FAILED,
+    JobState.CANCELLED: EventType.JOB_CANCELLED,
+}
+
+
+def _objects(job: JobRecord) -> dict[str, Any]:
+    return {
+        "job": job.id,
+        "package": job.package_hash,
+        "name": job.package_name,
+        "version": job.package_version,
+        "datasets": json.loads(job.datasets_json),
+    }
+
+
+def _result_hash(outputs: list[StoredOutput]) -> str:
+    """SHA-256 of everything a result releases, in order: what the audit log pins a release to."""
+    digest = hashlib.sha256(b"saferoom-result-v1\n")
+    for o in outputs:
+        payload = o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode()
+        for part in (o.name.encode(), o.kind.encode(), payload, o.report_json.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def _release_summary(outcome: JobOutcome, result_hash: str) -> dict[str, Any]:
+    """What was released, for the audit log: counts and rules, never values."""
+    outputs = [
+        {
+            "name": o.name,
+            "kind": o.kind,
+            "rows": int(o.report.get("rows", 1)),
+            "suppressed": int(o.report.get("suppressed_cells", 0)),
+        }
+        for o in outcome.outputs
+    ]
+    return {
+        "result_hash": result_hash,
+        "outputs": outputs,
+        "cells_released": sum(o["rows"] for o in outputs),
+        "cells_suppressed": sum(o["suppressed"] for o in outputs),
+        "budget_charged": {},
+    }
+
+
 def table_to_ipc(table: pa.Table) -> bytes:
     """An Arrow table as an IPC stream (how released tables are stored and sent)."""
     sink = pa.BufferOutputStream()
@@ -57,16 +107,19 @@ class JobService:
         store: JobStore,
         packages: PackageService,
         pipeline: Pipeline,
+        audit: AuditLog,
         max_concurrent: int = 2,
         max_queued: int = 100,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._packages = packages
         self._pipeline = pipeline
         self._max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="job")
         self._changed = threading.Condition()
         self._cancels: dict[str, threading.Event] = {}
+        self._cancelled_by: dict[str, str] = {}
         self._queued = 0
         self._closed = False
 
@@ -76,13 +129,7 @@ class JobService:
         """After a restart: fail jobs that were running, run again those still queued. Returns the counts."""
         failed = 0
         for job in self._store.jobs_in_states([JobState.RUNNING.value]):
-            if self._store.update_state(
-                job.id,
-                JobState.FAILED.value,
-                expected=[JobState.RUNNING.value],
-                error_code="interrupted",
-                error_message=_INTERRUPTED,
-            ):
+            if self._transition(job.id, JobState.FAILED, [JobState.RUNNING], "interrupted", _INTERRUPTED):
                 failed += 1
         queued = self._store.jobs_in_states([JobState.QUEUED.value])
         for job in sorted(queued, key=lambda j: j.created_at):
@@ -152,6 +199,25 @@ class JobService:
             ):
                 raise InvalidRequest(f"request_id {request_id!r} was already used for a different job")
             return stored
+        try:
+            self._audit.append(
+                EventType.JOB_QUEUED,
+                caller.name,
+                caller.role_names,
+                _objects(job),
+                {"params": checked, "request_id": request_id},
+            )
+        except BaseException:  # not acknowledged and not recorded: it must not run either
+            self._store.update_state(
+                job.id,
+                JobState.FAILED.value,
+                expected=[JobState.QUEUED.value],
+                error_code="audit_log_damaged",
+                error_message="the audit log refused it",
+            )
+            with self._changed:
+                self._queued -= 1
+            raise
         self._schedule(job.id, counted=True)
         return job
 
@@ -159,9 +225,13 @@ class JobService:
         """Cancel a queued or running job; a finished job is returned unchanged."""
         job = self._job_for(job_id, caller)
         if job.state == JobState.QUEUED.value:
-            self._transition(job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran")
+            self._transition(
+                job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
+            )
         with self._changed:
             event = self._cancels.get(job_id)
+            if event is not None:
+                self._cancelled_by[job_id] = caller.name
         if event is not None:
             event.set()
         return self._store.get_job(job_id)
@@ -211,7 +281,10 @@ class JobService:
             raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
         if job.state != JobState.SUCCEEDED.value:
             raise JobFailed(f"job {job_id} {job.state}: {job.error_message or 'no result'}")
-        return self._store.get_result(job_id)
+        result = self._store.get_result(job_id)
+        summary = {"result_hash": result.report.get("result_hash", ""), "owner": job.owner}
+        self._audit.append(EventType.RESULT_DOWNLOADED, caller.name, caller.role_names, _objects(job), summary)
+        return result
 
     # ----------------------------------------------------------------- execution
 
@@ -239,7 +312,19 @@ class JobService:
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
-            self._store.finish_with_result(job_id, self._stored_outputs(outcome), {"printed": outcome.printed})
+            outputs = self._stored_outputs(outcome)
+            result_hash = _result_hash(outputs)
+            if self._store.finish_with_result(
+                job_id, outputs, {"printed": outcome.printed, "result_hash": result_hash}
+            ):
+                released = _release_summary(outcome, result_hash)
+                finished = {"owner": job.owner, "outputs": len(outputs)}
+                self._audit.append_all(  # one write, one fsync: they describe one moment
+                    [
+                        (EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), released),
+                        (EventType.JOB_FINISHED, "saferoom", "server", _objects(job), finished),
+                    ]
+                )
             self._notify()
         except JobCancelled as exc:
             if self._closed:  # the server is stopping, not the researcher cancelling
@@ -254,6 +339,7 @@ class JobService:
         finally:
             with self._changed:
                 self._cancels.pop(job_id, None)
+                self._cancelled_by.pop(job_id, None)
 
     @staticmethod
     def _stored_outputs(outcome: JobOutcome) -> list[StoredOutput]:
@@ -276,7 +362,9 @@ class JobService:
         expected: list[JobState],
         error_code: str | None = None,
         error_message: str | None = None,
+        actor: Identity | None = None,
     ) -> bool:
+        """Compare-and-set the job's state; when it moved, record it in the audit log, then wake watchers."""
         changed = self._store.update_state(
             job_id,
             new.value,
@@ -284,6 +372,16 @@ class JobService:
             error_code=error_code,
             error_message=error_message,
         )
+        if changed:
+            job = self._store.get_job(job_id)
+            summary: dict[str, Any] = {"owner": job.owner}
+            if error_code:
+                summary.update(code=error_code, message=(error_message or "")[:500])
+            if new is JobState.CANCELLED:
+                with self._changed:
+                    summary["requested_by"] = self._cancelled_by.pop(job_id, actor.name if actor else "")
+            who, role = (actor.name, actor.role_names) if actor else ("saferoom", "server")
+            self._audit.append(_EVENTS[new], who, role, _objects(job), summary)
         self._notify()
         return bool(changed)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from saferoom.audit import AuditLog, EventType
 from saferoom.errors import (
     InvalidPackage,
     InvalidParameter,
@@ -87,6 +88,7 @@ class PackageService:
         trust: TrustStore,
         datasets: Collection[str],
         check_code: Callable[[Package], None],
+        audit: AuditLog,
         max_approval_days: int = 365,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -94,6 +96,7 @@ class PackageService:
         self._trust = trust
         self._datasets = frozenset(datasets)
         self._check_code = check_code
+        self._audit = audit
         self._max_approval_seconds = max_approval_days * DAY
         self._clock = clock
 
@@ -195,8 +198,19 @@ class PackageService:
         if unknown:
             raise InvalidPackage(f"the package needs datasets that do not exist: {', '.join(unknown)}")
         self._check_code(package)  # compiles every file under the sandbox policy (in a sandbox worker)
-        created = self._store.add(package.hash, package.name, package.version, package_to_zip(package), submitter.name)
+        blob = package_to_zip(package)
+        created = self._store.add(package.hash, package.name, package.version, blob, submitter.name)
+        self._record(EventType.PACKAGE_SUBMITTED, submitter, package, {"created": created, "bytes": len(blob)})
         return self._view(self._store.get(package.hash)), created
+
+    def _record(self, event: EventType, who: Identity, package: Package, summary: dict[str, Any]) -> None:
+        objects = {
+            "package": package.hash,
+            "name": package.name,
+            "version": package.version,
+            "datasets": list(package.datasets),
+        }
+        self._audit.append(event, who.name, who.role_names, objects, summary)
 
     def list_packages(self, caller: Identity) -> list[PackageView]:
         """Packages ``caller`` may see: their own submissions, or all of them for operators."""
@@ -268,24 +282,26 @@ class PackageService:
                 operator.certificate_pem,
             )
         )
+        summary = {"not_before": not_before, "not_after": not_after, "signature": signature.hex()}
+        self._record(EventType.PACKAGE_APPROVED, operator, view.package, summary)
         return self._view(self._store.get(package_hash))
 
     def reject(self, package_hash: str, operator: Identity, reason: str) -> PackageView:
         view = self._view(self._store.get(package_hash))
         if view.status is not PackageStatus.PENDING:
             raise ReviewConflict(f"only a pending package can be rejected; {view.package.ref} is {view.status}")
-        self._store.add_decision(
-            DecisionRecord(0, package_hash, "rejected", operator.name, _reason(reason), self._clock())
-        )
+        reason = _reason(reason)
+        self._store.add_decision(DecisionRecord(0, package_hash, "rejected", operator.name, reason, self._clock()))
+        self._record(EventType.PACKAGE_REJECTED, operator, view.package, {"reason": reason})
         return self._view(self._store.get(package_hash))
 
     def revoke(self, package_hash: str, operator: Identity, reason: str) -> PackageView:
         view = self._view(self._store.get(package_hash))
         if view.approval is None or view.approval.revoked_by is not None:
             raise ReviewConflict(f"{view.package.ref} has no approval to revoke (it is {view.status})")
-        self._store.add_decision(
-            DecisionRecord(0, package_hash, "revoked", operator.name, _reason(reason), self._clock())
-        )
+        reason = _reason(reason)
+        self._store.add_decision(DecisionRecord(0, package_hash, "revoked", operator.name, reason, self._clock()))
+        self._record(EventType.PACKAGE_REVOKED, operator, view.package, {"reason": reason})
         return self._view(self._store.get(package_hash))
 
     # ------------------------------------------------------------------ running

@@ -11,6 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from saferoom import __version__
+from saferoom._proto.saferoom.v1 import audit_pb2 as _audit_pb2
+from saferoom._proto.saferoom.v1 import audit_pb2_grpc as _audit_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
@@ -19,12 +22,15 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
+from saferoom.audit import AuditLog, EventType
+from saferoom.audit.identities import IdentityEvents
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
-from saferoom.errors import Unavailable
+from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import JobService, Pipeline
 from saferoom.packages import PackageService
+from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
 from saferoom.server.errors import ErrorInterceptor
 from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer, ReviewServicer
@@ -39,6 +45,7 @@ SERVICE_NAMES = (
     _packages_pb2.DESCRIPTOR.services_by_name["Packages"].full_name,
     _jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
     _review_pb2.DESCRIPTOR.services_by_name["Review"].full_name,
+    _audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
 )
 
 
@@ -50,6 +57,7 @@ class SaferoomServer:
     port: int
     jobs: JobService
     packages: PackageService
+    audit: AuditLog
     pipeline: Pipeline
     database: Database
     health: health.HealthServicer
@@ -65,6 +73,8 @@ class SaferoomServer:
         self.jobs.close()
         self.pipeline.close()
         done.wait(grace)
+        self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
+        self.audit.close()  # seals the log with a final checkpoint
         self.database.close()
         _log.info("server stopped")
 
@@ -86,21 +96,33 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     server_key, server_cert, ca_cert = trust.server_material()
     config.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database.open(config.state_dir / "saferoom.db")
-    caller = Caller(trust, IdentityStore(database))
     pipeline: Pipeline | None = None
+    audit: AuditLog | None = None
     try:
+        audit = AuditLog(config.state_dir / "audit", database, config.audit_checkpoint_every)
+        audit.append(EventType.LOG_VERIFIED, "saferoom", "server", {}, {"ok": True, "records": audit.last_seq})
+        identity_events = IdentityEvents(audit, config.pki_dir)
+        identity_events.sync()
+        trust.on_revocation_list_change(identity_events.sync)
+        caller = Caller(
+            trust,
+            IdentityStore(database),
+            on_new_identity=lambda who: None if identity_events.knows(who.serial) else identity_events.sync(),
+        )
         pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits)
         packages = PackageService(
             PackageStore(database, config.state_dir / "packages"),
             trust,
             manifest.datasets,
             pipeline.check_code,
+            audit,
             max_approval_days=config.max_approval_days,
         )
         jobs = JobService(
             JobStore(database),
             packages,
             pipeline,
+            audit,
             max_concurrent=config.max_concurrent_jobs,
             max_queued=config.max_queued_jobs,
         )
@@ -108,7 +130,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
             # Outermost first: errors (including refusals) become statuses; then every call is authorized.
-            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, on_refused)],
+            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, _refusal_hooks(audit, on_refused))],
             options=[
                 ("grpc.max_send_message_length", message_bytes),
                 ("grpc.max_receive_message_length", message_bytes),
@@ -120,6 +142,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(packages, caller), server)
         _review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(packages, caller), server)
         _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
+        _audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(audit, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
@@ -140,12 +163,34 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
                 failed,
                 requeued,
             )
+        audit.append(
+            EventType.SERVER_STARTED,
+            "saferoom",
+            "server",
+            {"datasets": sorted(manifest.datasets)},
+            {"version": __version__, "port": port, "jobs_failed_as_interrupted": failed, "jobs_resumed": requeued},
+        )
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info("saferoom serving %d datasets on port %d (mutual TLS)", len(manifest.datasets), port)
-        return SaferoomServer(server, port, jobs, packages, pipeline, database, health_servicer), port
+        return SaferoomServer(server, port, jobs, packages, audit, pipeline, database, health_servicer), port
     except BaseException:
         if pipeline is not None:
             pipeline.close()
+        if audit is not None:
+            audit.close()
         database.close()
         raise
+
+
+def _refusal_hooks(audit: AuditLog, extra: RefusalHook | None) -> RefusalHook:
+    """Every refused call goes to the audit log (and the server log, and ``extra`` if given)."""
+
+    def hook(method: str, name: str, roles: str, error: SaferoomError) -> None:
+        _log.warning("refused %s for %s: %s", method, name or "an unidentified peer", error.message)
+        summary = {"method": method.lstrip("/"), "code": error.code, "reason": error.message}
+        audit.append(EventType.CALL_REFUSED, name or "unknown", roles, {}, summary)
+        if extra is not None:
+            extra(method, name, roles, error)
+
+    return hook

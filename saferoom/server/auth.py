@@ -24,11 +24,12 @@ from saferoom.store import IdentityStore
 __all__ = ["AuthInterceptor", "Caller", "RefusalHook"]
 
 _log = logging.getLogger(__name__)
-RefusalHook = Callable[[str, str, SaferoomError], None]  # (method, who or "", error)
+# (method, name, roles, error): the name and roles the certificate claims, even when it was not accepted.
+RefusalHook = Callable[[str, str, str, SaferoomError], None]
 
 
-def _log_refusal(method: str, who: str, error: SaferoomError) -> None:
-    _log.warning("refused %s for %s: %s", method, who or "an unidentified peer", error.message)
+def _log_refusal(method: str, name: str, roles: str, error: SaferoomError) -> None:
+    _log.warning("refused %s for %s: %s", method, name or "an unidentified peer", error.message)
 
 
 class Caller:
@@ -37,9 +38,15 @@ class Caller:
     Each certificate is recorded in the identity store the first time this process sees it.
     """
 
-    def __init__(self, trust: TrustStore, identities: IdentityStore | None = None) -> None:
+    def __init__(
+        self,
+        trust: TrustStore,
+        identities: IdentityStore | None = None,
+        on_new_identity: Callable[[Identity], object] | None = None,
+    ) -> None:
         self._trust = trust
         self._identities = identities
+        self._on_new_identity = on_new_identity
         self._seen: set[int] = set()
         self._lock = threading.Lock()
 
@@ -56,6 +63,8 @@ class Caller:
                 identity.not_after.timestamp(),
                 identity.certificate_pem,
             )
+            if self._on_new_identity is not None:
+                self._on_new_identity(identity)
             with self._lock:
                 self._seen.add(identity.serial)
         return identity
@@ -69,13 +78,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self._on_refused = on_refused or _log_refusal
 
     def _check(self, method: str, context: grpc.ServicerContext) -> None:
-        who = ""
+        identity: Identity | None = None
         try:
             identity = self._caller(context)
-            who = identity.name
             authorize(identity, method)
         except (AuthenticationFailed, PermissionDenied) as exc:
-            self._on_refused(method, who, exc)
+            if identity is not None:
+                name, roles = identity.name, identity.role_names
+            else:  # not accepted: record what the certificate claimed, marked as such
+                claimed = context.auth_context().get("x509_common_name") or [b""]
+                name, roles = claimed[0].decode("utf-8", "replace")[:64], "unauthenticated"
+            self._on_refused(method, name, roles, exc)
             raise
 
     def intercept_service(

@@ -109,6 +109,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX identities_by_name ON identities (name)
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE audit_checkpoints (
+            covers INTEGER PRIMARY KEY,
+            head TEXT NOT NULL,
+            signature BLOB NOT NULL,
+            created_at REAL NOT NULL
+        )
+        """,
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from saferoom.audit import AuditLog
 from saferoom.errors import (
     InvalidRequest,
     NotApproved,
@@ -67,10 +68,11 @@ def world(tmp_path: Path) -> Iterator[tuple[PackageService, dict[str, Identity],
     def check(package: Package) -> None:
         compile_package({n: package.source(n) for n in package.files if n.endswith(".py")})
 
-    service = PackageService(
-        PackageStore(db, tmp_path / "packages"), trust, ["schools", "population"], check, 365, clock
-    )
+    audit = AuditLog(tmp_path / "audit", db)
+    store = PackageStore(db, tmp_path / "packages")
+    service = PackageService(store, trust, ["schools", "population"], check, audit, 365, clock)
     yield service, people, pki, clock
+    audit.close()
     db.close()
 
 

@@ -9,14 +9,16 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from saferoom._proto.saferoom.v1 import catalog_pb2, jobs_pb2, packages_pb2, review_pb2
+from saferoom._proto.saferoom.v1 import audit_pb2, catalog_pb2, jobs_pb2, packages_pb2, review_pb2
 from saferoom.errors import AuthenticationFailed, JobNotFound, PackageNotFound, PermissionDenied, SaferoomError
 from saferoom.identity import init_authority, issue_identity, revoke_identity
 from saferoom.server import SaferoomServer, create_server
 from tests.support import Deployment, make_deployment
 
 SERVICES = [
-    s for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2) for s in m.DESCRIPTOR.services_by_name.values()
+    s
+    for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2, audit_pb2)
+    for s in m.DESCRIPTOR.services_by_name.values()
 ]
 ALL_METHODS = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
 
@@ -36,7 +38,7 @@ EXPECTED = {
     "alice": CATALOG | READ_PACKAGES | OBSERVE_JOBS | {"saferoom.v1.Packages/SubmitPackage",
                                                      "saferoom.v1.Jobs/RunJob", "saferoom.v1.Jobs/GetResult"},
     "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW,
-    "audrey": set(),
+    "audrey": {"saferoom.v1.Audit/ReadLog", "saferoom.v1.Audit/GetCheckpoint", "saferoom.v1.Audit/VerifyLog"},
 }  # fmt: skip
 
 
@@ -96,7 +98,7 @@ def test_revocation_is_refused_at_once_and_recorded(catalog_dir: Path, tmp_path:
     init_authority(pki)
     for name in ("carol", "dave"):
         issue_identity(pki, name, "researcher")
-    refusals: list[tuple[str, str, SaferoomError]] = []
+    refusals: list[tuple[str, str, str, SaferoomError]] = []
     server, port = create_server(
         make_config(catalog_dir, tmp_path / "state", pki), on_refused=lambda *r: refusals.append(r)
     )
@@ -112,9 +114,9 @@ def test_revocation_is_refused_at_once_and_recorded(catalog_dir: Path, tmp_path:
             assert dave.list_datasets()
             with pytest.raises(PermissionDenied):
                 dave.list_pending()
-        assert [(m, who, type(e).__name__) for m, who, e in refusals] == [
-            ("/saferoom.v1.Catalog/ListDatasets", "", "AuthenticationFailed"),
-            ("/saferoom.v1.Review/ListPending", "dave", "PermissionDenied"),
+        assert [(m, who, roles, type(e).__name__) for m, who, roles, e in refusals] == [
+            ("/saferoom.v1.Catalog/ListDatasets", "carol", "unauthenticated", "AuthenticationFailed"),
+            ("/saferoom.v1.Review/ListPending", "dave", "researcher", "PermissionDenied"),
         ]
     finally:
         server.stop(1.0)
