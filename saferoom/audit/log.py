@@ -302,6 +302,10 @@ def quarantine_torn_tail(directory: Path, db: Database) -> tuple[int, str] | Non
             raise AuditLogDamaged(f"the audit log is damaged, not torn: {bad.reason}") from None
     if good == len(data):
         return None
+    public_key = _load_or_create_key(directory).public_key()
+    before = verify_log(data[:good], public_key)
+    if not before.ok:
+        raise AuditLogDamaged(f"the audit log is damaged, not torn: record {before.first_bad_seq}: {before.reason}")
     tail = data[good:]
     (directory / f"{LOG_FILE}.torn-{good}").write_bytes(tail)
     with open(path, "r+b") as f:
