@@ -154,19 +154,24 @@ class AuditLog:
         role: str,
         objects: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
+        durable: bool = True,
     ) -> AuditRecord:
-        """Append one record; it is on disk (fsynced) when this returns."""
-        return self.append_all([(event, actor, role, objects or {}, summary or {})])[0]
+        """Append one record; it is on disk (fsynced) when this returns.
 
-    def append_all(self, entries: list[Entry]) -> list[AuditRecord]:
+        ``durable=False`` is for records that acknowledge nothing to anyone (a job starting): written at once,
+        so a crash of the process loses nothing, and fsynced with the next durable record.
+        """
+        return self.append_all([(event, actor, role, objects or {}, summary or {})], durable)[0]
+
+    def append_all(self, entries: list[Entry], durable: bool = True) -> list[AuditRecord]:
         """Append records that belong together with one write and one fsync; on disk when this returns."""
         with self._lock:
-            records = self._write(entries)
+            records = self._write(entries, durable)
             if self._since_checkpoint >= self._checkpoint_every:
                 self._write_checkpoint()
         return records
 
-    def _write(self, entries: list[Entry]) -> list[AuditRecord]:
+    def _write(self, entries: list[Entry], durable: bool = True) -> list[AuditRecord]:
         if self._fd is None or self._broken:
             raise AuditLogDamaged(self._broken or "the audit log is closed")
         records, frames = [], []
@@ -183,7 +188,8 @@ class AuditLog:
         try:
             if os.write(self._fd, data) != len(data):
                 raise OSError("short write")
-            os.fdatasync(self._fd)
+            if durable:
+                os.fdatasync(self._fd)  # also makes any earlier non-durable record durable
         except OSError as exc:  # the file may now end in a partial frame: never write after it
             self._broken = f"the audit log could not be written ({exc}); the server refuses actions until it is fixed"
             raise AuditLogDamaged(self._broken) from exc

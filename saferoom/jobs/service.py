@@ -381,7 +381,9 @@ class JobService:
                 with self._changed:
                     summary["requested_by"] = self._cancelled_by.pop(job_id, actor.name if actor else "")
             who, role = (actor.name, actor.role_names) if actor else ("saferoom", "server")
-            self._audit.append(_EVENTS[new], who, role, _objects(job), summary)
+            # A job starting acknowledges nothing to anyone: its record is made durable by the job's next one.
+            durable = new is not JobState.RUNNING
+            self._audit.append(_EVENTS[new], who, role, _objects(job), summary, durable=durable)
         self._notify()
         return bool(changed)
 

@@ -67,3 +67,61 @@ def test_kill_9_then_restart_accounts_for_every_job(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_kill_9_in_a_burst_leaves_a_log_that_verifies_with_every_acknowledged_job(
+    catalog_dir: Path, algorithms_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    import threading
+
+    from saferoom.audit import load_public_key, verify_log
+    from saferoom.errors import SaferoomError
+
+    state = tmp_path / "state"
+    proc, port = start_server(catalog_dir, state, deployment.pki)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    try:
+        with deployment.client("alice", port, timeout=10) as alice:
+            summary, _ = alice.submit_package(algorithms_dir / "echo")
+            with deployment.client("olga", port) as olga:
+                olga.approve_package(summary.hash, days=1)
+
+            def burst() -> None:
+                for i in range(200):
+                    try:
+                        job = alice.run_job(summary.hash, {"n": 1 + i % 5})
+                    except SaferoomError:
+                        return  # the server died under us: not acknowledged
+                    with lock:
+                        acknowledged.append(job.id)
+
+            threads = [threading.Thread(target=burst) for _ in range(4)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while len(acknowledged) < 40 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            kill_hard(proc)  # in the middle of the burst
+            for t in threads:
+                t.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            kill_hard(proc)
+    assert len(acknowledged) >= 40
+
+    log = (state / "audit" / "audit.log").read_bytes()
+    key = load_public_key((state / "audit" / "audit.pub").read_bytes())
+    assert verify_log(log, key).ok  # the copy left by the crash verifies on its own
+
+    proc, port = start_server(catalog_dir, state, deployment.pki)  # start-up verifies it too
+    try:
+        with deployment.client("audrey", port) as audrey:
+            assert audrey.verify_log().ok
+            queued = {r.objects["job"] for r in audrey.read_log(events=["job_queued"])}
+            assert set(acknowledged) <= queued
+            started = [r for r in audrey.read_log(events=["server_started"])]
+            assert len(started) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
