@@ -10,7 +10,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from saferoom.cli.render import describe_report, print_result
+from saferoom.cli.render import describe_report, print_audit_records, print_result
 from saferoom.client import Client
 from saferoom.config import ServerConfig
 from saferoom.errors import SaferoomError
@@ -99,6 +99,15 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 if final.state != "succeeded":
                     raise SystemExit(f"the demo job failed: {final.error_code}: {final.error_message}")
                 print_result(console, researcher.get_result(profile.id), limit=12)
+
+                console.rule("9. Auditor zhou verifies the tamper-evident log and reads what happened")
+                checkpoint = auditor.get_checkpoint()
+                report = auditor.verify_log((checkpoint,))
+                console.print(
+                    f"  log verified: {report.ok}; {report.records} signed, chained records; "
+                    f"checkpoint at record {checkpoint.covers}"
+                )
+                print_audit_records(console, auditor.read_log(tail=12))
         finally:
             server.stop()
     console.rule(f"done in {time.perf_counter() - started:.1f} s")

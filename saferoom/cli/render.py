@@ -102,27 +102,33 @@ def print_package(console: Console, p: PackageSummary) -> None:
         console.print(f"  submitted:  {', '.join(p.submitters)}", highlight=False)
 
 
+_SUMMARY_KEYS = ("code", "method", "reason", "created", "cells_released", "cells_suppressed", "ok",
+                 "first_bad_seq", "name")  # fmt: skip
+
+
 def _short(record: AuditRecord) -> str:
-    parts = [f"{k}={str(v)[:12]}" for k, v in record.objects.items() if k in ("job", "package", "identity")]
-    parts += [
-        f"{k}={v}"
-        for k, v in record.summary.items()
-        if k in ("code", "method", "reason", "created", "cells_released", "cells_suppressed", "ok", "first_bad_seq")
-    ]
-    return " ".join(parts)[:120]
+    """The objects and the telling parts of a record's summary, in a few words."""
+    parts = [f"{k}={str(v)[:8]}" for k, v in record.objects.items() if k in ("job", "package")]
+    if "identity" in record.objects:
+        parts.append(f"identity={record.objects['identity']}")
+    parts += [f"{k}={str(v)[:40]}" for k, v in record.summary.items() if k in _SUMMARY_KEYS]
+    return " ".join(parts)
 
 
 def print_audit_records(console: Console, records: Iterable[AuditRecord], stream: bool = False) -> None:
     """Audit records as a table (or, when following a stream, one line each as they come)."""
     if stream:
         for r in records:
-            console.print(f"{r.seq:>7} {r.ts[:23]} {r.event:<20} {r.actor}({r.role}) {_short(r)}", highlight=False)
+            console.print(f"{r.seq:>7} {r.ts[:19]} {r.event:<18} {r.actor} ({r.role}) {_short(r)}", highlight=False)
         return
     table = Table(header_style="bold")
-    for column in ("seq", "time (UTC)", "event", "actor", "role", "about"):
-        table.add_column(column, no_wrap=column != "about")
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("actor", no_wrap=True)
+    table.add_column("about", min_width=24)
     for r in records:
-        table.add_row(str(r.seq), r.ts[:19].replace("T", " "), r.event, r.actor, r.role, _short(r))
+        table.add_row(str(r.seq), r.ts[11:19], r.event, r.actor, _short(r))
     console.print(table)
 
 
