@@ -39,6 +39,9 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
     max_approval_days: int = 365  # packages: the longest validity period an operator may sign
     audit_checkpoint_every: int = 1000  # audit: a signed checkpoint after this many records (and at shutdown)
+    seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
+    landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
+    network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
     max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction

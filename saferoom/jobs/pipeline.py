@@ -14,6 +14,7 @@ worker is parsed as hostile data.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -31,7 +32,9 @@ from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, WorkerPool
 
-__all__ = ["JobOutcome", "Pipeline", "ReleasedOutput"]
+__all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleasedOutput"]
+
+_log = logging.getLogger(__name__)
 
 SANDBOX_TASK = "saferoom.sandbox.runner:run_algorithm"
 CHECK_TASK = "saferoom.sandbox.runner:check_code"
@@ -60,7 +63,18 @@ class JobOutcome:
     printed: str
 
 
-def to_limits(limits: WorkerLimits, memory_kind: str) -> Limits:
+@dataclass(frozen=True)
+class Isolation:
+    """Which kernel layers the workers use (all of them unless the host cannot provide one)."""
+
+    seccomp: bool = True
+    landlock: bool = True
+    network_namespace: bool = True
+
+
+def to_limits(
+    limits: WorkerLimits, memory_kind: str, isolation: Isolation = Isolation(), read_paths: tuple[str, ...] = ()
+) -> Limits:
     """Configuration limits as the sandbox pool takes them."""
     return Limits(
         memory_bytes=limits.memory_mib * 2**20,
@@ -68,6 +82,9 @@ def to_limits(limits: WorkerLimits, memory_kind: str) -> Limits:
         wall_seconds=limits.wall_seconds,
         output_bytes=limits.output_mib * 2**20,
         memory_kind=memory_kind,
+        seccomp=isolation.seccomp,
+        landlock=isolation.landlock,
+        read_paths=read_paths,
     )
 
 
@@ -80,18 +97,21 @@ class Pipeline:
         manifest: Manifest,
         sandbox_limits: WorkerLimits,
         engine_limits: WorkerLimits,
+        isolation: Isolation = Isolation(),
     ) -> None:
         self.manifest = manifest
         self._manifest_data = manifest.to_data()
-        self._sandbox_limits = to_limits(sandbox_limits, "address_space")
+        # The algorithm's worker may not even read the datasets; the engine's may, read-only.
+        self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation)
         # Memory-mapped datasets would count against an address-space limit: limit private data instead.
-        self._engine_limits = to_limits(engine_limits, "data")
+        self._engine_limits = to_limits(engine_limits, "data", isolation, (str(data_dir.resolve()),))
         self._sandbox = WorkerPool(
             name="sandbox",
             initializer="saferoom.sandbox.runner:sandbox_initializer",
             init_args={},
             tasks=[SANDBOX_TASK, CHECK_TASK],
             limits=self._sandbox_limits,
+            network_namespace=isolation.network_namespace,
         )
         try:
             self._engine = WorkerPool(
@@ -100,10 +120,15 @@ class Pipeline:
                 init_args={"data_dir": str(data_dir)},
                 tasks=[ENGINE_TASK],
                 limits=self._engine_limits,
+                network_namespace=isolation.network_namespace,
             )
         except BaseException:
             self._sandbox.close()
             raise
+        self.layers = self._sandbox.layers
+        active = ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
+        level = logging.INFO if all(self.layers.values()) else logging.WARNING
+        _log.log(level, "sandbox kernel layers on this host: %s", active)
 
     def check_code(self, package: Package) -> None:
         """Compile every Python file of ``package`` under the sandbox policy; raises ``CodeRefused``."""

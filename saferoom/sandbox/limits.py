@@ -8,6 +8,8 @@ import resource
 import signal
 from dataclasses import dataclass
 
+from saferoom.sandbox import kernel
+
 __all__ = ["Limits", "confine"]
 
 PR_SET_PDEATHSIG = 1
@@ -27,8 +29,12 @@ class Limits:
     output_bytes: int = 64 * 2**20  # the largest reply accepted from a worker
     memory_kind: str = "address_space"
     max_processes: int | None = None  # RLIMIT_NPROC (0: no fork or threads); None leaves it alone
+    seccomp: bool = True  # the deny-by-default system call filter (saferoom.sandbox.kernel)
+    landlock: bool = True  # read-only view of the interpreter, saferoom and ``read_paths``; no writes
+    read_paths: tuple[str, ...] = ()  # more directories the worker may read (the datasets)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "read_paths", tuple(self.read_paths))  # it arrives as a JSON list
         if self.memory_kind not in ("address_space", "data"):
             raise ValueError("memory_kind must be address_space or data")
         if min(self.memory_bytes, self.cpu_seconds, self.open_files, self.output_bytes) <= 0 or self.wall_seconds <= 0:
@@ -90,9 +96,13 @@ def confine(limits: Limits, keep_fd: int) -> list[str]:
     if limits.max_processes is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes,) * 2)
         active.append("no new processes")
-    # Last: changing uid clears the parent-death signal. If the zygote is already gone, so are we.
+    # Changing uid clears the parent-death signal: set it after. If the zygote is already gone, so are we.
     if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
         active.append("dies with its parent")
     if os.getppid() != parent:
         os._exit(1)
+    if limits.landlock and kernel.restrict_filesystem(kernel.default_read_paths(limits.read_paths)):
+        active.append("landlock")
+    if limits.seccomp and kernel.install_seccomp():  # last: from here on, only the allowed system calls
+        active.append("seccomp")
     return active

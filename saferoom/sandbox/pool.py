@@ -58,7 +58,9 @@ def _clean_environment() -> dict[str, str]:
 
 
 class _Zygote:
-    def __init__(self, initializer: str, init_args: dict[str, Any], tasks: Sequence[str]) -> None:
+    def __init__(
+        self, initializer: str, init_args: dict[str, Any], tasks: Sequence[str], network_namespace: bool
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
         self.process = subprocess.Popen(
@@ -70,7 +72,11 @@ class _Zygote:
             stdout=subprocess.DEVNULL,
         )
         theirs.close()
-        control_send(ours, {"initializer": initializer, "init_args": init_args, "tasks": list(tasks)})
+        control_send(
+            ours,
+            {"initializer": initializer, "init_args": init_args, "tasks": list(tasks),
+             "network_namespace": network_namespace},
+        )  # fmt: skip
         ours.settimeout(_STARTUP_SECONDS)
         try:
             reply, _ = control_recv(ours)
@@ -81,6 +87,7 @@ class _Zygote:
         if not reply.get("ready"):
             self.close()
             raise Unavailable(f"the worker pool could not start: {reply.get('error', 'no answer')}")
+        self.layers: dict[str, bool] = {str(k): bool(v) for k, v in dict(reply.get("layers", {})).items()}
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -103,13 +110,23 @@ class WorkerPool:
         init_args: dict[str, Any],
         tasks: Sequence[str],
         limits: Limits | None = None,
+        network_namespace: bool = True,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
-        self._spec = (initializer, dict(init_args), tuple(tasks))
+        self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace)
         self._lock = threading.Lock()
         self._closed = False
         self._zygote: _Zygote | None = _Zygote(*self._spec)
+
+    @property
+    def layers(self) -> dict[str, bool]:
+        """The kernel layers this host provides to the pool's workers (and whether each is switched on)."""
+        zygote = self._zygote
+        found = dict(zygote.layers) if zygote is not None else {}
+        found["seccomp"] = found.get("seccomp", False) and self.limits.seccomp
+        found["landlock"] = found.get("landlock", False) and self.limits.landlock
+        return found
 
     @property
     def zygote_pid(self) -> int | None:

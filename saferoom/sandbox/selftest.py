@@ -60,6 +60,7 @@ def identity(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
         "fsize_limit": resource.getrlimit(resource.RLIMIT_FSIZE)[0],
         "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[0],
         "no_new_privs": int(libc.prctl(39, 0, 0, 0, 0)),  # PR_GET_NO_NEW_PRIVS
+        "seccomp_mode": int(libc.prctl(21, 0, 0, 0, 0)),  # PR_GET_SECCOMP: 2 = filter
     }, []
 
 
@@ -84,3 +85,89 @@ def trickle(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
     while True:
         sock.sendall(b"x")
         time.sleep(0.1)
+
+
+def attempt(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
+    """Raw Python (no RestrictedPython) trying one escape; reports what happened, for the kernel-layer tests.
+
+    Returns {"outcome": "done", "value": ...} if the action succeeded, {"outcome": "refused", "errno": N} if the
+    system refused it.
+    """
+    import errno as errno_names
+    import socket
+
+    action, target = str(request["action"]), str(request.get("target", ""))
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int) -> int:
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, errno_names.errorcode.get(code, str(code)))
+        return result
+
+    def run() -> Any:
+        if action == "read_file":
+            with open(target, encoding="utf-8") as f:
+                return f.read()
+        if action == "write_file":
+            with open(target, "w", encoding="utf-8") as f:
+                f.write("escaped")
+            return "written"
+        if action == "unlink":
+            os.unlink(target)
+            return "unlinked"
+        if action == "mkdir":
+            os.mkdir(target)
+            return "created"
+        if action == "connect_tcp":
+            host, port = target.rsplit(":", 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:  # no name lookup: numeric address
+                conn.settimeout(2)
+                conn.connect((host, int(port)))
+                conn.sendall(b"escaped")
+            return "connected"
+        if action == "connect_unix":
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(target)
+            return "connected"
+        if action == "interfaces":
+            return sorted(name for _, name in socket.if_nameindex())
+        if action == "exec":
+            os.execv("/bin/sh", ["/bin/sh", "-c", f"echo escaped > {target}"])
+        if action == "fork":
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            return "forked"
+        if action == "thread":
+            import threading
+
+            out: list[int] = []
+            worker = threading.Thread(target=lambda: out.append(1))
+            worker.start()
+            worker.join()
+            return "thread ran" if out else "thread did not run"
+        if action == "ptrace_parent":
+            return check(libc.ptrace(16, os.getppid(), 0, 0))  # PTRACE_ATTACH
+        if action == "kill_parent":
+            os.kill(os.getppid(), 0)
+            return "signalled"
+        if action == "setuid_root":
+            os.setuid(0)
+            return "root"
+        if action == "raise_rlimit":
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+            except ValueError:  # Python's word for EPERM here
+                raise OSError(errno_names.EPERM, "not allowed to raise the limit") from None
+            return "raised"
+        if action == "unshare_user":
+            return check(libc.unshare(0x10000000))  # CLONE_NEWUSER
+        if action == "mount_tmpfs":
+            return check(libc.mount(b"none", target.encode(), b"tmpfs", 0, None))
+        raise ValueError(f"unknown action {action}")
+
+    try:
+        return {"outcome": "done", "value": run()}, []
+    except OSError as exc:
+        return {"outcome": "refused", "errno": exc.errno}, []

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saferoom.errors import LimitExceeded, SaferoomError, UserCodeError, WorkerCrashed
+from saferoom.sandbox import kernel
 from saferoom.sandbox.limits import PR_SET_PDEATHSIG, Limits, _prctl, confine
 from saferoom.sandbox.protocol import FrameError, recv_frame, send_frame
 
@@ -104,7 +105,11 @@ def main() -> None:
         traceback.print_exc(file=sys.stderr)
         control_send(control, {"error": f"initializer failed: {type(exc).__name__}"})
         return
-    control_send(control, {"ready": True, "pid": os.getpid()})
+    layers = dict(kernel.available_layers())
+    # After the initializer (which may need the network namespace it came from, e.g. for name lookups):
+    # every worker forked from here on has no network at all.
+    layers["network namespace"] = bool(header.get("network_namespace", True)) and kernel.enter_network_namespace()
+    control_send(control, {"ready": True, "pid": os.getpid(), "layers": layers})
     statuses: dict[int, int] = {}
     while True:
         try:

@@ -29,6 +29,7 @@ from saferoom.config import ServerConfig
 from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import JobService, Pipeline
+from saferoom.jobs.pipeline import Isolation
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
@@ -109,7 +110,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             IdentityStore(database),
             on_new_identity=lambda who: None if identity_events.knows(who.serial) else identity_events.sync(),
         )
-        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits)
+        isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
+        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation)
         packages = PackageService(
             PackageStore(database, config.state_dir / "packages"),
             trust,
@@ -168,7 +170,13 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             "saferoom",
             "server",
             {"datasets": sorted(manifest.datasets)},
-            {"version": __version__, "port": port, "jobs_failed_as_interrupted": failed, "jobs_resumed": requeued},
+            {
+                "version": __version__,
+                "port": port,
+                "jobs_failed_as_interrupted": failed,
+                "jobs_resumed": requeued,
+                "sandbox_layers": pipeline.layers,
+            },
         )
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
