@@ -66,7 +66,7 @@ def test_kill_9_then_restart_accounts_for_every_job(
             assert sorted(j.id for j in jobs) == sorted([running.id, *(j.id for j in queued)])  # none twice
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0  # generous: CI machines can be slow
 
 
 def test_kill_9_in_a_burst_leaves_a_log_that_verifies_with_every_acknowledged_job(
@@ -124,4 +124,4 @@ def test_kill_9_in_a_burst_leaves_a_log_that_verifies_with_every_acknowledged_jo
             assert len(started) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0  # generous: CI machines can be slow
