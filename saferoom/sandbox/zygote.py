@@ -105,6 +105,7 @@ def main() -> None:
         traceback.print_exc(file=sys.stderr)
         control_send(control, {"error": f"initializer failed: {type(exc).__name__}"})
         return
+    kernel.prepare_seccomp()  # compiled once here; each forked worker only loads it
     layers = dict(kernel.available_layers())
     # After the initializer (which may need the network namespace it came from, e.g. for name lookups):
     # every worker forked from here on has no network at all.
