@@ -80,7 +80,7 @@ def test_cpu_limit(pool: WorkerPool) -> None:
 
 def test_crash_is_reported(pool: WorkerPool) -> None:
     # SIGABRT, or SIGSEGV under seccomp: the filter refuses even tgkill to itself, so abort() falls through.
-    with pytest.raises(WorkerCrashed, match="signal (6|11)"):
+    with pytest.raises(WorkerCrashed, match=r"signal (6|11)"):
         pool.run("saferoom.sandbox.selftest:abort", {})
 
 
