@@ -50,3 +50,29 @@ def sandbox(catalog_dir: Path) -> Iterator[Sandbox]:
         limits=limits,
     ) as pool:
         yield Sandbox(pool, Manifest.load(catalog_dir))
+
+
+CANARY_TEXT = "CANARY-redteam-3f9d1c-never-leaves"
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A world-readable canary and a world-writable marker directory, watched around every red-team test."""
+    root = tmp_path_factory.mktemp("planted")
+    root.chmod(0o755)
+    canary = root / "canary.txt"
+    canary.write_text(CANARY_TEXT)
+    canary.chmod(0o644)
+    markers = root / "markers"
+    markers.mkdir()
+    markers.chmod(0o777)
+    yield canary, markers
+
+
+@pytest.fixture(autouse=True)
+def nothing_escapes(planted: tuple[Path, Path]) -> Iterator[None]:
+    """After every red-team test: no marker was written anywhere we watch, and the canary is untouched."""
+    canary, markers = planted
+    yield
+    assert list(markers.iterdir()) == [], "a marker file appeared"
+    assert canary.read_text() == CANARY_TEXT

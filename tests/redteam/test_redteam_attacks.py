@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from saferoom.errors import CodeRefused, JobTimeout, LimitExceeded, UserCodeError
+from tests.redteam.conftest import CANARY_TEXT
 
 COMPILE, GUARD, LIMIT = CodeRefused, UserCodeError, (LimitExceeded, JobTimeout)
 
@@ -121,5 +122,6 @@ def test_attack_is_stopped(sandbox, name: str, source: str, error, fragment: str
         sandbox.run(source)
     message = str(info.value)
     assert fragment in message, message
+    assert CANARY_TEXT not in message
     assert "/work" not in message and "site-packages" not in message  # no host paths
     assert "saferoom/" not in message and "0x7" not in message  # no saferoom frames or addresses
