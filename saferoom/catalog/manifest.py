@@ -35,7 +35,7 @@ class Column:
     type: str
     description: str = ""
     unit: str | None = None
-    min: float | None = None  # public lower bound (values are clamped to it before aggregation)
+    min: float | None = None  # public lower bound (personal values are clamped to it when read)
     max: float | None = None  # public upper bound
     categories: tuple[str, ...] | None = None  # the public domain of a categorical column
 

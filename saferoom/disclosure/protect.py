@@ -6,7 +6,8 @@ Every node of an output plan is at one of three levels:
     rows        row-level data from a personal dataset: never releasable
     aggregate   cells of a group-by over personal rows, each counted and thresholded
 
-A scan of a personal dataset also reads its privacy-unit column into a hidden column (``__u<k>``) that every
+A scan of a personal dataset clamps every numeric column to the public bounds the catalog declares, and reads
+its privacy-unit column into a hidden column (``__u<k>``) that every
 row-preserving node carries along. An aggregate over personal rows then counts, per personal source, the
 distinct units behind each cell (a plain row count when the catalog declares one row per unit and no join or
 union since the scan can have duplicated units), keeps the smallest count as the cell's contributors
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from saferoom.catalog.manifest import Manifest
+from saferoom.engine.optimize import prune_columns
 from saferoom.engine.plan import (
     AggExpr,
     Aggregate,
@@ -81,6 +83,7 @@ class Protected:
     plan: Node
     thresholds: dict[str, ThresholdRule] = field(default_factory=dict)
     minimums: dict[str, int] = field(default_factory=dict)  # contributor column -> required minimum
+    clamped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> columns clamped to bounds
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class _Rewriter:
         self.counter = 0
         self.thresholds: dict[str, ThresholdRule] = {}
         self.minimums: dict[str, int] = {}  # contributor column -> the minimum its cells met
+        self.clamped: dict[str, set[str]] = {}  # dataset -> columns clamped to their public bounds
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -140,10 +144,18 @@ class _Rewriter:
         assert info.privacy_unit is not None
         hidden = self._fresh("__u")
         columns = node.columns if info.privacy_unit in node.columns else (*node.columns, info.privacy_unit)
-        project = Project(
-            Scan(node.dataset, columns),
-            (*tuple((c, Col(c)) for c in node.columns), (hidden, Col(info.privacy_unit))),
-        )
+        visible: list[tuple[str, Expr]] = []
+        for name in node.columns:
+            column = info.column(name)
+            bounded = column.min is not None and column.max is not None
+            if column.type in ("int64", "float64") and bounded and name != info.privacy_unit:
+                # Personal values beyond the public bounds are clamped before anything uses them: one
+                # outlier can then move a sum or mean only as far as the bounds allow.
+                visible.append((name, Call("clamp", (Col(name), Lit(column.min), Lit(column.max)))))
+                self.clamped.setdefault(info.name, set()).add(name)
+            else:
+                visible.append((name, Col(name)))
+        project = Project(Scan(node.dataset, columns), (*visible, (hidden, Col(info.privacy_unit))))
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
         return project, _Level("rows", (hidden,), (unit,))
 
@@ -292,5 +304,12 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protec
             )
         labels = {n.label for n in walk(plan) if isinstance(n, Threshold)}
         thresholds = {label: rule for label, rule in rewriter.thresholds.items() if label in labels}
-        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums))
+        used = prune_columns(node)[0]  # what the output really reads, for the report
+        read = {(n.dataset, c) for n in walk(used) if isinstance(n, Scan) for c in n.columns}
+        clamped = {
+            dataset: tuple(sorted(c for c in columns if (dataset, c) in read))
+            for dataset, columns in sorted(rewriter.clamped.items())
+            if any((dataset, c) in read for c in columns)
+        }
+        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums), clamped)
     return protected

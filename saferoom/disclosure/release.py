@@ -98,6 +98,16 @@ def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -
                 datasets=list(rule.datasets),
             )
         )
+    for dataset, columns in protected.clamped.items():
+        rules.append(
+            RuleOutcome(
+                rule="clamp",
+                explanation=(
+                    f"{', '.join(columns)} of {dataset} clamped to the public bounds declared in the catalog before use"
+                ),
+                datasets=[dataset],
+            )
+        )
     if protected.kind == "public":
         rules.append(RuleOutcome("public", "only public datasets: released row by row"))
     report = ReleaseReport(

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -164,6 +165,32 @@ def _is_in(x: Value, *values: Value) -> Value:
     except _ARROW_ERRORS:
         raise InvalidPlan(f"is_in values do not match the column type {_type(x)}") from None
     return pc.is_in(x, value_set=value_set)
+
+
+def _clamp_array(chunk: pa.Array, lo: float, hi: float) -> pa.Array:
+    if chunk.null_count == 0 and len(chunk):
+        values = chunk.to_numpy(zero_copy_only=False)
+        if values.min() >= lo and values.max() <= hi:  # the usual case: one cheap pass, nothing to change
+            return chunk
+        return pa.array(np.clip(values, lo, hi), type=chunk.type)
+    below, above = pc.less(chunk, lo), pc.greater(chunk, hi)
+    clamped = pc.if_else(below, pa.scalar(lo, chunk.type), pc.if_else(above, pa.scalar(hi, chunk.type), chunk))
+    return clamped
+
+
+def _clamp(x: Value, lo: Value, hi: Value) -> Value:
+    """x limited to [lo, hi] (nulls stay null): the public bounds a catalog declares."""
+    if not (isinstance(lo, pa.Scalar) and isinstance(hi, pa.Scalar)) or not lo.is_valid or not hi.is_valid:
+        raise InvalidPlan("clamp: the bounds must be literal numbers")
+    kind = _type(x)
+    low, high = lo.as_py(), hi.as_py()
+    if pa.types.is_integer(kind):
+        low, high = math.ceil(low), math.floor(high)
+    if isinstance(x, pa.Scalar):
+        return x if not x.is_valid else pa.scalar(min(max(x.as_py(), low), high), kind)
+    chunks = x.chunks if isinstance(x, pa.ChunkedArray) else [x]
+    out = [_clamp_array(c, low, high) for c in chunks]
+    return pa.chunked_array(out, type=kind) if isinstance(x, pa.ChunkedArray) else out[0]
 
 
 def _between(x: Value, lo: Value, hi: Value) -> Value:
@@ -341,6 +368,7 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "is_null": lambda a: pc.is_null(a) if not isinstance(a, pa.Scalar) else pa.scalar(not a.is_valid),
     "is_in": _is_in,
     "between": _between,
+    "clamp": _clamp,
     "case": _case,
     "cast_int": _cast(pa.int64()),
     "cast_float": _cast(pa.float64()),

@@ -98,7 +98,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "is_in": (2, 1001), "between": (3, 3), "case": (3, 201),
     "cast_int": (1, 1), "cast_float": (1, 1), "cast_str": (1, 1),
     "grid_cell": (3, 3), "cell_lat": (2, 2), "cell_lon": (2, 2), "distance_m": (4, 4),
-    "histogram": (4, 4),
+    "histogram": (4, 4), "clamp": (3, 3),
 }  # fmt: skip
 
 # Aggregates; options in brackets. Nulls are ignored by all but count.

@@ -121,6 +121,9 @@ def expr_type(expr: Expr, schema: Mapping[str, str]) -> str:
         for t in types[1:]:
             _comparable(fn, types[0], t)
         return "bool"
+    if fn == "clamp":
+        _require_numeric(fn, types)
+        return "int64" if types[0] == "int64" else "float64"
     if fn == "between":
         _comparable(fn, types[0], types[1])
         _comparable(fn, types[0], types[2])

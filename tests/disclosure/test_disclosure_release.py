@@ -32,9 +32,7 @@ def released(city, **tables):
     plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
     protected = protect(plans, manifest)
     executions = ArrowEngine(catalog.table).execute_all([p.plan for p in protected.values()])
-    return {
-        name: release(p, e.table, e.dropped) for (name, p), e in zip(protected.items(), executions, strict=True)
-    }
+    return {name: release(p, e.table, e.dropped) for (name, p), e in zip(protected.items(), executions, strict=True)}
 
 
 def test_small_cells_are_suppressed_at_the_aggregate_with_their_keys(city) -> None:
@@ -164,3 +162,41 @@ def test_every_present_source_must_meet_its_threshold(city) -> None:
     joined = people.join(one_buyer.rename(person_id="buyer_id"), on="person_id", how="left")
     out = released(city, x=joined.group_by("district").agg(n=count(), price=mean("price")))["x"]
     assert out.table.num_rows == 5  # the district of the single buyer is suppressed (1 buyer < 10)
+
+
+def test_personal_values_are_clamped_to_their_public_bounds_before_aggregation(city, catalog_dir: Path) -> None:
+    """An outlier beyond the declared bounds moves a sum only as far as the bounds allow."""
+    import dataclasses
+
+    import numpy as np
+
+    manifest, catalog, _ = city
+    population = manifest.dataset("population")
+    tight = tuple(dataclasses.replace(c, max=60_000.0) if c.name == "income" else c for c in population.columns)
+    strict = dataclasses.replace(
+        manifest, datasets={**manifest.datasets, "population": dataclasses.replace(population, columns=tight)}
+    )
+    ctx = Context(strict, ["population"])
+    by_district = ctx.table("population").group_by("district").agg(total=NS["sum"]("income"), n=count())
+    plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs({"t": by_district}).items()})
+    protected = protect(plans, strict)
+    execution = ArrowEngine(catalog.table).execute_all([protected["t"].plan])[0]
+    out = release(protected["t"], execution.table, execution.dropped)
+    raw = catalog.table("population")
+    districts = np.asarray(raw.column("district").to_pylist())
+    incomes = np.clip(raw.column("income").to_numpy(), 0, 60_000)
+    for row in out.table.to_pylist():
+        assert row["total"] == pytest.approx(incomes[districts == row["district"]].sum())
+    clamp = [r for r in out.report.rules if r.rule == "clamp"]
+    assert clamp and "income of population" in clamp[0].explanation
+    assert raw.column("income").to_numpy().max() > 60_000  # the data did exceed the bound
+
+
+def test_clamp_keeps_nulls_and_integer_types() -> None:
+    from saferoom.engine.expressions import evaluate
+
+    table = pa.table({"x": pa.array([1, None, 50, -7], pa.int64()), "y": pa.array([0.5, 2.5, None, 9.0])})
+    clamped = evaluate(plan.Call("clamp", (plan.Col("x"), plan.Lit(0.5), plan.Lit(10.0))), table)
+    assert clamped.type == pa.int64() and clamped.to_pylist() == [1, None, 10, 1]
+    inside = evaluate(plan.Call("clamp", (plan.Col("y"), plan.Lit(0.0), plan.Lit(10.0))), table)
+    assert inside.to_pylist() == [0.5, 2.5, None, 9.0]
