@@ -38,6 +38,7 @@ class Column:
     min: float | None = None  # public lower bound (personal values are clamped to it when read)
     max: float | None = None  # public upper bound
     categories: tuple[str, ...] | None = None  # the public domain of a categorical column
+    magnitude: bool = False  # an amount (income, price): sums and means of it face the dominance rules
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -51,6 +52,15 @@ class Policy:
     """How results from a dataset may be released."""
 
     min_contributors: int = 10  # distinct privacy units needed in every released cell
+    dominance_n: int = 2  # (n, k) rule: a cell fails if its n largest contributors hold ...
+    dominance_k: float = 0.9  # ... more than this share of its total (sums and means of magnitudes)
+    p_percent: float = 0.1  # p% rule: a cell fails if the rest of it (after the two largest) is below p x largest
+
+    def __post_init__(self) -> None:
+        if self.min_contributors < 1 or self.dominance_n not in (1, 2):
+            raise InvalidRequest("policy: min_contributors must be >= 1 and dominance_n 1 or 2")
+        if not (0 < self.dominance_k <= 1 and 0 <= self.p_percent < 1):
+            raise InvalidRequest("policy: dominance_k must be in (0, 1] and p_percent in [0, 1)")
 
 
 @dataclass(frozen=True)

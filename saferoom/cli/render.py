@@ -152,9 +152,12 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
     console.print(f"[bold]{d.name}[/bold] ({d.sensitivity}, {d.rows:,} rows)\n{d.description}")
     if not d.is_public:
         unique = "one row per unit" if d.one_row_per_unit else "several rows per unit possible"
+        policy = d.policy
         console.print(
             f"privacy unit: {d.privacy_unit} ({unique}); "
-            f"every released cell needs {d.policy.min_contributors} distinct units"
+            f"every released cell needs {policy.min_contributors} distinct units; sums and means of amounts "
+            f"(marked *) fail if {policy.dominance_n} contributors hold over {policy.dominance_k:.0%} "
+            f"or the rest is below {policy.p_percent:.0%} of the largest; values are clamped to their domain"
         )
     table = Table(header_style="bold")
     for column in ("column", "type", "unit", "domain", "description"):
@@ -166,7 +169,7 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
             domain = f"[{_cell(c.min)}, {_cell(c.max)}]"
         else:
             domain = ""
-        table.add_row(c.name, c.type, c.unit or "", domain, c.description)
+        table.add_row(c.name + (" *" if c.magnitude else ""), c.type, c.unit or "", domain, c.description)
     console.print(table)
 
 

@@ -143,6 +143,7 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
             min=c.min if c.HasField("min") else None,
             max=c.max if c.HasField("max") else None,
             categories=tuple(c.categories) or None,
+            magnitude=c.magnitude,
         )
         for c in p.columns
     )
@@ -155,7 +156,12 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
         columns=columns,
         privacy_unit=p.privacy_unit or None,
         one_row_per_unit=p.one_row_per_unit,
-        policy=Policy(min_contributors=p.policy.min_contributors),
+        policy=Policy(
+            min_contributors=p.policy.min_contributors,
+            dominance_n=p.policy.dominance_n,
+            dominance_k=p.policy.dominance_k,
+            p_percent=p.policy.p_percent,
+        ),
     )
 
 

@@ -46,7 +46,7 @@ from saferoom.engine.plan import (
 from saferoom.engine.schema import infer_schema
 from saferoom.errors import InvalidPlan, ReleaseRefused
 
-__all__ = ["HIDDEN_PREFIX", "Protected", "ThresholdRule", "protect"]
+__all__ = ["HIDDEN_PREFIX", "DominanceRule", "Protected", "ThresholdRule", "protect"]
 
 HIDDEN_PREFIX = "_"
 _ABSENT = 2**62  # stands for "this source has no rows in the cell" while taking the minimum
@@ -84,6 +84,7 @@ class Protected:
     thresholds: dict[str, ThresholdRule] = field(default_factory=dict)
     minimums: dict[str, int] = field(default_factory=dict)  # contributor column -> required minimum
     clamped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> columns clamped to bounds
+    dominance: dict[str, DominanceRule] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,45 @@ class _Level:
     kind: str  # "public" | "rows" | "aggregate"
     hidden: tuple[str, ...] = ()  # hidden column names carried by the node's output
     units: tuple[Unit, ...] = ()  # for "rows"
+    # For "rows": visible columns derived from a magnitude column (income, price), and the hidden unit
+    # columns of the people whose amounts they are. Renaming or computing with a magnitude keeps it one.
+    magnitudes: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DominanceRule:
+    """One dominance check point: the cells of an aggregate whose sums of a magnitude must not be dominated."""
+
+    label: str
+    n: int
+    k: float
+    p: float
+    datasets: tuple[str, ...]
+    outputs: tuple[str, ...]  # the aggregate columns checked
+
+
+def _columns_of(expr: Expr | None) -> set[str]:
+    found: set[str] = set()
+    stack: list[Expr | None] = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Col):
+            found.add(e.name)
+        elif isinstance(e, Call):
+            stack.extend(e.args)
+    return found
+
+
+def _magnitudes_through(
+    columns: tuple[tuple[str, Expr], ...], before: dict[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """Which projected columns still carry magnitudes, and whose."""
+    out: dict[str, frozenset[str]] = {}
+    for name, expr in columns:
+        owners = frozenset().union(*(before.get(c, frozenset()) for c in _columns_of(expr)))
+        if owners:
+            out[name] = owners
+    return out
 
 
 class _Rewriter:
@@ -102,6 +142,7 @@ class _Rewriter:
         self.thresholds: dict[str, ThresholdRule] = {}
         self.minimums: dict[str, int] = {}  # contributor column -> the minimum its cells met
         self.clamped: dict[str, set[str]] = {}  # dataset -> columns clamped to their public bounds
+        self.dominance: dict[str, DominanceRule] = {}
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -125,7 +166,8 @@ class _Rewriter:
         if isinstance(node, Project):
             child, level = self.rewrite(node.input)
             carried = tuple((h, Col(h)) for h in level.hidden)
-            return Project(child, node.columns + carried), level
+            magnitudes = _magnitudes_through(node.columns, level.magnitudes)
+            return Project(child, node.columns + carried), replace(level, magnitudes=magnitudes)
         if isinstance(node, Sort | Limit):
             child, level = self.rewrite(node.input)
             return replace(node, input=child), level
@@ -157,7 +199,8 @@ class _Rewriter:
                 visible.append((name, Col(name)))
         project = Project(Scan(node.dataset, columns), (*visible, (hidden, Col(info.privacy_unit))))
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
-        return project, _Level("rows", (hidden,), (unit,))
+        magnitudes = {c: frozenset({hidden}) for c in node.columns if info.column(c).magnitude}
+        return project, _Level("rows", (hidden,), (unit,), magnitudes)
 
     def _aggregate(self, node: Aggregate) -> tuple[Node, _Level]:
         child, level = self.rewrite(node.input)
@@ -200,7 +243,105 @@ class _Rewriter:
         self.thresholds[label] = ThresholdRule(
             label, contributors, minimum, datasets, tuple(self._unit_name(u) for u in level.units)
         )
-        return Threshold(rewritten, contributors, minimum, label), _Level("aggregate", (contributors,))
+        out: Node = Threshold(rewritten, contributors, minimum, label)
+        hidden: tuple[str, ...] = (contributors,)
+        checks = [
+            (name, agg, owner)
+            for name, agg in node.aggs
+            if agg.fn in ("sum", "mean")
+            for owner in sorted(
+                frozenset().union(*(level.magnitudes.get(c, frozenset()) for c in _columns_of(agg.arg)))
+            )
+        ]
+        if checks:
+            out, flag = self._dominance(out, child, node.keys, visible, contributors, checks, level)
+            hidden = (contributors, flag)
+        return out, _Level("aggregate", hidden)
+
+    def _dominance(
+        self,
+        cells: Node,
+        rows: Node,
+        keys: tuple[str, ...],
+        visible: tuple[str, ...],
+        contributors: str,
+        checks: list[tuple[str, AggExpr, str]],
+        level: _Level,
+    ) -> tuple[Node, str]:
+        """Suppress cells whose sums of a magnitude are dominated ((n, k) rule) or too well estimated by the
+        second largest contributor (p% rule). Per checked amount and owner: each unit's total in each cell,
+        the cell's total, largest and second largest; cells without those statistics (e.g. a null key) fail.
+        """
+        one = self._fresh("__k")  # a constant join key, so that aggregates without keys join too
+        main: Node = Project(cells, (*((c, Col(c)) for c in (*visible, contributors)), (one, Lit(1))))
+        conditions: list[Expr] = []
+        units = {u.column: u for u in level.units}
+        datasets: set[str] = set()
+        policies = []
+        for _, agg, owner in checks:
+            unit = units[owner]
+            policy = self.manifest.dataset(unit.dataset).policy
+            policies.append(policy)
+            datasets.add(unit.dataset)
+            v, top, total, first, second, ties = (self._fresh(x) for x in ("__v", "__t", "__s", "__f", "__g", "__e"))
+            totals: Node = rows
+            amount: Expr | None = agg.arg
+            if not unit.unique:  # several rows per unit: add each unit's rows up first
+                totals, amount = Aggregate(rows, (*keys, owner), ((v, AggExpr("sum", agg.arg)),)), Col(v)
+            assert amount is not None
+            per_unit = Project(totals, (*((k, Col(k)) for k in keys), (v, amount), (one, Lit(1))))
+            tops = Aggregate(per_unit, (*keys, one), ((top, AggExpr("max", Col(v))),))
+            ranked = Join(per_unit, tops, (*keys, one), "inner")
+            below_top = Call("case", (Call("lt", (Col(v), Col(top))), Col(v), Lit(None)))
+            at_top = Call("case", (Call("eq", (Col(v), Col(top))), Lit(1), Lit(0)))
+            stats = Aggregate(
+                ranked,
+                (*keys, one),
+                (
+                    (total, AggExpr("sum", Col(v))),
+                    (first, AggExpr("max", Col(top))),
+                    (second, AggExpr("max", below_top)),
+                    (ties, AggExpr("sum", at_top)),
+                ),
+            )
+            main = Join(main, stats, (*keys, one), "left")
+            runner_up = Call(
+                "case",
+                (
+                    Call("ge", (Col(ties), Lit(2))),
+                    Col(first),
+                    Call("case", (Call("is_null", (Col(second),)), Lit(0.0), Col(second))),
+                ),
+            )
+            largest_n = Col(first) if policy.dominance_n == 1 else Call("add", (Col(first), runner_up))
+            rest = Call("sub", (Call("sub", (Col(total), Col(first))), runner_up))
+            dominated_not = Call("le", (largest_n, Call("mul", (Lit(policy.dominance_k), Col(total)))))
+            estimable_not = Call("ge", (rest, Call("mul", (Lit(policy.p_percent), Col(first)))))
+            # A cell with no statistics row (a null key, a lost join) fails; one whose amounts are all null
+            # (nothing to dominate) passes.
+            has_stats = Call("not", (Call("is_null", (Col(ties),)),))
+            nothing = Call("is_null", (Col(total),))
+            safe = Call("or", (nothing, Call("and", (dominated_not, estimable_not))))
+            conditions.append(Call("and", (has_stats, safe)))
+        passed = conditions[0]
+        for condition in conditions[1:]:
+            passed = Call("and", (passed, condition))
+        flag = self._fresh("__d")
+        checked = Project(
+            main,
+            (*((c, Col(c)) for c in (*visible, contributors)), (flag, Call("case", (passed, Lit(1), Lit(0))))),
+        )
+        label = self._fresh("dominance")
+        strictest = max(policies, key=lambda p: (p.dominance_k * -1, p.p_percent))
+        self.dominance[label] = DominanceRule(
+            label,
+            strictest.dominance_n,
+            strictest.dominance_k,
+            strictest.p_percent,
+            tuple(sorted(datasets)),
+            tuple(dict.fromkeys(name for name, _, _ in checks)),
+        )
+        return Threshold(checked, flag, 1, label), flag
 
     def _unit_name(self, unit: Unit) -> str:
         return self.manifest.dataset(unit.dataset).privacy_unit or "unit"
@@ -214,7 +355,10 @@ class _Rewriter:
         if "rows" in kinds:
             # A join can repeat a unit's rows: count distinct units from here on.
             units = tuple(replace(u, unique=False) for u in (*ll.units, *rl.units))
-            level = _Level("rows", ll.hidden + rl.hidden, units)
+            magnitudes = dict(ll.magnitudes)
+            for name, owners in rl.magnitudes.items():
+                magnitudes[name] = magnitudes.get(name, frozenset()) | owners
+            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes)
         elif "aggregate" in kinds:
             level = _Level("aggregate", ll.hidden + rl.hidden)
         else:
@@ -229,7 +373,8 @@ class _Rewriter:
         for old, new in renames.items():
             if old in self.minimums:
                 self.minimums[new] = self.minimums[old]
-        return Project(node, columns), _Level(level.kind, tuple(renames.values()), units)
+        magnitudes = {c: frozenset(renames.get(o, o) for o in owners) for c, owners in level.magnitudes.items()}
+        return Project(node, columns), _Level(level.kind, tuple(renames.values()), units, magnitudes)
 
     def _union(self, node: Union) -> tuple[Node, _Level]:
         parts = [self.rewrite(i) for i in node.inputs]
@@ -245,7 +390,11 @@ class _Rewriter:
             inputs.append(child)
         if "rows" in kinds:
             units = tuple(replace(u, unique=False) for _, level in parts for u in level.units)
-            return Union(tuple(inputs)), _Level("rows", hidden, units)
+            magnitudes: dict[str, frozenset[str]] = {}
+            for _, level in parts:
+                for name, owners in level.magnitudes.items():
+                    magnitudes[name] = magnitudes.get(name, frozenset()) | owners
+            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes)
         if "aggregate" in kinds:
             return Union(tuple(inputs)), _Level("aggregate", hidden)
         return Union(tuple(inputs)), _Level("public")
@@ -311,5 +460,6 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protec
             for dataset, columns in sorted(rewriter.clamped.items())
             if any((dataset, c) in read for c in columns)
         }
-        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums), clamped)
+        dominance = {label: rule for label, rule in rewriter.dominance.items() if label in labels}
+        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums), clamped, dominance)
     return protected

@@ -98,6 +98,19 @@ def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -
                 datasets=list(rule.datasets),
             )
         )
+    for check in protected.dominance.values():
+        who = "largest contributor holds" if check.n == 1 else f"{check.n} largest contributors hold"
+        rules.append(
+            RuleOutcome(
+                rule="dominance",
+                explanation=(
+                    f"cells where the {who} more than {check.k:.0%} of {', '.join(check.outputs)} ((n,k) rule), "
+                    f"or where the rest is below {check.p:.0%} of the largest (p% rule), are suppressed, key included"
+                ),
+                cells_suppressed=int(dropped.get(check.label, 0)),
+                datasets=list(check.datasets),
+            )
+        )
     for dataset, columns in protected.clamped.items():
         rules.append(
             RuleOutcome(

@@ -65,6 +65,7 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
             min=c.min,
             max=c.max,
             categories=list(c.categories or ()),
+            magnitude=c.magnitude,
         )
         for c in info.columns
     ]
@@ -76,7 +77,12 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
         one_row_per_unit=info.one_row_per_unit,
         rows=info.rows,
         columns=columns,
-        policy=_catalog_pb2.Policy(min_contributors=info.policy.min_contributors),
+        policy=_catalog_pb2.Policy(
+            min_contributors=info.policy.min_contributors,
+            dominance_n=info.policy.dominance_n,
+            dominance_k=info.policy.dominance_k,
+            p_percent=info.policy.p_percent,
+        ),
     )
 
 

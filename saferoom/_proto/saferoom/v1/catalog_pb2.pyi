@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Column(_message.Message):
-    __slots__ = ("name", "type", "description", "unit", "min", "max", "categories")
+    __slots__ = ("name", "type", "description", "unit", "min", "max", "categories", "magnitude")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class Column(_message.Message):
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MAGNITUDE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     description: str
@@ -22,13 +23,20 @@ class Column(_message.Message):
     min: float
     max: float
     categories: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
+    magnitude: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ..., magnitude: _Optional[bool] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("min_contributors",)
+    __slots__ = ("min_contributors", "dominance_n", "dominance_k", "p_percent")
     MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    DOMINANCE_N_FIELD_NUMBER: _ClassVar[int]
+    DOMINANCE_K_FIELD_NUMBER: _ClassVar[int]
+    P_PERCENT_FIELD_NUMBER: _ClassVar[int]
     min_contributors: int
-    def __init__(self, min_contributors: _Optional[int] = ...) -> None: ...
+    dominance_n: int
+    dominance_k: float
+    p_percent: float
+    def __init__(self, min_contributors: _Optional[int] = ..., dominance_n: _Optional[int] = ..., dominance_k: _Optional[float] = ..., p_percent: _Optional[float] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("name", "description", "sensitivity", "privacy_unit", "one_row_per_unit", "rows", "columns", "policy")

@@ -1,0 +1,116 @@
+"""Dominance: the (n,k) and p% rules on sums and means of magnitudes, with the real rewrite and Arrow engine on
+small hand-made populations where the answer is known."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from saferoom.api import Context, export_outputs, namespace
+from saferoom.catalog.manifest import Manifest, Policy
+from saferoom.disclosure import protect, release
+from saferoom.engine import ArrowEngine, plan
+
+NS = namespace()
+col, count, sum_, mean = NS["col"], NS["count"], NS["sum"], NS["mean"]
+
+
+def people(groups: dict[str | None, list[float]]) -> pa.Table:
+    """A population table: one row per person, ``groups`` maps a district to its people's incomes."""
+    rows = [(d, income) for d, incomes in groups.items() for income in incomes]
+    n = len(rows)
+    return pa.table(
+        {
+            "person_id": pa.array(range(1, n + 1), pa.int64()),
+            "household_id": pa.array(range(1, n + 1), pa.int64()),
+            "district": pa.array([d for d, _ in rows], pa.string()).dictionary_encode(),
+            "age": pa.array([40] * n, pa.int64()),
+            "sex": pa.array(["female"] * n).dictionary_encode(),
+            "household_size": pa.array([1] * n, pa.int64()),
+            "income": pa.array([i for _, i in rows], pa.float64()),
+            "lat": pa.array([24.5] * n),
+            "lon": pa.array([118.1] * n),
+            "education": pa.array(["bachelor"] * n).dictionary_encode(),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def manifest(catalog_dir: Path) -> Manifest:
+    return Manifest.load(catalog_dir)
+
+
+def run(manifest: Manifest, table: pa.Table, build, policy: Policy | None = None):
+    info = manifest.dataset("population")
+    if policy is not None:
+        info = dataclasses.replace(info, policy=policy)
+    schema_names = [c.name for c in info.columns]
+    table = table.select(schema_names)
+    m = dataclasses.replace(manifest, datasets={"population": info})
+    ctx = Context(m, ["population"])
+    exported = export_outputs({"out": build(ctx.table("population"))})
+    protected = protect({"out": plan.from_data(exported["out"]["plan"])}, m)["out"]
+    execution = ArrowEngine({"population": table}.__getitem__).execute_all([protected.plan])[0]
+    return release(protected, execution.table, execution.dropped)
+
+
+def rule(out, name: str):
+    return next(r for r in out.report.rules if r.rule == name)
+
+
+def test_one_household_with_95_percent_of_a_cells_income_is_suppressed(manifest: Manifest) -> None:
+    table = people({"Siming": [950_000.0] + [5_000.0] * 10, "Huli": [50_000.0] * 12})
+    out = run(manifest, table, lambda t: t.group_by("district").agg(n=count(), income=sum_("income")))
+    assert out.table.column("district").to_pylist() == ["Huli"]
+    assert rule(out, "dominance").cells_suppressed == 1
+    assert "(n,k) rule" in rule(out, "dominance").explanation
+
+
+def test_means_are_checked_too_and_renaming_the_amount_does_not_escape(manifest: Manifest) -> None:
+    table = people({"Siming": [950_000.0] + [5_000.0] * 10, "Huli": [50_000.0] * 12})
+
+    def disguised(t):
+        return t.with_columns(money=col("income") * 1.0 + 0.0).group_by("district").agg(avg=mean("money"))
+
+    out = run(manifest, table, disguised)
+    assert out.table.column("district").to_pylist() == ["Huli"]
+
+
+def test_the_p_percent_rule_on_its_own(manifest: Manifest) -> None:
+    # Two large contributors close together and little else: the runner-up could estimate the largest.
+    table = people({"Siming": [100_000.0, 95_000.0] + [100.0] * 10, "Huli": [50_000.0] * 12})
+    only_p = Policy(min_contributors=10, dominance_n=2, dominance_k=1.0, p_percent=0.1)
+    out = run(manifest, table, lambda t: t.group_by("district").agg(total=sum_("income")), only_p)
+    assert out.table.column("district").to_pylist() == ["Huli"]
+    assert rule(out, "dominance").cells_suppressed == 1
+
+
+def test_balanced_cells_pass_and_totals_are_exact(manifest: Manifest) -> None:
+    table = people({"Siming": [10_000.0 + i for i in range(15)]})
+    out = run(manifest, table, lambda t: t.agg(total=sum_("income"), n=count()))  # no keys at all
+    assert out.table.to_pylist() == [{"total": sum(10_000.0 + i for i in range(15)), "n": 15}]
+    assert rule(out, "dominance").cells_suppressed == 0
+
+
+def test_ties_at_the_top_count_twice(manifest: Manifest) -> None:
+    # Two people with the same largest income hold 2/3 of the cell: under k = 60% that cell is dominated.
+    table = people({"Siming": [100_000.0, 100_000.0] + [10_000.0] * 10})
+    strict = Policy(min_contributors=10, dominance_n=2, dominance_k=0.6, p_percent=0.0)
+    out = run(manifest, table, lambda t: t.group_by("district").agg(total=sum_("income")), strict)
+    assert out.table.num_rows == 0
+
+
+def test_cells_with_a_null_key_fail_closed(manifest: Manifest) -> None:
+    table = people({None: [20_000.0] * 12, "Huli": [20_000.0] * 12})
+    out = run(manifest, table, lambda t: t.group_by("district").agg(total=sum_("income")))
+    assert out.table.column("district").to_pylist() == ["Huli"]
+
+
+def test_counts_alone_face_no_dominance_rule(manifest: Manifest) -> None:
+    table = people({"Siming": [950_000.0] + [5_000.0] * 10})
+    out = run(manifest, table, lambda t: t.group_by("district").agg(n=count()))
+    assert out.table.num_rows == 1
+    assert all(r.rule != "dominance" for r in out.report.rules)
