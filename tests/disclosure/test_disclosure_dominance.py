@@ -103,10 +103,18 @@ def test_ties_at_the_top_count_twice(manifest: Manifest) -> None:
     assert out.table.num_rows == 0
 
 
-def test_cells_with_a_null_key_fail_closed(manifest: Manifest) -> None:
-    table = people({None: [20_000.0] * 12, "Huli": [20_000.0] * 12})
+def test_a_cell_with_a_null_key_is_checked_like_any_other(manifest: Manifest) -> None:
+    table = people({None: [20_000.0] * 12, "Huli": [20_000.0] * 12, "Jimei": [900_000.0] + [1_000.0] * 11})
     out = run(manifest, table, lambda t: t.group_by("district").agg(total=sum_("income")))
-    assert out.table.column("district").to_pylist() == ["Huli"]
+    assert set(out.table.column("district").to_pylist()) == {None, "Huli"}
+
+
+def test_the_bound_is_conservative_one_contributor_over_k_over_2_is_enough(manifest: Manifest) -> None:
+    # One person with 50% and many small ones: the exact rule (top two <= 90%) would release this cell;
+    # the bound (runner-up <= largest) suppresses it. Never the other way round.
+    table = people({"Siming": [100_000.0] + [5_000.0] * 20})
+    out = run(manifest, table, lambda t: t.group_by("district").agg(total=sum_("income")))
+    assert out.table.num_rows == 0
 
 
 def test_counts_alone_face_no_dominance_rule(manifest: Manifest) -> None:
@@ -114,3 +122,42 @@ def test_counts_alone_face_no_dominance_rule(manifest: Manifest) -> None:
     out = run(manifest, table, lambda t: t.group_by("district").agg(n=count()))
     assert out.table.num_rows == 1
     assert all(r.rule != "dominance" for r in out.report.rules)
+
+
+def sales(rows: list[tuple[str | None, int, float]]) -> pa.Table:
+    """housing_transactions rows: (district, buyer, price); a buyer may buy several times."""
+    import datetime
+
+    n = len(rows)
+    return pa.table(
+        {
+            "transaction_id": pa.array(range(1, n + 1), pa.int64()),
+            "buyer_id": pa.array([b for _, b, _ in rows], pa.int64()),
+            "district": pa.array([d for d, _, _ in rows], pa.string()).dictionary_encode(),
+            "date": pa.array([datetime.date(2024, 1, 1)] * n, pa.date32()),
+            "price": pa.array([p for _, _, p in rows], pa.float64()),
+            "area_m2": pa.array([90.0] * n),
+            "price_per_m2": pa.array([p / 90.0 for _, _, p in rows]),
+            "lat": pa.array([24.5] * n),
+            "lon": pa.array([118.1] * n),
+        }
+    )
+
+
+def run_sales(manifest: Manifest, table: pa.Table, build):
+    info = manifest.dataset("housing_transactions")
+    m = dataclasses.replace(manifest, datasets={"housing_transactions": info})
+    ctx = Context(m, ["housing_transactions"])
+    exported = export_outputs({"out": build(ctx.table("housing_transactions"))})
+    protected = protect({"out": plan.from_data(exported["out"]["plan"])}, m)["out"]
+    execution = ArrowEngine({"housing_transactions": table}.__getitem__).execute_all([protected.plan])[0]
+    return release(protected, execution.table, execution.dropped)
+
+
+def test_a_buyer_dominating_through_many_purchases_is_caught(manifest: Manifest) -> None:
+    # Each of buyer 1's purchases is ordinary; together (the unit's total) they dominate Siming.
+    rows = [("Siming", 1, 3_000_000.0)] * 30 + [("Siming", b, 1_000_000.0) for b in range(2, 14)]
+    rows += [("Huli", b, 1_000_000.0) for b in range(20, 35)] + [(None, b, 1_000_000.0) for b in range(40, 55)]
+    out = run_sales(manifest, sales(rows), lambda t: t.group_by("district").agg(total=sum_("price"), n=count()))
+    assert out.table.column("district").to_pylist() == ["Huli"]  # Siming dominated; the null key fails closed
+    assert rule(out, "dominance").cells_suppressed == 2
