@@ -46,7 +46,7 @@ from saferoom.engine.plan import (
 from saferoom.engine.schema import infer_schema
 from saferoom.errors import InvalidPlan, ReleaseRefused
 
-__all__ = ["HIDDEN_PREFIX", "DominanceRule", "Protected", "ThresholdRule", "protect"]
+__all__ = ["HIDDEN_PREFIX", "DominanceRule", "Protected", "SubsetCheck", "ThresholdRule", "protect"]
 
 HIDDEN_PREFIX = "_"
 _ABSENT = 2**62  # stands for "this source has no rows in the cell" while taking the minimum
@@ -85,6 +85,7 @@ class Protected:
     minimums: dict[str, int] = field(default_factory=dict)  # contributor column -> required minimum
     clamped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> columns clamped to bounds
     dominance: dict[str, DominanceRule] = field(default_factory=dict)
+    subsets: dict[str, SubsetCheck] = field(default_factory=dict)  # checks whose failure withholds the output
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,19 @@ class _Level:
     # For "rows": visible columns derived from a magnitude column (income, price), and the hidden unit
     # columns of the people whose amounts they are. Renaming or computing with a magnitude keeps it one.
     magnitudes: dict[str, frozenset[str]] = field(default_factory=dict)
+    checks: tuple[str, ...] = ()  # labels of the subset checks the data below must pass
+
+
+@dataclass(frozen=True)
+class SubsetCheck:
+    """The DataSHIELD subset rule at one filter (or head) over personal rows: a one-row plan counting the units
+    it keeps and leaves out; the outputs it feeds are withheld unless each count is 0 or at least ``minimum``."""
+
+    label: str
+    plan: Node  # one row: columns "kept" and "left" (distinct units)
+    minimum: int
+    dataset: str
+    what: str  # "filter" | "head"
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,7 @@ class _Rewriter:
         self.minimums: dict[str, int] = {}  # contributor column -> the minimum its cells met
         self.clamped: dict[str, set[str]] = {}  # dataset -> columns clamped to their public bounds
         self.dominance: dict[str, DominanceRule] = {}
+        self.subsets: dict[str, SubsetCheck] = {}
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -175,14 +190,21 @@ class _Rewriter:
             return self._scan(node)
         if isinstance(node, Filter):
             child, level = self.rewrite(node.input)
+            if level.kind == "rows":
+                level = self._subset(child, level, node.predicate, None)
             return replace(node, input=child), level
         if isinstance(node, Project):
             child, level = self.rewrite(node.input)
             carried = tuple((h, Col(h)) for h in level.hidden)
             magnitudes = _magnitudes_through(node.columns, level.magnitudes)
             return Project(child, node.columns + carried), replace(level, magnitudes=magnitudes)
-        if isinstance(node, Sort | Limit):
+        if isinstance(node, Sort):
             child, level = self.rewrite(node.input)
+            return replace(node, input=child), level
+        if isinstance(node, Limit):
+            child, level = self.rewrite(node.input)
+            if level.kind == "rows":
+                level = self._subset(child, level, None, node.n)
             return replace(node, input=child), level
         if isinstance(node, Aggregate):
             return self._aggregate(node)
@@ -220,7 +242,7 @@ class _Rewriter:
         if level.kind == "public":
             return replace(node, input=child), level
         if level.kind == "aggregate":  # post-processing of cells that already passed their thresholds
-            return replace(node, input=child), _Level("aggregate")
+            return replace(node, input=child), _Level("aggregate", checks=level.checks)
         refused = [agg.fn for _, agg in node.aggs if agg.fn in ("min", "max")]
         if refused:
             names = ", ".join(sorted({u.dataset for u in level.units}))
@@ -267,9 +289,9 @@ class _Rewriter:
         )
         out: Node = Threshold(rewritten, contributors, minimum, label)
         if not checks:
-            return out, _Level("aggregate", (contributors,))
+            return out, _Level("aggregate", (contributors,), checks=level.checks)
         out, flag = self._dominance(out, child, node.keys, visible, contributors, checks)
-        return out, _Level("aggregate", (contributors, flag))
+        return out, _Level("aggregate", (contributors, flag), checks=level.checks)
 
     def _dominance_checks(self, node: Aggregate, level: _Level) -> list[_Check]:
         """The sums and means of magnitudes in an aggregate, one check per owning unit."""
@@ -368,6 +390,32 @@ class _Rewriter:
         )
         return Threshold(checked, flag, 1, label), flag
 
+    def _subset(self, rows: Node, level: _Level, predicate: Expr | None, head: int | None) -> _Level:
+        """Add a subset check for a filter (``predicate``) or a head (``head`` rows) over personal ``rows``."""
+        labels = []
+        for unit in level.units:
+            if head is not None and 0 < head < unit.minimum:  # data-independent: refuse outright
+                raise ReleaseRefused(
+                    f"head({head}) of personal rows ({unit.dataset}) selects fewer than {unit.minimum} people"
+                )
+            label = self._fresh("subset")
+            if head is not None:  # a head keeps at most ``head`` rows: check what it leaves out
+                total = AggExpr("count") if unit.unique else AggExpr("count_distinct", Col(unit.column))
+                counts = Aggregate(rows, (), (("total", total),))
+                plan: Node = Project(counts, (("kept", Lit(head)), ("left", Call("sub", (Col("total"), Lit(head))))))
+            else:
+                assert predicate is not None
+                if unit.unique:
+                    kept = AggExpr("sum", Call("case", (predicate, Lit(1), Lit(0))))
+                    left = AggExpr("sum", Call("case", (predicate, Lit(0), Lit(1))))
+                else:
+                    kept = AggExpr("count_distinct", Call("case", (predicate, Col(unit.column), Lit(None))))
+                    left = AggExpr("count_distinct", Call("case", (predicate, Lit(None), Col(unit.column))))
+                plan = Aggregate(rows, (), (("kept", kept), ("left", left)))
+            self.subsets[label] = SubsetCheck(label, plan, unit.minimum, unit.dataset, "head" if head else "filter")
+            labels.append(label)
+        return replace(level, checks=(*level.checks, *labels))
+
     def _unit_name(self, unit: Unit) -> str:
         return self.manifest.dataset(unit.dataset).privacy_unit or "unit"
 
@@ -383,9 +431,9 @@ class _Rewriter:
             magnitudes = dict(ll.magnitudes)
             for name, owners in rl.magnitudes.items():
                 magnitudes[name] = magnitudes.get(name, frozenset()) | owners
-            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes)
+            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks)
         elif "aggregate" in kinds:
-            level = _Level("aggregate", ll.hidden + rl.hidden)
+            level = _Level("aggregate", ll.hidden + rl.hidden, checks=ll.checks + rl.checks)
         else:
             level = _Level("public")
         return Join(left, right, node.on, node.how), level
@@ -399,7 +447,8 @@ class _Rewriter:
             if old in self.minimums:
                 self.minimums[new] = self.minimums[old]
         magnitudes = {c: frozenset(renames.get(o, o) for o in owners) for c, owners in level.magnitudes.items()}
-        return Project(node, columns), _Level(level.kind, tuple(renames.values()), units, magnitudes)
+        renamed = _Level(level.kind, tuple(renames.values()), units, magnitudes, level.checks)
+        return Project(node, columns), renamed
 
     def _union(self, node: Union) -> tuple[Node, _Level]:
         parts = [self.rewrite(i) for i in node.inputs]
@@ -419,9 +468,11 @@ class _Rewriter:
             for _, level in parts:
                 for name, owners in level.magnitudes.items():
                     magnitudes[name] = magnitudes.get(name, frozenset()) | owners
-            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes)
+        checks = tuple(dict.fromkeys(c for _, level in parts for c in level.checks))
+        if "rows" in kinds:
+            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks)
         if "aggregate" in kinds:
-            return Union(tuple(inputs)), _Level("aggregate", hidden)
+            return Union(tuple(inputs)), _Level("aggregate", hidden, checks=checks)
         return Union(tuple(inputs)), _Level("public")
 
 
@@ -486,5 +537,7 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protec
             if any((dataset, c) in read for c in columns)
         }
         dominance = {label: rule for label, rule in rewriter.dominance.items() if label in labels}
-        protected[name] = Protected(name, level.kind, plan, thresholds, dict(rewriter.minimums), clamped, dominance)
+        subsets = {label: rewriter.subsets[label] for label in dict.fromkeys(level.checks)}
+        minimums = dict(rewriter.minimums)
+        protected[name] = Protected(name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets)
     return protected

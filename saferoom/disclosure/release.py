@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from saferoom.disclosure.protect import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
 from saferoom.errors import ReleaseRefused
 
-__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release", "value_report"]
+__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release", "subset_failures", "value_report"]
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,46 @@ def _recheck(protected: Protected, table: pa.Table) -> None:
         raise ReleaseRefused(f"output {protected.name!r} failed the release check; nothing was released")
 
 
-def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -> Released:
-    """The releasable form of an executed output, and its report."""
+def subset_failures(protected: Protected, counts: Mapping[str, tuple[int, int]]) -> list[str]:
+    """The subset checks of ``protected`` that failed (a missing result fails too)."""
+    failed = []
+    for label, check in protected.subsets.items():
+        kept, left = counts.get(label, (-1, -1))
+        if any(n < 0 or 0 < n < check.minimum for n in (kept, left)):
+            failed.append(label)
+    return failed
+
+
+def release(
+    protected: Protected,
+    table: pa.Table,
+    dropped: Mapping[str, int],
+    subsets: Mapping[str, tuple[int, int]] | None = None,
+) -> Released:
+    """The releasable form of an executed output, and its report.
+
+    ``subsets`` holds the (kept, left out) unit counts of the subset checks; an output fed by a filter or head
+    that keeps or leaves out fewer people than the policy's minimum (but more than none) is withheld whole.
+    """
     _recheck(protected, table)
+    failed = subset_failures(protected, subsets or {})
+    if failed:
+        checks = [protected.subsets[label] for label in failed]
+        datasets = sorted({c.dataset for c in checks})
+        minimum = max(c.minimum for c in checks)
+        withheld = RuleOutcome(
+            rule="subset",
+            explanation=(
+                f"withheld: a {checks[0].what} over {', '.join(datasets)} keeps or leaves out fewer than {minimum} "
+                "people (and more than none), which could single someone out by difference"
+            ),
+            threshold=minimum,
+            datasets=datasets,
+        )
+        visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
+        empty = table.select(visible).slice(0, 0)
+        report = ReleaseReport(protected.name, protected.kind, 0, empty.column_names, 0, [withheld])
+        return Released(empty, report)
     visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
     out = table.select(visible)
     # Decode categories so results read the same whatever the storage.
@@ -109,6 +146,20 @@ def release(protected: Protected, table: pa.Table, dropped: Mapping[str, int]) -
                 ),
                 cells_suppressed=int(dropped.get(check.label, 0)),
                 datasets=list(check.datasets),
+            )
+        )
+    if protected.subsets:
+        checks = list(protected.subsets.values())
+        minimum = max(c.minimum for c in checks)
+        rules.append(
+            RuleOutcome(
+                rule="subset",
+                explanation=(
+                    f"every filter or head over personal rows keeps and leaves out either nobody or at least "
+                    f"{minimum} people"
+                ),
+                threshold=minimum,
+                datasets=sorted({c.dataset for c in checks}),
             )
         )
     for dataset, columns in protected.clamped.items():

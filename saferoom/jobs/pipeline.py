@@ -160,19 +160,21 @@ class Pipeline:
         order, plans, values, printed = self._parse_sandbox_reply(reply.data, datasets)
         protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
         tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+        subsets: dict[str, tuple[int, int]] = {}
         if protected:
             names = list(protected)
-            engine_reply = self._engine.run(
-                ENGINE_TASK,
-                {"plans": [[name, plan.to_data(protected[name].plan)] for name in names]},
-                cancel=cancel,
-            )
-            tables = _parse_engine_reply(engine_reply.data, engine_reply.blobs, names)
+            checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+            work = [[name, plan.to_data(protected[name].plan)] for name in names]
+            work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
+            engine_reply = self._engine.run(ENGINE_TASK, {"plans": work}, cancel=cancel)
+            results = _parse_engine_reply(engine_reply.data, engine_reply.blobs, [w[0] for w in work])
+            tables = {name: results[name] for name in names}
+            subsets = {label: _subset_counts(results[label][0]) for label in checks}
         outputs: list[ReleasedOutput] = []
         for name in order:  # the order the algorithm returned them in
             if name in plans:
                 table, dropped = tables[name]
-                released = disclosure.release(protected[name], table, dropped)
+                released = disclosure.release(protected[name], table, dropped, subsets)
                 report = released.report.to_data()
                 outputs.append(ReleasedOutput(name, report["kind"], released.table, None, report))
             else:
@@ -212,6 +214,14 @@ class Pipeline:
         """Stop both worker pools (idempotent)."""
         self._sandbox.close()
         self._engine.close()
+
+
+def _subset_counts(table: pa.Table) -> tuple[int, int]:
+    """(kept, left out) from a subset check's one-row result; anything unexpected fails the check."""
+    if table.num_rows != 1 or set(table.column_names) != {"kept", "left"}:
+        return (-1, -1)
+    kept, left = table.column("kept")[0].as_py(), table.column("left")[0].as_py()
+    return (int(kept or 0), int(left or 0))
 
 
 def _python_files(package: Package) -> dict[str, str]:

@@ -13,6 +13,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.disclosure import protect, release
 from saferoom.engine import ArrowEngine, plan
 from saferoom.errors import InvalidPlan, ReleaseRefused
+from saferoom.jobs.pipeline import _subset_counts
 
 NS = namespace()
 col, count, mean, max_, count_distinct = NS["col"], NS["count"], NS["mean"], NS["max"], NS["count_distinct"]
@@ -28,11 +29,19 @@ def city(catalog_dir: Path):
 
 
 def released(city, **tables):
+    """What the pipeline does: outputs and their subset checks in one engine run, then release."""
     manifest, catalog, _ = city
     plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
     protected = protect(plans, manifest)
-    executions = ArrowEngine(catalog.table).execute_all([p.plan for p in protected.values()])
-    return {name: release(p, e.table, e.dropped) for (name, p), e in zip(protected.items(), executions, strict=True)}
+    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+    runs = ArrowEngine(catalog.table).execute_all(
+        [p.plan for p in protected.values()] + [c.plan for c in checks.values()]
+    )
+    outputs, check_runs = runs[: len(protected)], runs[len(protected) :]
+    counts = {label: _subset_counts(r.table) for label, r in zip(checks, check_runs, strict=True)}
+    return {
+        name: release(p, e.table, e.dropped, counts) for (name, p), e in zip(protected.items(), outputs, strict=True)
+    }
 
 
 def test_small_cells_are_suppressed_at_the_aggregate_with_their_keys(city) -> None:
@@ -56,7 +65,8 @@ def test_group_by_the_privacy_unit_releases_nothing(city) -> None:
 def test_filter_down_to_one_person_is_suppressed(city) -> None:
     one = city[2].table("population").filter(col("person_id") == 42).agg(n=count(), income=mean("income"))
     out = released(city, one=one)["one"]
-    assert out.table.num_rows == 0 and out.report.suppressed_cells == 1
+    assert out.table.num_rows == 0  # withheld whole by the subset rule (and the cell would fail its threshold)
+    assert [r.rule for r in out.report.rules] == ["subset"]
 
 
 def test_later_sort_and_head_never_see_suppressed_cells(city) -> None:
@@ -73,7 +83,7 @@ def test_row_level_personal_outputs_are_refused(city) -> None:
         ctx.table("population").sort("income").head(1),
         ctx.table("population").join(ctx.table("bus_stops").group_by("district").agg(s=count()), on="district"),
     ):
-        with pytest.raises(ReleaseRefused, match="row-level data from the personal dataset population"):
+        with pytest.raises(ReleaseRefused, match=r"row-level data from the personal dataset population|fewer than"):
             released(city, leak=table)
 
 
@@ -161,7 +171,8 @@ def test_every_present_source_must_meet_its_threshold(city) -> None:
     people = ctx.table("population").select("person_id", "district")
     joined = people.join(one_buyer.rename(person_id="buyer_id"), on="person_id", how="left")
     out = released(city, x=joined.group_by("district").agg(n=count(), price=mean("price")))["x"]
-    assert out.table.num_rows == 5  # the district of the single buyer is suppressed (1 buyer < 10)
+    # Selecting one buyer is itself refused now (subset rule): nothing of it reaches any cell.
+    assert out.table.num_rows == 0 and [r.rule for r in out.report.rules] == ["subset"]
 
 
 def test_personal_values_are_clamped_to_their_public_bounds_before_aggregation(city, catalog_dir: Path) -> None:
