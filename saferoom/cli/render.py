@@ -190,13 +190,18 @@ def describe_report(output: ResultOutput) -> str:
         return "a value computed without data (released as is)"
     if output.kind == "public":
         return f"{report.get('rows', 0)} rows from public datasets (released row by row)"
+    rules = report.get("rules", [])
+    withheld = [r for r in rules if str(r.get("explanation", "")).startswith("withheld")]
+    if withheld:
+        return str(withheld[0]["explanation"])
     parts = [f"{report.get('rows', 0)} aggregate cells released"]
-    for rule in report.get("rules", []):
+    for rule in rules:
         if rule.get("cells_suppressed"):
             parts.append(f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}")
     if len(parts) == 1:
         parts.append("no cell needed suppression")
-    return "; ".join(parts)
+    ran = ", ".join(dict.fromkeys(str(r.get("rule")) for r in rules))
+    return "; ".join(parts) + (f" (rules applied: {ran})" if ran else "")
 
 
 def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:
