@@ -19,6 +19,7 @@ import grpc
 
 from saferoom.errors import AuthenticationFailed, PermissionDenied, SaferoomError
 from saferoom.identity import Identity, TrustStore, authorize
+from saferoom.server.handlers import rewrap
 from saferoom.store import IdentityStore
 
 __all__ = ["AuthInterceptor", "Caller", "RefusalHook"]
@@ -116,18 +117,4 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
             return wrapped
 
-        kinds = {
-            "unary_unary": (unary, grpc.unary_unary_rpc_method_handler),
-            "unary_stream": (streaming, grpc.unary_stream_rpc_method_handler),
-            "stream_unary": (unary, grpc.stream_unary_rpc_method_handler),
-            "stream_stream": (streaming, grpc.stream_stream_rpc_method_handler),
-        }
-        for attribute, (wrap, make) in kinds.items():
-            behavior = getattr(handler, attribute)
-            if behavior is not None:
-                return make(
-                    wrap(behavior),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return None
+        return rewrap(handler, unary, streaming)

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from saferoom.errors import ERROR_CODE_METADATA_KEY, SaferoomError
+from saferoom.server.handlers import rewrap
 
 __all__ = ["ErrorInterceptor", "status_of"]
 
@@ -76,18 +77,4 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        kinds = {
-            "unary_unary": (_wrap_unary, grpc.unary_unary_rpc_method_handler),
-            "unary_stream": (_wrap_stream, grpc.unary_stream_rpc_method_handler),
-            "stream_unary": (_wrap_unary, grpc.stream_unary_rpc_method_handler),
-            "stream_stream": (_wrap_stream, grpc.stream_stream_rpc_method_handler),
-        }
-        for attribute, (wrap, make) in kinds.items():
-            behavior = getattr(handler, attribute)
-            if behavior is not None:
-                return make(
-                    wrap(behavior, method),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+        return rewrap(handler, lambda b: _wrap_unary(b, method), lambda b: _wrap_stream(b, method))

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from saferoom.api import Context, export_outputs, namespace
+from saferoom.api import Context, namespace
 from saferoom.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
-from saferoom.disclosure import protect, release
-from saferoom.engine import ArrowEngine, plan
 from saferoom.errors import ReleaseRefused
-from saferoom.jobs.pipeline import _subset_counts
+from tests.support import release_outputs
 
 NS = namespace()
 col, count, sum_ = NS["col"], NS["count"], NS["sum"]
@@ -29,19 +27,8 @@ def city(catalog_dir: Path):
 
 
 def released(city, **tables):
-    """What the pipeline does: outputs and their subset checks in one engine run, then release."""
     manifest, catalog, _ = city
-    plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
-    protected = protect(plans, manifest)
-    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-    runs = ArrowEngine(catalog.table).execute_all(
-        [p.plan for p in protected.values()] + [c.plan for c in checks.values()]
-    )
-    outputs, check_runs = runs[: len(protected)], runs[len(protected) :]
-    counts = {label: _subset_counts(r.table) for label, r in zip(checks, check_runs, strict=True)}
-    return {
-        name: release(p, e.table, e.dropped, counts) for (name, p), e in zip(protected.items(), outputs, strict=True)
-    }
+    return release_outputs(manifest, catalog.table, tables)
 
 
 def withheld(out) -> bool:
