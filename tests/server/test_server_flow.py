@@ -230,3 +230,19 @@ def test_a_crashing_worker_fails_its_job_alone(client: Client, server) -> None:
     assert crashed.state == "failed"
     assert crashed.error_code == "worker_crashed"
     assert run_to_end(client, "echo").state == "succeeded"
+
+
+def test_differencing_through_the_server_is_withheld_by_the_subset_rule(client: Client, catalog_dir: Path) -> None:
+    from saferoom.catalog import Catalog
+
+    with Catalog.open(catalog_dir) as catalog:
+        table = catalog.table("population")
+        districts = table.column("district").to_pylist()
+        person = int(table.column("person_id")[districts.index("Siming")].as_py())
+    job = run_to_end(client, "differencing", {"person": person})
+    assert job.state == "succeeded", job.error_message
+    result = client.get_result(job.id)
+    assert result.output("everyone").table is not None and result.output("everyone").table.num_rows == 1
+    withheld = result.output("all_but_one")
+    assert withheld.table is not None and withheld.table.num_rows == 0
+    assert any(r["rule"] == "subset" and "withheld" in r["explanation"] for r in withheld.report["rules"])
