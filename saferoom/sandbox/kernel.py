@@ -24,6 +24,7 @@ import errno
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 __all__ = [
     "available_layers",
@@ -80,10 +81,14 @@ def landlock_abi() -> int:
 
 
 def default_read_paths(extra: Iterable[str] = ()) -> list[str]:
-    """What a worker may read: the interpreter, its libraries, saferoom itself, and ``extra`` (datasets)."""
+    """What a worker may read: the interpreter, its libraries, saferoom's own package, and ``extra`` (datasets).
+
+    Not the rest of ``sys.path``: an editable install puts the whole checkout there (and with it, perhaps, a
+    state directory), and the working directory may be anything.
+    """
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr/lib", "/usr/lib64", "/lib", "/lib64",
              "/usr/share/zoneinfo", "/sys/devices/system/cpu", "/dev/null", "/dev/urandom", "/proc/self"}  # fmt: skip
-    paths.update(p for p in sys.path if p)
+    paths.add(str(Path(__file__).resolve().parent.parent))  # the saferoom package
     paths.update(extra)
     return sorted(p for p in paths if os.path.exists(p))
 

@@ -96,6 +96,9 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     trust = TrustStore(config.pki_dir)
     server_key, server_cert, ca_cert = trust.server_material()
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    # Only the server's own user may enter the state directory: no worker (running as nobody) can read the
+    # database, the package store or the audit key even if every other layer failed.
+    config.state_dir.chmod(0o700)
     database = Database.open(config.state_dir / "saferoom.db")
     pipeline: Pipeline | None = None
     audit: AuditLog | None = None

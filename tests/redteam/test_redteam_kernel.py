@@ -204,3 +204,22 @@ def test_the_host_reports_its_layers(pools: dict[str, WorkerPool]) -> None:
     layers = pools["all layers"].layers
     assert set(layers) == {"seccomp", "landlock", "network namespace"}
     assert pools["seccomp alone"].layers["landlock"] is False  # switched off is reported as off
+
+
+def test_landlock_hides_the_checkout_and_the_working_directory(pools: dict[str, WorkerPool]) -> None:
+    """Workers read the interpreter and the saferoom package, not whatever else is on sys.path (an editable
+    install puts the whole checkout there, and a state directory may sit inside it)."""
+    if not pools["landlock alone"].layers["landlock"]:
+        pytest.skip("this host cannot provide landlock")
+    repo_file = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert attempt(pools["landlock alone"], "read_file", str(repo_file)) == {
+        "outcome": "refused",
+        "errno": errno.EACCES,
+    }
+    package_file = Path(__file__).resolve().parents[2] / "saferoom" / "__init__.py"
+    assert attempt(pools["landlock alone"], "read_file", str(package_file))["outcome"] == "done"
+
+
+def test_the_state_directory_is_the_servers_alone(server) -> None:
+    state = server.database.path.parent
+    assert state.stat().st_mode & 0o777 == 0o700
