@@ -38,6 +38,7 @@ from saferoom.store.database import Database
 __all__ = ["AuditFilter", "AuditLog", "quarantine_torn_tail"]
 
 LOG_FILE, KEY_FILE, PUBLIC_KEY_FILE = "audit.log", "audit.key", "audit.pub"
+_READ_WINDOW = 4 * 2**20
 # (event, actor, role, objects, summary)
 Entry = tuple[EventType, str, str, dict[str, Any], dict[str, Any]]
 
@@ -246,19 +247,29 @@ class AuditLog:
                 return
             start = self._offsets[wanted.after_seq]
             end = self._offsets[last] if last < len(self._offsets) else self._size
+        count, seq = 0, wanted.after_seq
         with open(self.path, "rb") as f:
             f.seek(start)
-            data = f.read(end - start)
-        count = 0
-        try:
-            for frame in iter_frames(data, first_seq=wanted.after_seq + 1):
-                if wanted.matches(frame.record):
-                    yield frame.record
-                    count += 1
-                    if limit is not None and count >= limit:
-                        return
-        except _Bad as bad:
-            raise AuditLogDamaged(f"the audit log is damaged at record {bad.seq}: {bad.reason}") from None
+            position = start
+            while position < end:  # a window at a time: a long log is never read into memory whole
+                window = f.read(min(_READ_WINDOW, end - position))
+                consumed = 0
+                try:
+                    for frame in iter_frames(window, first_seq=seq + 1):
+                        consumed = frame.offset + HEADER.size + len(frame.body) + len(frame.signature)
+                        seq = frame.record.seq
+                        if wanted.matches(frame.record):
+                            yield frame.record
+                            count += 1
+                            if limit is not None and count >= limit:
+                                return
+                except _Bad as bad:
+                    if consumed == 0 and len(window) == end - position:  # not a cut-off frame: damage
+                        raise AuditLogDamaged(f"the audit log is damaged at record {bad.seq}: {bad.reason}") from None
+                    if consumed == 0:
+                        raise AuditLogDamaged(f"an audit record larger than {_READ_WINDOW} bytes") from None
+                position += consumed
+                f.seek(position)
 
     def follow(self, wanted: AuditFilter, stop: Callable[[], bool], poll_seconds: float = 1.0) -> Iterator[AuditRecord]:
         """Records matching ``wanted`` now and as they are appended, until ``stop()`` or the log closes."""

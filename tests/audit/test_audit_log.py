@@ -235,3 +235,13 @@ def test_a_failed_write_stops_all_further_writes(tmp_path: Path, db: Database) -
         log.append(EventType.JOB_QUEUED, "a", "researcher")
     with pytest.raises(AuditLogDamaged, match="refuses actions"):
         log.append(EventType.JOB_QUEUED, "b", "researcher")
+
+
+def test_reading_goes_window_by_window(tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import saferoom.audit.log as audit_log
+
+    log = write_log(tmp_path / "audit", db, count=50)
+    monkeypatch.setattr(audit_log, "_READ_WINDOW", 700)  # a couple of records per window, frames cut at edges
+    assert [r.seq for r in log.read(AuditFilter())] == list(range(1, 51))
+    assert [r.seq for r in log.read(AuditFilter(actor="user2", after_seq=30))] == [33, 36, 39, 42, 45, 48]
+    log.close()
