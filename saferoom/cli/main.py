@@ -692,6 +692,26 @@ def jobs_result(job_id: str, as_json: bool, server: str | None) -> None:
         print_result(console, result)
 
 
+@cli.group()
+def result() -> None:
+    """Released results, as an output checker reads them."""
+
+
+@result.command("show")
+@click.argument("job_id")
+@click.option("--data/--no-data", "with_data", default=True, show_default=True, help="Also print the tables.")
+@server_option
+def result_show(job_id: str, with_data: bool, server: str | None) -> None:
+    """Every output of a finished job: what was released, and each disclosure rule that ran and what it did."""
+    from saferoom.cli.render import print_release_checks, print_result
+
+    with _client(server) as client:
+        released = client.get_result(job_id)
+    print_release_checks(console, released)
+    if with_data:
+        print_result(console, released)
+
+
 # ------------------------------------------------------------------ dev
 
 

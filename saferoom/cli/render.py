@@ -25,6 +25,7 @@ __all__ = [
     "print_job",
     "print_package",
     "print_packages",
+    "print_release_checks",
     "print_result",
     "result_to_json",
 ]
@@ -202,6 +203,20 @@ def describe_report(output: ResultOutput) -> str:
         parts.append("no cell needed suppression")
     ran = ", ".join(dict.fromkeys(str(r.get("rule")) for r in rules))
     return "; ".join(parts) + (f" (rules applied: {ran})" if ran else "")
+
+
+def print_release_checks(console: Console, result: Result) -> None:
+    """For a human output checker: every output, what was released, and every rule that ran on it."""
+    for output in result.outputs:
+        report = output.report
+        shape = f"{report.get('rows', 0)} rows" if output.kind != "value" else "one value"
+        console.print(f"[bold]{output.name}[/bold]: {output.kind}, {shape}", highlight=False)
+        table = Table(header_style="bold", show_edge=False)
+        for column in ("rule", "cells suppressed", "what it did"):
+            table.add_column(column, no_wrap=column != "what it did")
+        for rule in report.get("rules", []):
+            table.add_row(str(rule.get("rule")), str(rule.get("cells_suppressed", 0)), str(rule.get("explanation", "")))
+        console.print(table)
 
 
 def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:

@@ -155,3 +155,13 @@ def test_submit_review_approve_run_through_the_cli(
     code, out = as_user(deployment, "bob", server, "package", "download", package_hash, "--out", str(tmp_path / "d"))
     assert code == 0
     assert (tmp_path / "d" / "main.py").read_bytes() == (package / "main.py").read_bytes()
+
+
+def test_result_show_lists_every_rule_for_an_output_checker(server: SaferoomServer, deployment: Deployment) -> None:
+    with deployment.client("alice", server.port) as alice:
+        job = alice.run_job("population-profile")
+        assert alice.wait(job.id, timeout=120).state == "succeeded"
+    code, out = as_user(deployment, "alice", server, "result", "show", job.id, "--no-data")
+    assert code == 0, out
+    assert "min_contributors" in out and "distinct person_id" in out
+    assert "cells suppressed" in out and "aggregate" in out
