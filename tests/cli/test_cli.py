@@ -163,5 +163,5 @@ def test_result_show_lists_every_rule_for_an_output_checker(server: SaferoomServ
         assert alice.wait(job.id, timeout=120).state == "succeeded"
     code, out = as_user(deployment, "alice", server, "result", "show", job.id, "--no-data")
     assert code == 0, out
-    assert "min_contributors" in out and "distinct person_id" in out
+    assert "min_contributors" in out and "clamp" in out
     assert "cells suppressed" in out and "aggregate" in out
