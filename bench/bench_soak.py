@@ -2,8 +2,8 @@
 
     python bench/bench_soak.py [--hostile 20] [--good 10] [--scale 1000000]
 
-Submits --hostile jobs (CPU loops, memory bombs, engine bombs, output floods, recursion) and --good trivial
-jobs at the same time, waits for all, and prints: how each hostile job ended (the limit it hit), how long
+One researcher submits --hostile jobs (CPU loops, memory bombs, engine bombs, output floods, recursion) and
+another --good trivial jobs right after, waits for all, and prints: how each hostile job ended (the limit it hit), how long
 the good jobs took, and the server's memory (its own RSS and that of all its worker processes) before,
 at the peak and after. Numbers only.
 """
@@ -64,6 +64,7 @@ def main() -> None:
         generate_catalog(root / "data", scale=args.scale, seed=7)
         init_authority(root / "pki")
         researcher = issue_identity(root / "pki", "soak-researcher", "researcher").profile
+        attacker = issue_identity(root / "pki", "soak-attacker", "researcher").profile
         operator = issue_identity(root / "pki", "soak-operator", "operator").profile
         config = ServerConfig.load(
             env={},
@@ -88,11 +89,12 @@ def main() -> None:
         try:
             with (
                 Client.from_profile(researcher, server=address, timeout=600) as client,
+                Client.from_profile(attacker, server=address, timeout=600) as hostile_client,
                 Client.from_profile(operator, server=address, timeout=60) as reviewer,
             ):
                 hashes = {}
-                for name in ("hostile", "trivial"):
-                    summary, _ = client.submit_package(HERE / "packages" / name)
+                for name, submitter in (("hostile", hostile_client), ("trivial", client)):
+                    summary, _ = submitter.submit_package(HERE / "packages" / name)
                     reviewer.approve_package(summary.hash, days=1)
                     hashes[name] = summary.hash
                 warm = client.run_job(hashes["trivial"])
@@ -113,7 +115,7 @@ def main() -> None:
                     good_seconds.append(time.monotonic() - submitted)
                 outcomes = collections.Counter()
                 for job in hostile:
-                    final = client.wait(job.id, timeout=3600)
+                    final = hostile_client.wait(job.id, timeout=3600)
                     outcomes[(final.params.get("attack"), final.state, final.error_code)] += 1
                 elapsed = time.monotonic() - started
                 stop.set()

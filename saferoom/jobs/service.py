@@ -6,6 +6,7 @@ compare-and-set in the store (see ``saferoom.jobs.state``), and watchers are wok
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -14,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -116,12 +116,20 @@ class JobService:
         self._packages = packages
         self._pipeline = pipeline
         self._max_queued = max_queued
-        self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="job")
+        # Fair queueing: one queue per owner, served in turn, so that one researcher's twenty jobs (or bombs)
+        # do not stand in front of everybody else's.
+        self._waiting: dict[str, collections.deque[str]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(max_concurrent)
+        ]
         self._changed = threading.Condition()
         self._cancels: dict[str, threading.Event] = {}
         self._cancelled_by: dict[str, str] = {}
         self._queued = 0
         self._closed = False
+        for worker in self._workers:
+            worker.start()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -133,7 +141,7 @@ class JobService:
                 failed += 1
         queued = self._store.jobs_in_states([JobState.QUEUED.value])
         for job in sorted(queued, key=lambda j: j.created_at):
-            self._schedule(job.id)
+            self._schedule(job.id, job.owner)
         return failed, len(queued)
 
     def close(self) -> None:
@@ -143,7 +151,8 @@ class JobService:
             for event in self._cancels.values():
                 event.set()
             self._changed.notify_all()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:  # each finishes (or is cancelled out of) its current job; waiting jobs
+            worker.join()  # stay QUEUED in the store and run after the next start
 
     # ----------------------------------------------------------------- commands
 
@@ -218,7 +227,7 @@ class JobService:
             with self._changed:
                 self._queued -= 1
             raise
-        self._schedule(job.id, counted=True)
+        self._schedule(job.id, caller.name, counted=True)
         return job
 
     def cancel(self, job_id: str, caller: Identity) -> JobRecord:
@@ -288,18 +297,40 @@ class JobService:
 
     # ----------------------------------------------------------------- execution
 
-    def _schedule(self, job_id: str, counted: bool = False) -> None:
-        if not counted:
-            with self._changed:
-                self._queued += 1
+    def _schedule(self, job_id: str, owner: str, counted: bool = False) -> None:
         with self._changed:
+            if self._closed:  # the job stays QUEUED in the store and runs after the next start
+                if counted:
+                    self._queued -= 1
+                return
+            if not counted:
+                self._queued += 1
             self._cancels[job_id] = threading.Event()
-        try:
-            self._executor.submit(self._execute, job_id)
-        except RuntimeError:  # executor shut down: the job stays QUEUED and runs after the next start
-            with self._changed:
-                self._queued -= 1
-                self._cancels.pop(job_id, None)
+            if owner not in self._waiting:
+                self._waiting[owner] = collections.deque()
+                self._turns.append(owner)
+            self._waiting[owner].append(job_id)
+            self._changed.notify_all()
+
+    def _next(self) -> str | None:
+        """The next job to run: the first waiting job of the owner whose turn it is (None once closed)."""
+        with self._changed:
+            while not self._turns and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return None
+            owner = self._turns.popleft()
+            jobs = self._waiting[owner]
+            job_id = jobs.popleft()
+            if jobs:
+                self._turns.append(owner)  # back of the line, behind everyone else waiting
+            else:
+                del self._waiting[owner]
+            return job_id
+
+    def _work(self) -> None:
+        while (job_id := self._next()) is not None:
+            self._execute(job_id)
 
     def _execute(self, job_id: str) -> None:
         with self._changed:

@@ -246,3 +246,33 @@ def test_differencing_through_the_server_is_withheld_by_the_subset_rule(client: 
     withheld = result.output("all_but_one")
     assert withheld.table is not None and withheld.table.num_rows == 0
     assert any(r["rule"] == "subset" and "withheld" in r["explanation"] for r in withheld.report["rules"])
+
+
+def test_jobs_are_served_fairly_between_researchers(
+    catalog_dir: Path, algorithms_dir: Path, deployment, tmp_path: Path, make_config
+) -> None:
+    """One worker, alice queues four jobs, then bob one: bob's runs second, not fifth."""
+    from saferoom.server import create_server
+    from saferoom.store import JobStore
+    from tests.support import approve_all
+
+    server, port = create_server(make_config(catalog_dir, tmp_path / "state", deployment.pki, max_concurrent_jobs=1))
+    try:
+        approve_all(deployment, port, algorithms_dir)
+        approve_all(deployment, port, algorithms_dir, researcher="bob")  # same content: already approved
+        with deployment.client("alice", port) as alice, deployment.client("bob", port) as bob:
+            blocker = alice.run_job("forever")
+            deadline = time.monotonic() + 20
+            while alice.get_job(blocker.id).state != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            alices = [alice.run_job("echo", {"n": i}) for i in range(1, 4)]
+            bobs = bob.run_job("echo", {"n": 9})
+            alice.cancel_job(blocker.id)
+            assert all(alice.wait(job.id, timeout=60).state == "succeeded" for job in alices)
+            assert bob.wait(bobs.id, timeout=60).state == "succeeded"
+        store = JobStore(server.database)
+        started = sorted((store.get_job(j.id).started_at or 0, j.id) for j in (*alices, bobs))
+        assert [job_id for _, job_id in started].index(bobs.id) == 1  # right after alice's first
+    finally:
+        server.stop(1.0)
