@@ -3,9 +3,9 @@
     python bench/bench_soak.py [--hostile 20] [--good 10] [--scale 1000000]
 
 One researcher submits --hostile jobs (CPU loops, memory bombs, engine bombs, output floods, recursion) and
-another --good trivial jobs right after, waits for all, and prints: how each hostile job ended (the limit it hit), how long
-the good jobs took, and the server's memory (its own RSS and that of all its worker processes) before,
-at the peak and after. Numbers only.
+another --good trivial jobs right after; waits for all, and prints how each hostile job ended (the limit it
+hit), how long the good jobs took, and the server's memory (its own RSS and that of all its worker
+processes) before, at the peak and after. Numbers only.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
                 sampler.start()
                 started = time.monotonic()
                 hostile = [
-                    client.run_job(hashes["hostile"], {"attack": ATTACKS[i % len(ATTACKS)]})
+                    hostile_client.run_job(hashes["hostile"], {"attack": ATTACKS[i % len(ATTACKS)]})
                     for i in range(args.hostile)
                 ]
                 good = [(client.run_job(hashes["trivial"]), time.monotonic()) for _ in range(args.good)]
@@ -127,7 +127,7 @@ def main() -> None:
                 print(f"  hostile {attack:<10} -> {state} ({code}) x{count}")
             print(
                 f"good jobs: all {len(good_seconds)} succeeded; time from submission p50 "
-                f"{statistics.median(good_seconds):.1f} s, max {max(good_seconds):.1f} s (they queue behind)"
+                f"{statistics.median(good_seconds):.1f} s, max {max(good_seconds):.1f} s (in turn with the bombs)"
             )
             print(f"server + workers RSS: baseline {baseline:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB")
         finally:
