@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from saferoom.api.expressions import AggregateExpr, Expr, When, as_expr, check_name, literal, make_aggregate
-from saferoom.api.table import Grouped, Table
+from saferoom.api.table import Grouped, Model, Table
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
 from saferoom.errors import UserCodeError
@@ -217,8 +217,10 @@ _PUBLIC: dict[type, frozenset[str]] = {
             "sort",
             "head",
             "union",
+            "ols",
         }
     ),
+    Model: frozenset(),
     Grouped: frozenset({"agg"}),
     Expr: frozenset({"abs", "is_in", "between", "is_null", "round", "floor", "ceil", "cast"}),
     When: frozenset({"when", "otherwise"}),
@@ -254,6 +256,8 @@ def export_outputs(value: object) -> dict[str, dict[str, Any]]:
             if kind is str and len(item) > MAX_VALUE_STRING:
                 raise UserCodeError(f"result {name!r}: strings are at most {MAX_VALUE_STRING} characters")
             out[name] = {"value": literal(item).value}
+        elif kind is Model:
+            out[name] = {"model": {"kind": "ols", "input": plan.to_data(item._node), "y": item._y, "x": list(item._x)}}
         elif kind is Grouped:
             raise UserCodeError(f"result {name!r}: finish group_by(...) with .agg(...)")
         else:

@@ -10,6 +10,8 @@ from saferoom.engine import plan
 from saferoom.engine.schema import Schema, node_schema
 from saferoom.errors import InvalidPlan, LimitExceeded, UserCodeError
 
+MAX_MODEL_TERMS = 10
+
 __all__ = ["Grouped", "Table"]
 
 MAX_HEAD = 10_000_000
@@ -146,6 +148,23 @@ class Table:
             raise UserCodeError(f"head: n must be an integer between 0 and {MAX_HEAD}")
         return self._derive(plan.Limit(self._node, n), [self])
 
+    def ols(self, y: object, x: object) -> Model:
+        """An ordinary least squares fit of column ``y`` on the columns ``x`` (with an intercept).
+
+        Only the coefficients and their standard errors can leave (never residuals or fitted values), and
+        only with enough residual degrees of freedom; rows with a missing value in any of them are left out.
+        """
+        if type(y) is not str or not isinstance(x, list | tuple) or not 1 <= len(x) <= MAX_MODEL_TERMS:
+            raise UserCodeError(f"ols(y, x): y is a column name, x a list of 1 to {MAX_MODEL_TERMS} column names")
+        names = [check_name(y, "ols response")] + [check_name(c, "ols predictor") for c in x]
+        if len(set(names)) != len(names):
+            raise UserCodeError("ols: the response and the predictors must be different columns")
+        for name in names:
+            kind = self._schema.get(name)
+            if kind not in ("int64", "float64"):
+                raise UserCodeError(f"ols: column {name!r} must be a number column, got {kind or 'no such column'}")
+        return Model(self._node, names[0], tuple(names[1:]))
+
     def union(self, *others: object) -> Table:
         """Rows of this table and the others (same column names)."""
         if not others or len(others) >= MAX_UNION:
@@ -211,3 +230,17 @@ def _aggregate(table: Table, keys: tuple[str, ...], aggregates: dict[str, object
         size += value._size
     _unique([*keys, *(n for n, _ in pairs)])
     return table._derive(plan.Aggregate(table._node, keys, tuple(pairs)), [table], size)
+
+
+class Model:
+    """A model to fit on the server (``Table.ols``); return it like a table. Opaque: nothing to read."""
+
+    __slots__ = ("_node", "_x", "_y")
+
+    def __init__(self, node: plan.Node, y: str, x: tuple[str, ...]) -> None:
+        self._node = node
+        self._y = y
+        self._x = x
+
+    def __repr__(self) -> str:
+        return f"<ols model of {self._y} on {', '.join(self._x)}>"

@@ -55,6 +55,7 @@ class Policy:
     dominance_n: int = 2  # (n, k) rule: a cell fails if its n largest contributors hold ...
     dominance_k: float = 0.9  # ... more than this share of its total (sums and means of magnitudes)
     p_percent: float = 0.1  # p% rule: a cell fails if the rest of it (after the two largest) is below p x largest
+    min_residual_df: int = 10  # models (ols): residual degrees of freedom needed before coefficients leave
 
     def __post_init__(self) -> None:
         if self.min_contributors < 1 or self.dominance_n not in (1, 2):

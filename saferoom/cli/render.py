@@ -191,6 +191,9 @@ def describe_report(output: ResultOutput) -> str:
         return "a value computed without data (released as is)"
     if output.kind == "public":
         return f"{report.get('rows', 0)} rows from public datasets (released row by row)"
+    if output.kind == "model":
+        model = [r for r in report.get("rules", []) if r.get("rule") == "model"]
+        return str(model[-1]["explanation"]) if model else "a model"
     rules = report.get("rules", [])
     withheld = [r for r in rules if str(r.get("explanation", "")).startswith("withheld")]
     if withheld:

@@ -25,8 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom import disclosure
-from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.manifest import Manifest, Policy
 from saferoom.config import WorkerLimits
+from saferoom.disclosure.models import ModelSpec, fit_ols, ols_statistics
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.packages import Package
@@ -157,7 +158,7 @@ class Pipeline:
             },
             cancel=cancel,
         )
-        order, plans, values, printed = self._parse_sandbox_reply(reply.data, datasets)
+        order, plans, values, models, printed = self._parse_sandbox_reply(reply.data, datasets)
         protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
         tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
         subsets: dict[str, tuple[int, int]] = {}
@@ -175,6 +176,8 @@ class Pipeline:
             if name in plans:
                 table, dropped = tables[name]
                 released = disclosure.release(protected[name], table, dropped, subsets)
+                if name in models:
+                    released = fit_ols(released, models[name], self._min_residual_df(protected[name]))
                 report = released.report.to_data()
                 outputs.append(ReleasedOutput(name, report["kind"], released.table, None, report))
             else:
@@ -182,10 +185,19 @@ class Pipeline:
                 outputs.append(ReleasedOutput(name, "value", None, values[name], report))
         return JobOutcome(outputs, printed)
 
+    def _min_residual_df(self, protected: disclosure.Protected) -> int:
+        """The strictest residual degrees of freedom any dataset behind a model asks for."""
+        datasets = {d for rule in protected.thresholds.values() for d in rule.datasets}
+        policies = [self.manifest.dataset(d).policy for d in datasets] or [Policy()]
+        return max(policy.min_residual_df for policy in policies)
+
     def _parse_sandbox_reply(
         self, data: dict[str, Any], datasets: tuple[str, ...]
-    ) -> tuple[list[str], dict[str, plan.Node], dict[str, plan.Scalar], str]:
-        """Strictly parse what the (untrusted) sandbox worker sent back."""
+    ) -> tuple[list[str], dict[str, plan.Node], dict[str, plan.Scalar], dict[str, ModelSpec], str]:
+        """Strictly parse what the (untrusted) sandbox worker sent back.
+
+        A model arrives as its input plan and column names; the server builds the statistics plan itself.
+        """
         outputs = data.get("outputs")
         printed = data.get("printed", "")
         if not isinstance(outputs, dict) or not isinstance(printed, str) or len(outputs) > MAX_OUTPUTS:
@@ -194,26 +206,45 @@ class Pipeline:
             raise ReleaseRefused("the algorithm returned no outputs: return a dict of named tables or values")
         plans: dict[str, plan.Node] = {}
         values: dict[str, plan.Scalar] = {}
+        models: dict[str, ModelSpec] = {}
         allowed = set(datasets)
         for name, out in outputs.items():
             if not isinstance(name, str) or not _OUTPUT_NAME.match(name):
                 raise InvalidPlan("output names must be identifiers of at most 128 characters")
-            if isinstance(out, dict) and set(out) == {"plan"}:
-                node = plan.from_data(out["plan"])
+            if isinstance(out, dict) and set(out) in ({"plan"}, {"model"}):
+                model = out.get("model")
+                if model is not None:
+                    spec, source = _model_spec(model)
+                    node = plan.from_data(source)
+                else:
+                    node = plan.from_data(out["plan"])
                 used = {n.dataset for n in plan.walk(node) if isinstance(n, plan.Scan)}
                 if not used <= allowed:
                     raise InvalidPlan(f"output {name!r} reads datasets this run may not use")
+                if model is not None:
+                    node = ols_statistics(node, spec, self.manifest)
+                    models[name] = spec
                 plans[name] = node
             elif isinstance(out, dict) and set(out) == {"value"} and _is_scalar(out["value"]):
                 values[name] = out["value"]
             else:
                 raise WorkerCrashed("the sandbox worker sent a malformed output")
-        return list(outputs), plans, values, printed[:MAX_PRINTED]
+        return list(outputs), plans, values, models, printed[:MAX_PRINTED]
 
     def close(self) -> None:
         """Stop both worker pools (idempotent)."""
         self._sandbox.close()
         self._engine.close()
+
+
+def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
+    """A model output from the sandbox, checked shape by shape (the names are checked against the plan later)."""
+    if not isinstance(model, dict) or set(model) != {"kind", "input", "y", "x"} or model["kind"] != "ols":
+        raise WorkerCrashed("the sandbox worker sent a malformed model")
+    y, x = model["y"], model["x"]
+    if not isinstance(y, str) or not isinstance(x, list) or not all(isinstance(c, str) for c in x):
+        raise WorkerCrashed("the sandbox worker sent a malformed model")
+    return ModelSpec(y, tuple(x)), model["input"]
 
 
 def _subset_counts(table: pa.Table) -> tuple[int, int]:

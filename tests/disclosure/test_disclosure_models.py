@@ -1,0 +1,66 @@
+"""Models: ols through the real pipeline (sandbox worker, engine worker, release), checked against numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saferoom.catalog import Catalog
+from saferoom.jobs.local import run_local
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fixtures" / "packages" / "regression"
+
+
+@pytest.fixture(scope="module")
+def outcome(catalog_dir: Path):
+    return {o.name: o for o in run_local(PACKAGE, catalog_dir, {}).outputs}
+
+
+def test_ols_releases_coefficients_that_match_a_direct_fit(outcome, catalog_dir: Path) -> None:
+    fit = outcome["fit"]
+    assert fit.kind == "model" and fit.table is not None
+    assert fit.table.column_names == ["term", "estimate", "std_error"]  # no residuals, no fitted values
+    with Catalog.open(catalog_dir) as catalog:
+        people = catalog.table("population")
+        age = people.column("age").to_numpy().astype(float)
+        mask = age >= 18
+        x = np.column_stack([np.ones(mask.sum()), age[mask], people.column("household_size").to_numpy()[mask]])
+        y = people.column("income").to_numpy()[mask]
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    released = dict(zip(fit.table.column("term").to_pylist(), fit.table.column("estimate").to_pylist(), strict=True))
+    assert list(released) == ["intercept", "age", "household_size"]
+    assert np.allclose([released[t] for t in released], beta, rtol=1e-6)
+    residual = y - x @ beta
+    expected_se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * (residual @ residual) / (len(y) - 3))
+    assert np.allclose(fit.table.column("std_error").to_numpy(), expected_se, rtol=1e-5)
+    assert any(r["rule"] == "model" and "residual degrees of freedom" in r["explanation"] for r in fit.report["rules"])
+
+
+def test_too_few_residual_degrees_of_freedom_withholds_the_model(outcome) -> None:
+    tiny = outcome["tiny"]
+    assert tiny.table is not None and tiny.table.num_rows == 0
+    explanation = next(r["explanation"] for r in tiny.report["rules"] if r["rule"] == "model")
+    assert explanation.startswith("withheld") and "9 residual degrees of freedom" in explanation
+
+
+def test_bad_models_are_refused_in_the_api_and_from_a_hostile_worker(catalog_dir: Path) -> None:
+    from saferoom.api import Context
+    from saferoom.catalog.manifest import Manifest
+    from saferoom.errors import InvalidPlan, UserCodeError, WorkerCrashed
+    from saferoom.jobs.pipeline import _model_spec
+
+    people = Context(Manifest.load(catalog_dir), ["population"]).table("population")
+    for y, x in (("district", ["age"]), ("income", []), ("income", ["income"]), ("income", ["age"] * 11),
+                 ("income", "age"), ("income", ["_hidden"])):  # fmt: skip
+        with pytest.raises(UserCodeError):
+            people.ols(y, x)
+    for hostile in ({"kind": "logit", "input": {}, "y": "a", "x": []}, {"kind": "ols", "input": {}, "y": 1, "x": []},
+                    {"kind": "ols", "y": "a", "x": ["b"]}, "ols"):  # fmt: skip
+        with pytest.raises(WorkerCrashed):
+            _model_spec(hostile)
+    from saferoom.disclosure.models import ModelSpec, ols_statistics
+
+    with pytest.raises(InvalidPlan):  # names are checked against the plan by the server, not trusted
+        ols_statistics(people._node, ModelSpec("district", ("age",)), Manifest.load(catalog_dir))
