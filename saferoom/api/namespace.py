@@ -218,6 +218,7 @@ _PUBLIC: dict[type, frozenset[str]] = {
             "head",
             "union",
             "ols",
+            "logit",
         }
     ),
     Model: frozenset(),
@@ -257,7 +258,8 @@ def export_outputs(value: object) -> dict[str, dict[str, Any]]:
                 raise UserCodeError(f"result {name!r}: strings are at most {MAX_VALUE_STRING} characters")
             out[name] = {"value": literal(item).value}
         elif kind is Model:
-            out[name] = {"model": {"kind": "ols", "input": plan.to_data(item._node), "y": item._y, "x": list(item._x)}}
+            model = {"kind": item._kind, "input": plan.to_data(item._node), "y": item._y, "x": list(item._x)}
+            out[name] = {"model": model}
         elif kind is Grouped:
             raise UserCodeError(f"result {name!r}: finish group_by(...) with .agg(...)")
         else:

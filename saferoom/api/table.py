@@ -154,16 +154,26 @@ class Table:
         Only the coefficients and their standard errors can leave (never residuals or fitted values), and
         only with enough residual degrees of freedom; rows with a missing value in any of them are left out.
         """
+        return self._model("ols", y, x)
+
+    def logit(self, y: object, x: object) -> Model:
+        """A logistic regression of the 0/1 column ``y`` on the columns ``x`` (with an intercept); released
+        like ``ols``: coefficients and standard errors only."""
+        return self._model("logit", y, x)
+
+    def _model(self, kind: str, y: object, x: object) -> Model:
         if type(y) is not str or not isinstance(x, list | tuple) or not 1 <= len(x) <= MAX_MODEL_TERMS:
-            raise UserCodeError(f"ols(y, x): y is a column name, x a list of 1 to {MAX_MODEL_TERMS} column names")
-        names = [check_name(y, "ols response")] + [check_name(c, "ols predictor") for c in x]
+            raise UserCodeError(f"{kind}(y, x): y is a column name, x a list of 1 to {MAX_MODEL_TERMS} column names")
+        names = [check_name(y, f"{kind} response")] + [check_name(c, f"{kind} predictor") for c in x]
         if len(set(names)) != len(names):
-            raise UserCodeError("ols: the response and the predictors must be different columns")
+            raise UserCodeError(f"{kind}: the response and the predictors must be different columns")
         for name in names:
-            kind = self._schema.get(name)
-            if kind not in ("int64", "float64"):
-                raise UserCodeError(f"ols: column {name!r} must be a number column, got {kind or 'no such column'}")
-        return Model(self._node, names[0], tuple(names[1:]))
+            column_type = self._schema.get(name)
+            if column_type not in ("int64", "float64"):
+                raise UserCodeError(
+                    f"{kind}: column {name!r} must be a number column, got {column_type or 'no such column'}"
+                )
+        return Model(kind, self._node, names[0], tuple(names[1:]))
 
     def union(self, *others: object) -> Table:
         """Rows of this table and the others (same column names)."""
@@ -233,14 +243,15 @@ def _aggregate(table: Table, keys: tuple[str, ...], aggregates: dict[str, object
 
 
 class Model:
-    """A model to fit on the server (``Table.ols``); return it like a table. Opaque: nothing to read."""
+    """A model to fit on the server (``Table.ols``, ``Table.logit``); return it like a table. Opaque."""
 
-    __slots__ = ("_node", "_x", "_y")
+    __slots__ = ("_kind", "_node", "_x", "_y")
 
-    def __init__(self, node: plan.Node, y: str, x: tuple[str, ...]) -> None:
+    def __init__(self, kind: str, node: plan.Node, y: str, x: tuple[str, ...]) -> None:
+        self._kind = kind
         self._node = node
         self._y = y
         self._x = x
 
     def __repr__(self) -> str:
-        return f"<ols model of {self._y} on {', '.join(self._x)}>"
+        return f"<{self._kind} model of {self._y} on {', '.join(self._x)}>"

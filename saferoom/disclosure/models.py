@@ -10,20 +10,23 @@ residual degrees of freedom (n - p - 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.manifest import Manifest, Policy
 from saferoom.disclosure.release import Released, ReleaseReport, RuleOutcome
 from saferoom.engine.plan import AggExpr, Aggregate, Call, Col, Expr, Filter, Lit, Node
 from saferoom.engine.schema import infer_schema
 from saferoom.errors import InvalidPlan
 
-__all__ = ["ModelSpec", "fit_ols", "ols_statistics"]
+__all__ = ["ModelSpec", "fit_logit", "fit_ols", "logit_statistics", "ols_statistics"]
 
 MAX_TERMS = 10
+MAX_ITERATIONS = 25
+TOLERANCE = 1e-8
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ModelSpec:
 
     y: str
     x: tuple[str, ...]
+    kind: str = "ols"  # "ols" | "logit"
 
 
 def _product(a: str | None, b: str | None) -> Expr:
@@ -45,8 +49,8 @@ def _product(a: str | None, b: str | None) -> Expr:
     return Call("mul", (term(a), term(b)))
 
 
-def ols_statistics(node: Node, spec: ModelSpec, manifest: Manifest) -> Node:
-    """The aggregate of sufficient statistics for ``spec`` over the complete cases of ``node``."""
+def _complete_cases(node: Node, spec: ModelSpec, manifest: Manifest) -> Node:
+    """The rows of ``node`` with a value in every model column (checked to be number columns)."""
     names = (spec.y, *spec.x)
     if not 1 <= len(spec.x) <= MAX_TERMS or len(set(names)) != len(names):
         raise InvalidPlan("a model needs 1 to 10 distinct predictors and a different response")
@@ -57,7 +61,12 @@ def ols_statistics(node: Node, spec: ModelSpec, manifest: Manifest) -> Node:
     complete: Expr = Call("not", (Call("is_null", (Col(spec.y),)),))
     for name in spec.x:
         complete = Call("and", (complete, Call("not", (Call("is_null", (Col(name),)),))))
-    rows = Filter(node, complete)
+    return Filter(node, complete)
+
+
+def ols_statistics(node: Node, spec: ModelSpec, manifest: Manifest) -> Node:
+    """The aggregate of sufficient statistics for ``spec`` over the complete cases of ``node``."""
+    rows = _complete_cases(node, spec, manifest)
     terms: list[str | None] = [None, *spec.x]
     aggs: list[tuple[str, AggExpr]] = [("n", AggExpr("count"))]
     for i, a in enumerate(terms):
@@ -68,48 +77,126 @@ def ols_statistics(node: Node, spec: ModelSpec, manifest: Manifest) -> Node:
     return Aggregate(rows, (), tuple(aggs))
 
 
-def fit_ols(released: Released, spec: ModelSpec, min_residual_df: int) -> Released:
+def min_residual_df(released: Released, manifest: Manifest) -> int:
+    """The strictest residual degrees of freedom the datasets behind a model ask for."""
+    protected = released.protected
+    datasets = {d for rule in protected.thresholds.values() for d in rule.datasets} if protected else set()
+    policies = [manifest.dataset(d).policy for d in sorted(datasets)] or [Policy()]
+    return max(policy.min_residual_df for policy in policies)
+
+
+def fit_ols(released: Released, spec: ModelSpec, manifest: Manifest) -> Released:
     """Coefficients and standard errors from the released statistics, or the output withheld with why."""
     p = len(spec.x) + 1
+    minimum = min_residual_df(released, manifest)
     stats = released.table.to_pylist()
-    rules = [r for r in released.report.rules]
-    names = ["intercept", *spec.x]
-
-    def withheld(reason: str) -> Released:
-        rule = RuleOutcome("model", f"withheld: {reason}", threshold=min_residual_df)
-        empty = pa.table(
-            {
-                "term": pa.array([], pa.string()),
-                "estimate": pa.array([], pa.float64()),
-                "std_error": pa.array([], pa.float64()),
-            }
-        )
-        report = ReleaseReport(released.report.output, "model", 0, empty.column_names, 0, [*rules, rule])
-        return Released(empty, report)
-
     if len(stats) != 1 or stats[0]["n"] is None:
-        return withheld("the model's cases did not pass the rules above")
+        return _withheld(released, "the model's cases did not pass the rules above", minimum)
     row = stats[0]
     n = int(row["n"])
     df = n - p
-    if df < min_residual_df:
-        return withheld(f"{df} residual degrees of freedom; at least {min_residual_df} are needed")
+    if df < minimum:
+        return _withheld(released, f"{df} residual degrees of freedom; at least {minimum} are needed", minimum)
     xtx = np.zeros((p, p))
     for i in range(p):
         for j in range(i, p):
             xtx[i, j] = xtx[j, i] = float(row[f"xx_{i}_{j}"] or 0.0)
     xty = np.array([float(row[f"xy_{i}"] or 0.0) for i in range(p)])
     if np.linalg.matrix_rank(xtx) < p:
-        return withheld("the predictors are collinear (or constant) among these cases")
+        return _withheld(released, "the predictors are collinear (or constant) among these cases", minimum)
     beta = np.linalg.solve(xtx, xty)
     rss = max(float(row["yy"] or 0.0) - float(beta @ xty), 0.0)
     errors = np.sqrt(np.clip(np.diag(np.linalg.inv(xtx)) * rss / df, 0.0, None))
-    table = pa.table({"term": names, "estimate": beta.tolist(), "std_error": errors.tolist()})
-    rule = RuleOutcome(
-        "model",
+    explanation = (
         f"ordinary least squares on {n} complete cases with {df} residual degrees of freedom (at least "
-        f"{min_residual_df}); only coefficients and standard errors are released, no residuals or fitted values",
-        threshold=min_residual_df,
+        f"{minimum}); only coefficients and standard errors are released, no residuals or fitted values"
     )
-    report = ReleaseReport(released.report.output, "model", table.num_rows, table.column_names, 0, [*rules, rule])
-    return Released(table, report)
+    return _coefficients(released, spec, beta.tolist(), errors.tolist(), explanation, minimum)
+
+
+def logit_statistics(rows: Node, spec: ModelSpec, beta: list[float]) -> Node:
+    """One Newton (IRLS) step's statistics at ``beta``: X'WX and X'(y - p), with p = 1 / (1 + exp(-X beta)).
+
+    ``beta`` enters the plan as literals, so every step is an ordinary, engine-neutral aggregate. Also
+    sum(y (1 - y)), which is 0 exactly when the response is 0/1.
+    """
+    terms: list[str | None] = [None, *spec.x]
+    eta: Expr = Lit(float(beta[0]))
+    for coefficient, name in zip(beta[1:], spec.x, strict=True):
+        eta = Call("add", (eta, Call("mul", (Lit(float(coefficient)), Call("cast_float", (Col(name),))))))
+    prob = Call("div", (Lit(1.0), Call("add", (Lit(1.0), Call("exp", (Call("neg", (eta,)),))))))
+    weight = Call("mul", (prob, Call("sub", (Lit(1.0), prob))))
+    y = Call("cast_float", (Col(spec.y),))
+    aggs: list[tuple[str, AggExpr]] = [
+        ("n", AggExpr("count")),
+        ("not_binary", AggExpr("sum", Call("mul", (y, Call("sub", (Lit(1.0), y)))))),
+    ]
+    for i, a in enumerate(terms):
+        for j in range(i, len(terms)):
+            aggs.append((f"xwx_{i}_{j}", AggExpr("sum", Call("mul", (weight, _product(a, terms[j]))))))
+        aggs.append((f"score_{i}", AggExpr("sum", Call("mul", (_product(a, None), Call("sub", (y, prob)))))))
+    return Aggregate(rows, (), tuple(aggs))
+
+
+def fit_logit(node: Node, spec: ModelSpec, manifest: Manifest, evaluate: Callable[[Node], Released]) -> Released:
+    """Logistic regression by Newton steps; each step's statistics go through protection and release
+    (``evaluate``), and only the final coefficients and standard errors leave."""
+    rows = _complete_cases(node, spec, manifest)
+    p = len(spec.x) + 1
+    beta = [0.0] * p
+    for iteration in range(1, MAX_ITERATIONS + 1):
+        released = evaluate(logit_statistics(rows, spec, beta))
+        stats = released.table.to_pylist()
+        minimum = min_residual_df(released, manifest)
+        if len(stats) != 1 or stats[0]["n"] is None:
+            return _withheld(released, "the model's cases did not pass the rules above", minimum)
+        row = stats[0]
+        df = int(row["n"]) - p
+        if df < minimum:
+            return _withheld(released, f"{df} residual degrees of freedom; at least {minimum} are needed", minimum)
+        if abs(float(row["not_binary"] or 0.0)) > 1e-9:
+            return _withheld(released, f"the response {spec.y} must be 0 or 1", minimum)
+        xwx = np.zeros((p, p))
+        for i in range(p):
+            for j in range(i, p):
+                xwx[i, j] = xwx[j, i] = float(row[f"xwx_{i}_{j}"] or 0.0)
+        score = np.array([float(row[f"score_{i}"] or 0.0) for i in range(p)])
+        if not np.all(np.isfinite(xwx)) or np.linalg.matrix_rank(xwx) < p:
+            degenerate = "the fit is degenerate (collinear predictors or perfect separation)"
+            return _withheld(released, degenerate, minimum)
+        step = np.linalg.solve(xwx, score)
+        beta = [b + s for b, s in zip(beta, step.tolist(), strict=True)]
+        if float(np.max(np.abs(step))) < TOLERANCE * (1.0 + float(np.max(np.abs(beta)))):
+            errors = np.sqrt(np.clip(np.diag(np.linalg.inv(xwx)), 0.0, None)).tolist()
+            explanation = (
+                f"logistic regression on {int(row['n'])} complete cases, {df} residual degrees of freedom (at "
+                f"least {minimum}), converged in {iteration} Newton steps; only coefficients and standard errors "
+                "are released, no residuals or fitted values"
+            )
+            return _coefficients(released, spec, beta, errors, explanation, minimum)
+    last = evaluate(logit_statistics(rows, spec, beta))
+    reason = f"no convergence in {MAX_ITERATIONS} Newton steps (perfect separation?)"
+    return _withheld(last, reason, min_residual_df(last, manifest))
+
+
+def _coefficients(
+    released: Released, spec: ModelSpec, beta: list[float], errors: list[float], explanation: str, minimum: int
+) -> Released:
+    table = pa.table({"term": ["intercept", *spec.x], "estimate": beta, "std_error": errors})
+    rule = RuleOutcome("model", explanation, threshold=minimum)
+    rules = [*released.report.rules, rule]
+    report = ReleaseReport(released.report.output, "model", table.num_rows, table.column_names, 0, rules)
+    return Released(table, report, released.protected)
+
+
+def _withheld(released: Released, reason: str, minimum: int) -> Released:
+    rule = RuleOutcome("model", f"withheld: {reason}", threshold=minimum)
+    empty = pa.table(
+        {
+            "term": pa.array([], pa.string()),
+            "estimate": pa.array([], pa.float64()),
+            "std_error": pa.array([], pa.float64()),
+        }
+    )
+    report = ReleaseReport(released.report.output, "model", 0, empty.column_names, 0, [*released.report.rules, rule])
+    return Released(empty, report, released.protected)

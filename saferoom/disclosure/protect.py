@@ -20,7 +20,7 @@ The input plans come from the sandbox and are hostile: they are type-checked and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from saferoom.catalog.manifest import Manifest, Policy
@@ -171,6 +171,7 @@ class _Rewriter:
         self.clamped: dict[str, set[str]] = {}  # dataset -> columns clamped to their public bounds
         self.dominance: dict[str, DominanceRule] = {}
         self.subsets: dict[str, SubsetCheck] = {}
+        self.statistics: set[int] = set()  # model statistics: aggregates not checked for dominance
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -254,7 +255,7 @@ class _Rewriter:
         for unit in level.units:
             agg = AggExpr("count") if unit.unique else AggExpr("count_distinct", Col(unit.column))
             counts.append((self._fresh("__n"), agg))
-        checks = self._dominance_checks(node, level)
+        checks = [] if id(node) in self.statistics else self._dominance_checks(node, level)
         # Amounts of units with one row each: the cell's largest contribution and total, in the same pass.
         inline = tuple(
             agg
@@ -510,14 +511,21 @@ def _check_names(node: Node) -> None:
             raise InvalidPlan(f"column names starting with '_' are reserved ({hidden[0][:40]!r})")
 
 
-def protect(outputs: Mapping[str, Node], manifest: Manifest) -> dict[str, Protected]:
+def protect(outputs: Mapping[str, Node], manifest: Manifest, models: Collection[str] = ()) -> dict[str, Protected]:
     """Rewrite every output for release, or refuse the first one that may not leave.
+
+    ``models`` names outputs that are a model's sufficient statistics (built by the server, never released:
+    only coefficients leave, under the residual-df rule). Their top aggregate gets the contributor threshold
+    and everything below it every rule, but no dominance check: its sums are signed (a score is ~0 at the
+    fit), where the (n,k) and p% rules mean nothing.
 
     Subtrees shared between outputs (``plan.share_subtrees``) stay shared, so the engine computes them once.
     """
     protected: dict[str, Protected] = {}
     rewriter = _Rewriter(manifest)
     for name, node in outputs.items():
+        if name in models:
+            rewriter.statistics.add(id(node))
         _check_names(node)
         infer_schema(node, manifest)  # InvalidPlan for ill-typed plans, before anything runs
         plan, level = rewriter.rewrite(node)

@@ -57,6 +57,7 @@ class ReleaseReport:
 class Released:
     table: pa.Table
     report: ReleaseReport
+    protected: Protected | None = None  # what was released (for post-processing such as model fits)
 
 
 def _recheck(protected: Protected, table: pa.Table) -> None:
@@ -111,7 +112,7 @@ def release(
         visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
         empty = table.select(visible).slice(0, 0)
         report = ReleaseReport(protected.name, protected.kind, 0, empty.column_names, 0, [withheld])
-        return Released(empty, report)
+        return Released(empty, report, protected)
     visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
     out = table.select(visible)
     # Decode categories so results read the same whatever the storage.
@@ -182,7 +183,7 @@ def release(
         suppressed_cells=sum(r.cells_suppressed for r in rules),
         rules=rules,
     )
-    return Released(out, report)
+    return Released(out, report, protected)
 
 
 def value_report(name: str) -> ReleaseReport:

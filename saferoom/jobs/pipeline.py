@@ -25,9 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom import disclosure
-from saferoom.catalog.manifest import Manifest, Policy
+from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
-from saferoom.disclosure.models import ModelSpec, fit_ols, ols_statistics
+from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.packages import Package
@@ -42,6 +42,8 @@ CHECK_TASK = "saferoom.sandbox.runner:check_code"
 ENGINE_TASK = "saferoom.jobs.engine_task:execute_plans"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 MAX_OUTPUTS = 64
+MODEL_KINDS = ("ols", "logit")
+_OLS = ModelSpec("", (), "ols")
 MAX_PRINTED = 64 * 1024
 
 
@@ -159,37 +161,45 @@ class Pipeline:
             cancel=cancel,
         )
         order, plans, values, models, printed = self._parse_sandbox_reply(reply.data, datasets)
-        protected = disclosure.protect(plan.share_subtrees(plans), self.manifest)
-        tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
-        subsets: dict[str, tuple[int, int]] = {}
-        if protected:
-            names = list(protected)
-            checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-            work = [[name, plan.to_data(protected[name].plan)] for name in names]
-            work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
-            engine_reply = self._engine.run(ENGINE_TASK, {"plans": work}, cancel=cancel)
-            results = _parse_engine_reply(engine_reply.data, engine_reply.blobs, [w[0] for w in work])
-            tables = {name: results[name] for name in names}
-            subsets = {label: _subset_counts(results[label][0]) for label in checks}
+        ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
+        protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
+        released = self._released(protected, cancel)
         outputs: list[ReleasedOutput] = []
         for name in order:  # the order the algorithm returned them in
             if name in plans:
-                table, dropped = tables[name]
-                released = disclosure.release(protected[name], table, dropped, subsets)
-                if name in models:
-                    released = fit_ols(released, models[name], self._min_residual_df(protected[name]))
-                report = released.report.to_data()
-                outputs.append(ReleasedOutput(name, report["kind"], released.table, None, report))
+                spec = models.get(name)
+                if spec is not None and spec.kind == "logit":
+                    result = fit_logit(plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel))
+                elif spec is not None:
+                    result = fit_ols(released[name], spec, self.manifest)
+                else:
+                    result = released[name]
+                report = result.report.to_data()
+                outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report))
             else:
                 report = disclosure.value_report(name).to_data()
                 outputs.append(ReleasedOutput(name, "value", None, values[name], report))
         return JobOutcome(outputs, printed)
 
-    def _min_residual_df(self, protected: disclosure.Protected) -> int:
-        """The strictest residual degrees of freedom any dataset behind a model asks for."""
-        datasets = {d for rule in protected.thresholds.values() for d in rule.datasets}
-        policies = [self.manifest.dataset(d).policy for d in datasets] or [Policy()]
-        return max(policy.min_residual_df for policy in policies)
+    def _released(
+        self, protected: dict[str, disclosure.Protected], cancel: threading.Event | None
+    ) -> dict[str, disclosure.Released]:
+        """Execute protected outputs and their subset checks in one engine run, and release each."""
+        if not protected:
+            return {}
+        checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+        work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
+        work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
+        engine_reply = self._engine.run(ENGINE_TASK, {"plans": work}, cancel=cancel)
+        results = _parse_engine_reply(engine_reply.data, engine_reply.blobs, [w[0] for w in work])
+        subsets = {label: _subset_counts(results[label][0]) for label in checks}
+        return {
+            name: disclosure.release(p, results[name][0], results[name][1], subsets) for name, p in protected.items()
+        }
+
+    def _release_one(self, node: plan.Node, cancel: threading.Event | None) -> disclosure.Released:
+        """One more plan through protection, the engine and release (an iteration of a model fit)."""
+        return self._released(disclosure.protect({"model": node}, self.manifest, models={"model"}), cancel)["model"]
 
     def _parse_sandbox_reply(
         self, data: dict[str, Any], datasets: tuple[str, ...]
@@ -222,8 +232,9 @@ class Pipeline:
                 if not used <= allowed:
                     raise InvalidPlan(f"output {name!r} reads datasets this run may not use")
                 if model is not None:
-                    node = ols_statistics(node, spec, self.manifest)
-                    models[name] = spec
+                    if spec.kind == "ols":
+                        node = ols_statistics(node, spec, self.manifest)
+                    models[name] = spec  # a logit keeps its input: each iteration builds its own statistics
                 plans[name] = node
             elif isinstance(out, dict) and set(out) == {"value"} and _is_scalar(out["value"]):
                 values[name] = out["value"]
@@ -239,12 +250,12 @@ class Pipeline:
 
 def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
     """A model output from the sandbox, checked shape by shape (the names are checked against the plan later)."""
-    if not isinstance(model, dict) or set(model) != {"kind", "input", "y", "x"} or model["kind"] != "ols":
+    if not isinstance(model, dict) or set(model) != {"kind", "input", "y", "x"} or model["kind"] not in MODEL_KINDS:
         raise WorkerCrashed("the sandbox worker sent a malformed model")
     y, x = model["y"], model["x"]
     if not isinstance(y, str) or not isinstance(x, list) or not all(isinstance(c, str) for c in x):
         raise WorkerCrashed("the sandbox worker sent a malformed model")
-    return ModelSpec(y, tuple(x)), model["input"]
+    return ModelSpec(y, tuple(x), model["kind"]), model["input"]
 
 
 def _subset_counts(table: pa.Table) -> tuple[int, int]:

@@ -56,7 +56,7 @@ def test_bad_models_are_refused_in_the_api_and_from_a_hostile_worker(catalog_dir
                  ("income", "age"), ("income", ["_hidden"])):  # fmt: skip
         with pytest.raises(UserCodeError):
             people.ols(y, x)
-    for hostile in ({"kind": "logit", "input": {}, "y": "a", "x": []}, {"kind": "ols", "input": {}, "y": 1, "x": []},
+    for hostile in ({"kind": "probit", "input": {}, "y": "a", "x": []}, {"kind": "ols", "input": {}, "y": 1, "x": []},
                     {"kind": "ols", "y": "a", "x": ["b"]}, "ols"):  # fmt: skip
         with pytest.raises(WorkerCrashed):
             _model_spec(hostile)
@@ -64,3 +64,28 @@ def test_bad_models_are_refused_in_the_api_and_from_a_hostile_worker(catalog_dir
 
     with pytest.raises(InvalidPlan):  # names are checked against the plan by the server, not trusted
         ols_statistics(people._node, ModelSpec("district", ("age",)), Manifest.load(catalog_dir))
+
+
+def test_logit_converges_to_the_direct_fit(outcome, catalog_dir: Path) -> None:
+    fit = outcome["classify"]
+    assert fit.kind == "model" and fit.table is not None and fit.table.num_rows == 3
+    with Catalog.open(catalog_dir) as catalog:
+        people = catalog.table("population")
+        age = people.column("age").to_numpy().astype(float)
+        mask = age >= 18
+        x = np.column_stack([np.ones(mask.sum()), age[mask], people.column("household_size").to_numpy()[mask]])
+        y = (people.column("income").to_numpy()[mask] > 100_000).astype(float)
+    beta = np.zeros(3)
+    for _ in range(50):  # plain Newton-Raphson, the textbook way
+        prob = 1 / (1 + np.exp(-x @ beta))
+        hessian = x.T @ (x * (prob * (1 - prob))[:, None])
+        beta = beta + np.linalg.solve(hessian, x.T @ (y - prob))
+    assert np.allclose(fit.table.column("estimate").to_numpy(), beta, rtol=1e-6, atol=1e-9)
+    assert np.allclose(fit.table.column("std_error").to_numpy(), np.sqrt(np.diag(np.linalg.inv(hessian))), rtol=1e-5)
+    assert "Newton steps" in next(r["explanation"] for r in fit.report["rules"] if r["rule"] == "model")
+
+
+def test_logit_of_a_response_that_is_not_zero_or_one_is_withheld(outcome) -> None:
+    bad = outcome["not_binary"]
+    assert bad.table is not None and bad.table.num_rows == 0
+    assert "must be 0 or 1" in next(r["explanation"] for r in bad.report["rules"] if r["rule"] == "model")
