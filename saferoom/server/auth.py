@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 
-from saferoom.errors import AuthenticationFailed, PermissionDenied, SaferoomError
+from saferoom.errors import AuthenticationFailed, LimitExceeded, PermissionDenied, SaferoomError
 from saferoom.identity import Identity, TrustStore, authorize
 from saferoom.server.handlers import rewrap
 from saferoom.store import IdentityStore
 
-__all__ = ["AuthInterceptor", "Caller", "RefusalHook"]
+__all__ = ["AuthInterceptor", "Caller", "RefusalHook", "StreamSlots"]
 
 _log = logging.getLogger(__name__)
 # (method, name, roles, error): the name and roles the certificate claims, even when it was not accepted.
@@ -71,18 +71,49 @@ class Caller:
         return identity
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Refuses every call whose caller is not authenticated, or whose roles do not allow the method."""
+class StreamSlots:
+    """How many server streams (WatchJob, ReadLog with follow, DownloadMock) may be open at once, per identity
+    and in all: each holds an RPC thread, and a caller must not be able to take them all."""
 
-    def __init__(self, caller: Caller, on_refused: RefusalHook | None = None) -> None:
+    def __init__(self, per_identity: int = 4, total: int = 16) -> None:
+        self.per_identity, self.total = per_identity, total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, name: str) -> None:
+        with self._lock:
+            if self._open.get(name, 0) >= self.per_identity or sum(self._open.values()) >= self.total:
+                raise LimitExceeded(
+                    f"too many open streams (at most {self.per_identity} per identity, {self.total} in all)"
+                )
+            self._open[name] = self._open.get(name, 0) + 1
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            left = self._open.get(name, 0) - 1
+            if left > 0:
+                self._open[name] = left
+            else:
+                self._open.pop(name, None)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Refuses every call whose caller is not authenticated, or whose roles do not allow the method; bounds
+    the server streams each caller may hold open."""
+
+    def __init__(
+        self, caller: Caller, on_refused: RefusalHook | None = None, streams: StreamSlots | None = None
+    ) -> None:
         self._caller = caller
         self._on_refused = on_refused or _log_refusal
+        self._streams = streams or StreamSlots()
 
-    def _check(self, method: str, context: grpc.ServicerContext) -> None:
+    def _check(self, method: str, context: grpc.ServicerContext) -> Identity:
         identity: Identity | None = None
         try:
             identity = self._caller(context)
             authorize(identity, method)
+            return identity
         except (AuthenticationFailed, PermissionDenied) as exc:
             if identity is not None:
                 name, roles = identity.name, identity.role_names
@@ -110,10 +141,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
             return wrapped
 
+        streams = self._streams
+
         def streaming(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                check(method, context)
-                yield from behavior(request, context)
+                who = check(method, context).name
+                streams.acquire(who)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    streams.release(who)
 
             return wrapped
 

@@ -278,3 +278,27 @@ def test_researchers_and_operators_cannot_read_the_log(world: World) -> None:
             list(who.read_log())
         with pytest.raises(PermissionDenied):
             who.verify_log()
+
+
+def test_open_streams_are_bounded_per_identity(world: World) -> None:
+    """An auditor following the log holds an RPC thread per stream: at most 4 at once, then RESOURCE_EXHAUSTED;
+    everyone else keeps being served, and closing a stream frees its slot."""
+    import grpc
+
+    from saferoom._proto.saferoom.v1 import audit_pb2, audit_pb2_grpc
+
+    with world.deployment.channel("audrey", world.server.port) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        tail = world.audrey.get_checkpoint().covers + 10
+        calls = [stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True)) for _ in range(4)]
+        time.sleep(0.5)  # let them all reach the server
+        extra = stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True), timeout=10)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(extra)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert world.alice.list_datasets()  # others are still served
+        for call in calls:
+            call.cancel()
+        time.sleep(1.5)  # the server notices the cancellations on its next wake-up
+        again = stub.ReadLog(audit_pb2.ReadLogRequest(limit=1), timeout=10)
+        assert next(again).seq == 1
