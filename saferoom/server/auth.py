@@ -75,7 +75,7 @@ class StreamSlots:
     """How many server streams (WatchJob, ReadLog with follow, DownloadMock) may be open at once, per identity
     and in all: each holds an RPC thread, and a caller must not be able to take them all."""
 
-    def __init__(self, per_identity: int = 4, total: int = 16) -> None:
+    def __init__(self, per_identity: int = 8, total: int = 24) -> None:
         self.per_identity, self.total = per_identity, total
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()

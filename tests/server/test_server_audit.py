@@ -281,7 +281,7 @@ def test_researchers_and_operators_cannot_read_the_log(world: World) -> None:
 
 
 def test_open_streams_are_bounded_per_identity(world: World) -> None:
-    """An auditor following the log holds an RPC thread per stream: at most 4 at once, then RESOURCE_EXHAUSTED;
+    """An auditor following the log holds an RPC thread per stream: at most 8 at once, then RESOURCE_EXHAUSTED;
     everyone else keeps being served, and closing a stream frees its slot."""
     import grpc
 
@@ -290,7 +290,7 @@ def test_open_streams_are_bounded_per_identity(world: World) -> None:
     with world.deployment.channel("audrey", world.server.port) as channel:
         stub = audit_pb2_grpc.AuditStub(channel)
         tail = world.audrey.get_checkpoint().covers + 10
-        calls = [stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True)) for _ in range(4)]
+        calls = [stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True)) for _ in range(8)]
         time.sleep(0.5)  # let them all reach the server
         extra = stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True), timeout=10)
         with pytest.raises(grpc.RpcError) as caught:
