@@ -72,19 +72,23 @@ def approve_all(deployment: Deployment, port: int, packages_dir: Path, researche
 
 
 def release_outputs(manifest, table_of, tables):  # type: ignore[no-untyped-def]
-    """What the pipeline does with algorithm outputs, in process: protect, run the outputs and their subset
-    checks in one engine run, release. ``tables`` maps output names to API tables."""
+    """What the pipeline does with algorithm outputs, in process: protect, run the outputs, their subset checks
+    and the cell lists secondary suppression needs in one engine run, release. ``tables``: name -> API table."""
     from saferoom.api import export_outputs
     from saferoom.disclosure import protect, release
+    from saferoom.disclosure.secondary import margins, suppress_secondary
     from saferoom.engine import ArrowEngine, plan
     from saferoom.jobs.pipeline import _subset_counts
 
     plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
     protected = protect(plans, manifest)
     checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-    runs = ArrowEngine(table_of).execute_all([p.plan for p in protected.values()] + [c.plan for c in checks.values()])
-    outputs, check_runs = runs[: len(protected)], runs[len(protected) :]
-    counts = {label: _subset_counts(r.table) for label, r in zip(checks, check_runs, strict=True)}
-    return {
-        name: release(p, e.table, e.dropped, counts) for (name, p), e in zip(protected.items(), outputs, strict=True)
-    }
+    with_margins = list(margins(protected))
+    extra = [c.plan for c in checks.values()] + [protected[n].table.cells for n in with_margins]
+    runs = ArrowEngine(table_of).execute_all([p.plan for p in protected.values()] + extra)
+    outputs, rest = runs[: len(protected)], runs[len(protected) :]
+    counts = {label: _subset_counts(r.table) for label, r in zip(checks, rest[: len(checks)], strict=True)}
+    cells = {name: r.table for name, r in zip(with_margins, rest[len(checks) :], strict=True)}
+    pairs = zip(protected.items(), outputs, strict=True)
+    released = {name: release(p, e.table, e.dropped, counts) for (name, p), e in pairs}
+    return suppress_secondary(released, protected, cells) if with_margins else released

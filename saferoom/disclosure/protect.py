@@ -46,7 +46,7 @@ from saferoom.engine.plan import (
 from saferoom.engine.schema import infer_schema
 from saferoom.errors import InvalidPlan, ReleaseRefused
 
-__all__ = ["HIDDEN_PREFIX", "DominanceRule", "Protected", "SubsetCheck", "ThresholdRule", "protect"]
+__all__ = ["HIDDEN_PREFIX", "CellTable", "DominanceRule", "Protected", "SubsetCheck", "ThresholdRule", "protect"]
 
 HIDDEN_PREFIX = "_"
 _ABSENT = 2**62  # stands for "this source has no rows in the cell" while taking the minimum
@@ -86,6 +86,18 @@ class Protected:
     clamped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> columns clamped to bounds
     dominance: dict[str, DominanceRule] = field(default_factory=dict)
     subsets: dict[str, SubsetCheck] = field(default_factory=dict)  # checks whose failure withholds the output
+    table: CellTable | None = None  # set when the output is a protected aggregate itself (for margins)
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """An output that is a group-by over personal rows as it stands: which rows it groups (by identity of the
+    rewritten input), by which keys, and a plan listing every one of its cells' keys before suppression (for
+    the server alone: secondary suppression must know which cells were suppressed to protect them)."""
+
+    source: int
+    keys: tuple[str, ...]
+    cells: Node
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,7 @@ class _Rewriter:
         self.dominance: dict[str, DominanceRule] = {}
         self.subsets: dict[str, SubsetCheck] = {}
         self.statistics: set[int] = set()  # model statistics: aggregates not checked for dominance
+        self.tables: dict[int, CellTable] = {}  # id of a protected aggregate's top node -> its cell table
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -289,10 +302,13 @@ class _Rewriter:
             label, contributors, minimum, datasets, tuple(self._unit_name(u) for u in level.units)
         )
         out: Node = Threshold(rewritten, contributors, minimum, label)
-        if not checks:
-            return out, _Level("aggregate", (contributors,), checks=level.checks)
-        out, flag = self._dominance(out, child, node.keys, visible, contributors, checks)
-        return out, _Level("aggregate", (contributors, flag), checks=level.checks)
+        hidden: tuple[str, ...] = (contributors,)
+        if checks:
+            out, flag = self._dominance(out, child, node.keys, visible, contributors, checks)
+            hidden = (contributors, flag)
+        cells = Project(rewritten, tuple((k, Col(k)) for k in node.keys))
+        self.tables[id(out)] = CellTable(id(child), node.keys, cells)
+        return out, _Level("aggregate", hidden, checks=level.checks)
 
     def _dominance_checks(self, node: Aggregate, level: _Level) -> list[_Check]:
         """The sums and means of magnitudes in an aggregate, one check per owning unit."""
@@ -547,5 +563,6 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest, models: Collection[
         dominance = {label: rule for label, rule in rewriter.dominance.items() if label in labels}
         subsets = {label: rewriter.subsets[label] for label in dict.fromkeys(level.checks)}
         minimums = dict(rewriter.minimums)
-        protected[name] = Protected(name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets)
+        table = rewriter.tables.get(id(plan))
+        protected[name] = Protected(name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets, table)
     return protected

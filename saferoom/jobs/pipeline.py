@@ -28,6 +28,7 @@ from saferoom import disclosure
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
+from saferoom.disclosure.secondary import margins, suppress_secondary
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.packages import Package
@@ -188,14 +189,20 @@ class Pipeline:
         if not protected:
             return {}
         checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+        with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
         work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
         work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
+        work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in with_margins]  # type: ignore[union-attr]
         engine_reply = self._engine.run(ENGINE_TASK, {"plans": work}, cancel=cancel)
         results = _parse_engine_reply(engine_reply.data, engine_reply.blobs, [w[0] for w in work])
         subsets = {label: _subset_counts(results[label][0]) for label in checks}
-        return {
+        released = {
             name: disclosure.release(p, results[name][0], results[name][1], subsets) for name, p in protected.items()
         }
+        if not with_margins:
+            return released
+        cells = {name: results[f"cells:{name}"][0] for name in with_margins}
+        return suppress_secondary(released, protected, cells)
 
     def _release_one(self, node: plan.Node, cancel: threading.Event | None) -> disclosure.Released:
         """One more plan through protection, the engine and release (an iteration of a model fit)."""

@@ -1,0 +1,122 @@
+"""Secondary (complementary) suppression: a suppressed cell must not be recoverable from a margin released in
+the same result.
+
+When one output groups some rows by keys K and another groups the very same rows by a subset of K (a margin:
+row totals, column totals, a grand total), a margin cell covering exactly one suppressed cell would give that
+cell away by subtraction. So, until no margin cell covers exactly one suppressed cell of a table, the server
+suppresses one more released cell of the table in that group (the first by key order: the choice does not
+look at values), or, if the group has no released cell left, the margin cell itself. What it does is reported
+per output. Margins computed from other rows (another filter) are not recognised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.disclosure.protect import Protected
+from saferoom.disclosure.release import Released, RuleOutcome
+
+__all__ = ["margins", "suppress_secondary"]
+
+Key = tuple[Any, ...]
+
+
+def margins(protected: Mapping[str, Protected]) -> dict[str, list[str]]:
+    """For each output that is a table, the other outputs that are margins of it (same rows, fewer keys)."""
+    found: dict[str, list[str]] = {}
+    for name, p in protected.items():
+        if p.table is None or not p.table.keys:
+            continue
+        for other, q in protected.items():
+            same_rows = other != name and q.table is not None and q.table.source == p.table.source
+            if same_rows and q.table is not None and set(q.table.keys) < set(p.table.keys):
+                found.setdefault(name, []).append(other)
+    return found
+
+
+def _keys(table: pa.Table, columns: tuple[str, ...]) -> list[Key]:
+    decoded = [
+        pc.cast(table.column(c), table.column(c).type.value_type)
+        if pa.types.is_dictionary(table.column(c).type)
+        else table.column(c)
+        for c in columns
+    ]
+    return list(zip(*(c.to_pylist() for c in decoded), strict=True)) if columns else [() for _ in range(table.num_rows)]
+
+
+def _project(key: Key, positions: list[int]) -> Key:
+    return tuple(key[i] for i in positions)
+
+
+def suppress_secondary(
+    released: dict[str, Released], protected: Mapping[str, Protected], cells: Mapping[str, pa.Table]
+) -> dict[str, Released]:
+    """``released`` with complementary suppression applied; ``cells`` holds every table's full cell keys."""
+    out = dict(released)
+    for name, margin_names in margins(protected).items():
+        table_info = protected[name].table
+        if name not in cells or table_info is None:
+            continue
+        keys = table_info.keys
+        everything = set(_keys(cells[name], keys))
+        shown = _keys(out[name].table, keys)
+        kept = set(shown)
+        hidden = everything - kept
+        margin_kept: dict[str, set[Key]] = {}
+        positions: dict[str, list[int]] = {}
+        for m in margin_names:
+            m_keys = protected[m].table.keys  # type: ignore[union-attr]
+            positions[m] = [keys.index(k) for k in m_keys]
+            margin_kept[m] = set(_keys(out[m].table, m_keys))
+        extra: set[Key] = set()
+        removed: dict[str, set[Key]] = {m: set() for m in margin_names}
+        changed = bool(hidden)
+        while changed:
+            changed = False
+            for m in margin_names:
+                groups: dict[Key, list[Key]] = {}
+                for key in hidden:
+                    groups.setdefault(_project(key, positions[m]), []).append(key)
+                for group, members in sorted(groups.items(), key=lambda item: repr(item[0])):
+                    if len(members) != 1 or group not in margin_kept[m]:
+                        continue
+                    candidates = sorted((k for k in kept if _project(k, positions[m]) == group), key=repr)
+                    if candidates:
+                        kept.discard(candidates[0])
+                        hidden.add(candidates[0])
+                        extra.add(candidates[0])
+                    else:
+                        margin_kept[m].discard(group)
+                        removed[m].add(group)
+                    changed = True
+        if extra:
+            out[name] = _without(out[name], keys, extra, f"margins {', '.join(margin_names)}")
+        for m, gone in removed.items():
+            if gone:
+                m_keys = protected[m].table.keys  # type: ignore[union-attr]
+                out[m] = _without(out[m], m_keys, gone, f"the detailed table {name}")
+    return out
+
+
+def _without(released: Released, keys: tuple[str, ...], drop: set[Key], because: str) -> Released:
+    table = released.table
+    mask = pa.array([key not in drop for key in _keys(table, keys)], pa.bool_())
+    kept = table.filter(mask)
+    rule = RuleOutcome(
+        "secondary",
+        f"{len(drop)} more cells suppressed, key included, so that no suppressed cell can be recovered by "
+        f"subtraction from {because} released in the same result",
+        cells_suppressed=len(drop),
+    )
+    report = replace(
+        released.report,
+        rows=kept.num_rows,
+        suppressed_cells=released.report.suppressed_cells + len(drop),
+        rules=[*released.report.rules, rule],
+    )
+    return Released(kept, report, released.protected)

@@ -1,0 +1,113 @@
+"""Secondary suppression: with row and column totals released beside a table, a suppressed cell must not be
+recoverable by subtraction."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from saferoom.api import Context, namespace
+from saferoom.catalog.manifest import Manifest
+from tests.disclosure.test_disclosure_dominance import people
+from tests.support import release_outputs
+
+NS = namespace()
+count, sum_ = NS["count"], NS["sum"]
+
+
+@pytest.fixture(scope="module")
+def manifest(catalog_dir: Path) -> Manifest:
+    m = Manifest.load(catalog_dir)
+    return dataclasses.replace(m, datasets={"population": m.dataset("population")})
+
+
+def crosstab(manifest: Manifest, groups: dict[tuple[str, str], int], with_total: bool = True):
+    """A population with ``groups[(district, sex)]`` people each, and a table with its margins released."""
+    rows = {}
+    for (district, sex), n in groups.items():
+        rows.setdefault(district, []).extend([(sex, 30_000.0)] * n)
+    table = people({d: [income for _, income in r] for d, r in rows.items()})
+    sexes = [s for (d, s), n in groups.items() for _ in range(n)]
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("sex"), "sex", pa.array(sexes).dictionary_encode())
+    ctx = Context(manifest, ["population"])
+    population = ctx.table("population")
+    outputs = {
+        "table": population.group_by("district", "sex").agg(n=count()),
+        "by_district": population.group_by("district").agg(n=count()),
+        "by_sex": population.group_by("sex").agg(n=count()),
+    }
+    if with_total:
+        outputs["total"] = population.agg(n=count())
+    info = manifest.dataset("population")
+    columns = [c.name for c in info.columns]
+    return release_outputs(manifest, {"population": table.select(columns)}.__getitem__, outputs)
+
+
+def recoverable(out) -> list[str]:
+    """Margin cells that cover exactly one suppressed cell of the table (what an attacker could subtract)."""
+    released = {(r["district"], r["sex"]) for r in out["table"].table.to_pylist()}
+    all_cells = {(d, s) for d in ("Siming", "Huli", "Jimei") for s in ("female", "male")}
+    hidden = all_cells - released
+    found = []
+    for margin, index in (("by_district", 0), ("by_sex", 1)):
+        column = "district" if index == 0 else "sex"
+        for row in out[margin].table.to_pylist():
+            if sum(1 for cell in hidden if cell[index] == row[column]) == 1:
+                found.append(f"{margin}:{row[column]}")
+    if "total" in out and out["total"].table.num_rows and len(hidden) == 1:
+        found.append("total")
+    return found
+
+
+def test_one_small_cell_beside_its_row_and_column_totals(manifest: Manifest) -> None:
+    groups = {("Siming", "female"): 5, ("Siming", "male"): 20, ("Huli", "female"): 20, ("Huli", "male"): 20,
+              ("Jimei", "female"): 20, ("Jimei", "male"): 20}
+    out = crosstab(manifest, groups)
+    assert ("Siming", "female") not in {(r["district"], r["sex"]) for r in out["table"].table.to_pylist()}
+    assert recoverable(out) == []
+    secondary = [r for r in out["table"].report.rules if r.rule == "secondary"]
+    assert secondary and secondary[0].cells_suppressed >= 1
+    assert out["table"].report.suppressed_cells == 1 + secondary[0].cells_suppressed
+
+
+def test_nothing_extra_is_suppressed_when_no_margin_is_released(manifest: Manifest) -> None:
+    groups = {("Siming", "female"): 5, ("Siming", "male"): 20, ("Huli", "female"): 20, ("Huli", "male"): 20}
+    rows = {}
+    for (district, _sex), n in groups.items():
+        rows.setdefault(district, []).extend([30_000.0] * n)
+    ctx = Context(manifest, ["population"])
+    alone = release_outputs(
+        manifest,
+        {"population": people(rows).select([c.name for c in manifest.dataset("population").columns])}.__getitem__,
+        {"table": ctx.table("population").group_by("district", "sex").agg(n=count())},
+    )
+    assert all(r.rule != "secondary" for r in alone["table"].report.rules)
+
+
+def test_a_table_without_small_cells_keeps_every_cell(manifest: Manifest) -> None:
+    groups = {(d, s): 15 for d in ("Siming", "Huli", "Jimei") for s in ("female", "male")}
+    out = crosstab(manifest, groups)
+    assert out["table"].table.num_rows == 6 and out["by_district"].table.num_rows == 3
+    assert all(r.rule != "secondary" for r in out["table"].report.rules)
+
+
+def test_through_the_real_pipeline_no_margin_gives_a_suppressed_cell_away(catalog_dir: Path) -> None:
+    from saferoom.jobs.local import run_local
+
+    package = Path(__file__).resolve().parents[1] / "fixtures" / "packages" / "margins"
+    outs = {o.name: o for o in run_local(package, catalog_dir, {}).outputs}
+    table = outs["table"].table
+    assert table is not None
+    released = {(r["district"], r["household_size"]) for r in table.to_pylist()}
+    districts = {r["district"] for r in outs["by_district"].table.to_pylist()}
+    sizes = {r["household_size"] for r in outs["by_size"].table.to_pylist()}
+    every = {(d, s) for d in districts for s in sizes}
+    hidden = every - released  # cells that exist but were suppressed (a cell with no people at all counts too)
+    for d in districts:
+        assert sum(1 for cell in hidden if cell[0] == d) != 1
+    for s in sizes:
+        assert sum(1 for cell in hidden if cell[1] == s) != 1
