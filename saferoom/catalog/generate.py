@@ -272,7 +272,8 @@ def _district_column(what: str) -> Column:
     return Column("district", "string", f"district of the {what}", categories=DISTRICT_NAMES)
 
 
-def _infos(scale: int) -> list[DatasetInfo]:
+def _infos(scale: int, differential_privacy: bool = True) -> list[DatasetInfo]:
+    dp = differential_privacy
     lat, lon = _coord_columns()
     days = (float(_days(dt.date(2019, 1, 1))), float(_days(dt.date(2025, 12, 31))))
     return [
@@ -297,7 +298,7 @@ def _infos(scale: int) -> list[DatasetInfo]:
             ),
             privacy_unit="person_id",
             one_row_per_unit=True,
-            policy=Policy(min_contributors=10),
+            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=1),
         ),
         DatasetInfo(
             "housing_transactions",
@@ -319,7 +320,7 @@ def _infos(scale: int) -> list[DatasetInfo]:
             ),
             privacy_unit="buyer_id",
             one_row_per_unit=False,
-            policy=Policy(min_contributors=10),
+            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=2),
         ),
         DatasetInfo(
             "bus_stops",
@@ -392,12 +393,22 @@ def _infos(scale: int) -> list[DatasetInfo]:
     ]
 
 
-def generate_catalog(out: Path, scale: int = 1_000_000, seed: int = 7, progress: Progress | None = None) -> Manifest:
-    """Write the synthetic city to ``out`` (Arrow IPC files + catalog.json) and return its manifest."""
+def generate_catalog(
+    out: Path,
+    scale: int = 1_000_000,
+    seed: int = 7,
+    progress: Progress | None = None,
+    differential_privacy: bool = True,
+) -> Manifest:
+    """Write the synthetic city to ``out`` (Arrow IPC files + catalog.json) and return its manifest.
+
+    Personal datasets release only differentially private results unless ``differential_privacy`` is false
+    (then the exact rules apply alone: thresholds, dominance, subsets, secondary suppression).
+    """
     if scale < 1_000:
         raise ValueError("scale must be at least 1,000 persons")
     out.mkdir(parents=True, exist_ok=True)
-    infos = _infos(scale)
+    infos = _infos(scale, differential_privacy)
     chunked = {
         "population": lambda rng, start, n: _population_chunk(rng, start, n),
         "housing_transactions": lambda rng, start, n: _housing_chunk(rng, start, n, scale),

@@ -56,12 +56,19 @@ class Policy:
     dominance_k: float = 0.9  # ... more than this share of its total (sums and means of magnitudes)
     p_percent: float = 0.1  # p% rule: a cell fails if the rest of it (after the two largest) is below p x largest
     min_residual_df: int = 10  # models (ols): residual degrees of freedom needed before coefficients leave
+    # Differential privacy: when on, every aggregate of this dataset is released with calibrated noise under
+    # the researcher's privacy budget instead of the exact rules above (see saferoom.disclosure.dp).
+    differential_privacy: bool = False
+    max_contributions: int = 1  # rows one privacy unit may contribute to a DP aggregate (more are dropped)
+    dp_delta: float = 1e-7  # the delta one job spends on this dataset (selecting which group keys exist)
 
     def __post_init__(self) -> None:
         if self.min_contributors < 1 or self.dominance_n not in (1, 2):
             raise InvalidRequest("policy: min_contributors must be >= 1 and dominance_n 1 or 2")
         if not (0 < self.dominance_k <= 1 and 0 <= self.p_percent < 1):
             raise InvalidRequest("policy: dominance_k must be in (0, 1] and p_percent in [0, 1)")
+        if not (1 <= self.max_contributions <= 1000 and 0 < self.dp_delta < 1e-3):
+            raise InvalidRequest("policy: max_contributions must be in [1, 1000] and dp_delta in (0, 1e-3)")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _DATASET = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _FILE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _ALLOWED_SUFFIXES = (".py", ".md", ".txt")
-_MANIFEST_KEYS = {"name", "version", "description", "entrypoint", "datasets", "parameters"}
+_MANIFEST_KEYS = {"name", "version", "description", "entrypoint", "datasets", "parameters", "privacy"}
+_PRIVACY_KEYS = {"epsilon"}
+MAX_EPSILON = 10.0  # per run and dataset; a budget is usually a few units in all
 _PARAM_KEYS = {"type", "default", "min", "max", "choices", "description"}
 PARAM_TYPES = ("int", "float", "str", "bool")
 MAX_PARAMETERS = 64
@@ -79,6 +81,9 @@ class Package:
     datasets: tuple[str, ...]
     parameters: dict[str, ParameterSpec]
     files: dict[str, bytes] = field(repr=False)
+    # The privacy loss (epsilon) one run spends on each differentially private dataset it reads; the operator
+    # approves it with the package (it is part of the content hash) and the budget is charged this much.
+    epsilon: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def hash(self) -> str:
@@ -223,6 +228,7 @@ def package_from_files(files: Mapping[str, bytes]) -> Package:
     if not isinstance(raw_params, dict) or len(raw_params) > MAX_PARAMETERS:
         raise InvalidPackage(f"parameters must be a table of at most {MAX_PARAMETERS} entries")
     parameters = {pname: _check_param(pname, raw) for pname, raw in raw_params.items()}
+    epsilon = _check_privacy(data.get("privacy", {}), datasets)
 
     return Package(
         name=name,
@@ -232,7 +238,25 @@ def package_from_files(files: Mapping[str, bytes]) -> Package:
         datasets=tuple(datasets),
         parameters=parameters,
         files=dict(files),
+        epsilon=epsilon,
     )
+
+
+def _check_privacy(raw: Any, datasets: list[str]) -> dict[str, float]:
+    """``[privacy] epsilon = { dataset = 0.5, ... }``: what one run spends per differentially private dataset."""
+    if not isinstance(raw, dict) or set(raw) - _PRIVACY_KEYS:
+        raise InvalidPackage("privacy must be a table with one key, epsilon = { dataset = number, ... }")
+    spend = raw.get("epsilon", {})
+    if not isinstance(spend, dict):
+        raise InvalidPackage("privacy.epsilon must be a table of dataset = number")
+    out: dict[str, float] = {}
+    for dataset, value in spend.items():
+        if dataset not in datasets:
+            raise InvalidPackage(f"privacy.epsilon names {dataset[:80]!r}, which the package does not declare")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_EPSILON:
+            raise InvalidPackage(f"privacy.epsilon.{dataset} must be a number in (0, {MAX_EPSILON:g}]")
+        out[dataset] = float(value)
+    return out
 
 
 def _read_directory(root: Path) -> dict[str, bytes]:

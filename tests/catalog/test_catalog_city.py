@@ -15,12 +15,22 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.errors import DatasetNotFound, InvalidRequest
 
 
-def test_generation_is_deterministic(tmp_path: Path, catalog_dir: Path) -> None:
+def test_generation_is_deterministic(tmp_path: Path, dp_catalog_dir: Path) -> None:
     generate_catalog(tmp_path / "again", scale=20_000, seed=7)
     generate_catalog(tmp_path / "other", scale=20_000, seed=8)
     for f in ("population.arrow", "housing_transactions.arrow", "bus_stops.arrow", "catalog.json"):
-        assert (tmp_path / "again" / f).read_bytes() == (catalog_dir / f).read_bytes()
-    assert (tmp_path / "other" / "population.arrow").read_bytes() != (catalog_dir / "population.arrow").read_bytes()
+        assert (tmp_path / "again" / f).read_bytes() == (dp_catalog_dir / f).read_bytes()
+    other = (tmp_path / "other" / "population.arrow").read_bytes()
+    assert other != (dp_catalog_dir / "population.arrow").read_bytes()
+
+
+def test_personal_datasets_are_differentially_private_by_default(dp_catalog_dir: Path, catalog_dir: Path) -> None:
+    default, exact = Manifest.load(dp_catalog_dir), Manifest.load(catalog_dir)
+    for name, info in default.datasets.items():
+        assert info.policy.differential_privacy == (info.sensitivity == "personal"), name
+        assert not exact.datasets[name].policy.differential_privacy
+    assert default.dataset("population").policy.max_contributions == 1
+    assert default.dataset("housing_transactions").policy.max_contributions == 2
 
 
 def test_files_match_the_manifest_and_stay_in_bounds(catalog_dir: Path) -> None:
