@@ -71,24 +71,19 @@ def approve_all(deployment: Deployment, port: int, packages_dir: Path, researche
                 operator.approve_package(summary.hash, days=30)
 
 
-def release_outputs(manifest, table_of, tables):  # type: ignore[no-untyped-def]
-    """What the pipeline does with algorithm outputs, in process: protect, run the outputs, their subset checks
-    and the cell lists secondary suppression needs in one engine run, release. ``tables``: name -> API table."""
+def release_outputs(manifest, table_of, tables, epsilon=None):  # type: ignore[no-untyped-def]
+    """What the pipeline does with algorithm outputs, in process (the engine runs here rather than in a worker):
+    protect, noise the DP aggregates, run the outputs, their subset checks and margin cell lists, release.
+    ``tables``: name -> API table; ``epsilon``: dataset -> what the run may spend."""
     from saferoom.api import export_outputs
-    from saferoom.disclosure import protect, release
-    from saferoom.disclosure.secondary import margins, suppress_secondary
+    from saferoom.disclosure import protect
     from saferoom.engine import ArrowEngine, plan
-    from saferoom.jobs.pipeline import _subset_counts
+    from saferoom.jobs.pipeline import release_all
+
+    def execute(work, inputs):  # type: ignore[no-untyped-def]
+        nodes = plan.share_subtrees({name: plan.from_data(data) for name, data in work})
+        runs = ArrowEngine(table_of, inputs).execute_all(list(nodes.values()))
+        return {name: (r.table, r.dropped) for name, r in zip(nodes, runs, strict=True)}
 
     plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
-    protected = protect(plans, manifest)
-    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-    with_margins = list(margins(protected))
-    extra = [c.plan for c in checks.values()] + [protected[n].table.cells for n in with_margins]
-    runs = ArrowEngine(table_of).execute_all([p.plan for p in protected.values()] + extra)
-    outputs, rest = runs[: len(protected)], runs[len(protected) :]
-    counts = {label: _subset_counts(r.table) for label, r in zip(checks, rest[: len(checks)], strict=True)}
-    cells = {name: r.table for name, r in zip(with_margins, rest[len(checks) :], strict=True)}
-    pairs = zip(protected.items(), outputs, strict=True)
-    released = {name: release(p, e.table, e.dropped, counts) for (name, p), e in pairs}
-    return suppress_secondary(released, protected, cells) if with_margins else released
+    return release_all(protect(plans, manifest), manifest, execute, epsilon or {})

@@ -211,6 +211,16 @@ class Expr:
     def ceil(self) -> Expr:
         return _call("ceil", self)
 
+    def clip(self, low: object, high: object) -> Expr:
+        """The value limited to [low, high] (literal numbers). On differentially private datasets a sum, mean or
+        quantile of a computed value needs such public bounds: they decide how much noise it gets."""
+        for bound in (low, high):
+            if type(bound) not in (int, float) or not math.isfinite(bound):  # type: ignore[arg-type]
+                raise UserCodeError("clip: low and high must be finite numbers")
+        if low > high:  # type: ignore[operator]
+            raise UserCodeError("clip: low must not be greater than high")
+        return _call("clamp", self, Expr(literal(low), 1), Expr(literal(high), 1))
+
     def cast(self, to: object) -> Expr:
         """Convert to "int", "float" or "str"."""
         fn = {"int": "cast_int", "float": "cast_float", "str": "cast_str"}.get(to) if type(to) is str else None

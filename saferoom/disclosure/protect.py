@@ -15,23 +15,34 @@ union since the scan can have duplicated units), keeps the smallest count as the
 no later sort, filter, head or join ever sees a small cell or its key. Aggregates of already-protected cells are
 post-processing and stay releasable; min and max of personal rows never are.
 
+An aggregate over rows of a differentially private dataset is cut out of the plan instead (``dp``): the engine
+computes its exact statistics over rows bounded per privacy unit, the server releases them with noise, and the
+plan above reads the noisy table through an ``Input`` node: everything built on it is post-processing. No exact
+threshold, dominance, subset or secondary-suppression decision is taken on such data (each would leak through
+what it suppresses); the noisy threshold on each cell's count takes their place.
+
 The input plans come from the sandbox and are hostile: they are type-checked and may not name hidden columns.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from saferoom.catalog.manifest import Manifest, Policy
+from saferoom.disclosure.dp import QUANTILE_BINS, DPColumn, NoisyAggregate
 from saferoom.engine.optimize import prune_columns
 from saferoom.engine.plan import (
+    RELEASE_ONLY,
     AggExpr,
     Aggregate,
+    Bound,
     Call,
     Col,
     Expr,
     Filter,
+    Input,
     Join,
     Limit,
     Lit,
@@ -87,6 +98,7 @@ class Protected:
     dominance: dict[str, DominanceRule] = field(default_factory=dict)
     subsets: dict[str, SubsetCheck] = field(default_factory=dict)  # checks whose failure withholds the output
     table: CellTable | None = None  # set when the output is a protected aggregate itself (for margins)
+    noisy: dict[str, NoisyAggregate] = field(default_factory=dict)  # DP aggregates it reads (Input labels)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class _Level:
     # columns of the people whose amounts they are. Renaming or computing with a magnitude keeps it one.
     magnitudes: dict[str, frozenset[str]] = field(default_factory=dict)
     checks: tuple[str, ...] = ()  # labels of the subset checks the data below must pass
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # "rows": public bounds of columns
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,64 @@ def _magnitudes_through(
     return out
 
 
+def _interval(expr: Expr, bounds: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """Public bounds of an expression's values from its columns' bounds, or None when they cannot be known."""
+    if isinstance(expr, Col):
+        return bounds.get(expr.name)
+    if isinstance(expr, Lit):
+        v = expr.value
+        return (float(v), float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    fn, args = expr.fn, expr.args
+    if fn == "clamp" and all(isinstance(a, Lit) for a in args[1:]):
+        low, high = _interval(args[1], bounds), _interval(args[2], bounds)
+        if low is None or high is None:
+            return None
+        inner = _interval(args[0], bounds)
+        if inner is not None and max(low[0], inner[0]) <= min(high[1], inner[1]):
+            return (max(low[0], inner[0]), min(high[1], inner[1]))
+        return (low[0], high[1])
+    parts = [_interval(a, bounds) for a in args]
+    if fn == "case":  # condition, value, ..., otherwise: the hull of the values (a null value adds nothing)
+        values = [p for i, p in enumerate(parts) if i % 2 == 1 or i == len(parts) - 1]
+        nulls = [a for i, a in enumerate(args) if (i % 2 == 1 or i == len(args) - 1) and a == Lit(None)]
+        known = [p for p in values if p is not None]
+        if len(known) + len(nulls) != len(values) or not known:
+            return None
+        return (min(p[0] for p in known), max(p[1] for p in known))
+    if any(p is None for p in parts):
+        return None
+    ps: list[tuple[float, float]] = [p for p in parts if p is not None]
+    if fn == "add":
+        return (ps[0][0] + ps[1][0], ps[0][1] + ps[1][1])
+    if fn == "sub":
+        return (ps[0][0] - ps[1][1], ps[0][1] - ps[1][0])
+    if fn == "mul":
+        products = [a * b for a in ps[0] for b in ps[1]]
+        return (min(products), max(products))
+    if fn == "div" and ps[1][0] == ps[1][1] and ps[1][0] != 0:
+        quotients = [a / ps[1][0] for a in ps[0]]
+        return (min(quotients), max(quotients))
+    if fn == "neg":
+        return (-ps[0][1], -ps[0][0])
+    if fn == "abs":
+        lo, hi = ps[0]
+        return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+    if fn in ("cast_float", "cast_int", "round", "floor", "ceil"):
+        return (math.floor(ps[0][0]), math.ceil(ps[0][1]))
+    return None
+
+
+def _bounds_through(
+    columns: tuple[tuple[str, Expr], ...], before: Mapping[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    out = {}
+    for name, expr in columns:
+        interval = _interval(expr, before)
+        if interval is not None and all(math.isfinite(v) for v in interval):
+            out[name] = interval
+    return out
+
+
 class _Rewriter:
     """Rewrites plans; a subtree shared by several parents (one object) is rewritten once."""
 
@@ -185,6 +256,7 @@ class _Rewriter:
         self.subsets: dict[str, SubsetCheck] = {}
         self.statistics: set[int] = set()  # model statistics: aggregates not checked for dominance
         self.tables: dict[int, CellTable] = {}  # id of a protected aggregate's top node -> its cell table
+        self.noisy: dict[str, NoisyAggregate] = {}  # differentially private aggregates, by Input label
         self._done: dict[int, tuple[Node, Node, _Level]] = {}
 
     def _fresh(self, prefix: str) -> str:
@@ -204,19 +276,26 @@ class _Rewriter:
             return self._scan(node)
         if isinstance(node, Filter):
             child, level = self.rewrite(node.input)
-            if level.kind == "rows":
+            if level.kind == "rows" and not self._private(level):  # DP noise covers any subset
                 level = self._subset(child, level, node.predicate, None)
             return replace(node, input=child), level
         if isinstance(node, Project):
             child, level = self.rewrite(node.input)
             carried = tuple((h, Col(h)) for h in level.hidden)
             magnitudes = _magnitudes_through(node.columns, level.magnitudes)
-            return Project(child, node.columns + carried), replace(level, magnitudes=magnitudes)
+            bounds = _bounds_through(node.columns, level.bounds)
+            return Project(child, node.columns + carried), replace(level, magnitudes=magnitudes, bounds=bounds)
         if isinstance(node, Sort):
             child, level = self.rewrite(node.input)
             return replace(node, input=child), level
         if isinstance(node, Limit):
             child, level = self.rewrite(node.input)
+            if level.kind == "rows" and self._private(level):
+                # One person's row can push another's out of a head: not a per-person bounded change.
+                raise ReleaseRefused(
+                    f"head() of rows from {self._names(level)} is not allowed under differential privacy: "
+                    "aggregate first, then sort and head the aggregate"
+                )
             if level.kind == "rows":
                 level = self._subset(child, level, None, node.n)
             return replace(node, input=child), level
@@ -226,7 +305,7 @@ class _Rewriter:
             return self._join(node)
         if isinstance(node, Union):
             return self._union(node)
-        raise InvalidPlan("threshold nodes are reserved for the release step")
+        raise InvalidPlan(f"{type(node).__name__.lower()} nodes are reserved for the release step")
 
     def _scan(self, node: Scan) -> tuple[Node, _Level]:
         info = self.manifest.dataset(node.dataset)
@@ -249,7 +328,20 @@ class _Rewriter:
         project = Project(Scan(node.dataset, columns), (*visible, (hidden, Col(info.privacy_unit))))
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
         magnitudes = {c: frozenset({hidden}) for c in node.columns if info.column(c).magnitude}
-        return project, _Level("rows", (hidden,), (unit,), magnitudes)
+        bounds = {
+            name: (float(c.min), float(c.max))
+            for name in node.columns
+            for c in (info.column(name),)
+            if name in self.clamped.get(info.name, ()) and c.min is not None and c.max is not None
+        }
+        return project, _Level("rows", (hidden,), (unit,), magnitudes, bounds=bounds)
+
+    def _private(self, level: _Level) -> bool:
+        """Whether rows come from a dataset released only under differential privacy."""
+        return any(self.manifest.dataset(u.dataset).policy.differential_privacy for u in level.units)
+
+    def _names(self, level: _Level) -> str:
+        return ", ".join(sorted({u.dataset for u in level.units}))
 
     def _aggregate(self, node: Aggregate) -> tuple[Node, _Level]:
         child, level = self.rewrite(node.input)
@@ -257,6 +349,8 @@ class _Rewriter:
             return replace(node, input=child), level
         if level.kind == "aggregate":  # post-processing of cells that already passed their thresholds
             return replace(node, input=child), _Level("aggregate", checks=level.checks)
+        if self._private(level):
+            return self._noisy(node, child, level)
         refused = [agg.fn for _, agg in node.aggs if agg.fn in ("min", "max")]
         if refused:
             names = ", ".join(sorted({u.dataset for u in level.units}))
@@ -309,6 +403,72 @@ class _Rewriter:
         cells = Project(rewritten, tuple((k, Col(k)) for k in node.keys))
         self.tables[id(out)] = CellTable(id(child), node.keys, cells)
         return out, _Level("aggregate", hidden, checks=level.checks)
+
+    def _noisy(self, node: Aggregate, rows: Node, level: _Level) -> tuple[Node, _Level]:
+        """Cut a differentially private aggregate out of the plan: its exact statistics over rows bounded per
+        unit, noised by the server; the plan above reads the released table through an ``Input`` node."""
+        names = self._names(level)
+        if id(node) in self.statistics:
+            raise ReleaseRefused(f"models (ols, logit) are not available on differentially private data ({names})")
+        unit = level.units[0]
+        if len(level.units) != 1 or level.checks or level.hidden != (unit.column,):
+            raise ReleaseRefused(
+                f"a differentially private aggregate over {names} may combine its rows with public data only: "
+                "aggregate each personal dataset on its own, then join the aggregates"
+            )
+        policy = self.manifest.dataset(unit.dataset).policy
+        k = policy.max_contributions
+        bounded = rows if unit.unique else Bound(rows, unit.column, k)
+        schema = infer_schema(node, self.manifest)
+        statistics: list[tuple[str, AggExpr]] = []
+        columns: list[DPColumn] = []
+        histograms: dict[str, Node] = {}
+        for name, agg in node.aggs:
+            if agg.fn == "count" and agg.arg is None:
+                columns.append(DPColumn(name, "count", integer=True))
+                continue
+            if agg.fn in ("count", "count_distinct"):
+                source = self._fresh("__x")
+                statistics.append((source, agg))
+                columns.append(DPColumn(name, "count_values", source, integer=True))
+                continue
+            if agg.fn not in ("sum", "mean", "median", "quantile") or agg.arg is None:
+                raise ReleaseRefused(
+                    f"{agg.fn} of {names} is not available under differential privacy: use count, sum, mean, "
+                    "median or quantile (e.g. a variance from the means of x and x * x)"
+                )
+            interval = _interval(agg.arg, level.bounds)
+            if interval is None:
+                raise ReleaseRefused(
+                    f"{agg.fn} for {name!r} over {names}: under differential privacy a value needs public bounds "
+                    "(the noise is scaled to them); compute it from bounded columns or use .clip(low, high)"
+                )
+            lo, hi = interval
+            clamped = Call("clamp", (agg.arg, Lit(lo), Lit(hi)))
+            source = self._fresh("__x")
+            if agg.fn == "sum":
+                statistics.append((source, AggExpr("sum", clamped)))
+                columns.append(DPColumn(name, "sum", source, lo, hi, integer=schema[name] == "int64"))
+            elif agg.fn == "mean":
+                centred = Call("sub", (clamped, Lit((lo + hi) / 2)))
+                statistics.append((source, AggExpr("sum", centred)))
+                columns.append(DPColumn(name, "mean", source, lo, hi))
+            else:
+                q = 0.5 if agg.fn == "median" else float(agg.q if agg.q is not None else 0.5)
+                binned = Call("histogram", (clamped, Lit(lo), Lit(hi if hi > lo else lo + 1.0), Lit(QUANTILE_BINS)))
+                project = Project(bounded, (*((key, Col(key)) for key in node.keys), ("__bin", binned)))
+                present = Filter(project, Call("not", (Call("is_null", (Col("__bin"),)),)))
+                histograms[source] = Aggregate(present, (*node.keys, "__bin"), (("__n", AggExpr("count")),))
+                columns.append(DPColumn(name, "quantile", source, lo, hi, q))
+        count = self._fresh("__n")
+        exact = Aggregate(bounded, node.keys, (*statistics, (count, AggExpr("count"))))
+        label = self._fresh("dp")
+        released = tuple(schema.items())
+        self.noisy[label] = NoisyAggregate(
+            label, unit.dataset, node.keys, exact, count, tuple(columns), histograms, k, policy.min_contributors,
+            released,
+        )  # fmt: skip
+        return Input(label, released), _Level("aggregate")
 
     def _dominance_checks(self, node: Aggregate, level: _Level) -> list[_Check]:
         """The sums and means of magnitudes in an aggregate, one check per owning unit."""
@@ -448,7 +608,8 @@ class _Rewriter:
             magnitudes = dict(ll.magnitudes)
             for name, owners in rl.magnitudes.items():
                 magnitudes[name] = magnitudes.get(name, frozenset()) | owners
-            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks)
+            bounds = {**ll.bounds, **{c: b for c, b in rl.bounds.items() if c not in node.on}}
+            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks, bounds)
         elif "aggregate" in kinds:
             level = _Level("aggregate", ll.hidden + rl.hidden, checks=ll.checks + rl.checks)
         else:
@@ -464,7 +625,7 @@ class _Rewriter:
             if old in self.minimums:
                 self.minimums[new] = self.minimums[old]
         magnitudes = {c: frozenset(renames.get(o, o) for o in owners) for c, owners in level.magnitudes.items()}
-        renamed = _Level(level.kind, tuple(renames.values()), units, magnitudes, level.checks)
+        renamed = _Level(level.kind, tuple(renames.values()), units, magnitudes, level.checks, level.bounds)
         return Project(node, columns), renamed
 
     def _union(self, node: Union) -> tuple[Node, _Level]:
@@ -487,7 +648,12 @@ class _Rewriter:
                     magnitudes[name] = magnitudes.get(name, frozenset()) | owners
         checks = tuple(dict.fromkeys(c for _, level in parts for c in level.checks))
         if "rows" in kinds:
-            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks)
+            bounds: dict[str, tuple[float, float]] = {}
+            if all(level.kind == "rows" for _, level in parts):  # the hull, where every input bounds a column
+                for name in set.intersection(*(set(level.bounds) for _, level in parts)):
+                    found = [level.bounds[name] for _, level in parts]
+                    bounds[name] = (min(b[0] for b in found), max(b[1] for b in found))
+            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks, bounds)
         if "aggregate" in kinds:
             return Union(tuple(inputs)), _Level("aggregate", hidden, checks=checks)
         return Union(tuple(inputs)), _Level("public")
@@ -512,8 +678,8 @@ def _check_names(node: Node) -> None:
             names += n.on
         elif isinstance(n, Sort):
             names += [k for k, _ in n.keys]
-        elif isinstance(n, Threshold):
-            raise InvalidPlan("threshold nodes are reserved for the release step")
+        elif isinstance(n, RELEASE_ONLY):
+            raise InvalidPlan(f"{type(n).__name__.lower()} nodes are reserved for the release step")
         while exprs:
             e = exprs.pop()
             if isinstance(e, Col):
@@ -564,5 +730,21 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest, models: Collection[
         subsets = {label: rewriter.subsets[label] for label in dict.fromkeys(level.checks)}
         minimums = dict(rewriter.minimums)
         table = rewriter.tables.get(id(plan))
-        protected[name] = Protected(name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets, table)
+        noisy = _noisy_below(plan, rewriter.noisy)
+        protected[name] = Protected(
+            name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets, table, noisy
+        )
     return protected
+
+
+def _noisy_below(root: Node, registry: Mapping[str, NoisyAggregate]) -> dict[str, NoisyAggregate]:
+    """The DP aggregates a plan reads, directly or through other DP aggregates' exact plans."""
+    found: dict[str, NoisyAggregate] = {}
+    stack = [root]
+    while stack:
+        for n in walk(stack.pop()):
+            if isinstance(n, Input) and n.label not in found:
+                found[n.label] = registry[n.label]
+                stack.append(found[n.label].exact)
+                stack.extend(found[n.label].histograms.values())
+    return found

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.disclosure.dp import Noised
 from saferoom.disclosure.protect import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
 from saferoom.errors import ReleaseRefused
 
@@ -24,6 +25,9 @@ class RuleOutcome:
     cells_suppressed: int = 0
     threshold: int | None = None
     datasets: list[str] = field(default_factory=list)
+    # Differential privacy: per released column, the mechanism, epsilon, delta, noise scale, sensitivity and
+    # the half-width of a 95% interval for the noise (``ci95``), so that researchers can read the numbers.
+    noise: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,13 @@ def release(
     table: pa.Table,
     dropped: Mapping[str, int],
     subsets: Mapping[str, tuple[int, int]] | None = None,
+    noised: Mapping[str, Noised] | None = None,
 ) -> Released:
     """The releasable form of an executed output, and its report.
 
     ``subsets`` holds the (kept, left out) unit counts of the subset checks; an output fed by a filter or head
     that keeps or leaves out fewer people than the policy's minimum (but more than none) is withheld whole.
+    ``noised`` holds the differentially private aggregates the output was computed from.
     """
     _recheck(protected, table)
     failed = subset_failures(protected, subsets or {})
@@ -161,6 +167,25 @@ def release(
                 ),
                 threshold=minimum,
                 datasets=sorted({c.dataset for c in checks}),
+            )
+        )
+    for label, agg in protected.noisy.items():
+        done = (noised or {}).get(label)
+        if done is None:
+            raise ReleaseRefused(f"output {protected.name!r} failed the release check; nothing was released")
+        by = f" by {', '.join(agg.keys)}" if agg.keys else ""
+        rules.append(
+            RuleOutcome(
+                rule="differential_privacy",
+                explanation=(
+                    f"aggregate of {agg.dataset}{by} released with noise (each person contributes at most "
+                    f"{agg.contributions} row{'s' if agg.contributions > 1 else ''}); cells appear only if their "
+                    f"noisy count reaches {done.threshold} (how many did not is not reported: it is exact); "
+                    "everything computed from it afterwards is post-processing"
+                ),
+                threshold=done.threshold,
+                datasets=[agg.dataset],
+                noise=done.noise,
             )
         )
     for dataset, columns in protected.clamped.items():

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.engine.aggregates import aggregate
 from saferoom.engine.expressions import decode, evaluate, materialize
 from saferoom.engine.optimize import prune_columns
-from saferoom.engine.plan import Aggregate, Filter, Join, Limit, Node, Project, Scan, Sort, Union, children, walk
+from saferoom.engine.plan import (
+    Aggregate,
+    Bound,
+    Filter,
+    Input,
+    Join,
+    Limit,
+    Node,
+    Project,
+    Scan,
+    Sort,
+    Union,
+    children,
+    walk,
+)
 from saferoom.errors import InvalidPlan
 
 __all__ = ["ArrowEngine", "Engine", "Execution"]
@@ -34,10 +49,12 @@ class Engine(Protocol):
 
 
 class ArrowEngine:
-    """Executes plans with pyarrow.compute and Acero over tables from ``source`` (dataset name -> table)."""
+    """Executes plans with pyarrow.compute and Acero over tables from ``source`` (dataset name -> table) and
+    ``inputs`` (tables supplied for ``Input`` nodes, by label)."""
 
-    def __init__(self, source: Callable[[str], pa.Table]) -> None:
+    def __init__(self, source: Callable[[str], pa.Table], inputs: Mapping[str, pa.Table] | None = None) -> None:
         self._source = source
+        self._inputs = dict(inputs or {})
 
     def execute(self, plan: Node) -> Execution:
         return self.execute_all([plan])[0]
@@ -51,7 +68,7 @@ class ArrowEngine:
                 for node in walk(root):
                     for kid in children(node):
                         parents[id(kid)] = parents.get(id(kid), 0) + 1
-            run = _Run(self._source, {i for i, n in parents.items() if n > 1})
+            run = _Run(self._source, self._inputs, {i for i, n in parents.items() if n > 1})
             return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
@@ -62,8 +79,9 @@ class ArrowEngine:
 class _Run:
     """One execution: results of shared subtrees are kept and reused."""
 
-    def __init__(self, source: Callable[[str], pa.Table], shared: set[int]) -> None:
+    def __init__(self, source: Callable[[str], pa.Table], inputs: dict[str, pa.Table], shared: set[int]) -> None:
         self._source = source
+        self._inputs = inputs
         self._shared = shared
         self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
 
@@ -89,6 +107,14 @@ class _Run:
             if missing:
                 raise InvalidPlan(f"dataset {node.dataset!r} has no column {missing[0]!r}")
             return table.select(list(node.columns)), dropped
+        if isinstance(node, Input):
+            supplied = self._inputs.get(node.label)
+            names = [name for name, _ in node.columns]
+            if supplied is None or supplied.column_names != names:
+                raise InvalidPlan(f"no table was supplied for input {node.label!r}")
+            return supplied, dropped
+        if isinstance(node, Bound):
+            return _bound(self._input(node.input, dropped), node.column, node.n), dropped
         if isinstance(node, Filter):
             table = self._input(node.input, dropped)
             mask = evaluate(node.predicate, table)
@@ -132,6 +158,34 @@ class _Run:
         kept = table.filter(keep)
         dropped[node.label] = table.num_rows - kept.num_rows
         return kept, dropped
+
+
+def _bound(table: pa.Table, column: str, n: int) -> pa.Table:
+    """At most ``n`` rows per distinct value of ``column`` (nulls count as one value): the first in input order.
+
+    One stable sort by the column's value ids, each row's rank inside its run of equal ids, and a mask back in
+    input order.
+    """
+    if column not in table.column_names:
+        raise InvalidPlan(f"bound on unknown column {column!r}")
+    if table.num_rows <= n:
+        return table
+    values = table.column(column).combine_chunks()
+    if pa.types.is_integer(values.type):
+        ids = pc.fill_null(pc.cast(values, pa.int64()), -(2**63)).to_numpy()
+    else:
+        ids = pc.fill_null(pc.dictionary_encode(values).indices, -1).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    position = np.arange(len(ids))
+    starts = np.ones(len(ids), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    rank = position - np.maximum.accumulate(np.where(starts, position, 0))
+    keep = np.empty(len(ids), dtype=bool)
+    keep[order] = rank < n
+    if keep.all():
+        return table
+    return table.filter(pa.array(keep))
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -11,10 +11,12 @@ from dataclasses import replace
 from saferoom.engine.plan import (
     AggExpr,
     Aggregate,
+    Bound,
     Call,
     Col,
     Expr,
     Filter,
+    Input,
     Join,
     Limit,
     Node,
@@ -54,7 +56,7 @@ def output_columns(node: Node, memo: dict[int, list[str]] | None = None) -> list
         return memo[id(node)]
     if isinstance(node, Scan):
         out = list(node.columns)
-    elif isinstance(node, Project):
+    elif isinstance(node, Input | Project):
         out = [name for name, _ in node.columns]
     elif isinstance(node, Aggregate):
         out = [*node.keys, *(name for name, _ in node.aggs)]
@@ -74,7 +76,7 @@ def _merge(a: Need, b: Need) -> Need:
 
 
 def _child_needs(node: Node, need: Need, memo: dict[int, list[str]]) -> list[Need]:
-    if isinstance(node, Scan):
+    if isinstance(node, Scan | Input):
         return []
     if isinstance(node, Filter):
         return [None if need is None else need | columns_of(node.predicate)]
@@ -97,7 +99,7 @@ def _child_needs(node: Node, need: Need, memo: dict[int, list[str]]) -> list[Nee
         return [None if need is None else need | {k for k, _ in node.keys}]
     if isinstance(node, Limit):
         return [need]
-    if isinstance(node, Threshold):
+    if isinstance(node, Threshold | Bound):
         return [None if need is None else need | {node.column}]
     names = frozenset(output_columns(node.inputs[0], memo)) if need is None else need
     return [names for _ in node.inputs]

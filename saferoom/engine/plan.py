@@ -16,10 +16,16 @@ Nodes:
     Threshold(input, column, minimum, label)
                                        drop rows whose ``column`` < minimum; the engine reports how many rows
                                        it dropped under ``label`` (used by the release step for suppression)
+    Bound(input, column, n)            keep at most n rows per distinct value of ``column`` (the first n in
+                                       input order) [row_number() over (partition by column) <= n]
+    Input(label, columns)              a table supplied with the plan under ``label``, with the (name, type)
+                                       columns given (differentially private aggregates, after their noise)
 
 Expressions:
     Col(name), Lit(value), Call(fn, args)   with ``fn`` one of FUNCTIONS (a closed set)
     AggExpr(fn, arg, options)               with ``fn`` one of AGGREGATES; ``arg`` None only for count
+
+Threshold, Bound and Input are written by the release step only; algorithm plans that contain them are refused.
 
 Column names that start with ``_`` are reserved for the release step (hidden privacy-unit and contributor
 columns); ``saferoom.api`` refuses them from algorithm code, the engine accepts them.
@@ -43,12 +49,15 @@ __all__ = [
     "JOIN_KINDS",
     "MAX_DEPTH",
     "MAX_NODES",
+    "RELEASE_ONLY",
     "AggExpr",
     "Aggregate",
+    "Bound",
     "Call",
     "Col",
     "Expr",
     "Filter",
+    "Input",
     "Join",
     "Limit",
     "Lit",
@@ -217,12 +226,26 @@ class Threshold:
     label: str
 
 
-Node: TypeAlias = Scan | Filter | Project | Aggregate | Join | Sort | Limit | Union | Threshold
+@dataclass(frozen=True, slots=True)
+class Bound:
+    input: Node
+    column: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    label: str
+    columns: tuple[tuple[str, str], ...]  # (name, logical type)
+
+
+Node: TypeAlias = Scan | Filter | Project | Aggregate | Join | Sort | Limit | Union | Threshold | Bound | Input
+RELEASE_ONLY = (Threshold, Bound, Input)  # nodes only the release step may write
 
 
 def children(node: Node) -> tuple[Node, ...]:
     """The input nodes of ``node``."""
-    if isinstance(node, Scan):
+    if isinstance(node, Scan | Input):
         return ()
     if isinstance(node, Join):
         return (node.left, node.right)
@@ -292,6 +315,10 @@ def _node_to_data(node: Node) -> Any:
         return {"node": "limit", "input": _node_to_data(node.input), "n": node.n}
     if isinstance(node, Union):
         return {"node": "union", "inputs": [_node_to_data(i) for i in node.inputs]}
+    if isinstance(node, Bound):
+        return {"node": "bound", "input": _node_to_data(node.input), "column": node.column, "n": node.n}
+    if isinstance(node, Input):
+        return {"node": "input", "label": node.label, "columns": [[c, t] for c, t in node.columns]}
     return {
         "node": "threshold",
         "input": _node_to_data(node.input),
@@ -461,6 +488,23 @@ class _Decoder:
                 minimum,
                 self._name(o["label"], "threshold.label"),
             )
+        if kind == "bound":
+            o = self._obj(data, {"node", "input", "column", "n"}, "bound")
+            n = o["n"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < 2**31:
+                raise InvalidPlan("bound.n must be a positive integer")
+            return Bound(self.node(o["input"], d), self._name(o["column"], "bound.column"), n)
+        if kind == "input":
+            o = self._obj(data, {"node", "label", "columns"}, "input")
+            columns = o["columns"]
+            if not isinstance(columns, list) or len(columns) > 10_000:
+                raise InvalidPlan("input.columns: expected a list of [name, type] pairs")
+            pairs: list[tuple[str, str]] = []
+            for c in columns:
+                if not (isinstance(c, list) and len(c) == 2):
+                    raise InvalidPlan("input.columns: expected [name, type] pairs")
+                pairs.append((self._name(c[0], "input.columns"), self._name(c[1], "input.columns")))
+            return Input(self._name(o["label"], "input.label"), tuple(pairs))
         raise InvalidPlan(f"unknown node {kind[:40]!r}")
 
     def _pairs(self, value: Any, parse: Any) -> tuple[tuple[str, Any], ...]:
@@ -495,7 +539,7 @@ def from_json(text: str | bytes) -> Node:
 
 def with_children(node: Node, kids: tuple[Node, ...]) -> Node:
     """``node`` with its inputs replaced by ``kids`` (same order as ``children``)."""
-    if isinstance(node, Scan):
+    if isinstance(node, Scan | Input):
         return node
     if isinstance(node, Join):
         return Join(kids[0], kids[1], node.on, node.how)

@@ -13,9 +13,11 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.engine.plan import (
     AggExpr,
     Aggregate,
+    Bound,
     Col,
     Expr,
     Filter,
+    Input,
     Join,
     Limit,
     Lit,
@@ -210,6 +212,12 @@ def node_schema(node: Node, inputs: list[Schema], manifest: Manifest) -> Schema:
                 raise InvalidPlan(f"cannot sort by unknown column {key!r}")
         return dict(inputs[0])
     if isinstance(node, Limit):
+        return dict(inputs[0])
+    if isinstance(node, Input):
+        return dict(node.columns)
+    if isinstance(node, Bound):
+        if node.column not in inputs[0]:
+            raise InvalidPlan(f"bound on unknown column {node.column!r}")
         return dict(inputs[0])
     if isinstance(node, Threshold):
         if inputs[0].get(node.column) != "int64":

@@ -15,7 +15,7 @@ from saferoom.catalog import Catalog
 from saferoom.engine import ArrowEngine, plan
 from saferoom.errors import InvalidPlan
 
-__all__ = ["execute_plans", "open_catalog"]
+__all__ = ["execute_plans", "open_catalog", "to_ipc"]
 
 
 def open_catalog(data_dir: str) -> Catalog:
@@ -44,10 +44,18 @@ def open_catalog(data_dir: str) -> Catalog:
 
 
 def execute_plans(catalog: Catalog, request: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
-    """Execute each ``[name, plan]`` of the request; reply with one IPC stream per plan, in order."""
+    """Execute each ``[name, plan]`` of the request; reply with one IPC stream per plan, in order.
+
+    ``inputs`` names the tables supplied for ``Input`` nodes (already released, noisy aggregates), one IPC
+    stream per name in ``blobs``.
+    """
     plans = request.get("plans")
+    labels = request.get("inputs", [])
     if not isinstance(plans, list):
         raise InvalidPlan("expected a list of plans")
+    if not isinstance(labels, list) or len(labels) != len(blobs) or not all(isinstance(x, str) for x in labels):
+        raise InvalidPlan("expected one table per input label")
+    inputs = {x: pa.ipc.open_stream(pa.py_buffer(blob)).read_all() for x, blob in zip(labels, blobs, strict=True)}
     decoded: dict[str, plan.Node] = {}
     for item in plans:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
@@ -55,13 +63,18 @@ def execute_plans(catalog: Catalog, request: dict[str, Any], blobs: list[bytes])
         decoded[item[0]] = plan.from_data(item[1])
     # JSON expands shared subtrees; share them again so each is executed once for all outputs.
     shared = plan.share_subtrees(decoded)
-    executions = ArrowEngine(catalog.table).execute_all(list(shared.values()))
+    executions = ArrowEngine(catalog.table, inputs).execute_all(list(shared.values()))
     metas: list[dict[str, Any]] = []
     out: list[bytes] = []
     for name, execution in zip(shared, executions, strict=True):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, execution.table.schema) as writer:
-            writer.write_table(execution.table)
-        out.append(sink.getvalue().to_pybytes())
+        out.append(to_ipc(execution.table))
         metas.append({"name": name, "dropped": dict(execution.dropped)})
     return {"outputs": metas}, out
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """A table as one Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())

@@ -2,8 +2,11 @@
 
     package + params ──► sandbox worker: RestrictedPython runs the algorithm, which only builds plans
                      ──► release rewrite (disclosure.protect): refuses row-level personal outputs and adds
-                         contributor counting and suppression to every aggregate
-                     ──► engine worker: executes the rewritten plans over the memory-mapped datasets
+                         contributor counting and suppression to every aggregate; cuts out the aggregates
+                         of differentially private datasets
+                     ──► engine worker(s): first the exact statistics of the DP aggregates, which the server
+                         noises (disclosure.dp) within the run's epsilon; then the rewritten plans over the
+                         memory-mapped datasets and the noisy tables
                      ──► release (disclosure.release): strips hidden columns, re-checks, writes the report
 
 The algorithm's process never holds data, and the process that holds data never runs algorithm code, so a
@@ -18,6 +21,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ import pyarrow as pa
 from saferoom import disclosure
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
+from saferoom.disclosure.dp import Noised, NoisyAggregate, noise
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.disclosure.secondary import margins, suppress_secondary
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
+from saferoom.jobs.engine_task import to_ipc
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, WorkerPool
 
@@ -144,12 +150,21 @@ class Pipeline:
         params: dict[str, Any],
         cancel: threading.Event | None = None,
         datasets: tuple[str, ...] | None = None,
+        epsilon: Mapping[str, float] | None = None,
     ) -> JobOutcome:
-        """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares).
+        """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
+        spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
 
         Raises a JobError subclass on failure.
         """
         datasets = package.datasets if datasets is None else datasets
+        epsilon = package.epsilon if epsilon is None else epsilon
+        unpaid = [d for d in datasets if self.manifest.dataset(d).policy.differential_privacy and d not in epsilon]
+        if unpaid:  # data-independent: before any work
+            raise ReleaseRefused(
+                f"{', '.join(unpaid)} releases only differentially private results: the package must declare "
+                f"[privacy] epsilon for {'it' if len(unpaid) == 1 else 'them'}"
+            )
         reply = self._sandbox.run(
             SANDBOX_TASK,
             {
@@ -164,7 +179,7 @@ class Pipeline:
         order, plans, values, models, printed = self._parse_sandbox_reply(reply.data, datasets)
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
         protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
-        released = self._released(protected, cancel)
+        released = self._released(protected, cancel, epsilon)
         outputs: list[ReleasedOutput] = []
         for name in order:  # the order the algorithm returned them in
             if name in plans:
@@ -183,26 +198,18 @@ class Pipeline:
         return JobOutcome(outputs, printed)
 
     def _released(
-        self, protected: dict[str, disclosure.Protected], cancel: threading.Event | None
+        self,
+        protected: dict[str, disclosure.Protected],
+        cancel: threading.Event | None,
+        epsilon: Mapping[str, float] | None = None,
     ) -> dict[str, disclosure.Released]:
-        """Execute protected outputs and their subset checks in one engine run, and release each."""
-        if not protected:
-            return {}
-        checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-        with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
-        work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
-        work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
-        work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in with_margins]  # type: ignore[union-attr]
-        engine_reply = self._engine.run(ENGINE_TASK, {"plans": work}, cancel=cancel)
-        results = _parse_engine_reply(engine_reply.data, engine_reply.blobs, [w[0] for w in work])
-        subsets = {label: _subset_counts(results[label][0]) for label in checks}
-        released = {
-            name: disclosure.release(p, results[name][0], results[name][1], subsets) for name, p in protected.items()
-        }
-        if not with_margins:
-            return released
-        cells = {name: results[f"cells:{name}"][0] for name in with_margins}
-        return suppress_secondary(released, protected, cells)
+        def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
+            labels = sorted(inputs)
+            request = {"plans": work, "inputs": labels}
+            reply = self._engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
+            return _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
+
+        return release_all(protected, self.manifest, execute, epsilon or {})
 
     def _release_one(self, node: plan.Node, cancel: threading.Event | None) -> disclosure.Released:
         """One more plan through protection, the engine and release (an iteration of a model fit)."""
@@ -255,6 +262,80 @@ class Pipeline:
         self._engine.close()
 
 
+Execute = Callable[[list[list[Any]], dict[str, pa.Table]], dict[str, tuple[pa.Table, dict[str, int]]]]
+
+
+def release_all(
+    protected: dict[str, disclosure.Protected], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+) -> dict[str, disclosure.Released]:
+    """Execute protected outputs, their subset checks and margin cell lists in one engine run (after their DP
+    aggregates have been computed and noised), and release each.
+
+    ``execute(work, inputs)`` runs ``[name, plan]`` pairs over the datasets and the supplied (released) tables.
+    """
+    if not protected:
+        return {}
+    noisy = {label: agg for p in protected.values() for label, agg in p.noisy.items()}
+    noised = release_noisy(noisy, manifest, execute, epsilon) if noisy else {}
+    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+    with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
+    work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
+    work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
+    work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in with_margins]  # type: ignore[union-attr]
+    results = execute(work, {label: n.table for label, n in noised.items()})
+    subsets = {label: _subset_counts(results[label][0]) for label in checks}
+    released = {
+        name: disclosure.release(
+            p, results[name][0], results[name][1], subsets, {label: noised[label] for label in p.noisy}
+        )
+        for name, p in protected.items()
+    }
+    if not with_margins:
+        return released
+    cells = {name: results[f"cells:{name}"][0] for name in with_margins}
+    return suppress_secondary(released, protected, cells)
+
+
+def release_noisy(
+    noisy: dict[str, NoisyAggregate], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+) -> dict[str, Noised]:
+    """Compute the exact statistics of every DP aggregate and release them with noise.
+
+    Each dataset's epsilon is split evenly over the measurements the job's plans make on it (a number fixed by
+    the plans, which the algorithm built without data), its policy's delta over the key selections. Aggregates
+    that read other DP aggregates run in a later round, on their noisy tables.
+    """
+    shares: dict[str, int] = {}
+    selections: dict[str, int] = {}
+    for agg in noisy.values():
+        shares[agg.dataset] = shares.get(agg.dataset, 0) + agg.measurements
+        selections[agg.dataset] = selections.get(agg.dataset, 0) + (1 if agg.keys else 0)
+    for dataset in shares:
+        if epsilon.get(dataset, 0) <= 0:
+            raise ReleaseRefused(f"no epsilon was granted for the differentially private dataset {dataset}")
+    done: dict[str, Noised] = {}
+    pending = dict(noisy)
+    while pending:
+        ready = {
+            label: agg
+            for label, agg in pending.items()
+            if all(x in done for x in _inputs_of(agg.exact, *agg.histograms.values()))
+        }
+        if not ready:
+            raise InvalidPlan("differentially private aggregates depend on each other in a cycle")
+        work = [[label, plan.to_data(agg.exact)] for label, agg in ready.items()]
+        for label, agg in ready.items():
+            work += [[f"{label}:{h}", plan.to_data(node)] for h, node in agg.histograms.items()]
+        results = execute(work, {label: n.table for label, n in done.items()})
+        for label, agg in ready.items():
+            histograms = {h: results[f"{label}:{h}"][0] for h in agg.histograms}
+            eps = epsilon[agg.dataset] / shares[agg.dataset]
+            delta = manifest.dataset(agg.dataset).policy.dp_delta / max(1, selections[agg.dataset])
+            done[label] = noise(agg, results[label][0], histograms, eps, delta)
+            del pending[label]
+    return done
+
+
 def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
     """A model output from the sandbox, checked shape by shape (the names are checked against the plan later)."""
     if not isinstance(model, dict) or set(model) != {"kind", "input", "y", "x"} or model["kind"] not in MODEL_KINDS:
@@ -263,6 +344,10 @@ def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
     if not isinstance(y, str) or not isinstance(x, list) or not all(isinstance(c, str) for c in x):
         raise WorkerCrashed("the sandbox worker sent a malformed model")
     return ModelSpec(y, tuple(x), model["kind"]), model["input"]
+
+
+def _inputs_of(*roots: plan.Node) -> set[str]:
+    return {n.label for root in roots for n in plan.walk(root) if isinstance(n, plan.Input)}
 
 
 def _subset_counts(table: pa.Table) -> tuple[int, int]:

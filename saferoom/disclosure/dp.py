@@ -1,0 +1,282 @@
+"""Differential privacy: the noisy release of one aggregate over a differentially private dataset.
+
+The release rewrite (``protect``) turns every aggregate over rows of a DP dataset into a ``NoisyAggregate``: an
+exact plan over rows bounded to ``max_contributions`` per privacy unit, whose hidden statistics never leave the
+server, and the recipe to noise them. Here, with OpenDP's samplers (exact, floating-point safe) and privacy maps:
+
+    which cells exist   Laplace threshold (stability histogram) on the cell's row count: a cell is released
+                        only if its noisy count reaches a threshold chosen so that a cell made by one person's
+                        rows appears with probability at most delta; never below the policy's min_contributors.
+                        The noisy count is the released ``count()``. A global aggregate (no keys) is one cell
+                        that always exists: a plain Laplace count, no delta.
+    count(x), count_distinct(x)   discrete Laplace, sensitivity k (k = rows one unit may contribute)
+    sum(x)              Laplace on the sum of x clamped to its public bounds [lo, hi], sensitivity k * max|bound|
+    mean(x)             lo..hi midpoint + noisy centred sum / noisy count, sensitivity of the centred sum
+                        k * (hi - lo) / 2; clamped into [lo, hi]
+    quantile(x, q)      exponential mechanism (report noisy min with Gumbel noise) over ``QUANTILE_BINS`` + 1
+                        evenly spaced candidates in [lo, hi], scored |q n - #{x < c}| from a per-cell histogram
+
+A unit changes at most k rows, hence at most k cells: every vector mechanism is calibrated to the L1 (or
+L-infinity for the scores) sensitivity over all cells at once, so a whole aggregate costs one epsilon per
+statistic, whatever the number of cells. Each ``measurement`` spends the epsilon the pipeline assigns it; their
+sum over a job is what the researcher's budget was charged (basic composition).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.engine.plan import Node
+from saferoom.errors import ReleaseRefused
+
+__all__ = ["QUANTILE_BINS", "DPColumn", "Noised", "NoisyAggregate", "noise"]
+
+dp.enable_features("contrib")
+
+QUANTILE_BINS = 500  # candidate spacing (hi - lo) / QUANTILE_BINS
+_SCORE_DENOMINATOR = 1000  # quantile q as a fraction of 1000: integer scores
+_CI = math.log(20)  # |Laplace(b)| <= b ln 20 with probability 95%
+
+
+@dataclass(frozen=True)
+class DPColumn:
+    """One released column of a noisy aggregate."""
+
+    name: str
+    kind: str  # "count" (the cell count) | "count_values" | "sum" | "mean" | "quantile"
+    source: str = ""  # the exact statistic's hidden column (count_values, sum, mean) or histogram label
+    lower: float = 0.0  # public bounds of the value (sum, mean, quantile)
+    upper: float = 0.0
+    q: float = 0.5  # quantile
+    integer: bool = False  # released as int64
+
+    @property
+    def measured(self) -> bool:
+        """Whether the column costs a measurement of its own (the cell count is shared)."""
+        return self.kind != "count"
+
+
+@dataclass(frozen=True)
+class NoisyAggregate:
+    """An aggregate over a DP dataset: the exact plans the engine runs and how their results are noised."""
+
+    label: str
+    dataset: str
+    keys: tuple[str, ...]
+    exact: Node  # keys, hidden statistics and the cell's row count ``count``
+    count: str
+    columns: tuple[DPColumn, ...]
+    histograms: dict[str, Node]  # quantile label -> plan (keys, "__bin", "__n")
+    contributions: int  # k: rows one privacy unit may contribute (enforced by a Bound node below)
+    minimum: int  # the policy's min_contributors: the noisy count must reach it too
+    schema: tuple[tuple[str, str], ...]  # released columns and their types, keys first
+
+    @property
+    def measurements(self) -> int:
+        """How many epsilon shares this aggregate spends."""
+        return 1 + sum(1 for c in self.columns if c.measured)
+
+
+@dataclass(frozen=True)
+class Noised:
+    """A noisy aggregate's released table and what was done to it, for the report."""
+
+    table: pa.Table
+    noise: list[dict[str, Any]] = field(default_factory=list)
+    threshold: int | None = None
+
+
+def _threshold(scale: float, k: int, delta: float, minimum: int) -> int:
+    """The smallest noisy-count threshold for which OpenDP's map gives at most ``delta`` (and >= minimum)."""
+    start = max(minimum, math.ceil(k + scale * math.log(k / (2 * delta))) - 3)
+    for threshold in range(start, start + 64):
+        if _threshold_measurement(scale, threshold).map((k, k, k))[1] <= delta:
+            return threshold
+    raise ReleaseRefused("no threshold meets the policy's delta")  # unreachable with sane policies
+
+
+def _threshold_measurement(scale: float, threshold: int) -> Any:
+    domain = dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
+    metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
+    return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+
+
+def _laplace_int(values: list[int], sensitivity: int, epsilon: float) -> tuple[list[int], float]:
+    scale = sensitivity / epsilon
+    m: Any = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale)
+    assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
+    return list(m(values)) if values else [], scale
+
+
+def _laplace_float(values: list[float], sensitivity: float, epsilon: float) -> tuple[list[float], float]:
+    scale = sensitivity / epsilon
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    m: Any = dp.m.make_laplace(domain, dp.l1_distance(T=float), scale=scale)
+    assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
+    return list(m(values)) if values else [], scale
+
+
+def _quantile_scores(counts: np.ndarray, q: float) -> tuple[np.ndarray, int]:
+    """Integer scores of the QUANTILE_BINS + 1 candidates (lower is better) and one row's effect on them."""
+    a = round(q * _SCORE_DENOMINATOR)
+    below = np.concatenate(([0], np.cumsum(counts)))  # #{x < c_j}, candidates at the bins' lower edges and hi
+    n = int(below[-1])
+    scores = np.abs(a * n - _SCORE_DENOMINATOR * below)
+    return scores.astype(np.int64), max(a, _SCORE_DENOMINATOR - a)
+
+
+def _noisy_min_index(scores: np.ndarray, sensitivity: int, epsilon: float) -> tuple[int, float]:
+    scale = 2 * sensitivity / epsilon  # scores may move in both directions (not monotonic)
+    m: Any = dp.m.make_noisy_max(
+        dp.vector_domain(dp.atom_domain(T="i64")),
+        dp.linf_distance(T="i64", monotonic=False),
+        dp.max_divergence(),
+        scale=scale,
+        negate=True,
+    )
+    assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
+    return int(m(scores.tolist())), scale
+
+
+def _cell_keys(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    columns = [table.column(k).to_pylist() for k in keys]
+    return list(zip(*columns, strict=True)) if columns else [() for _ in range(table.num_rows)]
+
+
+def noise(
+    agg: NoisyAggregate, exact: pa.Table, histograms: dict[str, pa.Table], epsilon: float, delta: float
+) -> Noised:
+    """Release ``agg`` from its exact results: every statistic spends ``epsilon``; choosing the cells spends
+    ``epsilon`` and ``delta`` (keys) or ``epsilon`` alone (a global aggregate)."""
+    k = agg.contributions
+    counts = [int(c) for c in exact.column(agg.count).to_pylist()]
+    report: list[dict[str, Any]] = []
+    scale = k / epsilon
+    threshold: int | None
+    if agg.keys:
+        threshold = _threshold(scale, k, delta, agg.minimum)
+        measurement = _threshold_measurement(scale, threshold)
+        released: dict[int, int] = measurement(dict(enumerate(counts)))
+        kept = sorted(released)
+        noisy_counts = [int(released[i]) for i in kept]
+        eps, dlt = measurement.map((k, k, k))
+        report.append(
+            {
+                "column": "(cells)",
+                "mechanism": "laplace threshold",
+                "epsilon": eps,
+                "delta": dlt,
+                "scale": scale,
+                "sensitivity": k,
+                "ci95": scale * _CI,
+                "threshold": threshold,
+            }
+        )
+    else:
+        threshold = agg.minimum
+        noisy, _ = _laplace_int(counts, k, epsilon)
+        kept = [i for i, c in enumerate(noisy) if c >= agg.minimum]
+        noisy_counts = [noisy[i] for i in kept]
+        report.append(
+            {
+                "column": "(count)",
+                "mechanism": "laplace",
+                "epsilon": epsilon,
+                "delta": 0.0,
+                "scale": scale,
+                "sensitivity": k,
+                "ci95": scale * _CI,
+                "threshold": agg.minimum,
+            }
+        )
+    rows = exact.take(pa.array(kept, type=pa.int64()))
+    arrays: dict[str, pa.Array] = {key: _plain(rows.column(key)) for key in agg.keys}
+    positions = {key: i for i, key in enumerate(_cell_keys(rows, agg.keys))}
+    for column in agg.columns:
+        entry: dict[str, Any] = {"column": column.name, "epsilon": epsilon, "delta": 0.0}
+        if column.kind == "count":
+            values: list[Any] = noisy_counts
+            entry = {**report[0], "column": column.name, "mechanism": "laplace (the cells' noisy count)"}
+        elif column.kind == "count_values":
+            exact_values = [int(v or 0) for v in rows.column(column.source).to_pylist()]
+            noisy, scale = _laplace_int(exact_values, k, epsilon)
+            values = [max(0, v) for v in noisy]
+            entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": k, "ci95": scale * _CI}
+        elif column.kind == "sum":
+            sensitivity = k * max(abs(column.lower), abs(column.upper))
+            exact_sums = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
+            noisy_sums, scale = _laplace_float(exact_sums, sensitivity, epsilon)
+            values = [round(v) for v in noisy_sums] if column.integer else noisy_sums
+            entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": sensitivity, "ci95": scale * _CI}
+        elif column.kind == "mean":
+            sensitivity = k * (column.upper - column.lower) / 2
+            mid = (column.lower + column.upper) / 2
+            centred = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
+            noisy_sums, scale = _laplace_float(centred, sensitivity, epsilon)
+            values = [
+                min(column.upper, max(column.lower, mid + s / max(c, 1)))
+                for s, c in zip(noisy_sums, noisy_counts, strict=True)
+            ]
+            entry |= {
+                "mechanism": "laplace on the centred sum, divided by the noisy count",
+                "scale": scale,
+                "sensitivity": sensitivity,
+                "ci95": scale * _CI,
+                "note": "the mean's 95% interval is about ci95 / count",
+            }
+        else:
+            values, entry = _quantiles(column, histograms[column.source], agg.keys, positions, k, epsilon, entry)
+        arrays[column.name] = pa.array(values, type=pa.int64() if column.integer else pa.float64())
+        report.append(entry)
+    names = [name for name, _ in agg.schema]
+    table = pa.table([arrays[name] for name in names], names=names)
+    return Noised(table, report, threshold)
+
+
+def _quantiles(
+    column: DPColumn,
+    histogram: pa.Table,
+    keys: tuple[str, ...],
+    positions: dict[tuple[Any, ...], int],
+    k: int,
+    epsilon: float,
+    entry: dict[str, Any],
+) -> tuple[list[Any], dict[str, Any]]:
+    """One noisy quantile per released cell from its histogram over QUANTILE_BINS bins of [lower, upper]."""
+    width = (column.upper - column.lower) / QUANTILE_BINS
+    counts = np.zeros((len(positions), QUANTILE_BINS), dtype=np.int64)
+    if histogram.num_rows and positions:
+        edges = histogram.column("__bin").to_numpy(zero_copy_only=False)
+        bins = np.clip(np.round((edges - column.lower) / width if width > 0 else 0), 0, QUANTILE_BINS - 1)
+        n = histogram.column("__n").to_numpy(zero_copy_only=False)
+        for key, b, c in zip(_cell_keys(histogram, keys), bins.astype(np.int64), n, strict=True):
+            cell = positions.get(key)
+            if cell is not None:
+                counts[cell, b] += c
+    values: list[Any] = []
+    scale = 0.0
+    sensitivity = 0
+    for cell in range(len(positions)):
+        scores, per_row = _quantile_scores(counts[cell], column.q)
+        sensitivity = k * per_row
+        index, scale = _noisy_min_index(scores, sensitivity, epsilon)
+        values.append(column.lower + index * width)
+    entry |= {
+        "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
+        "scale": scale or 2 * k * _SCORE_DENOMINATOR / epsilon,
+        "sensitivity": sensitivity,
+        "resolution": width,
+        "note": "the released value is a candidate spaced resolution apart",
+    }
+    return values, entry
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(column, column.type.value_type) if pa.types.is_dictionary(column.type) else column

@@ -1,0 +1,266 @@
+"""Differential privacy: the rewrite of aggregates over DP datasets, OpenDP's noise at the declared scale, and
+attacks (small cells, differencing, averaging) that noise must defeat. In process, on the default (DP) city."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from saferoom.api import Context, namespace
+from saferoom.catalog import Catalog
+from saferoom.catalog.manifest import Manifest
+from saferoom.disclosure.dp import QUANTILE_BINS, DPColumn, NoisyAggregate, noise
+from saferoom.engine import plan
+from saferoom.errors import InvalidPlan, ReleaseRefused
+from tests.support import release_outputs
+
+NS = namespace()
+col, count, sum_, mean, median, std = NS["col"], NS["count"], NS["sum"], NS["mean"], NS["median"], NS["std"]
+quantile = NS["quantile"]
+
+
+@pytest.fixture(scope="module")
+def city(dp_catalog_dir: Path):
+    manifest = Manifest.load(dp_catalog_dir)
+    catalog = Catalog.open(dp_catalog_dir)
+    ctx = Context(manifest, ["population", "housing_transactions", "bus_stops"])
+    yield manifest, catalog, ctx
+    catalog.close()
+
+
+def released(city, epsilon=1.0, **tables):
+    manifest, catalog, _ = city
+    spend = {"population": epsilon, "housing_transactions": epsilon}
+    return release_outputs(manifest, catalog.table, tables, spend)
+
+
+def exact(city, name: str):
+    return city[1].table(name)
+
+
+def laplace_ks(residuals: np.ndarray, scale: float) -> float:
+    """Kolmogorov-Smirnov distance between residuals and Laplace(0, scale)."""
+    x = np.sort(residuals)
+    cdf = np.where(x < 0, 0.5 * np.exp(x / scale), 1 - 0.5 * np.exp(-x / scale))
+    n = len(x)
+    return float(max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n)))
+
+
+# --------------------------------------------------------------------------- the mechanisms, statistically
+
+
+def _aggregate(columns: tuple[DPColumn, ...], k: int = 1, keys: tuple[str, ...] = ("cell",)) -> NoisyAggregate:
+    schema = tuple((c, "int64") for c in keys) + tuple(
+        (c.name, "int64" if c.integer else "float64") for c in columns
+    )
+    dummy = plan.Scan("population", ("person_id",))
+    return NoisyAggregate("dp1", "population", keys, dummy, "__n", columns, {}, k, 10, schema)
+
+
+def test_sum_noise_is_laplace_at_the_declared_scale() -> None:
+    cells = 4000
+    table = pa.table({"cell": range(cells), "__n": [10**6] * cells, "__x": [1000.0] * cells})
+    agg = _aggregate((DPColumn("total", "sum", "__x", 0.0, 50.0),), k=2)
+    out = noise(agg, table, {}, epsilon=0.5, delta=1e-7)
+    assert out.table.num_rows == cells  # counts far above any threshold: every cell appears
+    scale = 2 * 50.0 / 0.5  # k * max|bound| / epsilon
+    entry = next(n for n in out.noise if n["column"] == "total")
+    assert entry["scale"] == pytest.approx(scale) and entry["ci95"] == pytest.approx(scale * math.log(20))
+    residuals = np.array(out.table.column("total").to_pylist()) - 1000.0
+    assert np.std(residuals) == pytest.approx(math.sqrt(2) * scale, rel=0.1)
+    assert laplace_ks(residuals, scale) < 2.2 / math.sqrt(cells)  # KS test at alpha ~ 1e-4
+    inside = np.mean(np.abs(residuals) <= entry["ci95"])
+    assert 0.93 < inside < 0.97
+
+
+def test_count_noise_and_the_threshold_have_the_declared_scale() -> None:
+    cells = 4000
+    table = pa.table({"cell": range(cells), "__n": [10**6] * cells})
+    agg = _aggregate((DPColumn("n", "count", integer=True),), k=1)
+    out = noise(agg, table, {}, epsilon=0.2, delta=1e-7)
+    residuals = np.array(out.table.column("n").to_pylist()) - 10**6
+    assert np.std(residuals) == pytest.approx(math.sqrt(2) * 5.0, rel=0.1)  # scale 1 / 0.2
+    assert out.noise[0]["mechanism"] == "laplace threshold" and out.noise[0]["delta"] <= 1e-7
+
+
+def test_a_cell_of_one_person_never_appears_and_large_cells_always_do() -> None:
+    # 2,000 cells of exactly one person each (what group_by("person_id") makes) next to 2,000 large ones.
+    table = pa.table({"cell": range(4000), "__n": [1] * 2000 + [500] * 2000})
+    agg = _aggregate((DPColumn("n", "count", integer=True),), k=1)
+    for _ in range(5):
+        out = noise(agg, table, {}, epsilon=1.0, delta=1e-7)
+        cells = out.table.column("cell").to_pylist()
+        assert min(cells) >= 2000 and len(cells) == 2000
+        assert out.threshold is not None and out.threshold >= 10
+
+
+def test_a_mean_is_clamped_into_its_bounds_and_centred() -> None:
+    table = pa.table({"cell": [1, 2], "__n": [1000, 1000], "__x": [0.0, 500.0 * 1000]})  # means 50 and 100
+    agg = _aggregate((DPColumn("m", "mean", "__x", 0.0, 100.0),))
+    draws = np.array([noise(agg, table, {}, 1.0, 1e-7).table.column("m").to_pylist() for _ in range(200)])
+    assert np.all((draws >= 0) & (draws <= 100))
+    assert abs(np.mean(draws[:, 0]) - 50.0) < 0.5  # centred sum noise of scale 50 over 1000 people
+
+
+def test_a_noisy_median_lands_near_the_true_one() -> None:
+    width = 1000.0 / QUANTILE_BINS
+    values = np.random.default_rng(1).normal(400.0, 80.0, 5000).clip(0, 999)
+    counts = np.bincount((values / width).astype(int), minlength=QUANTILE_BINS)
+    histogram = pa.table({"cell": [1] * QUANTILE_BINS, "__bin": np.arange(QUANTILE_BINS) * width, "__n": counts})
+    table = pa.table({"cell": [1], "__n": [5000]})
+    agg = _aggregate((DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5),))
+    medians = [noise(agg, table, {"__h": histogram}, 0.5, 1e-7).table.column("med")[0].as_py() for _ in range(50)]
+    assert all(abs(m - np.median(values)) < 20 for m in medians)  # +- 10 candidates of 2.0
+
+
+# --------------------------------------------------------------------------- the rewrite on the city
+
+
+def test_small_cell_attacks_release_nothing_personal(city) -> None:
+    people = city[2].table("population")
+    by_person = people.group_by("person_id").agg(n=count())
+    one = people.filter(col("person_id") == 42).group_by("district").agg(n=count(), income=mean("income"))
+    crosstab = people.group_by("district", "age", "household_size", "education").agg(n=count())
+    out = released(city, by_person=by_person, one=one, crosstab=crosstab)
+    assert out["by_person"].table.num_rows == 0
+    assert out["one"].table.num_rows == 0
+    threshold = out["crosstab"].report.rules[0].threshold
+    assert threshold is not None and threshold >= 10
+    assert min(out["crosstab"].table.column("n").to_pylist(), default=threshold) >= threshold
+    assert all(r.rule in ("differential_privacy", "clamp") for r in out["crosstab"].report.rules)
+
+
+def test_differencing_a_district_with_and_without_one_person_does_not_recover_their_income(city) -> None:
+    people = city[2].table("population")
+    victim = 4242
+    row = exact(city, "population").filter(pa.compute.equal(exact(city, "population")["person_id"], victim))
+    district, income = row["district"][0].as_py(), row["income"][0].as_py()
+    everyone = people.filter(col("district") == district).agg(total=sum_("income"))
+    but_one = people.filter((col("district") == district) & (col("person_id") != victim)).agg(total=sum_("income"))
+    guesses = []
+    for _ in range(30):
+        out = released(city, epsilon=1.0, everyone=everyone, but_one=but_one)
+        guesses.append(out["everyone"].table["total"][0].as_py() - out["but_one"].table["total"][0].as_py())
+    # Each sum has Laplace noise of scale 5,000,000 / 0.5: the difference says nothing about one income.
+    errors = np.abs(np.array(guesses) - income)
+    assert np.median(errors) > 1_000_000
+    assert out["everyone"].report.rules[0].rule == "differential_privacy"
+
+
+def test_averaging_repeated_answers_converges_no_faster_than_the_budget_allows(city) -> None:
+    people = city[2].table("population")
+    query = people.filter(col("district") == "Siming").agg(n=count())
+    truth = exact(city, "population").filter(pa.compute.equal(exact(city, "population")["district"], "Siming"))
+    budget, runs = 1.0, 10  # ten runs of epsilon 0.1 each
+    averages = []
+    for _ in range(40):
+        answers = [released(city, epsilon=budget / runs, q=query)["q"].table["n"][0].as_py() for _ in range(runs)]
+        averages.append(np.mean(answers) - truth.num_rows)
+    # One answer at epsilon 0.1 has std sqrt(2) * 10; the mean of ten has sqrt(2) * 10 / sqrt(10) = 4.47,
+    # never below what a single query spending the whole budget (std 1.41) would give.
+    spread = float(np.std(averages))
+    assert spread > 0.55 * math.sqrt(2) * 10 / math.sqrt(runs)
+    assert spread > math.sqrt(2) * 1.0 / budget
+
+
+def test_post_processing_of_noisy_aggregates_is_allowed(city) -> None:
+    people = city[2].table("population")
+    by_district = people.group_by("district").agg(n=count(), income=median("income"))
+    stops = city[2].table("bus_stops").group_by("district").agg(stops=count())
+    ranked = by_district.join(stops, on="district").with_columns(per_stop=col("n") / col("stops"))
+    ranked = ranked.sort("per_stop", descending=True).head(3)
+    out = released(city, ranked=ranked)["ranked"]
+    assert out.table.num_rows == 3 and out.table.column_names == ["district", "n", "income", "stops", "per_stop"]
+    incomes = out.table["income"].to_pylist()
+    assert all(0 <= v <= 5_000_000 for v in incomes)
+    assert [r.rule for r in out.report.rules][:1] == ["differential_privacy"]
+
+
+def test_nested_noisy_aggregates_run_in_rounds(city) -> None:
+    people = city[2].table("population")
+    per_district = people.group_by("district").agg(n=count())
+    # Rows joined to a noisy aggregate of the same dataset, aggregated again: two rounds of noise.
+    big = people.join(per_district.filter(col("n") > 1000).select("district"), on="district")
+    out = released(city, q=big.group_by("sex").agg(people=count(), age=mean("age")))["q"]
+    assert out.table.num_rows == 2
+    assert sum(r.rule == "differential_privacy" for r in out.report.rules) == 2
+
+
+def test_budget_is_split_evenly_over_the_measurements(city) -> None:
+    people = city[2].table("population")
+    q = people.group_by("district").agg(n=count(), income=mean("income"), age=quantile("age", 0.9))
+    out = released(city, epsilon=0.9, q=q)["q"]
+    spent = [n["epsilon"] for r in out.report.rules for n in r.noise if n["column"] != "n"]
+    assert spent == pytest.approx([0.3, 0.3, 0.3])  # cells, income, age
+
+
+def test_buyers_with_several_purchases_are_bounded_to_max_contributions(city) -> None:
+    manifest, catalog, _ = city
+    housing = exact(city, "housing_transactions")
+    counts = pa.compute.value_counts(housing["buyer_id"]).field("counts").to_pylist()
+    assert max(counts) == 2  # some buyers really have two sales
+    info = manifest.dataset("housing_transactions")
+    one_each = replace(info, policy=replace(info.policy, max_contributions=1))
+    strict = replace(manifest, datasets={**manifest.datasets, "housing_transactions": one_each})
+    q = Context(strict, ["housing_transactions"]).table("housing_transactions").agg(sales=count())
+    totals = [
+        release_outputs(strict, catalog.table, {"q": q}, {"housing_transactions": 5.0})["q"].table["sales"][0].as_py()
+        for _ in range(20)
+    ]
+    assert abs(np.mean(totals) - len(counts)) < 3  # one sale per buyer (noise scale 1 / 5)
+    assert len(counts) < housing.num_rows
+    out = released(city, epsilon=5.0, q=city[2].table("housing_transactions").agg(sales=count()))["q"]
+    assert "at most 2 rows" in out.report.rules[0].explanation
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda ctx: ctx.table("population").agg(s=std("income")), "not available under differential privacy"),
+        (lambda ctx: ctx.table("population").agg(s=sum_(col("income") / col("age"))), "needs public bounds"),
+        (lambda ctx: ctx.table("population").head(100).agg(n=count()), "head"),
+        (
+            lambda ctx: ctx.table("population")
+            .select("district", "age")
+            .join(ctx.table("housing_transactions").select("district", "price"), on="district")
+            .agg(n=count()),
+            "combine its rows with public data only",
+        ),
+    ],
+)
+def test_unsupported_dp_aggregates_are_refused_with_the_reason(city, build, message) -> None:
+    with pytest.raises(ReleaseRefused, match=message):
+        released(city, q=build(city[2]))
+
+
+def test_a_clipped_expression_has_the_bounds_it_is_clipped_to(city) -> None:
+    per_age = city[2].table("population").agg(s=sum_((col("income") / col("age")).clip(0, 1000)))
+    out = released(city, q=per_age)["q"]
+    assert out.report.rules[0].noise[1]["sensitivity"] == 1000
+
+
+def test_models_are_refused_on_dp_data(city) -> None:
+    from saferoom.disclosure import protect
+
+    node = plan.Aggregate(plan.Scan("population", ("age",)), (), (("n", plan.AggExpr("count")),))
+    with pytest.raises(ReleaseRefused, match="models"):
+        protect({"m": node}, city[0], models={"m"})
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        plan.Bound(plan.Scan("population", ("age",)), "age", 1),
+        plan.Input("dp1", (("age", "int64"),)),
+    ],
+)
+def test_algorithms_cannot_write_release_only_nodes(city, node) -> None:
+    from saferoom.disclosure import protect
+
+    with pytest.raises(InvalidPlan, match="reserved for the release step"):
+        protect({"x": plan.Aggregate(node, (), (("n", plan.AggExpr("count")),))}, city[0])
