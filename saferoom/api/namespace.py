@@ -223,7 +223,7 @@ _PUBLIC: dict[type, frozenset[str]] = {
     ),
     Model: frozenset(),
     Grouped: frozenset({"agg"}),
-    Expr: frozenset({"abs", "is_in", "between", "is_null", "round", "floor", "ceil", "cast"}),
+    Expr: frozenset({"abs", "is_in", "between", "is_null", "round", "floor", "ceil", "cast", "clip"}),
     When: frozenset({"when", "otherwise"}),
     AggregateExpr: frozenset(),
 }
