@@ -13,9 +13,11 @@ from saferoom.engine import ArrowEngine, prune_columns
 from saferoom.engine.plan import (
     AggExpr,
     Aggregate,
+    Bound,
     Call,
     Col,
     Filter,
+    Input,
     Join,
     Limit,
     Lit,
@@ -24,7 +26,9 @@ from saferoom.engine.plan import (
     Sort,
     Threshold,
     Union,
+    from_json,
     share_subtrees,
+    to_json,
 )
 from saferoom.errors import InvalidPlan
 
@@ -41,6 +45,7 @@ PEOPLE = pa.table(
 STOPS = pa.table({"district": ["a", "b", "d"], "stops": pa.array([3, 1, 7], pa.int64())})
 TABLES = {"people": PEOPLE, "stops": STOPS}
 ALL = Scan("people", tuple(PEOPLE.column_names))
+STOPS_SCAN = Scan("stops", ("district", "stops"))
 
 
 def run(node):
@@ -226,6 +231,38 @@ def test_threshold_counts_drops() -> None:
     result = run(Threshold(per, "n", 2, "cells"))
     assert sorted(result.table.column("district").to_pylist()) == ["a", "b"]
     assert result.dropped == {"cells": 1}
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_bound_keeps_the_first_n_rows_of_each_unit_in_input_order(n: int) -> None:
+    rows = pa.table({"unit": [3, 1, 3, 3, None, 1, None, 2, 3], "seq": list(range(9))})
+    kept = ArrowEngine({"t": rows}.__getitem__).execute(Bound(Scan("t", ("unit", "seq")), "unit", n)).table
+    expected = [s for s, u in enumerate(rows["unit"].to_pylist()) if rows["unit"][:s].to_pylist().count(u) < n]
+    assert kept["seq"].to_pylist() == expected  # nulls count as one unit: rows without a person are bounded too
+    strings = pa.table({"unit": ["a", "b", "a", "a"]})
+    bounded = ArrowEngine({"s": strings}.__getitem__).execute(Bound(Scan("s", ("unit",)), "unit", 1)).table
+    assert bounded["unit"].to_pylist() == ["a", "b"]
+
+
+def test_input_nodes_read_the_supplied_table_and_nothing_else() -> None:
+    supplied = pa.table({"district": ["a", "b"], "n": [12, 30]})
+    node = Join(Input("dp1", (("district", "string"), ("n", "int64"))), STOPS_SCAN, ("district",))
+    engine = ArrowEngine(TABLES.__getitem__, {"dp1": supplied})
+    assert engine.execute(node).table.to_pydict() == {"district": ["a", "b"], "n": [12, 30], "stops": [3, 1]}
+    with pytest.raises(InvalidPlan, match="no table was supplied"):
+        ArrowEngine(TABLES.__getitem__).execute(node)
+
+
+def test_release_nodes_round_trip_through_json_and_reject_bad_fields() -> None:
+    node = Bound(Join(Input("dp1", (("district", "string"),)), STOPS_SCAN, ("district",)), "district", 2)
+    assert from_json(to_json(node)) == node
+    for bad in (
+        '{"node": "bound", "input": {"node": "input", "label": "x", "columns": []}, "column": "u", "n": 0}',
+        '{"node": "input", "label": "x", "columns": [["a"]]}',
+        '{"node": "input", "label": "", "columns": []}',
+    ):
+        with pytest.raises(InvalidPlan):
+            from_json(bad)
 
 
 def test_prune_columns_narrows_scans() -> None:
