@@ -29,6 +29,7 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   ├── JobTimeout                 DEADLINE_EXCEEDED   wall-clock limit hit; the worker was killed
     │   ├── WorkerCrashed              INTERNAL            the worker died without answering
     │   └── JobCancelled               CANCELLED
+    ├── BudgetExhausted                RESOURCE_EXHAUSTED  the privacy budget left cannot pay for a run
     ├── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
     └── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
 
@@ -42,6 +43,7 @@ __all__ = [
     "ERROR_CODE_METADATA_KEY",
     "AuditLogDamaged",
     "AuthenticationFailed",
+    "BudgetExhausted",
     "CodeRefused",
     "DatasetNotFound",
     "FailedPrecondition",
@@ -197,6 +199,13 @@ class WorkerCrashed(JobError):
 class JobCancelled(JobError):
     code = "cancelled"
     status = "CANCELLED"
+
+
+class BudgetExhausted(SaferoomError):
+    """A run would spend more privacy budget than the researcher has left on a dataset (nothing was charged)."""
+
+    code = "budget_exhausted"
+    status = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(SaferoomError):

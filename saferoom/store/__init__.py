@@ -1,5 +1,6 @@
 """State: SQLite in WAL mode, one class per store."""
 
+from saferoom.store.budgets import Budget, BudgetLedger, Charge, Cost
 from saferoom.store.database import MIGRATIONS, Database
 from saferoom.store.identities import IdentityRecord, IdentityStore
 from saferoom.store.jobs import JobRecord, JobStore, StoredOutput, StoredResult
@@ -7,6 +8,10 @@ from saferoom.store.packages import DecisionRecord, PackageRecord, PackageStore
 
 __all__ = [
     "MIGRATIONS",
+    "Budget",
+    "BudgetLedger",
+    "Charge",
+    "Cost",
     "Database",
     "DecisionRecord",
     "IdentityRecord",

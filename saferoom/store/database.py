@@ -120,6 +120,34 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        6,
+        # Privacy budgets in fixed integer units (epsilon in millionths, delta in units of 1e-12), so that
+        # sums are exact: ten charges of 0.1 spend exactly a budget of 1.0. Charges are appended, never
+        # changed: what a researcher has spent is their sum, and a budget row holds only the totals.
+        """
+        CREATE TABLE budgets (
+            researcher TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            epsilon_total INTEGER NOT NULL CHECK (epsilon_total >= 0),
+            delta_total INTEGER NOT NULL CHECK (delta_total >= 0),
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL,
+            PRIMARY KEY (researcher, dataset)
+        );
+        CREATE TABLE budget_charges (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            researcher TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            job_id TEXT NOT NULL REFERENCES jobs (id),
+            epsilon INTEGER NOT NULL CHECK (epsilon >= 0),
+            delta INTEGER NOT NULL CHECK (delta >= 0),
+            charged_at REAL NOT NULL,
+            UNIQUE (job_id, dataset)
+        );
+        CREATE INDEX budget_charges_by_researcher ON budget_charges (researcher, dataset)
+        """,
+    ),
 ]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from saferoom.errors import JobNotFound
+from saferoom.store.budgets import Budget, Charge, Cost, charge_budgets
 from saferoom.store.database import Database
 
 __all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult"]
@@ -72,6 +73,14 @@ class JobStore:
 
     def insert_job(self, job: JobRecord) -> JobRecord:
         """Insert ``job``; if its owner already used its ``request_id``, return that earlier job instead."""
+        return self.insert_charged_job(job, ())[0]
+
+    def insert_charged_job(
+        self, job: JobRecord, costs: Sequence[Cost]
+    ) -> tuple[JobRecord, list[tuple[Charge, Budget]]]:
+        """Insert ``job`` and charge ``costs`` to its owner's privacy budgets in one transaction: both happen or,
+        when a budget cannot pay (``BudgetExhausted``), neither. If the owner already used the job's
+        ``request_id``, that earlier job is returned instead and nothing is charged (it was, the first time)."""
         placeholders = ", ".join("?" for _ in fields(JobRecord))
         with self._db.transaction() as conn:
             if job.request_id is not None:
@@ -79,9 +88,10 @@ class JobStore:
                     f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
                 ).fetchone()
                 if row is not None:
-                    return _job(row)
+                    return _job(row), []
             conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
-        return job
+            charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
+        return job, charges
 
     def get_job(self, job_id: str) -> JobRecord:
         with self._db.reading() as conn:
