@@ -61,6 +61,7 @@ class EventType(StrEnum):
     JOB_CANCELLED = "job_cancelled"
     RESULT_RELEASED = "result_released"
     RESULT_DOWNLOADED = "result_downloaded"
+    BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
 
 

@@ -336,6 +336,47 @@ def review_revoke(package_hash: str, reason: str, server: str | None) -> None:
         print_package(console, client.revoke_approval(package_hash, reason))
 
 
+# ------------------------------------------------------------------ budgets
+
+
+@cli.group()
+def budget() -> None:
+    """Privacy budgets: operators set them, researchers see theirs, auditors see all."""
+
+
+@budget.command("set")
+@click.argument("researcher")
+@click.argument("dataset")
+@click.option("--epsilon", type=float, required=True, help="Total epsilon RESEARCHER may spend on DATASET.")
+@click.option("--delta", type=float, default=1e-6, show_default=True, help="Total delta.")
+@server_option
+def budget_set(researcher: str, dataset: str, epsilon: float, delta: float, server: str | None) -> None:
+    """Operators: set (replace) what RESEARCHER may spend on a differentially private DATASET in all."""
+    from saferoom.cli.render import print_budgets
+
+    with _client(server) as client:
+        print_budgets(console, [client.set_budget(researcher, dataset, epsilon, delta)])
+
+
+@budget.command("show")
+@click.option("--researcher", default="", help="Only this researcher's budgets.")
+@click.option("--dataset", default="", help="Only budgets on this dataset.")
+@click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
+@server_option
+def budget_show(researcher: str, dataset: str, as_json: bool, server: str | None) -> None:
+    """Budgets with what was spent and what remains (yours; everyone's for operators and auditors)."""
+    from saferoom.cli.render import budgets_to_json, print_budgets
+
+    with _client(server) as client:
+        budgets = client.list_budgets(researcher, dataset)
+    if as_json:
+        click.echo(budgets_to_json(budgets))
+    elif budgets:
+        print_budgets(console, budgets)
+    else:
+        console.print("no privacy budgets: runs on differentially private data are refused until an operator sets one")
+
+
 # ------------------------------------------------------------------ audit
 
 

@@ -14,12 +14,14 @@ from rich.table import Table
 
 from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
-from saferoom.client import Job, PackageSummary, Result, ResultOutput
+from saferoom.client import Budget, Job, PackageSummary, Result, ResultOutput
 from saferoom.jobs.pipeline import JobOutcome
 
 __all__ = [
+    "budgets_to_json",
     "outcome_to_result",
     "print_audit_records",
+    "print_budgets",
     "print_dataset",
     "print_datasets",
     "print_job",
@@ -104,14 +106,13 @@ def print_package(console: Console, p: PackageSummary) -> None:
 
 
 _SUMMARY_KEYS = ("code", "method", "reason", "created", "cells_released", "cells_suppressed", "ok",
-                 "first_bad_seq", "name")  # fmt: skip
+                 "first_bad_seq", "name", "epsilon", "delta", "epsilon_total", "epsilon_remaining")  # fmt: skip
 
 
 def _short(record: AuditRecord) -> str:
     """The objects and the telling parts of a record's summary, in a few words."""
     parts = [f"{k}={str(v)[:8]}" for k, v in record.objects.items() if k in ("job", "package")]
-    if "identity" in record.objects:
-        parts.append(f"identity={record.objects['identity']}")
+    parts += [f"{k}={record.objects[k]}" for k in ("identity", "dataset") if k in record.objects]
     parts += [f"{k}={str(v)[:40]}" for k, v in record.summary.items() if k in _SUMMARY_KEYS]
     return " ".join(parts)
 
@@ -131,6 +132,37 @@ def print_audit_records(console: Console, records: Iterable[AuditRecord], stream
     for r in records:
         table.add_row(str(r.seq), r.ts[11:19], r.event, r.actor, _short(r))
     console.print(table)
+
+
+def _amount(value: float) -> str:
+    return format(value, ".12g")
+
+
+def print_budgets(console: Console, budgets: Sequence[Budget]) -> None:
+    """Privacy budgets: totals, spent and remaining epsilon and delta, and who set them."""
+    table = Table(header_style="bold")
+    columns = ("researcher", "dataset", "epsilon left", "of", "delta left", "of", "jobs", "set by", "set (UTC)")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("epsilon left", "of", "delta left", "jobs") else "left")
+    for b in budgets:
+        left = "red" if b.epsilon_remaining <= 0 or b.delta_remaining <= 0 else "green"
+        table.add_row(
+            b.researcher,
+            b.dataset,
+            f"[{left}]{_amount(b.epsilon_remaining)}[/]",
+            _amount(b.epsilon_total),
+            f"[{left}]{_amount(b.delta_remaining)}[/]",
+            _amount(b.delta_total),
+            str(b.jobs_charged),
+            b.set_by,
+            f"{dt.datetime.fromtimestamp(b.set_at, dt.UTC):%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+def budgets_to_json(budgets: Sequence[Budget]) -> str:
+    """Budgets as a JSON list of objects (every field, amounts as numbers)."""
+    return json.dumps([b.to_data() for b in budgets], indent=2, sort_keys=True)
 
 
 def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:

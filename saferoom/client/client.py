@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,8 @@ import pyarrow as pa
 
 from saferoom._proto.saferoom.v1 import audit_pb2 as _audit_pb2
 from saferoom._proto.saferoom.v1 import audit_pb2_grpc as _audit_pb2_grpc
+from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
+from saferoom._proto.saferoom.v1 import budgets_pb2_grpc as _budgets_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
@@ -37,7 +39,7 @@ from saferoom.identity import load_signing_key
 from saferoom.packages import Package, load_package, package_from_files, sign_approval
 from saferoom.wire import value_from_proto, value_to_proto
 
-__all__ = ["Client", "Job", "PackageReview", "PackageSummary", "Result", "ResultOutput"]
+__all__ = ["Budget", "Client", "Job", "PackageReview", "PackageSummary", "Result", "ResultOutput"]
 
 _STATUS_NAMES = {v: k.removeprefix("PACKAGE_STATUS_").lower() for k, v in _packages_pb2.PackageStatus.items()}
 DAY = 86_400
@@ -106,6 +108,26 @@ class PackageSummary:
     files: list[str] = field(default_factory=list)
     approver: str = ""
     approved_until: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A researcher's privacy budget on one dataset: the totals, what was spent, what remains."""
+
+    researcher: str
+    dataset: str
+    epsilon_total: float
+    delta_total: float
+    epsilon_spent: float
+    delta_spent: float
+    epsilon_remaining: float
+    delta_remaining: float
+    jobs_charged: int
+    set_by: str
+    set_at: float  # UTC seconds
+
+    def to_data(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -215,6 +237,7 @@ class Client:
         self._review = _review_pb2_grpc.ReviewStub(self._channel)
         self._jobs = _jobs_pb2_grpc.JobsStub(self._channel)
         self._audit = _audit_pb2_grpc.AuditStub(self._channel)
+        self._budgets = _budgets_pb2_grpc.BudgetsStub(self._channel)
 
     @classmethod
     def from_profile(
@@ -334,6 +357,18 @@ class Client:
     def revoke_approval(self, package_hash: str, reason: str) -> PackageSummary:
         request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
         return _package(self._call(self._review.RevokeApproval, request))
+
+    # -------------------------------------------------------------- privacy budgets
+
+    def set_budget(self, researcher: str, dataset: str, epsilon: float, delta: float = 1e-6) -> Budget:
+        """Operators: set what ``researcher`` may spend on a differentially private dataset in all."""
+        request = _budgets_pb2.SetBudgetRequest(researcher=researcher, dataset=dataset, epsilon=epsilon, delta=delta)
+        return _budget(self._call(self._budgets.SetBudget, request))
+
+    def list_budgets(self, researcher: str = "", dataset: str = "") -> list[Budget]:
+        """The budgets you may see (your own; everyone's for operators and auditors), optionally filtered."""
+        request = _budgets_pb2.ListBudgetsRequest(researcher=researcher, dataset=dataset)
+        return [_budget(b) for b in self._call(self._budgets.ListBudgets, request).budgets]
 
     # -------------------------------------------------------------- audit (auditors)
 
@@ -456,6 +491,22 @@ def _record(p: _audit_pb2.AuditRecord) -> AuditRecord:
         json.loads(p.summary_json or "{}"),
         p.prev,
         p.hash,
+    )
+
+
+def _budget(p: _budgets_pb2.Budget) -> Budget:
+    return Budget(
+        researcher=p.researcher,
+        dataset=p.dataset,
+        epsilon_total=p.epsilon_total,
+        delta_total=p.delta_total,
+        epsilon_spent=p.epsilon_spent,
+        delta_spent=p.delta_spent,
+        epsilon_remaining=p.epsilon_remaining,
+        delta_remaining=p.delta_remaining,
+        jobs_charged=p.jobs_charged,
+        set_by=p.set_by,
+        set_at=p.set_at.ToNanoseconds() / 1e9,
     )
 
 

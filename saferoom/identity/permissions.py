@@ -40,6 +40,7 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Packages/SubmitPackage",
             "saferoom.v1.Jobs/RunJob",
             "saferoom.v1.Jobs/GetResult",
+            "saferoom.v1.Budgets/ListBudgets",  # their own only (saferoom.jobs.budgets)
         }
     ),
     Role.OPERATOR: frozenset(
@@ -52,10 +53,17 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Review/ApprovePackage",
             "saferoom.v1.Review/RejectPackage",
             "saferoom.v1.Review/RevokeApproval",
+            "saferoom.v1.Budgets/SetBudget",
+            "saferoom.v1.Budgets/ListBudgets",
         }
     ),
     Role.AUDITOR: frozenset(
-        {"saferoom.v1.Audit/ReadLog", "saferoom.v1.Audit/GetCheckpoint", "saferoom.v1.Audit/VerifyLog"}
+        {
+            "saferoom.v1.Audit/ReadLog",
+            "saferoom.v1.Audit/GetCheckpoint",
+            "saferoom.v1.Audit/VerifyLog",
+            "saferoom.v1.Budgets/ListBudgets",  # what was spent is part of what an auditor checks
+        }
     ),
 }
 

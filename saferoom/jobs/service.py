@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom.audit import AuditLog, EventType
+from saferoom.audit.log import Entry
 from saferoom.errors import (
     InvalidRequest,
     JobCancelled,
@@ -31,10 +32,12 @@ from saferoom.errors import (
     Unavailable,
 )
 from saferoom.identity import Identity, Role
+from saferoom.jobs.budgets import BudgetService, budget_summary
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import FINAL_STATES, JobState
 from saferoom.packages import PackageService
-from saferoom.store import JobRecord, JobStore, StoredOutput, StoredResult
+from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
+from saferoom.store.budgets import delta_value, epsilon_value
 
 __all__ = ["JobService"]
 
@@ -71,7 +74,18 @@ def _result_hash(outputs: list[StoredOutput]) -> str:
     return digest.hexdigest()
 
 
-def _release_summary(outcome: JobOutcome, result_hash: str) -> dict[str, Any]:
+def _spent(charges: list[Charge]) -> dict[str, dict[str, float]]:
+    return {c.dataset: {"epsilon": epsilon_value(c.epsilon), "delta": delta_value(c.delta)} for c in charges}
+
+
+def _charge_entry(job: JobRecord, charge: Charge, after: Budget) -> Entry:
+    """The ``budget_charged`` record of one dataset of a job: what it spent, and what is left after it."""
+    objects = {"job": job.id, "package": job.package_hash, "identity": charge.researcher, "dataset": charge.dataset}
+    summary = {"epsilon": epsilon_value(charge.epsilon), "delta": delta_value(charge.delta), **budget_summary(after)}
+    return (EventType.BUDGET_CHARGED, "saferoom", "server", objects, summary)
+
+
+def _release_summary(outcome: JobOutcome, result_hash: str, charges: list[Charge]) -> dict[str, Any]:
     """What was released, for the audit log: counts and rules, never values."""
     outputs = [
         {
@@ -87,7 +101,7 @@ def _release_summary(outcome: JobOutcome, result_hash: str) -> dict[str, Any]:
         "outputs": outputs,
         "cells_released": sum(o["rows"] for o in outputs),
         "cells_suppressed": sum(o["suppressed"] for o in outputs),
-        "budget_charged": {},
+        "budget_charged": _spent(charges),
     }
 
 
@@ -108,6 +122,7 @@ class JobService:
         packages: PackageService,
         pipeline: Pipeline,
         audit: AuditLog,
+        budgets: BudgetService,
         max_concurrent: int = 2,
         max_queued: int = 100,
     ) -> None:
@@ -115,6 +130,7 @@ class JobService:
         self._audit = audit
         self._packages = packages
         self._pipeline = pipeline
+        self._budgets = budgets
         self._max_queued = max_queued
         # Fair queueing: one queue per owner, served in turn, so that one researcher's twenty jobs (or bombs)
         # do not stand in front of everybody else's.
@@ -164,12 +180,18 @@ class JobService:
         datasets: Collection[str] = (),
         request_id: str = "",
     ) -> JobRecord:
-        """Check the caller may run this approved package so, persist the job, schedule it. It is QUEUED."""
+        """Check the caller may run this approved package so, charge its privacy budgets, persist the job and
+        schedule it. It is QUEUED.
+
+        The charge and the job are one transaction: a run the budgets cannot pay for is refused
+        (``BudgetExhausted``) before any work, charging nothing; a retry of an accepted request charges nothing.
+        """
         if self._closed:
             raise Unavailable("the server is shutting down")
         if request_id and not _REQUEST_ID.match(request_id):
             raise InvalidRequest("request_id must be 1 to 64 letters, digits, '-' or '_'")
         package, checked, chosen = self._packages.authorize_run(package_ref, caller, params, datasets)
+        costs = self._budgets.costs(package, chosen)
         with self._changed:
             if self._queued >= self._max_queued:
                 raise LimitExceeded(f"too many queued jobs (limit {self._max_queued}); try again later")
@@ -193,7 +215,7 @@ class JobService:
             request_id=request_id or None,
         )
         try:
-            stored = self._store.insert_job(job)
+            stored, charges = self._store.insert_charged_job(job, costs)
         except BaseException:
             with self._changed:
                 self._queued -= 1
@@ -209,14 +231,16 @@ class JobService:
                 raise InvalidRequest(f"request_id {request_id!r} was already used for a different job")
             return stored
         try:
-            self._audit.append(
+            queued: Entry = (
                 EventType.JOB_QUEUED,
                 caller.name,
                 caller.role_names,
                 _objects(job),
                 {"params": checked, "request_id": request_id},
             )
-        except BaseException:  # not acknowledged and not recorded: it must not run either
+            # One write, one fsync, before the answer: the job and what it was charged are recorded together.
+            self._audit.append_all([queued, *(_charge_entry(job, c, after) for c, after in charges)])
+        except BaseException:  # not acknowledged and not recorded: it must not run either (it stays charged)
             self._store.update_state(
                 job.id,
                 JobState.FAILED.value,
@@ -348,7 +372,7 @@ class JobService:
             if self._store.finish_with_result(
                 job_id, outputs, {"printed": outcome.printed, "result_hash": result_hash}
             ):
-                released = _release_summary(outcome, result_hash)
+                released = _release_summary(outcome, result_hash, self._budgets.charged(job_id))
                 finished = {"owner": job.owner, "outputs": len(outputs)}
                 self._audit.append_all(  # one write, one fsync: they describe one moment
                     [

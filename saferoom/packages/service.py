@@ -30,7 +30,7 @@ from saferoom.errors import (
 )
 from saferoom.identity import Identity, Role, TrustStore
 from saferoom.packages.approval import Approval, verify_signature
-from saferoom.packages.package import Package, package_from_files, package_from_zip, package_to_zip
+from saferoom.packages.package import MANIFEST_FILE, Package, package_from_files, package_from_zip, package_to_zip
 from saferoom.packages.params import validate_params
 from saferoom.store.packages import DecisionRecord, PackageRecord, PackageStore
 
@@ -91,10 +91,12 @@ class PackageService:
         audit: AuditLog,
         max_approval_days: int = 365,
         clock: Callable[[], float] = time.time,
+        private_datasets: Collection[str] = (),
     ) -> None:
         self._store = store
         self._trust = trust
         self._datasets = frozenset(datasets)
+        self._private = frozenset(private_datasets)  # differentially private: a run must say what it spends
         self._check_code = check_code
         self._audit = audit
         self._max_approval_seconds = max_approval_days * DAY
@@ -197,6 +199,13 @@ class PackageService:
         unknown = sorted(set(package.datasets) - self._datasets)
         if unknown:
             raise InvalidPackage(f"the package needs datasets that do not exist: {', '.join(unknown)}")
+        undeclared = sorted(d for d in package.datasets if d in self._private and d not in package.epsilon)
+        if undeclared:
+            example = ", ".join(f"{d} = 0.5" for d in undeclared)
+            raise InvalidPackage(
+                f"the package reads differentially private datasets without declaring the epsilon one run spends "
+                f"on each: {', '.join(undeclared)}; add [privacy] epsilon = {{ {example} }} to {MANIFEST_FILE}"
+            )
         self._check_code(package)  # compiles every file under the sandbox policy (in a sandbox worker)
         blob = package_to_zip(package)
         created = self._store.add(package.hash, package.name, package.version, blob, submitter.name)

@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from saferoom import __version__
 from saferoom._proto.saferoom.v1 import audit_pb2 as _audit_pb2
 from saferoom._proto.saferoom.v1 import audit_pb2_grpc as _audit_pb2_grpc
+from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
+from saferoom._proto.saferoom.v1 import budgets_pb2_grpc as _budgets_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
@@ -28,14 +30,20 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
-from saferoom.jobs import JobService, Pipeline
+from saferoom.jobs import BudgetService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
 from saferoom.server.errors import ErrorInterceptor
-from saferoom.server.services import CatalogServicer, JobsServicer, PackagesServicer, ReviewServicer
-from saferoom.store import Database, IdentityStore, JobStore, PackageStore
+from saferoom.server.services import (
+    BudgetsServicer,
+    CatalogServicer,
+    JobsServicer,
+    PackagesServicer,
+    ReviewServicer,
+)
+from saferoom.store import BudgetLedger, Database, IdentityStore, JobStore, PackageStore
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -47,6 +55,7 @@ SERVICE_NAMES = (
     _jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
     _review_pb2.DESCRIPTOR.services_by_name["Review"].full_name,
     _audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
+    _budgets_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name,
 )
 
 
@@ -115,6 +124,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         )
         isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
         pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation)
+        # The differentially private datasets, each with the delta one run spends on it.
+        dp_delta = {n: d.policy.dp_delta for n, d in manifest.datasets.items() if d.policy.differential_privacy}
         packages = PackageService(
             PackageStore(database, config.state_dir / "packages"),
             trust,
@@ -122,12 +133,15 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             pipeline.check_code,
             audit,
             max_approval_days=config.max_approval_days,
+            private_datasets=dp_delta,
         )
+        budgets = BudgetService(BudgetLedger(database), dp_delta, manifest.datasets, audit)
         jobs = JobService(
             JobStore(database),
             packages,
             pipeline,
             audit,
+            budgets,
             max_concurrent=config.max_concurrent_jobs,
             max_queued=config.max_queued_jobs,
         )
@@ -148,6 +162,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         _review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(packages, caller), server)
         _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
         _audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(audit, caller), server)
+        _budgets_pb2_grpc.add_BudgetsServicer_to_server(BudgetsServicer(budgets, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

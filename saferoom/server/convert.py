@@ -8,6 +8,7 @@ from typing import Any, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
@@ -16,10 +17,12 @@ from saferoom.errors import InvalidPackage, InvalidRequest
 from saferoom.identity import Identity, Role
 from saferoom.packages import Package, PackageView
 from saferoom.packages.package import MAX_FILES
-from saferoom.store import JobRecord, StoredResult
+from saferoom.store import Budget, JobRecord, StoredResult
+from saferoom.store.budgets import delta_value, epsilon_value
 from saferoom.wire import value_from_proto, value_to_proto
 
 __all__ = [
+    "budget_to_proto",
     "dataset_to_proto",
     "datasets_from_proto",
     "files_from_proto",
@@ -234,3 +237,19 @@ def result_to_proto(result: StoredResult) -> _jobs_pb2.Result:
             outputs.append(_jobs_pb2.Output(name=o.name, value=value_to_proto(value), report=report))
     printed = str(result.report.get("printed", "")) if isinstance(result.report, dict) else ""
     return _jobs_pb2.Result(job_id=result.job_id, outputs=outputs, printed=printed)
+
+
+def budget_to_proto(budget: Budget) -> _budgets_pb2.Budget:
+    return _budgets_pb2.Budget(
+        researcher=budget.researcher,
+        dataset=budget.dataset,
+        epsilon_total=epsilon_value(budget.epsilon_total),
+        delta_total=delta_value(budget.delta_total),
+        epsilon_spent=epsilon_value(budget.epsilon_spent),
+        delta_spent=delta_value(budget.delta_spent),
+        epsilon_remaining=epsilon_value(budget.epsilon_remaining),
+        delta_remaining=delta_value(budget.delta_remaining),
+        jobs_charged=budget.jobs_charged,
+        set_by=budget.set_by,
+        set_at=_timestamp(budget.set_at),
+    )

@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
+from saferoom._proto.saferoom.v1 import budgets_pb2_grpc as _budgets_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
@@ -19,12 +21,12 @@ from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.mock import mock_ipc_bytes
 from saferoom.errors import InvalidRequest
-from saferoom.jobs import JobService
+from saferoom.jobs import BudgetService, JobService
 from saferoom.packages import PackageService
 from saferoom.server import convert
 from saferoom.server.auth import Caller
 
-__all__ = ["CatalogServicer", "JobsServicer", "PackagesServicer", "ReviewServicer"]
+__all__ = ["BudgetsServicer", "CatalogServicer", "JobsServicer", "PackagesServicer", "ReviewServicer"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _PACKAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
@@ -187,3 +189,21 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
 
     def GetResult(self, request: _jobs_pb2.GetResultRequest, context: Any) -> Any:
         return convert.result_to_proto(self._jobs.result(_job_id(request.job_id), self._caller(context)))
+
+
+class BudgetsServicer(_budgets_pb2_grpc.BudgetsServicer):
+    """Privacy budgets: operators set them; each caller lists what they may see."""
+
+    def __init__(self, budgets: BudgetService, caller: Caller) -> None:
+        self._budgets = budgets
+        self._caller = caller
+
+    def SetBudget(self, request: _budgets_pb2.SetBudgetRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        budget = self._budgets.set_budget(request.researcher, request.dataset, request.epsilon, request.delta, caller)
+        return convert.budget_to_proto(budget)
+
+    def ListBudgets(self, request: _budgets_pb2.ListBudgetsRequest, context: Any) -> Any:
+        caller = self._caller(context)
+        budgets = self._budgets.list_budgets(caller, request.researcher or None, request.dataset or None)
+        return _budgets_pb2.ListBudgetsResponse(budgets=[convert.budget_to_proto(b) for b in budgets])

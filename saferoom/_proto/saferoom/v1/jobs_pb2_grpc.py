@@ -73,7 +73,10 @@ class JobsServicer:
 
     def RunJob(self, request, context):
         """RunJob queues a job and returns it at once (state QUEUED). NOT_FOUND for a package the caller did not
-        submit; FAILED_PRECONDITION if it is not approved, or the parameters or datasets are outside the approval. A retried request with the same request_id returns the same job.
+        submit; FAILED_PRECONDITION if it is not approved, or the parameters or datasets are outside the approval.
+        RESOURCE_EXHAUSTED, before any work and charging nothing, when the caller's privacy budget on a
+        differentially private dataset cannot pay for the run (see Budgets); otherwise the run is charged as it is
+        queued. A retried request with the same request_id returns the same job (and is not charged again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
