@@ -232,6 +232,22 @@ def _interval(expr: Expr, bounds: Mapping[str, tuple[float, float]]) -> tuple[fl
     return None
 
 
+def _bin_index(value: Expr, column: DPColumn) -> Expr:
+    """The index (0..QUANTILE_BINS-1) of the quantile candidate interval holding ``value``."""
+    lo, hi = column.lower, column.upper
+    if hi <= lo:
+        return Lit(0)
+    if column.log_unit:  # evenly in log(1 + (x - lo) / u)
+        position: Expr = Call(
+            "log", (Call("add", (Lit(1.0), Call("div", (Call("sub", (value, Lit(lo))), Lit(column.log_unit))))),)
+        )
+        top = math.log1p((hi - lo) / column.log_unit)
+    else:
+        position, top = Call("sub", (value, Lit(lo))), hi - lo
+    scaled = Call("floor", (Call("mul", (position, Lit(QUANTILE_BINS / top))),))
+    return Call("clamp", (Call("cast_int", (scaled,)), Lit(0), Lit(QUANTILE_BINS - 1)))
+
+
 def _bounds_through(
     columns: tuple[tuple[str, Expr], ...], before: Mapping[str, tuple[float, float]]
 ) -> dict[str, tuple[float, float]]:
@@ -455,11 +471,14 @@ class _Rewriter:
                 columns.append(DPColumn(name, "mean", source, lo, hi))
             else:
                 q = 0.5 if agg.fn == "median" else float(agg.q if agg.q is not None else 0.5)
-                binned = Call("histogram", (clamped, Lit(lo), Lit(hi if hi > lo else lo + 1.0), Lit(QUANTILE_BINS)))
-                project = Project(bounded, (*((key, Col(key)) for key in node.keys), ("__bin", binned)))
+                amount = any(c in level.magnitudes for c in _columns_of(agg.arg)) and lo >= 0 and hi > lo
+                column = DPColumn(name, "quantile", source, lo, hi, q, log_unit=(hi - lo) / 1e4 if amount else 0.0)
+                project = Project(
+                    bounded, (*((key, Col(key)) for key in node.keys), ("__bin", _bin_index(clamped, column)))
+                )
                 present = Filter(project, Call("not", (Call("is_null", (Col("__bin"),)),)))
                 histograms[source] = Aggregate(present, (*node.keys, "__bin"), (("__n", AggExpr("count")),))
-                columns.append(DPColumn(name, "quantile", source, lo, hi, q))
+                columns.append(column)
         count = self._fresh("__n")
         exact = Aggregate(bounded, node.keys, (*statistics, (count, AggExpr("count"))))
         label = self._fresh("dp")

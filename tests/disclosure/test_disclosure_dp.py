@@ -111,7 +111,7 @@ def test_a_noisy_median_lands_near_the_true_one() -> None:
     width = 1000.0 / QUANTILE_BINS
     values = np.random.default_rng(1).normal(400.0, 80.0, 5000).clip(0, 999)
     counts = np.bincount((values / width).astype(int), minlength=QUANTILE_BINS)
-    histogram = pa.table({"cell": [1] * QUANTILE_BINS, "__bin": np.arange(QUANTILE_BINS) * width, "__n": counts})
+    histogram = pa.table({"cell": [1] * QUANTILE_BINS, "__bin": np.arange(QUANTILE_BINS), "__n": counts})
     table = pa.table({"cell": [1], "__n": [5000]})
     agg = _aggregate((DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5),))
     medians = [noise(agg, table, {"__h": histogram}, 0.5, 1e-7).table.column("med")[0].as_py() for _ in range(50)]
@@ -119,6 +119,20 @@ def test_a_noisy_median_lands_near_the_true_one() -> None:
 
 
 # --------------------------------------------------------------------------- the rewrite on the city
+
+
+def test_median_income_by_district_is_close_on_a_log_scale_of_candidates(city) -> None:
+    q = city[2].table("population").group_by("district").agg(median_income=median("income"), age=median("age"))
+    out = released(city, epsilon=2.0, q=q)["q"]
+    people = exact(city, "population")
+    for row in out.table.to_pylist():
+        mine = people.filter(pa.compute.equal(people["district"], row["district"]))
+        true_income = float(np.median(mine["income"].to_numpy()))
+        assert abs(row["median_income"] - true_income) < 0.05 * true_income  # candidates ~2% apart
+        assert abs(row["age"] - float(np.median(mine["age"].to_numpy()))) <= 2
+    notes = [n["note"] for r in out.report.rules for n in r.noise if n["column"] == "median_income"]
+    assert "log scale" in notes[0]
+
 
 
 def test_small_cell_attacks_release_nothing_personal(city) -> None:
