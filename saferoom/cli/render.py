@@ -231,6 +231,10 @@ def describe_report(output: ResultOutput) -> str:
     if withheld:
         return str(withheld[0]["explanation"])
     parts = [f"{report.get('rows', 0)} aggregate cells released"]
+    private = [r for r in rules if r.get("rule") == "differential_privacy"]
+    if private:
+        epsilon = sum(n.get("epsilon", 0) for r in private for n in r.get("noise", []))
+        parts.append(f"with differential-privacy noise (epsilon {epsilon:.3g} in all; see `saferoom result show`)")
     for rule in rules:
         if rule.get("cells_suppressed"):
             parts.append(f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}")
@@ -252,6 +256,31 @@ def print_release_checks(console: Console, result: Result) -> None:
         for rule in report.get("rules", []):
             table.add_row(str(rule.get("rule")), str(rule.get("cells_suppressed", 0)), str(rule.get("explanation", "")))
         console.print(table)
+        noise = [n for rule in report.get("rules", []) for n in rule.get("noise", [])]
+        if noise:
+            console.print(noise_table(noise))
+
+
+def noise_table(noise: list[dict[str, Any]]) -> Table:
+    """Differential privacy: how each released column was noised, and how far off it may be (95%)."""
+    table = Table(header_style="bold", show_edge=False, title="noise", title_justify="left")
+    for column in ("column", "mechanism", "epsilon", "delta", "scale", "95% within ±", "note"):
+        table.add_column(column, no_wrap=column not in ("mechanism", "note"))
+    for n in noise:
+        ci = n.get("ci95") or 0.0
+        note = str(n.get("note") or "")
+        if n.get("resolution"):
+            note = f"candidates {n['resolution']:,.6g} apart" + (f"; {note}" if note else "")
+        table.add_row(
+            str(n.get("column")),
+            str(n.get("mechanism")),
+            f"{n.get('epsilon', 0):.4g}",
+            f"{n.get('delta', 0):.2g}",
+            f"{n.get('scale', 0):,.6g}",
+            f"{ci:,.6g}" if ci else "—",
+            note,
+        )
+    return table
 
 
 def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:

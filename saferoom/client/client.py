@@ -199,6 +199,20 @@ def _report(r: _jobs_pb2.ReleaseReport) -> dict[str, Any]:
                 "cells_suppressed": rule.cells_suppressed,
                 "threshold": rule.threshold,
                 "datasets": list(rule.datasets),
+                "noise": [
+                    {
+                        "column": n.column,
+                        "mechanism": n.mechanism,
+                        "epsilon": n.epsilon,
+                        "delta": n.delta,
+                        "scale": n.scale,
+                        "sensitivity": n.sensitivity,
+                        "ci95": n.ci95,
+                        "resolution": n.resolution,
+                        "note": n.note,
+                    }
+                    for n in rule.noise
+                ],
             }
             for rule in r.rules
         ],

@@ -14,7 +14,9 @@ server, and the recipe to noise them. Here, with OpenDP's samplers (exact, float
     mean(x)             lo..hi midpoint + noisy centred sum / noisy count, sensitivity of the centred sum
                         k * (hi - lo) / 2; clamped into [lo, hi]
     quantile(x, q)      exponential mechanism (report noisy min with Gumbel noise) over ``QUANTILE_BINS`` + 1
-                        evenly spaced candidates in [lo, hi], scored |q n - #{x < c}| from a per-cell histogram
+                        candidates in [lo, hi], scored |q n - #{x < c}| from a per-cell histogram; evenly
+                        spaced, or evenly in log(1 + (x - lo) / u) for amounts (income, prices: skewed, so
+                        the spacing grows with the value: about 2% of it)
 
 A unit changes at most k rows, hence at most k cells: every vector mechanism is calibrated to the L1 (or
 L-infinity for the scores) sensitivity over all cells at once, so a whole aggregate costs one epsilon per
@@ -56,6 +58,14 @@ class DPColumn:
     upper: float = 0.0
     q: float = 0.5  # quantile
     integer: bool = False  # released as int64
+    log_unit: float = 0.0  # quantile of an amount: candidates spaced evenly in log(1 + (x - lower) / log_unit)
+
+    def candidate(self, index: int) -> float:
+        """The value of quantile candidate ``index`` in 0..QUANTILE_BINS."""
+        if self.log_unit:
+            top = math.log1p((self.upper - self.lower) / self.log_unit)
+            return min(self.upper, self.lower + self.log_unit * math.expm1(index * top / QUANTILE_BINS))
+        return self.lower + index * (self.upper - self.lower) / QUANTILE_BINS
 
     @property
     def measured(self) -> bool:
@@ -203,7 +213,13 @@ def noise(
         entry: dict[str, Any] = {"column": column.name, "epsilon": epsilon, "delta": 0.0}
         if column.kind == "count":
             values: list[Any] = noisy_counts
-            entry = {**report[0], "column": column.name, "mechanism": "laplace (the cells' noisy count)"}
+            entry = {
+                **report[0],
+                "column": column.name,
+                "epsilon": 0.0,  # the cells' noisy count, already paid for
+                "delta": 0.0,
+                "note": "the noisy count that chose the cells: no extra epsilon",
+            }
         elif column.kind == "count_values":
             exact_values = [int(v or 0) for v in rows.column(column.source).to_pylist()]
             noisy, scale = _laplace_int(exact_values, k, epsilon)
@@ -249,12 +265,10 @@ def _quantiles(
     epsilon: float,
     entry: dict[str, Any],
 ) -> tuple[list[Any], dict[str, Any]]:
-    """One noisy quantile per released cell from its histogram over QUANTILE_BINS bins of [lower, upper]."""
-    width = (column.upper - column.lower) / QUANTILE_BINS
+    """One noisy quantile per released cell from its histogram: ``__bin`` holds each value's bin index."""
     counts = np.zeros((len(positions), QUANTILE_BINS), dtype=np.int64)
     if histogram.num_rows and positions:
-        edges = histogram.column("__bin").to_numpy(zero_copy_only=False)
-        bins = np.clip(np.round((edges - column.lower) / width if width > 0 else 0), 0, QUANTILE_BINS - 1)
+        bins = np.clip(histogram.column("__bin").to_numpy(zero_copy_only=False), 0, QUANTILE_BINS - 1)
         n = histogram.column("__n").to_numpy(zero_copy_only=False)
         for key, b, c in zip(_cell_keys(histogram, keys), bins.astype(np.int64), n, strict=True):
             cell = positions.get(key)
@@ -267,13 +281,14 @@ def _quantiles(
         scores, per_row = _quantile_scores(counts[cell], column.q)
         sensitivity = k * per_row
         index, scale = _noisy_min_index(scores, sensitivity, epsilon)
-        values.append(column.lower + index * width)
+        values.append(column.candidate(index))
+    spacing = "spaced evenly" if not column.log_unit else "spaced about 2% of the value apart (log scale)"
     entry |= {
         "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
         "scale": scale or 2 * k * _SCORE_DENOMINATOR / epsilon,
-        "sensitivity": sensitivity,
-        "resolution": width,
-        "note": "the released value is a candidate spaced resolution apart",
+        "sensitivity": sensitivity or k * _SCORE_DENOMINATOR,
+        "resolution": 0.0 if column.log_unit else (column.upper - column.lower) / QUANTILE_BINS,
+        "note": f"the released value is one of the candidates, {spacing}",
     }
     return values, entry
 

@@ -207,6 +207,9 @@ def job_to_proto(job: JobRecord) -> _jobs_pb2.Job:
     )
 
 
+_NOISE_NUMBERS = ("epsilon", "delta", "scale", "sensitivity", "ci95", "resolution")
+
+
 def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
     rules = [
         _jobs_pb2.ReleaseRule(
@@ -215,6 +218,15 @@ def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
             cells_suppressed=int(r.get("cells_suppressed", 0)),
             threshold=int(r.get("threshold", 0) or 0),
             datasets=[str(d) for d in r.get("datasets", ())],
+            noise=[
+                _jobs_pb2.NoiseScale(
+                    column=str(n.get("column", "")),
+                    mechanism=str(n.get("mechanism", "")),
+                    **{f: float(n.get(f, 0.0) or 0.0) for f in _NOISE_NUMBERS},
+                    note=str(n.get("note", "")),
+                )
+                for n in r.get("noise", ())
+            ],
         )
         for r in report.get("rules", ())
     ]

@@ -136,18 +136,42 @@ class GetResultRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseRule(_message.Message):
-    __slots__ = ("name", "explanation", "cells_suppressed", "threshold", "datasets")
+    __slots__ = ("name", "explanation", "cells_suppressed", "threshold", "datasets", "noise")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     CELLS_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     name: str
     explanation: str
     cells_suppressed: int
     threshold: int
     datasets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., explanation: _Optional[str] = ..., cells_suppressed: _Optional[int] = ..., threshold: _Optional[int] = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
+    noise: _containers.RepeatedCompositeFieldContainer[NoiseScale]
+    def __init__(self, name: _Optional[str] = ..., explanation: _Optional[str] = ..., cells_suppressed: _Optional[int] = ..., threshold: _Optional[int] = ..., datasets: _Optional[_Iterable[str]] = ..., noise: _Optional[_Iterable[_Union[NoiseScale, _Mapping]]] = ...) -> None: ...
+
+class NoiseScale(_message.Message):
+    __slots__ = ("column", "mechanism", "epsilon", "delta", "scale", "sensitivity", "ci95", "resolution", "note")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
+    CI95_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    mechanism: str
+    epsilon: float
+    delta: float
+    scale: float
+    sensitivity: float
+    ci95: float
+    resolution: float
+    note: str
+    def __init__(self, column: _Optional[str] = ..., mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., scale: _Optional[float] = ..., sensitivity: _Optional[float] = ..., ci95: _Optional[float] = ..., resolution: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ReleaseReport(_message.Message):
     __slots__ = ("kind", "rows", "suppressed_cells", "rules")
