@@ -74,6 +74,13 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                     auditor.list_jobs()
                 except SaferoomError as exc:
                     console.print(f"  auditor zhou may not read jobs: [red]{exc.code}[/red]")
+                # Personal datasets release only differentially private results: every run spends budget.
+                for dataset, epsilon in (("population", 2.0), ("housing_transactions", 1.0)):
+                    budget = operator.set_budget("lin", dataset, epsilon=epsilon)
+                    console.print(
+                        f"  privacy budget of lin on {dataset}: epsilon {budget.epsilon_total:g}, "
+                        f"delta {budget.delta_total:g}"
+                    )
 
                 console.rule("6. Researcher lin runs site selection over gRPC: the code never sees a row")
                 job = researcher.run_job(hashes["site-selection"], {"top": top})
@@ -84,7 +91,7 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                     raise SystemExit(f"the demo job failed: {final.error_code}: {final.error_message}")
                 result = researcher.get_result(job.id)
 
-                console.rule("7. What was released (aggregates only, small cells suppressed)")
+                console.rule("7. What was released (noisy aggregates only: differential privacy on personal data)")
                 candidates = result.output("candidates")
                 if candidates.table is not None:
                     console.print(_candidates_table(candidates.table, top))
@@ -99,6 +106,15 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 if final.state != "succeeded":
                     raise SystemExit(f"the demo job failed: {final.error_code}: {final.error_message}")
                 print_result(console, researcher.get_result(profile.id), limit=12)
+                try:
+                    researcher.run_job("population-profile")
+                except SaferoomError as exc:
+                    console.print(f"  once more: [red]{exc.code}[/red]: {exc.message}")
+                for budget in researcher.list_budgets():
+                    console.print(
+                        f"  lin on {budget.dataset}: spent epsilon {budget.epsilon_spent:g} of "
+                        f"{budget.epsilon_total:g} over {budget.jobs_charged} jobs"
+                    )
 
                 console.rule("9. Auditor zhou verifies the tamper-evident log and reads what happened")
                 checkpoint = auditor.get_checkpoint()
