@@ -45,6 +45,9 @@ class ServerConfig:
     max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
+    # jobs: a job's end (its result, or a refusal that depends on data) is published only at a whole number of
+    # these after it started, so its duration says less about the data (0: off)
+    release_quantum_ms: int = 250
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
     # sandbox: the worker that runs algorithm code (it never holds data, only builds plans)
     sandbox_limits: WorkerLimits = field(
@@ -103,4 +106,6 @@ class ServerConfig:
         counts = ("max_concurrent_jobs", "max_queued_jobs", "max_approval_days", "audit_checkpoint_every")
         if any(getattr(config, name) < 1 for name in counts):
             raise InvalidRequest(f"{', '.join(counts)} must be at least 1")
+        if not 0 <= config.release_quantum_ms <= 60_000:
+            raise InvalidRequest("release_quantum_ms must be between 0 and 60000")
         return config

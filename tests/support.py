@@ -57,6 +57,7 @@ def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides
         "sandbox_limits": WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=4.0, output_mib=4),
         "engine_limits": WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16),
         "grace_seconds": 1.0,
+        "release_quantum_ms": 0,  # tests that need the padding set it
     }
     values.update(overrides)
     return ServerConfig.load(env={}, **values)

@@ -10,6 +10,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -125,8 +126,10 @@ class JobService:
         budgets: BudgetService,
         max_concurrent: int = 2,
         max_queued: int = 100,
+        release_quantum: float = 0.0,
     ) -> None:
         self._store = store
+        self._quantum = release_quantum
         self._audit = audit
         self._packages = packages
         self._pipeline = pipeline
@@ -366,7 +369,15 @@ class JobService:
             job = self._store.get_job(job_id)
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
-            outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
+            started = time.monotonic()
+            try:
+                outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
+            except JobCancelled:
+                raise
+            except SaferoomError:
+                self._pad(started, cancel)  # a refusal ends on the same time grid as a release
+                raise
+            self._pad(started, cancel)
             outputs = self._stored_outputs(outcome)
             result_hash = _result_hash(outputs)
             if self._store.finish_with_result(
@@ -395,6 +406,20 @@ class JobService:
             with self._changed:
                 self._cancels.pop(job_id, None)
                 self._cancelled_by.pop(job_id, None)
+
+    def _pad(self, started: float, cancel: threading.Event) -> None:
+        """Publish a job's end only at a whole number of release quanta after it started, so that how long the
+        engine took (which depends on the data: rows kept by a filter, cells of a group-by) shows less.
+
+        A cancel (or shutdown) during the wait ends the job as cancelled, never early with its result: otherwise
+        cancelling at a chosen moment would tell whether the work had finished by then.
+        """
+        if self._quantum <= 0:
+            return
+        elapsed = time.monotonic() - started
+        quanta = max(1, math.ceil(elapsed / self._quantum))
+        if cancel.wait(quanta * self._quantum - elapsed):
+            raise JobCancelled("the job was cancelled")
 
     @staticmethod
     def _stored_outputs(outcome: JobOutcome) -> list[StoredOutput]:

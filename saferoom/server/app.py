@@ -144,6 +144,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             budgets,
             max_concurrent=config.max_concurrent_jobs,
             max_queued=config.max_queued_jobs,
+            release_quantum=config.release_quantum_ms / 1000,
         )
         message_bytes = config.max_message_mib * 2**20
         server = grpc.server(
