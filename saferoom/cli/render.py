@@ -186,12 +186,21 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
     if not d.is_public:
         unique = "one row per unit" if d.one_row_per_unit else "several rows per unit possible"
         policy = d.policy
-        console.print(
-            f"privacy unit: {d.privacy_unit} ({unique}); "
-            f"every released cell needs {policy.min_contributors} distinct units; sums and means of amounts "
-            f"(marked *) fail if {policy.dominance_n} contributors hold over {policy.dominance_k:.0%} "
-            f"or the rest is below {policy.p_percent:.0%} of the largest; values are clamped to their domain"
-        )
+        if policy.differential_privacy:
+            rows = "row" if policy.max_contributions == 1 else "rows"
+            console.print(
+                f"privacy unit: {d.privacy_unit} ({unique}); differentially private: only noisy aggregates leave, "
+                f"each person counting for at most {policy.max_contributions} {rows}, cells shown only when their "
+                f"noisy count reaches at least {policy.min_contributors}; every run spends privacy budget (epsilon "
+                f"declared by the package, delta {policy.dp_delta:g}); values are clamped to their domain"
+            )
+        else:
+            console.print(
+                f"privacy unit: {d.privacy_unit} ({unique}); "
+                f"every released cell needs {policy.min_contributors} distinct units; sums and means of amounts "
+                f"(marked *) fail if {policy.dominance_n} contributors hold over {policy.dominance_k:.0%} "
+                f"or the rest is below {policy.p_percent:.0%} of the largest; values are clamped to their domain"
+            )
     table = Table(header_style="bold")
     for column in ("column", "type", "unit", "domain", "description"):
         table.add_column(column)

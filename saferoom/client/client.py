@@ -183,6 +183,9 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
             dominance_n=p.policy.dominance_n,
             dominance_k=p.policy.dominance_k,
             p_percent=p.policy.p_percent,
+            differential_privacy=p.policy.differential_privacy,
+            max_contributions=p.policy.max_contributions,
+            dp_delta=p.policy.dp_delta,
         ),
     )
 

@@ -85,6 +85,9 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
             dominance_n=info.policy.dominance_n,
             dominance_k=info.policy.dominance_k,
             p_percent=info.policy.p_percent,
+            differential_privacy=info.policy.differential_privacy,
+            max_contributions=info.policy.max_contributions,
+            dp_delta=info.policy.dp_delta,
         ),
     )
 

@@ -27,16 +27,22 @@ class Column(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ..., magnitude: _Optional[bool] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("min_contributors", "dominance_n", "dominance_k", "p_percent")
+    __slots__ = ("min_contributors", "dominance_n", "dominance_k", "p_percent", "differential_privacy", "max_contributions", "dp_delta")
     MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     DOMINANCE_N_FIELD_NUMBER: _ClassVar[int]
     DOMINANCE_K_FIELD_NUMBER: _ClassVar[int]
     P_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENTIAL_PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     min_contributors: int
     dominance_n: int
     dominance_k: float
     p_percent: float
-    def __init__(self, min_contributors: _Optional[int] = ..., dominance_n: _Optional[int] = ..., dominance_k: _Optional[float] = ..., p_percent: _Optional[float] = ...) -> None: ...
+    differential_privacy: bool
+    max_contributions: int
+    dp_delta: float
+    def __init__(self, min_contributors: _Optional[int] = ..., dominance_n: _Optional[int] = ..., dominance_k: _Optional[float] = ..., p_percent: _Optional[float] = ..., differential_privacy: _Optional[bool] = ..., max_contributions: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("name", "description", "sensitivity", "privacy_unit", "one_row_per_unit", "rows", "columns", "policy")
