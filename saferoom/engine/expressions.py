@@ -1,7 +1,10 @@
 """Evaluating plan expressions over an Arrow table with pyarrow.compute kernels (vectorised, none per row).
 
 Semantics follow the comments on ``plan.FUNCTIONS`` and match Spark SQL (non-ANSI mode): division and modulo
-by zero give null, integer arithmetic that overflows is an error, comparisons with null give null.
+by zero give null, integer arithmetic wraps around on overflow, a value that cannot be converted becomes null,
+comparisons with null give null. No expression fails because of the values it meets: an error that depends on
+data would tell the researcher something about one row (e.g. whether one person's age times a huge number
+overflows) without any disclosure control.
 """
 
 from __future__ import annotations
@@ -75,12 +78,11 @@ def _zero_to_null(value: Value) -> Value:
     return pc.if_else(pc.equal(value, pa.scalar(0, _type(value))), null, value)
 
 
-def _arith(checked: str, plain: str) -> Callable[[Value, Value], Value]:
+def _arith(name: str) -> Callable[[Value, Value], Value]:
     def apply(a: Value, b: Value) -> Value:
         a, b = decode(a), decode(b)
         _numeric(a, b)
-        name = plain if (_is_float(a) or _is_float(b)) else checked
-        return pc.call_function(name, [a, b])
+        return pc.call_function(name, [a, b])  # unchecked: integers wrap around, as Spark's (non-ANSI)
 
     return apply
 
@@ -244,11 +246,24 @@ def _log(a: Value) -> Value:
     return pc.ln(pc.if_else(pc.greater(a, 0.0), a, pa.scalar(None, pa.float64())))
 
 
+_NUMBER_TEXT = {
+    pa.int64(): r"^\s*[+-]?\d{1,18}\s*$",
+    pa.float64(): r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$",
+}
+
+
 def _cast(target: pa.DataType) -> Callable[[Value], Value]:
+    """Convert; a value that does not convert (text that is not a number, a float beyond int64) becomes null."""
+
     def apply(a: Value) -> Value:
         a = decode(a)
-        if target == pa.int64() and _is_float(a):
+        null = pa.scalar(None, _type(a))
+        if target in _NUMBER_TEXT and pa.types.is_string(_type(a)):
+            a = pc.if_else(pc.match_substring_regex(a, _NUMBER_TEXT[target]), a, null)
+        elif target == pa.int64() and _is_float(a):
             a = pc.trunc(a)
+            inside = pc.and_(pc.greater_equal(a, -(2.0**63)), pc.less(a, 2.0**63))  # NaN: false
+            a = pc.if_else(inside, a, null)
         try:
             return pc.cast(a, target, safe=target != pa.string())
         except _ARROW_ERRORS as exc:
@@ -328,7 +343,7 @@ def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
     return pc.add(pc.multiply(index, width), float(start))
 
 
-def _checked_unary(fn: Callable[[Value], Value], a: Value) -> Value:
+def _numeric_unary(fn: Callable[[Value], Value], a: Value) -> Value:
     a = decode(a)
     _numeric(a)
     return fn(a)
@@ -339,14 +354,14 @@ def _sqrt(a: Value) -> Value:
 
 
 FUNCTIONS: dict[str, Callable[..., Value]] = {
-    "add": _arith("add_checked", "add"),
-    "sub": _arith("subtract_checked", "subtract"),
-    "mul": _arith("multiply_checked", "multiply"),
+    "add": _arith("add"),
+    "sub": _arith("subtract"),
+    "mul": _arith("multiply"),
     "div": _div,
     "mod": _mod,
     "pow": lambda a, b: pc.power(_to_float(a), _to_float(b)),
-    "neg": lambda a: _checked_unary(pc.negate_checked, a),
-    "abs": lambda a: _checked_unary(pc.abs_checked, a),
+    "neg": lambda a: _numeric_unary(pc.negate, a),
+    "abs": lambda a: _numeric_unary(pc.abs, a),
     "floor": _unary_float(pc.floor),
     "ceil": _unary_float(pc.ceil),
     "round": _round,
