@@ -40,7 +40,7 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Packages/SubmitPackage",
             "saferoom.v1.Jobs/RunJob",
             "saferoom.v1.Jobs/GetResult",
-            "saferoom.v1.Budgets/ListBudgets",  # their own only (saferoom.jobs.budgets)
+            "saferoom.v1.Budgets/ListBudgets",  # their own only (saferoom.disclosure.budgets)
         }
     ),
     Role.OPERATOR: frozenset(

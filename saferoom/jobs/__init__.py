@@ -1,13 +1,11 @@
 """Jobs: the lifecycle of a run, the pipeline that executes it, and the service that schedules it."""
 
-from saferoom.jobs.budgets import BudgetService
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, ReleasedOutput
 from saferoom.jobs.service import JobService, table_to_ipc
 from saferoom.jobs.state import FINAL_STATES, JobState
 
 __all__ = [
     "FINAL_STATES",
-    "BudgetService",
     "JobOutcome",
     "JobService",
     "JobState",

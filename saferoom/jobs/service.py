@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.log import Entry
+from saferoom.disclosure.budgets import BudgetService, budget_summary
 from saferoom.errors import (
     InvalidRequest,
     JobCancelled,
@@ -33,7 +34,6 @@ from saferoom.errors import (
     Unavailable,
 )
 from saferoom.identity import Identity, Role
-from saferoom.jobs.budgets import BudgetService, budget_summary
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import FINAL_STATES, JobState
 from saferoom.packages import PackageService

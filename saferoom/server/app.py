@@ -28,9 +28,10 @@ from saferoom.audit import AuditLog, EventType
 from saferoom.audit.identities import IdentityEvents
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
+from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
-from saferoom.jobs import BudgetService, JobService, Pipeline
+from saferoom.jobs import JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer

@@ -20,8 +20,9 @@ from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.mock import mock_ipc_bytes
+from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import InvalidRequest
-from saferoom.jobs import BudgetService, JobService
+from saferoom.jobs import JobService
 from saferoom.packages import PackageService
 from saferoom.server import convert
 from saferoom.server.auth import Caller

@@ -212,7 +212,7 @@ def charge_budgets(
 
 
 class BudgetLedger:
-    """Persistence of budgets and charges. Who may set or see what is decided above (``saferoom.jobs.budgets``)."""
+    """Persistence of budgets and charges. Who may set or see what is decided in ``saferoom.disclosure.budgets``."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
