@@ -133,16 +133,17 @@ def _laplace_float(values: list[float], sensitivity: float, epsilon: float) -> t
     return list(m(values)) if values else [], scale
 
 
-def _quantile_scores(counts: np.ndarray, q: float) -> tuple[np.ndarray, int]:
-    """Integer scores of the QUANTILE_BINS + 1 candidates (lower is better) and one row's effect on them."""
+def _quantile_scores(counts: np.ndarray, q: float) -> np.ndarray:
+    """Integer scores |q n - #{x < c}| (x 1000) of the QUANTILE_BINS + 1 candidates: lower is better."""
     a = round(q * _SCORE_DENOMINATOR)
     below = np.concatenate(([0], np.cumsum(counts)))  # #{x < c_j}, candidates at the bins' lower edges and hi
     n = int(below[-1])
-    scores = np.abs(a * n - _SCORE_DENOMINATOR * below)
-    return scores.astype(np.int64), max(a, _SCORE_DENOMINATOR - a)
+    scores: np.ndarray = np.abs(a * n - _SCORE_DENOMINATOR * below).astype(np.int64)
+    return scores
 
 
-def _noisy_min_index(scores: np.ndarray, sensitivity: int, epsilon: float) -> tuple[int, float]:
+def _noisy_min(sensitivity: int, epsilon: float) -> tuple[Any, float]:
+    """Report-noisy-min over integer scores (Gumbel noise: the exponential mechanism), and its scale."""
     scale = 2 * sensitivity / epsilon  # scores may move in both directions (not monotonic)
     m: Any = dp.m.make_noisy_max(
         dp.vector_domain(dp.atom_domain(T="i64")),
@@ -152,7 +153,7 @@ def _noisy_min_index(scores: np.ndarray, sensitivity: int, epsilon: float) -> tu
         negate=True,
     )
     assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
-    return int(m(scores.tolist())), scale
+    return m, scale
 
 
 def _cell_keys(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[Any, ...]]:
@@ -274,19 +275,18 @@ def _quantiles(
             cell = positions.get(key)
             if cell is not None:
                 counts[cell, b] += c
+    a = round(column.q * _SCORE_DENOMINATOR)
+    sensitivity = k * max(a, _SCORE_DENOMINATOR - a)  # one row moves every score by at most this
+    measurement, scale = _noisy_min(sensitivity, epsilon)  # the same for every cell: built once
     values: list[Any] = []
-    scale = 0.0
-    sensitivity = 0
     for cell in range(len(positions)):
-        scores, per_row = _quantile_scores(counts[cell], column.q)
-        sensitivity = k * per_row
-        index, scale = _noisy_min_index(scores, sensitivity, epsilon)
-        values.append(column.candidate(index))
+        scores = _quantile_scores(counts[cell], column.q)
+        values.append(column.candidate(int(measurement(scores.tolist()))))
     spacing = "spaced evenly" if not column.log_unit else "spaced about 2% of the value apart (log scale)"
     entry |= {
         "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
-        "scale": scale or 2 * k * _SCORE_DENOMINATOR / epsilon,
-        "sensitivity": sensitivity or k * _SCORE_DENOMINATOR,
+        "scale": scale,
+        "sensitivity": sensitivity,
         "resolution": 0.0 if column.log_unit else (column.upper - column.lower) / QUANTILE_BINS,
         "note": f"the released value is one of the candidates, {spacing}",
     }
