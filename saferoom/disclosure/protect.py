@@ -126,14 +126,15 @@ class _Level:
 
 @dataclass(frozen=True)
 class SubsetCheck:
-    """The DataSHIELD subset rule at one filter (or head) over personal rows: a one-row plan counting the units
-    it keeps and leaves out; the outputs it feeds are withheld unless each count is 0 or at least ``minimum``."""
+    """The DataSHIELD subset rule at one filter (or head, or join that drops rows) over personal rows: a one-row
+    plan counting the units it keeps and leaves out; the outputs it feeds are withheld unless each count is 0 or
+    at least ``minimum``."""
 
     label: str
     plan: Node  # one row: columns "kept" and "left" (distinct units)
     minimum: int
     dataset: str
-    what: str  # "filter" | "head"
+    what: str  # "filter" | "head" | "join"
 
 
 @dataclass(frozen=True)
@@ -633,7 +634,30 @@ class _Rewriter:
             level = _Level("aggregate", ll.hidden + rl.hidden, checks=ll.checks + rl.checks)
         else:
             level = _Level("public")
-        return Join(left, right, node.on, node.how), level
+        joined = Join(left, right, node.on, node.how)
+        # A join drops the unmatched rows of a side (both for inner, the right for left, the left for right):
+        # over personal rows it acts as a filter, and faces the subset rule like one.
+        for side, side_level, dropping in ((left, ll, ("inner", "right")), (right, rl, ("inner", "left"))):
+            if node.how in dropping and side_level.kind == "rows" and not self._private(side_level):
+                level = replace(level, checks=(*level.checks, *self._join_subset(joined, side, side_level)))
+        return joined, level
+
+    def _join_subset(self, joined: Node, side: Node, level: _Level) -> list[str]:
+        """Subset checks for a join that may drop rows of ``side``: units kept in ``joined`` vs in ``side``."""
+        labels = []
+        for unit in level.units:
+            label = self._fresh("subset")
+            total = AggExpr("count") if unit.unique else AggExpr("count_distinct", Col(unit.column))
+            kept = Aggregate(joined, (), (("kept", AggExpr("count_distinct", Col(unit.column))),))
+            before = Aggregate(side, (), (("total", total),))
+            one = (("__k", Lit(1)),)
+            pair = Join(
+                Project(kept, (("kept", Col("kept")), *one)), Project(before, (("total", Col("total")), *one)), ("__k",)
+            )
+            plan = Project(pair, (("kept", Col("kept")), ("left", Call("sub", (Col("total"), Col("kept"))))))
+            self.subsets[label] = SubsetCheck(label, plan, unit.minimum, unit.dataset, "join")
+            labels.append(label)
+        return labels
 
     def _rename_hidden(self, node: Node, level: _Level) -> tuple[Node, _Level]:
         renames = {h: self._fresh(h[:3]) for h in level.hidden}

@@ -88,3 +88,23 @@ def test_units_with_several_rows_are_counted_as_people(city) -> None:
     # Leaving out one transaction leaves out one buyer: withheld, even though that buyer may have others.
     out = released(city, x=sales.filter(col("transaction_id") != 7).agg(total=sum_("price")))["x"]
     assert withheld(out)
+
+
+def test_a_join_that_keeps_one_person_acts_as_a_filter_and_is_withheld(city) -> None:
+    lit = NS["lit"]
+    people = city[2].table("population")
+    target = someone_in_siming(city)
+    one_key = city[2].table("bus_stops").filter(col("stop_id") == 1).select(person_id=lit(target))
+    out = released(city, x=people.join(one_key, on="person_id").agg(n=count(), income=sum_("income")))["x"]
+    assert withheld(out)
+    assert "a join over population" in out.report.rules[0].explanation
+    # The left join keeps every person: nothing is filtered, nothing is checked on that side.
+    kept_all = people.join(one_key, on="person_id", how="left").agg(n=count())
+    assert released(city, x=kept_all)["x"].table.to_pylist() == [{"n": 20_000}]
+
+
+def test_a_join_with_public_data_that_matches_everyone_passes(city) -> None:
+    stops = city[2].table("bus_stops").group_by("district").agg(stops=count())
+    out = released(city, x=city[2].table("population").join(stops, on="district").agg(n=count()))["x"]
+    assert out.table.to_pylist() == [{"n": 20_000}]
+    assert any(r.rule == "subset" for r in out.report.rules)
