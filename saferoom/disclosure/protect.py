@@ -48,6 +48,7 @@ from saferoom.engine.plan import (
     Lit,
     Node,
     Project,
+    Scalar,
     Scan,
     Sort,
     Threshold,
@@ -110,6 +111,7 @@ class CellTable:
     source: int
     keys: tuple[str, ...]
     cells: Node
+    domains: tuple[tuple[Scalar, ...], ...] | None = None  # each key's public domain, when every key has one
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class _Level:
     magnitudes: dict[str, frozenset[str]] = field(default_factory=dict)
     checks: tuple[str, ...] = ()  # labels of the subset checks the data below must pass
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # "rows": public bounds of columns
+    domains: dict[str, tuple[Scalar, ...]] = field(default_factory=dict)  # "rows": public domains (categories)
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,10 @@ class _Rewriter:
             carried = tuple((h, Col(h)) for h in level.hidden)
             magnitudes = _magnitudes_through(node.columns, level.magnitudes)
             bounds = _bounds_through(node.columns, level.bounds)
-            return Project(child, node.columns + carried), replace(level, magnitudes=magnitudes, bounds=bounds)
+            known = level.domains
+            domains = {name: known[e.name] for name, e in node.columns if isinstance(e, Col) and e.name in known}
+            level = replace(level, magnitudes=magnitudes, bounds=bounds, domains=domains)
+            return Project(child, node.columns + carried), level
         if isinstance(node, Sort):
             child, level = self.rewrite(node.input)
             return replace(node, input=child), level
@@ -351,7 +357,14 @@ class _Rewriter:
             for c in (info.column(name),)
             if name in self.clamped.get(info.name, ()) and c.min is not None and c.max is not None
         }
-        return project, _Level("rows", (hidden,), (unit,), magnitudes, bounds=bounds)
+        domains: dict[str, tuple[Scalar, ...]] = {}
+        for name in node.columns:
+            column = info.column(name)
+            if column.categories:
+                domains[name] = column.categories
+            elif column.type == "bool":
+                domains[name] = (False, True)
+        return project, _Level("rows", (hidden,), (unit,), magnitudes, bounds=bounds, domains=domains)
 
     def _private(self, level: _Level) -> bool:
         """Whether rows come from a dataset released only under differential privacy."""
@@ -418,7 +431,8 @@ class _Rewriter:
             out, flag = self._dominance(out, child, node.keys, visible, contributors, checks)
             hidden = (contributors, flag)
         cells = Project(rewritten, tuple((k, Col(k)) for k in node.keys))
-        self.tables[id(out)] = CellTable(id(child), node.keys, cells)
+        domains = tuple(level.domains[k] for k in node.keys) if all(k in level.domains for k in node.keys) else None
+        self.tables[id(out)] = CellTable(id(child), node.keys, cells, domains if node.keys else None)
         return out, _Level("aggregate", hidden, checks=level.checks)
 
     def _noisy(self, node: Aggregate, rows: Node, level: _Level) -> tuple[Node, _Level]:
@@ -629,7 +643,8 @@ class _Rewriter:
             for name, owners in rl.magnitudes.items():
                 magnitudes[name] = magnitudes.get(name, frozenset()) | owners
             bounds = {**ll.bounds, **{c: b for c, b in rl.bounds.items() if c not in node.on}}
-            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks, bounds)
+            domains = {**ll.domains, **rl.domains}
+            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks, bounds, domains)
         elif "aggregate" in kinds:
             level = _Level("aggregate", ll.hidden + rl.hidden, checks=ll.checks + rl.checks)
         else:
@@ -668,7 +683,7 @@ class _Rewriter:
             if old in self.minimums:
                 self.minimums[new] = self.minimums[old]
         magnitudes = {c: frozenset(renames.get(o, o) for o in owners) for c, owners in level.magnitudes.items()}
-        renamed = _Level(level.kind, tuple(renames.values()), units, magnitudes, level.checks, level.bounds)
+        renamed = replace(level, hidden=tuple(renames.values()), units=units, magnitudes=magnitudes)
         return Project(node, columns), renamed
 
     def _union(self, node: Union) -> tuple[Node, _Level]:
@@ -696,7 +711,12 @@ class _Rewriter:
                 for name in set.intersection(*(set(level.bounds) for _, level in parts)):
                     found = [level.bounds[name] for _, level in parts]
                     bounds[name] = (min(b[0] for b in found), max(b[1] for b in found))
-            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks, bounds)
+            domains = {
+                name: domain
+                for name, domain in parts[0][1].domains.items()
+                if all(level.kind == "rows" and level.domains.get(name) == domain for _, level in parts)
+            }
+            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks, bounds, domains)
         if "aggregate" in kinds:
             return Union(tuple(inputs)), _Level("aggregate", hidden, checks=checks)
         return Union(tuple(inputs)), _Level("public")

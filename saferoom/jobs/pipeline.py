@@ -32,6 +32,7 @@ from saferoom import disclosure
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
 from saferoom.disclosure.dp import Noised, NoisyAggregate, noise
+from saferoom.disclosure.marks import mark_cells, marked
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.disclosure.secondary import margins, suppress_secondary
 from saferoom.engine import plan
@@ -279,9 +280,10 @@ def release_all(
     noised = release_noisy(noisy, manifest, execute, epsilon) if noisy else {}
     checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
     with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
+    listed = list(dict.fromkeys([*with_margins, *marked(protected)]))  # outputs that need their cell lists
     work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
     work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
-    work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in with_margins]  # type: ignore[union-attr]
+    work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in listed]  # type: ignore[union-attr]
     results = execute(work, {label: n.table for label, n in noised.items()})
     subsets = {label: _subset_counts(results[label][0]) for label in checks}
     released = {
@@ -290,10 +292,10 @@ def release_all(
         )
         for name, p in protected.items()
     }
-    if not with_margins:
-        return released
-    cells = {name: results[f"cells:{name}"][0] for name in with_margins}
-    return suppress_secondary(released, protected, cells)
+    cells = {name: results[f"cells:{name}"][0] for name in listed}
+    if with_margins:
+        released = suppress_secondary(released, protected, cells)
+    return mark_cells(released, protected, cells)
 
 
 def release_noisy(

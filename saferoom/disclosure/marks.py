@@ -1,0 +1,93 @@
+"""Marking suppressed and empty cells, so that a released table reads like an output checker expects.
+
+Suppressed cells are removed at the aggregate, key included: for keys whose values could themselves disclose
+something (a grid cell, an exact income) nothing else is safe. When every key of a table is a column with a
+public domain in the catalog (categories, true/false), its full grid of key combinations is public, and the
+released table lists every combination with a ``cell_status``: ``released``, ``suppressed`` (the cell has
+people, too few or dominated, or was suppressed to protect another; its values are null) or ``zero`` (no row
+at all; values null). Only outputs that are such an aggregate as it stands are marked (not post-processed ones),
+never differentially private ones, and only grids of at most ``MAX_GRID`` combinations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.disclosure.protect import Protected
+from saferoom.disclosure.release import Released, RuleOutcome
+
+__all__ = ["MAX_GRID", "STATUS", "mark_cells", "marked"]
+
+MAX_GRID = 10_000
+STATUS = "cell_status"
+
+
+def marked(protected: Mapping[str, Protected]) -> list[str]:
+    """The outputs whose suppressed and empty cells can be marked (given their full cell lists)."""
+    return [
+        name
+        for name, p in protected.items()
+        if p.kind == "aggregate"
+        and not p.noisy
+        and p.table is not None
+        and p.table.domains is not None
+        and math.prod(len(d) for d in p.table.domains) <= MAX_GRID
+    ]
+
+
+def _keys(table: pa.Table, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    decoded = [
+        pc.cast(table.column(c), table.column(c).type.value_type)
+        if pa.types.is_dictionary(table.column(c).type)
+        else table.column(c)
+        for c in columns
+    ]
+    return list(zip(*(c.to_pylist() for c in decoded), strict=True))
+
+
+def mark_cells(
+    released: dict[str, Released], protected: Mapping[str, Protected], cells: Mapping[str, pa.Table]
+) -> dict[str, Released]:
+    """``released`` with every marked output listing its whole key grid; ``cells`` holds each output's cell keys
+    before any suppression."""
+    out = dict(released)
+    for name in marked(protected):
+        info, done = protected[name].table, out[name]
+        withheld = any(r.rule == "subset" and r.explanation.startswith("withheld") for r in done.report.rules)
+        if info is None or info.domains is None or name not in cells or withheld:
+            continue
+        table = done.table
+        if STATUS in table.column_names:
+            continue
+        keys = info.keys
+        rows = {key: row for key, row in zip(_keys(table, keys), table.to_pylist(), strict=True)}
+        present = set(_keys(cells[name], keys))
+        listed: list[dict[str, Any]] = []
+        suppressed = zero = 0
+        for combination in itertools.product(*info.domains):
+            row = rows.pop(combination, None)
+            if row is not None:
+                listed.append({**row, STATUS: "released"})
+                continue
+            status = "suppressed" if combination in present else "zero"
+            suppressed, zero = suppressed + (status == "suppressed"), zero + (status == "zero")
+            empty = dict.fromkeys(table.column_names)
+            listed.append({**empty, **dict(zip(keys, combination, strict=True)), STATUS: status})
+        listed += [{**row, STATUS: "released"} for row in rows.values()]  # keys outside the grid (null keys)
+        schema = pa.schema([*table.schema, pa.field(STATUS, pa.string())])
+        grid = pa.Table.from_pylist(listed, schema=schema)
+        rule = RuleOutcome(
+            "marked",
+            f"every combination of {', '.join(keys)} is listed: {suppressed} suppressed and {zero} empty cells are "
+            f"marked in {STATUS} (their values are null)",
+        )
+        report = replace(done.report, rows=grid.num_rows, columns=grid.column_names, rules=[*done.report.rules, rule])
+        out[name] = Released(grid, report, done.protected)
+    return out
