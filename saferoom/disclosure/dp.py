@@ -35,6 +35,7 @@ import opendp.prelude as dp
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.disclosure.cells import cell_keys
 from saferoom.engine.plan import Node
 from saferoom.errors import ReleaseRefused
 
@@ -156,11 +157,6 @@ def _noisy_min(sensitivity: int, epsilon: float) -> tuple[Any, float]:
     return m, scale
 
 
-def _cell_keys(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    columns = [table.column(k).to_pylist() for k in keys]
-    return list(zip(*columns, strict=True)) if columns else [() for _ in range(table.num_rows)]
-
-
 def noise(
     agg: NoisyAggregate, exact: pa.Table, histograms: dict[str, pa.Table], epsilon: float, delta: float
 ) -> Noised:
@@ -209,7 +205,7 @@ def noise(
         )
     rows = exact.take(pa.array(kept, type=pa.int64()))
     arrays: dict[str, pa.Array] = {key: _plain(rows.column(key)) for key in agg.keys}
-    positions = {key: i for i, key in enumerate(_cell_keys(rows, agg.keys))}
+    positions = {key: i for i, key in enumerate(cell_keys(rows, agg.keys))}
     for column in agg.columns:
         entry: dict[str, Any] = {"column": column.name, "epsilon": epsilon, "delta": 0.0}
         if column.kind == "count":
@@ -271,7 +267,7 @@ def _quantiles(
     if histogram.num_rows and positions:
         bins = np.clip(histogram.column("__bin").to_numpy(zero_copy_only=False), 0, QUANTILE_BINS - 1)
         n = histogram.column("__n").to_numpy(zero_copy_only=False)
-        for key, b, c in zip(_cell_keys(histogram, keys), bins.astype(np.int64), n, strict=True):
+        for key, b, c in zip(cell_keys(histogram, keys), bins.astype(np.int64), n, strict=True):
             cell = positions.get(key)
             if cell is not None:
                 counts[cell, b] += c

@@ -18,8 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from saferoom.disclosure.cells import cell_keys
 from saferoom.disclosure.protect import Protected
 from saferoom.disclosure.release import Released, RuleOutcome
 
@@ -42,16 +42,6 @@ def marked(protected: Mapping[str, Protected]) -> list[str]:
     ]
 
 
-def _keys(table: pa.Table, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    decoded = [
-        pc.cast(table.column(c), table.column(c).type.value_type)
-        if pa.types.is_dictionary(table.column(c).type)
-        else table.column(c)
-        for c in columns
-    ]
-    return list(zip(*(c.to_pylist() for c in decoded), strict=True))
-
-
 def mark_cells(
     released: dict[str, Released], protected: Mapping[str, Protected], cells: Mapping[str, pa.Table]
 ) -> dict[str, Released]:
@@ -67,8 +57,8 @@ def mark_cells(
         if STATUS in table.column_names:
             continue
         keys = info.keys
-        rows = {key: row for key, row in zip(_keys(table, keys), table.to_pylist(), strict=True)}
-        present = set(_keys(cells[name], keys))
+        rows = {key: row for key, row in zip(cell_keys(table, keys), table.to_pylist(), strict=True)}
+        present = set(cell_keys(cells[name], keys))
         listed: list[dict[str, Any]] = []
         suppressed = zero = 0
         for combination in itertools.product(*info.domains):

@@ -13,18 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from saferoom.disclosure.cells import Key, cell_keys
 from saferoom.disclosure.protect import Protected
 from saferoom.disclosure.release import Released, RuleOutcome
 
 __all__ = ["margins", "suppress_secondary"]
-
-Key = tuple[Any, ...]
-
 
 def margins(protected: Mapping[str, Protected]) -> dict[str, list[str]]:
     """For each output that is a table, the other outputs that are margins of it (same rows, fewer keys)."""
@@ -37,16 +33,6 @@ def margins(protected: Mapping[str, Protected]) -> dict[str, list[str]]:
             if same_rows and q.table is not None and set(q.table.keys) < set(p.table.keys):
                 found.setdefault(name, []).append(other)
     return found
-
-
-def _keys(table: pa.Table, columns: tuple[str, ...]) -> list[Key]:
-    decoded = [
-        pc.cast(table.column(c), table.column(c).type.value_type)
-        if pa.types.is_dictionary(table.column(c).type)
-        else table.column(c)
-        for c in columns
-    ]
-    return list(zip(*(c.to_pylist() for c in decoded), strict=True)) if columns else [() for _ in range(table.num_rows)]
 
 
 def _project(key: Key, positions: list[int]) -> Key:
@@ -63,8 +49,8 @@ def suppress_secondary(
         if name not in cells or table_info is None:
             continue
         keys = table_info.keys
-        everything = set(_keys(cells[name], keys))
-        shown = _keys(out[name].table, keys)
+        everything = set(cell_keys(cells[name], keys))
+        shown = cell_keys(out[name].table, keys)
         kept = set(shown)
         hidden = everything - kept
         margin_kept: dict[str, set[Key]] = {}
@@ -72,7 +58,7 @@ def suppress_secondary(
         for m in margin_names:
             m_keys = protected[m].table.keys  # type: ignore[union-attr]
             positions[m] = [keys.index(k) for k in m_keys]
-            margin_kept[m] = set(_keys(out[m].table, m_keys))
+            margin_kept[m] = set(cell_keys(out[m].table, m_keys))
         extra: set[Key] = set()
         removed: dict[str, set[Key]] = {m: set() for m in margin_names}
         changed = bool(hidden)
@@ -105,7 +91,7 @@ def suppress_secondary(
 
 def _without(released: Released, keys: tuple[str, ...], drop: set[Key], because: str) -> Released:
     table = released.table
-    mask = pa.array([key not in drop for key in _keys(table, keys)], pa.bool_())
+    mask = pa.array([key not in drop for key in cell_keys(table, keys)], pa.bool_())
     kept = table.filter(mask)
     rule = RuleOutcome(
         "secondary",
