@@ -7,9 +7,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Key", "cell_keys"]
+__all__ = ["MAX_GRID", "Key", "cell_keys"]
 
 Key = tuple[Any, ...]
+MAX_GRID = 10_000  # the most key combinations a table over public domains is laid out on
 
 
 def cell_keys(table: pa.Table, columns: tuple[str, ...]) -> list[Key]:

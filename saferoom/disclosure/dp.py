@@ -26,6 +26,7 @@ sum over a job is what the researcher's budget was charged (basic composition).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,14 @@ class NoisyAggregate:
     contributions: int  # k: rows one privacy unit may contribute (enforced by a Bound node below)
     minimum: int  # the policy's min_contributors: the noisy count must reach it too
     schema: tuple[tuple[str, str], ...]  # released columns and their types, keys first
+    # Each key's public domain (catalog categories, true/false) when every key has one and the grid is small:
+    # then every combination is a cell, the key set is public, and no threshold (no delta) is needed.
+    domains: tuple[tuple[Any, ...], ...] | None = None
+
+    @property
+    def selects_keys(self) -> bool:
+        """Whether which cells exist must itself be chosen privately (it spends delta)."""
+        return bool(self.keys) and self.domains is None
 
     @property
     def measurements(self) -> int:
@@ -167,42 +176,35 @@ def noise(
     report: list[dict[str, Any]] = []
     scale = k / epsilon
     threshold: int | None
-    if agg.keys:
+    if agg.selects_keys:
         threshold = _threshold(scale, k, delta, agg.minimum)
         measurement = _threshold_measurement(scale, threshold)
         released: dict[int, int] = measurement(dict(enumerate(counts)))
         kept = sorted(released)
         noisy_counts = [int(released[i]) for i in kept]
         eps, dlt = measurement.map((k, k, k))
-        report.append(
-            {
-                "column": "(cells)",
-                "mechanism": "laplace threshold",
-                "epsilon": eps,
-                "delta": dlt,
-                "scale": scale,
-                "sensitivity": k,
-                "ci95": scale * _CI,
-                "threshold": threshold,
-            }
-        )
-    else:
+        mechanism = "laplace threshold"
+    else:  # a public set of cells (one global cell, or the grid of public domains): all noised, no delta
+        exact = _on_grid(exact, agg)
+        counts = [int(c) for c in exact.column(agg.count).to_pylist()]
         threshold = agg.minimum
         noisy, _ = _laplace_int(counts, k, epsilon)
         kept = [i for i, c in enumerate(noisy) if c >= agg.minimum]
         noisy_counts = [noisy[i] for i in kept]
-        report.append(
-            {
-                "column": "(count)",
-                "mechanism": "laplace",
-                "epsilon": epsilon,
-                "delta": 0.0,
-                "scale": scale,
-                "sensitivity": k,
-                "ci95": scale * _CI,
-                "threshold": agg.minimum,
-            }
-        )
+        eps, dlt = epsilon, 0.0
+        mechanism = "laplace over every combination of public keys" if agg.keys else "laplace"
+    report.append(
+        {
+            "column": "(cells)" if agg.keys else "(count)",
+            "mechanism": mechanism,
+            "epsilon": eps,
+            "delta": dlt,
+            "scale": scale,
+            "sensitivity": k,
+            "ci95": scale * _CI,
+            "threshold": threshold,
+        }
+    )
     rows = exact.take(pa.array(kept, type=pa.int64()))
     arrays: dict[str, pa.Array] = {key: _plain(rows.column(key)) for key in agg.keys}
     positions = {key: i for i, key in enumerate(cell_keys(rows, agg.keys))}
@@ -287,6 +289,22 @@ def _quantiles(
         "note": f"the released value is one of the candidates, {spacing}",
     }
     return values, entry
+
+
+def _on_grid(exact: pa.Table, agg: NoisyAggregate) -> pa.Table:
+    """The exact cells laid out on the public grid: one row per key combination, in domain order, zeros where
+    no row fell (keys outside the grid, e.g. null, are dropped: they are not public)."""
+    plain = pa.table([_plain(c) for c in exact.columns], names=exact.column_names)
+    if not agg.keys:
+        return plain
+    assert agg.domains is not None
+    rows = dict(zip(cell_keys(plain, agg.keys), plain.to_pylist(), strict=True))
+    zero = {name: 0 for name in plain.column_names if name not in agg.keys}
+    grid = [
+        rows.get(combination, {**zero, **dict(zip(agg.keys, combination, strict=True))})
+        for combination in itertools.product(*agg.domains)
+    ]
+    return pa.Table.from_pylist(grid, schema=plain.schema)
 
 
 def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -19,13 +19,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from saferoom.disclosure.cells import cell_keys
+from saferoom.disclosure.cells import MAX_GRID, cell_keys
 from saferoom.disclosure.protect import Protected
 from saferoom.disclosure.release import Released, RuleOutcome
 
-__all__ = ["MAX_GRID", "STATUS", "mark_cells", "marked"]
+__all__ = ["STATUS", "mark_cells", "marked"]
 
-MAX_GRID = 10_000
 STATUS = "cell_status"
 
 

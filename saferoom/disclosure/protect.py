@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from saferoom.catalog.manifest import Manifest, Policy
+from saferoom.disclosure.cells import MAX_GRID
 from saferoom.disclosure.dp import QUANTILE_BINS, DPColumn, NoisyAggregate
 from saferoom.engine.optimize import prune_columns
 from saferoom.engine.plan import (
@@ -498,9 +499,11 @@ class _Rewriter:
         exact = Aggregate(bounded, node.keys, (*statistics, (count, AggExpr("count"))))
         label = self._fresh("dp")
         released = tuple(schema.items())
+        domains = tuple(level.domains.get(key, ()) for key in node.keys)
+        public = bool(node.keys) and all(domains) and math.prod(len(d) for d in domains) <= MAX_GRID
         self.noisy[label] = NoisyAggregate(
             label, unit.dataset, node.keys, exact, count, tuple(columns), histograms, k, policy.min_contributors,
-            released,
+            released, domains if public else None,
         )  # fmt: skip
         return Input(label, released), _Level("aggregate")
 

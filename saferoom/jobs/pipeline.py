@@ -6,7 +6,8 @@
                          of differentially private datasets
                      ──► engine worker(s): first the exact statistics of the DP aggregates, which the server
                          noises (disclosure.dp) within the run's epsilon; then the rewritten plans over the
-                         memory-mapped datasets and the noisy tables
+                         memory-mapped datasets and the noisy tables (plans that read datasets on the Spark
+                         engine go to the cluster instead, from the server process: jobs.spark)
                      ──► release (disclosure.release): strips hidden columns, re-checks, writes the report
 
 The algorithm's process never holds data, and the process that holds data never runs algorithm code, so a
@@ -38,6 +39,7 @@ from saferoom.disclosure.secondary import margins, suppress_secondary
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.jobs.engine_task import to_ipc
+from saferoom.jobs.spark import SparkExecutor, engine_of
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, WorkerPool
 
@@ -109,8 +111,10 @@ class Pipeline:
         sandbox_limits: WorkerLimits,
         engine_limits: WorkerLimits,
         isolation: Isolation = Isolation(),
+        spark: SparkExecutor | None = None,
     ) -> None:
         self.manifest = manifest
+        self._spark = spark
         self._manifest_data = manifest.to_data()
         # The algorithm's worker may not even read the datasets; the engine's may, read-only.
         self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation)
@@ -178,6 +182,9 @@ class Pipeline:
             cancel=cancel,
         )
         order, plans, values, models, printed = self._parse_sandbox_reply(reply.data, datasets)
+        for node in plans.values():  # data-independent: refused before any work
+            if engine_of(node, self.manifest) == "spark" and self._spark is None:
+                raise InvalidPlan("this server has no Spark cluster configured for datasets on the Spark engine")
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
         protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
         released = self._released(protected, cancel, epsilon)
@@ -205,10 +212,22 @@ class Pipeline:
         epsilon: Mapping[str, float] | None = None,
     ) -> dict[str, disclosure.Released]:
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
-            labels = sorted(inputs)
-            request = {"plans": work, "inputs": labels}
-            reply = self._engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
-            return _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
+            remote: list[tuple[str, plan.Node]] = []
+            if self._spark is not None:
+                decoded = [(str(name), plan.from_data(data)) for name, data in work]
+                remote = [(name, node) for name, node in decoded if engine_of(node, self.manifest) == "spark"]
+                work = [w for w in work if w[0] not in {name for name, _ in remote}]
+            results: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+            if work:
+                labels = sorted(inputs)
+                request = {"plans": work, "inputs": labels}
+                reply = self._engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
+                results = _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
+            if remote:
+                assert self._spark is not None
+                wall = self._engine_limits.wall_seconds
+                results.update(self._spark.execute(remote, inputs, cancel, wall))
+            return results
 
         return release_all(protected, self.manifest, execute, epsilon or {})
 
@@ -258,9 +277,11 @@ class Pipeline:
         return list(outputs), plans, values, models, printed[:MAX_PRINTED]
 
     def close(self) -> None:
-        """Stop both worker pools (idempotent)."""
+        """Stop both worker pools and forget the Spark session (idempotent)."""
         self._sandbox.close()
         self._engine.close()
+        if self._spark is not None:
+            self._spark.close()
 
 
 Execute = Callable[[list[list[Any]], dict[str, pa.Table]], dict[str, tuple[pa.Table, dict[str, int]]]]
@@ -311,7 +332,7 @@ def release_noisy(
     selections: dict[str, int] = {}
     for agg in noisy.values():
         shares[agg.dataset] = shares.get(agg.dataset, 0) + agg.measurements
-        selections[agg.dataset] = selections.get(agg.dataset, 0) + (1 if agg.keys else 0)
+        selections[agg.dataset] = selections.get(agg.dataset, 0) + (1 if agg.selects_keys else 0)
     for dataset in shares:
         if epsilon.get(dataset, 0) <= 0:
             raise ReleaseRefused(f"no epsilon was granted for the differentially private dataset {dataset}")

@@ -278,3 +278,24 @@ def test_algorithms_cannot_write_release_only_nodes(city, node) -> None:
 
     with pytest.raises(InvalidPlan, match="reserved for the release step"):
         protect({"x": plan.Aggregate(node, (), (("n", plan.AggExpr("count")),))}, city[0])
+
+
+def test_keys_with_public_domains_are_released_on_their_grid_without_delta(city) -> None:
+    q = city[2].table("population").group_by("district", "sex").agg(n=count())
+    out = released(city, epsilon=1.0, q=q)["q"]
+    assert out.table.num_rows == 12  # every district x sex: each has hundreds of people
+    cells = out.report.rules[0].noise[0]
+    assert cells["mechanism"] == "laplace over every combination of public keys" and cells["delta"] == 0.0
+    assert out.report.rules[0].threshold == 10  # the policy's minimum, not a delta-driven threshold
+    # A computed key has no public domain: its cells are chosen by the noisy threshold, which spends delta.
+    banded = city[2].table("population").with_columns(band=(col("age") // 10) * 10).group_by("band").agg(n=count())
+    chosen = released(city, epsilon=1.0, q=banded)["q"].report.rules[0]
+    assert chosen.noise[0]["mechanism"] == "laplace threshold" and 0 < chosen.noise[0]["delta"] <= 1e-7
+    assert chosen.threshold > 10
+
+
+def test_a_grid_cell_nobody_is_in_is_released_only_when_noise_lifts_it_over_the_minimum(city) -> None:
+    very_old = city[2].table("population").filter(col("age") >= 100).group_by("district", "education")
+    outs = [released(city, epsilon=1.0, q=very_old.agg(n=count()))["q"] for _ in range(20)]
+    # Nobody in this city is 100: every combination is empty, and noise of scale 1 almost never reaches 10.
+    assert sum(o.table.num_rows for o in outs) <= 2
