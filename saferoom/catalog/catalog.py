@@ -44,11 +44,16 @@ class Catalog:
 
     @classmethod
     def open(cls, directory: Path) -> Catalog:
-        """Map every dataset of ``directory``; refuses files whose schema differs from the manifest."""
+        """Map every dataset of ``directory``; refuses files whose schema differs from the manifest.
+
+        Datasets on the Spark engine are not here: the cluster reads them from their location.
+        """
         manifest = Manifest.load(directory)
         tables: dict[str, pa.Table] = {}
         mapped = 0
         for name, info in manifest.datasets.items():
+            if info.engine != "arrow":
+                continue
             path = directory / info.file
             try:
                 source = pa.memory_map(str(path), "r")
@@ -67,10 +72,12 @@ class Catalog:
 
     def table(self, name: str) -> pa.Table:
         """A dataset's memory-mapped table."""
-        self.manifest.dataset(name)  # DatasetNotFound for unknown names
+        info = self.manifest.dataset(name)  # DatasetNotFound for unknown names
         with self._lock:
             if self._tables is None:
                 raise InvalidRequest("the catalog is closed")
+            if info.engine != "arrow":
+                raise InvalidRequest(f"dataset {name!r} is on the Spark cluster, not in the data directory")
             return self._tables[name]
 
     def info(self, name: str) -> DatasetInfo:

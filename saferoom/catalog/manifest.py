@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from saferoom.errors import DatasetNotFound, InvalidRequest
 
-__all__ = ["COLUMN_TYPES", "MANIFEST_NAME", "Column", "DatasetInfo", "Manifest", "Policy"]
+__all__ = ["COLUMN_TYPES", "ENGINES", "MANIFEST_NAME", "Column", "DatasetInfo", "Manifest", "Policy"]
 
 MANIFEST_NAME = "catalog.json"
 FORMAT = 1
@@ -23,6 +23,11 @@ FORMAT = 1
 COLUMN_TYPES = frozenset({"int64", "float64", "string", "bool", "date32"})
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+# Where a dataset is executed: "arrow" (the Arrow IPC ``file`` in the data directory, memory-mapped) or "spark"
+# (partitioned Parquet at ``location``, read by the Spark cluster the server reaches through Spark Connect).
+ENGINES = frozenset({"arrow", "spark"})
+_LOCATION = re.compile(r"^(/|file:/|s3a://|hdfs://|abfss://|gs://)[^\s]*$")
 
 Sensitivity = Literal["public", "personal"]
 
@@ -84,10 +89,18 @@ class DatasetInfo:
     privacy_unit: str | None = None  # column identifying the person (or household, ...) a row is about
     one_row_per_unit: bool = False  # true when every privacy unit has exactly one row
     policy: Policy = field(default_factory=Policy)
+    engine: str = "arrow"  # "arrow" (``file``, memory-mapped) or "spark" (Parquet at ``location``)
+    location: str | None = None  # spark: the Parquet directory as the cluster names it (s3a://, hdfs://, /path)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise InvalidRequest(f"dataset name {self.name!r} must match {_NAME.pattern}")
+        if self.engine not in ENGINES:
+            raise InvalidRequest(f"dataset {self.name!r}: engine must be one of {', '.join(sorted(ENGINES))}")
+        if (self.engine == "spark") != (self.location is not None):
+            raise InvalidRequest(f"dataset {self.name!r}: a location is given exactly for spark datasets")
+        if self.location is not None and not _LOCATION.match(self.location):
+            raise InvalidRequest(f"dataset {self.name!r}: location must be an absolute path or a cluster URI")
         if self.sensitivity not in ("public", "personal"):
             raise InvalidRequest(f"dataset {self.name!r}: sensitivity must be public or personal")
         names = [c.name for c in self.columns]
@@ -110,6 +123,8 @@ class DatasetInfo:
 
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.engine == "arrow":  # the default: catalogs without Spark datasets stay as they were
+            del data["engine"], data["location"]
         data["columns"] = [
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items() if v is not None}
             for c in self.columns

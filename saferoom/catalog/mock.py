@@ -64,7 +64,10 @@ def write_mock_catalog(manifest: Manifest, out: Path, rows: int | None = None, s
         table = mock_table(info, rows, seed)
         with pa.OSFile(str(out / info.file), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        datasets[name] = replace(info, rows=table.num_rows, description=f"MOCK DATA. {info.description}")
+        # Mock data of a Spark dataset is a local Arrow file too: dev runs need no cluster.
+        datasets[name] = replace(
+            info, rows=table.num_rows, description=f"MOCK DATA. {info.description}", engine="arrow", location=None
+        )
     mock = Manifest(name=f"{manifest.name} (mock)", datasets=datasets, seed=seed)
     mock.save(out)
     return mock
