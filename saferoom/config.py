@@ -49,6 +49,9 @@ class ServerConfig:
     # these after it started, so its duration says less about the data (0: off)
     release_quantum_ms: int = 250
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
+    # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
+    # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
+    spark_connect: str = ""
     # sandbox: the worker that runs algorithm code (it never holds data, only builds plans)
     sandbox_limits: WorkerLimits = field(
         default_factory=lambda: WorkerLimits(memory_mib=1024, cpu_seconds=30, wall_seconds=60.0, output_mib=8)
@@ -106,6 +109,8 @@ class ServerConfig:
         counts = ("max_concurrent_jobs", "max_queued_jobs", "max_approval_days", "audit_checkpoint_every")
         if any(getattr(config, name) < 1 for name in counts):
             raise InvalidRequest(f"{', '.join(counts)} must be at least 1")
+        if config.spark_connect and not config.spark_connect.startswith("sc://"):
+            raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
         if not 0 <= config.release_quantum_ms <= 60_000:
             raise InvalidRequest("release_quantum_ms must be between 0 and 60000")
         return config

@@ -9,6 +9,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.errors import DatasetNotFound, InvalidParameter
 from saferoom.jobs.pipeline import Isolation, JobOutcome, Pipeline
+from saferoom.jobs.spark import spark_executor
 from saferoom.packages import load_package, parse_param_value, validate_params
 
 __all__ = ["run_local"]
@@ -32,7 +33,8 @@ def run_local(
         typed[name] = parse_param_value(spec.type, text, name)
     params = validate_params(package, typed)
     isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
-    pipeline = Pipeline(data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation)
+    spark = spark_executor(config.spark_connect, manifest, data_dir)
+    pipeline = Pipeline(data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark)
     try:
         return pipeline.run(package, params)
     finally:

@@ -33,6 +33,7 @@ from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
+from saferoom.jobs.spark import spark_executor
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
@@ -124,7 +125,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             on_new_identity=lambda who: None if identity_events.knows(who.serial) else identity_events.sync(),
         )
         isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
-        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation)
+        spark = spark_executor(config.spark_connect, manifest, config.data_dir)
+        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark)
         # The differentially private datasets, each with the delta one run spends on it.
         dp_delta = {n: d.policy.dp_delta for n, d in manifest.datasets.items() if d.policy.differential_privacy}
         packages = PackageService(
