@@ -9,7 +9,6 @@ Row order is compared only where a sort makes it defined; ties in a sort are not
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.spark import SparkEngine
 from saferoom.errors import InvalidPlan
+from tests.support_spark import assert_same
 
 pytestmark = pytest.mark.xdist_group("spark")
 
@@ -36,7 +36,6 @@ grid_cell, cell_lat, cell_lon = NS["grid_cell"], NS["cell_lat"], NS["cell_lon"]
 distance_m, histogram, sqrt, log, exp = NS["distance_m"], NS["histogram"], NS["sqrt"], NS["log"], NS["exp"]
 floor, ceil = NS["floor"], NS["ceil"]
 
-REL = 1e-9
 DATASETS = ["population", "housing_transactions", "bus_stops", "schools", "land_use", "convenience_stores"]
 
 
@@ -61,36 +60,6 @@ def engines(catalog_dir: Path, spark_catalog: tuple[Path, Manifest, Manifest], s
     yield Engines(Context(manifest, DATASETS), ArrowEngine(catalog.table), spark, catalog, spark_session,
                   everything, locations)
     catalog.close()
-
-
-def rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    decoded = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
-    return [tuple(r.values()) for r in pa.table(decoded, names=table.column_names).to_pylist()]
-
-
-def _key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple((v is None, round(v, 6) if isinstance(v, float) else v) for v in row)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=REL, abs_tol=1e-9)
-    return bool(a == b and type(a) is type(b))
-
-
-def assert_same(arrow: pa.Table, spark: pa.Table, ordered: bool = False) -> None:
-    assert spark.column_names == arrow.column_names
-    for name in arrow.column_names:  # same logical types (dictionary-encoded categories are plain strings)
-        at, st = arrow.schema.field(name).type, spark.schema.field(name).type
-        assert (at.value_type if pa.types.is_dictionary(at) else at) == st, name
-    a, s = rows(arrow), rows(spark)
-    assert len(a) == len(s)
-    if not ordered:
-        a, s = sorted(a, key=_key), sorted(s, key=_key)
-    for ra, rs in zip(a, s, strict=True):
-        assert all(same_value(x, y) for x, y in zip(ra, rs, strict=True)), (ra, rs)
 
 
 def node(table: Table) -> plan.Node:
