@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from saferoom.catalog.catalog import schema_of
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, InvalidRequest, JobCancelled, JobTimeout, Unavailable
 
 if TYPE_CHECKING:
     from pyspark.sql.connect.session import SparkSession
-
-    from saferoom.catalog import Catalog
 
 __all__ = ["MAX_SHIPPED_ROWS", "SparkExecutor", "engine_of", "spark_executor"]
 
@@ -81,7 +80,7 @@ class SparkExecutor:
         self._data_dir = data_dir
         self._lock = threading.Lock()
         self._session: SparkSession | None = None
-        self._catalog: Catalog | None = None
+        self._shipped: dict[str, pa.Table] = {}
         self._locations = {n: i.location for n, i in manifest.datasets.items() if i.location is not None}
 
     def _open(self) -> SparkSession:
@@ -93,15 +92,18 @@ class SparkExecutor:
             return self._session
 
     def _local(self, name: str) -> pa.Table:
-        """A public Arrow dataset, mapped from the data directory, to be sent along with a plan."""
-        from saferoom.catalog import Catalog
-
+        """A small public Arrow dataset, mapped from the data directory, to be sent along with a plan (only those:
+        the server process maps no personal dataset)."""
+        info = self._manifest.dataset(name)
+        if info.engine != "arrow" or not info.is_public or info.rows > MAX_SHIPPED_ROWS or self._data_dir is None:
+            raise InvalidPlan(f"dataset {name!r} is not available to the Spark engine")
         with self._lock:
-            if self._catalog is None:
-                if self._data_dir is None:
-                    raise InvalidPlan(f"dataset {name!r} is not available to the Spark engine")
-                self._catalog = Catalog.open(self._data_dir)
-            return self._catalog.table(name)
+            if name not in self._shipped:
+                table = pa.ipc.open_file(pa.memory_map(str(self._data_dir / info.file), "r")).read_all()
+                if not table.schema.equals(schema_of(info)):
+                    raise InvalidPlan(f"dataset {name!r}: its file does not match the catalog")
+                self._shipped[name] = table
+            return self._shipped[name]
 
     def execute(
         self,
@@ -139,9 +141,7 @@ class SparkExecutor:
         """Forget the session (the cluster's resources for it expire with it; idempotent)."""
         with self._lock:
             session, self._session = self._session, None
-            catalog, self._catalog = self._catalog, None
-        if catalog is not None:
-            catalog.close()
+            self._shipped = {}
         if session is not None:
             with contextlib.suppress(Exception):
                 session.stop()
