@@ -6,10 +6,11 @@ configuration); nothing here runs there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -58,17 +59,31 @@ class LocalConnectServer:
         for key, value in settings.items():
             command += ["--conf", f"{key}={value}"]
         env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": "false"}
-        self._log = log.open("wb")
-        self._process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        # posix_spawn rather than Popen: the server may outlive this object (tests hand it over between
+        # processes), and its own session makes it a process group that stop() can end as a whole.
+        with log.open("wb") as out:
+            self.pid = os.posix_spawn(
+                command[0],
+                command,
+                env,
+                file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, out.fileno(), 2)],
+                setsid=True,
+            )
+        self._status: int | None = None
+
+    def _exited(self) -> bool:
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status is not None
 
     def wait(self, timeout: float = 120.0) -> LocalConnectServer:
         """Block until the server accepts connections; raises RuntimeError if it dies or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the Spark Connect server exited with status {self._process.returncode}")
+            if self._exited():
+                raise RuntimeError(f"the Spark Connect server exited with status {self._status}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
                     return self
@@ -78,12 +93,16 @@ class LocalConnectServer:
         raise RuntimeError(f"the Spark Connect server did not start within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """Stop the server (idempotent)."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._log.close()
+        """Stop the server and everything it started (idempotent)."""
+        if self._exited():
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not self._exited() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not self._exited():
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self._status = -signal.SIGKILL
