@@ -26,8 +26,6 @@ from saferoom.engine.spark import SparkEngine
 from saferoom.errors import InvalidPlan
 from tests.support_spark import assert_same
 
-pytestmark = pytest.mark.xdist_group("spark")
-
 NS = namespace()
 col, lit, when = NS["col"], NS["lit"], NS["when"]
 count, count_distinct, sum_, mean, median = NS["count"], NS["count_distinct"], NS["sum"], NS["mean"], NS["median"]
@@ -224,6 +222,7 @@ AGGREGATES: dict[str, Build] = {
     .group_by("cell", "sex")
     .agg(n=count(), med=median("income"), sd=std("age"), p25=quantile("age", 0.25)),
     "global": lambda c: _people(c).agg(n=count(), avg=mean("income"), med=median("income"), sd=std("income")),
+    "count_only": lambda c: _people(c).with_columns(x=col("age") * 2).agg(n=count()),  # scans no column at all
     "empty_global": lambda c: _people(c)
     .filter(col("age") > 200)
     .agg(n=count(), d=count_distinct("sex"), s=sum_("income"), m=mean("income"), q=median("income")),

@@ -4,6 +4,7 @@ their datasets are, with mixed plans refused or shipped by the documented rule."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,13 +19,11 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.disclosure import protect
 from saferoom.engine import ArrowEngine, plan
-from saferoom.errors import InvalidPlan, InvalidRequest
+from saferoom.errors import InvalidPlan, InvalidRequest, JobTimeout
 from saferoom.jobs.local import run_local
 from saferoom.jobs.pipeline import release_all
 from saferoom.jobs.spark import MAX_SHIPPED_ROWS, SparkExecutor, engine_of
 from tests.support_spark import assert_same
-
-pytestmark = pytest.mark.xdist_group("spark")
 
 NS = namespace()
 col, lit, when, count, count_distinct = NS["col"], NS["lit"], NS["when"], NS["count"], NS["count_distinct"]
@@ -180,7 +179,7 @@ def test_differentially_private_statistics_are_the_same(dp_catalog_dir: Path, sp
 
 
 def test_a_personal_arrow_dataset_never_meets_a_spark_dataset(spark_catalog) -> None:
-    _, manifest, _ = spark_catalog
+    data_dir, manifest, _ = spark_catalog
     people = plan.Scan("population", ("person_id",))
     mixed = replace(
         manifest, datasets={**manifest.datasets, "population": replace(manifest.datasets["population"],
@@ -190,6 +189,10 @@ def test_a_personal_arrow_dataset_never_meets_a_spark_dataset(spark_catalog) -> 
     join = plan.Join(people, plan.Project(sales, (("person_id", plan.Col("buyer_id")),)), ("person_id",))
     with pytest.raises(InvalidPlan, match=r"population \(personal, on the Arrow engine\) cannot be combined"):
         engine_of(join, mixed)
+    executor = SparkExecutor("sc://127.0.0.1:1", mixed, data_dir)  # connects only when it first executes
+    assert executor._local("bus_stops").num_rows > 0  # public and small: may be sent to the cluster
+    with pytest.raises(InvalidPlan, match="not available"):
+        executor._local("population")  # the server process never maps a personal dataset for the cluster
     stops = plan.Scan("bus_stops", ("district",))
     assert engine_of(plan.Join(plan.Scan("population", ("district",)), stops, ("district",)), manifest) == "spark"
     assert engine_of(stops, manifest) == "arrow"
@@ -222,3 +225,17 @@ def test_a_vetted_algorithm_through_the_pipeline(catalog_dir: Path, spark_catalo
         assert a.report == s.report, a.name
         if a.table is not None:
             assert_same(a.table, s.table, ordered=True)
+
+
+def test_a_job_out_of_time_is_interrupted_on_the_cluster(city) -> None:
+    """engine_limits.wall_seconds holds on the cluster too: the job's operations are interrupted by their tag."""
+    executor = city[4]
+    left = plan.Scan("population", ("sex", "income"))
+    right = plan.Project(plan.Scan("population", ("sex",)), (("sex", plan.Col("sex")),))
+    pairs = plan.Aggregate(plan.Join(left, right, ("sex",)), (), (("m", plan.AggExpr("median", plan.Col("income"))),))
+    started = time.monotonic()
+    with pytest.raises(JobTimeout):
+        executor.execute([("pairs", pairs)], {}, wall_seconds=1.0)
+    assert time.monotonic() - started < 30
+    count_all = plan.Aggregate(left, (), (("n", plan.AggExpr("count")),))
+    assert executor.execute([("n", count_all)], {})["n"][0].num_rows == 1  # the session is still usable
