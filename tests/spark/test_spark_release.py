@@ -4,6 +4,7 @@ their datasets are, with mixed plans refused or shipped by the documented rule."
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +24,8 @@ from saferoom.errors import InvalidPlan, InvalidRequest, JobTimeout
 from saferoom.jobs.local import run_local
 from saferoom.jobs.pipeline import release_all
 from saferoom.jobs.spark import MAX_SHIPPED_ROWS, SparkExecutor, engine_of
+from saferoom.server import create_server
+from tests.support import approve_all, server_config
 from tests.support_spark import assert_same
 
 NS = namespace()
@@ -239,3 +242,28 @@ def test_a_job_out_of_time_is_interrupted_on_the_cluster(city) -> None:
     assert time.monotonic() - started < 30
     count_all = plan.Aggregate(left, (), (("n", plan.AggExpr("count")),))
     assert executor.execute([("n", count_all)], {})["n"][0].num_rows == 1  # the session is still usable
+
+
+def test_the_server_runs_a_job_on_the_cluster(
+    catalog_dir: Path, spark_catalog, spark_url: str, deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Over mutual-TLS gRPC: a server whose population lives on the cluster releases what the Arrow one does."""
+    packages = tmp_path_factory.mktemp("spark-packages")
+    shutil.copytree(REPO / "algorithms" / "population_profile", packages / "population_profile")
+    results = []
+    for data_dir, extra in ((catalog_dir, {}), (spark_catalog[0], {"spark_connect": spark_url})):
+        config = server_config(data_dir, tmp_path_factory.mktemp("state"), deployment.pki, **extra)
+        server, port = create_server(config)
+        try:
+            approve_all(deployment, port, packages)
+            with deployment.client("alice", port) as alice:
+                job = alice.wait(alice.run_job("population-profile").id, timeout=120)
+                assert job.state == "succeeded", job
+                results.append(alice.get_result(job.id))
+        finally:
+            server.stop(1.0)
+    arrow, spark = results
+    assert [o.name for o in arrow.outputs] == [o.name for o in spark.outputs]
+    for a, s in zip(arrow.outputs, spark.outputs, strict=True):
+        assert a.report == s.report, a.name
+        assert_same(a.table, s.table)
