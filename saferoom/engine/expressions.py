@@ -246,10 +246,10 @@ def _log(a: Value) -> Value:
     return pc.ln(pc.if_else(pc.greater(a, 0.0), a, pa.scalar(None, pa.float64())))
 
 
-_NUMBER_TEXT = {
-    pa.int64(): r"^\s*[+-]?\d{1,18}\s*$",
-    pa.float64(): r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$",
-}
+# Text that converts to a number (after trimming spaces); anything else converts to null. An integer may carry
+# a fraction, which is truncated ("5.7" -> 5), as Spark's cast does.
+INT_TEXT = r"^[+-]?[0-9]{1,18}(\.[0-9]*)?$"
+FLOAT_TEXT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
 
 def _cast(target: pa.DataType) -> Callable[[Value], Value]:
@@ -258,8 +258,14 @@ def _cast(target: pa.DataType) -> Callable[[Value], Value]:
     def apply(a: Value) -> Value:
         a = decode(a)
         null = pa.scalar(None, _type(a))
-        if target in _NUMBER_TEXT and pa.types.is_string(_type(a)):
-            a = pc.if_else(pc.match_substring_regex(a, _NUMBER_TEXT[target]), a, null)
+        if target in (pa.int64(), pa.float64()) and pa.types.is_string(_type(a)):
+            text = pc.utf8_trim(a, " ")
+            if target == pa.int64():
+                valid = pc.match_substring_regex(text, INT_TEXT)
+                text = pc.replace_substring_regex(pc.replace_substring_regex(text, r"\.[0-9]*$", ""), r"^\+", "")
+            else:
+                valid = pc.match_substring_regex(text, FLOAT_TEXT)
+            a = pc.if_else(valid, text, null)
         elif target == pa.int64() and _is_float(a):
             a = pc.trunc(a)
             inside = pc.and_(pc.greater_equal(a, -(2.0**63)), pc.less(a, 2.0**63))  # NaN: false

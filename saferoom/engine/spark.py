@@ -16,8 +16,10 @@ except where noted:
     cast_str  of a float: Spark's formatting ("1.0"); Arrow writes "1"
 Floating-point functions (cos, asin, pow, ...) are Java's rather than C's: results may differ in the last bit.
 
-The session runs with ANSI mode on (set per session, whatever the cluster's default): integer overflow is an
-error, as with Arrow's checked kernels; division and modulo by zero are made null explicitly.
+The session runs with ANSI mode off (set per session, whatever the cluster's default), as the Arrow engine
+behaves: no expression fails because of the values it meets (an error that depends on data would tell the
+researcher something about a row). Integer arithmetic wraps around; division and modulo by zero are null; casts
+are gated explicitly (text that is not a number, a float beyond int64: null) so both engines agree exactly.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ import pyarrow as pa
 
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine.arrow import Execution
-from saferoom.engine.expressions import (
+from saferoom.engine.expressions import (  # the same cast gates on both engines
     COL_OFFSET,
     EARTH_RADIUS_M,
+    FLOAT_TEXT,
+    INT_TEXT,
     M_PER_DEG_LAT,
     M_PER_DEG_LON,
     ROW_FACTOR,
@@ -73,7 +77,7 @@ __all__ = ["SESSION_CONF", "SparkEngine", "connect", "spark_type"]
 
 # Set on every session: the semantics the translation relies on.
 SESSION_CONF = {
-    "spark.sql.ansi.enabled": "true",
+    "spark.sql.ansi.enabled": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.caseSensitive": "true",
 }
@@ -460,8 +464,18 @@ class _Run:
             column: Column = result.otherwise(otherwise)
             return column.cast(spark_type(out)) if out != "null" else column
         if fn == "cast_int":
+            if t[0] == "string":
+                text = F.trim(a[0])
+                digits = F.regexp_replace(F.regexp_replace(text, r"\.[0-9]*$", ""), r"^\+", "")
+                return F.when(text.rlike(INT_TEXT), digits.cast("bigint"))
+            if t[0] == "float64":  # NaN compares greater than everything in Spark: outside, null
+                inside = (a[0] >= F.lit(-(2.0**63))) & (a[0] < F.lit(2.0**63))
+                return F.when(inside, a[0].cast("bigint"))
             return a[0].cast("bigint")
         if fn == "cast_float":
+            if t[0] == "string":
+                text = F.trim(a[0])
+                return F.when(text.rlike(FLOAT_TEXT), text.cast("double"))
             return a[0].cast("double")
         if fn == "cast_str":
             return a[0].cast("string")
