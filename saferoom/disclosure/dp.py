@@ -69,6 +69,19 @@ class DPColumn:
             return min(self.upper, self.lower + self.log_unit * math.expm1(index * top / QUANTILE_BINS))
         return self.lower + index * (self.upper - self.lower) / QUANTILE_BINS
 
+    def sensitivity(self, k: int) -> float:
+        """How far one privacy unit (adding or removing its at most ``k`` rows) can move this column's exact
+        statistic, summed over all cells (L1); for a quantile, how far it moves any candidate's score (L-inf).
+        The one place the calibration of every mechanism below reads it from."""
+        if self.kind in ("count", "count_values"):
+            return float(k)
+        if self.kind == "sum":
+            return k * max(abs(self.lower), abs(self.upper))
+        if self.kind == "mean":  # of the sum centred on the bounds' midpoint
+            return k * (self.upper - self.lower) / 2
+        a = round(self.q * _SCORE_DENOMINATOR)
+        return float(k * max(a, _SCORE_DENOMINATOR - a))
+
     @property
     def measured(self) -> bool:
         """Whether the column costs a measurement of its own (the cell count is shared)."""
@@ -225,13 +238,13 @@ def noise(
             values = [max(0, v) for v in noisy]
             entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": k, "ci95": scale * _CI}
         elif column.kind == "sum":
-            sensitivity = k * max(abs(column.lower), abs(column.upper))
+            sensitivity = column.sensitivity(k)
             exact_sums = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
             noisy_sums, scale = _laplace_float(exact_sums, sensitivity, epsilon)
             values = [round(v) for v in noisy_sums] if column.integer else noisy_sums
             entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": sensitivity, "ci95": scale * _CI}
         elif column.kind == "mean":
-            sensitivity = k * (column.upper - column.lower) / 2
+            sensitivity = column.sensitivity(k)
             mid = (column.lower + column.upper) / 2
             centred = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
             noisy_sums, scale = _laplace_float(centred, sensitivity, epsilon)
@@ -273,8 +286,7 @@ def _quantiles(
             cell = positions.get(key)
             if cell is not None:
                 counts[cell, b] += c
-    a = round(column.q * _SCORE_DENOMINATOR)
-    sensitivity = k * max(a, _SCORE_DENOMINATOR - a)  # one row moves every score by at most this
+    sensitivity = int(column.sensitivity(k))  # one row moves every score by at most this
     measurement, scale = _noisy_min(sensitivity, epsilon)  # the same for every cell: built once
     values: list[Any] = []
     for cell in range(len(positions)):
