@@ -11,6 +11,7 @@ from saferoom.api.expressions import AggregateExpr, Expr, When, as_expr, check_n
 from saferoom.api.table import Grouped, Model, Table
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
+from saferoom.engine.functions import api_functions
 from saferoom.errors import UserCodeError
 
 __all__ = ["Context", "export_outputs", "namespace", "public_attributes"]
@@ -189,17 +190,18 @@ _NAMES: dict[str, object] = {
     "std": std,
     "min": _dual("min", builtins.min),
     "max": _dual("max", builtins.max),
+}
+# Functions with checks of their literal arguments here, for errors on the researcher's own line.
+_CHECKED: dict[str, Callable[..., Expr]] = {
     "grid_cell": grid_cell,
     "cell_lat": cell_lat,
     "cell_lon": cell_lon,
     "distance_m": distance_m,
     "histogram": histogram,
-    "sqrt": _function("sqrt", 1),
-    "log": _function("log", 1),
-    "exp": _function("exp", 1),
-    "floor": _function("floor", 1),
-    "ceil": _function("ceil", 1),
 }
+# Every function the registry gives a global name (``engine.functions``), and only those.
+for _api, _entry in api_functions().items():
+    _NAMES[_api] = _CHECKED.get(_api) or _function(_entry.name, _entry.arity[0])
 
 _PUBLIC: dict[type, frozenset[str]] = {
     Context: frozenset({"datasets", "table", "describe"}),

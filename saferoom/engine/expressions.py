@@ -1,10 +1,11 @@
-"""Evaluating plan expressions over an Arrow table with pyarrow.compute kernels (vectorised, none per row).
+"""The Arrow kernels of the plan language's functions (pyarrow.compute, vectorised, none per row), and
+``evaluate``, which computes an expression over a table through the function registry (``engine.functions``).
 
-Semantics follow the comments on ``plan.FUNCTIONS`` and match Spark SQL (non-ANSI mode): division and modulo
+Semantics are the registry's (its module docstring) and match Spark SQL in non-ANSI mode: division and modulo
 by zero give null, integer arithmetic wraps around on overflow, a value that cannot be converted becomes null,
-comparisons with null give null. No expression fails because of the values it meets: an error that depends on
-data would tell the researcher something about one row (e.g. whether one person's age times a huge number
-overflows) without any disclosure control.
+comparisons with null give null. No kernel fails because of the values it meets (null, NaN, +-infinity, the
+int64 extremes): an error that depended on data would tell the researcher something about one row (e.g.
+whether one person's age times a huge number overflows). Errors raised here name functions and types only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from saferoom.engine.plan import Col, Expr, Lit
 from saferoom.errors import InvalidPlan
 
-__all__ = ["Value", "decode", "evaluate", "materialize"]
+__all__ = ["KERNELS", "Value", "decode", "evaluate", "materialize"]
 
 Value: TypeAlias = pa.ChunkedArray | pa.Array | pa.Scalar
 
@@ -170,18 +171,23 @@ def _is_in(x: Value, *values: Value) -> Value:
 
 
 def _clamp_array(chunk: pa.Array, lo: float, hi: float) -> pa.Array:
+    floating = pa.types.is_floating(chunk.type)
     if chunk.null_count == 0 and len(chunk):
         values = chunk.to_numpy(zero_copy_only=False)
-        if values.min() >= lo and values.max() <= hi:  # the usual case: one cheap pass, nothing to change
+        low, high = values.min(), values.max()  # NaN if any value is NaN: then neither test below holds
+        if low >= lo and high <= hi:  # the usual case: one cheap pass, nothing to change
             return chunk
-        return pa.array(np.clip(values, lo, hi), type=chunk.type)
+        if not (floating and np.isnan(low)):
+            return pa.array(np.clip(values, lo, hi), type=chunk.type)
     below, above = pc.less(chunk, lo), pc.greater(chunk, hi)
     clamped = pc.if_else(below, pa.scalar(lo, chunk.type), pc.if_else(above, pa.scalar(hi, chunk.type), chunk))
+    if floating:  # NaN is no number within the bounds: it becomes null, so the bounds hold for every value
+        clamped = pc.if_else(pc.is_nan(clamped), pa.scalar(None, chunk.type), clamped)
     return clamped
 
 
 def _clamp(x: Value, lo: Value, hi: Value) -> Value:
-    """x limited to [lo, hi] (nulls stay null): the public bounds a catalog declares."""
+    """x limited to [lo, hi]; nulls and NaN are null: the public bounds a catalog declares hold for every value."""
     if not (isinstance(lo, pa.Scalar) and isinstance(hi, pa.Scalar)) or not lo.is_valid or not hi.is_valid:
         raise InvalidPlan("clamp: the bounds must be literal numbers")
     kind = _type(x)
@@ -189,7 +195,9 @@ def _clamp(x: Value, lo: Value, hi: Value) -> Value:
     if pa.types.is_integer(kind):
         low, high = math.ceil(low), math.floor(high)
     if isinstance(x, pa.Scalar):
-        return x if not x.is_valid else pa.scalar(min(max(x.as_py(), low), high), kind)
+        if not x.is_valid or (pa.types.is_floating(kind) and math.isnan(x.as_py())):
+            return pa.scalar(None, kind)
+        return pa.scalar(min(max(x.as_py(), low), high), kind)
     chunks = x.chunks if isinstance(x, pa.ChunkedArray) else [x]
     out = [_clamp_array(c, low, high) for c in chunks]
     return pa.chunked_array(out, type=kind) if isinstance(x, pa.ChunkedArray) else out[0]
@@ -237,8 +245,12 @@ def _round(a: Value, ndigits: Value | None = None) -> Value:
     _numeric(a)
     if pa.types.is_integer(_type(a)) and digits >= 0:
         return a
-    # Half away from zero, like Spark's round (HALF_UP).
-    return pc.round(_to_float(a), ndigits=digits, round_mode="half_towards_infinity")
+    # Half away from zero, like Spark's round (HALF_UP). A float of magnitude 2**52 * 10**-digits or more has
+    # no digits left below 10**-digits: it is its own rounding (and Arrow's kernel would overflow on it).
+    x = _to_float(a)
+    small = pc.less(pc.abs(x), 2.0**52 * 10.0**-digits)  # NaN and +-inf: false, kept as they are
+    safe = pc.if_else(small, x, pa.scalar(0.0))
+    return pc.if_else(small, pc.round(safe, ndigits=digits, round_mode="half_towards_infinity"), x)
 
 
 def _log(a: Value) -> Value:
@@ -272,8 +284,8 @@ def _cast(target: pa.DataType) -> Callable[[Value], Value]:
             a = pc.if_else(inside, a, null)
         try:
             return pc.cast(a, target, safe=target != pa.string())
-        except _ARROW_ERRORS as exc:
-            raise InvalidPlan(f"cannot convert {_type(a)} to {target}: {_short(exc)}") from None
+        except _ARROW_ERRORS:  # only a type can make it fail (the values were gated above)
+            raise InvalidPlan(f"cannot convert {_type(a)} to {target}") from None
 
     return apply
 
@@ -299,7 +311,7 @@ def _grid_cell(lat: Value, lon: Value, meters_value: Value) -> Value:
     row = _grid_row(lat, meters)
     col = pc.floor(pc.divide(pc.multiply(_to_float(lon), _lon_scale(row, meters)), meters))
     cell = pc.add(pc.multiply(pc.add(row, float(ROW_OFFSET)), float(ROW_FACTOR)), pc.add(col, float(COL_OFFSET)))
-    return pc.cast(cell, pa.int64())
+    return _cast(pa.int64())(cell)  # NaN, infinity and ids beyond int64 (no real coordinates) become null
 
 
 def _cell_parts(cell: Value) -> tuple[Value, Value]:
@@ -346,7 +358,8 @@ def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
     width = (float(stop) - float(start)) / bins
     index = pc.floor(pc.divide(pc.subtract(_to_float(x), float(start)), width))
     index = pc.min_element_wise(pc.max_element_wise(index, 0.0, skip_nulls=False), float(bins - 1), skip_nulls=False)
-    return pc.add(pc.multiply(index, width), float(start))
+    edge = pc.add(pc.multiply(index, width), float(start))
+    return pc.if_else(pc.is_nan(_to_float(x)), pa.scalar(None, pa.float64()), edge)  # NaN has no bin
 
 
 def _numeric_unary(fn: Callable[[Value], Value], a: Value) -> Value:
@@ -359,7 +372,8 @@ def _sqrt(a: Value) -> Value:
     return pc.sqrt(_to_float(a))
 
 
-FUNCTIONS: dict[str, Callable[..., Value]] = {
+# The Arrow kernel of every function, by registry name (``engine.functions`` builds its entries from these).
+KERNELS: dict[str, Callable[..., Value]] = {
     "add": _arith("add"),
     "sub": _arith("subtract"),
     "mul": _arith("multiply"),
@@ -402,11 +416,6 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
 }
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
-
-
 def evaluate(expr: Expr, table: pa.Table) -> Value:
     """The value of ``expr`` for every row of ``table`` (a scalar when it uses no column)."""
     if isinstance(expr, Col):
@@ -418,14 +427,14 @@ def evaluate(expr: Expr, table: pa.Table) -> Value:
         if isinstance(expr.value, int) and not isinstance(expr.value, bool):
             return pa.scalar(expr.value, pa.int64())
         return pa.scalar(expr.value)
-    fn = FUNCTIONS.get(expr.fn)
-    if fn is None:
-        raise InvalidPlan(f"unknown function {expr.fn!r}")
+    from saferoom.engine.functions import lookup  # the registry is built from this module's kernels
+
+    fn = lookup(expr.fn).arrow
     args = [evaluate(a, table) for a in expr.args]
     try:
         return fn(*args)
     except InvalidPlan:
         raise
-    except _ARROW_ERRORS as exc:
+    except _ARROW_ERRORS:  # never the exception's text: it could quote a value
         kinds = ", ".join(str(_type(a)) for a in args)
-        raise InvalidPlan(f"{expr.fn}({kinds}): {_short(exc)}") from None
+        raise InvalidPlan(f"{expr.fn}({kinds}) cannot be computed") from None

@@ -22,7 +22,7 @@ Nodes:
                                        columns given (differentially private aggregates, after their noise)
 
 Expressions:
-    Col(name), Lit(value), Call(fn, args)   with ``fn`` one of FUNCTIONS (a closed set)
+    Col(name), Lit(value), Call(fn, args)   with ``fn`` a function of the registry (``engine.functions``)
     AggExpr(fn, arg, options)               with ``fn`` one of AGGREGATES; ``arg`` None only for count
 
 Threshold, Bound and Input are written by the release step only; algorithm plans that contain them are refused.
@@ -45,7 +45,6 @@ from saferoom.errors import InvalidPlan
 
 __all__ = [
     "AGGREGATES",
-    "FUNCTIONS",
     "JOIN_KINDS",
     "MAX_DEPTH",
     "MAX_NODES",
@@ -79,36 +78,6 @@ __all__ = [
 ]
 
 Scalar: TypeAlias = bool | int | float | str | None
-
-# fn -> (min args, max args). Semantics (engine-neutral; Spark equivalents in brackets):
-#   add sub mul div mod neg abs pow            arithmetic; div is true division, mod sign follows dividend
-#   floor ceil round sqrt log exp sin cos radians   round: half away from zero; log of x <= 0 is null
-#   eq ne lt le gt ge                          comparison (null in -> null out)
-#   and or not                                 Kleene logic
-#   is_null                                    true where null
-#   is_in(x, v1, v2, ...)                      x equals one of the literal values
-#   between(x, lo, hi)                         lo <= x <= hi
-#   case(c1, v1, c2, v2, ..., otherwise)       first true condition wins [when/otherwise]
-#   cast_int cast_float cast_str               type conversion
-#   grid_cell(lat, lon, meters)                int64 id of the grid cell containing the point (see below)
-#   cell_lat(cell, meters) cell_lon(cell, meters)   centre of a grid cell
-#   distance_m(lat1, lon1, lat2, lon2)         haversine distance in metres (earth radius 6_371_008.8 m)
-#   histogram(x, start, stop, bins)            lower edge of x's bin among ``bins`` equal-width bins over
-#                                              [start, stop); values outside are clamped into the first/last bin
-#
-# Grid cells (``meters`` a literal >= 10): row = floor(lat * 110574 / m); ref_lat = (row + 0.5) * m / 110574;
-# col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**22 + (col + 2**21).
-FUNCTIONS: dict[str, tuple[int, int]] = {
-    "add": (2, 2), "sub": (2, 2), "mul": (2, 2), "div": (2, 2), "mod": (2, 2), "pow": (2, 2),
-    "neg": (1, 1), "abs": (1, 1), "floor": (1, 1), "ceil": (1, 1), "round": (1, 2), "sqrt": (1, 1),
-    "log": (1, 1), "exp": (1, 1), "sin": (1, 1), "cos": (1, 1), "radians": (1, 1),
-    "eq": (2, 2), "ne": (2, 2), "lt": (2, 2), "le": (2, 2), "gt": (2, 2), "ge": (2, 2),
-    "and": (2, 2), "or": (2, 2), "not": (1, 1), "is_null": (1, 1),
-    "is_in": (2, 1001), "between": (3, 3), "case": (3, 201),
-    "cast_int": (1, 1), "cast_float": (1, 1), "cast_str": (1, 1),
-    "grid_cell": (3, 3), "cell_lat": (2, 2), "cell_lon": (2, 2), "distance_m": (4, 4),
-    "histogram": (4, 4), "clamp": (3, 3),
-}  # fmt: skip
 
 # Aggregates; options in brackets. Nulls are ignored by all but count.
 #   count            rows (arg None) or non-null values of arg
@@ -147,7 +116,7 @@ class Lit:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A function from ``FUNCTIONS`` applied to argument expressions."""
+    """A function of the registry (``engine.functions``) applied to argument expressions."""
 
     fn: str
     args: tuple[Expr, ...]
@@ -395,11 +364,11 @@ class _Decoder:
         if isinstance(data, dict) and set(data) == {"lit"}:
             return Lit(self._scalar(data["lit"]))
         obj = self._obj(data, {"fn", "args"}, "expression")
+        from saferoom.engine.functions import lookup  # the registry's kernels import this module
+
         fn = obj["fn"]
-        if not isinstance(fn, str) or fn not in FUNCTIONS:
-            raise InvalidPlan(f"unknown function {str(fn)[:40]!r}")
         args = obj["args"]
-        lo, hi = FUNCTIONS[fn]
+        lo, hi = lookup(fn).arity
         if not isinstance(args, list) or not lo <= len(args) <= hi:
             raise InvalidPlan(f"{fn}: takes {lo} to {hi} arguments")
         return Call(fn, tuple(self.expr(a, depth + 1) for a in args))

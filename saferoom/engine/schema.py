@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from saferoom.catalog.manifest import Manifest
+from saferoom.engine.functions import literal_domain, lookup, unify
 from saferoom.engine.plan import (
     AggExpr,
     Aggregate,
@@ -34,123 +35,23 @@ __all__ = ["Schema", "agg_type", "expr_type", "infer_schema", "node_schema"]
 
 Schema = dict[str, str]
 NUMERIC = frozenset({"int64", "float64"})
-_FLOAT_UNARY = {"floor", "ceil", "sqrt", "log", "exp", "sin", "cos", "radians"}
-_ORDERED = {"lt", "le", "gt", "ge"}
-_LITERAL_ARGS = {"grid_cell": (2,), "cell_lat": (1,), "cell_lon": (1,), "histogram": (1, 2, 3), "round": (1,)}
 
 
 def _kind(t: str) -> str:
     return "number" if t in NUMERIC else t
 
 
-def _require_numeric(fn: str, types: list[str]) -> None:
-    for t in types:
-        if t not in NUMERIC and t != "null":
-            raise InvalidPlan(f"{fn}: needs numbers, got {t}")
-
-
-def _comparable(fn: str, a: str, b: str) -> None:
-    if "null" in (a, b):
-        return
-    if _kind(a) != _kind(b):
-        raise InvalidPlan(f"{fn}: cannot compare {a} with {b}")
-    if fn in _ORDERED and a == "bool":
-        raise InvalidPlan(f"{fn}: cannot order true/false values")
-
-
-def _unify(fn: str, types: list[str]) -> str:
-    concrete = {t for t in types if t != "null"}
-    if not concrete:
-        return "null"
-    if concrete <= NUMERIC:
-        return "float64" if "float64" in concrete else "int64"
-    if len(concrete) > 1:
-        raise InvalidPlan(f"{fn}: values of different types ({', '.join(sorted(concrete))})")
-    return concrete.pop()
-
-
 def expr_type(expr: Expr, schema: Mapping[str, str]) -> str:
-    """The type of ``expr`` over rows of ``schema``; InvalidPlan if it is ill-typed."""
+    """The type of ``expr`` over rows of ``schema``; InvalidPlan if it is ill-typed (the registry's type rules)."""
     if isinstance(expr, Col):
         if expr.name not in schema:
             known = ", ".join(sorted(schema)[:20])
             raise InvalidPlan(f"unknown column {expr.name!r} (columns: {known})")
         return schema[expr.name]
     if isinstance(expr, Lit):
-        v = expr.value
-        if v is None:
-            return "null"
-        if isinstance(v, bool):
-            return "bool"
-        if isinstance(v, int):
-            return "int64"
-        if isinstance(v, float):
-            return "float64"
-        return "string"
-    fn = expr.fn
-    for position in _LITERAL_ARGS.get(fn, ()):
-        if position < len(expr.args) and not isinstance(expr.args[position], Lit):
-            raise InvalidPlan(f"{fn}: argument {position + 1} must be a literal value")
-    if fn == "is_in" and not all(isinstance(a, Lit) for a in expr.args[1:]):
-        raise InvalidPlan("is_in: the values must be literals")
-    types = [expr_type(a, schema) for a in expr.args]
-    if fn in ("add", "sub", "mul", "mod"):
-        _require_numeric(fn, types)
-        return "float64" if "float64" in types else "int64"
-    if fn in ("div", "pow"):
-        _require_numeric(fn, types)
-        return "float64"
-    if fn in ("neg", "abs"):
-        _require_numeric(fn, types)
-        return "int64" if types[0] == "int64" else "float64"
-    if fn in _FLOAT_UNARY:
-        _require_numeric(fn, types)
-        return "float64"
-    if fn == "round":
-        _require_numeric(fn, types[:1])
-        return "int64" if types[0] == "int64" else "float64"
-    if fn in ("eq", "ne", "lt", "le", "gt", "ge"):
-        _comparable(fn, types[0], types[1])
-        return "bool"
-    if fn in ("and", "or", "not"):
-        for t in types:
-            if t not in ("bool", "null"):
-                raise InvalidPlan(f"{fn}: needs true/false values, got {t}")
-        return "bool"
-    if fn == "is_null":
-        return "bool"
-    if fn == "is_in":
-        for t in types[1:]:
-            _comparable(fn, types[0], t)
-        return "bool"
-    if fn == "clamp":
-        _require_numeric(fn, types)
-        return "int64" if types[0] == "int64" else "float64"
-    if fn == "between":
-        _comparable(fn, types[0], types[1])
-        _comparable(fn, types[0], types[2])
-        return "bool"
-    if fn == "case":
-        conditions, values = types[:-1][0::2], [*types[:-1][1::2], types[-1]]
-        for t in conditions:
-            if t not in ("bool", "null"):
-                raise InvalidPlan(f"when: the condition must be true/false, got {t}")
-        return _unify("when/otherwise", values)
-    if fn == "cast_int":
-        return "int64"
-    if fn == "cast_float":
-        return "float64"
-    if fn == "cast_str":
-        return "string"
-    if fn in ("grid_cell", "distance_m", "histogram"):
-        _require_numeric(fn, types)
-        return "int64" if fn == "grid_cell" else "float64"
-    if fn in ("cell_lat", "cell_lon"):
-        if types[0] not in ("int64", "null"):
-            raise InvalidPlan(f"{fn}: a grid cell is an integer, got {types[0]}")
-        _require_numeric(fn, types[1:])
-        return "float64"
-    raise InvalidPlan(f"unknown function {fn!r}")
+        return literal_domain(expr.value).type
+    entry = lookup(expr.fn)
+    return entry.result_type([expr_type(a, schema) for a in expr.args], expr.args)
 
 
 def agg_type(agg: AggExpr, schema: Mapping[str, str]) -> str:
@@ -229,7 +130,7 @@ def node_schema(node: Node, inputs: list[Schema], manifest: Manifest) -> Schema:
         if set(other) != set(first):
             raise InvalidPlan("union needs the same column names on every input")
         for name in first:
-            out[name] = _unify(f"union column {name!r}", [out[name], other[name]])
+            out[name] = unify(f"union column {name!r}", [out[name], other[name]])
     return out
 
 

@@ -5,7 +5,7 @@ a relational plan (protobuf) by ``pyspark.sql.connect``: no Python UDF, no pickl
 runs on the cluster. Only what a plan returns comes back (as Arrow); Threshold drop counts come back as one
 number per label.
 
-Where Spark and the Arrow engine differ, this module follows the Arrow engine's semantics (``plan.FUNCTIONS``),
+Where Spark and the Arrow engine differ, this module follows the registry's semantics (``engine.functions``),
 except where noted:
     Sort      ties are broken by the remaining columns (ascending, nulls last) so that a head is deterministic;
               Arrow keeps input order among ties (a stable sort)
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
@@ -42,6 +43,7 @@ from saferoom.engine.expressions import (  # the same cast gates on both engines
     ROW_FACTOR,
     ROW_OFFSET,
 )
+from saferoom.engine.functions import check_engine
 from saferoom.engine.optimize import prune_columns
 from saferoom.engine.plan import (
     AggExpr,
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 Column: TypeAlias = Any
 DataFrame: TypeAlias = Any
 
-__all__ = ["SESSION_CONF", "SparkEngine", "connect", "spark_type"]
+__all__ = ["KERNELS", "SESSION_CONF", "SparkEngine", "connect", "spark_type"]
 
 # Set on every session: the semantics the translation relies on.
 SESSION_CONF = {
@@ -396,121 +398,91 @@ class _Run:
         return self._call(expr, [c for c, _ in args], [t for _, t in args], out), out
 
     def _call(self, expr: Call, a: list[Column], t: list[str], out: str) -> Column:
-        F = self.F
-        fn = expr.fn
+        """A function call, through the translation registered for it in ``KERNELS``."""
+        kernel = KERNELS.get(expr.fn)
+        if kernel is None:
+            raise InvalidPlan(f"unknown function {expr.fn!r}")
         fl = [self._float(c, k) for c, k in zip(a, t, strict=True)]
-        if fn == "add":
-            return a[0] + a[1]
-        if fn == "sub":
-            return a[0] - a[1]
-        if fn == "mul":
-            return a[0] * a[1]
-        if fn == "div":
-            return F.try_divide(fl[0], fl[1])
-        if fn == "mod":
-            return F.try_mod(fl[0], fl[1]) if out == "float64" else F.try_mod(a[0], a[1])
-        if fn == "pow":
-            return F.pow(fl[0], fl[1])
-        if fn == "neg":
-            return -a[0]
-        if fn == "abs":
-            return F.abs(a[0])
-        if fn == "floor":
-            return self._floor(fl[0])
-        if fn == "ceil":
-            return self._ceil(fl[0])
-        if fn == "round":
-            digits = _literal(expr.args[1]) if len(expr.args) > 1 else 0
-            if isinstance(digits, bool) or not isinstance(digits, int) or not -15 <= digits <= 15:
-                raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
-            if t[0] == "int64" and digits >= 0:
-                return a[0]
-            return self._round(fl[0], digits)
-        if fn == "sqrt":
-            return F.sqrt(fl[0])
-        if fn == "log":
-            return F.when(fl[0] > F.lit(0.0), F.ln(fl[0]))
-        if fn == "exp":
-            return F.exp(fl[0])
-        if fn == "sin":
-            return F.sin(fl[0])
-        if fn == "cos":
-            return F.cos(fl[0])
-        if fn == "radians":
-            return fl[0] * F.lit(_RAD)
-        if fn in ("eq", "ne", "lt", "le", "gt", "ge"):
-            x, y = a
-            return {"eq": x == y, "ne": x != y, "lt": x < y, "le": x <= y, "gt": x > y, "ge": x >= y}[fn]
-        if fn in ("and", "or", "not"):
-            b = [c if k == "bool" else c.cast("boolean") for c, k in zip(a, t, strict=True)]
-            return ~b[0] if fn == "not" else (b[0] & b[1] if fn == "and" else b[0] | b[1])
-        if fn == "is_null":
-            return a[0].isNull()
-        if fn == "is_in":
-            return self._is_in(expr, a[0])
-        if fn == "between":
-            return (a[0] >= a[1]) & (a[0] <= a[2])
-        if fn == "clamp":
-            return self._clamp(expr, a[0], t[0])
-        if fn == "case":
-            *pairs, otherwise = a
-            kinds = t[:-1][0::2]
-            result = None
-            for i in range(0, len(pairs), 2):
-                cond = pairs[i] if kinds[i // 2] == "bool" else pairs[i].cast("boolean")
-                value = pairs[i + 1]
-                result = F.when(cond, value) if result is None else result.when(cond, value)
-            assert result is not None
-            column: Column = result.otherwise(otherwise)
-            return column.cast(spark_type(out)) if out != "null" else column
-        if fn == "cast_int":
-            if t[0] == "string":
-                text = F.trim(a[0])
-                digits = F.regexp_replace(F.regexp_replace(text, r"\.[0-9]*$", ""), r"^\+", "")
-                return F.when(text.rlike(INT_TEXT), digits.cast("bigint"))
-            if t[0] == "float64":  # NaN compares greater than everything in Spark: outside, null
-                inside = (a[0] >= F.lit(-(2.0**63))) & (a[0] < F.lit(2.0**63))
-                return F.when(inside, a[0].cast("bigint"))
-            return a[0].cast("bigint")
-        if fn == "cast_float":
-            if t[0] == "string":
-                text = F.trim(a[0])
-                return F.when(text.rlike(FLOAT_TEXT), text.cast("double"))
-            return a[0].cast("double")
-        if fn == "cast_str":
-            return a[0].cast("string")
-        if fn == "grid_cell":
-            meters = _meters(expr.args[2])
-            row = self._floor(fl[0] * F.lit(M_PER_DEG_LAT) / F.lit(meters))
-            col = self._floor(fl[1] * self._lon_scale(row, meters) / F.lit(meters))
-            cell = (row + F.lit(float(ROW_OFFSET))) * F.lit(float(ROW_FACTOR)) + (col + F.lit(float(COL_OFFSET)))
-            return cell.cast("bigint")
-        if fn in ("cell_lat", "cell_lon"):
-            meters = _meters(expr.args[1])
-            cell = a[0].cast("bigint")
-            quotient = (cell.cast("double") / F.lit(float(ROW_FACTOR))).cast("bigint")  # truncates, exactly
-            row = (quotient - F.lit(ROW_OFFSET)).cast("double")
-            if fn == "cell_lat":
-                return (row + F.lit(0.5)) * F.lit(meters) / F.lit(M_PER_DEG_LAT)
-            col = (cell - quotient * F.lit(ROW_FACTOR) - F.lit(COL_OFFSET)).cast("double")
-            return (col + F.lit(0.5)) * F.lit(meters) / self._lon_scale(row, meters)
-        if fn == "distance_m":
-            p1, p2 = fl[0] * F.lit(_RAD), fl[2] * F.lit(_RAD)
-            dlat = p2 - p1
-            dlon = (fl[3] - fl[1]) * F.lit(_RAD)
-            h = F.pow(F.sin(dlat / F.lit(2.0)), F.lit(2.0)) + F.cos(p1) * F.cos(p2) * F.pow(
-                F.sin(dlon / F.lit(2.0)), F.lit(2.0)
-            )
-            h = F.when(h > F.lit(1.0), F.lit(1.0)).otherwise(h)
-            return F.asin(F.sqrt(h)) * F.lit(2.0 * EARTH_RADIUS_M)
-        if fn == "histogram":
-            start, stop, bins = _histogram_args(expr)
-            width = (stop - start) / bins
-            index = self._floor((fl[0] - F.lit(start)) / F.lit(width))
-            last = F.lit(float(bins - 1))
-            index = F.when(index < F.lit(0.0), F.lit(0.0)).when(index > last, last).otherwise(index)
-            return index * F.lit(width) + F.lit(start)
-        raise InvalidPlan(f"unknown function {fn!r}")
+        return kernel(_Args(self, self.F, expr, a, t, fl, out))
+
+    def _case(self, x: _Args) -> Column:
+        F = self.F
+        *pairs, otherwise = x.a
+        kinds = x.t[:-1][0::2]
+        result = None
+        for i in range(0, len(pairs), 2):
+            cond = pairs[i] if kinds[i // 2] == "bool" else pairs[i].cast("boolean")
+            value = pairs[i + 1]
+            result = F.when(cond, value) if result is None else result.when(cond, value)
+        assert result is not None
+        column: Column = result.otherwise(otherwise)
+        return column.cast(spark_type(x.out)) if x.out != "null" else column
+
+    def _round_call(self, x: _Args) -> Column:
+        digits = _literal(x.expr.args[1]) if len(x.expr.args) > 1 else 0
+        if isinstance(digits, bool) or not isinstance(digits, int) or not -15 <= digits <= 15:
+            raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
+        if x.t[0] == "int64" and digits >= 0:
+            return x.a[0]
+        return self._round(x.fl[0], digits)
+
+    def _cast_int(self, x: _Args) -> Column:
+        F, a, t = self.F, x.a, x.t
+        if t[0] == "string":
+            text = F.trim(a[0])
+            digits = F.regexp_replace(F.regexp_replace(text, r"\.[0-9]*$", ""), r"^\+", "")
+            return F.when(text.rlike(INT_TEXT), digits.cast("bigint"))
+        if t[0] == "float64":  # NaN compares greater than everything in Spark: outside, null
+            inside = (a[0] >= F.lit(-(2.0**63))) & (a[0] < F.lit(2.0**63))
+            return F.when(inside, a[0].cast("bigint"))
+        return a[0].cast("bigint")
+
+    def _cast_float(self, x: _Args) -> Column:
+        F, a, t = self.F, x.a, x.t
+        if t[0] == "string":
+            text = F.trim(a[0])
+            return F.when(text.rlike(FLOAT_TEXT), text.cast("double"))
+        return a[0].cast("double")
+
+    def _grid_cell(self, x: _Args) -> Column:
+        F, fl = self.F, x.fl
+        meters = _meters(x.expr.args[2])
+        row = self._floor(fl[0] * F.lit(M_PER_DEG_LAT) / F.lit(meters))
+        col = self._floor(fl[1] * self._lon_scale(row, meters) / F.lit(meters))
+        cell = (row + F.lit(float(ROW_OFFSET))) * F.lit(float(ROW_FACTOR)) + (col + F.lit(float(COL_OFFSET)))
+        inside = (cell >= F.lit(-(2.0**63))) & (cell < F.lit(2.0**63))  # NaN, +-inf, beyond int64: null
+        return F.when(inside, cell.cast("bigint"))
+
+    def _cell_centre(self, x: _Args) -> Column:
+        F = self.F
+        meters = _meters(x.expr.args[1])
+        cell = x.a[0].cast("bigint")
+        quotient = (cell.cast("double") / F.lit(float(ROW_FACTOR))).cast("bigint")  # truncates, exactly
+        row = (quotient - F.lit(ROW_OFFSET)).cast("double")
+        if x.expr.fn == "cell_lat":
+            return (row + F.lit(0.5)) * F.lit(meters) / F.lit(M_PER_DEG_LAT)
+        col = (cell - quotient * F.lit(ROW_FACTOR) - F.lit(COL_OFFSET)).cast("double")
+        return (col + F.lit(0.5)) * F.lit(meters) / self._lon_scale(row, meters)
+
+    def _distance(self, x: _Args) -> Column:
+        F, fl = self.F, x.fl
+        p1, p2 = fl[0] * F.lit(_RAD), fl[2] * F.lit(_RAD)
+        dlat = p2 - p1
+        dlon = (fl[3] - fl[1]) * F.lit(_RAD)
+        h = F.pow(F.sin(dlat / F.lit(2.0)), F.lit(2.0)) + F.cos(p1) * F.cos(p2) * F.pow(
+            F.sin(dlon / F.lit(2.0)), F.lit(2.0)
+        )
+        h = F.when(h > F.lit(1.0), F.lit(1.0)).otherwise(h)
+        return F.asin(F.sqrt(h)) * F.lit(2.0 * EARTH_RADIUS_M)
+
+    def _histogram(self, x: _Args) -> Column:
+        F, fl = self.F, x.fl
+        start, stop, bins = _histogram_args(x.expr)
+        width = (stop - start) / bins
+        index = self._floor((fl[0] - F.lit(start)) / F.lit(width))
+        last = F.lit(float(bins - 1))
+        index = F.when(index < F.lit(0.0), F.lit(0.0)).when(index > last, last).otherwise(index)
+        return F.when(~F.isnan(fl[0]), index * F.lit(width) + F.lit(start))  # NaN has no bin: null
 
     def _lon_scale(self, row: Column, meters: float) -> Column:
         F = self.F
@@ -538,9 +510,78 @@ class _Run:
         high: Column
         if t == "int64":
             low, high = F.lit(math.ceil(lo)).cast("bigint"), F.lit(math.floor(hi)).cast("bigint")
-        else:
+        else:  # NaN becomes null (Spark orders NaN above every number: test it first)
             low, high = F.lit(float(lo)), F.lit(float(hi))
+            return F.when(F.isnan(x), F.lit(None).cast("double")).when(x < low, low).when(x > high, high).otherwise(x)
         return F.when(x < low, low).when(x > high, high).otherwise(x)
+
+
+@dataclass(frozen=True)
+class _Args:
+    """What a translation gets: the run (for its helpers), pyspark's functions, the call, its argument
+    columns and types, the arguments as doubles, and the result type."""
+
+    run: _Run
+    F: Any
+    expr: Call
+    a: list[Column]
+    t: list[str]
+    fl: list[Column]
+    out: str
+
+
+def _compare(op: Callable[[Column, Column], Column]) -> Callable[[_Args], Column]:
+    return lambda x: op(x.a[0], x.a[1])
+
+
+def _logic(x: _Args) -> Column:
+    b = [c if k == "bool" else c.cast("boolean") for c, k in zip(x.a, x.t, strict=True)]
+    return ~b[0] if x.expr.fn == "not" else (b[0] & b[1] if x.expr.fn == "and" else b[0] | b[1])
+
+
+# The Spark translation of every function of the registry (``engine.functions``), by name; checked below.
+KERNELS: dict[str, Callable[[_Args], Column]] = {
+    "add": lambda x: x.a[0] + x.a[1],
+    "sub": lambda x: x.a[0] - x.a[1],
+    "mul": lambda x: x.a[0] * x.a[1],
+    "div": lambda x: x.F.try_divide(x.fl[0], x.fl[1]),
+    "mod": lambda x: x.F.try_mod(x.fl[0], x.fl[1]) if x.out == "float64" else x.F.try_mod(x.a[0], x.a[1]),
+    "pow": lambda x: x.F.pow(x.fl[0], x.fl[1]),
+    "neg": lambda x: -x.a[0],
+    "abs": lambda x: x.F.abs(x.a[0]),
+    "floor": lambda x: x.run._floor(x.fl[0]),
+    "ceil": lambda x: x.run._ceil(x.fl[0]),
+    "round": lambda x: x.run._round_call(x),
+    "sqrt": lambda x: x.F.sqrt(x.fl[0]),
+    "log": lambda x: x.F.when(x.fl[0] > x.F.lit(0.0), x.F.ln(x.fl[0])),
+    "exp": lambda x: x.F.exp(x.fl[0]),
+    "sin": lambda x: x.F.sin(x.fl[0]),
+    "cos": lambda x: x.F.cos(x.fl[0]),
+    "radians": lambda x: x.fl[0] * x.F.lit(_RAD),
+    "eq": _compare(lambda p, q: p == q),
+    "ne": _compare(lambda p, q: p != q),
+    "lt": _compare(lambda p, q: p < q),
+    "le": _compare(lambda p, q: p <= q),
+    "gt": _compare(lambda p, q: p > q),
+    "ge": _compare(lambda p, q: p >= q),
+    "and": _logic,
+    "or": _logic,
+    "not": _logic,
+    "is_null": lambda x: x.a[0].isNull(),
+    "is_in": lambda x: x.run._is_in(x.expr, x.a[0]),
+    "between": lambda x: (x.a[0] >= x.a[1]) & (x.a[0] <= x.a[2]),
+    "clamp": lambda x: x.run._clamp(x.expr, x.a[0], x.t[0]),
+    "case": lambda x: x.run._case(x),
+    "cast_int": lambda x: x.run._cast_int(x),
+    "cast_float": lambda x: x.run._cast_float(x),
+    "cast_str": lambda x: x.a[0].cast("string"),
+    "grid_cell": lambda x: x.run._grid_cell(x),
+    "cell_lat": lambda x: x.run._cell_centre(x),
+    "cell_lon": lambda x: x.run._cell_centre(x),
+    "distance_m": lambda x: x.run._distance(x),
+    "histogram": lambda x: x.run._histogram(x),
+}
+check_engine("Spark", KERNELS)
 
 
 def _literal(expr: Expr) -> Any:

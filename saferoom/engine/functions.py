@@ -1,0 +1,633 @@
+"""The plan language's functions: one registry, one entry per function, and nothing else defines one.
+
+An entry states everything the rest of saferoom needs to know about a function:
+
+    arity        how many arguments (min, max)
+    literals     which argument positions must be literal values (grid sizes, histogram edges, ...)
+    type rule    argument types -> result type; raises InvalidPlan when ill-typed (``engine.schema``)
+    domain rule  argument value domains -> result domain (``Domain``: bounds, may be null / NaN / infinite);
+                 the release rewrite reads it to know what a computed column can hold (``disclosure``)
+    arrow        the Arrow kernel (``engine.expressions``)
+    spark        the Spark Connect translation, registered by ``engine.spark`` under the same name and checked
+                 against this registry when that module loads (it imports pyspark lazily; this module may not)
+    api          the global name algorithm code calls it by, or None when operators/methods build it
+                 (``+``, ``&``, ``.clip()``, ``.cast()``, ``when()``...)
+
+Every function is total: no value it meets (null, NaN, +-infinity, the largest and smallest int64, empty
+input) makes it fail, on either engine; what cannot be computed becomes null (division by zero, log of x <= 0,
+a float beyond int64 cast to int, text that is not a number) and integer arithmetic wraps around (Spark's
+non-ANSI semantics). An error that depends on data would tell the researcher a bit about one row.
+
+Semantics (Spark equivalents in brackets where they differ in name):
+    add sub mul div mod neg abs pow            arithmetic; div is true division, mod's sign follows the dividend
+    floor ceil round sqrt log exp sin cos radians   round: half away from zero; log of x <= 0 is null;
+                                               sqrt of a negative number is NaN
+    eq ne lt le gt ge                          comparison (null in -> null out)
+    and or not                                 Kleene logic
+    is_null                                    true where null
+    is_in(x, v1, v2, ...)                      x equals one of the literal values
+    between(x, lo, hi)                         lo <= x <= hi
+    case(c1, v1, c2, v2, ..., otherwise)       first true condition wins [when/otherwise]
+    cast_int cast_float cast_str               type conversion (cast_int truncates towards zero)
+    clamp(x, lo, hi)                           x limited to the literal bounds [lo, hi]; NaN becomes null, so
+                                               the bounds hold for every value the engine can produce
+    grid_cell(lat, lon, meters)                int64 id of the grid cell containing the point (see below);
+                                               null where the point is not a finite coordinate
+    cell_lat(cell, meters) cell_lon(cell, meters)   centre of a grid cell
+    distance_m(lat1, lon1, lat2, lon2)         haversine distance in metres (earth radius 6_371_008.8 m)
+    histogram(x, start, stop, bins)            lower edge of x's bin among ``bins`` equal-width bins over
+                                               [start, stop); values outside (and +-inf) fall into the
+                                               first/last bin; NaN becomes null
+
+Grid cells (``meters`` a literal >= 10): row = floor(lat * 110574 / m); ref_lat = (row + 0.5) * m / 110574;
+col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**22 + (col + 2**21).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from saferoom.engine import expressions as _arrow
+from saferoom.engine.plan import Call, Col, Expr, Lit
+from saferoom.errors import InvalidPlan
+
+__all__ = [
+    "REGISTRY",
+    "Domain",
+    "Function",
+    "api_functions",
+    "catalog_domain",
+    "check_engine",
+    "expr_domain",
+    "hull",
+    "literal_domain",
+    "lookup",
+    "unknown",
+]
+
+NUMERIC = frozenset({"int64", "float64"})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_MAX = 1.7976931348623157e308
+_ORDERED = {"lt", "le", "gt", "ge"}
+
+
+# --------------------------------------------------------------------------- value domains
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What values a column may hold, known before anything runs (like a DP library's column descriptor).
+
+    ``lower``/``upper`` bound every value that is neither null nor NaN (None: no bound is known); ``null``,
+    ``nan`` and ``inf`` say whether nulls, NaN and +-infinity may occur (the last two only for floats). A
+    domain that may hold infinity has no finite bounds. ``categories`` is the public set of values of a
+    categorical (or true/false) column, when it is known.
+    """
+
+    type: str
+    lower: float | None = None
+    upper: float | None = None
+    null: bool = True
+    nan: bool = False
+    inf: bool = False
+    categories: tuple[Any, ...] | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Finite bounds hold for every non-null value: no NaN, no infinity."""
+        return self.lower is not None and self.upper is not None and not self.nan and not self.inf
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The bounds of the non-null, non-NaN values, when both are known."""
+        if self.lower is None or self.upper is None:
+            return None
+        return (self.lower, self.upper)
+
+
+def _numeric(
+    type_: str, lo: float | None, hi: float | None, null: bool, nan: bool = False, inf: bool = False
+) -> Domain:
+    """A numeric domain, normalised: integer bounds beyond int64 mean wrap-around (no bounds); float bounds that
+    overflow mean infinity may occur (no bounds)."""
+    if type_ == "int64":
+        if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo < INT64_MIN or hi > INT64_MAX:
+            return Domain("int64", None, None, null)
+        return Domain("int64", float(math.floor(lo)), float(math.ceil(hi)), null)
+    if type_ == "null":
+        return Domain("null")
+    lo = None if lo is None or math.isnan(lo) else lo
+    hi = None if hi is None or math.isnan(hi) else hi
+    if (lo is not None and not math.isfinite(lo)) or (hi is not None and not math.isfinite(hi)):
+        inf = True
+    if inf:
+        lo = hi = None
+    return Domain("float64", lo, hi, null, nan, inf)
+
+
+def literal_domain(value: Any) -> Domain:
+    """The domain of one literal value."""
+    if value is None:
+        return Domain("null")
+    if isinstance(value, bool):
+        return Domain("bool", null=False, categories=(value,))
+    if isinstance(value, int):
+        return Domain("int64", float(value), float(value), null=False)
+    if isinstance(value, float):
+        return Domain("float64", value, value, null=False)
+    return Domain("string", null=False, categories=(value,))
+
+
+def catalog_domain(type_: str, lower: float | None, upper: float | None, categories: Sequence[str] | None,
+                   null: bool = True, nan: bool = False) -> Domain:  # fmt: skip
+    """The domain a catalog declaration gives a column (before the release step clamps it)."""
+    if type_ in NUMERIC:
+        return _numeric(type_, lower, upper, null, nan and type_ == "float64", inf=type_ == "float64" and lower is None)
+    if type_ == "bool":
+        return Domain("bool", null=null, categories=(False, True))
+    return Domain(type_, null=null, categories=tuple(categories) if categories else None)
+
+
+def unknown(type_: str) -> Domain:
+    """Nothing known: any value of the type, null, and for floats NaN and infinity."""
+    if type_ == "float64":
+        return Domain("float64", null=True, nan=True, inf=True)
+    return Domain(type_)
+
+
+# --------------------------------------------------------------------------- type rules
+
+
+def _kind(t: str) -> str:
+    return "number" if t in NUMERIC else t
+
+
+def _require_numeric(fn: str, types: Iterable[str]) -> None:
+    for t in types:
+        if t not in NUMERIC and t != "null":
+            raise InvalidPlan(f"{fn}: needs numbers, got {t}")
+
+
+def _comparable(fn: str, a: str, b: str) -> None:
+    if "null" in (a, b):
+        return
+    if _kind(a) != _kind(b):
+        raise InvalidPlan(f"{fn}: cannot compare {a} with {b}")
+    if fn in _ORDERED and a == "bool":
+        raise InvalidPlan(f"{fn}: cannot order true/false values")
+
+
+def unify(what: str, types: Iterable[str]) -> str:
+    """The common type of values that meet in one column (when/otherwise, union)."""
+    concrete = {t for t in types if t != "null"}
+    if not concrete:
+        return "null"
+    if concrete <= NUMERIC:
+        return "float64" if "float64" in concrete else "int64"
+    if len(concrete) > 1:
+        raise InvalidPlan(f"{what}: values of different types ({', '.join(sorted(concrete))})")
+    return concrete.pop()
+
+
+TypeRule = Callable[[str, list[str]], str]
+
+
+def _t_arith(fn: str, t: list[str]) -> str:
+    _require_numeric(fn, t)
+    return "float64" if "float64" in t else "int64"
+
+
+def _t_float(fn: str, t: list[str]) -> str:
+    _require_numeric(fn, t)
+    return "float64"
+
+
+def _t_same(fn: str, t: list[str]) -> str:
+    _require_numeric(fn, t)
+    return "int64" if t[0] == "int64" else "float64"
+
+
+def _t_round(fn: str, t: list[str]) -> str:
+    _require_numeric(fn, t[:1])
+    return "int64" if t[0] == "int64" else "float64"
+
+
+def _t_compare(fn: str, t: list[str]) -> str:
+    _comparable(fn, t[0], t[1])
+    return "bool"
+
+
+def _t_logic(fn: str, t: list[str]) -> str:
+    for x in t:
+        if x not in ("bool", "null"):
+            raise InvalidPlan(f"{fn}: needs true/false values, got {x}")
+    return "bool"
+
+
+def _t_is_in(fn: str, t: list[str]) -> str:
+    for x in t[1:]:
+        _comparable(fn, t[0], x)
+    return "bool"
+
+
+def _t_between(fn: str, t: list[str]) -> str:
+    _comparable(fn, t[0], t[1])
+    _comparable(fn, t[0], t[2])
+    return "bool"
+
+
+def _t_case(fn: str, t: list[str]) -> str:
+    conditions, values = t[:-1][0::2], [*t[:-1][1::2], t[-1]]
+    for x in conditions:
+        if x not in ("bool", "null"):
+            raise InvalidPlan(f"when: the condition must be true/false, got {x}")
+    return unify("when/otherwise", values)
+
+
+def _t_cast(target: str) -> TypeRule:
+    allowed = {"int64": NUMERIC | {"string", "bool", "null"}, "float64": NUMERIC | {"string", "bool", "null"}}
+
+    def rule(fn: str, t: list[str]) -> str:
+        if target in allowed and t[0] not in allowed[target]:
+            raise InvalidPlan(f"{fn}: cannot convert {t[0]} to a number")
+        return target
+
+    return rule
+
+
+def _t_grid(fn: str, t: list[str]) -> str:
+    _require_numeric(fn, t)
+    return "int64"
+
+
+def _t_cell(fn: str, t: list[str]) -> str:
+    if t[0] not in ("int64", "null"):
+        raise InvalidPlan(f"{fn}: a grid cell is an integer, got {t[0]}")
+    _require_numeric(fn, t[1:])
+    return "float64"
+
+
+# --------------------------------------------------------------------------- domain rules
+
+DomainRule = Callable[[list[Domain], tuple[Expr, ...], str], Domain]
+
+
+def _any(ds: Sequence[Domain], attribute: str) -> bool:
+    return any(getattr(d, attribute) for d in ds)
+
+
+def _corners(
+    fn: Callable[[float, float], float], a: tuple[float, float], b: tuple[float, float]
+) -> tuple[float, float]:
+    values = [fn(x, y) for x in a for y in b]
+    return (min(values), max(values))
+
+
+def _arith_domain(op: Callable[[float, float], float], sub: bool = False) -> DomainRule:
+    def rule(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+        a, b = ds
+        null = a.null or b.null
+        if out == "int64":
+            if a.interval is None or b.interval is None:
+                return Domain("int64", null=null)
+            lo, hi = _corners(op, a.interval, b.interval)
+            return _numeric("int64", lo, hi, null)
+        # inf - inf, inf + -inf, 0 * inf: NaN wherever an operand may be infinite (or NaN)
+        nan = _any(ds, "nan") or _any(ds, "inf")
+        if a.interval is None or b.interval is None or _any(ds, "inf"):
+            return Domain("float64", null=null, nan=nan, inf=True)
+        try:
+            lo, hi = _corners(op, a.interval, b.interval)
+        except OverflowError:
+            return Domain("float64", null=null, nan=nan, inf=True)
+        return _numeric("float64", lo, hi, null, nan)
+
+    return rule
+
+
+def _d_div(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    a, b = ds
+    nan = _any(ds, "nan") or (a.inf and b.inf)
+    null = a.null or b.null or b.interval is None or b.interval[0] <= 0 <= b.interval[1]  # x / 0 is null
+    if a.interval is None or b.interval is None or b.inf or a.inf or b.interval[0] <= 0 <= b.interval[1]:
+        return Domain("float64", null=null, nan=nan, inf=True)
+    try:
+        lo, hi = _corners(lambda x, y: x / y, a.interval, b.interval)
+    except (OverflowError, ZeroDivisionError):
+        return Domain("float64", null=null, nan=nan, inf=True)
+    return _numeric("float64", lo, hi, null, nan)
+
+
+def _d_mod(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    a, b = ds
+    null = a.null or b.null or b.interval is None or b.interval[0] <= 0 <= b.interval[1]
+    nan = out == "float64" and (_any(ds, "nan") or a.inf)
+    if b.interval is None or b.inf:
+        return unknown(out) if out == "float64" else Domain("int64", null=True)
+    m = max(abs(b.interval[0]), abs(b.interval[1]))
+    lo = 0.0 if a.interval is not None and a.interval[0] >= 0 else -m
+    hi = 0.0 if a.interval is not None and a.interval[1] <= 0 else m
+    return _numeric(out, lo, hi, null, nan)
+
+
+def _d_pow(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    a, b = ds
+    null = a.null or b.null
+    finite = a.interval is not None and b.interval is not None and not (a.nan or b.nan or a.inf or b.inf)
+    # On a non-negative base x ** y is monotone in each argument: the corners bound it.
+    if finite and a.interval and b.interval and (a.interval[0] > 0 or (a.interval[0] >= 0 and b.interval[0] >= 0)):
+        try:
+            lo, hi = _corners(lambda x, y: float(x) ** y, a.interval, b.interval)
+            return _numeric("float64", lo, hi, null)
+        except (OverflowError, ZeroDivisionError):
+            return Domain("float64", null=null, nan=False, inf=True)
+    return Domain("float64", null=null, nan=True, inf=True)  # a negative base to a fractional power: NaN
+
+
+def _d_neg(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    if a.interval is None:
+        return replace(a, categories=None)
+    return _numeric(out, -a.interval[1], -a.interval[0], a.null, a.nan, a.inf)
+
+
+def _d_abs(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    if a.interval is None:
+        return _numeric(out, None if out == "int64" else 0.0, None, a.null, a.nan, a.inf)
+    lo, hi = a.interval
+    low = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+    return _numeric(out, low, max(abs(lo), abs(hi)), a.null, a.nan, a.inf)
+
+
+def _monotone(fn: Callable[[float], float], lowest: float | None = None) -> DomainRule:
+    def rule(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+        (a,) = ds
+        if a.interval is None:
+            return Domain(out, lowest, None, a.null, a.nan, a.inf) if out == "float64" else Domain(out, null=a.null)
+        try:
+            return _numeric(out, fn(a.interval[0]), fn(a.interval[1]), a.null, a.nan, a.inf)
+        except OverflowError:
+            return Domain(out, null=a.null, nan=a.nan, inf=True)
+
+    return rule
+
+
+def _d_round(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    a = ds[0]
+    digits = args[1].value if len(args) > 1 and isinstance(args[1], Lit) else 0
+    step = 10.0 ** -int(digits) if isinstance(digits, int) and not isinstance(digits, bool) else 1.0
+    if a.interval is None:
+        return replace(a, categories=None)
+    return _numeric(out, a.interval[0] - step, a.interval[1] + step, a.null, a.nan, a.inf)
+
+
+def _d_sqrt(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    negative = a.interval is None or a.interval[0] < 0
+    upper = math.sqrt(a.interval[1]) if a.interval is not None and a.interval[1] >= 0 else None
+    return _numeric("float64", 0.0, upper, a.null, a.nan or negative, a.inf)
+
+
+def _d_log(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    null = a.null or a.interval is None or a.interval[0] <= 0  # log of x <= 0 is null
+    # The log of a positive double lies in [log(5e-324), log(FLOAT_MAX)] = [-744.5, 709.8].
+    lo = math.log(a.interval[0]) if a.interval is not None and a.interval[0] > 0 else -745.0
+    hi = math.log(a.interval[1]) if a.interval is not None and a.interval[1] > 0 else 710.0
+    return _numeric("float64", lo, hi, null, a.nan, a.inf)
+
+
+def _d_exp(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    if a.interval is None or a.inf:
+        return Domain("float64", 0.0, None, a.null, a.nan, inf=True)
+    try:
+        return _numeric("float64", math.exp(a.interval[0]), math.exp(a.interval[1]), a.null, a.nan)
+    except OverflowError:
+        return Domain("float64", 0.0, None, a.null, a.nan, inf=True)
+
+
+def _d_trig(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    return Domain("float64", -1.0, 1.0, a.null, a.nan or a.inf)  # sin(inf) is NaN
+
+
+def _d_bool(nullable: Callable[[list[Domain]], bool]) -> DomainRule:
+    def rule(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+        return Domain("bool", null=nullable(ds), categories=(False, True))
+
+    return rule
+
+
+def _d_clamp(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    x = ds[0]
+    lo, hi = ds[1].interval, ds[2].interval
+    if lo is None or hi is None:  # the bounds are literal numbers (checked by the kernels and the API)
+        return unknown(out)
+    low, high = lo[0], hi[0]
+    if x.interval is not None and max(low, x.interval[0]) <= min(high, x.interval[1]):
+        low, high = max(low, x.interval[0]), min(high, x.interval[1])
+    return _numeric(out, low, high, x.null or x.nan)  # NaN becomes null; +-inf become the bounds
+
+
+def _d_case(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    return hull([d for i, d in enumerate(ds) if i % 2 == 1 or i == len(ds) - 1], out)
+
+
+def hull(values: Sequence[Domain], out: str) -> Domain:
+    """The smallest domain holding every value of ``values`` (of type ``out``): when/otherwise, unions."""
+    present = [d for d in values if d.type != "null"]
+    null = any(d.null for d in values)
+    if out == "null" or not present:
+        return Domain(out)
+    if out in NUMERIC:
+        intervals = [d.interval for d in present]
+        if any(i is None for i in intervals):
+            return _numeric(out, None, None, null, _any(present, "nan"), _any(present, "inf") or out == "float64")
+        known = [i for i in intervals if i is not None]
+        return _numeric(out, min(i[0] for i in known), max(i[1] for i in known), null, _any(present, "nan"),
+                        _any(present, "inf"))  # fmt: skip
+    categories = None
+    if all(d.categories is not None for d in present):
+        categories = tuple(dict.fromkeys(c for d in present for c in d.categories or ()))
+    return Domain(out, null=null, categories=categories)
+
+
+def _d_cast_int(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    if a.type == "bool":
+        return Domain("int64", 0.0, 1.0, a.null)
+    if a.type == "int64":
+        return replace(a, categories=None)
+    if a.type == "float64":  # NaN, infinity and values beyond int64 become null
+        unsafe = a.nan or a.inf or a.interval is None or a.interval[0] < INT64_MIN or a.interval[1] >= 2.0**63
+        if a.interval is None:
+            return Domain("int64", null=True)
+        lo = max(float(INT64_MIN), float(math.trunc(a.interval[0])))
+        hi = min(float(INT64_MAX), float(math.trunc(a.interval[1])))
+        return _numeric("int64", lo, hi, a.null or unsafe)
+    return Domain("int64", -1e18, 1e18, null=True)  # text: at most 18 digits, or null
+
+
+def _d_cast_float(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    if a.type == "bool":
+        return Domain("float64", 0.0, 1.0, a.null)
+    if a.type in NUMERIC:
+        return replace(a, type="float64", categories=None)
+    return Domain("float64", null=True, inf=True)  # text: "1e999" is infinity
+
+
+def _d_cast_str(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (a,) = ds
+    return Domain("string", null=a.null)
+
+
+def _d_grid(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    return Domain("int64", null=True)  # null where the point is not a finite coordinate
+
+
+def _d_cell(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    return Domain("float64", null=True, nan=True, inf=True)
+
+
+def _d_distance(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    return Domain("float64", 0.0, math.pi * _arrow.EARTH_RADIUS_M, _any(ds, "null"), _any(ds, "nan") or _any(ds, "inf"))
+
+
+def _d_histogram(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    x = ds[0]
+    start, stop, bins = (a.value if isinstance(a, Lit) else None for a in args[1:])
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop, bins)):
+        return unknown("float64")
+    assert isinstance(start, int | float) and isinstance(stop, int | float) and isinstance(bins, int | float)
+    width = (float(stop) - float(start)) / max(1, int(bins))
+    return _numeric("float64", float(start), float(start) + width * (int(bins) - 1), x.null or x.nan)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function of the plan language (see the module docstring)."""
+
+    name: str
+    arity: tuple[int, int]
+    type_rule: TypeRule
+    domain_rule: DomainRule
+    arrow: Callable[..., Any]
+    literals: tuple[int, ...] = ()  # argument positions that must be literal values
+    all_literal_after: int | None = None  # every argument from this position on must be a literal
+    api: str | None = None  # the global name algorithm code calls it by
+
+    def result_type(self, types: list[str], args: tuple[Expr, ...]) -> str:
+        """The result type for arguments of ``types`` (InvalidPlan when the call is ill-typed)."""
+        lo, hi = self.arity
+        if not lo <= len(args) <= hi:
+            raise InvalidPlan(f"{self.name}: takes {lo} to {hi} arguments")
+        for position in self.literals:
+            if position < len(args) and not isinstance(args[position], Lit):
+                raise InvalidPlan(f"{self.name}: argument {position + 1} must be a literal value")
+        if self.all_literal_after is not None and not all(isinstance(a, Lit) for a in args[self.all_literal_after :]):
+            raise InvalidPlan(f"{self.name}: the values must be literals")
+        return self.type_rule(self.name, types)
+
+
+def _entry(name: str, arity: tuple[int, int], types: TypeRule, domain: DomainRule, **options: Any) -> Function:
+    return Function(name, arity, types, domain, _arrow.KERNELS[name], **options)
+
+
+_NULL_ANY = _d_bool(lambda ds: _any(ds, "null"))
+_NEVER_NULL = _d_bool(lambda ds: False)
+
+REGISTRY: Mapping[str, Function] = {
+    f.name: f
+    for f in (
+        _entry("add", (2, 2), _t_arith, _arith_domain(lambda x, y: x + y)),
+        _entry("sub", (2, 2), _t_arith, _arith_domain(lambda x, y: x - y)),
+        _entry("mul", (2, 2), _t_arith, _arith_domain(lambda x, y: x * y)),
+        _entry("div", (2, 2), _t_float, _d_div),
+        _entry("mod", (2, 2), _t_arith, _d_mod),
+        _entry("pow", (2, 2), _t_float, _d_pow),
+        _entry("neg", (1, 1), _t_same, _d_neg),
+        _entry("abs", (1, 1), _t_same, _d_abs),
+        _entry("floor", (1, 1), _t_float, _monotone(math.floor), api="floor"),
+        _entry("ceil", (1, 1), _t_float, _monotone(math.ceil), api="ceil"),
+        _entry("round", (1, 2), _t_round, _d_round, literals=(1,)),
+        _entry("sqrt", (1, 1), _t_float, _d_sqrt, api="sqrt"),
+        _entry("log", (1, 1), _t_float, _d_log, api="log"),
+        _entry("exp", (1, 1), _t_float, _d_exp, api="exp"),
+        _entry("sin", (1, 1), _t_float, _d_trig),
+        _entry("cos", (1, 1), _t_float, _d_trig),
+        _entry("radians", (1, 1), _t_float, _monotone(math.radians)),
+        _entry("eq", (2, 2), _t_compare, _NULL_ANY),
+        _entry("ne", (2, 2), _t_compare, _NULL_ANY),
+        _entry("lt", (2, 2), _t_compare, _NULL_ANY),
+        _entry("le", (2, 2), _t_compare, _NULL_ANY),
+        _entry("gt", (2, 2), _t_compare, _NULL_ANY),
+        _entry("ge", (2, 2), _t_compare, _NULL_ANY),
+        _entry("and", (2, 2), _t_logic, _NULL_ANY),
+        _entry("or", (2, 2), _t_logic, _NULL_ANY),
+        _entry("not", (1, 1), _t_logic, _NULL_ANY),
+        _entry("is_null", (1, 1), lambda fn, t: "bool", _NEVER_NULL),
+        _entry("is_in", (2, 1001), _t_is_in, _NEVER_NULL, all_literal_after=1),
+        _entry("between", (3, 3), _t_between, _NULL_ANY),
+        _entry("case", (3, 201), _t_case, _d_case),
+        _entry("cast_int", (1, 1), _t_cast("int64"), _d_cast_int),
+        _entry("cast_float", (1, 1), _t_cast("float64"), _d_cast_float),
+        _entry("cast_str", (1, 1), _t_cast("string"), _d_cast_str),
+        _entry("clamp", (3, 3), _t_same, _d_clamp, literals=(1, 2)),
+        _entry("grid_cell", (3, 3), _t_grid, _d_grid, literals=(2,), api="grid_cell"),
+        _entry("cell_lat", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lat"),
+        _entry("cell_lon", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lon"),
+        _entry("distance_m", (4, 4), _t_float, _d_distance, api="distance_m"),
+        _entry("histogram", (4, 4), _t_float, _d_histogram, literals=(1, 2, 3), api="histogram"),
+    )
+}
+
+
+def lookup(name: object) -> Function:
+    """The registry entry of ``name``; InvalidPlan for anything else (hostile plans name functions too)."""
+    entry = REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise InvalidPlan(f"unknown function {str(name)[:40]!r}")
+    return entry
+
+
+def api_functions() -> dict[str, Function]:
+    """The functions algorithm code calls by a global name."""
+    return {f.api: f for f in REGISTRY.values() if f.api is not None}
+
+
+def check_engine(engine: str, kernels: Iterable[str]) -> None:
+    """Refuse an engine whose translations do not cover exactly the registry's functions."""
+    have = set(kernels)
+    missing, extra = sorted(set(REGISTRY) - have), sorted(have - set(REGISTRY))
+    if missing or extra:
+        raise RuntimeError(
+            f"the {engine} engine does not match the function registry: missing {missing}, extra {extra}"
+        )
+
+
+def expr_domain(expr: Expr, domains: Mapping[str, Domain], types: Mapping[str, str] | None = None) -> Domain:
+    """The value domain of ``expr`` over rows whose columns have ``domains`` (a column without one: unknown).
+
+    ``types`` gives the logical type of columns that have no domain; the plan must already type-check.
+    """
+    if isinstance(expr, Col):
+        known = domains.get(expr.name)
+        if known is not None:
+            return known
+        return unknown((types or {}).get(expr.name, "float64"))
+    if isinstance(expr, Lit):
+        return literal_domain(expr.value)
+    assert isinstance(expr, Call)
+    entry = lookup(expr.fn)
+    parts = [expr_domain(a, domains, types) for a in expr.args]
+    out = entry.result_type([d.type for d in parts], expr.args)
+    return entry.domain_rule(parts, expr.args, out)
