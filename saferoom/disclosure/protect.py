@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from saferoom.catalog.manifest import Manifest, Policy
 from saferoom.disclosure.cells import MAX_GRID
 from saferoom.disclosure.dp import QUANTILE_BINS, DPColumn, NoisyAggregate
+from saferoom.engine.functions import Domain, catalog_domain, expr_domain, hull, unknown
 from saferoom.engine.optimize import prune_columns
 from saferoom.engine.plan import (
     RELEASE_ONLY,
@@ -64,6 +65,7 @@ __all__ = ["HIDDEN_PREFIX", "CellTable", "DominanceRule", "Protected", "SubsetCh
 HIDDEN_PREFIX = "_"
 _ABSENT = 2**62  # stands for "this source has no rows in the cell" while taking the minimum
 CONTRIBUTORS_PREFIX = "__c"
+_LARGEST_SUM = 2.0**1000  # far below the largest double: a DP sum of values within bounds never overflows
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,11 @@ class _Level:
     # columns of the people whose amounts they are. Renaming or computing with a magnitude keeps it one.
     magnitudes: dict[str, frozenset[str]] = field(default_factory=dict)
     checks: tuple[str, ...] = ()  # labels of the subset checks the data below must pass
-    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # "rows": public bounds of columns
-    domains: dict[str, tuple[Scalar, ...]] = field(default_factory=dict)  # "rows": public domains (categories)
+    # For "rows": each visible column's value domain (bounds, null, NaN, infinity; ``engine.functions``),
+    # from the catalog's declarations through the registry's domain rules.
+    values: dict[str, Domain] = field(default_factory=dict)
+    # For "rows": the catalog categories of columns passed through unchanged (the exact rules' public grids).
+    domains: dict[str, tuple[Scalar, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,53 +195,6 @@ def _magnitudes_through(
     return out
 
 
-def _interval(expr: Expr, bounds: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
-    """Public bounds of an expression's values from its columns' bounds, or None when they cannot be known."""
-    if isinstance(expr, Col):
-        return bounds.get(expr.name)
-    if isinstance(expr, Lit):
-        v = expr.value
-        return (float(v), float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else None
-    fn, args = expr.fn, expr.args
-    if fn == "clamp" and all(isinstance(a, Lit) for a in args[1:]):
-        low, high = _interval(args[1], bounds), _interval(args[2], bounds)
-        if low is None or high is None:
-            return None
-        inner = _interval(args[0], bounds)
-        if inner is not None and max(low[0], inner[0]) <= min(high[1], inner[1]):
-            return (max(low[0], inner[0]), min(high[1], inner[1]))
-        return (low[0], high[1])
-    parts = [_interval(a, bounds) for a in args]
-    if fn == "case":  # condition, value, ..., otherwise: the hull of the values (a null value adds nothing)
-        values = [p for i, p in enumerate(parts) if i % 2 == 1 or i == len(parts) - 1]
-        nulls = [a for i, a in enumerate(args) if (i % 2 == 1 or i == len(args) - 1) and a == Lit(None)]
-        known = [p for p in values if p is not None]
-        if len(known) + len(nulls) != len(values) or not known:
-            return None
-        return (min(p[0] for p in known), max(p[1] for p in known))
-    if any(p is None for p in parts):
-        return None
-    ps: list[tuple[float, float]] = [p for p in parts if p is not None]
-    if fn == "add":
-        return (ps[0][0] + ps[1][0], ps[0][1] + ps[1][1])
-    if fn == "sub":
-        return (ps[0][0] - ps[1][1], ps[0][1] - ps[1][0])
-    if fn == "mul":
-        products = [a * b for a in ps[0] for b in ps[1]]
-        return (min(products), max(products))
-    if fn == "div" and ps[1][0] == ps[1][1] and ps[1][0] != 0:
-        quotients = [a / ps[1][0] for a in ps[0]]
-        return (min(quotients), max(quotients))
-    if fn == "neg":
-        return (-ps[0][1], -ps[0][0])
-    if fn == "abs":
-        lo, hi = ps[0]
-        return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
-    if fn in ("cast_float", "cast_int", "round", "floor", "ceil"):
-        return (math.floor(ps[0][0]), math.ceil(ps[0][1]))
-    return None
-
-
 def _bin_index(value: Expr, column: DPColumn) -> Expr:
     """The index (0..QUANTILE_BINS-1) of the quantile candidate interval holding ``value``."""
     lo, hi = column.lower, column.upper
@@ -253,15 +211,9 @@ def _bin_index(value: Expr, column: DPColumn) -> Expr:
     return Call("clamp", (Call("cast_int", (scaled,)), Lit(0), Lit(QUANTILE_BINS - 1)))
 
 
-def _bounds_through(
-    columns: tuple[tuple[str, Expr], ...], before: Mapping[str, tuple[float, float]]
-) -> dict[str, tuple[float, float]]:
-    out = {}
-    for name, expr in columns:
-        interval = _interval(expr, before)
-        if interval is not None and all(math.isfinite(v) for v in interval):
-            out[name] = interval
-    return out
+def _nullable(values: Mapping[str, Domain], names: Collection[str]) -> dict[str, Domain]:
+    """``values`` where the columns ``names`` may also be null (the missing side of an outer join)."""
+    return {c: (replace(d, null=True) if c in names else d) for c, d in values.items()}
 
 
 class _Rewriter:
@@ -304,10 +256,10 @@ class _Rewriter:
             child, level = self.rewrite(node.input)
             carried = tuple((h, Col(h)) for h in level.hidden)
             magnitudes = _magnitudes_through(node.columns, level.magnitudes)
-            bounds = _bounds_through(node.columns, level.bounds)
+            values = {name: expr_domain(e, level.values) for name, e in node.columns} if level.kind == "rows" else {}
             known = level.domains
             domains = {name: known[e.name] for name, e in node.columns if isinstance(e, Col) and e.name in known}
-            level = replace(level, magnitudes=magnitudes, bounds=bounds, domains=domains)
+            level = replace(level, magnitudes=magnitudes, values=values, domains=domains)
             return Project(child, node.columns + carried), level
         if isinstance(node, Sort):
             child, level = self.rewrite(node.input)
@@ -352,12 +304,14 @@ class _Rewriter:
         project = Project(Scan(node.dataset, columns), (*visible, (hidden, Col(info.privacy_unit))))
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
         magnitudes = {c: frozenset({hidden}) for c in node.columns if info.column(c).magnitude}
-        bounds = {
-            name: (float(c.min), float(c.max))
-            for name in node.columns
-            for c in (info.column(name),)
-            if name in self.clamped.get(info.name, ()) and c.min is not None and c.max is not None
-        }
+        values = {}
+        for name in node.columns:
+            c = info.column(name)
+            declared = catalog_domain(c.type, c.min, c.max, c.categories)
+            # A clamped column holds its bounds whatever the data (NaN becomes null, infinity a bound).
+            values[name] = (
+                replace(declared, nan=False, inf=False) if name in self.clamped.get(info.name, ()) else declared
+            )
         domains: dict[str, tuple[Scalar, ...]] = {}
         for name in node.columns:
             column = info.column(name)
@@ -365,11 +319,18 @@ class _Rewriter:
                 domains[name] = column.categories
             elif column.type == "bool":
                 domains[name] = (False, True)
-        return project, _Level("rows", (hidden,), (unit,), magnitudes, bounds=bounds, domains=domains)
+        return project, _Level("rows", (hidden,), (unit,), magnitudes, values=values, domains=domains)
 
     def _private(self, level: _Level) -> bool:
         """Whether rows come from a dataset released only under differential privacy."""
         return any(self.manifest.dataset(u.dataset).policy.differential_privacy for u in level.units)
+
+    def _values(self, node: Node, level: _Level) -> dict[str, Domain]:
+        """The value domains of ``node``'s visible columns: tracked for personal rows, unknown otherwise."""
+        if level.kind == "rows":
+            return dict(level.values)
+        schema = infer_schema(node, self.manifest)
+        return {c: unknown(t) for c, t in schema.items() if not c.startswith(HIDDEN_PREFIX)}
 
     def _names(self, level: _Level) -> str:
         return ", ".join(sorted({u.dataset for u in level.units}))
@@ -469,14 +430,26 @@ class _Rewriter:
                     f"{agg.fn} of {names} is not available under differential privacy: use count, sum, mean, "
                     "median or quantile (e.g. a variance from the means of x and x * x)"
                 )
-            interval = _interval(agg.arg, level.bounds)
+            value = expr_domain(agg.arg, level.values)
+            interval = value.interval
             if interval is None:
                 raise ReleaseRefused(
                     f"{agg.fn} for {name!r} over {names}: under differential privacy a value needs public bounds "
                     "(the noise is scaled to them); compute it from bounded columns or use .clip(low, high)"
                 )
             lo, hi = interval
-            clamped = Call("clamp", (agg.arg, Lit(lo), Lit(hi)))
+            # A sum over at most rows x k values of at most max|bound| each must stay a finite float whatever the
+            # data: a sum that overflowed to infinity would move by more than any sensitivity.
+            most = self.manifest.dataset(unit.dataset).rows * k * max(abs(lo), abs(hi))
+            if not most < _LARGEST_SUM:
+                raise ReleaseRefused(
+                    f"{agg.fn} for {name!r} over {names}: the bounds [{lo:g}, {hi:g}] are too wide for a sum over "
+                    f"{self.manifest.dataset(unit.dataset).rows} rows; use .clip(low, high) with narrower bounds"
+                )
+            # Clamped in the engine: NaN becomes null and +-infinity a bound, so [lo, hi] holds for every value
+            # the engine can produce (the sensitivity rests on that, not on the domain analysis above). Summed as
+            # floats: an integer sum could wrap around.
+            clamped = Call("clamp", (Call("cast_float", (agg.arg,)), Lit(float(lo)), Lit(float(hi))))
             source = self._fresh("__x")
             if agg.fn == "sum":
                 statistics.append((source, AggExpr("sum", clamped)))
@@ -499,7 +472,9 @@ class _Rewriter:
         exact = Aggregate(bounded, node.keys, (*statistics, (count, AggExpr("count"))))
         label = self._fresh("dp")
         released = tuple(schema.items())
-        domains = tuple(level.domains.get(key, ()) for key in node.keys)
+        # Keys with a public set of values (catalog categories, true/false, or values the plan's literals fix,
+        # e.g. when(...).otherwise(...) of strings): every combination is a cell, and no threshold is needed.
+        domains = tuple(level.values[key].categories or () if key in level.values else () for key in node.keys)
         public = bool(node.keys) and all(domains) and math.prod(len(d) for d in domains) <= MAX_GRID
         self.noisy[label] = NoisyAggregate(
             label, unit.dataset, node.keys, exact, count, tuple(columns), histograms, k, policy.min_contributors,
@@ -645,9 +620,14 @@ class _Rewriter:
             magnitudes = dict(ll.magnitudes)
             for name, owners in rl.magnitudes.items():
                 magnitudes[name] = magnitudes.get(name, frozenset()) | owners
-            bounds = {**ll.bounds, **{c: b for c, b in rl.bounds.items() if c not in node.on}}
+            lv, rv = self._values(left, ll), self._values(right, rl)
+            # The unmatched rows of an outer join have nulls on the other side; its keys come from either side.
+            lv = _nullable(lv, set(lv) - set(node.on)) if node.how in ("right", "full") else lv
+            rv = _nullable(rv, set(rv)) if node.how in ("left", "full") else rv
+            keys = {k: hull([lv[k], rv[k]], lv[k].type if lv[k].type == rv[k].type else "float64") for k in node.on}
+            values = {**lv, **{c: d for c, d in rv.items() if c not in node.on}, **keys}
             domains = {**ll.domains, **rl.domains}
-            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks, bounds, domains)
+            level = _Level("rows", ll.hidden + rl.hidden, units, magnitudes, ll.checks + rl.checks, values, domains)
         elif "aggregate" in kinds:
             level = _Level("aggregate", ll.hidden + rl.hidden, checks=ll.checks + rl.checks)
         else:
@@ -709,17 +689,15 @@ class _Rewriter:
                     magnitudes[name] = magnitudes.get(name, frozenset()) | owners
         checks = tuple(dict.fromkeys(c for _, level in parts for c in level.checks))
         if "rows" in kinds:
-            bounds: dict[str, tuple[float, float]] = {}
-            if all(level.kind == "rows" for _, level in parts):  # the hull, where every input bounds a column
-                for name in set.intersection(*(set(level.bounds) for _, level in parts)):
-                    found = [level.bounds[name] for _, level in parts]
-                    bounds[name] = (min(b[0] for b in found), max(b[1] for b in found))
+            schema = infer_schema(node, self.manifest)
+            each = [self._values(child, level) for child, level in parts]
+            values = {name: hull([v[name] for v in each], schema[name]) for name in schema}
             domains = {
                 name: domain
                 for name, domain in parts[0][1].domains.items()
                 if all(level.kind == "rows" and level.domains.get(name) == domain for _, level in parts)
             }
-            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks, bounds, domains)
+            return Union(tuple(inputs)), _Level("rows", hidden, units, magnitudes, checks, values, domains)
         if "aggregate" in kinds:
             return Union(tuple(inputs)), _Level("aggregate", hidden, checks=checks)
         return Union(tuple(inputs)), _Level("public")
