@@ -228,7 +228,10 @@ def _union(tables: list[pa.Table]) -> pa.Table:
         if len(kinds) > 1:
             if all(pa.types.is_integer(k) or pa.types.is_floating(k) or pa.types.is_null(k) for k in kinds):
                 target = pa.float64() if any(pa.types.is_floating(k) for k in kinds) else pa.int64()
-                aligned = [t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned]
+                # unchecked: an int64 beyond 2**53 rounds to the nearest float instead of failing on its value
+                aligned = [
+                    t.set_column(order.index(name), name, pc.cast(t.column(name), target, safe=False)) for t in aligned
+                ]
             elif all(pa.types.is_null(k) or k == next(iter(kinds - {pa.null()}), None) for k in kinds):
                 target = next(iter(kinds - {pa.null()}))
                 aligned = [t.set_column(order.index(name), name, pc.cast(t.column(name), target)) for t in aligned]

@@ -21,7 +21,17 @@ import pyarrow.compute as pc
 from saferoom.engine.plan import Col, Expr, Lit
 from saferoom.errors import InvalidPlan
 
-__all__ = ["KERNELS", "Value", "decode", "evaluate", "materialize"]
+__all__ = [
+    "KERNELS",
+    "Value",
+    "bounds_of",
+    "decode",
+    "digits_of",
+    "evaluate",
+    "histogram_of",
+    "materialize",
+    "meters_of",
+]
 
 Value: TypeAlias = pa.ChunkedArray | pa.Array | pa.Scalar
 
@@ -64,7 +74,7 @@ def _to_float(value: Value) -> Value:
         return value
     if not (pa.types.is_integer(_type(value)) or pa.types.is_null(_type(value))):
         raise InvalidPlan(f"expected a number, got {_type(value)}")
-    return pc.cast(value, pa.float64())
+    return pc.cast(value, pa.float64(), safe=False)  # int64 beyond 2**53 rounds: a checked cast would fail on it
 
 
 def _numeric(*values: Value) -> None:
@@ -79,9 +89,20 @@ def _zero_to_null(value: Value) -> Value:
     return pc.if_else(pc.equal(value, pa.scalar(0, _type(value))), null, value)
 
 
+def _widened(a: Value, b: Value) -> tuple[Value, Value]:
+    """An integer beside a float as a float, converted unchecked: Arrow's implicit cast is checked and would
+    fail on integers beyond 2**53."""
+    ta, tb = _type(a), _type(b)
+    if pa.types.is_integer(ta) and pa.types.is_floating(tb):
+        return _to_float(a), b
+    if pa.types.is_floating(ta) and pa.types.is_integer(tb):
+        return a, _to_float(b)
+    return a, b
+
+
 def _arith(name: str) -> Callable[[Value, Value], Value]:
     def apply(a: Value, b: Value) -> Value:
-        a, b = decode(a), decode(b)
+        a, b = _widened(decode(a), decode(b))
         _numeric(a, b)
         return pc.call_function(name, [a, b])  # unchecked: integers wrap around, as Spark's (non-ANSI)
 
@@ -97,10 +118,26 @@ def _mod(a: Value, b: Value) -> Value:
     a, b = decode(a), decode(b)
     _numeric(a, b)
     if _is_float(a) or _is_float(b):
-        a, b = _to_float(a), _zero_to_null(_to_float(b))
-        return pc.subtract(a, pc.multiply(b, pc.trunc(pc.divide(a, b))))
+        return _fmod(_to_float(a), _zero_to_null(_to_float(b)))
     b = _zero_to_null(b)
     return pc.subtract(a, pc.multiply(pc.divide(a, b), b))  # integer divide truncates: sign follows dividend
+
+
+def _fmod(a: Value, b: Value) -> Value:
+    """C's fmod, element by element: exact (the quotient is never formed, so 1.5 mod 5e-324 is 0, not -inf) and
+    the sign of the dividend, as Java's % on Spark; NaN where either is NaN or infinite, null where either is."""
+    if isinstance(a, pa.Scalar) and isinstance(b, pa.Scalar):
+        if not (a.is_valid and b.is_valid):
+            return pa.scalar(None, pa.float64())
+        with np.errstate(all="ignore"):
+            return pa.scalar(float(np.fmod(np.float64(a.as_py()), np.float64(b.as_py()))))
+    n = len(a) if not isinstance(a, pa.Scalar) else len(b)
+    columns = [materialize(v, n) for v in (a, b)]
+    missing = np.logical_or(*(pc.is_null(c).to_numpy(zero_copy_only=False) for c in columns))
+    values = [pc.fill_null(c, 0.0).to_numpy(zero_copy_only=False) for c in columns]
+    with np.errstate(all="ignore"):
+        result = np.fmod(values[0], values[1])
+    return pa.array(result, pa.float64(), mask=missing)
 
 
 def _value_type(value: Value) -> pa.DataType:
@@ -120,7 +157,7 @@ def _compare(name: str) -> Callable[[Value, Value], Value]:
             return _on_dictionary(a, lambda values: pc.call_function(name, [values, b]))
         if isinstance(a, pa.Scalar) and pa.types.is_dictionary(_type(b)):
             return _on_dictionary(b, lambda values: pc.call_function(name, [a, values]))
-        return pc.call_function(name, [decode(a), decode(b)])
+        return pc.call_function(name, list(_widened(decode(a), decode(b))))
 
     return apply
 
@@ -188,12 +225,12 @@ def _clamp_array(chunk: pa.Array, lo: float, hi: float) -> pa.Array:
 
 def _clamp(x: Value, lo: Value, hi: Value) -> Value:
     """x limited to [lo, hi]; nulls and NaN are null: the public bounds a catalog declares hold for every value."""
-    if not (isinstance(lo, pa.Scalar) and isinstance(hi, pa.Scalar)) or not lo.is_valid or not hi.is_valid:
-        raise InvalidPlan("clamp: the bounds must be literal numbers")
     kind = _type(x)
-    low, high = lo.as_py(), hi.as_py()
-    if pa.types.is_integer(kind):
-        low, high = math.ceil(low), math.floor(high)
+    low, high = bounds_of(_literal(lo, "clamp: the bounds"), _literal(hi, "clamp: the bounds"))
+    if pa.types.is_integer(kind):  # the integers within the bounds (none: null)
+        low, high = max(math.ceil(low), -(2**63)), min(math.floor(high), 2**63 - 1)
+        if low > high:
+            return pa.scalar(None, kind) if isinstance(x, pa.Scalar) else pa.nulls(len(x), kind)
     if isinstance(x, pa.Scalar):
         if not x.is_valid or (pa.types.is_floating(kind) and math.isnan(x.as_py())):
             return pa.scalar(None, kind)
@@ -238,9 +275,7 @@ def _unary_float(fn: Callable[[Value], Value]) -> Callable[[Value], Value]:
 
 
 def _round(a: Value, ndigits: Value | None = None) -> Value:
-    digits = 0 if ndigits is None else _literal(ndigits, "round: ndigits")
-    if isinstance(digits, bool) or not isinstance(digits, int) or not -15 <= digits <= 15:
-        raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
+    digits = 0 if ndigits is None else digits_of(_literal(ndigits, "round: ndigits"))
     a = decode(a)
     _numeric(a)
     if pa.types.is_integer(_type(a)) and digits >= 0:
@@ -283,18 +318,49 @@ def _cast(target: pa.DataType) -> Callable[[Value], Value]:
             inside = pc.and_(pc.greater_equal(a, -(2.0**63)), pc.less(a, 2.0**63))  # NaN: false
             a = pc.if_else(inside, a, null)
         try:
-            return pc.cast(a, target, safe=target != pa.string())
+            # Unchecked where every value converts (integers to floats round; text and floats were gated above).
+            return pc.cast(a, target, safe=target == pa.int64() and not pa.types.is_integer(_type(a)))
         except _ARROW_ERRORS:  # only a type can make it fail (the values were gated above)
             raise InvalidPlan(f"cannot convert {_type(a)} to {target}") from None
 
     return apply
 
 
-def _meters(value: Value) -> float:
-    meters = _literal(value, "meters")
+def meters_of(meters: Any) -> float:
+    """A grid's cell size from its literal (both engines and the registry check it the same way)."""
     if isinstance(meters, bool) or not isinstance(meters, int | float) or not 10 <= meters <= 1_000_000:
         raise InvalidPlan("meters must be a literal number between 10 and 1,000,000")
     return float(meters)
+
+
+def histogram_of(start: Any, stop: Any, bins: Any) -> tuple[float, float, int]:
+    """A histogram's (start, stop, bins) from its literals: finite edges, start < stop, a finite bin width."""
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop)) or not start < stop:
+        raise InvalidPlan("histogram: start and stop must be numbers with start < stop")
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
+        raise InvalidPlan("histogram: bins must be an integer between 1 and 10,000")
+    if not math.isfinite((float(stop) - float(start)) / bins):
+        raise InvalidPlan("histogram: the bins are wider than the largest number")
+    return float(start), float(stop), bins
+
+
+def digits_of(ndigits: Any) -> int:
+    """round's number of digits from its literal."""
+    if isinstance(ndigits, bool) or not isinstance(ndigits, int) or not -15 <= ndigits <= 15:
+        raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
+    return ndigits
+
+
+def bounds_of(low: Any, high: Any) -> tuple[float, float]:
+    """clamp's bounds from its literals: finite numbers, low <= high."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+    if not numbers or not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise InvalidPlan("clamp: the bounds must be literal finite numbers with low <= high")
+    return low, high
+
+
+def _meters(value: Value) -> float:
+    return meters_of(_literal(value, "meters"))
 
 
 def _grid_row(lat: Value, meters: float) -> Value:
@@ -350,11 +416,9 @@ def _distance_m(lat1: Value, lon1: Value, lat2: Value, lon2: Value) -> Value:
 
 
 def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
-    start, stop, bins = (_literal(v, "histogram: start, stop and bins") for v in (start_v, stop_v, bins_v))
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop)) or start >= stop:
-        raise InvalidPlan("histogram: start and stop must be numbers with start < stop")
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
-        raise InvalidPlan("histogram: bins must be an integer between 1 and 10,000")
+    start, stop, bins = histogram_of(
+        *(_literal(v, "histogram: start, stop and bins") for v in (start_v, stop_v, bins_v))
+    )
     width = (float(stop) - float(start)) / bins
     index = pc.floor(pc.divide(pc.subtract(_to_float(x), float(start)), width))
     index = pc.min_element_wise(pc.max_element_wise(index, 0.0, skip_nulls=False), float(bins - 1), skip_nulls=False)

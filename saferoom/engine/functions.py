@@ -524,6 +524,7 @@ class Function:
     literals: tuple[int, ...] = ()  # argument positions that must be literal values
     all_literal_after: int | None = None  # every argument from this position on must be a literal
     api: str | None = None  # the global name algorithm code calls it by
+    check: Callable[[list[Any]], object] | None = None  # validates the literal arguments' values
 
     def result_type(self, types: list[str], args: tuple[Expr, ...]) -> str:
         """The result type for arguments of ``types`` (InvalidPlan when the call is ill-typed)."""
@@ -535,11 +536,21 @@ class Function:
                 raise InvalidPlan(f"{self.name}: argument {position + 1} must be a literal value")
         if self.all_literal_after is not None and not all(isinstance(a, Lit) for a in args[self.all_literal_after :]):
             raise InvalidPlan(f"{self.name}: the values must be literals")
+        if self.check is not None:
+            self.check([a.value if isinstance(a, Lit) else None for a in args])
         return self.type_rule(self.name, types)
 
 
 def _entry(name: str, arity: tuple[int, int], types: TypeRule, domain: DomainRule, **options: Any) -> Function:
     return Function(name, arity, types, domain, _arrow.KERNELS[name], **options)
+
+
+def _digits(values: list[Any]) -> object:
+    return len(values) < 2 or _arrow.digits_of(values[1])
+
+
+def _meters_at(position: int) -> Callable[[list[Any]], object]:
+    return lambda values: _arrow.meters_of(values[position])
 
 
 _NULL_ANY = _d_bool(lambda ds: _any(ds, "null"))
@@ -558,7 +569,9 @@ REGISTRY: Mapping[str, Function] = {
         _entry("abs", (1, 1), _t_same, _d_abs),
         _entry("floor", (1, 1), _t_float, _monotone(math.floor), api="floor"),
         _entry("ceil", (1, 1), _t_float, _monotone(math.ceil), api="ceil"),
-        _entry("round", (1, 2), _t_round, _d_round, literals=(1,)),
+        _entry(
+            "round", (1, 2), _t_round, _d_round, literals=(1,), check=lambda v: len(v) < 2 or _arrow.digits_of(v[1])
+        ),
         _entry("sqrt", (1, 1), _t_float, _d_sqrt, api="sqrt"),
         _entry("log", (1, 1), _t_float, _d_log, api="log"),
         _entry("exp", (1, 1), _t_float, _d_exp, api="exp"),
@@ -581,12 +594,20 @@ REGISTRY: Mapping[str, Function] = {
         _entry("cast_int", (1, 1), _t_cast("int64"), _d_cast_int),
         _entry("cast_float", (1, 1), _t_cast("float64"), _d_cast_float),
         _entry("cast_str", (1, 1), _t_cast("string"), _d_cast_str),
-        _entry("clamp", (3, 3), _t_same, _d_clamp, literals=(1, 2)),
-        _entry("grid_cell", (3, 3), _t_grid, _d_grid, literals=(2,), api="grid_cell"),
-        _entry("cell_lat", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lat"),
-        _entry("cell_lon", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lon"),
+        _entry("clamp", (3, 3), _t_same, _d_clamp, literals=(1, 2), check=lambda v: _arrow.bounds_of(v[1], v[2])),
+        _entry("grid_cell", (3, 3), _t_grid, _d_grid, literals=(2,), api="grid_cell", check=_meters_at(2)),
+        _entry("cell_lat", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lat", check=_meters_at(1)),
+        _entry("cell_lon", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lon", check=_meters_at(1)),
         _entry("distance_m", (4, 4), _t_float, _d_distance, api="distance_m"),
-        _entry("histogram", (4, 4), _t_float, _d_histogram, literals=(1, 2, 3), api="histogram"),
+        _entry(
+            "histogram",
+            (4, 4),
+            _t_float,
+            _d_histogram,
+            literals=(1, 2, 3),
+            api="histogram",
+            check=lambda v: _arrow.histogram_of(*v[1:]),
+        ),
     )
 }
 

@@ -14,6 +14,9 @@ except where noted:
               columns (a choice that depends only on that unit's own rows); Arrow keeps the first n in input
               order
     cast_str  of a float: Spark's formatting ("1.0"); Arrow writes "1"
+    extremes  on NaN, +-infinity, -0.0, integers beyond 2**53 and grid cells outside any map, is_in, pow,
+              round, cell_lat and cell_lon may differ (both engines stay total; ordinary values agree, as
+              tests/spark/test_spark_totality.py checks); comparisons follow IEEE on both (NaN equals nothing)
 Floating-point functions (cos, asin, pow, ...) are Java's rather than C's: results may differ in the last bit.
 
 The session runs with ANSI mode off (set per session, whatever the cluster's default), as the Arrow engine
@@ -42,6 +45,10 @@ from saferoom.engine.expressions import (  # the same cast gates on both engines
     M_PER_DEG_LON,
     ROW_FACTOR,
     ROW_OFFSET,
+    bounds_of,
+    digits_of,
+    histogram_of,
+    meters_of,
 )
 from saferoom.engine.functions import check_engine
 from saferoom.engine.optimize import prune_columns
@@ -419,9 +426,7 @@ class _Run:
         return column.cast(spark_type(x.out)) if x.out != "null" else column
 
     def _round_call(self, x: _Args) -> Column:
-        digits = _literal(x.expr.args[1]) if len(x.expr.args) > 1 else 0
-        if isinstance(digits, bool) or not isinstance(digits, int) or not -15 <= digits <= 15:
-            raise InvalidPlan("round: ndigits must be an integer literal between -15 and 15")
+        digits = digits_of(_literal(x.expr.args[1])) if len(x.expr.args) > 1 else 0
         if x.t[0] == "int64" and digits >= 0:
             return x.a[0]
         return self._round(x.fl[0], digits)
@@ -502,14 +507,14 @@ class _Run:
 
     def _clamp(self, expr: Call, x: Column, t: str) -> Column:
         F = self.F
-        lo, hi = _literal(expr.args[1]), _literal(expr.args[2])
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)):
-            raise InvalidPlan("clamp: the bounds must be literal numbers")
-        assert isinstance(lo, int | float) and isinstance(hi, int | float)
+        lo, hi = bounds_of(_literal(expr.args[1]), _literal(expr.args[2]))
         low: Column
         high: Column
-        if t == "int64":
-            low, high = F.lit(math.ceil(lo)).cast("bigint"), F.lit(math.floor(hi)).cast("bigint")
+        if t == "int64":  # the integers within the bounds (none: null), as on Arrow
+            lowest, highest = max(math.ceil(lo), -(2**63)), min(math.floor(hi), 2**63 - 1)
+            if lowest > highest:
+                return F.lit(None).cast("bigint")
+            low, high = F.lit(lowest).cast("bigint"), F.lit(highest).cast("bigint")
         else:  # NaN becomes null (Spark orders NaN above every number: test it first)
             low, high = F.lit(float(lo)), F.lit(float(hi))
             return F.when(F.isnan(x), F.lit(None).cast("double")).when(x < low, low).when(x > high, high).otherwise(x)
@@ -530,8 +535,24 @@ class _Args:
     out: str
 
 
-def _compare(op: Callable[[Column, Column], Column]) -> Callable[[_Args], Column]:
-    return lambda x: op(x.a[0], x.a[1])
+def _compare(op: Callable[[Column, Column], Column], on_nan: bool = False) -> Callable[[_Args], Column]:
+    """A comparison with IEEE NaN semantics, as on Arrow (Spark's NaN equals NaN and is above every number)."""
+
+    def compare(x: _Args) -> Column:
+        F, (a, b) = x.F, x.a
+        floats = [c for c, t in zip(x.a, x.t, strict=True) if t == "float64"]
+        if not floats:
+            return op(a, b)
+        nan = F.isnan(floats[0]) if len(floats) == 1 else F.isnan(floats[0]) | F.isnan(floats[1])
+        both = (x.fl[0], x.fl[1]) if len(floats) == 1 else (a, b)  # an integer beside a float: as doubles
+        return F.when(nan & a.isNotNull() & b.isNotNull(), F.lit(on_nan)).otherwise(op(*both))
+
+    return compare
+
+
+def _pair(x: _Args, i: int, j: int) -> _Args:
+    """The arguments ``i`` and ``j`` of a call, as a call of two."""
+    return _Args(x.run, x.F, x.expr, [x.a[i], x.a[j]], [x.t[i], x.t[j]], [x.fl[i], x.fl[j]], x.out)
 
 
 def _logic(x: _Args) -> Column:
@@ -553,13 +574,13 @@ KERNELS: dict[str, Callable[[_Args], Column]] = {
     "ceil": lambda x: x.run._ceil(x.fl[0]),
     "round": lambda x: x.run._round_call(x),
     "sqrt": lambda x: x.F.sqrt(x.fl[0]),
-    "log": lambda x: x.F.when(x.fl[0] > x.F.lit(0.0), x.F.ln(x.fl[0])),
+    "log": lambda x: x.F.when((x.fl[0] > x.F.lit(0.0)) & ~x.F.isnan(x.fl[0]), x.F.ln(x.fl[0])),
     "exp": lambda x: x.F.exp(x.fl[0]),
     "sin": lambda x: x.F.sin(x.fl[0]),
     "cos": lambda x: x.F.cos(x.fl[0]),
     "radians": lambda x: x.fl[0] * x.F.lit(_RAD),
     "eq": _compare(lambda p, q: p == q),
-    "ne": _compare(lambda p, q: p != q),
+    "ne": _compare(lambda p, q: p != q, on_nan=True),
     "lt": _compare(lambda p, q: p < q),
     "le": _compare(lambda p, q: p <= q),
     "gt": _compare(lambda p, q: p > q),
@@ -569,7 +590,7 @@ KERNELS: dict[str, Callable[[_Args], Column]] = {
     "not": _logic,
     "is_null": lambda x: x.a[0].isNull(),
     "is_in": lambda x: x.run._is_in(x.expr, x.a[0]),
-    "between": lambda x: (x.a[0] >= x.a[1]) & (x.a[0] <= x.a[2]),
+    "between": lambda x: _compare(lambda p, q: p >= q)(_pair(x, 0, 1)) & _compare(lambda p, q: p <= q)(_pair(x, 0, 2)),
     "clamp": lambda x: x.run._clamp(x.expr, x.a[0], x.t[0]),
     "case": lambda x: x.run._case(x),
     "cast_int": lambda x: x.run._cast_int(x),
@@ -591,19 +612,11 @@ def _literal(expr: Expr) -> Any:
 
 
 def _meters(expr: Expr) -> float:
-    meters = _literal(expr)
-    if isinstance(meters, bool) or not isinstance(meters, int | float) or not 10 <= meters <= 1_000_000:
-        raise InvalidPlan("meters must be a literal number between 10 and 1,000,000")
-    return float(meters)
+    return meters_of(_literal(expr))
 
 
 def _histogram_args(expr: Call) -> tuple[float, float, int]:
-    start, stop, bins = (_literal(v) for v in expr.args[1:])
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop)) or start >= stop:
-        raise InvalidPlan("histogram: start and stop must be numbers with start < stop")
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
-        raise InvalidPlan("histogram: bins must be an integer between 1 and 10,000")
-    return float(start), float(stop), bins
+    return histogram_of(*(_literal(v) for v in expr.args[1:]))
 
 
 _ARROW = {

@@ -1,0 +1,159 @@
+"""Calls of every registry function over the values that break engines: nulls, NaN, +-infinity, the int64 and
+float extremes, text that looks like a number. Shared by the Arrow and the Spark totality tests."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from saferoom.engine import plan
+from saferoom.engine.functions import REGISTRY, Domain, expr_domain
+from saferoom.errors import InvalidPlan
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EDGES: dict[str, list[object]] = {
+    "int64": [0, 1, -1, 7, -13, 2**31, INT64_MIN, INT64_MAX, INT64_MIN + 1, None],
+    "float64": [0.0, -0.0, 1.5, -2.5, math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 2.0**63, 1e-300, None],
+    "string": ["", "abc", "12", " 7 ", "1e999", "-1e999", "nan", "inf", "9" * 30, None],
+    "bool": [True, False, None],
+}
+_ARROW = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+
+# Literal arguments each function needs (positions fixed by the registry), a few valid choices each.
+LITERALS: dict[str, list[tuple[object, ...]]] = {
+    "round": [(0,), (2,), (-2,), (15,), (-15,)],
+    "clamp": [(0, 1), (-1.5, 2.5), (3, 3), (-1e300, 1e300)],
+    "grid_cell": [(10,), (500,), (1_000_000,)],
+    "cell_lat": [(500,)],
+    "cell_lon": [(500,)],
+    "histogram": [(0, 100, 10), (-1e300, 1e300, 10_000), (0.5, 0.75, 1)],
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call: its expression over columns ``a0, a1, ...`` of ``table``, whose declared domains are given."""
+
+    fn: str
+    expr: plan.Expr
+    table: pa.Table
+    domains: dict[str, Domain]
+
+
+def _arities(fn: str) -> list[int]:
+    lo, hi = REGISTRY[fn].arity
+    if fn == "case":
+        return [3, 5]
+    if fn == "is_in":
+        return [3]
+    return sorted({lo, hi})
+
+
+def _literal_positions(fn: str, n: int) -> tuple[int, ...]:
+    entry = REGISTRY[fn]
+    positions = {p for p in entry.literals if p < n}
+    if entry.all_literal_after is not None:
+        positions |= set(range(entry.all_literal_after, n))
+    return tuple(sorted(positions))
+
+
+def _is_in_values(t: str) -> tuple[object, ...]:
+    return {"int64": (1, -13), "float64": (1.5, 0.0), "string": ("abc", "12"), "bool": (True, False)}[t]
+
+
+def _rows(types: list[str], rng: random.Random, limit: int) -> list[tuple[object, ...]]:
+    product = list(itertools.product(*(EDGES[t] for t in types)))
+    return product if len(product) <= limit else rng.sample(product, limit)
+
+
+def _bounded(t: str, rng: random.Random, n: int) -> tuple[list[object], Domain]:
+    """``n`` finite values within random bounds (the bounds themselves included), with nulls."""
+    if t == "int64":
+        lo = rng.choice([-(2**40), -1000, -3, 0, 2])
+        hi = lo + rng.choice([0, 1, 10, 2**20])
+        values: list[object] = [lo, hi] + [rng.randint(lo, hi) for _ in range(n - 3)] + [None]
+        return values, Domain("int64", float(lo), float(hi), null=True)
+    lo_f = rng.choice([-1e6, -2.5, -0.5, 0.0, 1e-3, 3.0])
+    hi_f = lo_f + rng.choice([0.0, 0.25, 1.0, 1e3, 1e9])
+    floats: list[object] = [lo_f, hi_f] + [rng.uniform(lo_f, hi_f) for _ in range(n - 3)] + [None]
+    return floats, Domain("float64", lo_f, hi_f, null=True)
+
+
+def cases(seed: int = 7, limit: int = 400) -> Iterator[Case]:
+    """Every function, with every argument-type combination its type rule accepts, over edge values (declared
+    domains: anything of the type) and over bounded values (declared domains: those bounds)."""
+    rng = random.Random(seed)
+    for fn in sorted(REGISTRY):
+        for n in _arities(fn):
+            fixed = _literal_positions(fn, n)
+            free = [i for i in range(n) if i not in fixed]
+            for types in itertools.product(sorted(EDGES), repeat=len(free)):
+                # case's conditions are true/false: the type rule refuses anything else
+                if fn == "case" and any(types[free.index(i)] != "bool" for i in range(0, n - 1, 2)):
+                    continue
+                for literals in _literal_choices(fn, fixed, types, free):
+                    yield from _cases_for(fn, n, free, list(types), literals, rng, limit)
+
+
+def _literal_choices(
+    fn: str, fixed: tuple[int, ...], types: tuple[str, ...], free: list[int]
+) -> list[dict[int, object]]:
+    if not fixed:
+        return [{}]
+    if fn == "is_in":
+        return [dict(zip(fixed, _is_in_values(types[0]), strict=True))]
+    return [dict(zip(fixed, choice, strict=True)) for choice in LITERALS[fn]]
+
+
+def _call(fn: str, n: int, free: list[int], literals: dict[int, object]) -> plan.Expr:
+    args = [plan.Lit(literals[i]) if i in literals else plan.Col(f"a{free.index(i)}") for i in range(n)]  # type: ignore[arg-type]
+    return plan.Call(fn, tuple(args))
+
+
+def _cases_for(
+    fn: str, n: int, free: list[int], types: list[str], literals: dict[int, object], rng: random.Random, limit: int
+) -> Iterator[Case]:
+    expr = _call(fn, n, free, literals)
+    schema = {f"a{i}": t for i, t in enumerate(types)}
+    any_domains = {c: Domain(t, nan=t == "float64", inf=t == "float64") for c, t in schema.items()}
+    try:
+        expr_domain(expr, any_domains)
+    except InvalidPlan:
+        return  # ill-typed: refused before anything runs
+    rows = _rows(types, rng, limit)
+    columns = {c: pa.array([r[i] for r in rows], _ARROW[t]) for i, (c, t) in enumerate(schema.items())}
+    yield Case(fn, expr, pa.table(columns) if columns else pa.table({"x": [0] * len(rows)}), any_domains)
+    if types and all(t in ("int64", "float64") for t in types):
+        bounded: dict[str, Domain] = {}
+        values: dict[str, pa.Array] = {}
+        for c, t in schema.items():
+            vals, domain = _bounded(t, rng, 24)
+            values[c], bounded[c] = pa.array(vals, _ARROW[t]), domain
+        length = max(len(v) for v in values.values())
+        table = pa.table({c: pa.array((v.to_pylist() * length)[:length], v.type) for c, v in values.items()})
+        yield Case(fn, expr, table, bounded)
+
+
+def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
+    """Why ``value`` is not in ``domain`` (None when it is); float bounds get a relative ``slack`` (libm)."""
+    if value is None:
+        return None if domain.null else "null, but the domain says never null"
+    if isinstance(value, float) and math.isnan(value):
+        return None if domain.nan else "NaN, but the domain says never NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return None if domain.inf else "infinite, but the domain says finite"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if domain.categories is not None and value not in domain.categories:
+            return f"{value!r} is not among the domain's values {domain.categories}"
+        return None
+    tolerance = slack * max(1.0, abs(float(value)))
+    if domain.lower is not None and value < domain.lower - tolerance:
+        return f"{value!r} is below the domain's lower bound {domain.lower!r}"
+    if domain.upper is not None and value > domain.upper + tolerance:
+        return f"{value!r} is above the domain's upper bound {domain.upper!r}"
+    return None
