@@ -157,3 +157,42 @@ def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
     if domain.upper is not None and value > domain.upper + tolerance:
         return f"{value!r} is above the domain's upper bound {domain.upper!r}"
     return None
+
+
+AGGREGATE_TYPES: dict[str, tuple[str, ...]] = {
+    "count": ("int64", "float64", "string", "bool"),
+    "count_distinct": ("int64", "float64", "string", "bool"),
+    "sum": ("int64", "float64"),
+    "mean": ("int64", "float64"),
+    "std": ("int64", "float64"),
+    "median": ("int64", "float64"),
+    "quantile": ("int64", "float64"),
+    "min": ("int64", "float64", "string"),
+    "max": ("int64", "float64", "string"),
+}
+
+
+def aggregate_tables() -> dict[str, pa.Table]:
+    """Tables that break aggregates: every edge value in one group, a group of nulls only, a null key, no rows."""
+    out = {}
+    for t in sorted(EDGES):
+        values = EDGES[t] * 3
+        keys = [i % 3 for i in range(len(values))]
+        keys[0] = None  # type: ignore[call-overload]
+        nulls = [None] * 4
+        out[t] = pa.table(
+            {"k": pa.array([*keys, 7, 7, 7, 7], pa.int64()), "v": pa.array([*values, *nulls], _ARROW[t])}
+        )
+        out[f"{t}-empty"] = pa.table({"k": pa.array([], pa.int64()), "v": pa.array([], _ARROW[t])})
+    return out
+
+
+def aggregate_plans(table: pa.Table, value_type: str) -> list[plan.Node]:
+    """Every aggregate that applies to ``value_type``, grouped by ``k`` and global."""
+    logical = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool"}
+    source = plan.Input("t", (("k", "int64"), ("v", logical[str(table.schema.field("v").type)])))
+    aggs: list[tuple[str, plan.AggExpr]] = [("rows", plan.AggExpr("count"))]
+    for fn, types in sorted(AGGREGATE_TYPES.items()):
+        if value_type in types:
+            aggs.append((fn, plan.AggExpr(fn, plan.Col("v"), 0.9 if fn == "quantile" else None)))
+    return [plan.Aggregate(source, ("k",), tuple(aggs)), plan.Aggregate(source, (), tuple(aggs))]

@@ -9,7 +9,7 @@ import pytest
 
 from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.functions import REGISTRY, expr_domain
-from tests.support_functions import Case, cases, outside
+from tests.support_functions import Case, aggregate_plans, aggregate_tables, cases, outside
 
 CASES = list(cases())
 _LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool"}
@@ -49,3 +49,12 @@ def test_clamp_bounds_hold_for_every_value() -> None:
     expr = plan.Call("clamp", (plan.Col("x"), plan.Lit(0.0), plan.Lit(1.0)))
     out = _run(Case("clamp", expr, table, {}))
     assert out == [None, 1.0, 0.0, 1.0, 0.0, 0.5, None]  # NaN becomes null: no value escapes [0, 1]
+
+
+@pytest.mark.parametrize("name", sorted(aggregate_tables()))
+def test_no_value_makes_an_aggregate_fail(name: str) -> None:
+    table = aggregate_tables()[name]
+    engine = ArrowEngine(lambda _: pa.table({}), {"t": table})
+    for node in aggregate_plans(table, name.split("-")[0]):
+        result = engine.execute(node).table
+        assert result.num_rows == (1 if not node.keys else len(set(table.column("k").to_pylist())))

@@ -13,7 +13,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.functions import REGISTRY
 from saferoom.engine.spark import SparkEngine
-from tests.support_functions import Case, cases
+from tests.support_functions import Case, aggregate_plans, aggregate_tables, cases
 from tests.support_spark import assert_same, same_value
 
 CASES = list(cases())
@@ -91,3 +91,18 @@ def _ordinary(value: object) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return abs(value) < 2**53 and abs(value) < 2**31
     return not isinstance(value, str)  # text: cast_str of text is text, the rest compares
+
+
+@pytest.mark.parametrize("name", sorted(aggregate_tables()))
+def test_no_value_makes_an_aggregate_fail_on_spark(
+    name: str, spark_session: Any, spark_catalog: tuple[Any, Manifest, Manifest]
+) -> None:
+    table = aggregate_tables()[name]
+    engine = SparkEngine(spark_session, spark_catalog[2], {}, {"t": table})
+    arrow = ArrowEngine(lambda _: pa.table({}), {"t": table})
+    for node in aggregate_plans(table, name.split("-")[0]):
+        ours, theirs = arrow.execute(node).table, engine.execute(node).table  # neither may raise
+        assert ours.num_rows == theirs.num_rows
+        names = (*node.keys, "rows")
+        counts = [sorted(zip(*(t.column(c).to_pylist() for c in names), strict=True), key=str) for t in (ours, theirs)]
+        assert counts[0] == counts[1]  # the same groups with the same row counts
