@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom.disclosure.cells import MAX_GRID, cell_keys
-from saferoom.disclosure.protect import Protected
+from saferoom.disclosure.levels import Protected
 from saferoom.disclosure.release import Released, RuleOutcome
 
 __all__ = ["STATUS", "mark_cells", "marked"]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.disclosure.dp import Noised
-from saferoom.disclosure.protect import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
+from saferoom.disclosure.levels import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
 from saferoom.errors import ReleaseRefused
 
 __all__ = ["ReleaseReport", "Released", "RuleOutcome", "release", "subset_failures", "value_report"]

@@ -17,10 +17,11 @@ from dataclasses import replace
 import pyarrow as pa
 
 from saferoom.disclosure.cells import Key, cell_keys
-from saferoom.disclosure.protect import Protected
+from saferoom.disclosure.levels import Protected
 from saferoom.disclosure.release import Released, RuleOutcome
 
 __all__ = ["margins", "suppress_secondary"]
+
 
 def margins(protected: Mapping[str, Protected]) -> dict[str, list[str]]:
     """For each output that is a table, the other outputs that are margins of it (same rows, fewer keys)."""
