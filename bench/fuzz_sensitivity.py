@@ -181,8 +181,9 @@ class Neighbour:
     table: pa.Table
 
 
-def neighbours(world: World, dataset: str, rng: random.Random, removes: int = 6, adds: int = 14,
-               changes: int = 2) -> Iterator[Neighbour]:  # fmt: skip
+def neighbours(
+    world: World, dataset: str, rng: random.Random, removes: int = 6, adds: int = 14, changes: int = 2
+) -> Iterator[Neighbour]:
     """Neighbours of D for ``dataset``: removals, extreme additions, and changes (remove + add)."""
     table = world.tables[dataset]
     unit = world.unit(dataset)
@@ -200,8 +201,9 @@ def neighbours(world: World, dataset: str, rng: random.Random, removes: int = 6,
     for person in rng.sample(distinct, min(changes, len(distinct))):
         base = _without(table, unit, person)
         for description, rows in _added_persons(world, dataset, person, rng, max(2, adds // 3)):
-            yield Neighbour(f"change {unit}={person} (the add half): {description}", base,
-                            _with(world, dataset, base, rows))  # fmt: skip
+            yield Neighbour(
+                f"change {unit}={person} (the add half): {description}", base, _with(world, dataset, base, rows)
+            )
 
 
 def _without(table: pa.Table, unit: str, person: int) -> pa.Table:
@@ -213,8 +215,9 @@ def _with(world: World, dataset: str, table: pa.Table, rows: list[dict[str, Any]
     return pa.concat_tables([table, _rows_table(world, dataset, rows)]).combine_chunks()
 
 
-def _added_persons(world: World, dataset: str, person: int, rng: random.Random,
-                   n: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:  # fmt: skip
+def _added_persons(
+    world: World, dataset: str, person: int, rng: random.Random, n: int
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """People to add: every column at one extreme, then random mixes; k > 1 datasets get more rows than k."""
     info = world.manifest.dataset(dataset)
     unit = world.unit(dataset)
@@ -226,7 +229,7 @@ def _added_persons(world: World, dataset: str, person: int, rng: random.Random,
     rows_each = 1 if k == 1 else k + 2
     for index, label in enumerate(("nan", "+inf", "-inf", "null", "max", "min")):
         row = dict(template, **{unit: person})
-        for name, kind, lo, hi in columns:
+        for name, kind, _, _ in columns:
             if kind == "float64":
                 row[name] = [math.nan, math.inf, -math.inf, None, 1e308, -1e308][index]
             elif kind in ("int64", "date32"):
@@ -276,8 +279,11 @@ def evaluate(agg: dp.NoisyAggregate, tables: dict[str, pa.Table]) -> Statistics:
     """Run ``agg``'s exact plan (and its histograms) on ``tables`` and read what gets noised."""
     engine = ArrowEngine(source=lambda name: tables[name])
     exact = engine.execute(agg.exact).table
-    keys = [_key(tuple(r)) for r in zip(*(exact.column(k).to_pylist() for k in agg.keys), strict=True)] if agg.keys \
-        else [()] * exact.num_rows  # fmt: skip
+    keys = (
+        [_key(tuple(r)) for r in zip(*(exact.column(k).to_pylist() for k in agg.keys), strict=True)]
+        if agg.keys
+        else [()] * exact.num_rows
+    )
     values: dict[str, Vector] = {}
     scores: dict[str, dict[tuple[Any, ...], np.ndarray]] = {}
     non_finite: list[str] = []
@@ -298,10 +304,14 @@ def evaluate(agg: dp.NoisyAggregate, tables: dict[str, pa.Table]) -> Statistics:
         elif column.kind == "quantile":
             histogram = engine.execute(agg.histograms[column.source]).table
             bins: dict[tuple[Any, ...], np.ndarray] = {}
-            hkeys = zip(*(histogram.column(k).to_pylist() for k in agg.keys), strict=True) if agg.keys \
-                else iter([()] * histogram.num_rows)  # fmt: skip
-            for key, b, n in zip(hkeys, histogram.column("__bin").to_pylist(),
-                                 histogram.column("__n").to_pylist(), strict=True):  # fmt: skip
+            hkeys = (
+                zip(*(histogram.column(k).to_pylist() for k in agg.keys), strict=True)
+                if agg.keys
+                else iter([()] * histogram.num_rows)
+            )
+            for key, b, n in zip(
+                hkeys, histogram.column("__bin").to_pylist(), histogram.column("__n").to_pylist(), strict=True
+            ):
                 counts = bins.setdefault(_key(tuple(key)), np.zeros(dp.QUANTILE_BINS, dtype=np.int64))
                 counts[min(max(int(b or 0), 0), dp.QUANTILE_BINS - 1)] += int(n)
             scores[column.name] = {key: dp._quantile_scores(c, column.q) for key, c in bins.items()}
@@ -323,9 +333,34 @@ def _score_change(a: dict[tuple[Any, ...], np.ndarray], b: dict[tuple[Any, ...],
 # --------------------------------------------------------------------------- random plans
 
 
-NUMBERS: tuple[Any, ...] = (0, 1, -1, 2, 3, 10, 1000, 0.5, -0.5, 1.5, -1.0, 0.0, 24.5, 118.1, 1e-300, 1e300,
-                            -1e300, 1.7976931348623157e308, 1e15, INT64_MAX, INT64_MIN, NEW_ID, 50_000.0,
-                            2**53 + 1, 700.0, 1000.0)  # fmt: skip
+NUMBERS: tuple[Any, ...] = (
+    0,
+    1,
+    -1,
+    2,
+    3,
+    10,
+    1000,
+    0.5,
+    -0.5,
+    1.5,
+    -1.0,
+    0.0,
+    24.5,
+    118.1,
+    1e-300,
+    1e300,
+    -1e300,
+    1.7976931348623157e308,
+    1e15,
+    INT64_MAX,
+    INT64_MIN,
+    NEW_ID,
+    50_000.0,
+    2**53 + 1,
+    700.0,
+    1000.0,
+)
 STRINGS = ("Siming", "Huli", "female", "bachelor", "x", "", "1e999", "12", "-3.5")
 
 
@@ -382,8 +417,10 @@ class PlanMaker:
             return plan.Col(self.rng.choice(strings))
         if r < 0.75 and "cast_str" in self.arities:
             return plan.Call("cast_str", (self.number(cols, depth - 1),))
-        return plan.Call("case", (self.boolean(cols, depth - 1), plan.Lit(self.rng.choice(STRINGS)),
-                                  plan.Lit(self.rng.choice(STRINGS))))  # fmt: skip
+        return plan.Call(
+            "case",
+            (self.boolean(cols, depth - 1), plan.Lit(self.rng.choice(STRINGS)), plan.Lit(self.rng.choice(STRINGS))),
+        )
 
     def _numeric_functions(self) -> list[str]:
         skip = {"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "is_null", "is_in", "between", "cast_str"}
@@ -396,13 +433,16 @@ class PlanMaker:
         n = rng.randint(lo, min(hi, lo + 4))
         num = lambda: self.number(cols, depth)  # noqa: E731
         if fn == "clamp":
-            a, b = sorted((rng.choice(NUMBERS[:14]), rng.choice(NUMBERS[:14] + (1e6, -1e6, 1e300))))
+            a, b = sorted((rng.choice(NUMBERS[:14]), rng.choice((*NUMBERS[:14], 1e6, -1e6, 1e300))))
             return plan.Call(fn, (num(), plan.Lit(a), plan.Lit(b)))
         if fn == "grid_cell":
             return plan.Call(fn, (num(), num(), plan.Lit(rng.choice((10, 500, 1_000_000, 37.5)))))
         if fn in ("cell_lat", "cell_lon"):
-            cell = plan.Call("grid_cell", (num(), num(), plan.Lit(500))) if rng.random() < 0.7 else \
-                plan.Call("cast_int", (num(),))  # fmt: skip
+            cell = (
+                plan.Call("grid_cell", (num(), num(), plan.Lit(500)))
+                if rng.random() < 0.7
+                else plan.Call("cast_int", (num(),))
+            )
             return plan.Call(fn, (cell, plan.Lit(rng.choice((10, 500, 1_000_000)))))
         if fn == "histogram":
             start = rng.choice((0, -1e300, 0.0, 18, 1e300 - 1e290, -5.0))
@@ -425,8 +465,10 @@ class PlanMaker:
         if fn in ("cast_int", "cast_float") and rng.random() < 0.25:
             return plan.Call(fn, (self.string(cols, depth),))
         if fn == "cast_int" and rng.random() < 0.3:
-            return plan.Call(fn, (plan.Call("case", (self.boolean(cols, depth), plan.Lit(rng.choice((1e300, 1e19, 9.3e18))),
-                                                     num())),))  # fmt: skip
+            return plan.Call(
+                fn,
+                (plan.Call("case", (self.boolean(cols, depth), plan.Lit(rng.choice((1e300, 1e19, 9.3e18))), num())),),
+            )
         return plan.Call(fn, tuple(num() for _ in range(n)))
 
     def expr(self, node: plan.Expr) -> Any:
@@ -457,8 +499,11 @@ class PlanMaker:
                 derived[f"d{i}"] = self.expr(self.number(cols, rng.choice((1, 2, 3))))
             r = rng.random()
             if r < 0.25:
-                derived["key"] = self.expr(plan.Call("grid_cell", (plan.Col("lat"), plan.Col("lon"),
-                                                                   plan.Lit(rng.choice((500, 5000, 100_000))))))  # fmt: skip
+                derived["key"] = self.expr(
+                    plan.Call(
+                        "grid_cell", (plan.Col("lat"), plan.Col("lon"), plan.Lit(rng.choice((500, 5000, 100_000))))
+                    )
+                )
             elif r < 0.45:
                 derived["key"] = self.expr(self.boolean(cols, 1))
             elif r < 0.6:
@@ -496,8 +541,11 @@ class PlanMaker:
         p = self.ctx.table(public)
         how = rng.choice(("inner", "left", "right", "inner"))
         if rng.random() < 0.5 and "district" in cols.types:
-            other = p.group_by("district").agg(pn=self.ns["count"]()) if rng.random() < 0.5 else \
-                p.select("district", plat="lat")  # fmt: skip
+            other = (
+                p.group_by("district").agg(pn=self.ns["count"]())
+                if rng.random() < 0.5
+                else p.select("district", plat="lat")
+            )
             joined = t.join(other, "district", how) if rng.random() < 0.7 else other.join(t, "district", how)
         else:
             m = rng.choice((500, 5000))
@@ -581,8 +629,9 @@ def _functions_in(node: plan.Node) -> list[str]:
 class Fuzzer:
     """The search: plans from ``PlanMaker`` (after the hand-written ``seeds``), checked over neighbours."""
 
-    def __init__(self, world: World, seed: int, seeds: list[tuple[str, Callable[[Context, dict[str, Any]], Table]]]
-                 | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, world: World, seed: int, seeds: list[tuple[str, Callable[[Context, dict[str, Any]], Table]]] | None = None
+    ) -> None:
         self.world = world
         self.rng = random.Random(seed)
         self.maker = PlanMaker(world, self.rng)
@@ -675,14 +724,24 @@ class Fuzzer:
                 allowed = float(k) if name == "(cell count)" else kinds[name].sensitivity(k)
                 moved = _l1(vector, other.values[name])
                 if not moved <= allowed * (1 + 1e-9) + 1e-9:
-                    finding("sensitivity", name, neighbour.description, f"L1 change {moved:g}",
-                            f"sensitivity {allowed:g} (k = {k})")  # fmt: skip
+                    finding(
+                        "sensitivity",
+                        name,
+                        neighbour.description,
+                        f"L1 change {moved:g}",
+                        f"sensitivity {allowed:g} (k = {k})",
+                    )
             for name, scores in base.scores.items():
                 allowed = kinds[name].sensitivity(k)
                 moved = _score_change(scores, other.scores[name])
                 if not moved <= allowed:
-                    finding("sensitivity", name, neighbour.description, f"score change {moved:g} (sum over cells "
-                            "of the L-inf)", f"sensitivity {allowed:g} (k = {k})")  # fmt: skip
+                    finding(
+                        "sensitivity",
+                        name,
+                        neighbour.description,
+                        f"score change {moved:g} (sum over cells of the L-inf)",
+                        f"sensitivity {allowed:g} (k = {k})",
+                    )
 
 
 def _datasets_of(node: plan.Node) -> set[str]:
@@ -703,11 +762,13 @@ def known_attacks() -> list[tuple[str, Callable[[Context, dict[str, Any]], Table
     def nan_sum(ctx: Context, ns: dict[str, Any]) -> Table:
         col, when, sqrt, sum_ = ns["col"], ns["when"], ns["sqrt"], ns["sum"]
         cond = col("income") > 1e6
-        return ctx.table("population").group_by("district").agg(x=sum_(sqrt(when(cond, -1.0).otherwise(0.0)).clip(0, 1)))
+        return (
+            ctx.table("population").group_by("district").agg(x=sum_(sqrt(when(cond, -1.0).otherwise(0.0)).clip(0, 1)))
+        )
 
     def zero_times_inf(ctx: Context, ns: dict[str, Any]) -> Table:
         col, when, exp, mean = ns["col"], ns["when"], ns["exp"], ns["mean"]
-        value = (when(col("age") > 90, 0.0).otherwise(1.0) * exp(when(col("age") > 90, 1000.0).otherwise(0.0)))
+        value = when(col("age") > 90, 0.0).otherwise(1.0) * exp(when(col("age") > 90, 1000.0).otherwise(0.0))
         return ctx.table("population").agg(x=mean(value.clip(0, 1)))
 
     def negative_power(ctx: Context, ns: dict[str, Any]) -> Table:
@@ -728,11 +789,16 @@ def known_attacks() -> list[tuple[str, Callable[[Context, dict[str, Any]], Table
     def housing_joined(ctx: Context, ns: dict[str, Any]) -> Table:
         col, count, mean = ns["col"], ns["count"], ns["mean"]
         schools = ctx.table("schools").select("district", cap="capacity")
-        return ctx.table("housing_transactions").join(schools, "district").group_by("district").agg(
-            n=count(), m=mean(col("area_m2")))
+        return (
+            ctx.table("housing_transactions")
+            .join(schools, "district")
+            .group_by("district")
+            .agg(n=count(), m=mean(col("area_m2")))
+        )
 
-    return [(f.__name__, f) for f in (nan_bit, nan_sum, zero_times_inf, negative_power, grid_bit, huge_cast,
-                                       housing_joined)]  # fmt: skip
+    return [
+        (f.__name__, f) for f in (nan_bit, nan_sum, zero_times_inf, negative_power, grid_bit, huge_cast, housing_joined)
+    ]
 
 
 def main() -> None:
