@@ -1,0 +1,536 @@
+"""Worst-case size and cost of plans, from public facts only, checked before anything runs.
+
+Why: an engine worker that hits a limit (memory, CPU, wall clock, output size) because of what the data holds
+tells the researcher a bit per job: a filter that keeps one person iff a condition holds, feeding joins that
+multiply its rows, runs out of memory iff the condition holds. So every plan a job will execute is bounded from
+what is public (the catalog's row counts and declarations, the plan's shape) and a job whose worst case does not
+fit the engine worker's limits is refused before any work, with a message made of those public numbers only:
+the same refusal whatever the data holds. A job admitted this way cannot reach a limit.
+
+Rows (an upper bound for every node, never an estimate):
+    Scan                  the catalog's ``rows``
+    Filter Threshold      <= input
+    Project Sort          = input
+    Limit                 <= min(n, input)
+    Bound(column, n)      <= input
+    Union                 sum of the inputs
+    Aggregate             1 without keys; else <= input, and <= the product of the keys' value counts when every
+                          key has a small public set of values (bool results, literals; catalog categories are not
+                          used: nothing guarantees a file holds only its declared categories)
+    Join                  <= left x right, unless one side is unique on (a subset of) the join keys: then every row
+                          of the other side matches at most one of its rows, and the join has at most the other
+                          side's rows, plus the unique side's own rows when the join keeps its unmatched rows
+    Input                 the rows of the aggregate that produced it (its exact plan), or its public grid
+
+Uniqueness (sets of columns no two rows share): an Aggregate on its keys; a dataset declared
+``one_row_per_unit`` on its privacy unit; ``Bound(c, 1)`` on ``c``; a node of at most one row on nothing at all.
+Filter, Sort, Limit, Threshold and Bound keep it; Project keeps it for key columns passed through as plain
+``Col``; an inner or left join keeps the left side's when the right is unique on the join keys (and the mirror).
+
+Bytes per value: int64, float64 8; date32 4; bool 1; a category (dictionary-encoded) 4 for its index, but the
+engine decodes categories for joins, unions and sort keys, so it counts 4 + its longest category in bytes;
+a string literal its length + 4; any other string ``STRING_BYTES`` (the catalog declares no maximum length: this
+is an assumption about the data owner's text columns, documented here because it is one).
+
+Memory of one engine run: every node's output counted as if nothing were ever freed (a bound on what is alive
+at once, whatever the execution order), except what the engine does not copy (scans are memory-mapped, a
+Project passes ``Col`` columns through, a Limit slices), plus each node's temporaries (computed expression
+columns, a join's decoded inputs and hash table, sort indices, group-by hash tables), the supplied Input tables
+(twice: the IPC bytes and the table), and the outputs once more as IPC streams; times ``MEMORY_OVERHEAD`` for
+allocator slack. It must fit within ``MEMORY_SHARE`` of the worker's memory limit (the limit is headroom above
+the forked worker's baseline, see ``sandbox.limits``).
+
+Time: cost in cells (values read or written, expression nodes times rows, sorts n log n), at a throughput
+measured on the embedded engine (``CELLS_PER_SECOND``: the slowest plan shape measured, divided by 4 for
+shared, slower machines) plus a fixed cost per node and per run; it must fit within ``TIME_SHARE`` of the
+smaller of the worker's CPU-time and wall-clock limits. Output: the outputs' bytes within ``OUTPUT_SHARE`` of
+the reply limit.
+
+Not covered: plans that read Spark datasets (the cluster has its own resources and limits). An admitted plan's
+time still varies with the data below its worst case; the release quantum (``release_quantum_ms``) hides only
+differences smaller than its grid, so padding a job's end to its admitted worst case is the complete answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from saferoom.catalog.manifest import Manifest
+from saferoom.engine import plan
+from saferoom.engine.functions import Domain, expr_domain
+from saferoom.engine.optimize import prune_columns
+from saferoom.engine.plan import (
+    Aggregate,
+    Bound,
+    Call,
+    Col,
+    Expr,
+    Filter,
+    Input,
+    Join,
+    Limit,
+    Lit,
+    Node,
+    Project,
+    Scan,
+    Sort,
+    Threshold,
+    Union,
+    children,
+)
+from saferoom.engine.schema import agg_type, expr_type
+from saferoom.errors import LimitExceeded
+
+if TYPE_CHECKING:
+    from saferoom.disclosure.dp import NoisyAggregate
+    from saferoom.disclosure.levels import Protected
+
+__all__ = [
+    "CELLS_PER_SECOND",
+    "MEMORY_SHARE",
+    "STRING_BYTES",
+    "Facts",
+    "RunCost",
+    "WorkerCaps",
+    "admit",
+    "admit_job",
+    "analyse",
+]
+
+STRING_BYTES = 64  # a text value without declared categories: 4 bytes of offset + up to 60 bytes of text
+WIDTHS = {"int64": 8, "float64": 8, "date32": 4, "bool": 1, "null": 1}
+CELLS_PER_SECOND = 10_000_000  # measured: >= 43M cells/s on one core (a hash group-by with 1M groups), divided by 4
+NODE_SECONDS = 0.002  # per node: Python dispatch, small allocations
+RUN_SECONDS = 1.0  # per engine run: fork, confinement, request and reply framing
+MEMORY_OVERHEAD = 2.0  # allocator slack, buffer padding, validity bitmaps, what the constants above miss
+NODE_BYTES = 64 * 1024  # per node: Python objects, chunk metadata
+MEMORY_SHARE = 0.5  # of the worker's memory limit
+TIME_SHARE = 0.5  # of the smaller of its CPU and wall-clock limits
+OUTPUT_SHARE = 0.9  # of its reply limit (the estimate counts Arrow buffers; IPC framing adds little)
+_MANY = 1 << 62  # "too many to count": products beyond this are capped (still far beyond any limit)
+
+
+class WorkerCaps(Protocol):
+    """The limits of one engine worker (``saferoom.sandbox.Limits`` has this shape)."""
+
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def cpu_seconds(self) -> int: ...
+    @property
+    def wall_seconds(self) -> float: ...
+    @property
+    def output_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Value:
+    """What is known of a column: bytes per value, and how many distinct values (with null) it can hold."""
+
+    type: str
+    width: int
+    values: int | None = None
+    domain: Domain | None = None  # bounds the registry's domain rules give a computed column (e.g. after clamp)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The worst case of one node: its rows, its columns and the column sets it is unique on."""
+
+    rows: int
+    columns: dict[str, Value]
+    unique: frozenset[frozenset[str]] = frozenset()
+    counts: Mapping[str, int] = field(default_factory=dict)  # column -> most rows its (distinct) count counted
+
+    def unique_on(self, names: Iterable[str]) -> bool:
+        names = set(names)
+        return self.rows <= 1 or any(k <= names for k in self.unique)
+
+    @property
+    def width(self) -> int:
+        return sum(v.width for v in self.columns.values()) or 1
+
+
+@dataclass
+class RunCost:
+    """The worst case of one engine run (several plans; a shared subtree counted once)."""
+
+    roots: dict[str, Facts] = field(default_factory=dict)
+    cells: int = 0
+    memory_bytes: int = 0
+    output_bytes: int = 0
+    nodes: int = 0
+    heaviest: tuple[int, str, str, int] = (0, "", "", 0)  # (bytes, root, node, its rows): named in refusals
+
+    @property
+    def seconds(self) -> float:
+        return self.cells / CELLS_PER_SECOND + self.nodes * NODE_SECONDS + RUN_SECONDS
+
+
+def _mul(*xs: int) -> int:
+    out = 1
+    for x in xs:
+        out = min(_MANY, out * x)
+    return out
+
+
+def _type_width(t: str) -> int:
+    return WIDTHS.get(t, STRING_BYTES)
+
+
+def _expr(expr: Expr, cols: Mapping[str, Value], types: Mapping[str, str]) -> tuple[Value, int]:
+    """The value facts of ``expr`` and how many Call nodes it evaluates (each one a temporary column)."""
+    if isinstance(expr, Col):
+        t = types.get(expr.name, "string")
+        return cols.get(expr.name, Value(t, _type_width(t))), 0
+    if isinstance(expr, Lit):
+        if isinstance(expr.value, str):
+            return Value("string", 4 + len(expr.value.encode()), 1), 0
+        return Value(expr_type(expr, types), 8, 1), 0
+    args = [_expr(a, cols, types) for a in expr.args]
+    calls = 1 + sum(n for _, n in args)
+    t = expr_type(expr, types)
+    if t == "bool":
+        return Value(t, 1, 3), calls
+    if t != "string":
+        values = None
+        bins = expr.args[-1].value if expr.fn == "histogram" and isinstance(expr.args[-1], Lit) else None
+        if isinstance(bins, int) and not isinstance(bins, bool):
+            values = bins + 1
+        if expr.fn == "case" and all(args[i][0].values is not None for i in range(1, len(args), 2)):
+            values = sum(args[i][0].values or 0 for i in (*range(1, len(args) - 1, 2), len(args) - 1)) + 1
+        return Value(t, _type_width(t), values), calls
+    if expr.fn == "cast_str":
+        arg_type = expr_type(expr.args[0], types)
+        return Value(t, args[0][0].width if arg_type == "string" else 28), calls
+    return Value(t, max([a.width for a, _ in args] + [4])), calls
+
+
+def _bounded(value: Value, expr: Call, cols: Mapping[str, Value], types: Mapping[str, str]) -> Value:
+    """An integer column with its value count from the registry's domain rules (bounds known: at most
+    upper - lower + 1 values, and null)."""
+    domain = expr_domain(expr, {n: v.domain for n, v in cols.items() if v.domain is not None}, types)
+    interval = domain.interval
+    if interval is None or interval[1] - interval[0] >= _MANY:
+        return Value(value.type, value.width, value.values, domain)
+    count = int(interval[1] - interval[0]) + 2
+    return Value(value.type, value.width, min(count, value.values or count), domain)
+
+
+def _describe(node: Node) -> str:
+    datasets = sorted({n.dataset for n in plan.walk(node) if isinstance(n, Scan)})
+    reading = f" (reading {', '.join(datasets)})" if datasets else ""
+    if isinstance(node, Join):
+        article = "an" if node.how == "inner" else "a"
+        return f"{article} {node.how} join on {', '.join(node.on)}{reading}"
+    if isinstance(node, Aggregate):
+        return f"a group-by on {', '.join(node.keys) or 'nothing'}{reading}"
+    return f"a {type(node).__name__.lower()}{reading}"
+
+
+class _Analysis:
+    def __init__(self, manifest: Manifest, inputs: Mapping[str, Facts]) -> None:
+        self.manifest = manifest
+        self.inputs = inputs
+        self.done: dict[int, Facts] = {}
+        self.types: dict[int, dict[str, str]] = {}
+        self.cost = RunCost()
+
+    def facts(self, node: Node, root: str) -> Facts:
+        stack: list[tuple[Node, bool]] = [(node, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if id(current) in self.done:
+                continue
+            if expanded:
+                self.done[id(current)] = self._node(current, [self.done[id(k)] for k in children(current)], root)
+            else:
+                stack.append((current, True))
+                stack.extend((k, False) for k in children(current))
+        return self.done[id(node)]
+
+    def _charge(self, node: Node, root: str, cells: int, stored: int, temporary: int, rows: int = 0) -> None:
+        memory = min(_MANY, stored + temporary + NODE_BYTES)
+        self.cost.cells = min(_MANY, self.cost.cells + cells)
+        self.cost.memory_bytes = min(_MANY, self.cost.memory_bytes + memory)
+        self.cost.nodes += 1
+        if memory > self.cost.heaviest[0]:
+            self.cost.heaviest = (memory, root, _describe(node), rows)
+
+    def _node(self, node: Node, kids: list[Facts], root: str) -> Facts:
+        if isinstance(node, Scan):
+            info = self.manifest.dataset(node.dataset)
+            cols = {}
+            for name in node.columns:
+                c = info.column(name)
+                width = 4 + max(len(x.encode()) for x in c.categories) if c.categories else _type_width(c.type)
+                values = len(c.categories) + 1 if c.categories else 3 if c.type == "bool" else None
+                cols[name] = Value(c.type, width, values)
+            unique: frozenset[frozenset[str]] = frozenset()
+            if info.one_row_per_unit and info.privacy_unit in node.columns:
+                unique = frozenset({frozenset({info.privacy_unit})})
+            self._charge(node, root, _mul(info.rows, len(cols) or 1), 0, 0)  # memory-mapped: read, not copied
+            return Facts(info.rows, cols, unique)
+        if isinstance(node, Input):
+            known = self.inputs.get(node.label)
+            rows = known.rows if known is not None else _MANY
+            unique = known.unique if known is not None else frozenset()
+            cols = {name: Value(t, _type_width(t)) for name, t in node.columns}
+            out = Facts(rows, cols, unique)
+            self._charge(node, root, _mul(rows, len(cols) or 1), _mul(2, rows, out.width), 0)
+            return out
+        first = kids[0]
+        types = {n: v.type for n, v in first.columns.items()}
+        if isinstance(node, Filter):
+            _, calls = _expr(node.predicate, first.columns, types)
+            self._charge(
+                node,
+                root,
+                _mul(first.rows, calls + 1 + len(first.columns)),
+                _mul(first.rows, first.width),
+                _mul(first.rows, 8 * (calls + 1)),
+            )
+            return first
+        if isinstance(node, Project):
+            projected: dict[str, Value] = {}
+            calls = stored = 0
+            for name, e in node.columns:
+                value, n = _expr(e, first.columns, types)
+                if isinstance(e, Call) and value.type == "int64":
+                    value = _bounded(value, e, first.columns, types)
+                projected[name] = value
+                calls += n
+                stored += 0 if isinstance(e, Col) else value.width
+            kept: set[frozenset[str]] = set()
+            for key in first.unique:
+                aliases = [[n for n, e in node.columns if isinstance(e, Col) and e.name == k] for k in key]
+                if all(aliases):
+                    kept.add(frozenset(a[0] for a in aliases))
+                    kept.add(frozenset(a[-1] for a in aliases))
+            self._charge(node, root, _mul(first.rows, calls + 1), _mul(first.rows, stored), _mul(first.rows, 8 * calls))
+            counts = {n: first.counts[e.name] for n, e in node.columns if isinstance(e, Col) and e.name in first.counts}
+            return Facts(first.rows, projected, frozenset(kept), counts)
+        if isinstance(node, Aggregate):
+            cols = {k: first.columns[k] for k in node.keys}
+            work, extra = len(node.keys) + 1, 0
+            for name, agg in node.aggs:
+                value, n = (Value("int64", 8), 0) if agg.arg is None else _expr(agg.arg, first.columns, types)
+                work += n + 1
+                t = agg_type(agg, types)
+                cols[name] = Value(t, max(8, value.width) if agg.fn in ("min", "max") else 8)
+                extra += 8 * (n + 1) + (24 if agg.fn in ("median", "quantile") else 0)
+                if agg.fn in ("median", "quantile"):
+                    work += max(1, first.rows.bit_length())
+            rows = 1 if not node.keys else first.rows
+            if node.keys and all(cols[k].values is not None for k in node.keys):
+                rows = min(rows, _mul(*(cols[k].values or 1 for k in node.keys)))
+            counted = {name: first.rows for name, agg in node.aggs if agg.fn in ("count", "count_distinct")}
+            out = Facts(rows, cols, frozenset({frozenset(node.keys)}), counted)
+            # Acero's hash group-by: measured ~140 bytes per group for one int64 key and two aggregates.
+            temporary = _mul(first.rows, extra + 64 + sum(cols[k].width for k in node.keys)) + _mul(rows, 128)
+            self._charge(node, root, _mul(first.rows, work), _mul(rows, out.width), temporary, rows)
+            return out
+        if isinstance(node, Join):
+            return self._join(node, kids[0], kids[1], root)
+        if isinstance(node, Sort):
+            passes = max(1, first.rows.bit_length()) * len(node.keys)
+            self._charge(
+                node,
+                root,
+                _mul(first.rows, passes + len(first.columns)),
+                _mul(first.rows, first.width),
+                _mul(first.rows, 8 + sum(first.columns[k].width for k, _ in node.keys)),
+            )
+            return first
+        if isinstance(node, Limit):
+            rows = min(node.n, first.rows)
+            unique = first.unique | ({frozenset()} if rows <= 1 else set())
+            self._charge(node, root, 1, 0, 0)  # a slice: no copy
+            return Facts(rows, first.columns, frozenset(unique), first.counts)
+        if isinstance(node, Union):
+            rows = min(_MANY, sum(k.rows for k in kids))
+            cols = {n: Value(v.type, max(k.columns.get(n, v).width for k in kids)) for n, v in first.columns.items()}
+            out = Facts(rows, cols)
+            self._charge(node, root, _mul(rows, len(cols) or 1), _mul(rows, out.width), 0)
+            return out
+        if isinstance(node, Bound):
+            unique = first.unique | ({frozenset({node.column})} if node.n == 1 else set())
+            passes = max(1, first.rows.bit_length())
+            self._charge(
+                node,
+                root,
+                _mul(first.rows, passes + len(first.columns)),
+                _mul(first.rows, first.width),
+                _mul(first.rows, 48),
+            )
+            return Facts(first.rows, first.columns, frozenset(unique), first.counts)
+        assert isinstance(node, Threshold)
+        self._charge(
+            node, root, _mul(first.rows, 2 + len(first.columns)), _mul(first.rows, first.width), _mul(first.rows, 2)
+        )
+        most = first.counts.get(node.column)
+        if most is None or node.minimum < 2:
+            return first
+        # Every kept row is a group of at least ``minimum`` of the rows its count counted: at most most / minimum.
+        return Facts(min(first.rows, most // node.minimum), first.columns, first.unique, first.counts)
+
+    def _join(self, node: Join, left: Facts, right: Facts, root: str) -> Facts:
+        on = set(node.on)
+        left_unique, right_unique = left.unique_on(on), right.unique_on(on)
+        keeps_left, keeps_right = node.how in ("left", "full"), node.how in ("right", "full")
+        if left_unique and right_unique:
+            rows = min(left.rows, right.rows) if node.how == "inner" else left.rows + right.rows
+        elif right_unique:
+            rows = left.rows + (right.rows if keeps_right else 0)
+        elif left_unique:
+            rows = right.rows + (left.rows if keeps_left else 0)
+        else:
+            rows = _mul(left.rows, right.rows) + (left.rows if keeps_left else 0) + (right.rows if keeps_right else 0)
+        rows = min(_MANY, rows)
+        unique: set[frozenset[str]] = set()
+        if right_unique and node.how in ("inner", "left"):
+            unique |= left.unique
+        if left_unique and node.how in ("inner", "right"):
+            unique |= right.unique
+        cols = {**left.columns, **{n: v for n, v in right.columns.items() if n not in on}}
+        counts: dict[str, int] = {}  # a side's counts still bound its groups when none of its rows is repeated
+        if right_unique:
+            counts |= {n: c for n, c in left.counts.items() if n not in on}
+        if left_unique:
+            counts |= {n: c for n, c in right.counts.items() if n not in on}
+        out = Facts(rows, cols, frozenset(unique), counts)
+        inputs = _mul(left.rows, left.width) + _mul(right.rows, right.width)
+        hashed = _mul(left.rows + right.rows, 64)
+        cells = _mul(left.rows, len(left.columns)) + _mul(right.rows, len(right.columns)) + _mul(rows, len(cols))
+        self._charge(node, root, cells, _mul(rows, out.width), inputs + hashed, rows)
+        return out
+
+    def run(self, roots: Mapping[str, Node]) -> RunCost:
+        shared = plan.share_subtrees(dict(roots))
+        pruned = dict(zip(shared, prune_columns(*shared.values()), strict=True))
+        for name, node in pruned.items():
+            facts = self.facts(node, name)
+            self.cost.roots[name] = facts
+            self.cost.output_bytes = min(_MANY, self.cost.output_bytes + _mul(facts.rows, facts.width) + 4096)
+        self.cost.memory_bytes = min(
+            _MANY, math.ceil((self.cost.memory_bytes + self.cost.output_bytes) * MEMORY_OVERHEAD)
+        )
+        return self.cost
+
+
+def analyse(roots: Mapping[str, Node], manifest: Manifest, inputs: Mapping[str, Facts] | None = None) -> RunCost:
+    """The worst case of one engine run executing ``roots`` over the catalog and the ``inputs`` (by label)."""
+    return _Analysis(manifest, inputs or {}).run(roots)
+
+
+def _size(n: float) -> str:
+    if n >= _MANY:
+        return "more than 2**62 bytes"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def admit(cost: RunCost, caps: WorkerCaps, what: str = "this job") -> None:
+    """Raise LimitExceeded, naming the heaviest node and the numbers, if ``cost`` may not fit the worker."""
+    memory = caps.memory_bytes * MEMORY_SHARE
+    seconds = min(caps.cpu_seconds, caps.wall_seconds) * TIME_SHARE
+    output = caps.output_bytes * OUTPUT_SHARE
+    _, root, node, most = cost.heaviest
+    rows = max(cost.roots.values(), key=lambda f: f.rows).rows if cost.roots else 0
+    where = f"{node} in output {root!r}" if root else node
+    if most:
+        where += f", up to {most:,} rows" if most < _MANY else ", more than 2**62 rows"
+    hint = "aggregate before joining, or join on keys one side is unique on (a group-by's keys)"
+    if cost.memory_bytes > memory:
+        raise LimitExceeded(
+            f"refused before running: in the worst case the catalog allows, {what} needs {_size(cost.memory_bytes)} "
+            f"of engine memory, more than the {_size(memory)} admitted ({MEMORY_SHARE:.0%} of the worker's "
+            f"{_size(caps.memory_bytes)} limit); the largest part is {where}: {hint}"
+        )
+    if cost.seconds > seconds:
+        raise LimitExceeded(
+            f"refused before running: in the worst case the catalog allows, {what} processes "
+            f"{cost.cells:,} values, about {cost.seconds:,.0f} s at {CELLS_PER_SECOND:,} values/s, more than the "
+            f"{seconds:g} s admitted ({TIME_SHARE:.0%} of the worker's time limit); the largest part is {where}: "
+            f"{hint}"
+        )
+    if cost.output_bytes > output:
+        raise LimitExceeded(
+            f"refused before running: in the worst case the catalog allows, {what} returns "
+            f"{_size(cost.output_bytes)} (up to {rows:,} rows in one output), more than the {_size(output)} "
+            f"admitted ({OUTPUT_SHARE:.0%} of the worker's {_size(caps.output_bytes)} reply limit)"
+        )
+
+
+def _on_spark(node: Node, manifest: Manifest) -> bool:
+    return any(manifest.dataset(n.dataset).engine == "spark" for n in plan.walk(node) if isinstance(n, Scan))
+
+
+def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: WorkerCaps) -> list[RunCost]:
+    """Admit every engine run a job's protected outputs lead to (``jobs.pipeline.release_all``): the rounds of
+    exact DP statistics (``release_noisy``), then the outputs, their subset checks and cell lists. Returns the
+    runs' worst cases; raises LimitExceeded before any work if one of them may not fit ``caps``."""
+    owner: dict[str, str] = {}
+    noisy: dict[str, NoisyAggregate] = {}
+    for name, p in protected.items():
+        for label, agg in p.noisy.items():
+            noisy[label] = agg
+            owner[label] = name
+    inputs: dict[str, Facts] = {}
+    runs: list[RunCost] = []
+
+    def run(roots: dict[str, Node], names: Mapping[str, str]) -> RunCost:
+        local = {k: v for k, v in roots.items() if not _on_spark(v, manifest)}
+        cost = analyse(local, manifest, inputs)
+        cost.memory_bytes = min(_MANY, cost.memory_bytes + sum(_mul(3, f.rows, f.width) for f in inputs.values()))
+        memory, root, node, rows = cost.heaviest
+        cost.heaviest = (memory, names.get(root, root), node, rows)
+        admit(cost, caps)
+        runs.append(cost)
+        return cost
+
+    pending = dict(noisy)
+    while pending:
+        ready = {
+            label: agg
+            for label, agg in pending.items()
+            if all(
+                n.label in inputs
+                for root in (agg.exact, *agg.histograms.values())
+                for n in plan.walk(root)
+                if isinstance(n, Input)
+            )
+        }
+        if not ready:
+            break  # a cycle: release_noisy refuses it before any work
+        roots: dict[str, Node] = {}
+        names: dict[str, str] = {}
+        for label, agg in ready.items():
+            roots[label] = agg.exact
+            names[label] = owner[label]
+            for h, node in agg.histograms.items():
+                roots[f"{label}:{h}"] = node
+                names[f"{label}:{h}"] = owner[label]
+        cost = run(roots, names)
+        for label, agg in ready.items():
+            exact = cost.roots.get(label, Facts(_MANY, {}))
+            rows = exact.rows
+            if agg.keys and agg.domains is not None:
+                rows = max(rows, _mul(*(len(d) for d in agg.domains)))
+            columns = {n: Value(t, _type_width(t)) for n, t in agg.schema}
+            inputs[label] = Facts(rows, columns, frozenset({frozenset(agg.keys)}))
+            del pending[label]
+    roots = {name: p.plan for name, p in protected.items()}
+    names = {name: name for name in protected}
+    for name, p in protected.items():
+        for label, check in p.subsets.items():
+            roots[label], names[label] = check.plan, name
+        if p.table is not None:
+            roots[f"cells:{name}"], names[f"cells:{name}"] = p.table.cells, name
+    run(roots, names)
+    return runs
