@@ -163,7 +163,7 @@ class RunCost:
     memory_bytes: int = 0
     output_bytes: int = 0
     nodes: int = 0
-    heaviest: tuple[int, str, str, int] = (0, "", "", 0)  # (bytes, root, node, its rows): named in refusals
+    largest: tuple[int, str, str] = (0, "", "")  # (rows, root, node): the largest table, named in refusals
 
     @property
     def seconds(self) -> float:
@@ -246,19 +246,20 @@ class _Analysis:
             if id(current) in self.done:
                 continue
             if expanded:
-                self.done[id(current)] = self._node(current, [self.done[id(k)] for k in children(current)], root)
+                facts = self._node(current, [self.done[id(k)] for k in children(current)], root)
+                self.done[id(current)] = facts
+                if facts.rows > self.cost.largest[0]:
+                    self.cost.largest = (facts.rows, root, _describe(current))
             else:
                 stack.append((current, True))
                 stack.extend((k, False) for k in children(current))
         return self.done[id(node)]
 
-    def _charge(self, node: Node, root: str, cells: int, stored: int, temporary: int, rows: int = 0) -> None:
+    def _charge(self, node: Node, root: str, cells: int, stored: int, temporary: int) -> None:
         memory = min(_MANY, stored + temporary + NODE_BYTES)
         self.cost.cells = min(_MANY, self.cost.cells + cells)
         self.cost.memory_bytes = min(_MANY, self.cost.memory_bytes + memory)
         self.cost.nodes += 1
-        if memory > self.cost.heaviest[0]:
-            self.cost.heaviest = (memory, root, _describe(node), rows)
 
     def _node(self, node: Node, kids: list[Facts], root: str) -> Facts:
         if isinstance(node, Scan):
@@ -331,7 +332,7 @@ class _Analysis:
             out = Facts(rows, cols, frozenset({frozenset(node.keys)}), counted)
             # Acero's hash group-by: measured ~140 bytes per group for one int64 key and two aggregates.
             temporary = _mul(first.rows, extra + 64 + sum(cols[k].width for k in node.keys)) + _mul(rows, 128)
-            self._charge(node, root, _mul(first.rows, work), _mul(rows, out.width), temporary, rows)
+            self._charge(node, root, _mul(first.rows, work), _mul(rows, out.width), temporary)
             return out
         if isinstance(node, Join):
             return self._join(node, kids[0], kids[1], root)
@@ -405,7 +406,7 @@ class _Analysis:
         inputs = _mul(left.rows, left.width) + _mul(right.rows, right.width)
         hashed = _mul(left.rows + right.rows, 64)
         cells = _mul(left.rows, len(left.columns)) + _mul(right.rows, len(right.columns)) + _mul(rows, len(cols))
-        self._charge(node, root, cells, _mul(rows, out.width), inputs + hashed, rows)
+        self._charge(node, root, cells, _mul(rows, out.width), inputs + hashed)
         return out
 
     def run(self, roots: Mapping[str, Node]) -> RunCost:
@@ -436,27 +437,26 @@ def _size(n: float) -> str:
 
 
 def admit(cost: RunCost, caps: WorkerCaps, what: str = "this job") -> None:
-    """Raise LimitExceeded, naming the heaviest node and the numbers, if ``cost`` may not fit the worker."""
+    """Raise LimitExceeded, naming the largest table and the numbers, if ``cost`` may not fit the worker."""
     memory = caps.memory_bytes * MEMORY_SHARE
     seconds = min(caps.cpu_seconds, caps.wall_seconds) * TIME_SHARE
     output = caps.output_bytes * OUTPUT_SHARE
-    _, root, node, most = cost.heaviest
+    most, root, node = cost.largest
     rows = max(cost.roots.values(), key=lambda f: f.rows).rows if cost.roots else 0
     where = f"{node} in output {root!r}" if root else node
-    if most:
-        where += f", up to {most:,} rows" if most < _MANY else ", more than 2**62 rows"
+    where += f", up to {most:,} rows" if most < _MANY else ", more than 2**62 rows"
     hint = "aggregate before joining, or join on keys one side is unique on (a group-by's keys)"
     if cost.memory_bytes > memory:
         raise LimitExceeded(
             f"refused before running: in the worst case the catalog allows, {what} needs {_size(cost.memory_bytes)} "
             f"of engine memory, more than the {_size(memory)} admitted ({MEMORY_SHARE:.0%} of the worker's "
-            f"{_size(caps.memory_bytes)} limit); the largest part is {where}: {hint}"
+            f"{_size(caps.memory_bytes)} limit); the largest table is {where}: {hint}"
         )
     if cost.seconds > seconds:
         raise LimitExceeded(
             f"refused before running: in the worst case the catalog allows, {what} processes "
             f"{cost.cells:,} values, about {cost.seconds:,.0f} s at {CELLS_PER_SECOND:,} values/s, more than the "
-            f"{seconds:g} s admitted ({TIME_SHARE:.0%} of the worker's time limit); the largest part is {where}: "
+            f"{seconds:g} s admitted ({TIME_SHARE:.0%} of the worker's time limit); the largest table is {where}: "
             f"{hint}"
         )
     if cost.output_bytes > output:
@@ -488,8 +488,8 @@ def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: Work
         local = {k: v for k, v in roots.items() if not _on_spark(v, manifest)}
         cost = analyse(local, manifest, inputs)
         cost.memory_bytes = min(_MANY, cost.memory_bytes + sum(_mul(3, f.rows, f.width) for f in inputs.values()))
-        memory, root, node, rows = cost.heaviest
-        cost.heaviest = (memory, names.get(root, root), node, rows)
+        most, root, node = cost.largest
+        cost.largest = (most, names.get(root, root), node)
         admit(cost, caps)
         runs.append(cost)
         return cost
