@@ -25,14 +25,14 @@ from saferoom.server import SaferoomServer
 from tests.support import Deployment
 
 PERSON = 42
-SOURCE = f'''
+SOURCE = f"""
 def run(ctx, cutoff=0):
     me = ctx.table("population").filter((col("person_id") == {PERSON}) & (col("income") > cutoff))
     blown = me.with_columns(k=lit(1)).select("k", "person_id")
     for name, key in (("bus_stops", "stop_id"), ("schools", "school_id"), ("land_use", "parcel_id")):
         blown = blown.join(ctx.table(name).with_columns(k=lit(1)).select("k", key), on="k")
     return {{"n": blown.group_by("k").agg(n=count())}}
-'''
+"""
 TOML = """name = "amplified-work"
 version = "1.0.0"
 description = "Red team: one person's row multiplied by cross joins with public tables."
@@ -90,7 +90,9 @@ def test_refused_before_any_engine_work_whatever_the_condition(
 
 
 def test_the_same_plan_without_amplification_is_admitted(pipeline: Pipeline, tmp_path: Path) -> None:
-    (tmp_path / "main.py").write_text(SOURCE.replace('("bus_stops", "stop_id"), ', "").replace(', ("land_use", "parcel_id")', ","))
+    (tmp_path / "main.py").write_text(
+        SOURCE.replace('("bus_stops", "stop_id"), ', "").replace(', ("land_use", "parcel_id")', ",")
+    )
     (tmp_path / "saferoom.toml").write_text(TOML.replace("amplified-work", "unamplified"))
     outcome = pipeline.run(load_package(tmp_path), HOLDS)  # 20,000 x 50 schools at worst: runs, is suppressed
     assert [o.name for o in outcome.outputs] == ["n"]
