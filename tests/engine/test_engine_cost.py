@@ -198,7 +198,7 @@ def test_cross_joins_beyond_the_limits_are_refused_naming_the_node() -> None:
     assert message.startswith("refused before running")
     assert "an inner join on k (reading people, stops) in output 'pairs'" in message
     assert f"up to {PEOPLE * STOPS * STOPS:,} rows" in message
-    assert "1.0 GiB admitted" in message
+    assert "1.5 GiB admitted (75% of the worker's 2.0 GiB limit)" in message
 
 
 def test_time_and_output_limits() -> None:
