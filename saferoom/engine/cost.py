@@ -490,6 +490,8 @@ def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: Work
     def run(roots: dict[str, Node], names: Mapping[str, str]) -> RunCost:
         local = {k: v for k, v in roots.items() if not _on_spark(v, manifest)}
         cost = analyse(local, manifest, inputs)
+        if len(local) < len(roots):  # the cluster's runs are not admitted here, but their outputs feed Inputs
+            cost.roots |= {k: f for k, f in analyse(roots, manifest, inputs).roots.items() if k not in local}
         cost.memory_bytes = min(_MANY, cost.memory_bytes + sum(_mul(3, f.rows, f.width) for f in inputs.values()))
         most, root, node = cost.largest
         cost.largest = (most, names.get(root, root), node)
