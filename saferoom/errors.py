@@ -28,13 +28,21 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   ├── LimitExceeded              RESOURCE_EXHAUSTED  memory, CPU, output size or plan size limit hit
     │   ├── JobTimeout                 DEADLINE_EXCEEDED   wall-clock limit hit; the worker was killed
     │   ├── WorkerCrashed              INTERNAL            the worker died without answering
-    │   └── JobCancelled               CANCELLED
+    │   ├── JobCancelled               CANCELLED
+    │   └── EngineError                                    a failure once the engine started on data: fixed text
+    │       ├── EngineFailed           INTERNAL            anything else that failed there (engine, release, fit)
+    │       ├── EngineTimeout          DEADLINE_EXCEEDED   the engine phase ran out of wall-clock time
+    │       └── EngineLimitExceeded    RESOURCE_EXHAUSTED  an engine worker hit its memory, CPU or output limit
     ├── BudgetExhausted                RESOURCE_EXHAUSTED  the privacy budget left cannot pay for a run
     ├── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
     └── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
 
 Messages are written for the researcher: they name the line of *their* code where relevant and never
 contain host paths, memory addresses or frames of saferoom's own code.
+
+An ``EngineError`` always carries its class's fixed message, whatever text it is built with: what the engine
+or the release step said may quote a value of the data. Which phase may raise what, and which messages may carry
+text derived from the plan, is the catalogue in ``saferoom.jobs.failures``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ __all__ = [
     "BudgetExhausted",
     "CodeRefused",
     "DatasetNotFound",
+    "EngineError",
+    "EngineFailed",
+    "EngineLimitExceeded",
+    "EngineTimeout",
     "FailedPrecondition",
     "InvalidPackage",
     "InvalidParameter",
@@ -199,6 +211,40 @@ class WorkerCrashed(JobError):
 class JobCancelled(JobError):
     code = "cancelled"
     status = "CANCELLED"
+
+
+class EngineError(JobError):
+    """A job failed after the engine started on data: only the class's fixed ``fixed_message`` is ever shown.
+
+    The text it is given (for instance by ``error_from_code`` after crossing a process pipe) is dropped, so no
+    path can put the engine's own words, which may quote a personal value, into a job record or the audit log.
+    """
+
+    code = "engine_error"
+    fixed_message = "the engine could not complete the plan; no result was released"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(self.fixed_message)
+
+
+class EngineFailed(EngineError):
+    code = "engine_failed"
+    status = "INTERNAL"
+    fixed_message = "the engine could not complete the plan; no result was released"
+
+
+class EngineTimeout(EngineError):
+    code = "engine_timeout"
+    status = "DEADLINE_EXCEEDED"
+    fixed_message = "the engine did not finish the plan within the job's time limit; no result was released"
+
+
+class EngineLimitExceeded(EngineError):
+    code = "engine_limit_exceeded"
+    status = "RESOURCE_EXHAUSTED"
+    fixed_message = (
+        "the engine reached the job's memory, CPU or output limit while running the plan; no result was released"
+    )
 
 
 class BudgetExhausted(SaferoomError):
