@@ -2,6 +2,11 @@
 
 Knows nothing of gRPC. A job is persisted (QUEUED) before it is acknowledged; each state change is a
 compare-and-set in the store (see ``saferoom.jobs.state``), and watchers are woken on every change.
+
+A failed job records only a code and message of the catalogue in ``saferoom.jobs.failures``: the pipeline turns
+anything raised once the engine started on data into a fixed ``EngineError``, whose original text is written
+to the diagnostic log here (with the job id) and nowhere else; anything that is not a ``SaferoomError`` is
+recorded as ``internal``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from saferoom.audit import AuditLog, EventType
 from saferoom.audit.log import Entry
 from saferoom.disclosure.budgets import BudgetService, budget_summary
 from saferoom.errors import (
+    EngineError,
     InvalidRequest,
     JobCancelled,
     JobFailed,
@@ -34,6 +40,7 @@ from saferoom.errors import (
     Unavailable,
 )
 from saferoom.identity import Identity, Role
+from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import FINAL_STATES, JobState
 from saferoom.packages import PackageService
@@ -397,7 +404,10 @@ class JobService:
                 self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "interrupted", _INTERRUPTED)
             else:
                 self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)
-        except SaferoomError as exc:
+        except EngineError as exc:  # its message is fixed; what the engine said may quote data: the log only
+            log_engine_failure(job_id, exc)
+            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.fixed_message)
+        except SaferoomError as exc:  # raised before any data was touched: its message is data-independent
             self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.message)
         except Exception:  # a bug of ours: record it without host details, keep serving
             _log.exception("job %s failed with an internal error", job_id)
