@@ -196,13 +196,20 @@ def _is_in(x: Value, *values: Value) -> Value:
     kinds = {type(i) for i in items if i is not None}
     if len(kinds - {int, float}) > 1 or (kinds & {str} and kinds - {str}):
         raise InvalidPlan("is_in values must all be numbers or all be strings")
-    value_set = pa.array(items)
     if pa.types.is_dictionary(_type(x)):
-        return _on_dictionary(x, lambda d: pc.is_in(d, value_set=value_set.cast(d.type)))
+        strings = pa.array(items, pa.string()) if kinds <= {str} else pa.array(items)
+        return _on_dictionary(x, lambda d: pc.is_in(d, value_set=strings.cast(d.type)))
     x = decode(x)
+    if pa.types.is_integer(_type(x)) and float in kinds:
+        x = _to_float(x)  # an integer column against fractional values: compared as floats, as comparisons are
     try:
-        value_set = value_set.cast(_type(x))
-    except _ARROW_ERRORS:
+        if pa.types.is_floating(_type(x)):  # numbers built as floats directly: an int beyond 2**53 rounds
+            value_set = pa.array([None if i is None else float(i) for i in items], pa.float64())
+        elif pa.types.is_integer(_type(x)):
+            value_set = pa.array(items, pa.int64())
+        else:
+            value_set = pa.array(items).cast(_type(x))
+    except (*_ARROW_ERRORS, OverflowError):  # the literals' types against the column's: plan, not data
         raise InvalidPlan(f"is_in values do not match the column type {_type(x)}") from None
     return pc.is_in(x, value_set=value_set)
 
