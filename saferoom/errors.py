@@ -32,7 +32,8 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   └── EngineError                                    a failure once the engine started on data: fixed text
     │       ├── EngineFailed           INTERNAL            anything else that failed there (engine, release, fit)
     │       ├── EngineTimeout          DEADLINE_EXCEEDED   the engine phase ran out of wall-clock time
-    │       └── EngineLimitExceeded    RESOURCE_EXHAUSTED  an engine worker hit its memory, CPU or output limit
+    │       ├── EngineLimitExceeded    RESOURCE_EXHAUSTED  an engine worker hit its memory, CPU or output limit
+    │       └── EngineUnavailable      UNAVAILABLE         the engine pool or the Spark cluster could not be reached
     ├── BudgetExhausted                RESOURCE_EXHAUSTED  the privacy budget left cannot pay for a run
     ├── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
     └── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
@@ -58,6 +59,7 @@ __all__ = [
     "EngineFailed",
     "EngineLimitExceeded",
     "EngineTimeout",
+    "EngineUnavailable",
     "FailedPrecondition",
     "InvalidPackage",
     "InvalidParameter",
@@ -245,6 +247,12 @@ class EngineLimitExceeded(EngineError):
     fixed_message = (
         "the engine reached the job's memory, CPU or output limit while running the plan; no result was released"
     )
+
+
+class EngineUnavailable(EngineError):
+    code = "engine_unavailable"
+    status = "UNAVAILABLE"
+    fixed_message = "the engine could not be reached while running the plan; no result was released: run it again"
 
 
 class BudgetExhausted(SaferoomError):

@@ -23,6 +23,7 @@ the server's diagnostic log (``log_engine_failure``).
                            secondary suppression, marking, noise, model fit
     engine_timeout         engine phase: wall-clock limit                    fixed
     engine_limit_exceeded  engine phase: memory, CPU or output limit         fixed
+    engine_unavailable     engine phase: engine pool or Spark cluster gone   fixed
     cancelled              any phase: the researcher cancelled               fixed
     interrupted            the server stopped while the job ran              fixed
     audit_log_damaged      submission: the audit log refused the job         fixed
@@ -44,9 +45,11 @@ from saferoom.errors import (
     EngineFailed,
     EngineLimitExceeded,
     EngineTimeout,
+    EngineUnavailable,
     JobCancelled,
     JobTimeout,
     LimitExceeded,
+    Unavailable,
 )
 
 __all__ = ["EnginePhase", "engine_error", "log_engine_failure"]
@@ -66,6 +69,8 @@ def engine_error(exc: BaseException) -> EngineError | JobCancelled:
         return EngineTimeout()
     if isinstance(exc, LimitExceeded):
         return EngineLimitExceeded()
+    if isinstance(exc, Unavailable):
+        return EngineUnavailable()
     return EngineFailed()
 
 

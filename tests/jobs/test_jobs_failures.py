@@ -22,11 +22,13 @@ from saferoom.errors import (
     EngineFailed,
     EngineLimitExceeded,
     EngineTimeout,
+    EngineUnavailable,
     InvalidPlan,
     JobCancelled,
     JobTimeout,
     LimitExceeded,
     ReleaseRefused,
+    Unavailable,
     UserCodeError,
     WorkerCrashed,
     error_from_code,
@@ -93,6 +95,7 @@ def _fail_with(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, engine: Faul
         (ZeroDivisionError(LEAKY), EngineFailed),
         (JobTimeout(LEAKY), EngineTimeout),
         (LimitExceeded(LEAKY), EngineLimitExceeded),
+        (Unavailable(LEAKY), EngineUnavailable),
     ],
     ids=lambda x: type(x).__name__ if isinstance(x, Exception) else x.__name__,
 )
@@ -142,6 +145,6 @@ def test_the_phase_converts_only_after_it_started() -> None:
 
 
 def test_an_engine_error_drops_any_text_it_is_rebuilt_with() -> None:
-    for cls in (EngineFailed, EngineTimeout, EngineLimitExceeded):
+    for cls in (EngineFailed, EngineTimeout, EngineLimitExceeded, EngineUnavailable):
         rebuilt = error_from_code(cls.code, LEAKY)  # e.g. by a client reading the code back
         assert type(rebuilt) is cls and rebuilt.message == cls.fixed_message and SECRET not in str(rebuilt)
