@@ -36,9 +36,10 @@ from saferoom.disclosure.dp import Noised, NoisyAggregate, noise
 from saferoom.disclosure.marks import mark_cells, marked
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.disclosure.secondary import margins, suppress_secondary
-from saferoom.engine import plan
+from saferoom.engine import cost, plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.jobs.engine_task import to_ipc
+from saferoom.jobs.failures import EnginePhase
 from saferoom.jobs.spark import SparkExecutor, engine_of
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, WorkerPool
@@ -160,7 +161,8 @@ class Pipeline:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
 
-        Raises a JobError subclass on failure.
+        Raises a JobError subclass on failure: from the first engine call on, only the fixed ``EngineError`` of
+        its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
         """
         datasets = package.datasets if datasets is None else datasets
         epsilon = package.epsilon if epsilon is None else epsilon
@@ -187,22 +189,26 @@ class Pipeline:
                 raise InvalidPlan("this server has no Spark cluster configured for datasets on the Spark engine")
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
         protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
-        released = self._released(protected, cancel, epsilon)
-        outputs: list[ReleasedOutput] = []
-        for name in order:  # the order the algorithm returned them in
-            if name in plans:
-                spec = models.get(name)
-                if spec is not None and spec.kind == "logit":
-                    result = fit_logit(plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel))
-                elif spec is not None:
-                    result = fit_ols(released[name], spec, self.manifest)
+        # Everything from the first engine call on may fail because of the data: its errors leave with fixed text.
+        with EnginePhase() as phase:
+            released = self._released(protected, cancel, epsilon, phase)
+            outputs: list[ReleasedOutput] = []
+            for name in order:  # the order the algorithm returned them in
+                if name in plans:
+                    spec = models.get(name)
+                    if spec is not None and spec.kind == "logit":
+                        result = fit_logit(
+                            plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel, phase)
+                        )
+                    elif spec is not None:
+                        result = fit_ols(released[name], spec, self.manifest)
+                    else:
+                        result = released[name]
+                    report = result.report.to_data()
+                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report))
                 else:
-                    result = released[name]
-                report = result.report.to_data()
-                outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report))
-            else:
-                report = disclosure.value_report(name).to_data()
-                outputs.append(ReleasedOutput(name, "value", None, values[name], report))
+                    report = disclosure.value_report(name).to_data()
+                    outputs.append(ReleasedOutput(name, "value", None, values[name], report))
         return JobOutcome(outputs, printed)
 
     def _released(
@@ -210,8 +216,15 @@ class Pipeline:
         protected: dict[str, disclosure.Protected],
         cancel: threading.Event | None,
         epsilon: Mapping[str, float] | None = None,
+        phase: EnginePhase | None = None,
     ) -> dict[str, disclosure.Released]:
+        # Data-independent: every engine run these outputs lead to is bounded from the catalog and the plans, and
+        # refused before any work if its worst case may not fit the engine worker's limits.
+        cost.admit_job(protected, self.manifest, self._engine_limits)
+
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
+            if phase is not None:
+                phase.start()
             remote: list[tuple[str, plan.Node]] = []
             if self._spark is not None:
                 decoded = [(str(name), plan.from_data(data)) for name, data in work]
@@ -231,9 +244,12 @@ class Pipeline:
 
         return release_all(protected, self.manifest, execute, epsilon or {})
 
-    def _release_one(self, node: plan.Node, cancel: threading.Event | None) -> disclosure.Released:
+    def _release_one(
+        self, node: plan.Node, cancel: threading.Event | None, phase: EnginePhase | None = None
+    ) -> disclosure.Released:
         """One more plan through protection, the engine and release (an iteration of a model fit)."""
-        return self._released(disclosure.protect({"model": node}, self.manifest, models={"model"}), cancel)["model"]
+        protected = disclosure.protect({"model": node}, self.manifest, models={"model"})
+        return self._released(protected, cancel, phase=phase)["model"]
 
     def _parse_sandbox_reply(
         self, data: dict[str, Any], datasets: tuple[str, ...]
