@@ -78,8 +78,8 @@ def release_outputs(manifest, table_of, tables, epsilon=None):  # type: ignore[n
     ``tables``: name -> API table; ``epsilon``: dataset -> what the run may spend."""
     from saferoom.api import export_outputs
     from saferoom.disclosure import protect
+    from saferoom.disclosure.rounds import release_all
     from saferoom.engine import ArrowEngine, plan
-    from saferoom.jobs.pipeline import release_all
 
     def execute(work, inputs):  # type: ignore[no-untyped-def]
         nodes = plan.share_subtrees({name: plan.from_data(data) for name, data in work})

@@ -475,7 +475,7 @@ def _on_spark(node: Node, manifest: Manifest) -> bool:
 
 
 def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: WorkerCaps) -> list[RunCost]:
-    """Admit every engine run a job's protected outputs lead to (``jobs.pipeline.release_all``): the rounds of
+    """Admit every engine run a job's protected outputs lead to (``disclosure.rounds.release_all``): the rounds of
     exact DP statistics (``release_noisy``), then the outputs, their subset checks and cell lists. Returns the
     runs' worst cases; raises LimitExceeded before any work if one of them may not fit ``caps``."""
     owner: dict[str, str] = {}

@@ -4,10 +4,12 @@
                      ──► release rewrite (disclosure.protect): refuses row-level personal outputs and adds
                          contributor counting and suppression to every aggregate; cuts out the aggregates
                          of differentially private datasets
-                     ──► engine worker(s): first the exact statistics of the DP aggregates, which the server
-                         noises (disclosure.dp) within the run's epsilon; then the rewritten plans over the
-                         memory-mapped datasets and the noisy tables (plans that read datasets on the Spark
-                         engine go to the cluster instead, from the server process: jobs.spark)
+                     ──► admission (engine.cost): every engine run bounded from public facts before any work
+                     ──► engine worker(s), in the rounds of disclosure.rounds: first the exact statistics of
+                         the DP aggregates, which the server noises (disclosure.dp) within the run's epsilon
+                         (disclosure.accounting); then the rewritten plans over the memory-mapped datasets
+                         and the noisy tables (plans that read datasets on the Spark engine go to the cluster
+                         instead, from the server process: jobs.spark)
                      ──► release (disclosure.release): strips hidden columns, re-checks, writes the report
 
 The algorithm's process never holds data, and the process that holds data never runs algorithm code, so a
@@ -22,7 +24,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,8 @@ import pyarrow as pa
 from saferoom import disclosure
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
-from saferoom.disclosure.dp import Noised, NoisyAggregate, noise
-from saferoom.disclosure.marks import mark_cells, marked
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
-from saferoom.disclosure.secondary import margins, suppress_secondary
+from saferoom.disclosure.rounds import release_all
 from saferoom.engine import cost, plan
 from saferoom.errors import InvalidPlan, ReleaseRefused, WorkerCrashed
 from saferoom.jobs.engine_task import to_ipc
@@ -300,81 +300,6 @@ class Pipeline:
             self._spark.close()
 
 
-Execute = Callable[[list[list[Any]], dict[str, pa.Table]], dict[str, tuple[pa.Table, dict[str, int]]]]
-
-
-def release_all(
-    protected: dict[str, disclosure.Protected], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
-) -> dict[str, disclosure.Released]:
-    """Execute protected outputs, their subset checks and margin cell lists in one engine run (after their DP
-    aggregates have been computed and noised), and release each.
-
-    ``execute(work, inputs)`` runs ``[name, plan]`` pairs over the datasets and the supplied (released) tables.
-    """
-    if not protected:
-        return {}
-    noisy = {label: agg for p in protected.values() for label, agg in p.noisy.items()}
-    noised = release_noisy(noisy, manifest, execute, epsilon) if noisy else {}
-    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
-    with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
-    listed = list(dict.fromkeys([*with_margins, *marked(protected)]))  # outputs that need their cell lists
-    work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
-    work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
-    work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in listed]  # type: ignore[union-attr]
-    results = execute(work, {label: n.table for label, n in noised.items()})
-    subsets = {label: _subset_counts(results[label][0]) for label in checks}
-    released = {
-        name: disclosure.release(
-            p, results[name][0], results[name][1], subsets, {label: noised[label] for label in p.noisy}
-        )
-        for name, p in protected.items()
-    }
-    cells = {name: results[f"cells:{name}"][0] for name in listed}
-    if with_margins:
-        released = suppress_secondary(released, protected, cells)
-    return mark_cells(released, protected, cells)
-
-
-def release_noisy(
-    noisy: dict[str, NoisyAggregate], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
-) -> dict[str, Noised]:
-    """Compute the exact statistics of every DP aggregate and release them with noise.
-
-    Each dataset's epsilon is split evenly over the measurements the job's plans make on it (a number fixed by
-    the plans, which the algorithm built without data), its policy's delta over the key selections. Aggregates
-    that read other DP aggregates run in a later round, on their noisy tables.
-    """
-    shares: dict[str, int] = {}
-    selections: dict[str, int] = {}
-    for agg in noisy.values():
-        shares[agg.dataset] = shares.get(agg.dataset, 0) + agg.measurements
-        selections[agg.dataset] = selections.get(agg.dataset, 0) + (1 if agg.selects_keys else 0)
-    for dataset in shares:
-        if epsilon.get(dataset, 0) <= 0:
-            raise ReleaseRefused(f"no epsilon was granted for the differentially private dataset {dataset}")
-    done: dict[str, Noised] = {}
-    pending = dict(noisy)
-    while pending:
-        ready = {
-            label: agg
-            for label, agg in pending.items()
-            if all(x in done for x in _inputs_of(agg.exact, *agg.histograms.values()))
-        }
-        if not ready:
-            raise InvalidPlan("differentially private aggregates depend on each other in a cycle")
-        work = [[label, plan.to_data(agg.exact)] for label, agg in ready.items()]
-        for label, agg in ready.items():
-            work += [[f"{label}:{h}", plan.to_data(node)] for h, node in agg.histograms.items()]
-        results = execute(work, {label: n.table for label, n in done.items()})
-        for label, agg in ready.items():
-            histograms = {h: results[f"{label}:{h}"][0] for h in agg.histograms}
-            eps = epsilon[agg.dataset] / shares[agg.dataset]
-            delta = manifest.dataset(agg.dataset).policy.dp_delta / max(1, selections[agg.dataset])
-            done[label] = noise(agg, results[label][0], histograms, eps, delta)
-            del pending[label]
-    return done
-
-
 def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
     """A model output from the sandbox, checked shape by shape (the names are checked against the plan later)."""
     if not isinstance(model, dict) or set(model) != {"kind", "input", "y", "x"} or model["kind"] not in MODEL_KINDS:
@@ -383,18 +308,6 @@ def _model_spec(model: Any) -> tuple[ModelSpec, Any]:
     if not isinstance(y, str) or not isinstance(x, list) or not all(isinstance(c, str) for c in x):
         raise WorkerCrashed("the sandbox worker sent a malformed model")
     return ModelSpec(y, tuple(x), model["kind"]), model["input"]
-
-
-def _inputs_of(*roots: plan.Node) -> set[str]:
-    return {n.label for root in roots for n in plan.walk(root) if isinstance(n, plan.Input)}
-
-
-def _subset_counts(table: pa.Table) -> tuple[int, int]:
-    """(kept, left out) from a subset check's one-row result; anything unexpected fails the check."""
-    if table.num_rows != 1 or set(table.column_names) != {"kept", "left"}:
-        return (-1, -1)
-    kept, left = table.column("kept")[0].as_py(), table.column("left")[0].as_py()
-    return (int(kept or 0), int(left or 0))
 
 
 def _python_files(package: Package) -> dict[str, str]:

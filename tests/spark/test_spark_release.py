@@ -19,10 +19,10 @@ from saferoom.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.disclosure import protect
+from saferoom.disclosure.rounds import release_all
 from saferoom.engine import ArrowEngine, plan
 from saferoom.errors import InvalidPlan, InvalidRequest, JobTimeout
 from saferoom.jobs.local import run_local
-from saferoom.jobs.pipeline import release_all
 from saferoom.jobs.spark import MAX_SHIPPED_ROWS, SparkExecutor, engine_of
 from saferoom.server import create_server
 from tests.support import approve_all, server_config

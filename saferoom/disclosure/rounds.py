@@ -1,0 +1,107 @@
+"""The release of one run's outputs, round by round: what the engine runs, and in which order.
+
+    round 1..n   the exact statistics of the differentially private aggregates (``NoisyAggregate``), noised
+                 by the server within the run's budget (``accounting``); aggregates that read other noisy
+                 tables wait for them
+    last round   every output plan, its subset checks and the cell lists that margins and marks need, in
+                 one engine run over the datasets and the noisy tables; then each output is released
+                 (``release``), secondary suppression applied across outputs, cells marked
+
+``execute(work, inputs)`` is the engine: it runs ``[name, plan]`` pairs over the datasets and the supplied
+tables and returns each table with its Threshold drop counts. Every decision here is taken on results the
+engine computed in full (no early exit), and the order of the rounds is fixed by the plans alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from saferoom.catalog.manifest import Manifest
+from saferoom.disclosure import accounting, dp
+from saferoom.disclosure.dp import Noised, NoisyAggregate
+from saferoom.disclosure.levels import Protected
+from saferoom.disclosure.marks import mark_cells, marked
+from saferoom.disclosure.release import Released, release
+from saferoom.disclosure.secondary import margins, suppress_secondary
+from saferoom.engine import plan
+from saferoom.errors import InvalidPlan
+
+__all__ = ["Execute", "release_all", "release_noisy"]
+
+Execute = Callable[[list[list[Any]], dict[str, pa.Table]], dict[str, tuple[pa.Table, dict[str, int]]]]
+
+
+def release_all(
+    protected: dict[str, Protected], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+) -> dict[str, Released]:
+    """Execute protected outputs, their subset checks and margin cell lists in one engine run (after their DP
+    aggregates have been computed and noised), and release each.
+
+    ``execute(work, inputs)`` runs ``[name, plan]`` pairs over the datasets and the supplied (released) tables.
+    """
+    if not protected:
+        return {}
+    noisy = {label: agg for p in protected.values() for label, agg in p.noisy.items()}
+    noised = release_noisy(noisy, manifest, execute, epsilon) if noisy else {}
+    checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
+    with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
+    listed = list(dict.fromkeys([*with_margins, *marked(protected)]))  # outputs that need their cell lists
+    work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
+    work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
+    work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in listed]  # type: ignore[union-attr]
+    results = execute(work, {label: n.table for label, n in noised.items()})
+    subsets = {label: _subset_counts(results[label][0]) for label in checks}
+    released = {
+        name: release(p, results[name][0], results[name][1], subsets, {label: noised[label] for label in p.noisy})
+        for name, p in protected.items()
+    }
+    cells = {name: results[f"cells:{name}"][0] for name in listed}
+    if with_margins:
+        released = suppress_secondary(released, protected, cells)
+    return mark_cells(released, protected, cells)
+
+
+def release_noisy(
+    noisy: dict[str, NoisyAggregate], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+) -> dict[str, Noised]:
+    """Compute the exact statistics of every DP aggregate and release them with noise.
+
+    Each spends its share of the run's budget (``accounting.split``). Aggregates that read other DP aggregates
+    run in a later round, on their noisy tables.
+    """
+    shares = accounting.split(noisy, manifest, epsilon)
+    done: dict[str, Noised] = {}
+    pending = dict(noisy)
+    while pending:
+        ready = {
+            label: agg
+            for label, agg in pending.items()
+            if all(x in done for x in _inputs_of(agg.exact, *agg.histograms.values()))
+        }
+        if not ready:
+            raise InvalidPlan("differentially private aggregates depend on each other in a cycle")
+        work = [[label, plan.to_data(agg.exact)] for label, agg in ready.items()]
+        for label, agg in ready.items():
+            work += [[f"{label}:{h}", plan.to_data(node)] for h, node in agg.histograms.items()]
+        results = execute(work, {label: n.table for label, n in done.items()})
+        for label, agg in ready.items():
+            histograms = {h: results[f"{label}:{h}"][0] for h in agg.histograms}
+            share = shares[label]
+            done[label] = dp.noise(agg, results[label][0], histograms, share.epsilon, share.delta)
+            del pending[label]
+    return done
+
+
+def _inputs_of(*roots: plan.Node) -> set[str]:
+    return {n.label for root in roots for n in plan.walk(root) if isinstance(n, plan.Input)}
+
+
+def _subset_counts(table: pa.Table) -> tuple[int, int]:
+    """(kept, left out) from a subset check's one-row result; anything unexpected fails the check."""
+    if table.num_rows != 1 or set(table.column_names) != {"kept", "left"}:
+        return (-1, -1)
+    kept, left = table.column("kept")[0].as_py(), table.column("left")[0].as_py()
+    return (int(kept or 0), int(left or 0))
