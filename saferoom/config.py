@@ -6,7 +6,9 @@ is listed in ``ServerConfig``; the README's configuration table mirrors it (a te
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -79,38 +81,103 @@ class ServerConfig:
         return cls()._with(values)
 
     def _with(self, values: dict[str, Any]) -> ServerConfig:
-        known = {f.name: f for f in fields(self)}
-        unknown = set(values) - set(known)
+        known = {f.name for f in fields(self)}
+        unknown = set(values) - known
         if unknown:
             raise InvalidRequest(f"unknown configuration options: {', '.join(sorted(unknown))}")
-        parsed: dict[str, Any] = {}
-        for name, raw in values.items():
-            current = getattr(self, name)
-            try:
-                if isinstance(current, WorkerLimits) and isinstance(raw, WorkerLimits):
-                    parsed[name] = raw
-                elif isinstance(current, WorkerLimits):
-                    if not isinstance(raw, dict):
-                        raise TypeError("expected a table")
-                    parsed[name] = replace(current, **raw)
-                elif name.endswith("_dir"):
-                    parsed[name] = None if raw in (None, "") else Path(raw)
-                elif isinstance(current, bool):
-                    parsed[name] = str(raw).lower() in ("1", "true", "yes")
-                elif isinstance(current, int):
-                    parsed[name] = int(raw)
-                elif isinstance(current, float):
-                    parsed[name] = float(raw)
-                else:
-                    parsed[name] = str(raw)
-            except (TypeError, ValueError) as exc:
-                raise InvalidRequest(f"configuration option {name}: {exc}") from exc
+        parsed = {name: _parse(name, getattr(self, name), raw) for name, raw in values.items()}
         config = replace(self, **parsed)
-        counts = ("max_concurrent_jobs", "max_queued_jobs", "max_approval_days", "audit_checkpoint_every")
-        if any(getattr(config, name) < 1 for name in counts):
-            raise InvalidRequest(f"{', '.join(counts)} must be at least 1")
         if config.spark_connect and not config.spark_connect.startswith("sc://"):
             raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
-        if not 0 <= config.release_quantum_ms <= 60_000:
-            raise InvalidRequest("release_quantum_ms must be between 0 and 60000")
         return config
+
+
+# Every numeric option's accepted range, inclusive: a value outside it is a typo or a misunderstanding, and
+# either one should stop the server at start-up rather than run it with a limit nobody meant.
+_RANGES: dict[str, tuple[float, float]] = {
+    "max_approval_days": (1, 3650),
+    "audit_checkpoint_every": (1, 1_000_000),
+    "max_concurrent_jobs": (1, 256),
+    "max_queued_jobs": (1, 100_000),
+    "max_message_mib": (1, 2047),  # gRPC's limits are signed 32-bit byte counts
+    "release_quantum_ms": (0, 60_000),
+    "grace_seconds": (0, 3600),
+    "memory_mib": (64, 1_048_576),
+    "cpu_seconds": (1, 86_400),
+    "wall_seconds": (1, 86_400),
+    "output_mib": (1, 2047),
+}
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _parse(name: str, current: Any, raw: Any) -> Any:
+    """``raw`` (a string from the environment, a TOML value or a flag) as the type of ``current``, strictly."""
+    if isinstance(current, WorkerLimits):
+        return _parse_limits(name, current, raw)
+    if isinstance(current, Path):
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str | Path):
+            raise InvalidRequest(f"configuration option {name}: expected a path, got {raw!r}")
+        return Path(raw)
+    if isinstance(current, bool):
+        return _parse_bool(name, raw)
+    if isinstance(current, int):
+        return _in_range(name, _parse_int(name, raw))
+    if isinstance(current, float):
+        return _in_range(name, _parse_float(name, raw))
+    if not isinstance(raw, str):
+        raise InvalidRequest(f"configuration option {name}: expected a string, got {raw!r}")
+    return raw
+
+
+def _parse_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = raw.strip().lower() if isinstance(raw, str) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InvalidRequest(
+        f"configuration option {name}: {raw!r} is not a boolean (accepted: {', '.join(_TRUE + _FALSE)})"
+    )
+
+
+def _parse_int(name: str, raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", raw):
+        return int(raw)
+    raise InvalidRequest(f"configuration option {name}: {raw!r} is not a whole number")
+
+
+def _parse_float(name: str, raw: Any) -> float:
+    number = isinstance(raw, int | float) and not isinstance(raw, bool)
+    text = isinstance(raw, str) and re.fullmatch(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*", raw)
+    value = float(raw) if number or text else math.nan
+    if not math.isfinite(value):
+        raise InvalidRequest(f"configuration option {name}: {raw!r} is not a number")
+    return value
+
+
+def _in_range(name: str, value: int | float) -> Any:
+    low, high = _RANGES[name.rpartition(".")[2]]
+    if not low <= value <= high:
+        raise InvalidRequest(f"configuration option {name}: {value} is out of range ({low:g} to {high:g})")
+    return value
+
+
+def _parse_limits(name: str, current: WorkerLimits, raw: Any) -> WorkerLimits:
+    if isinstance(raw, WorkerLimits):
+        raw = {f.name: getattr(raw, f.name) for f in fields(raw)}
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"configuration option {name}: expected a table, got {raw!r}")
+    known = {f.name for f in fields(current)}
+    unknown = set(raw) - known
+    if unknown:
+        raise InvalidRequest(f"configuration option {name}: unknown keys: {', '.join(sorted(unknown))}")
+    parsed = {key: _parse(f"{name}.{key}", getattr(current, key), value) for key, value in raw.items()}
+    return replace(current, **parsed)
