@@ -4,6 +4,11 @@
 message as details, and its machine-readable code in the trailing metadata key ``saferoom-error-code`` (the
 client rebuilds the same exception from it). Anything else is a bug of ours: logged here, answered with
 INTERNAL and no details, and the server keeps serving.
+
+A request body that does not decode is the client's fault, not ours. gRPC deserialises before any handler
+runs and answers a failing deserializer with INTERNAL itself, so the interceptor wraps each deserializer: a
+body that does not decode becomes an ``Undecodable`` marker, which the wrapped handler answers with
+INVALID_ARGUMENT (code ``invalid_request``) before anything else, authorisation included, sees it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from saferoom.errors import ERROR_CODE_METADATA_KEY, SaferoomError
+from saferoom.errors import ERROR_CODE_METADATA_KEY, InvalidRequest, SaferoomError
 from saferoom.server.handlers import rewrap
 
 __all__ = ["ErrorInterceptor", "status_of"]
@@ -36,10 +41,38 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
     context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
+class Undecodable:
+    """What a request deserializer yields for a body that is not a valid message of the method's type."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, bad UTF-8 in a string field, anything the runtime raises
+            return Undecodable(type(exc).__name__)
+
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    """``request`` itself; a stream of requests checked message by message; an error if it did not decode."""
+    if isinstance(request, Undecodable):
+        raise InvalidRequest(f"the request body is not a valid message for this method ({request.reason})")
+    if isinstance(request, Iterator):
+        return (_decoded(item) for item in request)
+    return request
+
+
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return behavior(request, context)
+            return behavior(_decoded(request), context)
         except Exception as exc:
             if _is_abort(exc):
                 raise
@@ -51,7 +84,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
 def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            yield from behavior(request, context)
+            yield from behavior(_decoded(request), context)
         except Exception as exc:
             if _is_abort(exc):
                 raise
@@ -77,4 +110,4 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        return rewrap(handler, lambda b: _wrap_unary(b, method), lambda b: _wrap_stream(b, method))
+        return rewrap(handler, lambda b: _wrap_unary(b, method), lambda b: _wrap_stream(b, method), _lenient)

@@ -12,8 +12,19 @@ __all__ = ["rewrap"]
 Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def rewrap(handler: grpc.RpcMethodHandler, unary: Wrap, streaming: Wrap) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour wrapped: ``unary`` for unary responses, ``streaming`` for streams."""
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    unary: Wrap,
+    streaming: Wrap,
+    deserializer: Wrap | None = None,
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped: ``unary`` for unary responses, ``streaming`` for streams.
+
+    ``deserializer``, if given, wraps the handler's request deserializer as well.
+    """
+    request_deserializer = handler.request_deserializer
+    if deserializer is not None and request_deserializer is not None:
+        request_deserializer = deserializer(request_deserializer)
     kinds = {
         "unary_unary": (unary, grpc.unary_unary_rpc_method_handler),
         "unary_stream": (streaming, grpc.unary_stream_rpc_method_handler),
@@ -25,7 +36,7 @@ def rewrap(handler: grpc.RpcMethodHandler, unary: Wrap, streaming: Wrap) -> grpc
         if behavior is not None:
             return make(
                 wrap(behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler

@@ -71,6 +71,8 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServicer):
         info = self._manifest.dataset(request.name)
         if not 0 <= request.rows <= MAX_MOCK_ROWS:
             raise InvalidRequest(f"rows must be between 0 and {MAX_MOCK_ROWS}")
+        if request.seed < 0:
+            raise InvalidRequest("seed must be 0 or more")
         data = mock_ipc_bytes(info, rows=request.rows or None, seed=request.seed)
         yield _catalog_pb2.MockChunk(dataset=convert.dataset_to_proto(info))
         for start in range(0, len(data), MOCK_CHUNK_BYTES):
