@@ -24,9 +24,17 @@ def open_catalog(data_dir: str) -> Catalog:
     A tiny plan is executed too, so that every lazily loaded part of pyarrow is loaded here: workers drop
     privileges and may not be able to read the interpreter's files afterwards.
     """
+    import encodings.ascii  # noqa: F401
+
+    import numpy.ma  # noqa: F401
     import pyarrow.acero  # noqa: F401
 
     catalog = Catalog.open(Path(data_dir))
+    # A column with nulls converted to numpy goes through pyarrow.pandas_compat, which imports pandas and
+    # numpy.ma on first use (measured: a worker that did this after dropping privileges failed).
+    for values in ([1, None], [2.5, None], ["a", None]):
+        pa.array(values).to_numpy(zero_copy_only=False)
+        pa.chunked_array([pa.array(values)]).to_numpy()
     warm = pa.table({"k": pa.array(["a", "b"]).dictionary_encode(), "v": [1.0, 2.0]})
     engine = ArrowEngine(lambda _: warm)
     scan = plan.Scan("warm", ("k", "v"))

@@ -244,6 +244,8 @@ class WorkerPool:
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU:
                 return LimitExceeded(f"CPU time limit of {limits.cpu_seconds} s exceeded")
+            if sig == signal.SIGSYS:
+                return WorkerCrashed("the worker was killed (SIGSYS): it made a system call the sandbox forbids")
             if sig == signal.SIGKILL:
                 return WorkerCrashed("the worker was killed (signal 9): it may have run out of memory or CPU time")
             return WorkerCrashed(f"the worker died: killed by signal {sig}")

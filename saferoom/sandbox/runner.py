@@ -31,6 +31,7 @@ def sandbox_initializer() -> None:
     every module a job can need is imported here: unicodedata, for one, is loaded lazily by the parser for
     non-ASCII identifiers.
     """
+    import encodings.ascii  # noqa: F401  (loaded by the first ASCII codec use in a worker, measured)
     import unicodedata
 
     import RestrictedPython  # noqa: F401

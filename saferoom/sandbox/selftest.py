@@ -171,3 +171,31 @@ def attempt(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
         return {"outcome": "done", "value": run()}, []
     except OSError as exc:
         return {"outcome": "refused", "errno": exc.errno}, []
+
+
+def imports_during(state: Any, request: dict[str, Any], blobs: list[bytes]) -> Result:
+    """Runs the task named in the request inside this (confined) worker; replies with the modules it imported.
+
+    Test-only: a warm zygote must have imported everything, since a worker may not be able to read the
+    interpreter's files once it has dropped privileges.
+    """
+    import importlib
+    import sys
+
+    before = set(sys.modules)
+    module, _, attr = str(request["task"]).partition(":")
+    error = ""
+    try:
+        getattr(importlib.import_module(module), attr)(state, request.get("request", {}), blobs)
+    except Exception as exc:  # the task's own refusal is fine; only its imports are measured
+        error = type(exc).__name__
+    return {"imported": sorted(set(sys.modules) - before), "error": error}, []
+
+
+def nulls_to_numpy(state: Any, request: dict[str, Any], blobs: list[bytes]) -> Result:
+    """What the engine does to a column with nulls: convert it to numpy (pyarrow then loads pandas_compat)."""
+    import pyarrow as pa
+
+    for values in ([1, None], [2.5, None], ["a", None]):
+        pa.array(values).to_numpy(zero_copy_only=False)
+    return {}, []

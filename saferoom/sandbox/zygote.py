@@ -77,9 +77,9 @@ def _serve_task(sock: socket.socket, tasks: dict[str, Task], state: Any, limits:
         reply, out = {"error": {"code": UserCodeError.code, "message": "recursion too deep"}}, []
     except FrameError:
         os._exit(3)
-    except Exception:
+    except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        reply, out = {"error": {"code": WorkerCrashed.code, "message": "the worker failed"}}, []
+        reply, out = {"error": {"code": WorkerCrashed.code, "message": _failure(exc)}}, []
     size = sum(len(b) for b in out)
     if size > limits.output_bytes:
         limit = f"{limits.output_bytes // 2**20} MiB"
@@ -89,6 +89,15 @@ def _serve_task(sock: socket.socket, tasks: dict[str, Task], state: Any, limits:
     except (OSError, MemoryError, ValueError):
         os._exit(4)
     os._exit(0)
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, as what it is: the exception's type (and, for an import, the module), never its text,
+    which may quote data."""
+    if isinstance(exc, ImportError):
+        # A module not imported before the worker dropped privileges (the zygote's initializer missed it).
+        return f"the worker failed: {type(exc).__name__} for module {str(exc.name)[:80]!r}"
+    return f"the worker failed: {type(exc).__name__}"
 
 
 def main() -> None:

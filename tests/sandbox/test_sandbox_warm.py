@@ -1,0 +1,76 @@
+"""A warm zygote has imported everything a worker needs: a task of each kind imports nothing after fork.
+
+Workers drop privileges (to uid 65534 when started as root) and are confined before they run a task, so a
+module imported lazily then may be unreadable; the measurement is taken inside the confined worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saferoom.sandbox import Limits, WorkerPool
+
+MEASURE = "saferoom.sandbox.selftest:imports_during"
+LIMITS = Limits(memory_bytes=2048 * 2**20, cpu_seconds=20, wall_seconds=30, output_bytes=8 * 2**20)
+
+
+@pytest.fixture(scope="module")
+def engine_pool(catalog_dir: Path) -> Iterator[WorkerPool]:
+    tasks = ["saferoom.jobs.engine_task:execute_plans", "saferoom.sandbox.selftest:nulls_to_numpy", MEASURE]
+    init = {"data_dir": str(catalog_dir)}
+    with WorkerPool(
+        name="warm-engine",
+        initializer="saferoom.jobs.engine_task:open_catalog",
+        init_args=init,
+        tasks=tasks,
+        limits=LIMITS,
+    ) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def sandbox_pool() -> Iterator[WorkerPool]:
+    tasks = ["saferoom.sandbox.runner:check_code", "saferoom.sandbox.runner:run_algorithm", MEASURE]
+    with WorkerPool(
+        name="warm-sandbox",
+        initializer="saferoom.sandbox.runner:sandbox_initializer",
+        init_args={},
+        tasks=tasks,
+        limits=LIMITS,
+    ) as pool:
+        yield pool
+
+
+def _imported(pool: WorkerPool, task: str, request: dict[str, Any]) -> list[str]:
+    reply = pool.run(MEASURE, {"task": task, "request": request})
+    return list(reply.data["imported"])
+
+
+@pytest.mark.parametrize(
+    ("task", "request_"),
+    [
+        ("saferoom.sandbox.selftest:nulls_to_numpy", {}),
+        ("saferoom.jobs.engine_task:execute_plans", {}),
+    ],
+)
+def test_an_engine_task_imports_nothing_after_fork(engine_pool: WorkerPool, task: str, request_: dict) -> None:
+    assert _imported(engine_pool, task, request_) == []
+
+
+WARM = "\uff57\uff41\uff52\uff4d"  # fullwidth letters: the parser loads unicodedata for them
+CODE = {"main.py": f"def run(ctx):\n    {WARM} = [i for i in range(3)]\n    return {{'x': sum({WARM})}}\n"}
+
+
+@pytest.mark.parametrize(
+    ("task", "request_"),
+    [
+        ("saferoom.sandbox.runner:check_code", {"files": CODE}),
+        ("saferoom.sandbox.runner:run_algorithm", {"files": CODE}),
+    ],
+)
+def test_a_sandbox_task_imports_nothing_after_fork(sandbox_pool: WorkerPool, task: str, request_: dict) -> None:
+    assert _imported(sandbox_pool, task, request_) == []
