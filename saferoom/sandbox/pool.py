@@ -244,6 +244,8 @@ class WorkerPool:
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU:
                 return LimitExceeded(f"CPU time limit of {limits.cpu_seconds} s exceeded")
+            if sig == signal.SIGXFSZ:
+                return WorkerCrashed("the worker was killed (SIGXFSZ): it tried to write a file")
             if sig == signal.SIGSYS:
                 return WorkerCrashed("the worker was killed (SIGSYS): it made a system call the sandbox forbids")
             if sig == signal.SIGKILL:

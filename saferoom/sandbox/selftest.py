@@ -188,6 +188,8 @@ def imports_during(state: Any, request: dict[str, Any], blobs: list[bytes]) -> R
     try:
         getattr(importlib.import_module(module), attr)(state, request.get("request", {}), blobs)
     except Exception as exc:  # the task's own refusal is fine; only its imports are measured
+        if request.get("reraise"):
+            raise
         error = type(exc).__name__
     return {"imported": sorted(set(sys.modules) - before), "error": error}, []
 

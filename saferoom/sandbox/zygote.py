@@ -14,6 +14,7 @@ function and writes one reply frame: ``{"ok": data}`` or ``{"error": {"code", "m
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -60,6 +61,9 @@ def _resolve(name: str) -> Any:
 
 def _serve_task(sock: socket.socket, tasks: dict[str, Task], state: Any, limits: Limits) -> None:
     """In the forked child: confine, run one task, reply, exit."""
+    # RLIMIT_FSIZE is 0 in a worker: where stderr is a regular file (a log, pytest's capture), a diagnostic line
+    # would raise SIGXFSZ and kill the worker, hiding the real failure. Ignored, the write just fails.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     confine(limits, sock.fileno())
     try:
         header, blobs = recv_frame(sock, MAX_TASK_BYTES)
@@ -78,7 +82,10 @@ def _serve_task(sock: socket.socket, tasks: dict[str, Task], state: Any, limits:
     except FrameError:
         os._exit(3)
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
+        # Not traceback.print_exc(): formatting a traceback reads source files and may import modules, which a
+        # confined worker cannot do (it was killed trying, and reported as out of memory).
+        with contextlib.suppress(OSError):
+            os.write(2, f"worker task failed: {type(exc).__name__}\n".encode())
         reply, out = {"error": {"code": WorkerCrashed.code, "message": _failure(exc)}}, []
     size = sum(len(b) for b in out)
     if size > limits.output_bytes:

@@ -6,12 +6,14 @@ module imported lazily then may be unreadable; the measurement is taken inside t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from saferoom.errors import WorkerCrashed
 from saferoom.sandbox import Limits, WorkerPool
 
 MEASURE = "saferoom.sandbox.selftest:imports_during"
@@ -74,3 +76,14 @@ CODE = {"main.py": f"def run(ctx):\n    {WARM} = [i for i in range(3)]\n    retu
 )
 def test_a_sandbox_task_imports_nothing_after_fork(sandbox_pool: WorkerPool, task: str, request_: dict) -> None:
     assert _imported(sandbox_pool, task, request_) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="workers drop to uid 65534 only when the server runs as root")
+def test_a_module_not_imported_before_fork_is_out_of_reach_and_reported_as_such(sandbox_pool: WorkerPool) -> None:
+    # Why the zygote must import everything: here the interpreter lives under /root (0700) or Landlock hides
+    # it, so a worker importing a new module fails, and says so (not "may have run out of memory").
+    reply = sandbox_pool.run(MEASURE, {"task": "xmlrpc.client:dumps"})
+    assert reply.data["error"] == "ModuleNotFoundError"
+    with pytest.raises(WorkerCrashed) as info:
+        sandbox_pool.run(MEASURE, {"task": "xmlrpc.client:dumps", "reraise": True})
+    assert info.value.message == "the worker failed: ModuleNotFoundError for module 'xmlrpc'"
