@@ -213,8 +213,11 @@ class WorkerPool:
             self._kill(pid)
             raise LimitExceeded(f"output larger than {limits.output_bytes // 2**20} MiB") from None
         except (FrameError, OSError) as exc:
+            # How it died first: a SIGKILL of ours sent while it was still exiting would hide the real cause
+            # (and be reported as "may have run out of memory").
+            death = self._death(pid, limits)
             self._kill(pid)
-            raise self._death(pid, limits) from exc
+            raise death from exc
         self._kill(pid)  # no worker outlives its task, whatever it does after replying
         if "ok" in header and isinstance(header["ok"], dict):
             return Reply(header["ok"], out)
