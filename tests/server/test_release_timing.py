@@ -58,8 +58,11 @@ def test_released_and_withheld_jobs_end_on_the_same_grid(timed, deployment: Depl
         elapsed = time.monotonic() - start
         assert final.state == "succeeded"
         assert alice.get_result(job.id).output("stats").table.num_rows == rows
-    # The work takes well under a quantum: both kinds end one quantum after they started, not before.
-    assert QUANTUM <= elapsed < 2 * QUANTUM
+    # Both kinds end on the grid, a whole number of quanta after they started (one on an idle machine: the work
+    # takes well under a quantum; more when a loaded machine slows it), never in between. What the client sees
+    # beyond the grid line is the time of its own two calls.
+    assert elapsed >= QUANTUM
+    assert elapsed % QUANTUM < 0.45 * QUANTUM, elapsed
 
 
 def test_a_cancel_while_waiting_for_the_grid_ends_the_job_without_its_result(timed, deployment: Deployment) -> None:
