@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
     return math.erfc(abs(u - mean) / sd / math.sqrt(2))
 
 
-def bench(directory: Path, scale: int, runs: int, dp: bool, quantum_ms: int) -> None:
+def _serve(directory: Path, scale: int, dp: bool, quantum_ms: int, **overrides: Any) -> tuple[Any, str, Path, Path]:
+    """A generated city, a PKI with a researcher and an operator, and a server on loopback over them."""
     data, pki = directory / "data", directory / "pki"
     generate_catalog(data, scale=scale, seed=7, differential_privacy=dp)
     init_authority(pki)
@@ -70,9 +72,14 @@ def bench(directory: Path, scale: int, runs: int, dp: bool, quantum_ms: int) -> 
         listen="127.0.0.1:0",
         max_concurrent_jobs=1,
         release_quantum_ms=quantum_ms,
+        **overrides,
     )
     server, port = create_server(config)
-    address = f"127.0.0.1:{port}"
+    return server, f"127.0.0.1:{port}", researcher, operator
+
+
+def bench(directory: Path, scale: int, runs: int, dp: bool, quantum_ms: int) -> None:
+    server, address, researcher, operator = _serve(directory, scale, dp, quantum_ms)
     keeps = {kind: (scale - 1 if keep < 0 else keep) for kind, keep in KINDS.items()}
     try:
         with (
@@ -155,29 +162,16 @@ def bench_amplified(directory: Path, scale: int, runs: int, quantum_ms: int = 25
     from saferoom.packages import load_package, validate_params
     from saferoom.sandbox.runner import run_algorithm
 
-    data, pki, package_dir = directory / "data", directory / "pki", directory / "amplified"
-    generate_catalog(data, scale=scale, seed=7, differential_privacy=False)
+    package_dir = directory / "amplified"
     package_dir.mkdir()
     (package_dir / "main.py").write_text(AMPLIFIED)
     (package_dir / "saferoom.toml").write_text(AMPLIFIED_TOML)
-    init_authority(pki)
-    researcher = issue_identity(pki, "timing-researcher", "researcher").profile
-    operator = issue_identity(pki, "timing-operator", "operator").profile
-    config = ServerConfig.load(
-        env={},
-        data_dir=data,
-        state_dir=directory / "state",
-        pki_dir=pki,
-        listen="127.0.0.1:0",
-        max_concurrent_jobs=1,
-        release_quantum_ms=quantum_ms,
-        engine_limits=ENGINE,
-    )
-    server, port = create_server(config)
+    server, address, researcher, operator = _serve(directory, scale, False, quantum_ms, engine_limits=ENGINE)
+    data = directory / "data"
     try:
         with (
-            Client.from_profile(researcher, server=f"127.0.0.1:{port}", timeout=120) as client,
-            Client.from_profile(operator, server=f"127.0.0.1:{port}", timeout=120) as reviewer,
+            Client.from_profile(researcher, server=address, timeout=120) as client,
+            Client.from_profile(operator, server=address, timeout=120) as reviewer,
         ):
             summary, _ = client.submit_package(package_dir)
             reviewer.approve_package(summary.hash, days=1)

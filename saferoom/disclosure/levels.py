@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 
 from saferoom.disclosure.dp import NoisyAggregate
 from saferoom.engine.functions import Domain
-from saferoom.engine.plan import Call, Col, Expr, Node, Scalar
+from saferoom.engine.optimize import columns_of
+from saferoom.engine.plan import Expr, Node, Scalar
 
 __all__ = [
     "ABSENT",
@@ -130,19 +131,6 @@ class DominanceRule:
     p: float
     datasets: tuple[str, ...]
     outputs: tuple[str, ...]  # the aggregate columns checked
-
-
-def columns_of(expr: Expr | None) -> set[str]:
-    """The columns an expression reads."""
-    found: set[str] = set()
-    stack: list[Expr | None] = [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, Col):
-            found.add(e.name)
-        elif isinstance(e, Call):
-            stack.extend(e.args)
-    return found
 
 
 def magnitudes_through(
