@@ -1,6 +1,6 @@
 """Benchmark: does a data-dependent refusal take observably different time than a release?
 
-    python bench/bench_timing.py [--scale 200000] [--runs 30]
+    python bench/bench_timing.py [--scale 200000] [--runs 30] [--only-amplified] [--amplified-scale 20000]
 
 One package, one plan: ``population.filter(person_id <= keep).group_by(district, sex).agg(count, mean income)``,
 over the real mutual-TLS server, timed end to end as a researcher sees it (RunJob -> finished -> GetResult),
@@ -12,14 +12,17 @@ the kinds of job interleaved in random order and compared by medians and a Mann-
     one person       keep = 1: far less work; withheld (exact rules) or no cell passes the noisy threshold (DP)
 
 "everyone" vs "all but one" isolates the refusal itself; "one person" shows what the amount of work reveals.
-Each comparison runs with the release quantum off (0) and at its default (250 ms). Numbers only.
+Each comparison runs with timing protection off (quantum 0) and on (the default quantum of 250 ms, which also
+pads every release to its admitted worst case, ``engine.cost.padded_seconds``). Numbers only.
 
-Then the amplified-work attack (issue 11, item 5), on the exact-rules catalog with the quantum at its default:
-one person kept iff a condition holds, cross-joined (a constant key) with public tables. With three tables the
-worst case is far beyond the engine worker's limits: the job is refused before any engine work, and the two
-conditions are timed interleaved (median, min and max). With one table it is admitted; its worst case (every
-person kept) is executed once in a fresh process as the engine worker would, and its peak RSS is printed next to
-the admission's estimate and the memory limit.
+Then the amplified-work attack (issue 11, item 5), on the exact-rules catalog of ``--amplified-scale`` persons,
+with timing protection off and on: one person kept iff a condition holds, cross-joined (a constant key) with
+public tables. With three tables the worst case is far beyond the engine worker's limits: the job is refused
+before any engine work. With one table it is admitted; and with one table and every person's condition (all of
+them or none kept) the work differs by a million joined rows, which the padding must hide. The conditions are
+timed interleaved (median, min and max). Last, the admitted worst case (every person kept) is executed once in a
+fresh process as the engine worker would, and its peak RSS is printed next to the admission's estimate and the
+memory limit.
 """
 
 from __future__ import annotations
@@ -176,27 +179,30 @@ def bench_amplified(directory: Path, scale: int, runs: int, quantum_ms: int = 25
             summary, _ = client.submit_package(package_dir)
             reviewer.approve_package(summary.hash, days=1)
             print(f"amplified work, {scale:,} persons, release quantum {quantum_ms} ms, {runs} jobs of each kind:")
-            for tables in (3, 1):
+            # (tables, everyone): one person's condition, refused (3 tables) or admitted (1); then everyone's
+            # condition on one table: all 20,000 persons x 50 schools joined, or none (what padding hides).
+            for tables, everyone in ((3, False), (1, False), (1, True)):
                 order = list(CONDITIONS) * runs
                 random.Random(7).shuffle(order)
                 times: dict[str, list[float]] = {kind: [] for kind in CONDITIONS}
                 ends: dict[str, set[str]] = {kind: set() for kind in CONDITIONS}
                 for i, kind in enumerate(list(CONDITIONS) + order):
+                    params = {"cutoff": CONDITIONS[kind], "tables": tables, "everyone": everyone}
                     start = time.perf_counter()
-                    job = client.wait(client.run_job(summary.hash, {"cutoff": CONDITIONS[kind], "tables": tables}).id)
+                    job = client.wait(client.run_job(summary.hash, params).id)
                     elapsed = (time.perf_counter() - start) * 1000
                     if i >= len(CONDITIONS):  # warm-up
                         times[kind].append(elapsed)
                         ends[kind].add(job.state if job.state != "failed" else f"failed: {job.error_message[:60]}...")
-                label = "refused" if tables == 3 else "admitted"
+                what = f"{tables} public table(s), {'everyone' if everyone else 'one person'}"
                 for kind, t in times.items():
                     print(
-                        f"  {tables} public table(s), {kind}: median {statistics.median(t):7.1f} ms "
-                        f"(min {min(t):.1f}, max {max(t):.1f}); {label}: {sorted(ends[kind])}"
+                        f"  {what}, {kind}: median {statistics.median(t):7.1f} ms "
+                        f"(min {min(t):.1f}, max {max(t):.1f}); {sorted(ends[kind])}"
                     )
                 diff = statistics.median(times["condition holds"]) - statistics.median(times["condition fails"])
                 p = mann_whitney_p(times["condition holds"], times["condition fails"])
-                print(f"  {tables} public table(s), holds - fails: median {diff:+.1f} ms; Mann-Whitney p = {p:.2f}")
+                print(f"  {what}, holds - fails: median {diff:+.1f} ms; Mann-Whitney p = {p:.2f}")
     finally:
         server.stop(1.0)
     # The admitted plan's worst case (every person kept), protected as the server does, in a fresh engine process.
@@ -232,14 +238,18 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--only-amplified", action="store_true", help="skip the filter benchmark")
+    parser.add_argument(
+        "--amplified-scale", type=int, default=20_000, help="persons for the amplified attack (one table admitted)"
+    )
     args = parser.parse_args()
     if not args.only_amplified:
         for dp in (False, True):
             for quantum_ms in (0, 250):
                 with tempfile.TemporaryDirectory(prefix="saferoom-bench-timing-", dir=HERE.parent) as tmp:
                     bench(Path(tmp), args.scale, args.runs, dp, quantum_ms)
-    with tempfile.TemporaryDirectory(prefix="saferoom-bench-timing-", dir=HERE.parent) as tmp:
-        bench_amplified(Path(tmp), args.scale, args.runs)
+    for quantum_ms in (0, 250):  # timing protection off, then on (padding to the worst case, the quantum)
+        with tempfile.TemporaryDirectory(prefix="saferoom-bench-timing-", dir=HERE.parent) as tmp:
+            bench_amplified(Path(tmp), args.amplified_scale, args.runs, quantum_ms)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,13 @@ shared, slower machines) plus a fixed cost per node and per run; it must fit wit
 smaller of the worker's CPU-time and wall-clock limits. Output: the outputs' bytes within ``OUTPUT_SHARE`` of
 the reply limit.
 
-Not covered: plans that read Spark datasets (the cluster has its own resources and limits). An admitted plan's
-time still varies with the data below its worst case; the release quantum (``release_quantum_ms``) hides only
-differences smaller than its grid, so padding a job's end to its admitted worst case is the complete answer.
+Padding: an admitted plan's time still varies with the data below its worst case (a filter that keeps one
+person leaves less to join). So the server waits, after each release (``jobs.pipeline``), until the admitted
+worst case of its engine runs has passed (``padded_seconds``: their ``seconds`` plus the server's own release
+work on their outputs, at ``RELEASE_CELLS_PER_SECOND``): what a job's duration shows is then a function of the
+plans and the catalog, unless the work overran its worst case (logged for the operator, never expected:
+``bench/bench_time_model.py`` measures the margin). Not covered: plans that read Spark datasets (the cluster
+has its own resources and limits).
 """
 
 from __future__ import annotations
@@ -98,13 +102,14 @@ __all__ = [
     "admit",
     "admit_job",
     "analyse",
+    "padded_seconds",
 ]
 
 STRING_BYTES = 64  # a text value without declared categories: 4 bytes of offset + up to 60 bytes of text
 WIDTHS = {"int64": 8, "float64": 8, "date32": 4, "bool": 1, "null": 1}
 CELLS_PER_SECOND = 10_000_000  # measured: >= 43M cells/s on one core (a hash group-by with 1M groups), divided by 4
 NODE_SECONDS = 0.002  # per node: Python dispatch, small allocations
-RUN_SECONDS = 1.0  # per engine run: fork, confinement, request and reply framing
+RUN_SECONDS = 0.25  # per engine run: fork, confinement, request and reply framing (measured 12-26 ms under load)
 MEMORY_OVERHEAD = 1.25  # allocator slack, buffer padding, validity bitmaps
 NODE_BYTES = 64 * 1024  # per node: Python objects, chunk metadata
 # Of the worker's memory limit. Measured on 1M-row joins, sorts and group-bys: peak RSS of the engine is at most
@@ -113,6 +118,9 @@ NODE_BYTES = 64 * 1024  # per node: Python objects, chunk metadata
 MEMORY_SHARE = 0.75
 TIME_SHARE = 0.5  # of the smaller of its CPU and wall-clock limits
 OUTPUT_SHARE = 0.9  # of its reply limit (the estimate counts Arrow buffers; IPC framing adds little)
+# The server's work on an engine run's outputs (reading them, noising DP cells, the rules, secondary suppression),
+# per output cell (row x column). Measured by bench/bench_time_model.py: see its docstring for the figure.
+RELEASE_CELLS_PER_SECOND = 200_000
 _MANY = 1 << 62  # "too many to count": products beyond this are capped (still far beyond any limit)
 
 
@@ -170,7 +178,14 @@ class RunCost:
 
     @property
     def seconds(self) -> float:
+        """The worst-case time of the engine run itself (what must fit the worker's time limit)."""
         return self.cells / CELLS_PER_SECOND + self.nodes * NODE_SECONDS + RUN_SECONDS
+
+    @property
+    def release_seconds(self) -> float:
+        """The worst-case time of the server's release work on this run's outputs."""
+        cells = sum(_mul(f.rows, len(f.columns) + 1) for f in self.roots.values())
+        return min(_MANY, cells) / RELEASE_CELLS_PER_SECOND
 
 
 def _mul(*xs: int) -> int:
@@ -468,6 +483,11 @@ def admit(cost: RunCost, caps: WorkerCaps, what: str = "this job") -> None:
             f"{_size(cost.output_bytes)} (up to {rows:,} rows in one output), more than the {_size(output)} "
             f"admitted ({OUTPUT_SHARE:.0%} of the worker's {_size(caps.output_bytes)} reply limit)"
         )
+
+
+def padded_seconds(runs: Iterable[RunCost]) -> float:
+    """How long a release over these admitted runs may take in the worst case: what the server pads it to."""
+    return sum(run.seconds + run.release_seconds for run in runs)
 
 
 def _on_spark(node: Node, manifest: Manifest) -> bool:

@@ -4,10 +4,14 @@ The attack: keep one person iff a condition holds, then cross-join the result (a
 public tables until the engine worker runs out of memory or time: one bit per job, and seconds of timing. The
 layer that must stop it is the admission of ``engine.cost``: the worst case is computed from the catalog and the
 plan, so the job is refused before any engine work, with the same message whether the condition holds or not.
+Below its worst case an admitted plan's work still depends on the data (a filter keeping everyone or no one):
+the server pads each release to its admitted worst case (``engine.cost.padded_seconds``), so that its duration
+is the same either way.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,8 @@ import pytest
 from saferoom.catalog.manifest import Manifest
 from saferoom.client import Client
 from saferoom.config import WorkerLimits
-from saferoom.errors import LimitExceeded
+from saferoom.engine import cost
+from saferoom.errors import JobCancelled, LimitExceeded
 from saferoom.jobs.pipeline import Isolation, Pipeline
 from saferoom.packages import load_package
 from saferoom.server import SaferoomServer
@@ -54,12 +59,25 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def pipeline(catalog_dir: Path) -> Iterator[Pipeline]:
+def _pipeline(catalog_dir: Path, pad: bool) -> Pipeline:
     limits = WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=8.0, output_mib=4)
     engine = WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16)
     isolation = Isolation(seccomp=False, landlock=False, network_namespace=False)
-    p = Pipeline(catalog_dir, Manifest.load(catalog_dir), limits, engine, isolation)
+    return Pipeline(catalog_dir, Manifest.load(catalog_dir), limits, engine, isolation, pad_to_worst_case=pad)
+
+
+@pytest.fixture(scope="module")
+def pipeline(catalog_dir: Path) -> Iterator[Pipeline]:
+    p = _pipeline(catalog_dir, pad=False)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def padded(catalog_dir: Path) -> Iterator[Pipeline]:
+    p = _pipeline(catalog_dir, pad=True)
     try:
         yield p
     finally:
@@ -98,6 +116,56 @@ def test_the_same_plan_without_amplification_is_admitted(pipeline: Pipeline, tmp
     assert [o.name for o in outcome.outputs] == ["n"]
 
 
+WORK = """
+def run(ctx, cutoff=0):
+    kept = ctx.table("population").filter(col("income") > cutoff).with_columns(k=lit(1)).select("k", "person_id")
+    pairs = kept.join(ctx.table("schools").with_columns(k=lit(1)).select("k", "school_id"), on="k")
+    return {"n": pairs.group_by("k").agg(n=count())}
+"""
+
+
+def _timed_releases(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[float]]:
+    """Spy on a pipeline: how long each release took, and what it was padded to."""
+    took: list[float] = []
+    padded_to: list[float] = []
+    real_release, real_padded = p._released, cost.padded_seconds
+
+    def released(*args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return real_release(*args, **kwargs)
+        finally:
+            took.append(time.monotonic() - start)
+
+    def padded_seconds(runs: Any) -> float:
+        padded_to.append(real_padded(runs))
+        return padded_to[-1]
+
+    monkeypatch.setattr(p, "_released", released)
+    monkeypatch.setattr(cost, "padded_seconds", padded_seconds)
+    return took, padded_to
+
+
+def test_an_admitted_release_lasts_its_worst_case_whatever_the_data(
+    pipeline: Pipeline, padded: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "main.py").write_text(WORK)
+    (tmp_path / "saferoom.toml").write_text(TOML.replace("amplified-work", "data-dependent-work"))
+    package = load_package(tmp_path)
+    everyone, no_one = HOLDS, FAILS  # every person's income is > -1, nobody's is > 1e9
+    took, padded_to = _timed_releases(pipeline, monkeypatch)
+    for params in (everyone, no_one, everyone, no_one):
+        pipeline.run(package, params)
+    assert padded_to == []  # off: the work shows (20,000 x 50 rows joined, or none)
+    assert min(took[0], took[2]) > max(took[1], took[3])
+    took, padded_to = _timed_releases(padded, monkeypatch)
+    for params in (everyone, no_one, everyone, no_one):
+        padded.run(package, params)
+    assert len(set(padded_to)) == 1  # the worst case is the plan's and the catalog's, not the data's
+    for elapsed in took:
+        assert padded_to[0] <= elapsed < padded_to[0] + 0.25  # ends at the deadline: the same for both
+
+
 def test_refused_through_a_real_server(server: SaferoomServer, deployment: Deployment, package_dir: Path) -> None:
     with deployment.client("alice", server.port) as alice, deployment.client("olga", server.port) as olga:
         summary, _ = alice.submit_package(package_dir)
@@ -112,3 +180,26 @@ def test_refused_through_a_real_server(server: SaferoomServer, deployment: Deplo
 def _run(client: Client, package_hash: str, params: dict[str, Any]) -> Any:
     job = client.run_job(package_hash, params)
     return client.wait(job.id, timeout=120)
+
+
+def test_a_cancel_during_the_padding_ends_the_job_as_cancelled(
+    padded: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling while a release waits out its worst case ends the job as cancelled, at once: never with its
+    result published early (that would tell when the work had really finished)."""
+    (tmp_path / "main.py").write_text(WORK)
+    (tmp_path / "saferoom.toml").write_text(TOML.replace("amplified-work", "data-dependent-work"))
+    cancel = threading.Event()
+    real = cost.padded_seconds
+    deadlines: list[float] = []
+
+    def padded_seconds(runs: Any) -> float:  # the release is admitted: cancel halfway through its padding
+        seconds = real(runs)
+        deadlines.append(time.monotonic() + seconds)
+        threading.Timer(seconds / 2, cancel.set).start()
+        return seconds
+
+    monkeypatch.setattr(cost, "padded_seconds", padded_seconds)
+    with pytest.raises(JobCancelled):
+        padded.run(load_package(tmp_path), FAILS, cancel=cancel)
+    assert len(deadlines) == 1 and time.monotonic() < deadlines[0]  # ended by the cancel, before the deadline

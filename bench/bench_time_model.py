@@ -1,0 +1,128 @@
+"""Benchmark: does a release ever outlast the worst case it is padded to?
+
+    python bench/bench_time_model.py [--scale 200000] [--plans 150] [--seed 1]
+
+The server pads every release to the admitted worst case of its engine runs (``engine.cost.padded_seconds``:
+the engine's cells at ``CELLS_PER_SECOND``, a fixed ``RUN_SECONDS`` per run, the server's release work at
+``RELEASE_CELLS_PER_SECOND``), so that a job's duration shows nothing of the data. That holds only while the
+real work stays below the model. This measures the margin, with the real pipeline (forked, confined engine
+workers; the server's release step) and padding off, on a generated DP city of ``--scale`` persons:
+
+    random plans     the sensitivity fuzzer's plan generator (filters, every registry function, computed keys,
+                     joins with public tables, DP aggregates), each protected and admitted as the server does,
+                     and their worst case: the same plan with every filter removed
+    fixed cost       a one-row plan: what one engine run costs whatever it computes, next to ``RUN_SECONDS``
+
+and prints, per kind, measured / padded time (median, p99, max) and how many releases overran. The settings that
+change the figures: the machine (2 cores here), the scale, the engine worker limits (ServerConfig defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fuzz_sensitivity import PlanMaker, World
+from saferoom import disclosure
+from saferoom.catalog import Catalog, generate_catalog
+from saferoom.catalog.manifest import Manifest
+from saferoom.config import ServerConfig
+from saferoom.engine import cost, plan
+from saferoom.errors import SaferoomError
+from saferoom.jobs.pipeline import Pipeline
+
+HERE = Path(__file__).resolve().parent
+
+
+def without_filters(node: plan.Node) -> plan.Node:
+    """``node`` with every Filter dropped: each filter keeping everything, the worst case of the same plan."""
+    if isinstance(node, plan.Filter):
+        return without_filters(node.input)
+    kids = plan.children(node)
+    if not kids:
+        return node
+    return plan.with_children(node, tuple(without_filters(k) for k in kids))
+
+
+def _quantiles(ratios: list[float]) -> str:
+    ordered = sorted(ratios)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return f"median {statistics.median(ordered):.3f}, p99 {p99:.3f}, max {ordered[-1]:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=200_000)
+    parser.add_argument("--plans", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    config = ServerConfig.load(env={})
+    with tempfile.TemporaryDirectory(prefix="saferoom-bench-time-", dir=HERE.parent) as tmp:
+        data = Path(tmp)
+        generate_catalog(data, scale=args.scale, seed=7)
+        manifest = Manifest.load(data)
+        catalog = Catalog.open(data)
+        world = World(manifest, {name: catalog.table(name) for name in manifest.datasets})
+        maker = PlanMaker(world, random.Random(args.seed))
+        pipeline = Pipeline(data, manifest, config.sandbox_limits, config.engine_limits)
+        ratios: dict[str, list[float]] = {"random plans": [], "their worst case": [], "fixed cost": []}
+        refused = overran = 0
+        closest: list[tuple[float, str, float, float, int, int, int]] = []
+        try:
+
+            def measure(kind: str, node: plan.Node) -> None:
+                nonlocal overran
+                protected = disclosure.protect({"out": node}, manifest)
+                runs = cost.admit_job(protected, manifest, pipeline._engine_limits)
+                start = time.perf_counter()
+                pipeline._released(protected, None, {d: 1.0 for d in manifest.datasets})
+                elapsed = time.perf_counter() - start
+                padded = cost.padded_seconds(runs)
+                ratios[kind].append(elapsed / padded)
+                overran += elapsed > padded
+                cells = sum(r.cells for r in runs)
+                released = sum(r.release_seconds for r in runs) * cost.RELEASE_CELLS_PER_SECOND
+                closest.append((elapsed / padded, kind, elapsed, padded, len(runs), cells, int(released)))
+
+            one_row = plan.Aggregate(plan.Limit(plan.Scan("schools", ("school_id",)), 1), (), ())
+            for _ in range(3):  # warm the pools
+                measure("fixed cost", one_row)
+            ratios["fixed cost"].clear()
+            made = 0
+            while made < args.plans:
+                try:
+                    _, table = maker.table()
+                    measure("random plans", table._node)
+                    made += 1
+                    measure("their worst case", without_filters(table._node))
+                    measure("fixed cost", one_row)
+                except SaferoomError:
+                    refused += 1
+        finally:
+            pipeline.close()
+            catalog.close()
+    print(
+        f"{args.scale:,} persons, {args.plans} random plans (seed {args.seed}; {refused} refused by protection or "
+        f"admission), padding off, measured / padded release time (CELLS_PER_SECOND {cost.CELLS_PER_SECOND:,}, "
+        f"RUN_SECONDS {cost.RUN_SECONDS}, RELEASE_CELLS_PER_SECOND {cost.RELEASE_CELLS_PER_SECOND:,}):"
+    )
+    for kind, values in ratios.items():
+        print(f"  {kind:<17} {len(values):4} releases: {_quantiles(values)}")
+    print(f"  overran their padded worst case: {overran}; the closest:")
+    for ratio, kind, elapsed, padded, n, cells, released in sorted(closest, reverse=True)[:3]:
+        print(
+            f"    {ratio:.3f} ({kind}): {elapsed * 1000:.0f} ms of {padded * 1000:.0f} ms padded; {n} engine run(s), "
+            f"{cells:,} engine cells, {released:,} released cells in the worst case"
+        )
+
+
+if __name__ == "__main__":
+    main()
