@@ -105,7 +105,7 @@ def print_package(console: Console, p: PackageSummary) -> None:
         console.print(f"  submitted:  {', '.join(p.submitters)}", highlight=False)
 
 
-_SUMMARY_KEYS = ("code", "method", "reason", "created", "cells_released", "cells_suppressed", "ok",
+_SUMMARY_KEYS = ("code", "method", "reason", "created", "cells_released", "ok",
                  "first_bad_seq", "name", "epsilon", "delta", "epsilon_total", "epsilon_remaining")  # fmt: skip
 
 

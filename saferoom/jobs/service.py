@@ -94,21 +94,16 @@ def _charge_entry(job: JobRecord, charge: Charge, after: Budget) -> Entry:
 
 
 def _release_summary(outcome: JobOutcome, result_hash: str, charges: list[Charge]) -> dict[str, Any]:
-    """What was released, for the audit log: counts and rules, never values."""
+    """What was released, for the audit log: only what the researcher receives anyway (rows, the hash, the
+    budget), never values nor counts of what was withheld (an exact count of the data: issue 11)."""
     outputs = [
-        {
-            "name": o.name,
-            "kind": o.kind,
-            "rows": int(o.report.get("rows", 1)),
-            "suppressed": int(o.report.get("suppressed_cells", 0)),
-        }
+        {"name": o.name, "kind": o.kind, "rows": o.table.num_rows if o.table is not None else 1}
         for o in outcome.outputs
     ]
     return {
         "result_hash": result_hash,
         "outputs": outputs,
         "cells_released": sum(o["rows"] for o in outputs),
-        "cells_suppressed": sum(o["suppressed"] for o in outputs),
         "budget_charged": _spent(charges),
     }
 
