@@ -404,6 +404,9 @@ class PlanMaker:
             return plan.Call(op, (self.number(cols, 1), plan.Lit(rng.choice(NUMBERS))))
         if choice < 0.45 and strings:
             return plan.Call(rng.choice(("eq", "ne")), (plan.Col(rng.choice(strings)), plan.Lit(rng.choice(STRINGS))))
+        if choice < 0.5 and cols.of("date32") and "date" in self.arities:
+            op = rng.choice(("eq", "ne", "lt", "le", "gt", "ge"))
+            return plan.Call(op, (self.date(cols, depth - 1), self.date(cols, depth - 1)))
         for fn in ("and", "or", "not", "is_null", "is_in", "between"):
             if fn in self.arities and rng.random() < 0.3:
                 return self.call(fn, cols, depth - 1)
@@ -422,8 +425,24 @@ class PlanMaker:
             (self.boolean(cols, depth - 1), plan.Lit(self.rng.choice(STRINGS)), plan.Lit(self.rng.choice(STRINGS))),
         )
 
+    def date(self, cols: Columns, depth: int) -> plan.Expr:
+        """A date: a date column, a literal (the years' extremes among them), or a function of dates."""
+        rng = self.rng
+        dates = cols.of("date32")
+        r = rng.random()
+        if dates and (depth <= 0 or r < 0.5):
+            return plan.Col(rng.choice(dates))
+        if depth <= 0 or r < 0.7 or "date" not in self.arities:
+            literal = rng.choice(("2024-02-29", "0001-01-01", "9999-12-31", "2019-06-30", "1970-01-01"))
+            return plan.Call("date", (plan.Lit(literal),)) if "date" in self.arities else plan.Lit(0)
+        if r < 0.85:
+            unit = rng.choice(("year", "quarter", "month", "week"))
+            return plan.Call("date_trunc", (self.date(cols, depth - 1), plan.Lit(unit)))
+        return plan.Call("add_days", (self.date(cols, depth - 1), self.number(cols, depth - 1)))
+
     def _numeric_functions(self) -> list[str]:
         skip = {"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "is_null", "is_in", "between", "cast_str"}
+        skip |= {"date", "date_trunc", "add_days"}  # dates, not numbers: made by ``date``
         return [name for name in self.arities if name not in skip]
 
     def call(self, fn: str, cols: Columns, depth: int) -> plan.Expr:
@@ -432,6 +451,12 @@ class PlanMaker:
         lo, hi = self.arities[fn]
         n = rng.randint(lo, min(hi, lo + 4))
         num = lambda: self.number(cols, depth)  # noqa: E731
+        if fn in ("year", "month", "day", "weekday"):
+            return plan.Call(fn, (self.date(cols, depth),))
+        if fn == "days_between":
+            return plan.Call(fn, (self.date(cols, depth), self.date(cols, depth)))
+        if fn == "cast_int" and cols.of("date32") and rng.random() < 0.2:
+            return plan.Call(fn, (self.date(cols, depth),))
         if fn == "clamp":
             a, b = sorted((rng.choice(NUMBERS[:14]), rng.choice((*NUMBERS[:14], 1e6, -1e6, 1e300))))
             return plan.Call(fn, (num(), plan.Lit(a), plan.Lit(b)))

@@ -3,6 +3,7 @@ float extremes, text that looks like a number. Shared by the Arrow and the Spark
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 import random
@@ -21,8 +22,17 @@ EDGES: dict[str, list[object]] = {
     "float64": [0.0, -0.0, 1.5, -2.5, math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 2.0**63, 1e-300, None],
     "string": ["", "abc", "12", " 7 ", "1e999", "-1e999", "nan", "inf", "9" * 30, None],
     "bool": [True, False, None],
+    # Years 1 to 9999 (what Python and Spark hold); dates beyond them are tested on Arrow alone.
+    "date32": [dt.date(1970, 1, 1), dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date(2024, 2, 29), None],
 }
-_ARROW = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+_ARROW = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "date32": pa.date32(),
+}
+EPOCH = dt.date(1970, 1, 1)
 
 # Literal arguments each function needs (positions fixed by the registry), a few valid choices each.
 LITERALS: dict[str, list[tuple[object, ...]]] = {
@@ -32,6 +42,8 @@ LITERALS: dict[str, list[tuple[object, ...]]] = {
     "cell_lat": [(500,)],
     "cell_lon": [(500,)],
     "histogram": [(0, 100, 10), (-1e300, 1e300, 10_000), (0.5, 0.75, 1)],
+    "date": [("2024-02-29",), ("0001-01-01",), (9999, 12, 31), (1970, 1, 1)],
+    "date_trunc": [("year",), ("quarter",), ("month",), ("week",)],
 }
 
 
@@ -63,7 +75,8 @@ def _literal_positions(fn: str, n: int) -> tuple[int, ...]:
 
 
 def _is_in_values(t: str) -> tuple[object, ...]:
-    return {"int64": (1, -13), "float64": (1.5, 0.0), "string": ("abc", "12"), "bool": (True, False)}[t]
+    values = {"int64": (1, -13), "float64": (1.5, 0.0), "string": ("abc", "12"), "bool": (True, False)}
+    return values.get(t, ("2024-02-29", "abc"))  # a date among text values: refused by the type rule
 
 
 def _rows(types: list[str], rng: random.Random, limit: int) -> list[tuple[object, ...]]:
@@ -73,6 +86,12 @@ def _rows(types: list[str], rng: random.Random, limit: int) -> list[tuple[object
 
 def _bounded(t: str, rng: random.Random, n: int) -> tuple[list[object], Domain]:
     """``n`` finite values within random bounds (the bounds themselves included), with nulls."""
+    if t == "date32":
+        first = rng.choice([-719_162, -1, 0, 19_000, 2_932_896 - 4_000])
+        last = first + rng.choice([0, 1, 31, 400, 4_000])
+        days = [first, last] + [rng.randint(first, last) for _ in range(n - 3)]
+        dates: list[object] = [EPOCH + dt.timedelta(days=d) for d in days] + [None]
+        return dates, Domain("date32", float(first), float(last), null=True)
     if t == "int64":
         lo = rng.choice([-(2**40), -1000, -3, 0, 2])
         hi = lo + rng.choice([0, 1, 10, 2**20])
@@ -107,7 +126,7 @@ def _literal_choices(
         return [{}]
     if fn == "is_in":
         return [dict(zip(fixed, _is_in_values(types[0]), strict=True))]
-    return [dict(zip(fixed, choice, strict=True)) for choice in LITERALS[fn]]
+    return [dict(zip(fixed, choice, strict=True)) for choice in LITERALS[fn] if len(choice) == len(fixed)]
 
 
 def _call(fn: str, n: int, free: list[int], literals: dict[int, object]) -> plan.Expr:
@@ -128,7 +147,7 @@ def _cases_for(
     rows = _rows(types, rng, limit)
     columns = {c: pa.array([r[i] for r in rows], _ARROW[t]) for i, (c, t) in enumerate(schema.items())}
     yield Case(fn, expr, pa.table(columns) if columns else pa.table({"x": [0] * len(rows)}), any_domains)
-    if types and all(t in ("int64", "float64") for t in types):
+    if types and all(t in ("int64", "float64", "date32") for t in types):
         bounded: dict[str, Domain] = {}
         values: dict[str, pa.Array] = {}
         for c, t in schema.items():
@@ -147,6 +166,8 @@ def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
         return None if domain.nan else "NaN, but the domain says never NaN"
     if isinstance(value, float) and math.isinf(value):
         return None if domain.inf else "infinite, but the domain says finite"
+    if isinstance(value, dt.date):  # a date's bounds are its days since 1970-01-01
+        value = (value - EPOCH).days
     if isinstance(value, bool) or not isinstance(value, int | float):
         if domain.categories is not None and value not in domain.categories:
             return f"{value!r} is not among the domain's values {domain.categories}"
@@ -160,15 +181,15 @@ def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
 
 
 AGGREGATE_TYPES: dict[str, tuple[str, ...]] = {
-    "count": ("int64", "float64", "string", "bool"),
-    "count_distinct": ("int64", "float64", "string", "bool"),
+    "count": ("int64", "float64", "string", "bool", "date32"),
+    "count_distinct": ("int64", "float64", "string", "bool", "date32"),
     "sum": ("int64", "float64"),
     "mean": ("int64", "float64"),
     "std": ("int64", "float64"),
     "median": ("int64", "float64"),
     "quantile": ("int64", "float64"),
-    "min": ("int64", "float64", "string"),
-    "max": ("int64", "float64", "string"),
+    "min": ("int64", "float64", "string", "date32"),
+    "max": ("int64", "float64", "string", "date32"),
 }
 
 
@@ -189,7 +210,7 @@ def aggregate_tables() -> dict[str, pa.Table]:
 
 def aggregate_plans(table: pa.Table, value_type: str) -> list[plan.Node]:
     """Every aggregate that applies to ``value_type``, grouped by ``k`` and global."""
-    logical = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool"}
+    logical = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32"}
     source = plan.Input("t", (("k", "int64"), ("v", logical[str(table.schema.field("v").type)])))
     aggs: list[tuple[str, plan.AggExpr]] = [("rows", plan.AggExpr("count"))]
     for fn, types in sorted(AGGREGATE_TYPES.items()):

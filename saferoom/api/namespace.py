@@ -11,8 +11,9 @@ from saferoom.api.expressions import AggregateExpr, Expr, When, as_expr, check_n
 from saferoom.api.table import Grouped, Model, Table
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
+from saferoom.engine.expressions import date_of, date_unit_of
 from saferoom.engine.functions import api_functions
-from saferoom.errors import UserCodeError
+from saferoom.errors import InvalidPlan, UserCodeError
 
 __all__ = ["Context", "export_outputs", "namespace", "public_attributes"]
 
@@ -177,6 +178,25 @@ def histogram(value: object, start: object, stop: object, bins: object) -> Expr:
     return _function("histogram", 4)(value, lo, hi, bins)
 
 
+def date(*parts: object) -> Expr:
+    """A date: ``date("2024-01-31")`` or ``date(2024, 1, 31)``."""
+    try:
+        date_of(list(parts))
+    except InvalidPlan as exc:
+        raise UserCodeError(exc.message) from None
+    return Expr(plan.Call("date", tuple(plan.Lit(p) for p in parts)), 1 + len(parts))  # type: ignore[arg-type]
+
+
+def date_trunc(value: object, unit: object) -> Expr:
+    """The first day of the date's ``unit``: "year", "quarter", "month" or "week" (weeks start on Monday)."""
+    try:
+        date_unit_of(unit)
+    except InvalidPlan as exc:
+        raise UserCodeError(exc.message) from None
+    x = as_expr(value, "the argument of date_trunc")
+    return Expr(plan.Call("date_trunc", (x._node, plan.Lit(str(unit)))), x._size + 2)
+
+
 _NAMES: dict[str, object] = {
     "col": col,
     "lit": lit,
@@ -198,6 +218,8 @@ _CHECKED: dict[str, Callable[..., Expr]] = {
     "cell_lon": cell_lon,
     "distance_m": distance_m,
     "histogram": histogram,
+    "date": date,
+    "date_trunc": date_trunc,
 }
 # Every function the registry gives a global name (``engine.functions``), and only those.
 for _api, _entry in api_functions().items():

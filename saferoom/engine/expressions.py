@@ -10,6 +10,7 @@ whether one person's age times a huge number overflows). Errors raised here name
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -22,9 +23,14 @@ from saferoom.engine.plan import Col, Expr, Lit
 from saferoom.errors import InvalidPlan
 
 __all__ = [
+    "DATE_UNITS",
+    "DAY_MAX",
+    "DAY_MIN",
     "KERNELS",
     "Value",
     "bounds_of",
+    "date_of",
+    "date_unit_of",
     "decode",
     "digits_of",
     "evaluate",
@@ -234,6 +240,10 @@ def _clamp(x: Value, lo: Value, hi: Value) -> Value:
     """x limited to [lo, hi]; nulls and NaN are null: the public bounds a catalog declares hold for every value."""
     kind = _type(x)
     low, high = bounds_of(_literal(lo, "clamp: the bounds"), _literal(hi, "clamp: the bounds"))
+    if pa.types.is_date32(kind):  # bounds in days since 1970-01-01
+        days = pc.cast(pc.cast(x, pa.int32()), pa.int64())
+        span = (max(low, -(2.0**31)), min(high, 2.0**31 - 1))
+        return pc.cast(pc.cast(_clamp(days, pa.scalar(span[0]), pa.scalar(span[1])), pa.int32()), pa.date32())
     if pa.types.is_integer(kind):  # the integers within the bounds (none: null)
         low, high = max(math.ceil(low), -(2**63)), min(math.floor(high), 2**63 - 1)
         if low > high:
@@ -320,6 +330,10 @@ def _cast(target: pa.DataType) -> Callable[[Value], Value]:
             else:
                 valid = pc.match_substring_regex(text, FLOAT_TEXT)
             a = pc.if_else(valid, text, null)
+        elif pa.types.is_date32(_type(a)):
+            if target == pa.int64():
+                return _days(a)  # days since 1970-01-01
+            a = _to_date(_days(a))  # as text: null outside years 1 to 9999, like every date function
         elif target == pa.int64() and _is_float(a):
             a = pc.trunc(a)
             inside = pc.and_(pc.greater_equal(a, -(2.0**63)), pc.less(a, 2.0**63))  # NaN: false
@@ -433,6 +447,85 @@ def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
     return pc.if_else(pc.is_nan(_to_float(x)), pa.scalar(None, pa.float64()), edge)  # NaN has no bin
 
 
+# Dates: every function works on the days of years 1 to 9999 (what both engines and Python represent); a date32
+# outside them (the type holds +-5.8 million years) is null to every date function, as an impossible value.
+DAY_MIN, DAY_MAX = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31, days since 1970-01-01
+DATE_UNITS = ("year", "quarter", "month", "week")
+
+
+def date_of(values: list[Any]) -> dt.date:
+    """A date literal from ``"YYYY-MM-DD"`` or (year, month, day): both engines and the registry check it so."""
+    try:
+        if len(values) == 1 and isinstance(values[0], str) and len(values[0]) == 10:
+            return dt.date.fromisoformat(values[0])
+        if len(values) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return dt.date(*values)
+    except (ValueError, OverflowError):
+        pass
+    raise InvalidPlan('date: give "YYYY-MM-DD" or year, month, day of a real date in years 1 to 9999')
+
+
+def date_unit_of(unit: Any) -> str:
+    """date_trunc's unit from its literal."""
+    if unit not in DATE_UNITS:
+        raise InvalidPlan(f"date_trunc: the unit must be one of {', '.join(DATE_UNITS)}")
+    return str(unit)
+
+
+def _require_date(fn: str, a: Value) -> None:
+    if not (pa.types.is_date32(_type(a)) or pa.types.is_null(_type(a))):
+        raise InvalidPlan(f"{fn}: needs a date, got {_type(a)}")
+
+
+def _days(a: Value) -> Value:
+    """A date's days since 1970-01-01 (int64), null outside years 1 to 9999."""
+    if pa.types.is_null(_type(a)):
+        return pa.scalar(None, pa.int64())
+    days = pc.cast(pc.cast(a, pa.int32()), pa.int64())
+    inside = pc.and_(pc.greater_equal(days, DAY_MIN), pc.less_equal(days, DAY_MAX))
+    return pc.if_else(inside, days, pa.scalar(None, pa.int64()))
+
+
+def _to_date(days: Value) -> Value:
+    """Days (int64, already within years 1 to 9999, or null) as dates."""
+    return pc.cast(pc.cast(days, pa.int32()), pa.date32())
+
+
+def _date_part(fn: str, part: Callable[[Value], Value]) -> Callable[[Value], Value]:
+    def kernel(a: Value) -> Value:
+        _require_date(fn, a)
+        return pc.cast(part(_to_date(_days(a))), pa.int64())
+
+    return kernel
+
+
+def _date(*values: Value) -> Value:
+    return pa.scalar(date_of([_literal(v, "date: its arguments") for v in values]), pa.date32())
+
+
+def _date_trunc(a: Value, unit_v: Value) -> Value:
+    _require_date("date_trunc", a)
+    unit = date_unit_of(_literal(unit_v, "date_trunc: the unit"))
+    return pc.floor_temporal(_to_date(_days(a)), unit=unit, week_starts_monday=True)
+
+
+def _days_between(start: Value, end: Value) -> Value:
+    _require_date("days_between", start)
+    _require_date("days_between", end)
+    return pc.subtract(_days(end), _days(start))  # within +-3.7 million: never overflows
+
+
+def _add_days(a: Value, n: Value) -> Value:
+    _require_date("add_days", a)
+    if not (pa.types.is_integer(_type(n)) or pa.types.is_null(_type(n))):
+        raise InvalidPlan(f"add_days: the number of days must be an integer, got {_type(n)}")
+    span = DAY_MAX - DAY_MIN
+    n = pc.if_else(pc.and_(pc.greater_equal(n, -span), pc.less_equal(n, span)), n, pa.scalar(None, pa.int64()))
+    days = pc.add(_days(a), pc.cast(n, pa.int64()))  # both bounded: no overflow
+    inside = pc.and_(pc.greater_equal(days, DAY_MIN), pc.less_equal(days, DAY_MAX))
+    return _to_date(pc.if_else(inside, days, pa.scalar(None, pa.int64())))
+
+
 def _numeric_unary(fn: Callable[[Value], Value], a: Value) -> Value:
     a = decode(a)
     _numeric(a)
@@ -484,6 +577,14 @@ KERNELS: dict[str, Callable[..., Value]] = {
     "cell_lon": _cell_lon,
     "distance_m": _distance_m,
     "histogram": _histogram,
+    "date": _date,
+    "year": _date_part("year", pc.year),
+    "month": _date_part("month", pc.month),
+    "day": _date_part("day", pc.day),
+    "weekday": _date_part("weekday", lambda d: pc.day_of_week(d, count_from_zero=False, week_start=1)),
+    "date_trunc": _date_trunc,
+    "days_between": _days_between,
+    "add_days": _add_days,
 }
 
 

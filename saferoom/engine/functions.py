@@ -39,12 +39,22 @@ Semantics (Spark equivalents in brackets where they differ in name):
                                                [start, stop); values outside (and +-inf) fall into the
                                                first/last bin; NaN becomes null
 
+    date("2024-01-31") date(2024, 1, 31)       a date literal (years 1 to 9999)
+    year month day weekday                     parts of a date as integers; weekday 1 = Monday .. 7 = Sunday
+    date_trunc(x, unit)                        the first day of x's year, quarter, month or week (Monday)
+    days_between(start, end)                   end - start in days
+    add_days(x, n)                             the date n days after x
+                                               Every date function is null for a date outside years 1 to 9999
+                                               (date32 holds +-5.8 million years; neither engine computes them);
+                                               cast_int of a date is its days since 1970-01-01
+
 Grid cells (``meters`` a literal >= 10): row = floor(lat * 110574 / m); ref_lat = (row + 0.5) * m / 110574;
 col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**22 + (col + 2**21).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -72,6 +82,7 @@ NUMERIC = frozenset({"int64", "float64"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_MAX = 1.7976931348623157e308
 _ORDERED = {"lt", "le", "gt", "ge"}
+_EPOCH = dt.date(1970, 1, 1)
 
 
 # --------------------------------------------------------------------------- value domains
@@ -148,6 +159,8 @@ def catalog_domain(type_: str, lower: float | None, upper: float | None, categor
         return _numeric(type_, lower, upper, null, nan and type_ == "float64", inf=type_ == "float64" and lower is None)
     if type_ == "bool":
         return Domain("bool", null=null, categories=(False, True))
+    if type_ == "date32" and lower is not None and upper is not None:  # days since 1970-01-01
+        return Domain("date32", float(lower), float(upper), null)
     return Domain(type_, null=null, categories=tuple(categories) if categories else None)
 
 
@@ -175,7 +188,8 @@ def _comparable(fn: str, a: str, b: str) -> None:
     if "null" in (a, b):
         return
     if _kind(a) != _kind(b):
-        raise InvalidPlan(f"{fn}: cannot compare {a} with {b}")
+        hint = ': write a date as date("2024-01-31")' if {a, b} == {"date32", "string"} else ""
+        raise InvalidPlan(f"{fn}: cannot compare {a} with {b}{hint}")
     if fn in _ORDERED and a == "bool":
         raise InvalidPlan(f"{fn}: cannot order true/false values")
 
@@ -248,7 +262,7 @@ def _t_case(fn: str, t: list[str]) -> str:
 
 
 def _t_cast(target: str) -> TypeRule:
-    allowed = {"int64": NUMERIC | {"string", "bool", "null"}, "float64": NUMERIC | {"string", "bool", "null"}}
+    allowed = {"int64": NUMERIC | {"string", "bool", "null", "date32"}, "float64": NUMERIC | {"string", "bool", "null"}}
 
     def rule(fn: str, t: list[str]) -> str:
         if target in allowed and t[0] not in allowed[target]:
@@ -256,6 +270,11 @@ def _t_cast(target: str) -> TypeRule:
         return target
 
     return rule
+
+
+def _t_clamp(fn: str, t: list[str]) -> str:
+    """A number, or a date (its bounds in days since 1970-01-01)."""
+    return "date32" if t[0] == "date32" else _t_same(fn, t[:1])
 
 
 def _t_grid(fn: str, t: list[str]) -> str:
@@ -268,6 +287,29 @@ def _t_cell(fn: str, t: list[str]) -> str:
         raise InvalidPlan(f"{fn}: a grid cell is an integer, got {t[0]}")
     _require_numeric(fn, t[1:])
     return "float64"
+
+
+def _require_date(fn: str, types: Iterable[str]) -> None:
+    for t in types:
+        if t not in ("date32", "null"):
+            raise InvalidPlan(f"{fn}: needs a date, got {t}")
+
+
+def _t_date_part(fn: str, t: list[str]) -> str:
+    _require_date(fn, t)
+    return "int64"
+
+
+def _t_date_trunc(fn: str, t: list[str]) -> str:
+    _require_date(fn, t[:1])
+    return "date32"
+
+
+def _t_add_days(fn: str, t: list[str]) -> str:
+    _require_date(fn, t[:1])
+    if t[1] not in ("int64", "null"):
+        raise InvalidPlan(f"{fn}: the number of days must be an integer, got {t[1]}")
+    return "date32"
 
 
 # --------------------------------------------------------------------------- domain rules
@@ -431,6 +473,8 @@ def _d_clamp(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
     low, high = lo[0], hi[0]
     if x.interval is not None and max(low, x.interval[0]) <= min(high, x.interval[1]):
         low, high = max(low, x.interval[0]), min(high, x.interval[1])
+    if out == "date32":  # the whole days within the bounds
+        return Domain("date32", float(math.ceil(low)), float(math.floor(high)), x.null)
     return _numeric(out, low, high, x.null or x.nan)  # NaN becomes null; +-inf become the bounds
 
 
@@ -463,6 +507,9 @@ def _d_cast_int(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
         return Domain("int64", 0.0, 1.0, a.null)
     if a.type == "int64":
         return replace(a, categories=None)
+    if a.type == "date32":  # its days since 1970-01-01
+        (lo, hi), null = _date_days(a)
+        return _numeric("int64", lo, hi, null)
     if a.type == "float64":  # NaN, infinity and values beyond int64 become null
         unsafe = a.nan or a.inf or a.interval is None or a.interval[0] < INT64_MIN or a.interval[1] >= 2.0**63
         if a.interval is None:
@@ -507,6 +554,70 @@ def _d_histogram(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
     assert isinstance(start, int | float) and isinstance(stop, int | float) and isinstance(bins, int | float)
     width = (float(stop) - float(start)) / max(1, int(bins))
     return _numeric("float64", float(start), float(start) + width * (int(bins) - 1), x.null or x.nan)
+
+
+_DAYS = (float(_arrow.DAY_MIN), float(_arrow.DAY_MAX))
+
+
+def _date_days(a: Domain) -> tuple[tuple[float, float], bool]:
+    """The days a date domain's values can be (within years 1 to 9999), and whether it may be null to a date
+    function (null, or a date outside those years)."""
+    interval = a.interval
+    if interval is None or interval[0] < _DAYS[0] or interval[1] > _DAYS[1]:
+        return _DAYS, True
+    return interval, a.null
+
+
+def _date_domain(lo: float, hi: float, null: bool) -> Domain:
+    if lo > _DAYS[0] or hi < _DAYS[1]:  # a strict part of the years: bounded within them
+        lo, hi = max(lo, _DAYS[0]), min(hi, _DAYS[1])
+    return Domain("date32", lo, hi, null)
+
+
+def _to_date(days: float) -> dt.date:
+    return _EPOCH + dt.timedelta(days=int(days))
+
+
+def _d_date(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    day = float((_arrow.date_of([a.value if isinstance(a, Lit) else None for a in args]) - _EPOCH).days)
+    return Domain("date32", day, day, null=False)
+
+
+def _d_year(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (lo, hi), null = _date_days(ds[0])
+    first, last = _to_date(lo).year, _to_date(hi).year  # monotone in the date
+    # A few years (a date clamped to its catalog bounds) are a public set of keys, like a category's values.
+    years = tuple(range(first, last + 1)) if last - first < 200 else None
+    return replace(_numeric("int64", first, last, null), categories=years)
+
+
+def _d_date_part(lowest: int, highest: int) -> DomainRule:
+    def rule(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+        domain = _numeric("int64", lowest, highest, _date_days(ds[0])[1])
+        return replace(domain, categories=tuple(range(lowest, highest + 1)))  # months, days, weekdays: public
+
+    return rule
+
+
+def _d_date_trunc(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (lo, hi), null = _date_days(ds[0])
+    return _date_domain(max(_DAYS[0], lo - 366), hi, null)  # monotone; a unit is at most a year long
+
+
+def _d_days_between(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (slo, shi), snull = _date_days(ds[0])
+    (elo, ehi), enull = _date_days(ds[1])
+    return _numeric("int64", elo - shi, ehi - slo, snull or enull)
+
+
+def _d_add_days(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (lo, hi), null = _date_days(ds[0])
+    n = ds[1].interval
+    if n is None:
+        return Domain("date32", null=True)
+    low, high = lo + n[0], hi + n[1]
+    leaves = low < _DAYS[0] or high > _DAYS[1]  # beyond the years: null
+    return _date_domain(max(low, _DAYS[0]), min(high, _DAYS[1]), null or ds[1].null or leaves)
 
 
 # --------------------------------------------------------------------------- the registry
@@ -594,7 +705,7 @@ REGISTRY: Mapping[str, Function] = {
         _entry("cast_int", (1, 1), _t_cast("int64"), _d_cast_int),
         _entry("cast_float", (1, 1), _t_cast("float64"), _d_cast_float),
         _entry("cast_str", (1, 1), _t_cast("string"), _d_cast_str),
-        _entry("clamp", (3, 3), _t_same, _d_clamp, literals=(1, 2), check=lambda v: _arrow.bounds_of(v[1], v[2])),
+        _entry("clamp", (3, 3), _t_clamp, _d_clamp, literals=(1, 2), check=lambda v: _arrow.bounds_of(v[1], v[2])),
         _entry("grid_cell", (3, 3), _t_grid, _d_grid, literals=(2,), api="grid_cell", check=_meters_at(2)),
         _entry("cell_lat", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lat", check=_meters_at(1)),
         _entry("cell_lon", (2, 2), _t_cell, _d_cell, literals=(1,), api="cell_lon", check=_meters_at(1)),
@@ -608,6 +719,24 @@ REGISTRY: Mapping[str, Function] = {
             api="histogram",
             check=lambda v: _arrow.histogram_of(*v[1:]),
         ),
+        _entry(
+            "date", (1, 3), lambda fn, t: "date32", _d_date, all_literal_after=0, api="date", check=_arrow.date_of
+        ),
+        _entry("year", (1, 1), _t_date_part, _d_year, api="year"),
+        _entry("month", (1, 1), _t_date_part, _d_date_part(1, 12), api="month"),
+        _entry("day", (1, 1), _t_date_part, _d_date_part(1, 31), api="day"),
+        _entry("weekday", (1, 1), _t_date_part, _d_date_part(1, 7), api="weekday"),
+        _entry(
+            "date_trunc",
+            (2, 2),
+            _t_date_trunc,
+            _d_date_trunc,
+            literals=(1,),
+            api="date_trunc",
+            check=lambda v: _arrow.date_unit_of(v[1]),
+        ),
+        _entry("days_between", (2, 2), _t_date_part, _d_days_between, api="days_between"),
+        _entry("add_days", (2, 2), _t_add_days, _d_add_days, api="add_days"),
     )
 }
 

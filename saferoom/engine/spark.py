@@ -38,6 +38,8 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.engine.arrow import Execution
 from saferoom.engine.expressions import (  # the same cast gates on both engines
     COL_OFFSET,
+    DAY_MAX,
+    DAY_MIN,
     EARTH_RADIUS_M,
     FLOAT_TEXT,
     INT_TEXT,
@@ -46,6 +48,8 @@ from saferoom.engine.expressions import (  # the same cast gates on both engines
     ROW_FACTOR,
     ROW_OFFSET,
     bounds_of,
+    date_of,
+    date_unit_of,
     digits_of,
     histogram_of,
     meters_of,
@@ -440,7 +444,35 @@ class _Run:
         if t[0] == "float64":  # NaN compares greater than everything in Spark: outside, null
             inside = (a[0] >= F.lit(-(2.0**63))) & (a[0] < F.lit(2.0**63))
             return F.when(inside, a[0].cast("bigint"))
+        if t[0] == "date32":
+            return self._days(a[0])
         return a[0].cast("bigint")
+
+    def _days(self, date: Column) -> Column:
+        """A date's days since 1970-01-01 (bigint), null outside years 1 to 9999 (as on Arrow)."""
+        F = self.F
+        days = F.unix_date(date).cast("bigint")
+        return F.when((days >= F.lit(DAY_MIN)) & (days <= F.lit(DAY_MAX)), days)
+
+    def _in_years(self, date: Column) -> Column:
+        return self.F.when(self._days(date).isNotNull(), date)
+
+    def _date_part(self, x: _Args) -> Column:
+        F = self.F
+        d = self._in_years(x.a[0])
+        part = {"year": F.year, "month": F.month, "day": F.dayofmonth}.get(x.expr.fn)
+        if part is None:  # weekday: Spark's dayofweek is 1 = Sunday .. 7 = Saturday; ISO's 1 = Monday
+            return ((F.dayofweek(d) + F.lit(5)) % F.lit(7) + F.lit(1)).cast("bigint")
+        return part(d).cast("bigint")
+
+    def _add_days(self, x: _Args) -> Column:
+        F = self.F
+        span = DAY_MAX - DAY_MIN
+        n = x.a[1].cast("bigint")
+        n = F.when((n >= F.lit(-span)) & (n <= F.lit(span)), n)
+        days = self._days(x.a[0]) + n
+        inside = (days >= F.lit(DAY_MIN)) & (days <= F.lit(DAY_MAX))
+        return F.date_from_unix_date(F.when(inside, days).cast("int"))
 
     def _cast_float(self, x: _Args) -> Column:
         F, a, t = self.F, x.a, x.t
@@ -510,6 +542,13 @@ class _Run:
         lo, hi = bounds_of(_literal(expr.args[1]), _literal(expr.args[2]))
         low: Column
         high: Column
+        if t == "date32":  # bounds in days since 1970-01-01
+            days = F.unix_date(x).cast("bigint")
+            lowest, highest = math.ceil(max(lo, -(2.0**31))), math.floor(min(hi, 2.0**31 - 1))
+            if lowest > highest:
+                return F.lit(None).cast("date")
+            clamped = F.when(days < F.lit(lowest), F.lit(lowest)).when(days > F.lit(highest), F.lit(highest))
+            return F.date_from_unix_date(clamped.otherwise(days).cast("int"))
         if t == "int64":  # the integers within the bounds (none: null), as on Arrow
             lowest, highest = max(math.ceil(lo), -(2**63)), min(math.floor(hi), 2**63 - 1)
             if lowest > highest:
@@ -595,12 +634,20 @@ KERNELS: dict[str, Callable[[_Args], Column]] = {
     "case": lambda x: x.run._case(x),
     "cast_int": lambda x: x.run._cast_int(x),
     "cast_float": lambda x: x.run._cast_float(x),
-    "cast_str": lambda x: x.a[0].cast("string"),
+    "cast_str": lambda x: (x.run._in_years(x.a[0]) if x.t[0] == "date32" else x.a[0]).cast("string"),
     "grid_cell": lambda x: x.run._grid_cell(x),
     "cell_lat": lambda x: x.run._cell_centre(x),
     "cell_lon": lambda x: x.run._cell_centre(x),
     "distance_m": lambda x: x.run._distance(x),
     "histogram": lambda x: x.run._histogram(x),
+    "date": lambda x: x.F.lit(date_of([_literal(a) for a in x.expr.args])),
+    "year": lambda x: x.run._date_part(x),
+    "month": lambda x: x.run._date_part(x),
+    "day": lambda x: x.run._date_part(x),
+    "weekday": lambda x: x.run._date_part(x),
+    "date_trunc": lambda x: x.F.trunc(x.run._in_years(x.a[0]), date_unit_of(_literal(x.expr.args[1]))),
+    "days_between": lambda x: x.run._days(x.a[1]) - x.run._days(x.a[0]),
+    "add_days": lambda x: x.run._add_days(x),
 }
 check_engine("Spark", KERNELS)
 

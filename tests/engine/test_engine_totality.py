@@ -12,7 +12,7 @@ from saferoom.engine.functions import REGISTRY, expr_domain
 from tests.support_functions import Case, aggregate_plans, aggregate_tables, cases, outside
 
 CASES = list(cases())
-_LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool"}
+_LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32"}
 
 
 def _run(case: Case) -> list[object]:
@@ -58,3 +58,30 @@ def test_no_value_makes_an_aggregate_fail(name: str) -> None:
     for node in aggregate_plans(table, name.split("-")[0]):
         result = engine.execute(node).table
         assert result.num_rows == (1 if not node.keys else len(set(table.column("k").to_pylist())))
+
+
+def test_dates_beyond_years_1_to_9999_are_null_to_every_date_function() -> None:
+    """date32 holds +-5.8 million years, which neither Python, Spark nor Arrow's calendar functions compute
+    (Arrow gave year 20599 for both extremes): every date function makes them null, never fails."""
+    days = [-(2**31), 2**31 - 1, -719_163, 2_932_897, -719_162, 2_932_896, None]
+    table = pa.table({"d": pa.array(days, pa.int32()).cast(pa.date32()), "n": pa.array([1] * 7, pa.int64())})
+    d, n = plan.Col("d"), plan.Col("n")
+    calls = {
+        "year": plan.Call("year", (d,)),
+        "month": plan.Call("month", (d,)),
+        "day": plan.Call("day", (d,)),
+        "weekday": plan.Call("weekday", (d,)),
+        "date_trunc": plan.Call("date_trunc", (d, plan.Lit("month"))),
+        "days_between": plan.Call("days_between", (d, d)),
+        "add_days": plan.Call("add_days", (d, n)),
+        "cast_int": plan.Call("cast_int", (d,)),
+        "cast_str": plan.Call("cast_str", (d,)),
+    }
+    out = {fn: _run(Case(fn, expr, table, {})) for fn, expr in calls.items()}
+    for fn, values in out.items():
+        assert values[:4] == [None] * 4, fn  # beyond the years: null
+        assert values[6] is None, fn
+    assert out["year"][4:6] == [1, 9999] and out["weekday"][4:6] == [1, 5]  # 0001-01-01 was a Monday
+    assert out["cast_int"][4:6] == [-719_162, 2_932_896] and out["days_between"][4:6] == [0, 0]
+    assert out["add_days"][4] is not None and out["add_days"][5] is None  # the day after 9999-12-31: null
+    assert out["cast_str"][4:6] == ["0001-01-01", "9999-12-31"]

@@ -149,7 +149,21 @@ EXPRESSIONS: dict[str, Build] = {
         hage=histogram(col("age"), 10, 80, 7),
     ),
     "dates": lambda c: c.table("housing_transactions").select(
-        "transaction_id", "date", late=col("date") > col("date"), price=col("price_per_m2").round(-3)
+        "transaction_id",
+        "date",
+        late=col("date") > NS["date"]("2024-06-30"),
+        price=col("price_per_m2").round(-3),
+        y=NS["year"](col("date")),
+        m=NS["month"](col("date")),
+        d=NS["day"](col("date")),
+        w=NS["weekday"](col("date")),
+        q=NS["date_trunc"](col("date"), "quarter"),
+        wk=NS["date_trunc"](col("date"), "week"),
+        age=NS["days_between"](NS["date"](2019, 1, 1), col("date")),
+        later=NS["add_days"](col("date"), 45),
+        days=col("date").cast("int"),
+        text=col("date").cast("str"),
+        clamped=col("date").clip(19_000, 19_500),
     ),
 }
 
