@@ -557,12 +557,19 @@ def audit_show(seq: int, server: str | None) -> None:
     help="A checkpoint saved earlier: the log must still hold what it sealed (repeatable).",
 )
 @click.option("--save-checkpoint", type=click.Path(path_type=Path), help="Save a fresh checkpoint here.")
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="... and the authority's certificate (ca.crt): output checkers' decisions must be signed by its people.",
+)
 @server_option
 def audit_verify(
     log_file: Path | None,
     key_file: Path | None,
     checkpoints: tuple[Path, ...],
     save_checkpoint: Path | None,
+    ca_file: Path | None,
     server: str | None,
 ) -> None:
     """Verify the log: on the server, or offline with --file and --key (or a --checkpoint holding the key)."""
@@ -576,7 +583,8 @@ def audit_verify(
         public_key = load_public_key(raw)
         if any(not a.verify(public_key) for a in anchors):
             raise click.UsageError("a checkpoint is not signed by this audit key")
-        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors)
+        ca_pem = ca_file.read_bytes() if ca_file else None
+        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
     else:
         with _client(server, timeout=600) as client:
             report = client.verify_log(anchors)
@@ -585,7 +593,7 @@ def audit_verify(
     if report.ok:
         console.print(
             f"[green]verified[/green]: {report.records} records, {report.checkpoints} checkpoints, "
-            f"head {report.head[:16]}"
+            f"{report.decisions} signed output-check decisions, head {report.head[:16]}"
         )
         if save_checkpoint is not None:
             console.print(f"saved a checkpoint to {save_checkpoint}")

@@ -614,7 +614,9 @@ class Client:
             ]
         )
         r = self._call(self._audit.VerifyLog, request, timeout=max(self.timeout, 600))
-        return VerifyReport(r.ok, r.records, r.checkpoints, r.last_seq, r.head, r.first_bad_seq or None, r.reason)
+        return VerifyReport(
+            r.ok, r.records, r.checkpoints, r.last_seq, r.head, r.first_bad_seq or None, r.reason, r.decisions
+        )
 
     # -------------------------------------------------------------- jobs
 
