@@ -277,20 +277,16 @@ def held_to_result(held: HeldResult) -> Result:
 
 
 def print_held_list(console: Console, held: Sequence[HeldResult]) -> None:
-    table = Table(header_style="bold")
-    for column in ("job", "package", "ran by", "datasets", "approvals", "result hash"):
-        table.add_column(column)
+    """One line per held result (ids in full: they are what `check show` takes)."""
     for h in held:
         approvals = sum(d.decision == "approve" for d in h.decisions)
-        table.add_row(
-            h.job.id,
-            f"{h.job.package_name}@{h.job.package_version}",
-            h.job.owner,
-            ", ".join(h.job.datasets),
-            f"{approvals}/{h.checkers_required}",
-            h.result_hash[:16],
+        console.print(
+            f"{h.job.id}  {h.job.package_name}@{h.job.package_version}  ran by {h.job.owner}  "
+            f"datasets {', '.join(h.job.datasets)}  approvals {approvals}/{h.checkers_required}  "
+            f"result {h.result_hash[:16]}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
 
 
 def print_held(console: Console, held: HeldResult) -> None:

@@ -344,3 +344,32 @@ def test_a_signature_by_another_checkers_key_is_refused(world: World) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             checks_pb2_grpc.ChecksStub(channel).Decide(request)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_check_commands(world: World) -> None:
+    from click.testing import CliRunner
+
+    from saferoom.cli.main import cli
+
+    def as_user(name: str, *args: str) -> tuple[int, str]:
+        profile = world.deployment.pki / "identities" / name / "profile.toml"
+        result = CliRunner().invoke(cli, ["--profile", str(profile), *args, "--server", f"127.0.0.1:{world.port}"])
+        return result.exit_code, result.output
+
+    code, out = as_user("alice", "jobs", "run", "small-cells")
+    assert code == 0 and "awaiting_check" in out and "held for an output checker" in out, out
+    job_id = out.split()[1]
+    code, out = as_user("carol", "check", "list")
+    assert code == 0 and job_id in out
+    code, out = as_user("carol", "check", "show", job_id)
+    assert code == 0 and "alice" in out and "risk flags" in out
+    assert "fine = people.group_by(\"district\", \"age\", \"sex\")" in out  # the source, lines uncut
+    assert "more rows not shown" not in out  # every row of every output
+    code, out = as_user("carol", "check", "request-changes", job_id, "--reason", "use 10-year age bands")
+    assert code == 0 and "changes_requested" in out, out
+    code, out = as_user("carol", "check", "approve", job_id)
+    assert code == 1 and "not awaiting" in out
+    code, out = as_user("alice", "jobs", "get", job_id)
+    assert code == 0 and "changes_requested" in out and "10-year age bands" in " ".join(out.split())
+    code, out = as_user("alice", "check", "list")
+    assert code == 1 and "permission_denied" in out
