@@ -363,7 +363,7 @@ def test_the_check_commands(world: World) -> None:
     assert code == 0 and job_id in out
     code, out = as_user("carol", "check", "show", job_id)
     assert code == 0 and "alice" in out and "risk flags" in out
-    assert "fine = people.group_by(\"district\", \"age\", \"sex\")" in out  # the source, lines uncut
+    assert 'fine = people.group_by("district", "age", "sex")' in out  # the source, lines uncut
     assert "more rows not shown" not in out  # every row of every output
     code, out = as_user("carol", "check", "request-changes", job_id, "--reason", "use 10-year age bands")
     assert code == 0 and "changes_requested" in out, out
