@@ -20,8 +20,8 @@ IDENTITIES = {
     "oscar": "operator",
     "audrey": "auditor",
     "rex": "researcher,operator",
-    "carol": "output_checker",
-    "cora": "output_checker",
+    "quinn": "output_checker",
+    "quincy": "output_checker",
     "rita": "researcher,output_checker",
 }
 

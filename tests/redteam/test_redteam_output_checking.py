@@ -128,10 +128,10 @@ def test_no_way_of_fetching_shows_a_held_value(
     for secret in secrets_of(income):
         assert secret not in blob
     # The checker, and only the checker, sees the outputs (and what the code printed) before anyone else.
-    with deployment.client("carol", srv.port) as carol:
-        held = carol.get_held(job_id)
+    with deployment.client("quinn", srv.port) as quinn:
+        held = quinn.get_held(job_id)
         assert MARKER in held.printed and {o.name for o in held.outputs} == {"leak", "total"}
-        carol.reject_result(job_id, "a masked sum singles out one person")
+        quinn.reject_result(job_id, "a masked sum singles out one person")
     with deployment.client("alice", srv.port) as alice:
         assert "singles out one person" in alice.get_job(job_id).error_message
 
@@ -141,22 +141,22 @@ def test_a_researcher_holding_a_checkers_certificate_cannot_decide(
 ) -> None:
     srv, _ = world
     job_id = run_held(deployment, srv.port)
-    carol, alice = deployment.profile("carol"), deployment.profile("alice")
-    # carol's certificate (public) with alice's key: refused in the TLS handshake, never reaching a method.
+    quinn, alice = deployment.profile("quinn"), deployment.profile("alice")
+    # quinn's certificate (public) with alice's key: refused in the TLS handshake, never reaching a method.
     stolen = grpc.ssl_channel_credentials(
-        root_certificates=carol.ca.read_bytes(),
+        root_certificates=quinn.ca.read_bytes(),
         private_key=alice.key.read_bytes(),
-        certificate_chain=carol.cert.read_bytes(),
+        certificate_chain=quinn.cert.read_bytes(),
     )
     with grpc.secure_channel(f"127.0.0.1:{srv.port}", stolen) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             checks_pb2_grpc.ChecksStub(channel).ListHeld(checks_pb2.ListHeldRequest(), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    # rita, a researcher who is also a checker, signs a decision in carol's name with her own key: not carol's.
+    # rita, a researcher who is also a checker, signs a decision in quinn's name with her own key: not quinn's.
     with deployment.client("rita", srv.port) as rita:
         held = rita.get_held(job_id)
         signature = sign_decision(load_signing_key(rita.profile.signing_key), job_id, held.result_hash,  # type: ignore[arg-type,union-attr]
-                                  Decision.APPROVE, "", "carol", int(time.time()))  # fmt: skip
+                                  Decision.APPROVE, "", "quinn", int(time.time()))  # fmt: skip
     with deployment.channel("rita", srv.port) as channel:
         request = checks_pb2.DecideRequest(job_id=job_id, decision=checks_pb2.CHECK_DECISION_APPROVE,
                                            result_hash=held.result_hash, decided_at=int(time.time()),
@@ -177,22 +177,22 @@ def test_a_researcher_holding_a_checkers_certificate_cannot_decide(
 def test_a_decision_for_another_result_is_refused(world: tuple[SaferoomServer, Path], deployment: Deployment) -> None:
     srv, _ = world
     first, second = run_held(deployment, srv.port), run_held(deployment, srv.port, who="bob", shift=2000)
-    key = load_signing_key(deployment.profile("carol").signing_key)  # type: ignore[arg-type]
-    with deployment.client("carol", srv.port) as carol:
-        one, two = carol.get_held(first), carol.get_held(second)
+    key = load_signing_key(deployment.profile("quinn").signing_key)  # type: ignore[arg-type]
+    with deployment.client("quinn", srv.port) as quinn:
+        one, two = quinn.get_held(first), quinn.get_held(second)
     assert one.result_hash != two.result_hash
     now = int(time.time())
     cases = {
         # a valid signature over the first result, replayed onto the second job
-        "replayed": (second, two.result_hash, sign_decision(key, first, one.result_hash, Decision.APPROVE, "", "carol", now)),
+        "replayed": (second, two.result_hash, sign_decision(key, first, one.result_hash, Decision.APPROVE, "", "quinn", now)),
         # the second job, but signed over the first result's hash
-        "other hash": (second, two.result_hash, sign_decision(key, second, one.result_hash, Decision.APPROVE, "", "carol", now)),
+        "other hash": (second, two.result_hash, sign_decision(key, second, one.result_hash, Decision.APPROVE, "", "quinn", now)),
         # claiming to have reviewed another result than the one held
-        "claimed hash": (second, one.result_hash, sign_decision(key, second, one.result_hash, Decision.APPROVE, "", "carol", now)),
+        "claimed hash": (second, one.result_hash, sign_decision(key, second, one.result_hash, Decision.APPROVE, "", "quinn", now)),
         # a signed rejection presented as an approval
-        "other decision": (second, two.result_hash, sign_decision(key, second, two.result_hash, Decision.REJECT, "", "carol", now)),
+        "other decision": (second, two.result_hash, sign_decision(key, second, two.result_hash, Decision.REJECT, "", "quinn", now)),
     }  # fmt: skip
-    with deployment.channel("carol", srv.port) as channel:
+    with deployment.channel("quinn", srv.port) as channel:
         stub = checks_pb2_grpc.ChecksStub(channel)
         for name, (job_id, claimed, signature) in cases.items():
             request = checks_pb2.DecideRequest(job_id=job_id, decision=checks_pb2.CHECK_DECISION_APPROVE,
@@ -210,8 +210,8 @@ def test_decisions_verify_offline_and_a_forged_one_is_caught(
 ) -> None:
     srv, state = world
     job_id = run_held(deployment, srv.port)
-    with deployment.client("carol", srv.port) as carol:
-        carol.approve_result(job_id, "district totals, checked")
+    with deployment.client("quinn", srv.port) as quinn:
+        quinn.approve_result(job_id, "district totals, checked")
     ca = (deployment.pki / "ca.crt").read_bytes()
     log = (state / "audit" / "audit.log").read_bytes()
     key = load_public_key((state / "audit" / "audit.pub").read_bytes())
@@ -235,13 +235,13 @@ def test_decisions_verify_offline_and_a_forged_one_is_caught(
         path = copy / "audit" / "audit.log"
         return verify_log(path.read_bytes(), key, ca_pem=ca), path
 
-    words, path = forge("words", "carol", "output_checker", {"reason": "never said this"})
+    words, path = forge("words", "quinn", "output_checker", {"reason": "never said this"})
     assert not words.ok and "does not verify" in words.reason
     assert words.first_bad_seq == words.records + 1
     alice_cert = (deployment.pki / "identities" / "alice" / "cert.pem").read_text()
     researcher, _ = forge("researcher", "alice", "researcher", {"checker": "alice", "certificate": alice_cert})
     assert not researcher.ok and "certificate" in researcher.reason
-    outsider, _ = forge("outsider", "carol", "output_checker", {"certificate": "-----BEGIN CERTIFICATE-----"})
+    outsider, _ = forge("outsider", "quinn", "output_checker", {"certificate": "-----BEGIN CERTIFICATE-----"})
     assert not outsider.ok
     result = CliRunner().invoke(
         cli, ["audit", "verify", "--file", str(path), "--key", str(state / "audit" / "audit.pub"),

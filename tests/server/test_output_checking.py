@@ -114,9 +114,9 @@ def test_exact_personal_result_is_held_until_a_checker_approves(world: World) ->
         assert (job.state, job.error_code, job.error_message) == ("awaiting_check", "", "")
         with pytest.raises(JobNotFinished, match="awaiting_check"):
             alice.get_result(job_id)
-    with world.client("carol") as carol:
-        assert job_id in [h.job.id for h in carol.list_held()]
-        held = carol.get_held(job_id)
+    with world.client("quinn") as quinn:
+        assert job_id in [h.job.id for h in quinn.list_held()]
+        held = quinn.get_held(job_id)
         assert (held.job.owner, held.job.package_name, held.job.datasets) == ("alice", "small-cells", ["population"])
         assert held.submitters == ["alice"] and held.checkers_required == 1 and held.decisions == []
         source = (PACKAGES / "small_cells" / "main.py").read_bytes()
@@ -126,10 +126,10 @@ def test_exact_personal_result_is_held_until_a_checker_approves(world: World) ->
         by_person = next(o for o in held.outputs if o.name == "by_person")
         assert any("suppressed" in f for f in by_person.flags)
         assert held.computed_hash() == held.result_hash
-        after = carol.approve_result(job_id, reviewed=held)
+        after = quinn.approve_result(job_id, reviewed=held)
         assert after.job.state == "succeeded"
-        assert [(d.checker, d.decision) for d in after.decisions] == [("carol", "approve")]
-        assert job_id not in [h.job.id for h in carol.list_held()]
+        assert [(d.checker, d.decision) for d in after.decisions] == [("quinn", "approve")]
+        assert job_id not in [h.job.id for h in quinn.list_held()]
     with world.client("alice") as alice:
         released = alice.get_result(job_id)
         table = released.output("coarse").table
@@ -145,9 +145,9 @@ def test_public_only_results_are_not_held(world: World) -> None:
 
 def test_rejection_and_request_for_changes_reach_the_researcher_with_the_reason(world: World) -> None:
     rejected, changed = held_job(world), held_job(world)
-    with world.client("carol") as carol:
-        carol.reject_result(rejected, "the fine table singles out people by age and sex")
-        carol.request_changes(changed, "coarsen the age bands to 10 years")
+    with world.client("quinn") as quinn:
+        quinn.reject_result(rejected, "the fine table singles out people by age and sex")
+        quinn.request_changes(changed, "coarsen the age bands to 10 years")
     with world.client("alice") as alice:
         job = alice.get_job(rejected)
         assert job.state == "rejected" and job.error_code == "output_rejected"
@@ -162,27 +162,27 @@ def test_rejection_and_request_for_changes_reach_the_researcher_with_the_reason(
 
 def test_two_checkers_are_needed_where_the_policy_says_so(world: World) -> None:
     job_id = held_job(world, "sales-by-district")
-    with world.client("carol") as carol:
-        assert carol.approve_result(job_id).job.state == "awaiting_check"
+    with world.client("quinn") as quinn:
+        assert quinn.approve_result(job_id).job.state == "awaiting_check"
         with pytest.raises(FailedPrecondition, match="already decided") as caught:
-            carol.approve_result(job_id)  # the same checker twice is not two checkers
+            quinn.approve_result(job_id)  # the same checker twice is not two checkers
         assert caught.value.grpc_code == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     with world.client("alice") as alice, pytest.raises(JobNotFinished):
         alice.get_result(job_id)
-    with world.client("cora") as cora:
-        held = cora.get_held(job_id)
+    with world.client("quincy") as quincy:
+        held = quincy.get_held(job_id)
         assert held.checkers_required == 2 and held.printed == "counting sales\n"
-        assert cora.approve_result(job_id, reviewed=held).job.state == "succeeded"
+        assert quincy.approve_result(job_id, reviewed=held).job.state == "succeeded"
     with world.client("alice") as alice:
         assert alice.get_result(job_id).output("sales").table is not None
 
 
 def test_any_rejection_ends_a_two_checker_review(world: World) -> None:
     job_id = held_job(world, "sales-by-district")
-    with world.client("carol") as carol:
-        carol.approve_result(job_id)
-    with world.client("cora") as cora:
-        assert cora.reject_result(job_id, "too few sales in Xiang'an").job.state == "rejected"
+    with world.client("quinn") as quinn:
+        quinn.approve_result(job_id)
+    with world.client("quincy") as quincy:
+        assert quincy.reject_result(job_id, "too few sales in Xiang'an").job.state == "rejected"
     with world.client("alice") as alice, pytest.raises(JobFailed, match="Xiang'an"):
         alice.get_result(job_id)
 
@@ -190,26 +190,26 @@ def test_any_rejection_ends_a_two_checker_review(world: World) -> None:
 def test_errors_have_the_right_status_and_lose_nothing(world: World) -> None:
     finished = world.run("alice", "echo")
     held = held_job(world)
-    with world.client("carol") as carol:
+    with world.client("quinn") as quinn:
         with pytest.raises(NotFound):
-            carol.get_held(secrets.token_hex(16))
+            quinn.get_held(secrets.token_hex(16))
         with pytest.raises(NotFound):
-            carol.approve_result(secrets.token_hex(16))
+            quinn.approve_result(secrets.token_hex(16))
         with pytest.raises(FailedPrecondition):
-            carol.get_held(finished)
+            quinn.get_held(finished)
         with pytest.raises(InvalidRequest, match="reason"):
-            carol.reject_result(held, "   ")
+            quinn.reject_result(held, "   ")
         with pytest.raises(InvalidRequest, match="reason"):
-            carol.request_changes(held, "x" * 2001)
-        assert carol.get_held(held).decisions == []  # nothing recorded by the refusals
-        assert carol.approve_result(held).job.state == "succeeded"
+            quinn.request_changes(held, "x" * 2001)
+        assert quinn.get_held(held).decisions == []  # nothing recorded by the refusals
+        assert quinn.approve_result(held).job.state == "succeeded"
         with pytest.raises(FailedPrecondition, match="not awaiting"):
-            carol.reject_result(held, "too late")
+            quinn.reject_result(held, "too late")
 
 
 def test_malformed_decisions_are_invalid_argument(world: World) -> None:
     job_id = held_job(world)
-    with world.deployment.channel("carol", world.port) as channel:
+    with world.deployment.channel("quinn", world.port) as channel:
         stub = checks_pb2_grpc.ChecksStub(channel)
         held = stub.GetHeld(checks_pb2.GetHeldRequest(job_id=job_id))
         good = {"job_id": job_id, "decision": checks_pb2.CHECK_DECISION_APPROVE, "result_hash": held.result_hash,
@@ -220,7 +220,7 @@ def test_malformed_decisions_are_invalid_argument(world: World) -> None:
             {"decision": 99},
             {"result_hash": "zz"},
             {"signature": b"short"},
-            {"signature": b"\0" * 64},  # well-formed, but no signature of carol's
+            {"signature": b"\0" * 64},  # well-formed, but no signature of quinn's
             {"decided_at": 0},
         ):
             with pytest.raises(grpc.RpcError) as caught:
@@ -242,8 +242,8 @@ def test_a_checker_may_not_check_a_job_they_ran_or_a_package_they_submitted(worl
         assert {own, others}.isdisjoint(h.job.id for h in rita.list_held())
         with pytest.raises(JobNotFinished):
             rita.get_result(own)
-    with world.client("carol") as carol:
-        assert carol.approve_result(own).job.state == "succeeded"
+    with world.client("quinn") as quinn:
+        assert quinn.approve_result(own).job.state == "succeeded"
 
 
 def test_roles_other_than_checker_cannot_reach_the_checks_service(world: World) -> None:
@@ -254,11 +254,11 @@ def test_roles_other_than_checker_cannot_reach_the_checks_service(world: World) 
                 other.list_held()
             with pytest.raises(PermissionDenied):
                 other.get_held(job_id)
-    with world.client("carol") as carol:
+    with world.client("quinn") as quinn:
         with pytest.raises(PermissionDenied):
-            carol.get_result(job_id)  # a checker reads held results only, never fetches as a researcher
+            quinn.get_result(job_id)  # a checker reads held results only, never fetches as a researcher
         with pytest.raises(PermissionDenied):
-            carol.run_job("small-cells")
+            quinn.run_job("small-cells")
 
 
 def test_a_revoked_checker_is_refused(world: World) -> None:
@@ -269,14 +269,14 @@ def test_a_revoked_checker_is_refused(world: World) -> None:
         revoke_identity(world.deployment.pki, "cleo")
         with pytest.raises(AuthenticationFailed):
             cleo.approve_result(job_id, reviewed=held)
-    with world.client("carol") as carol:
-        assert carol.get_held(job_id).decisions == []
+    with world.client("quinn") as quinn:
+        assert quinn.get_held(job_id).decisions == []
 
 
 def test_every_step_is_audited_and_decisions_verify_offline(world: World) -> None:
     job_id = held_job(world)
-    with world.client("carol") as carol:
-        carol.approve_result(job_id, "fine: district totals only")
+    with world.client("quinn") as quinn:
+        quinn.approve_result(job_id, "fine: district totals only")
     with world.client("alice") as alice:
         alice.get_result(job_id)
         with pytest.raises(PermissionDenied):
@@ -318,10 +318,10 @@ def test_a_held_result_stays_held_across_a_restart(
             assert alice.get_job(job_id).state == "awaiting_check"
             with pytest.raises(JobNotFinished):
                 alice.get_result(job_id)
-        with deployment.client("carol", port) as carol:
-            held: HeldResult = carol.get_held(job_id)
+        with deployment.client("quinn", port) as quinn:
+            held: HeldResult = quinn.get_held(job_id)
             assert held.computed_hash() == held.result_hash
-            assert carol.approve_result(job_id, reviewed=held).job.state == "succeeded"
+            assert quinn.approve_result(job_id, reviewed=held).job.state == "succeeded"
         with deployment.client("alice", port) as alice:
             assert alice.get_result(job_id).output("coarse").table is not None
     finally:
@@ -330,13 +330,13 @@ def test_a_held_result_stays_held_across_a_restart(
 
 def test_a_signature_by_another_checkers_key_is_refused(world: World) -> None:
     job_id = held_job(world)
-    with world.client("carol") as carol:
-        held = carol.get_held(job_id)
+    with world.client("quinn") as quinn:
+        held = quinn.get_held(job_id)
         forged = sign_decision(
-            load_signing_key(world.deployment.profile("cora").signing_key),  # type: ignore[arg-type]
-            job_id, held.result_hash, Decision.APPROVE, "", "carol", int(time.time()),
+            load_signing_key(world.deployment.profile("quincy").signing_key),  # type: ignore[arg-type]
+            job_id, held.result_hash, Decision.APPROVE, "", "quinn", int(time.time()),
         )  # fmt: skip
-    with world.deployment.channel("carol", world.port) as channel:
+    with world.deployment.channel("quinn", world.port) as channel:
         request = checks_pb2.DecideRequest(
             job_id=job_id, decision=checks_pb2.CHECK_DECISION_APPROVE, result_hash=held.result_hash,
             decided_at=int(time.time()), signature=forged,
@@ -359,15 +359,15 @@ def test_the_check_commands(world: World) -> None:
     code, out = as_user("alice", "jobs", "run", "small-cells")
     assert code == 0 and "awaiting_check" in out and "held for an output checker" in out, out
     job_id = out.split()[1]
-    code, out = as_user("carol", "check", "list")
+    code, out = as_user("quinn", "check", "list")
     assert code == 0 and job_id in out
-    code, out = as_user("carol", "check", "show", job_id)
+    code, out = as_user("quinn", "check", "show", job_id)
     assert code == 0 and "alice" in out and "risk flags" in out
     assert 'fine = people.group_by("district", "age", "sex")' in out  # the source, lines uncut
     assert "more rows not shown" not in out  # every row of every output
-    code, out = as_user("carol", "check", "request-changes", job_id, "--reason", "use 10-year age bands")
+    code, out = as_user("quinn", "check", "request-changes", job_id, "--reason", "use 10-year age bands")
     assert code == 0 and "changes_requested" in out, out
-    code, out = as_user("carol", "check", "approve", job_id)
+    code, out = as_user("quinn", "check", "approve", job_id)
     assert code == 1 and "not awaiting" in out
     code, out = as_user("alice", "jobs", "get", job_id)
     assert code == 0 and "changes_requested" in out and "10-year age bands" in " ".join(out.split())
