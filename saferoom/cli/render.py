@@ -293,9 +293,11 @@ def print_held(console: Console, held: HeldResult) -> None:
     """For an output checker: the held result in full, the code that made it, the report and the risk flags."""
     job = held.job
     when = dt.datetime.fromtimestamp(held.held_at, dt.UTC)
+    ran = dt.datetime.fromtimestamp(held.submitted_at, dt.UTC)
     console.rule(f"job {job.id}")
     console.print(
-        f"ran by [bold]{job.owner}[/bold]: {job.package_name}@{job.package_version} ({job.package_hash[:16]}), "
+        f"ran by [bold]{job.owner}[/bold] at {ran:%Y-%m-%d %H:%M:%S} UTC: "
+        f"{job.package_name}@{job.package_version} ({job.package_hash[:16]}), "
         f"submitted by {', '.join(held.submitters)}; params={json.dumps(job.params, sort_keys=True)}; "
         f"datasets={', '.join(job.datasets)}; held {when:%Y-%m-%d %H:%M:%S} UTC",
         highlight=False,

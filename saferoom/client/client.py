@@ -218,6 +218,8 @@ class HeldResult:
     submitters: list[str]
     decisions: list[CheckDecisionInfo]
     held_at: float
+    submitted_at: float = 0.0  # when the researcher ran it (UTC seconds)
+    started_at: float = 0.0
 
     def computed_hash(self) -> str:
         """The result hash recomputed here from the outputs as received: what a decision signs."""
@@ -255,6 +257,8 @@ def _held(p: _checks_pb2.HeldResult) -> HeldResult:
             for d in p.decisions
         ],
         held_at=p.held_at.ToNanoseconds() / 1e9,
+        submitted_at=p.job.created_at.ToNanoseconds() / 1e9,
+        started_at=p.job.started_at.ToNanoseconds() / 1e9,
     )
 
 

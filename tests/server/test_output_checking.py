@@ -119,6 +119,7 @@ def test_exact_personal_result_is_held_until_a_checker_approves(world: World) ->
         held = quinn.get_held(job_id)
         assert (held.job.owner, held.job.package_name, held.job.datasets) == ("alice", "small-cells", ["population"])
         assert held.submitters == ["alice"] and held.checkers_required == 1 and held.decisions == []
+        assert held.submitted_at <= held.started_at <= held.held_at <= time.time()  # who ran it, and when
         source = (PACKAGES / "small_cells" / "main.py").read_bytes()
         assert held.files["main.py"] == source  # the code that made it, in full
         coarse = next(o for o in held.outputs if o.name == "coarse").table
