@@ -740,7 +740,10 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
             print_job(console, job)
             return
         job = client.wait(job.id)
-        if job.state == "awaiting_check":
+        if job.state == "awaiting_check":  # the result exists, but a person must release it first
+            if as_json:
+                click.echo(json.dumps({"job_id": job.id, "state": job.state}))
+                return
             print_job(console, job)
             console.print(f"held for an output checker: fetch it once released with `saferoom jobs result {job.id}`")
             return

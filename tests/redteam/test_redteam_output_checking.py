@@ -118,7 +118,8 @@ def test_no_way_of_fetching_shows_a_held_value(
         with pytest.raises(PermissionDenied):
             list(alice.read_log(job=job_id))  # held counts are in the log: auditors only
     for args in (("jobs", "get", job_id), ("jobs", "list"), ("jobs", "watch", job_id), ("jobs", "result", job_id),
-                 ("result", "show", job_id), ("jobs", "run", "single-out"), ("check", "show", job_id),
+                 ("result", "show", job_id), ("jobs", "run", "single-out"), ("jobs", "run", "single-out", "--json"),
+                 ("jobs", "result", job_id, "--json"), ("check", "show", job_id),
                  ("check", "list")):  # fmt: skip
         seen.append(cli_as(deployment, "alice", srv.port, *args).encode())
     blob = b"\n".join(seen)

@@ -327,6 +327,15 @@ def test_a_held_result_stays_held_across_a_restart(
             assert alice.get_result(job_id).output("coarse").table is not None
     finally:
         kill_hard(proc)
+    proc, port = start_server(data, state, deployment.pki)  # start-up re-verifies the log, decisions included
+    try:
+        with deployment.client("alice", port) as alice:
+            assert alice.get_job(job_id).state == "succeeded"
+        with deployment.client("audrey", port) as audrey:
+            report = audrey.verify_log()
+            assert report.ok and report.decisions == 1
+    finally:
+        kill_hard(proc)
 
 
 def test_a_signature_by_another_checkers_key_is_refused(world: World) -> None:
