@@ -45,10 +45,11 @@ ATTACK = {
 }
 
 
-def target_income(catalog_dir: Path) -> float:
+def target_of(catalog_dir: Path) -> tuple[float, str]:
+    """The singled-out person's exact income and district, read from the dataset itself."""
     table = pa.ipc.open_file(pa.memory_map(str(catalog_dir / "population.arrow"))).read_all()
-    row = table.filter(pa.compute.equal(table["person_id"], TARGET))
-    return float(row["income"][0].as_py())
+    row = table.filter(pa.compute.equal(table["person_id"], TARGET)).to_pylist()[0]
+    return float(row["income"]), str(row["district"])
 
 
 def secrets_of(value: float) -> list[bytes]:
@@ -125,13 +126,21 @@ def test_no_way_of_fetching_shows_a_held_value(
     blob = b"\n".join(seen)
     assert MARKER.encode() not in blob  # not even what the code printed
     assert b"awaiting_check" in blob
-    income = target_income(checked_catalog_dir)
+    income, district = target_of(checked_catalog_dir)
     for secret in secrets_of(income):
         assert secret not in blob
     # The checker, and only the checker, sees the outputs (and what the code printed) before anyone else.
     with deployment.client("quinn", srv.port) as quinn:
         held = quinn.get_held(job_id)
         assert MARKER in held.printed and {o.name for o in held.outputs} == {"leak", "total"}
+        leak = next(o for o in held.outputs if o.name == "leak").table
+        assert leak is not None
+        cells = {r["district"]: r for r in leak.to_pylist()}
+        cell = cells.get(district)
+        if cell is not None and cell["x"] is not None:  # the rules let it through: the checker is all that stops it
+            assert cell["x"] - 1000 * cell["n"] == pytest.approx(income)
+            for secret in secrets_of(float(cell["x"])):
+                assert secret not in blob  # nor the masked sum it hides in
         quinn.reject_result(job_id, "a masked sum singles out one person")
     with deployment.client("alice", srv.port) as alice:
         assert "singles out one person" in alice.get_job(job_id).error_message
