@@ -171,7 +171,9 @@ class CheckService:
         return out
 
     def get_held(self, job_id: str, caller: Identity) -> HeldView:
-        """A held result in full, for a checker who may check it (NOT_FOUND if it was never held)."""
+        """A held result in full, for a checker who may check it: NOT_FOUND for an unknown job,
+        FAILED_PRECONDITION for one that never held a result, PERMISSION_DENIED for one the checker ran or whose
+        package they submitted."""
         job = self._jobs.get_job(job_id)
         try:
             held = self._store.get(job_id)
