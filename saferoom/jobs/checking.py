@@ -40,7 +40,7 @@ from saferoom.jobs.state import JobState
 from saferoom.packages import Package, PackageService
 from saferoom.store import CheckStore, DecisionRow, HeldRecord, JobRecord, JobStore, StoredOutput, StoredResult
 
-__all__ = ["CheckService", "HeldView", "risk_flags"]
+__all__ = ["CheckService", "HeldView", "next_state", "risk_flags"]
 
 WIDE_OUTPUT_COLUMNS = 10  # more columns than this in one output: masked aggregates may single people out
 
@@ -222,7 +222,7 @@ class CheckService:
             job_id, caller.name, decision.value, reason, held.result_hash, int(decided_at), signature,
             caller.certificate_pem,
         )  # fmt: skip
-        state, decisions = self._store.decide(row, _outcome)
+        state, decisions = self._store.decide(row, next_state)
         job = self._jobs.get_job(job_id)
         approvals = [d.checker for d in decisions if d.decision == Decision.APPROVE.value]
         summary = {
@@ -248,7 +248,7 @@ class CheckService:
         return job, self._store.get(job_id)
 
 
-def _outcome(decisions: list[DecisionRow], required: int) -> tuple[str, str | None, str | None] | None:
+def next_state(decisions: list[DecisionRow], required: int) -> tuple[str, str | None, str | None] | None:
     """The job's next state after ``decisions``: any refusal ends it; enough distinct approvals release it."""
     for d in decisions:
         if d.decision == Decision.REJECT.value:
