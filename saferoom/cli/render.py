@@ -201,6 +201,9 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
                 f"(marked *) fail if {policy.dominance_n} contributors hold over {policy.dominance_k:.0%} "
                 f"or the rest is below {policy.p_percent:.0%} of the largest; values are clamped to their domain"
             )
+        if policy.checking_required:
+            who = "an output checker" if policy.output_checkers == 1 else f"{policy.output_checkers} output checkers"
+            console.print(f"results are held until {who} sign their release (output_checking = required)")
     table = Table(header_style="bold")
     for column in ("column", "type", "unit", "domain", "description"):
         table.add_column(column)

@@ -366,6 +366,8 @@ def test_the_check_commands(world: World) -> None:
         result = CliRunner().invoke(cli, ["--profile", str(profile), *args, "--server", f"127.0.0.1:{world.port}"])
         return result.exit_code, result.output
 
+    code, out = as_user("alice", "datasets", "describe", "housing_transactions")
+    assert code == 0 and "held until 2 output checkers sign" in " ".join(out.split())
     code, out = as_user("alice", "jobs", "run", "small-cells")
     assert code == 0 and "awaiting_check" in out and "held for an output checker" in out, out
     job_id = out.split()[1]
