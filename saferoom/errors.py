@@ -20,7 +20,9 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │   ├── JobFailed                  FAILED_PRECONDITION a result was asked for a job that failed
     │   ├── NotApproved                FAILED_PRECONDITION no valid approval covers this package or run
     │   ├── PackageTampered            FAILED_PRECONDITION stored bytes no longer match the package hash
-    │   └── ReviewConflict             FAILED_PRECONDITION a review decision the package's state forbids
+    │   ├── ReviewConflict             FAILED_PRECONDITION a review decision the package's state forbids
+    │   └── CheckConflict              FAILED_PRECONDITION an output check decision the job's state forbids
+    │                                                      (not held, already decided by this checker)
     ├── JobError                       (job failures; recorded on the job, raised only by local runs)
     │   ├── CodeRefused                INVALID_ARGUMENT    the code does not compile under the policy
     │   ├── UserCodeError              INVALID_ARGUMENT    the code raised, or misused the API, at run time
@@ -53,6 +55,7 @@ __all__ = [
     "AuditLogDamaged",
     "AuthenticationFailed",
     "BudgetExhausted",
+    "CheckConflict",
     "CodeRefused",
     "DatasetNotFound",
     "EngineError",
@@ -172,6 +175,10 @@ class PackageTampered(FailedPrecondition):
 
 class ReviewConflict(FailedPrecondition):
     code = "review_conflict"
+
+
+class CheckConflict(FailedPrecondition):
+    code = "check_conflict"
 
 
 class JobError(SaferoomError):

@@ -23,9 +23,19 @@ SCALE = 20_000
 
 @pytest.fixture(scope="session")
 def catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated city of 20,000 persons (Arrow IPC files + catalog.json) with differential privacy off, so
-    that the exact rules (thresholds, dominance, subsets, secondary suppression) can be tested on their own."""
+    """A generated city of 20,000 persons (Arrow IPC files + catalog.json) with differential privacy off and
+    no output checking, so that the exact rules (thresholds, dominance, subsets, secondary suppression) can be
+    tested on their own."""
     out = tmp_path_factory.mktemp("catalog")
+    generate_catalog(out, scale=SCALE, seed=7, differential_privacy=False, output_checking=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def checked_catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exact-rules city as generated (differential privacy off): its personal results are held for an
+    output checker (``output_checking = "required"``) before a researcher may fetch them."""
+    out = tmp_path_factory.mktemp("checked-catalog")
     generate_catalog(out, scale=SCALE, seed=7, differential_privacy=False)
     return out
 

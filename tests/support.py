@@ -11,7 +11,8 @@ from saferoom.client import Client, Profile
 from saferoom.config import ServerConfig, WorkerLimits
 from saferoom.identity import init_authority, issue_identity
 
-# name -> roles: two researchers (to test isolation), two operators, an auditor, and one person with two roles.
+# name -> roles: two researchers (to test isolation), two operators, an auditor, one person with two roles,
+# two output checkers, and a researcher who is also an output checker.
 IDENTITIES = {
     "alice": "researcher",
     "bob": "researcher",
@@ -19,6 +20,9 @@ IDENTITIES = {
     "oscar": "operator",
     "audrey": "auditor",
     "rex": "researcher,operator",
+    "quinn": "output_checker",
+    "quincy": "output_checker",
+    "rita": "researcher,output_checker",
 }
 
 

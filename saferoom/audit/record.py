@@ -61,6 +61,8 @@ class EventType(StrEnum):
     JOB_CANCELLED = "job_cancelled"
     RESULT_RELEASED = "result_released"
     RESULT_DOWNLOADED = "result_downloaded"
+    RESULT_HELD = "result_held"
+    RESULT_CHECKED = "result_checked"
     BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
 

@@ -4,6 +4,11 @@ Every frame must parse, carry the next sequence number, chain to the previous fr
 the audit key; every checkpoint must seal exactly the chain head before it. An anchor (a checkpoint the
 auditor saved earlier) also catches truncation and rewriting by someone holding the key: the log must still
 contain the anchored record, with the anchored hash. The report names the first bad sequence number.
+
+Every ``result_checked`` record (an output checker's decision on a held result) must also carry a decision
+whose Ed25519 signature verifies under the signing key of the certificate recorded with it, a certificate
+naming that checker with the ``output_checker`` role (and, given the authority's certificate, issued by it):
+the log proves who released what, without trusting the server that wrote it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from saferoom.audit.record import (
     decode_body,
     frame_hash,
 )
+from saferoom.checks import Decision, SignedDecision, verify_decision
+from saferoom.identity import certificate_signer
 
 __all__ = [
     "Checkpoint",
@@ -110,6 +117,7 @@ class VerifyReport:
     head: str  # frame hash of the last intact record
     first_bad_seq: int | None = None
     reason: str = ""
+    decisions: int = 0  # output checkers' signed decisions verified among them
 
 
 class _Bad(Exception):
@@ -152,10 +160,12 @@ def verify_log(
     public_key: ed25519.Ed25519PublicKey,
     anchors: tuple[Checkpoint, ...] = (),
     signatures_from: int = 1,
+    ca_pem: bytes | None = None,
 ) -> VerifyReport:
     """Verify a whole log. ``signatures_from`` skips record signatures before that seq (a fast start-up check
-    when an earlier run verified them); chain, order and checkpoints are always checked in full."""
-    records = checkpoints = 0
+    when an earlier run verified them); chain, order and checkpoints are always checked in full, and so are
+    output checkers' decisions (against ``ca_pem``, the authority's certificate, when given)."""
+    records = checkpoints = decisions = 0
     prev = GENESIS
     anchored = {a.covers: a for a in anchors}
     try:
@@ -173,6 +183,9 @@ def verify_log(
             if record.event == EventType.CHECKPOINT:
                 _check_checkpoint(record, prev, frame, public_key)
                 checkpoints += 1
+            if record.event == EventType.RESULT_CHECKED:
+                _check_decision(record, ca_pem)
+                decisions += 1
             anchor = anchored.get(seq)
             if anchor is not None and anchor.head != record.hash:
                 raise _Bad(seq, f"record {seq} differs from the saved checkpoint: the log was rewritten")
@@ -181,8 +194,30 @@ def verify_log(
             if covers > records:
                 raise _Bad(records + 1, f"the log ends at record {records} but a checkpoint covers {covers}: truncated")
     except _Bad as bad:
-        return VerifyReport(False, records, checkpoints, records, prev, bad.seq, bad.reason)
-    return VerifyReport(True, records, checkpoints, records, prev)
+        return VerifyReport(False, records, checkpoints, records, prev, bad.seq, bad.reason, decisions)
+    return VerifyReport(True, records, checkpoints, records, prev, decisions=decisions)
+
+
+def _check_decision(record: AuditRecord, ca_pem: bytes | None) -> None:
+    """An output checker's decision must verify under the key of the checker's recorded certificate."""
+    summary = record.summary
+    try:
+        decision = SignedDecision(
+            str(record.objects["job"]),
+            str(summary["result_hash"]),
+            Decision(summary["decision"]),
+            str(summary["reason"]),
+            str(summary["checker"]),
+            int(summary["decided_at"]),
+            bytes.fromhex(str(summary["signature"])),
+        )
+        name, roles, key = certificate_signer(str(summary["certificate"]).encode("ascii"), ca_pem)
+    except (KeyError, ValueError, TypeError, UnicodeError):
+        raise _Bad(record.seq, f"decision {record.seq} is malformed or its certificate unusable") from None
+    if name != decision.checker or name != record.actor or "output_checker" not in roles:
+        raise _Bad(record.seq, f"decision {record.seq} was not made by the output checker it names")
+    if not verify_decision(decision, key):
+        raise _Bad(record.seq, f"the signature of decision {record.seq} does not verify under {name}'s key")
 
 
 def _check_checkpoint(record: AuditRecord, prev: str, frame: Frame, public_key: ed25519.Ed25519PublicKey) -> None:

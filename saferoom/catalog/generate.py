@@ -272,8 +272,10 @@ def _district_column(what: str) -> Column:
     return Column("district", "string", f"district of the {what}", categories=DISTRICT_NAMES)
 
 
-def _infos(scale: int, differential_privacy: bool = True) -> list[DatasetInfo]:
+def _infos(scale: int, differential_privacy: bool = True, output_checking: bool | None = None) -> list[DatasetInfo]:
     dp = differential_privacy
+    # A person checks exact personal results before they leave; a DP release's guarantee needs nobody.
+    checking = "required" if (not dp if output_checking is None else output_checking) else "none"
     lat, lon = _coord_columns()
     days = (float(_days(dt.date(2019, 1, 1))), float(_days(dt.date(2025, 12, 31))))
     return [
@@ -298,7 +300,7 @@ def _infos(scale: int, differential_privacy: bool = True) -> list[DatasetInfo]:
             ),
             privacy_unit="person_id",
             one_row_per_unit=True,
-            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=1),
+            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=1, output_checking=checking),
         ),
         DatasetInfo(
             "housing_transactions",
@@ -320,7 +322,7 @@ def _infos(scale: int, differential_privacy: bool = True) -> list[DatasetInfo]:
             ),
             privacy_unit="buyer_id",
             one_row_per_unit=False,
-            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=2),
+            policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=2, output_checking=checking),
         ),
         DatasetInfo(
             "bus_stops",
@@ -399,16 +401,19 @@ def generate_catalog(
     seed: int = 7,
     progress: Progress | None = None,
     differential_privacy: bool = True,
+    output_checking: bool | None = None,
 ) -> Manifest:
     """Write the synthetic city to ``out`` (Arrow IPC files + catalog.json) and return its manifest.
 
     Personal datasets release only differentially private results unless ``differential_privacy`` is false
-    (then the exact rules apply alone: thresholds, dominance, subsets, secondary suppression).
+    (then the exact rules apply: thresholds, dominance, subsets, secondary suppression). Exact personal results
+    are held for an output checker (``output_checking = "required"``) unless ``output_checking`` is false
+    (tests of the rules on their own); differentially private ones never are (true forces it on them too).
     """
     if scale < 1_000:
         raise ValueError("scale must be at least 1,000 persons")
     out.mkdir(parents=True, exist_ok=True)
-    infos = _infos(scale, differential_privacy)
+    infos = _infos(scale, differential_privacy, output_checking)
     chunked = {
         "population": lambda rng, start, n: _population_chunk(rng, start, n),
         "housing_transactions": lambda rng, start, n: _housing_chunk(rng, start, n, scale),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from saferoom.errors import DatasetNotFound, InvalidRequest
 
-__all__ = ["COLUMN_TYPES", "ENGINES", "MANIFEST_NAME", "Column", "DatasetInfo", "Manifest", "Policy"]
+__all__ = ["COLUMN_TYPES", "ENGINES", "MANIFEST_NAME", "OUTPUT_CHECKING", "Column", "DatasetInfo", "Manifest", "Policy"]
 
 MANIFEST_NAME = "catalog.json"
 FORMAT = 1
@@ -27,6 +27,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Where a dataset is executed: "arrow" (the Arrow IPC ``file`` in the data directory, memory-mapped) or "spark"
 # (partitioned Parquet at ``location``, read by the Spark cluster the server reaches through Spark Connect).
 ENGINES = frozenset({"arrow", "spark"})
+OUTPUT_CHECKING = ("required", "none")  # a dataset policy's output_checking
 _LOCATION = re.compile(r"^(/|file:/|s3a://|hdfs://|abfss://|gs://)[^\s]*$")
 
 Sensitivity = Literal["public", "personal"]
@@ -66,6 +67,11 @@ class Policy:
     differential_privacy: bool = False
     max_contributions: int = 1  # rows one privacy unit may contribute to a DP aggregate (more are dropped)
     dp_delta: float = 1e-7  # the delta one job spends on this dataset (selecting which group keys exist)
+    # "required": a result read from this dataset is held until output checkers (a role) sign its release;
+    # "none": released as soon as the rules pass. Exact rules can be outwitted by a programmable interface,
+    # so the generated catalog requires checking for personal datasets released under them.
+    output_checking: str = "none"
+    output_checkers: int = 1  # distinct checkers whose approval a held result needs (any rejection ends it)
 
     def __post_init__(self) -> None:
         if self.min_contributors < 1 or self.dominance_n not in (1, 2):
@@ -74,6 +80,14 @@ class Policy:
             raise InvalidRequest("policy: dominance_k must be in (0, 1] and p_percent in [0, 1)")
         if not (1 <= self.max_contributions <= 1000 and 0 < self.dp_delta < 1e-3):
             raise InvalidRequest("policy: max_contributions must be in [1, 1000] and dp_delta in (0, 1e-3)")
+        if self.output_checking not in OUTPUT_CHECKING:
+            raise InvalidRequest(f"policy: output_checking must be one of {', '.join(OUTPUT_CHECKING)}")
+        if type(self.output_checkers) is not int or self.output_checkers not in (1, 2):
+            raise InvalidRequest("policy: output_checkers must be 1 or 2")
+
+    @property
+    def checking_required(self) -> bool:
+        return self.output_checking == "required"
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
         for info in manifest.datasets.values():
             console.print(f"  {info.name:<22} {info.sensitivity:<9} {info.rows:>10,} rows")
 
-        console.rule("2. A certificate authority issues three identities (mutual TLS, roles in the certificate)")
+        console.rule("2. A certificate authority issues four identities (mutual TLS, roles in the certificate)")
         init_authority(pki)
-        people = {"lin": "researcher", "chen": "operator", "zhou": "auditor"}
+        people = {"lin": "researcher", "chen": "operator", "wang": "output_checker", "zhou": "auditor"}
         profiles = {name: issue_identity(pki, name, role).profile for name, role in people.items()}
         for name, role in people.items():
             console.print(f"  {name:<6} {role}")
@@ -126,7 +126,60 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 print_audit_records(console, auditor.read_log(tail=12))
         finally:
             server.stop()
+        _checked_release(console, Path(tmp), profiles, scale)
     console.rule(f"done in {time.perf_counter() - started:.1f} s")
+
+
+def _checked_release(console: Console, tmp: Path, profiles: dict[str, Path], scale: int) -> None:
+    """The exact rules: the same city with differential privacy off, where a person checks each personal
+    result before it leaves (held, reviewed, signed, released)."""
+    from saferoom.catalog import generate_catalog
+    from saferoom.server import create_server
+
+    data, state = tmp / "exact-data", tmp / "exact-state"
+    console.rule("10. The same city under the exact rules: personal results are held for an output checker")
+    manifest = generate_catalog(data, scale=min(scale, 20_000), seed=7, differential_privacy=False)
+    for info in manifest.datasets.values():
+        if info.sensitivity == "personal":
+            console.print(f"  {info.name}: exact rules, output_checking = {info.policy.output_checking!r}")
+    config = ServerConfig.load(env={}, data_dir=data, state_dir=state, pki_dir=tmp / "pki", listen="127.0.0.1:0")
+    server, port = create_server(config)
+    address = f"127.0.0.1:{port}"
+    try:
+        with (
+            Client.from_profile(profiles["lin"], server=address, timeout=120) as researcher,
+            Client.from_profile(profiles["chen"], server=address, timeout=120) as operator,
+            Client.from_profile(profiles["wang"], server=address, timeout=120) as checker,
+            Client.from_profile(profiles["zhou"], server=address, timeout=120) as auditor,
+        ):
+            summary, _ = researcher.submit_package(default_algorithms_dir() / "population_profile")
+            operator.approve_package(summary.hash, days=30)
+            job = researcher.run_job(summary.hash)
+            final = researcher.wait(job.id, timeout=300)
+            console.print(f"  lin's job {job.id[:8]} ended {final.state}")
+            try:
+                researcher.get_result(job.id)
+            except SaferoomError as exc:
+                console.print(f"  lin asks for the result: [red]{exc.code}[/red]: {exc.message}")
+            held = checker.list_held()
+            console.print(f"  output checker wang sees {len(held)} held result(s)")
+            shown = checker.get_held(job.id)
+            console.print(
+                f"  wang reviews job {job.id[:8]} by {shown.job.owner}: {len(shown.outputs)} outputs in full, "
+                f"{len(shown.files)} source files, result hash {shown.result_hash[:12]}"
+            )
+            for output in shown.outputs:
+                flags = "; ".join(output.flags) or "no flags"
+                console.print(f"    {output.name}: {flags}", highlight=False)
+            decided = checker.approve_result(job.id, "district profiles; small cells suppressed", reviewed=shown)
+            console.print(f"  wang signs the release (Ed25519, bound to the result hash): job {decided.job.state}")
+            print_result(console, researcher.get_result(job.id), limit=6)
+            report = auditor.verify_log()
+            console.print(
+                f"  auditor zhou: log verified {report.ok}, {report.decisions} signed output-check decision(s)"
+            )
+    finally:
+        server.stop()
 
 
 def _candidates_table(table: pa.Table, top: int) -> Table:

@@ -336,6 +336,72 @@ def review_revoke(package_hash: str, reason: str, server: str | None) -> None:
         print_package(console, client.revoke_approval(package_hash, reason))
 
 
+# ------------------------------------------------------------------ output checking
+
+
+@cli.group()
+def check() -> None:
+    """Output checkers: review exact results held before release, and sign a decision."""
+
+
+@check.command("list")
+@server_option
+def check_list(server: str | None) -> None:
+    """List the held results awaiting your decision."""
+    from saferoom.cli.render import print_held_list
+
+    with _client(server) as client:
+        held = client.list_held()
+    if not held:
+        console.print("no results await a check")
+        return
+    print_held_list(console, held)
+
+
+@check.command("show")
+@click.argument("job_id")
+@server_option
+def check_show(job_id: str, server: str | None) -> None:
+    """Show a held result in full: outputs, source, report, risk flags, who ran it and with what."""
+    from saferoom.cli.render import print_held
+
+    with _client(server) as client:
+        print_held(console, client.get_held(job_id))
+
+
+def _decide(job_id: str, decision: str, reason: str, server: str | None) -> None:
+    with _client(server) as client:
+        held = client.decide(job_id, decision, reason)
+    console.print(f"job {job_id}: {decision.replace('_', ' ')} recorded (signed); the job is {held.job.state}")
+
+
+@check.command("approve")
+@click.argument("job_id")
+@click.option("--reason", default="", help="A note for the record (optional).")
+@server_option
+def check_approve(job_id: str, reason: str, server: str | None) -> None:
+    """Sign the release of a held result (over the hash of the outputs as shown here)."""
+    _decide(job_id, "approve", reason, server)
+
+
+@check.command("reject")
+@click.argument("job_id")
+@click.option("--reason", required=True, help="Why, for the researcher.")
+@server_option
+def check_reject(job_id: str, reason: str, server: str | None) -> None:
+    """Refuse a held result: it is never released."""
+    _decide(job_id, "reject", reason, server)
+
+
+@check.command("request-changes")
+@click.argument("job_id")
+@click.option("--reason", required=True, help="What to change, for the researcher.")
+@server_option
+def check_request_changes(job_id: str, reason: str, server: str | None) -> None:
+    """Ask the researcher to change the package and run again; this result is not released."""
+    _decide(job_id, "request_changes", reason, server)
+
+
 # ------------------------------------------------------------------ budgets
 
 
@@ -491,12 +557,19 @@ def audit_show(seq: int, server: str | None) -> None:
     help="A checkpoint saved earlier: the log must still hold what it sealed (repeatable).",
 )
 @click.option("--save-checkpoint", type=click.Path(path_type=Path), help="Save a fresh checkpoint here.")
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="... and the authority's certificate (ca.crt): output checkers' decisions must be signed by its people.",
+)
 @server_option
 def audit_verify(
     log_file: Path | None,
     key_file: Path | None,
     checkpoints: tuple[Path, ...],
     save_checkpoint: Path | None,
+    ca_file: Path | None,
     server: str | None,
 ) -> None:
     """Verify the log: on the server, or offline with --file and --key (or a --checkpoint holding the key)."""
@@ -510,7 +583,8 @@ def audit_verify(
         public_key = load_public_key(raw)
         if any(not a.verify(public_key) for a in anchors):
             raise click.UsageError("a checkpoint is not signed by this audit key")
-        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors)
+        ca_pem = ca_file.read_bytes() if ca_file else None
+        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
     else:
         with _client(server, timeout=600) as client:
             report = client.verify_log(anchors)
@@ -519,7 +593,7 @@ def audit_verify(
     if report.ok:
         console.print(
             f"[green]verified[/green]: {report.records} records, {report.checkpoints} checkpoints, "
-            f"head {report.head[:16]}"
+            f"{report.decisions} signed output-check decisions, head {report.head[:16]}"
         )
         if save_checkpoint is not None:
             console.print(f"saved a checkpoint to {save_checkpoint}")
@@ -590,12 +664,18 @@ def certs_init(directory: Path, hosts: tuple[str, ...]) -> None:
 
 @certs.command("issue")
 @click.option("--name", required=True, help="The person's identity name.")
-@click.option("--role", "roles", multiple=True, required=True, help="researcher, operator or auditor (repeatable).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    help="researcher, operator, output_checker or auditor (repeatable).",
+)
 @click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
 @click.option("--server", "server", default="127.0.0.1:50051", show_default=True, help="Written to the profile.")
 @pki_option
 def certs_issue(name: str, roles: tuple[str, ...], days: int, server: str, pki_dir: Path) -> None:
-    """Issue a client certificate (and an approval signing key to operators) with a ready profile."""
+    """Issue a client certificate (and a signing key to operators and output checkers) with a ready profile."""
     from saferoom.identity import issue_identity
 
     roles_list = [r for item in roles for r in item.split(",")]
@@ -660,6 +740,13 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
             print_job(console, job)
             return
         job = client.wait(job.id)
+        if job.state == "awaiting_check":  # the result exists, but a person must release it first
+            if as_json:
+                click.echo(json.dumps({"job_id": job.id, "state": job.state}))
+                return
+            print_job(console, job)
+            console.print(f"held for an output checker: fetch it once released with `saferoom jobs result {job.id}`")
+            return
         if job.state != "succeeded":
             print_job(err_console, job)
             sys.exit(1)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
-from saferoom.client import Budget, Job, PackageSummary, Result, ResultOutput
+from saferoom.client import Budget, HeldResult, Job, PackageSummary, Result, ResultOutput
 from saferoom.jobs.pipeline import JobOutcome
 
 __all__ = [
@@ -201,6 +201,9 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
                 f"(marked *) fail if {policy.dominance_n} contributors hold over {policy.dominance_k:.0%} "
                 f"or the rest is below {policy.p_percent:.0%} of the largest; values are clamped to their domain"
             )
+        if policy.checking_required:
+            who = "an output checker" if policy.output_checkers == 1 else f"{policy.output_checkers} output checkers"
+            console.print(f"results are held until {who} sign their release (output_checking = required)")
     table = Table(header_style="bold")
     for column in ("column", "type", "unit", "domain", "description"):
         table.add_column(column)
@@ -216,7 +219,7 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
 
 
 def print_job(console: Console, job: Job) -> None:
-    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job.state, "cyan")
+    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "rejected": "red"}.get(job.state, "cyan")
     console.print(
         f"job [bold]{job.id}[/bold]  [{style}]{job.state}[/{style}]  "
         f"{job.package_name}@{job.package_version}  params={json.dumps(job.params, sort_keys=True)}"
@@ -268,6 +271,64 @@ def print_release_checks(console: Console, result: Result) -> None:
         noise = [n for rule in report.get("rules", []) for n in rule.get("noise", [])]
         if noise:
             console.print(noise_table(noise))
+
+
+def held_to_result(held: HeldResult) -> Result:
+    """A held result as the researcher would receive it once released (for the rendering above)."""
+    outputs = [ResultOutput(o.name, o.kind, o.table, o.value, o.report) for o in held.outputs]
+    return Result(held.job.id, outputs, held.printed)
+
+
+def print_held_list(console: Console, held: Sequence[HeldResult]) -> None:
+    """One line per held result (ids in full: they are what `check show` takes)."""
+    for h in held:
+        approvals = sum(d.decision == "approve" for d in h.decisions)
+        console.print(
+            f"{h.job.id}  {h.job.package_name}@{h.job.package_version}  ran by {h.job.owner}  "
+            f"datasets {', '.join(h.job.datasets)}  approvals {approvals}/{h.checkers_required}  "
+            f"result {h.result_hash[:16]}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def print_held(console: Console, held: HeldResult) -> None:
+    """For an output checker: the held result in full, the code that made it, the report and the risk flags."""
+    job = held.job
+    when = dt.datetime.fromtimestamp(held.held_at, dt.UTC)
+    ran = dt.datetime.fromtimestamp(held.submitted_at, dt.UTC)
+    console.rule(f"job {job.id}")
+    console.print(
+        f"ran by [bold]{job.owner}[/bold] at {ran:%Y-%m-%d %H:%M:%S} UTC: "
+        f"{job.package_name}@{job.package_version} ({job.package_hash[:16]}), "
+        f"submitted by {', '.join(held.submitters)}; params={json.dumps(job.params, sort_keys=True)}; "
+        f"datasets={', '.join(job.datasets)}; held {when:%Y-%m-%d %H:%M:%S} UTC",
+        highlight=False,
+    )
+    console.print(f"result hash {held.result_hash}; approvals needed: {held.checkers_required}", highlight=False)
+    for d in held.decisions:
+        console.print(f"  {d.checker}: {d.decision} {d.reason}", markup=False, highlight=False)
+    console.rule("risk flags")
+    for o in held.outputs:
+        for flag in o.flags or ["(none)"]:
+            console.print(f"[bold]{o.name}[/bold]: {flag}", highlight=False)
+        if o.check:
+            console.print(json.dumps(o.check, sort_keys=True, indent=2), markup=False, highlight=False)
+    console.rule("automatic report")
+    result = held_to_result(held)
+    print_release_checks(console, result)
+    console.rule("outputs, in full")
+    for output in result.outputs:
+        if output.table is not None:
+            console.print(arrow_table(output.table, title=output.name, limit=output.table.num_rows))
+        else:
+            console.print(f"[bold]{output.name}[/bold] = {_cell(output.value)}")
+    if held.printed:
+        console.print("[bold]printed by the algorithm:[/bold]")
+        console.print(held.printed, markup=False, highlight=False)
+    for name, content in sorted(held.files.items()):
+        console.rule(name)
+        console.print(content.decode("utf-8", errors="replace"), markup=False, highlight=False, soft_wrap=True)
 
 
 def noise_table(noise: list[dict[str, Any]]) -> Table:

@@ -19,6 +19,8 @@ from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
 from saferoom._proto.saferoom.v1 import budgets_pb2_grpc as _budgets_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
+from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
+from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
@@ -27,6 +29,7 @@ from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditRecord, Checkpoint, VerifyReport
 from saferoom.catalog.manifest import Column, DatasetInfo, Policy
+from saferoom.checks import Decision, result_digest, sign_decision
 from saferoom.client.profile import Profile
 from saferoom.errors import (
     ERROR_CODE_METADATA_KEY,
@@ -39,7 +42,18 @@ from saferoom.identity import load_signing_key
 from saferoom.packages import Package, load_package, package_from_files, sign_approval
 from saferoom.wire import value_from_proto, value_to_proto
 
-__all__ = ["Budget", "Client", "Job", "PackageReview", "PackageSummary", "Result", "ResultOutput"]
+__all__ = [
+    "Budget",
+    "CheckDecisionInfo",
+    "Client",
+    "HeldOutput",
+    "HeldResult",
+    "Job",
+    "PackageReview",
+    "PackageSummary",
+    "Result",
+    "ResultOutput",
+]
 
 _STATUS_NAMES = {v: k.removeprefix("PACKAGE_STATUS_").lower() for k, v in _packages_pb2.PackageStatus.items()}
 DAY = 86_400
@@ -53,7 +67,7 @@ class Job:
     """A job as the server reports it."""
 
     id: str
-    state: str  # queued | running | succeeded | failed | cancelled
+    state: str  # queued | running | succeeded | failed | cancelled | awaiting_check | rejected | changes_requested
     package_hash: str
     package_name: str
     package_version: str
@@ -65,7 +79,17 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
+        """Settled: final, or awaiting an output checker (nothing more happens without a person)."""
+        return self.state in _SETTLED
+
+
+_SETTLED = ("succeeded", "failed", "cancelled", "awaiting_check", "rejected", "changes_requested")
+_DECISION_CODES = {
+    Decision.APPROVE: _checks_pb2.CHECK_DECISION_APPROVE,
+    Decision.REJECT: _checks_pb2.CHECK_DECISION_REJECT,
+    Decision.REQUEST_CHANGES: _checks_pb2.CHECK_DECISION_REQUEST_CHANGES,
+}
+_DECISION_NAMES = {code: d.value for d, code in _DECISION_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,104 @@ class PackageReview:
     diff: str
 
 
+@dataclass(frozen=True)
+class HeldOutput:
+    """One held output exactly as stored (what the result hash covers), with the checker's view of it."""
+
+    name: str
+    kind: str
+    arrow_ipc: bytes
+    value_json: str
+    report_json: str
+    check: dict[str, Any]
+    flags: list[str]
+
+    @property
+    def table(self) -> pa.Table | None:
+        return pa.ipc.open_stream(pa.py_buffer(self.arrow_ipc)).read_all() if self.arrow_ipc else None
+
+    @property
+    def value(self) -> Any:
+        return json.loads(self.value_json) if self.value_json else None
+
+    @property
+    def report(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.report_json)
+        return data
+
+    def hash_part(self) -> tuple[str, str, bytes, str]:
+        payload = self.arrow_ipc if self.arrow_ipc else self.value_json.encode()
+        return (self.name, self.kind, payload, self.report_json)
+
+
+@dataclass(frozen=True)
+class CheckDecisionInfo:
+    """One checker's recorded decision."""
+
+    checker: str
+    decision: str  # approve | reject | request_changes
+    reason: str
+    decided_at: float
+    signature: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HeldResult:
+    """A result held for output checking, as a checker sees it."""
+
+    job: Job
+    result_hash: str
+    checkers_required: int
+    outputs: list[HeldOutput]
+    printed: str
+    files: dict[str, bytes]
+    submitters: list[str]
+    decisions: list[CheckDecisionInfo]
+    held_at: float
+    submitted_at: float = 0.0  # when the researcher ran it (UTC seconds)
+    started_at: float = 0.0
+
+    def computed_hash(self) -> str:
+        """The result hash recomputed here from the outputs as received: what a decision signs."""
+        return result_digest(o.hash_part() for o in self.outputs)
+
+
+def _held(p: _checks_pb2.HeldResult) -> HeldResult:
+    return HeldResult(
+        job=_job(p.job),
+        result_hash=p.result_hash,
+        checkers_required=p.checkers_required,
+        outputs=[
+            HeldOutput(
+                o.name,
+                o.kind,
+                bytes(o.arrow_ipc),
+                o.value_json,
+                o.report_json,
+                json.loads(o.check_json or "{}"),
+                list(o.flags),
+            )
+            for o in p.outputs
+        ],
+        printed=p.printed,
+        files={f.name: bytes(f.content) for f in p.files},
+        submitters=list(p.submitters),
+        decisions=[
+            CheckDecisionInfo(
+                d.checker,
+                _DECISION_NAMES.get(d.decision, "unspecified"),
+                d.reason,
+                d.decided_at.ToNanoseconds() / 1e9,
+                bytes(d.signature),
+            )
+            for d in p.decisions
+        ],
+        held_at=p.held_at.ToNanoseconds() / 1e9,
+        submitted_at=p.job.created_at.ToNanoseconds() / 1e9,
+        started_at=p.job.started_at.ToNanoseconds() / 1e9,
+    )
+
+
 def _job(p: _jobs_pb2.Job) -> Job:
     return Job(
         id=p.id,
@@ -186,6 +308,8 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
             differential_privacy=p.policy.differential_privacy,
             max_contributions=p.policy.max_contributions,
             dp_delta=p.policy.dp_delta,
+            output_checking=p.policy.output_checking or "none",
+            output_checkers=p.policy.output_checkers or 1,
         ),
     )
 
@@ -255,6 +379,7 @@ class Client:
         self._jobs = _jobs_pb2_grpc.JobsStub(self._channel)
         self._audit = _audit_pb2_grpc.AuditStub(self._channel)
         self._budgets = _budgets_pb2_grpc.BudgetsStub(self._channel)
+        self._checks = _checks_pb2_grpc.ChecksStub(self._channel)
 
     @classmethod
     def from_profile(
@@ -375,6 +500,61 @@ class Client:
         request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
         return _package(self._call(self._review.RevokeApproval, request))
 
+    # -------------------------------------------------------------- output checkers
+
+    def list_held(self) -> list[HeldResult]:
+        """Held results awaiting a decision that this checker may check (summaries: no outputs, no files)."""
+        reply = self._call(self._checks.ListHeld, _checks_pb2.ListHeldRequest())
+        return [_held(h) for h in reply.held]
+
+    def get_held(self, job_id: str) -> HeldResult:
+        """A held result in full: outputs, package source, report, flags, who ran it and with what."""
+        return _held(self._call(self._checks.GetHeld, _checks_pb2.GetHeldRequest(job_id=job_id)))
+
+    def decide(
+        self,
+        job_id: str,
+        decision: Decision | str,
+        reason: str = "",
+        signing_key: Path | None = None,
+        checker: str | None = None,
+        reviewed: HeldResult | None = None,
+    ) -> HeldResult:
+        """Sign a decision over the result *as reviewed here* (its hash recomputed locally) and record it.
+
+        ``reviewed`` is the held result the checker looked at (fetched again if not given): the signature is
+        bound to what it holds, so a result changed since is not what gets approved."""
+        decision = Decision(decision)
+        key_path = signing_key or (self.profile.signing_key if self.profile else None)
+        name = checker or (self.profile.name if self.profile else None)
+        if key_path is None or name is None:
+            raise InvalidRequest("deciding needs the output checker's signing key and name (a checker's profile)")
+        held = reviewed or self.get_held(job_id)
+        result_hash = held.computed_hash()
+        if result_hash != held.result_hash:
+            raise SaferoomError("the server sent outputs that do not match the result hash; not signing")
+        decided_at = int(time.time())
+        signature = sign_decision(load_signing_key(key_path), job_id, result_hash, decision, reason.strip(), name,
+                                  decided_at)  # fmt: skip
+        request = _checks_pb2.DecideRequest(
+            job_id=job_id,
+            decision=_DECISION_CODES[decision],
+            reason=reason.strip(),
+            result_hash=result_hash,
+            decided_at=decided_at,
+            signature=signature,
+        )
+        return _held(self._call(self._checks.Decide, request))
+
+    def approve_result(self, job_id: str, reason: str = "", reviewed: HeldResult | None = None) -> HeldResult:
+        return self.decide(job_id, Decision.APPROVE, reason, reviewed=reviewed)
+
+    def reject_result(self, job_id: str, reason: str, reviewed: HeldResult | None = None) -> HeldResult:
+        return self.decide(job_id, Decision.REJECT, reason, reviewed=reviewed)
+
+    def request_changes(self, job_id: str, reason: str, reviewed: HeldResult | None = None) -> HeldResult:
+        return self.decide(job_id, Decision.REQUEST_CHANGES, reason, reviewed=reviewed)
+
     # -------------------------------------------------------------- privacy budgets
 
     def set_budget(self, researcher: str, dataset: str, epsilon: float, delta: float = 1e-6) -> Budget:
@@ -438,7 +618,9 @@ class Client:
             ]
         )
         r = self._call(self._audit.VerifyLog, request, timeout=max(self.timeout, 600))
-        return VerifyReport(r.ok, r.records, r.checkpoints, r.last_seq, r.head, r.first_bad_seq or None, r.reason)
+        return VerifyReport(
+            r.ok, r.records, r.checkpoints, r.last_seq, r.head, r.first_bad_seq or None, r.reason, r.decisions
+        )
 
     # -------------------------------------------------------------- jobs
 
@@ -470,7 +652,8 @@ class Client:
             raise _translate(exc) from exc
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job finishes; returns its final state."""
+        """Block until the job settles: a final state, or awaiting_check (then a person decides, perhaps days
+        later: wait again or poll ``get_job``)."""
         job: Job | None = None
         for job in self.watch_job(job_id, timeout=timeout):
             if job.finished:

@@ -5,24 +5,27 @@ from saferoom.identity.pki import (
     SIGNING_KEY_OID,
     IssuedIdentity,
     TrustStore,
+    certificate_signer,
     init_authority,
     issue_identity,
     list_identities,
     load_signing_key,
     revoke_identity,
 )
-from saferoom.identity.roles import NAME_PATTERN, Identity, Role, parse_roles
+from saferoom.identity.roles import NAME_PATTERN, SIGNING_ROLES, Identity, Role, parse_roles
 
 __all__ = [
     "ALLOWED",
     "NAME_PATTERN",
     "PUBLIC_METHODS",
     "SIGNING_KEY_OID",
+    "SIGNING_ROLES",
     "Identity",
     "IssuedIdentity",
     "Role",
     "TrustStore",
     "authorize",
+    "certificate_signer",
     "init_authority",
     "issue_identity",
     "list_identities",

@@ -57,6 +57,16 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Budgets/ListBudgets",
         }
     ),
+    # Output checkers see held exact results in full and decide on them; they run nothing and read no other
+    # result (a released one is the researcher's to fetch), and cannot see a package's other jobs.
+    Role.OUTPUT_CHECKER: frozenset(
+        {
+            *_CATALOG,  # the policies and thresholds a checker judges against
+            "saferoom.v1.Checks/ListHeld",
+            "saferoom.v1.Checks/GetHeld",
+            "saferoom.v1.Checks/Decide",
+        }
+    ),
     Role.AUDITOR: frozenset(
         {
             "saferoom.v1.Audit/ReadLog",

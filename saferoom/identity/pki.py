@@ -7,12 +7,14 @@ A PKI directory (``saferoom certs init DIR``) holds::
     crl.pem                   the certificate revocation list, signed by the authority, numbered
     issued/SERIAL.crt         every certificate ever issued, for revocation by name
     identities/NAME/          what one person receives: cert.pem, key.pem, ca.crt, profile.toml,
-                              and signing.key (operators: the Ed25519 key that signs approvals)
+                              and signing.key (operators and output checkers: the Ed25519 key that signs
+                              approvals and output-check decisions)
 
-A client certificate names its holder in the subject CN and its roles in OU attributes. An operator's
-certificate also carries the public half of their approval signing key (extension ``SIGNING_KEY_OID``), so a
-signature is bound to a person the authority vouched for, and a forged approval row in the database cannot
-name a key of its own. Private keys are created with mode 0600 and never overwritten.
+A client certificate names its holder in the subject CN and its roles in OU attributes. An operator's (or
+output checker's) certificate also carries the public half of their signing key (extension
+``SIGNING_KEY_OID``), so a signature is bound to a person the authority vouched for, and a forged approval or
+decision row in the database cannot name a key of its own. Private keys are created with mode 0600 and never
+overwritten.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from saferoom.errors import AuthenticationFailed, InvalidRequest, NotFound
-from saferoom.identity.roles import NAME_PATTERN, Identity, Role, parse_roles
+from saferoom.identity.roles import NAME_PATTERN, SIGNING_ROLES, Identity, Role, parse_roles
 
 __all__ = [
     "SIGNING_KEY_OID",
     "IssuedIdentity",
     "TrustStore",
+    "certificate_signer",
     "init_authority",
     "issue_identity",
     "list_identities",
@@ -208,7 +211,7 @@ def issue_identity(
     days: int = 365,
     server: str = "127.0.0.1:50051",
 ) -> IssuedIdentity:
-    """Issue a client certificate (and, to operators, an approval signing key) to ``name``."""
+    """Issue a client certificate (and, to operators and output checkers, a signing key) to ``name``."""
     if not NAME_PATTERN.match(name):
         raise InvalidRequest("a name is 2-64 characters: lowercase letters, digits, '.', '_', '-'")
     try:
@@ -240,7 +243,7 @@ def issue_identity(
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         )
         signing_key = None
-        if Role.OPERATOR in role_set:
+        if role_set & SIGNING_ROLES:
             signing_key = ed25519.Ed25519PrivateKey.generate()
             raw = signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             builder = builder.add_extension(
@@ -319,6 +322,24 @@ def _attributes(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]
 def _common_name(cert: x509.Certificate) -> str:
     names = _attributes(cert, NameOID.COMMON_NAME)
     return names[0] if len(names) == 1 else ""
+
+
+def certificate_signer(certificate_pem: bytes, ca_pem: bytes | None = None) -> tuple[str, frozenset[str], bytes]:
+    """(name, role names, raw Ed25519 signing key) that a certificate states, for offline verification of what
+    its holder signed; with ``ca_pem``, only if that authority issued it. ``ValueError`` otherwise."""
+    cert = x509.load_pem_x509_certificate(certificate_pem)
+    if ca_pem is not None:
+        try:
+            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+        except (ValueError, TypeError, InvalidSignature):
+            raise ValueError("the certificate was not issued by this authority") from None
+    try:
+        raw = cert.extensions.get_extension_for_oid(SIGNING_KEY_OID).value
+    except x509.ExtensionNotFound:
+        raise ValueError("the certificate carries no signing key") from None
+    if not (isinstance(raw, x509.UnrecognizedExtension) and raw.value[:2] == b"\x04\x20" and len(raw.value) == 34):
+        raise ValueError("the certificate's signing key is malformed")
+    return _common_name(cert), frozenset(_attributes(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)), raw.value[2:]
 
 
 class TrustStore:

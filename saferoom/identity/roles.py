@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["NAME_PATTERN", "Identity", "Role", "parse_roles"]
+__all__ = ["NAME_PATTERN", "SIGNING_ROLES", "Identity", "Role", "parse_roles"]
 
 # Identity names: short, lowercase, safe in file names, log lines and certificate subjects.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
@@ -19,6 +19,11 @@ class Role(StrEnum):
     RESEARCHER = "researcher"  # submits packages, runs approved ones, reads their own results
     OPERATOR = "operator"  # reviews, approves (signs), rejects and revokes packages
     AUDITOR = "auditor"  # reads and verifies the audit log
+    OUTPUT_CHECKER = "output_checker"  # reviews held exact results and signs their release (or refusal)
+
+
+# Roles whose holders sign decisions with an Ed25519 key of their own (its public half in their certificate).
+SIGNING_ROLES = frozenset({Role.OPERATOR, Role.OUTPUT_CHECKER})
 
 
 def parse_roles(values: str | list[str] | tuple[str, ...]) -> frozenset[Role]:
@@ -44,7 +49,7 @@ class Identity:
     serial: int
     not_after: datetime
     certificate_pem: bytes = field(repr=False)
-    signing_key: bytes | None = field(default=None, repr=False)  # raw Ed25519 public key (operators)
+    signing_key: bytes | None = field(default=None, repr=False)  # raw Ed25519 public key (operators, checkers)
 
     def has(self, role: Role) -> bool:
         return role in self.roles

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,10 @@ class ReleasedOutput:
     table: pa.Table | None
     value: plan.Scalar
     report: dict[str, Any]
+    # The output checker's view (JSON): the full automatic report with its counts and flags; never shown to
+    # the researcher. Filled in by the release rules that compute it.
+    check: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()  # the datasets the output's plan reads (public facts: whether it is held)
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,8 @@ class Pipeline:
                     else:
                         result = released[name]
                     report = result.report.to_data()
-                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report))
+                    read = tuple(sorted({n.dataset for n in plan.walk(plans[name]) if isinstance(n, plan.Scan)}))
+                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report, datasets=read))
                 else:
                     report = disclosure.value_report(name).to_data()
                     outputs.append(ReleasedOutput(name, "value", None, values[name], report))

@@ -12,7 +12,6 @@ recorded as ``internal``.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.log import Entry
+from saferoom.checks import result_digest
 from saferoom.disclosure.budgets import BudgetService, budget_summary
 from saferoom.errors import (
     EngineError,
@@ -40,9 +40,10 @@ from saferoom.errors import (
     Unavailable,
 )
 from saferoom.identity import Identity, Role
+from saferoom.jobs.checking import CheckService
 from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
-from saferoom.jobs.state import FINAL_STATES, JobState
+from saferoom.jobs.state import SETTLED_STATES, JobState
 from saferoom.packages import PackageService
 from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
 from saferoom.store.budgets import delta_value, epsilon_value
@@ -72,14 +73,12 @@ def _objects(job: JobRecord) -> dict[str, Any]:
 
 
 def _result_hash(outputs: list[StoredOutput]) -> str:
-    """SHA-256 of everything a result releases, in order: what the audit log pins a release to."""
-    digest = hashlib.sha256(b"saferoom-result-v1\n")
-    for o in outputs:
-        payload = o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode()
-        for part in (o.name.encode(), o.kind.encode(), payload, o.report_json.encode()):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-    return digest.hexdigest()
+    """SHA-256 of everything a result releases, in order: what the audit log pins a release to (and what an
+    output checker's decision is bound to)."""
+    return result_digest(
+        (o.name, o.kind, o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode(), o.report_json)
+        for o in outputs
+    )
 
 
 def _spent(charges: list[Charge]) -> dict[str, dict[str, float]]:
@@ -129,8 +128,10 @@ class JobService:
         max_concurrent: int = 2,
         max_queued: int = 100,
         release_quantum: float = 0.0,
+        checking: CheckService | None = None,
     ) -> None:
         self._store = store
+        self._checking = checking  # holds results that need an output checker (None: nothing is held)
         self._quantum = release_quantum
         self._audit = audit
         self._packages = packages
@@ -298,7 +299,8 @@ class JobService:
         return self._store.list_jobs(owner=owner, limit=limit, after=after)
 
     def watch(self, job_id: str, caller: Identity, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
-        """Yield the job now and after each state change, ending after a final state."""
+        """Yield the job now and after each state change, ending after a final state or AWAITING_CHECK (settled:
+        what follows is a person's decision, which may take days)."""
         self._job_for(job_id, caller)
         last: str | None = None
         while True:
@@ -306,7 +308,7 @@ class JobService:
             if job.state != last:
                 last = job.state
                 yield job
-            if job.state in FINAL_STATES:
+            if job.state in SETTLED_STATES:
                 return
             with self._changed:
                 if self._closed:
@@ -317,6 +319,8 @@ class JobService:
         job = self._job_for(job_id, caller, result=True)
         if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
             raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
+        if job.state == JobState.AWAITING_CHECK.value:
+            raise JobNotFinished(f"job {job_id} is awaiting_check: an output checker must release its result first")
         if job.state != JobState.SUCCEEDED.value:
             raise JobFailed(f"job {job_id} {job.state}: {job.error_message or 'no result'}")
         result = self._store.get_result(job_id)
@@ -382,9 +386,13 @@ class JobService:
             self._pad(started, cancel)
             outputs = self._stored_outputs(outcome)
             result_hash = _result_hash(outputs)
-            if self._store.finish_with_result(
-                job_id, outputs, {"printed": outcome.printed, "result_hash": result_hash}
-            ):
+            report = {"printed": outcome.printed, "result_hash": result_hash}
+            checking = self._checking
+            if checking is not None and (required := checking.checkers_required(job, outcome)):
+                # Exact personal results: stored, held for output checkers, nothing shown to the researcher.
+                summary = _release_summary(outcome, result_hash, self._budgets.charged(job_id))
+                checking.hold(job, outcome, outputs, report, required, summary)
+            elif self._store.finish_with_result(job_id, outputs, report):
                 released = _release_summary(outcome, result_hash, self._budgets.charged(job_id))
                 finished = {"owner": job.owner, "outputs": len(outputs)}
                 self._audit.append_all(  # one write, one fsync: they describe one moment

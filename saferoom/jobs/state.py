@@ -2,20 +2,28 @@
 
     QUEUED ──► RUNNING ──► SUCCEEDED
        │          ├──────► FAILED      (error_code + error_message say why, for the researcher)
-       │          └──────► CANCELLED
+       │          ├──────► CANCELLED
+       │          └──────► AWAITING_CHECK ──► SUCCEEDED          (output checkers approved: released)
+       │                                  ├─► REJECTED           (a checker refused it; their reason)
+       │                                  └─► CHANGES_REQUESTED  (a checker asks for another run; their reason)
        └─────────────────► CANCELLED
 
 A job is QUEUED once acknowledged to the client (persisted first), RUNNING while its worker processes work,
 and ends in exactly one final state. Transitions are compare-and-set in the store, so repeating one is
 harmless and two racing threads cannot both win. After a server crash, QUEUED jobs run again and RUNNING jobs
 are marked FAILED ("interrupted"): never silently lost, never run twice.
+
+AWAITING_CHECK: the job computed an exact result from a dataset whose policy requires output checking
+(``saferoom.checks``). The result is stored, but only output checkers see it; the researcher sees the state
+and nothing else until checkers sign a decision. It is *settled*: nothing more happens without a person, so
+watching a job ends there as after a final state, and a restart keeps it held.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["FINAL_STATES", "JobState"]
+__all__ = ["FINAL_STATES", "SETTLED_STATES", "JobState"]
 
 
 class JobState(enum.StrEnum):
@@ -26,10 +34,21 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    AWAITING_CHECK = "awaiting_check"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATES
 
+    @property
+    def is_settled(self) -> bool:
+        """Final, or waiting for a person: nothing more happens on the machine's own."""
+        return self in SETTLED_STATES
 
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+FINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED, JobState.CHANGES_REQUESTED}
+)
+SETTLED_STATES = FINAL_STATES | {JobState.AWAITING_CHECK}

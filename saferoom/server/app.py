@@ -18,6 +18,8 @@ from saferoom._proto.saferoom.v1 import budgets_pb2 as _budgets_pb2
 from saferoom._proto.saferoom.v1 import budgets_pb2_grpc as _budgets_pb2_grpc
 from saferoom._proto.saferoom.v1 import catalog_pb2 as _catalog_pb2
 from saferoom._proto.saferoom.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
+from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
+from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
@@ -31,12 +33,13 @@ from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import SaferoomError, Unavailable
 from saferoom.identity import TrustStore
-from saferoom.jobs import JobService, Pipeline
+from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
+from saferoom.server.checks_service import ChecksServicer
 from saferoom.server.errors import ErrorInterceptor
 from saferoom.server.services import (
     BudgetsServicer,
@@ -45,7 +48,7 @@ from saferoom.server.services import (
     PackagesServicer,
     ReviewServicer,
 )
-from saferoom.store import BudgetLedger, Database, IdentityStore, JobStore, PackageStore
+from saferoom.store import BudgetLedger, CheckStore, Database, IdentityStore, JobStore, PackageStore
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -58,6 +61,7 @@ SERVICE_NAMES = (
     _review_pb2.DESCRIPTOR.services_by_name["Review"].full_name,
     _audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
     _budgets_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name,
+    _checks_pb2.DESCRIPTOR.services_by_name["Checks"].full_name,
 )
 
 
@@ -150,6 +154,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             private_datasets=dp_delta,
         )
         budgets = BudgetService(BudgetLedger(database), dp_delta, manifest.datasets, audit)
+        checks = CheckService(CheckStore(database), JobStore(database), packages, manifest.datasets, audit, trust)
         jobs = JobService(
             JobStore(database),
             packages,
@@ -159,6 +164,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             max_concurrent=config.max_concurrent_jobs,
             max_queued=config.max_queued_jobs,
             release_quantum=config.release_quantum_ms / 1000,
+            checking=checks,
         )
         message_bytes = config.max_message_mib * 2**20
         server = grpc.server(
@@ -178,6 +184,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
         _audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(audit, caller), server)
         _budgets_pb2_grpc.add_BudgetsServicer_to_server(BudgetsServicer(budgets, caller), server)
+        _checks_pb2_grpc.add_ChecksServicer_to_server(ChecksServicer(checks, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

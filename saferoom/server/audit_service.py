@@ -119,4 +119,5 @@ class AuditServicer(_audit_pb2_grpc.AuditServicer):
             head=report.head,
             first_bad_seq=report.first_bad_seq or 0,
             reason=report.reason,
+            decisions=report.decisions,
         )

@@ -55,6 +55,9 @@ _STATES = {
     "succeeded": _jobs_pb2.JOB_STATE_SUCCEEDED,
     "failed": _jobs_pb2.JOB_STATE_FAILED,
     "cancelled": _jobs_pb2.JOB_STATE_CANCELLED,
+    "awaiting_check": _jobs_pb2.JOB_STATE_AWAITING_CHECK,
+    "rejected": _jobs_pb2.JOB_STATE_REJECTED,
+    "changes_requested": _jobs_pb2.JOB_STATE_CHANGES_REQUESTED,
 }
 
 
@@ -88,6 +91,8 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
             differential_privacy=info.policy.differential_privacy,
             max_contributions=info.policy.max_contributions,
             dp_delta=info.policy.dp_delta,
+            output_checking=info.policy.output_checking,
+            output_checkers=info.policy.output_checkers,
         ),
     )
 

@@ -1,6 +1,7 @@
 """State: SQLite in WAL mode, one class per store."""
 
 from saferoom.store.budgets import Budget, BudgetLedger, Charge, Cost
+from saferoom.store.checks import CheckStore, DecisionRow, HeldRecord
 from saferoom.store.database import MIGRATIONS, Database
 from saferoom.store.identities import IdentityRecord, IdentityStore
 from saferoom.store.jobs import JobRecord, JobStore, StoredOutput, StoredResult
@@ -11,9 +12,12 @@ __all__ = [
     "Budget",
     "BudgetLedger",
     "Charge",
+    "CheckStore",
     "Cost",
     "Database",
     "DecisionRecord",
+    "DecisionRow",
+    "HeldRecord",
     "IdentityRecord",
     "IdentityStore",
     "JobRecord",

@@ -148,6 +148,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX budget_charges_by_researcher ON budget_charges (researcher, dataset)
         """,
     ),
+    (
+        7,
+        # Output checking (saferoom.store.checks): a held result is stored in results/result_outputs like a
+        # released one; these tables say it is held, what the checker sees besides it, and who decided what.
+        """
+        CREATE TABLE held_results (
+            job_id TEXT PRIMARY KEY REFERENCES jobs (id),
+            result_hash TEXT NOT NULL,
+            checkers_required INTEGER NOT NULL CHECK (checkers_required IN (1, 2)),
+            checks_json TEXT NOT NULL,
+            held_at REAL NOT NULL
+        );
+        CREATE TABLE check_decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL REFERENCES held_results (job_id),
+            checker TEXT NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject', 'request_changes')),
+            reason TEXT NOT NULL,
+            result_hash TEXT NOT NULL,
+            decided_at INTEGER NOT NULL,
+            signature BLOB NOT NULL,
+            certificate_pem BLOB NOT NULL,
+            UNIQUE (job_id, checker)
+        )
+        """,
+    ),
 ]
 
 

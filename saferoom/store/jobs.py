@@ -15,7 +15,8 @@ from saferoom.store.database import Database
 
 __all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult"]
 
-_FINAL = ("succeeded", "failed", "cancelled")
+# States that end the job's work (they set finished_at); awaiting_check ends the computing, a person decides next.
+_FINAL = ("succeeded", "failed", "cancelled", "awaiting_check", "rejected", "changes_requested")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,17 @@ _JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
 
 def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a Mapping
+
+
+def write_result(
+    conn: sqlite3.Connection, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float
+) -> None:
+    """Insert a job's result rows (inside the caller's transaction)."""
+    conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
+    conn.executemany(
+        "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json) for o in outputs],
+    )
 
 
 class JobStore:
@@ -171,11 +183,7 @@ class JobStore:
         with self._db.transaction() as conn:
             if not self._update(conn, job_id, "succeeded", ["running"], None, None, now):
                 return False
-            conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
-            conn.executemany(
-                "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json) for o in outputs],
-            )
+            write_result(conn, job_id, outputs, report, now)
         return True
 
     def get_result(self, job_id: str) -> StoredResult:

@@ -120,3 +120,14 @@ def test_mock_data_comes_from_the_declared_domain_only(catalog_dir: Path, tmp_pa
     with Catalog.open(tmp_path / "mock") as mock_catalog:
         assert mock_catalog.table("housing_transactions").num_rows == 500
         assert "MOCK" in mock_catalog.info("population").description
+
+
+def test_exact_personal_results_need_an_output_checker_dp_ones_never(
+    dp_catalog_dir: Path, checked_catalog_dir: Path, catalog_dir: Path
+) -> None:
+    dp, checked, rules_alone = (Manifest.load(d) for d in (dp_catalog_dir, checked_catalog_dir, catalog_dir))
+    for name, info in checked.datasets.items():
+        assert info.policy.checking_required == (info.sensitivity == "personal"), name
+        assert info.policy.output_checkers == 1
+        assert not dp.datasets[name].policy.checking_required  # a DP release's guarantee needs no person
+        assert not rules_alone.datasets[name].policy.checking_required  # tests of the rules on their own

@@ -99,6 +99,9 @@ def test_demo_runs_the_whole_flow() -> None:
     code, out = invoke("demo", "--scale", "20000", "--top", "3")
     assert code == 0, out
     assert "Top 3 candidate cells" in out
+    assert "ended awaiting_check" in out and "job_not_finished" in out  # held under the exact rules ...
+    assert "signs the release" in out and "job succeeded" in out  # ... until the checker signs
+    assert "1 signed output-check decision" in out
     assert "done in" in out
 
 

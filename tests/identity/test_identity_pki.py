@@ -174,3 +174,23 @@ def test_the_permission_table_denies_by_default(pki: Path) -> None:
     with pytest.raises(PermissionDenied):
         authorize(rex, "/saferoom.v1.Jobs/DropAllTables")
     assert "saferoom.v1.Jobs/GetResult" not in ALLOWED[Role.OPERATOR]  # operators never read results
+
+
+def test_output_checkers_get_a_signing_key_and_only_the_checks_service(pki: Path) -> None:
+    from saferoom.identity import certificate_signer
+
+    issue_identity(pki, "carol", "output_checker")
+    carol = TrustStore(pki).identify(cert_of(pki, "carol"))
+    assert carol.roles == {Role.OUTPUT_CHECKER}
+    assert carol.signing_key is not None and len(carol.signing_key) == 32
+    assert 'signing_key = "signing.key"' in (pki / "identities" / "carol" / "profile.toml").read_text()
+    name, roles, key = certificate_signer(cert_of(pki, "carol"), (pki / "ca.crt").read_bytes())
+    assert (name, roles, key) == ("carol", {"output_checker"}, carol.signing_key)
+    for method in ("ListHeld", "GetHeld", "Decide"):
+        authorize(carol, f"/saferoom.v1.Checks/{method}")
+    for method in ("/saferoom.v1.Jobs/GetResult", "/saferoom.v1.Jobs/RunJob", "/saferoom.v1.Audit/ReadLog",
+                   "/saferoom.v1.Review/ApprovePackage"):  # fmt: skip
+        with pytest.raises(PermissionDenied):
+            authorize(carol, method)
+    checks = {m for m in ALLOWED[Role.OUTPUT_CHECKER] if "Checks/" in m}
+    assert all(not checks & ALLOWED[r] for r in Role if r is not Role.OUTPUT_CHECKER)

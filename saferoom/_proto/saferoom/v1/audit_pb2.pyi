@@ -78,7 +78,7 @@ class VerifyLogRequest(_message.Message):
     def __init__(self, anchors: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...) -> None: ...
 
 class VerifyLogResponse(_message.Message):
-    __slots__ = ("ok", "records", "checkpoints", "last_seq", "head", "first_bad_seq", "reason")
+    __slots__ = ("ok", "records", "checkpoints", "last_seq", "head", "first_bad_seq", "reason", "decisions")
     OK_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class VerifyLogResponse(_message.Message):
     HEAD_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     records: int
     checkpoints: int
@@ -93,4 +94,5 @@ class VerifyLogResponse(_message.Message):
     head: str
     first_bad_seq: int
     reason: str
-    def __init__(self, ok: _Optional[bool] = ..., records: _Optional[int] = ..., checkpoints: _Optional[int] = ..., last_seq: _Optional[int] = ..., head: _Optional[str] = ..., first_bad_seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    decisions: int
+    def __init__(self, ok: _Optional[bool] = ..., records: _Optional[int] = ..., checkpoints: _Optional[int] = ..., last_seq: _Optional[int] = ..., head: _Optional[str] = ..., first_bad_seq: _Optional[int] = ..., reason: _Optional[str] = ..., decisions: _Optional[int] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)saferoom/_proto/saferoom/v1/catalog.proto\x12\x0bsaferoom.v1\"\xa2\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x07 \x03(\t\x12\x11\n\tmagnitude\x18\x08 \x01(\x08\x42\x06\n\x04_minB\x06\n\x04_max\"\xaa\x01\n\x06Policy\x12\x18\n\x10min_contributors\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ominance_n\x18\x02 \x01(\x05\x12\x13\n\x0b\x64ominance_k\x18\x03 \x01(\x01\x12\x11\n\tp_percent\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ifferential_privacy\x18\x05 \x01(\x08\x12\x19\n\x11max_contributions\x18\x06 \x01(\x05\x12\x10\n\x08\x64p_delta\x18\x07 \x01(\x01\"\xca\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bsensitivity\x18\x03 \x01(\t\x12\x14\n\x0cprivacy_unit\x18\x04 \x01(\t\x12\x18\n\x10one_row_per_unit\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12$\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x13.saferoom.v1.Column\x12#\n\x06policy\x18\x08 \x01(\x0b\x32\x13.saferoom.v1.Policy\"\x15\n\x13ListDatasetsRequest\"T\n\x14ListDatasetsResponse\x12\x14\n\x0c\x63\x61talog_name\x18\x01 \x01(\t\x12&\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x14.saferoom.v1.Dataset\"&\n\x16\x44\x65scribeDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13\x44ownloadMockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x03\"E\n\tMockChunk\x12%\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x14.saferoom.v1.Dataset\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\x32\xf8\x01\n\x07\x43\x61talog\x12S\n\x0cListDatasets\x12 .saferoom.v1.ListDatasetsRequest\x1a!.saferoom.v1.ListDatasetsResponse\x12L\n\x0f\x44\x65scribeDataset\x12#.saferoom.v1.DescribeDatasetRequest\x1a\x14.saferoom.v1.Dataset\x12J\n\x0c\x44ownloadMock\x12 .saferoom.v1.DownloadMockRequest\x1a\x16.saferoom.v1.MockChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)saferoom/_proto/saferoom/v1/catalog.proto\x12\x0bsaferoom.v1\"\xa2\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x07 \x03(\t\x12\x11\n\tmagnitude\x18\x08 \x01(\x08\x42\x06\n\x04_minB\x06\n\x04_max\"\xdc\x01\n\x06Policy\x12\x18\n\x10min_contributors\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ominance_n\x18\x02 \x01(\x05\x12\x13\n\x0b\x64ominance_k\x18\x03 \x01(\x01\x12\x11\n\tp_percent\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ifferential_privacy\x18\x05 \x01(\x08\x12\x19\n\x11max_contributions\x18\x06 \x01(\x05\x12\x10\n\x08\x64p_delta\x18\x07 \x01(\x01\x12\x17\n\x0foutput_checking\x18\x08 \x01(\t\x12\x17\n\x0foutput_checkers\x18\t \x01(\x05\"\xca\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bsensitivity\x18\x03 \x01(\t\x12\x14\n\x0cprivacy_unit\x18\x04 \x01(\t\x12\x18\n\x10one_row_per_unit\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12$\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x13.saferoom.v1.Column\x12#\n\x06policy\x18\x08 \x01(\x0b\x32\x13.saferoom.v1.Policy\"\x15\n\x13ListDatasetsRequest\"T\n\x14ListDatasetsResponse\x12\x14\n\x0c\x63\x61talog_name\x18\x01 \x01(\t\x12&\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x14.saferoom.v1.Dataset\"&\n\x16\x44\x65scribeDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13\x44ownloadMockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x03\"E\n\tMockChunk\x12%\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x14.saferoom.v1.Dataset\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\x32\xf8\x01\n\x07\x43\x61talog\x12S\n\x0cListDatasets\x12 .saferoom.v1.ListDatasetsRequest\x1a!.saferoom.v1.ListDatasetsResponse\x12L\n\x0f\x44\x65scribeDataset\x12#.saferoom.v1.DescribeDatasetRequest\x1a\x14.saferoom.v1.Dataset\x12J\n\x0c\x44ownloadMock\x12 .saferoom.v1.DownloadMockRequest\x1a\x16.saferoom.v1.MockChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLUMN']._serialized_start=59
   _globals['_COLUMN']._serialized_end=221
   _globals['_POLICY']._serialized_start=224
-  _globals['_POLICY']._serialized_end=394
-  _globals['_DATASET']._serialized_start=397
-  _globals['_DATASET']._serialized_end=599
-  _globals['_LISTDATASETSREQUEST']._serialized_start=601
-  _globals['_LISTDATASETSREQUEST']._serialized_end=622
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=624
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=708
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=710
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=748
-  _globals['_DOWNLOADMOCKREQUEST']._serialized_start=750
-  _globals['_DOWNLOADMOCKREQUEST']._serialized_end=813
-  _globals['_MOCKCHUNK']._serialized_start=815
-  _globals['_MOCKCHUNK']._serialized_end=884
-  _globals['_CATALOG']._serialized_start=887
-  _globals['_CATALOG']._serialized_end=1135
+  _globals['_POLICY']._serialized_end=444
+  _globals['_DATASET']._serialized_start=447
+  _globals['_DATASET']._serialized_end=649
+  _globals['_LISTDATASETSREQUEST']._serialized_start=651
+  _globals['_LISTDATASETSREQUEST']._serialized_end=672
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=674
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=758
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=760
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=798
+  _globals['_DOWNLOADMOCKREQUEST']._serialized_start=800
+  _globals['_DOWNLOADMOCKREQUEST']._serialized_end=863
+  _globals['_MOCKCHUNK']._serialized_start=865
+  _globals['_MOCKCHUNK']._serialized_end=934
+  _globals['_CATALOG']._serialized_start=937
+  _globals['_CATALOG']._serialized_end=1185
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class Column(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ..., magnitude: _Optional[bool] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("min_contributors", "dominance_n", "dominance_k", "p_percent", "differential_privacy", "max_contributions", "dp_delta")
+    __slots__ = ("min_contributors", "dominance_n", "dominance_k", "p_percent", "differential_privacy", "max_contributions", "dp_delta", "output_checking", "output_checkers")
     MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     DOMINANCE_N_FIELD_NUMBER: _ClassVar[int]
     DOMINANCE_K_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class Policy(_message.Message):
     DIFFERENTIAL_PRIVACY_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     DP_DELTA_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CHECKING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CHECKERS_FIELD_NUMBER: _ClassVar[int]
     min_contributors: int
     dominance_n: int
     dominance_k: float
@@ -42,7 +44,9 @@ class Policy(_message.Message):
     differential_privacy: bool
     max_contributions: int
     dp_delta: float
-    def __init__(self, min_contributors: _Optional[int] = ..., dominance_n: _Optional[int] = ..., dominance_k: _Optional[float] = ..., p_percent: _Optional[float] = ..., differential_privacy: _Optional[bool] = ..., max_contributions: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
+    output_checking: str
+    output_checkers: int
+    def __init__(self, min_contributors: _Optional[int] = ..., dominance_n: _Optional[int] = ..., dominance_k: _Optional[float] = ..., p_percent: _Optional[float] = ..., differential_privacy: _Optional[bool] = ..., max_contributions: _Optional[int] = ..., dp_delta: _Optional[float] = ..., output_checking: _Optional[str] = ..., output_checkers: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("name", "description", "sensitivity", "privacy_unit", "one_row_per_unit", "rows", "columns", "policy")

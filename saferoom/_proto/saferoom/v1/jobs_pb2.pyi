@@ -18,12 +18,18 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_AWAITING_CHECK: _ClassVar[JobState]
+    JOB_STATE_REJECTED: _ClassVar[JobState]
+    JOB_STATE_CHANGES_REQUESTED: _ClassVar[JobState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_STATE_AWAITING_CHECK: JobState
+JOB_STATE_REJECTED: JobState
+JOB_STATE_CHANGES_REQUESTED: JobState
 
 class Value(_message.Message):
     __slots__ = ("int_value", "float_value", "str_value", "bool_value", "null_value")

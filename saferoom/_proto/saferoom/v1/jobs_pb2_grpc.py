@@ -90,7 +90,7 @@ class JobsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """WatchJob streams the job each time its state changes, ending after a final state.
+        """WatchJob streams the job each time its state changes, ending after a final state or AWAITING_CHECK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +111,8 @@ class JobsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetResult(self, request, context):
-        """GetResult returns what was released. FAILED_PRECONDITION while the job is unfinished or when it failed.
+        """GetResult returns what was released. FAILED_PRECONDITION while the job is unfinished or awaiting a check,
+        or when it failed or its result was rejected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
