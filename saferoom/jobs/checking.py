@@ -136,7 +136,13 @@ class CheckService:
         checks = [{"output": o.name, "check": o.check, "flags": f} for o, f in zip(outcome.outputs, flags, strict=True)]
         if not self._store.hold(job.id, outputs, report, report["result_hash"], required, checks):
             return False
-        summary = {**released_summary, "checkers_required": required}
+        # What was held, never how many rows: a count of exact data nobody has been cleared to receive yet.
+        summary = {
+            "result_hash": released_summary["result_hash"],
+            "outputs": [{"name": o["name"], "kind": o["kind"]} for o in released_summary["outputs"]],
+            "budget_charged": released_summary["budget_charged"],
+            "checkers_required": required,
+        }
         finished = {"owner": job.owner, "outputs": len(outputs), "state": JobState.AWAITING_CHECK.value}
         self._audit.append_all(  # one write, one fsync, before anyone can see the job held
             [
