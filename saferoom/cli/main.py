@@ -268,26 +268,24 @@ def review_list(server: str | None) -> None:
 @click.argument("package_hash")
 @server_option
 def review_show(package_hash: str, server: str | None) -> None:
-    """Show a package with its full source."""
-    from rich.syntax import Syntax
-
-    from saferoom.cli.render import print_package
+    """Show a package with its full source: every line whole, hidden characters shown."""
+    from saferoom.cli.render import print_package, print_source
 
     with _client(server) as client:
         reviewed = client.review_package(package_hash)
     print_package(console, reviewed.package)
     for name, content in sorted(reviewed.files.items()):
         console.rule(name)
-        lexer = "python" if name.endswith(".py") else "toml" if name.endswith(".toml") else "text"
-        console.print(Syntax(content.decode("utf-8"), lexer, line_numbers=True))
+        print_source(console, name, content)
+    console.print(f"to approve exactly these files: saferoom review approve {reviewed.package.hash}", soft_wrap=True)
 
 
 @review.command("diff")
 @click.argument("package_hash")
 @server_option
 def review_diff(package_hash: str, server: str | None) -> None:
-    """Show what changed since the last approved version of the same package name."""
-    from rich.syntax import Syntax
+    """Show what changed since the last approved version of the same package name (every line whole)."""
+    from saferoom.cli.render import print_source
 
     with _client(server) as client:
         reviewed = client.review_package(package_hash)
@@ -297,7 +295,7 @@ def review_diff(package_hash: str, server: str | None) -> None:
         if previous
         else "no approved version of this name yet: the whole package is new"
     )
-    console.print(Syntax(reviewed.diff or "(no differences)", "diff"))
+    print_source(console, "diff", (reviewed.diff or "(no differences)").encode(), diff=True)
 
 
 @review.command("approve")

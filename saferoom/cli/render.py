@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
@@ -29,6 +31,7 @@ __all__ = [
     "print_packages",
     "print_release_checks",
     "print_result",
+    "print_source",
     "result_to_json",
 ]
 
@@ -328,7 +331,7 @@ def print_held(console: Console, held: HeldResult) -> None:
         console.print(held.printed, markup=False, highlight=False)
     for name, content in sorted(held.files.items()):
         console.rule(name)
-        console.print(content.decode("utf-8", errors="replace"), markup=False, highlight=False, soft_wrap=True)
+        print_source(console, name, content)
 
 
 def noise_table(noise: list[dict[str, Any]]) -> Table:
@@ -391,3 +394,65 @@ def outcome_to_result(outcome: JobOutcome, job_id: str = "local") -> Result:
     """A locally run job's outcome in the same shape as a result fetched from a server."""
     outputs = [ResultOutput(o.name, o.kind, o.table, o.value, o.report) for o in outcome.outputs]
     return Result(job_id, outputs, outcome.printed)
+
+
+# ------------------------------------------------------------------ source as reviewers must see it
+
+_WRAP = "↪"  # starts the continuation of a line too long for the terminal
+_SHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})  # control, format (bidi, zero-width), unassigned
+
+
+def _visible(line: str) -> tuple[Text, int, int]:
+    """A line with every character a reader could miss made visible: control and format characters (bidi
+    overrides, zero-width spaces, escape sequences, carriage returns) as ⟨U+XXXX⟩, tabs as ⇥, non-ASCII
+    letters highlighted (look-alikes of ASCII ones). Returns the text and the counts of both kinds."""
+    text = Text()
+    hidden = foreign = 0
+    for ch in line:
+        if ch == "\t":
+            text.append("⇥   ", style="dim")
+        elif unicodedata.category(ch) in _SHOWN:
+            text.append(f"⟨U+{ord(ch):04X}⟩", style="bold reverse red")
+            hidden += 1
+        elif ord(ch) > 127:
+            text.append(ch, style="reverse yellow")
+            foreign += 1
+        else:
+            text.append(ch)
+    return text, hidden, foreign
+
+
+def print_source(console: Console, name: str, content: bytes, diff: bool = False) -> None:
+    """A file exactly as it will run, for a reviewer (an operator, an output checker): every line whole (wrapped
+    at the terminal's width with ``↪``, never cropped; unwrapped when piped), numbered, with hidden characters
+    shown. Bytes that are not UTF-8 are shown as ⟨0xNN⟩ (the sandbox refuses such a file anyway)."""
+    try:
+        decoded = content.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = content.decode("utf-8", errors="backslashreplace").replace("\\x", "⟨0x")
+    lines = decoded.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    gutter = len(str(max(1, len(lines))))
+    width = console.width - gutter - 3 if console.is_terminal else None
+    hidden = foreign = 0
+    for number, line in enumerate(lines, 1):
+        text, h, f = _visible(line)
+        hidden, foreign = hidden + h, foreign + f
+        style = ""
+        if diff and line.startswith("+") and not line.startswith("+++"):
+            style = "green"
+        elif diff and line.startswith("-") and not line.startswith("---"):
+            style = "red"
+        text.stylize(style)
+        chunks = [text] if width is None or width < 10 else (text.divide(range(width, len(text), width)) or [text])
+        for i, chunk in enumerate(chunks):
+            label = f"{number:>{gutter}}" if i == 0 else f"{_WRAP:>{gutter}}"
+            console.print(Text(f"{label} │ ", style="dim") + chunk, soft_wrap=True, crop=False)
+    notes = []
+    if hidden:
+        notes.append(f"{hidden} control or format character(s) shown as ⟨U+XXXX⟩")
+    if foreign:
+        notes.append(f"{foreign} non-ASCII character(s) highlighted")
+    if notes:
+        console.print(Text(f"{name}: " + "; ".join(notes) + ": read them before you sign", style="bold red"))
