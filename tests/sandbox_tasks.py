@@ -1,4 +1,8 @@
-"""The worker pool's self-test tasks (used by its tests and by `bench/`): each exercises one failure mode."""
+"""Worker tasks for the tests of the worker pool (and `bench/`): each exercises one failure mode.
+
+Test-only: the production start-up self-test is `saferoom.sandbox.selftest`; no task here is offered by saferoom
+itself (one, `imports_during`, imports and runs any named function).
+"""
 
 from __future__ import annotations
 
