@@ -42,7 +42,8 @@ from saferoom.jobs.engine_task import to_ipc
 from saferoom.jobs.failures import EnginePhase
 from saferoom.jobs.spark import SparkExecutor, engine_of
 from saferoom.packages import Package
-from saferoom.sandbox import Limits, WorkerPool
+from saferoom.sandbox import Limits, Reply, WorkerPool
+from saferoom.sandbox.selftest import PROBE_PACKAGE, Probe, run_self_test
 
 __all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleasedOutput"]
 
@@ -145,6 +146,49 @@ class Pipeline:
         active = ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", active)
+
+    @property
+    def zygote_pids(self) -> dict[str, int | None]:
+        """The process id of each pool's zygote (for operators' tools and tests)."""
+        return {"sandbox": self._sandbox.zygote_pid, "engine": self._engine.zygote_pid}
+
+    def self_test(self) -> float:
+        """Run one task of each kind in a confined worker (``saferoom.sandbox.selftest``): check and run a probe
+        package in the sandbox, execute the plan it built in the engine. Returns the seconds it took; raises
+        ``SelfTestFailed`` with the reason."""
+        local = sorted(name for name in self.manifest.datasets if self.manifest.dataset(name).engine != "spark")
+        if not local:
+            return 0.0
+        dataset = local[0]
+        built: dict[str, Any] = {}
+
+        def checked(reply: Reply) -> str | None:
+            return None if reply.data.get("files") == len(PROBE_PACKAGE) else f"unexpected answer {reply.data}"
+
+        def ran(reply: Reply) -> str | None:
+            order, plans, values, _, printed = self._parse_sandbox_reply(reply.data, (dataset,))
+            if set(plans) != {"rows"} or "columns" not in values or not printed.startswith("columns"):
+                return f"unexpected outputs {order}"
+            built["rows"] = plan.to_data(plans["rows"])
+            return None
+
+        def executed(reply: Reply) -> str | None:
+            results = _parse_engine_reply(reply.data, reply.blobs, ["rows"])
+            table = results["rows"][0]
+            return None if table.num_rows == 1 else f"unexpected result of {table.num_rows} rows"
+
+        request = {
+            "files": PROBE_PACKAGE,
+            "entrypoint": "main.py:run",
+            "params": {"dataset": dataset},
+            "manifest": self._manifest_data,
+            "datasets": [dataset],
+        }
+        seconds = run_self_test(
+            self._sandbox, [Probe(CHECK_TASK, {"files": PROBE_PACKAGE}, checked), Probe(SANDBOX_TASK, request, ran)]
+        )
+        engine = Probe(ENGINE_TASK, {"plans": [["rows", built["rows"]]], "inputs": []}, executed)
+        return seconds + run_self_test(self._engine, [engine])
 
     def check_code(self, package: Package) -> None:
         """Compile every Python file of ``package`` under the sandbox policy; raises ``CodeRefused``."""
