@@ -143,9 +143,12 @@ class JobService:
         self._budgets = budgets
         self._max_queued = max_queued
         # Fair queueing: one queue per owner, served in turn, so that one researcher's twenty jobs (or bombs)
-        # do not stand in front of everybody else's.
+        # do not stand in front of everybody else's; and fair slots: while others wait, nobody runs more than
+        # their share of the slots (see ``_fair_share``).
+        self._slots = max_concurrent
         self._waiting: dict[str, collections.deque[str]] = {}
         self._turns: collections.deque[str] = collections.deque()
+        self._running: collections.Counter[str] = collections.Counter()
         self._workers = [
             threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(max_concurrent)
         ]
@@ -267,10 +270,10 @@ class JobService:
     def cancel(self, job_id: str, caller: Identity) -> JobRecord:
         """Cancel a queued or running job; a finished job is returned unchanged."""
         job = self._job_for(job_id, caller)
-        if job.state == JobState.QUEUED.value:
-            self._transition(
-                job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
-            )
+        if job.state == JobState.QUEUED.value and self._transition(
+            job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
+        ):
+            self._unschedule(job_id, job.owner)
         with self._changed:
             event = self._cancels.get(job_id)
             if event is not None:
@@ -346,29 +349,67 @@ class JobService:
             self._waiting[owner].append(job_id)
             self._changed.notify_all()
 
-    def _next(self) -> str | None:
-        """The next job to run: the first waiting job of the owner whose turn it is (None once closed)."""
+    def _unschedule(self, job_id: str, owner: str) -> None:
+        """Forget a job cancelled while it waited, so that it no longer counts its owner as waiting."""
         with self._changed:
-            while not self._turns and not self._closed:
-                self._changed.wait()
-            if self._closed:
-                return None
-            owner = self._turns.popleft()
-            jobs = self._waiting[owner]
-            job_id = jobs.popleft()
-            if jobs:
-                self._turns.append(owner)  # back of the line, behind everyone else waiting
-            else:
+            jobs = self._waiting.get(owner)
+            if jobs is None or job_id not in jobs:
+                return  # already taken by a worker, which will find it cancelled
+            jobs.remove(job_id)
+            self._queued -= 1
+            self._cancels.pop(job_id, None)
+            if not jobs:
                 del self._waiting[owner]
-            return job_id
+                self._turns.remove(owner)
+
+    def _fair_share(self) -> int:
+        """How many slots one owner may hold while others wait: the slots divided among the owners with waiting
+        or running jobs, rounded up, at least one."""
+        owners = len(set(self._waiting) | set(self._running))
+        return max(1, math.ceil(self._slots / max(1, owners)))
+
+    def _next(self) -> tuple[str, str] | None:
+        """The next job to run and its owner (None once closed); called with ``_changed`` held.
+
+        The first waiting job of the first owner in turn who holds fewer than their fair share of the slots;
+        if every waiting owner holds their share already, the first in turn all the same: a free slot never
+        idles while a job waits (alone, an owner may use them all).
+        """
+        while not self._turns and not self._closed:
+            self._changed.wait()
+        if self._closed:
+            return None
+        share = self._fair_share()
+        owner = next((o for o in self._turns if self._running[o] < share), self._turns[0])
+        self._turns.remove(owner)
+        jobs = self._waiting[owner]
+        job_id = jobs.popleft()
+        if jobs:
+            self._turns.append(owner)  # back of the line, behind everyone else waiting
+        else:
+            del self._waiting[owner]
+        self._running[owner] += 1
+        self._queued -= 1
+        return job_id, owner
 
     def _work(self) -> None:
-        while (job_id := self._next()) is not None:
-            self._execute(job_id)
+        while True:
+            with self._changed:
+                taken = self._next()
+            if taken is None:
+                return
+            job_id, owner = taken
+            try:
+                self._execute(job_id)
+            finally:
+                with self._changed:
+                    self._running[owner] -= 1
+                    if self._running[owner] <= 0:
+                        del self._running[owner]
+                    self._changed.notify_all()
 
     def _execute(self, job_id: str) -> None:
         with self._changed:
-            self._queued -= 1
             cancel = self._cancels[job_id]
         try:
             if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
