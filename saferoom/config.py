@@ -44,12 +44,16 @@ class ServerConfig:
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
-    max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
+    max_concurrent_jobs: int = 2  # jobs: jobs in their engine phase at once (the worker holding the data)
+    # jobs: jobs in their code phase at once (a niced sandbox worker that only builds plans, or waiting for an
+    # engine slot), at most max_concurrent_jobs of one researcher: code spinning to its limit keeps no engine slot
+    # from anyone, and a few identities flooding an idle server leave code slots for others
+    max_code_phases: int = 8
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
-    max_streams: int = 24  # server: server streams (WatchJob, ReadLog follow, DownloadMock, health Watch) open at once
+    max_streams: int = 32  # server: server streams (WatchJob, ReadLog follow, DownloadMock, health Watch) open at once
     # server: streams one identity may hold open; three identities together must leave some for everyone else
-    max_streams_per_identity: int = 4
+    max_streams_per_identity: int = 8
     handshake_timeout_seconds: float = 5.0  # server: a connection that has not finished its TLS handshake is closed
     idle_timeout_seconds: float = 30.0  # server: a connection with no call for this long is closed (clients reconnect)
     # jobs: a job's end (its result, or a refusal that depends on data) is published only at a whole number of
@@ -109,6 +113,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
     "max_concurrent_jobs": (1, 256),
+    "max_code_phases": (1, 256),
     "max_queued_jobs": (1, 100_000),
     "max_message_mib": (1, 2047),  # gRPC's limits are signed 32-bit byte counts
     "max_streams": (4, 1000),  # each open stream holds one RPC thread

@@ -93,8 +93,9 @@ def test_a_boolean_that_is_not_a_word_is_refused_not_read_as_false(word: str) ->
         ("SAFEROOM_HANDSHAKE_TIMEOUT_SECONDS", "soon", "not a number"),
         ("SAFEROOM_IDLE_TIMEOUT_SECONDS", "0", "out of range"),
         ("SAFEROOM_MAX_STREAMS", "2", "out of range"),
+        ("SAFEROOM_MAX_CODE_PHASES", "0", "out of range"),
         ("SAFEROOM_MAX_STREAMS_PER_IDENTITY", "0", "out of range"),
-        ("SAFEROOM_MAX_STREAMS_PER_IDENTITY", "8", "less than a third of max_streams"),
+        ("SAFEROOM_MAX_STREAMS_PER_IDENTITY", "11", "less than a third of max_streams"),
     ],
 )
 def test_numbers_that_are_junk_or_out_of_range_are_refused(key: str, raw: str, fragment: str) -> None:

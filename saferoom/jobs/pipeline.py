@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ CHECK_TASK = "saferoom.sandbox.runner:check_code"
 ENGINE_TASK = "saferoom.jobs.engine_task:execute_plans"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 MAX_OUTPUTS = 64
+CODE_NICE = 10
 MODEL_KINDS = ("ols", "logit")
 _OLS = ModelSpec("", (), "ols")
 MAX_PRINTED = 64 * 1024
@@ -88,10 +89,15 @@ class Isolation:
 
 
 def to_limits(
-    limits: WorkerLimits, memory_kind: str, isolation: Isolation = Isolation(), read_paths: tuple[str, ...] = ()
+    limits: WorkerLimits,
+    memory_kind: str,
+    isolation: Isolation = Isolation(),
+    read_paths: tuple[str, ...] = (),
+    nice: int = 0,
 ) -> Limits:
     """Configuration limits as the sandbox pool takes them."""
     return Limits(
+        nice=nice,
         memory_bytes=limits.memory_mib * 2**20,
         cpu_seconds=limits.cpu_seconds,
         wall_seconds=limits.wall_seconds,
@@ -119,7 +125,9 @@ class Pipeline:
         self._spark = spark
         self._manifest_data = manifest.to_data()
         # The algorithm's worker may not even read the datasets; the engine's may, read-only.
-        self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation)
+        # It only builds plans (milliseconds of CPU): niced, so that code spinning until its CPU limit leaves the
+        # processors to the engine, the server and everybody else's short code phases.
+        self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation, nice=CODE_NICE)
         # Memory-mapped datasets would count against an address-space limit: limit private data instead.
         self._engine_limits = to_limits(engine_limits, "data", isolation, (str(data_dir.resolve()),))
         self._sandbox = WorkerPool(
@@ -201,9 +209,13 @@ class Pipeline:
         cancel: threading.Event | None = None,
         datasets: tuple[str, ...] | None = None,
         epsilon: Mapping[str, float] | None = None,
+        before_engine: Callable[[], None] | None = None,
     ) -> JobOutcome:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
+
+        ``before_engine``, if given, is called once the code phase is over and before any engine work (the job
+        service waits there for an engine slot).
 
         Raises a JobError subclass on failure: from the first engine call on, only the fixed ``EngineError`` of
         its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
@@ -233,6 +245,8 @@ class Pipeline:
                 raise InvalidPlan("this server has no Spark cluster configured for datasets on the Spark engine")
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
         protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
+        if before_engine is not None:
+            before_engine()
         # Everything from the first engine call on may fail because of the data: its errors leave with fixed text.
         with EnginePhase() as phase:
             released = self._released(protected, cancel, epsilon, phase)

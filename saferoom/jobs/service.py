@@ -41,6 +41,7 @@ from saferoom.errors import (
 )
 from saferoom.identity import Identity, Role
 from saferoom.jobs.failures import log_engine_failure
+from saferoom.jobs.fairness import EngineSlots, FairSlots
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import FINAL_STATES, JobState
 from saferoom.packages import PackageService
@@ -134,6 +135,7 @@ class JobService:
         max_concurrent: int = 2,
         max_queued: int = 100,
         release_quantum: float = 0.0,
+        max_code_phases: int | None = None,
     ) -> None:
         self._store = store
         self._quantum = release_quantum
@@ -142,16 +144,17 @@ class JobService:
         self._pipeline = pipeline
         self._budgets = budgets
         self._max_queued = max_queued
-        # Fair queueing: one queue per owner, served in turn, so that one researcher's twenty jobs (or bombs)
-        # do not stand in front of everybody else's; and fair slots: while others wait, nobody runs more than
-        # their share of the slots (see ``_fair_share``).
-        self._slots = max_concurrent
+        # Fair queueing: one queue per owner, so that one researcher's twenty jobs (or bombs) do not stand in
+        # front of everybody else's; and fair slots (``saferoom.jobs.fairness``): while others wait, nobody runs
+        # more than a fair share, and whoever used the slots least lately goes first.
+        # A job holds one of ``max_code_phases`` slots from its start, and one of ``max_concurrent`` engine slots
+        # from the end of its code phase on (the same rules for both).
+        code_phases = max(max_concurrent, max_code_phases or max_concurrent)
+        self._slots = FairSlots(code_phases, cap=max_concurrent)
+        self._engine_slots = EngineSlots(max_concurrent)
         self._waiting: dict[str, collections.deque[str]] = {}
         self._turns: collections.deque[str] = collections.deque()
-        self._running: collections.Counter[str] = collections.Counter()
-        self._workers = [
-            threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(max_concurrent)
-        ]
+        self._workers = [threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(code_phases)]
         self._changed = threading.Condition()
         self._cancels: dict[str, threading.Event] = {}
         self._cancelled_by: dict[str, str] = {}
@@ -362,25 +365,13 @@ class JobService:
                 del self._waiting[owner]
                 self._turns.remove(owner)
 
-    def _fair_share(self) -> int:
-        """How many slots one owner may hold while others wait: the slots divided among the owners with waiting
-        or running jobs, rounded up, at least one."""
-        owners = len(set(self._waiting) | set(self._running))
-        return max(1, math.ceil(self._slots / max(1, owners)))
-
     def _next(self) -> tuple[str, str] | None:
-        """The next job to run and its owner (None once closed); called with ``_changed`` held.
-
-        The first waiting job of the first owner in turn who holds fewer than their fair share of the slots;
-        if every waiting owner holds their share already, the first in turn all the same: a free slot never
-        idles while a job waits (alone, an owner may use them all).
-        """
-        while not self._turns and not self._closed:
-            self._changed.wait()
-        if self._closed:
+        """The next job to run and its owner (None once closed); called with ``_changed`` held: the first
+        waiting job of the owner ``FairSlots`` chooses."""
+        while not self._closed and (owner := self._slots.choose(self._turns)) is None:
+            self._changed.wait()  # nobody waits, or everyone who does holds as many code phases as they may
+        if self._closed or owner is None:
             return None
-        share = self._fair_share()
-        owner = next((o for o in self._turns if self._running[o] < share), self._turns[0])
         self._turns.remove(owner)
         jobs = self._waiting[owner]
         job_id = jobs.popleft()
@@ -388,7 +379,7 @@ class JobService:
             self._turns.append(owner)  # back of the line, behind everyone else waiting
         else:
             del self._waiting[owner]
-        self._running[owner] += 1
+        self._slots.start(owner)
         self._queued -= 1
         return job_id, owner
 
@@ -403,14 +394,13 @@ class JobService:
                 self._execute(job_id)
             finally:
                 with self._changed:
-                    self._running[owner] -= 1
-                    if self._running[owner] <= 0:
-                        del self._running[owner]
+                    self._slots.end(owner)
                     self._changed.notify_all()
 
     def _execute(self, job_id: str) -> None:
         with self._changed:
             cancel = self._cancels[job_id]
+        engine_held: list[str] = []
         try:
             if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
                 return
@@ -418,8 +408,15 @@ class JobService:
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             started = time.monotonic()
+
+            def engine_turn() -> None:
+                self._engine_slots.acquire(job.owner, cancel)
+                engine_held.append(job.owner)
+
             try:
-                outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
+                outcome = self._pipeline.run(
+                    package, params, cancel=cancel, datasets=datasets, before_engine=engine_turn
+                )
             except JobCancelled:
                 raise
             except SaferoomError:
@@ -454,6 +451,8 @@ class JobService:
             _log.exception("job %s failed with an internal error", job_id)
             self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "internal", "internal error")
         finally:
+            for owner in engine_held:
+                self._engine_slots.release(owner)
             with self._changed:
                 self._cancels.pop(job_id, None)
                 self._cancelled_by.pop(job_id, None)

@@ -148,6 +148,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             audit,
             budgets,
             max_concurrent=config.max_concurrent_jobs,
+            max_code_phases=config.max_code_phases,
             max_queued=config.max_queued_jobs,
             release_quantum=config.release_quantum_ms / 1000,
         )

@@ -77,7 +77,7 @@ class StreamSlots:
     keeps ``per_identity`` under a third of ``total``) may take them all. The one over its share is refused
     with RESOURCE_EXHAUSTED; its other streams and everyone else's go on."""
 
-    def __init__(self, per_identity: int = 4, total: int = 24) -> None:
+    def __init__(self, per_identity: int = 8, total: int = 32) -> None:
         self.per_identity, self.total = per_identity, total
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()

@@ -95,9 +95,11 @@ def test_an_idle_connection_after_the_handshake_is_closed(guarded: SaferoomServe
     context.check_hostname = False
     context.set_alpn_protocols(["h2"])
     context.load_cert_chain(str(profile.cert), str(profile.key))
-    with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(HTTP2_PREFACE + EMPTY_SETTINGS)
-            started = time.monotonic()
-            assert _closed_by_peer(tls, IDLE_SECONDS + 15)
-            assert time.monotonic() - started >= IDLE_SECONDS * 0.5
+    with (
+        socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(HTTP2_PREFACE + EMPTY_SETTINGS)
+        started = time.monotonic()
+        assert _closed_by_peer(tls, IDLE_SECONDS + 15)
+        assert time.monotonic() - started >= IDLE_SECONDS * 0.5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from saferoom.client import Client
+from saferoom.config import WorkerLimits
 from saferoom.server import SaferoomServer, create_server
 from tests.support import Deployment, approve_all, server_config
 
@@ -35,6 +37,7 @@ def hogged(
         tmp_path_factory.mktemp("hogged"),
         deployment.pki,
         max_concurrent_jobs=SLOTS,
+        max_code_phases=SLOTS,  # one kind of slot here: the fair shares alone (the split is tested below)
         max_streams=12,
         max_streams_per_identity=3,
     )
@@ -89,6 +92,44 @@ def test_one_researcher_never_holds_more_than_a_fair_share_of_job_slots_while_ot
             bob.cancel_job(job_id)
         for job_id in hog:
             assert bob.wait(job_id, timeout=60).state in ("cancelled", "failed")
+
+
+def test_code_that_spins_to_its_limits_keeps_no_engine_slot_from_others(
+    catalog_dir: Path, algorithms_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    """With the code phase apart from the engine's slots (the default), bob's loops, even started while the
+    server was idle, take at most max_concurrent_jobs code phases and no engine slot: alice's jobs run at once,
+    long before any of bob's loops ends. Before, they waited for his loops to reach the code phase's limits."""
+    loops = WorkerLimits(memory_mib=512, cpu_seconds=30, wall_seconds=20.0, output_mib=4)  # cancelled before
+    config = server_config(
+        catalog_dir, tmp_path / "state", deployment.pki, max_concurrent_jobs=2, max_code_phases=4, sandbox_limits=loops
+    )
+    srv, port = create_server(config)
+    try:
+        packages = tmp_path / "packages"
+        for name in ("forever", "echo"):
+            shutil.copytree(algorithms_dir / name, packages / name)
+        approve_all(deployment, port, packages, researcher="alice")
+        approve_all(deployment, port, packages, researcher="bob")
+        with deployment.client("alice", port) as alice, deployment.client("bob", port) as bob:
+            hog = [bob.run_job("forever").id for _ in range(6)]
+            deadline = time.monotonic() + 30
+            while sum(bob.get_job(j).state == "running" for j in hog) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert sum(bob.get_job(j).state == "running" for j in hog) == 2  # his cap: the engine's slots
+            started = time.monotonic()
+            for n in range(3):
+                assert alice.wait(alice.run_job("echo", {"n": n}).id, timeout=60).state == "succeeded"
+            took = time.monotonic() - started
+            assert all(not bob.get_job(j).finished for j in hog[:2]), "bob's loops ended first: nothing shown"
+            assert took < 10.0, f"alice's three jobs took {took:.1f} s next to bob's loops"
+            for job_id in hog:
+                bob.cancel_job(job_id)
+            for job_id in hog:
+                assert bob.wait(job_id, timeout=60).state == "cancelled"
+    finally:
+        srv.stop(1.0)
 
 
 def test_a_cancelled_queued_job_gives_up_its_turn(hogged: SaferoomServer, deployment: Deployment) -> None:
