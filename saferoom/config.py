@@ -44,9 +44,18 @@ class ServerConfig:
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
-    max_concurrent_jobs: int = 2  # jobs: jobs running at once (each uses up to two worker processes)
+    max_concurrent_jobs: int = 2  # jobs: jobs in their engine phase at once (the worker holding the data)
+    # jobs: jobs in their code phase at once (a niced sandbox worker that only builds plans, or waiting for an
+    # engine slot), at most max_concurrent_jobs of one researcher: code spinning to its limit keeps no engine slot
+    # from anyone, and a few identities flooding an idle server leave code slots for others
+    max_code_phases: int = 8
     max_queued_jobs: int = 100  # jobs: RunJob answers RESOURCE_EXHAUSTED beyond this many waiting jobs
     max_message_mib: int = 64  # server: largest gRPC message in either direction
+    max_streams: int = 32  # server: server streams (WatchJob, ReadLog follow, DownloadMock, health Watch) open at once
+    # server: streams one identity may hold open; three identities together must leave some for everyone else
+    max_streams_per_identity: int = 8
+    handshake_timeout_seconds: float = 5.0  # server: a connection that has not finished its TLS handshake is closed
+    idle_timeout_seconds: float = 30.0  # server: a connection with no call for this long is closed (clients reconnect)
     # jobs: a job's end (its result, or a refusal that depends on data) is published only at a whole number of
     # these after it started, so its duration says less about the data (0: off)
     release_quantum_ms: int = 250
@@ -54,9 +63,10 @@ class ServerConfig:
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
-    # sandbox: the worker that runs algorithm code (it never holds data, only builds plans)
+    # sandbox: the worker that runs algorithm code, the code phase of a job. It never holds data and only builds
+    # plans (milliseconds of work), so its limits are tight and its own, apart from the engine's
     sandbox_limits: WorkerLimits = field(
-        default_factory=lambda: WorkerLimits(memory_mib=1024, cpu_seconds=30, wall_seconds=60.0, output_mib=8)
+        default_factory=lambda: WorkerLimits(memory_mib=1024, cpu_seconds=10, wall_seconds=20.0, output_mib=8)
     )
     # engine: the worker that executes the plans over the memory-mapped datasets
     engine_limits: WorkerLimits = field(
@@ -87,6 +97,11 @@ class ServerConfig:
             raise InvalidRequest(f"unknown configuration options: {', '.join(sorted(unknown))}")
         parsed = {name: _parse(name, getattr(self, name), raw) for name, raw in values.items()}
         config = replace(self, **parsed)
+        if 3 * config.max_streams_per_identity >= config.max_streams:
+            raise InvalidRequest(
+                "max_streams_per_identity must be less than a third of max_streams: three identities together "
+                f"must not hold every stream slot (got {config.max_streams_per_identity} of {config.max_streams})"
+            )
         if config.spark_connect and not config.spark_connect.startswith("sc://"):
             raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
         return config
@@ -98,14 +113,23 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
     "max_concurrent_jobs": (1, 256),
+    "max_code_phases": (1, 256),
     "max_queued_jobs": (1, 100_000),
     "max_message_mib": (1, 2047),  # gRPC's limits are signed 32-bit byte counts
+    "max_streams": (4, 1000),  # each open stream holds one RPC thread
+    "max_streams_per_identity": (1, 333),
+    "handshake_timeout_seconds": (0.5, 120),
+    "idle_timeout_seconds": (1, 86_400),
     "release_quantum_ms": (0, 60_000),
     "grace_seconds": (0, 3600),
     "memory_mib": (64, 1_048_576),
     "cpu_seconds": (1, 86_400),
     "wall_seconds": (1, 86_400),
     "output_mib": (1, 2047),
+    # The code phase only builds plans: a limit of more than ten minutes would let one job's code hold a slot
+    # for as long as a query over all the data may take.
+    "sandbox_limits.cpu_seconds": (1, 600),
+    "sandbox_limits.wall_seconds": (1, 600),
 }
 
 _TRUE = ("true", "1", "yes", "on")
@@ -164,7 +188,7 @@ def _parse_float(name: str, raw: Any) -> float:
 
 
 def _in_range(name: str, value: int | float) -> Any:
-    low, high = _RANGES[name.rpartition(".")[2]]
+    low, high = _RANGES.get(name) or _RANGES[name.rpartition(".")[2]]
     if not low <= value <= high:
         raise InvalidRequest(f"configuration option {name}: {value} is out of range ({low:g} to {high:g})")
     return value

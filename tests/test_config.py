@@ -88,6 +88,14 @@ def test_a_boolean_that_is_not_a_word_is_refused_not_read_as_false(word: str) ->
         ("SAFEROOM_GRACE_SECONDS", "five", "not a number"),
         ("SAFEROOM_GRACE_SECONDS", "", "not a number"),
         ("SAFEROOM_GRACE_SECONDS", "-1", "out of range"),
+        ("SAFEROOM_HANDSHAKE_TIMEOUT_SECONDS", "0", "out of range"),
+        ("SAFEROOM_HANDSHAKE_TIMEOUT_SECONDS", "600", "out of range"),
+        ("SAFEROOM_HANDSHAKE_TIMEOUT_SECONDS", "soon", "not a number"),
+        ("SAFEROOM_IDLE_TIMEOUT_SECONDS", "0", "out of range"),
+        ("SAFEROOM_MAX_STREAMS", "2", "out of range"),
+        ("SAFEROOM_MAX_CODE_PHASES", "0", "out of range"),
+        ("SAFEROOM_MAX_STREAMS_PER_IDENTITY", "0", "out of range"),
+        ("SAFEROOM_MAX_STREAMS_PER_IDENTITY", "11", "less than a third of max_streams"),
     ],
 )
 def test_numbers_that_are_junk_or_out_of_range_are_refused(key: str, raw: str, fragment: str) -> None:
@@ -95,6 +103,24 @@ def test_numbers_that_are_junk_or_out_of_range_are_refused(key: str, raw: str, f
         ServerConfig.load(env={key: raw})
     assert fragment in str(info.value)
     assert key.removeprefix("SAFEROOM_").lower() in str(info.value)
+
+
+def test_stream_slots_and_connection_timeouts_are_read() -> None:
+    config = ServerConfig.load(
+        env={
+            "SAFEROOM_MAX_STREAMS": "40",
+            "SAFEROOM_MAX_STREAMS_PER_IDENTITY": "13",
+            "SAFEROOM_HANDSHAKE_TIMEOUT_SECONDS": "2.5",
+            "SAFEROOM_IDLE_TIMEOUT_SECONDS": "90",
+        }
+    )
+    assert (config.max_streams, config.max_streams_per_identity) == (40, 13)
+    assert (config.handshake_timeout_seconds, config.idle_timeout_seconds) == (2.5, 90.0)
+    defaults = ServerConfig()
+    assert 3 * defaults.max_streams_per_identity < defaults.max_streams
+    assert defaults.handshake_timeout_seconds <= 10
+    assert defaults.sandbox_limits.cpu_seconds < defaults.engine_limits.cpu_seconds
+    assert defaults.sandbox_limits.wall_seconds < defaults.engine_limits.wall_seconds
 
 
 def test_numbers_in_range_are_read() -> None:
@@ -114,6 +140,9 @@ def test_numbers_in_range_are_read() -> None:
         ("[engine_limits]\nmemory_mib = 1\n", "engine_limits.memory_mib"),
         ("[engine_limits]\nwall_seconds = 0\n", "out of range"),
         ('[sandbox_limits]\ncpu_seconds = "lots"\n', "sandbox_limits.cpu_seconds"),
+        # the code phase's limits are tight whatever the engine's are
+        ("[sandbox_limits]\ncpu_seconds = 3600\n", "sandbox_limits.cpu_seconds: 3600 is out of range (1 to 600)"),
+        ("[sandbox_limits]\nwall_seconds = 900\n", "sandbox_limits.wall_seconds: 900.0 is out of range"),
         ("seccom = false\n", "unknown configuration options: seccom"),
         ("[server]\nlisten = 'x'\n", "unknown configuration options: server"),
     ],

@@ -25,7 +25,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,8 @@ from saferoom.jobs.engine_task import to_ipc
 from saferoom.jobs.failures import EnginePhase
 from saferoom.jobs.spark import SparkExecutor, engine_of
 from saferoom.packages import Package
-from saferoom.sandbox import Limits, WorkerPool
+from saferoom.sandbox import Limits, Reply, WorkerPool
+from saferoom.sandbox.selftest import PROBE_PACKAGE, Probe, run_self_test
 
 __all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleasedOutput"]
 
@@ -54,6 +55,7 @@ CHECK_TASK = "saferoom.sandbox.runner:check_code"
 ENGINE_TASK = "saferoom.jobs.engine_task:execute_plans"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 MAX_OUTPUTS = 64
+CODE_NICE = 10
 MODEL_KINDS = ("ols", "logit")
 _OLS = ModelSpec("", (), "ols")
 MAX_PRINTED = 64 * 1024
@@ -92,10 +94,15 @@ class Isolation:
 
 
 def to_limits(
-    limits: WorkerLimits, memory_kind: str, isolation: Isolation = Isolation(), read_paths: tuple[str, ...] = ()
+    limits: WorkerLimits,
+    memory_kind: str,
+    isolation: Isolation = Isolation(),
+    read_paths: tuple[str, ...] = (),
+    nice: int = 0,
 ) -> Limits:
     """Configuration limits as the sandbox pool takes them."""
     return Limits(
+        nice=nice,
         memory_bytes=limits.memory_mib * 2**20,
         cpu_seconds=limits.cpu_seconds,
         wall_seconds=limits.wall_seconds,
@@ -127,7 +134,9 @@ class Pipeline:
         self._pad = pad_to_worst_case
         self._manifest_data = manifest.to_data()
         # The algorithm's worker may not even read the datasets; the engine's may, read-only.
-        self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation)
+        # It only builds plans (milliseconds of CPU): niced, so that code spinning until its CPU limit leaves the
+        # processors to the engine, the server and everybody else's short code phases.
+        self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation, nice=CODE_NICE)
         # Memory-mapped datasets would count against an address-space limit: limit private data instead.
         self._engine_limits = to_limits(engine_limits, "data", isolation, (str(data_dir.resolve()),))
         self._sandbox = WorkerPool(
@@ -155,6 +164,49 @@ class Pipeline:
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", active)
 
+    @property
+    def zygote_pids(self) -> dict[str, int | None]:
+        """The process id of each pool's zygote (for operators' tools and tests)."""
+        return {"sandbox": self._sandbox.zygote_pid, "engine": self._engine.zygote_pid}
+
+    def self_test(self) -> float:
+        """Run one task of each kind in a confined worker (``saferoom.sandbox.selftest``): check and run a probe
+        package in the sandbox, execute the plan it built in the engine. Returns the seconds it took; raises
+        ``SelfTestFailed`` with the reason."""
+        local = sorted(name for name in self.manifest.datasets if self.manifest.dataset(name).engine != "spark")
+        if not local:
+            return 0.0
+        dataset = local[0]
+        built: dict[str, Any] = {}
+
+        def checked(reply: Reply) -> str | None:
+            return None if reply.data.get("files") == len(PROBE_PACKAGE) else f"unexpected answer {reply.data}"
+
+        def ran(reply: Reply) -> str | None:
+            order, plans, values, _, printed = self._parse_sandbox_reply(reply.data, (dataset,))
+            if set(plans) != {"rows"} or "columns" not in values or not printed.startswith("columns"):
+                return f"unexpected outputs {order}"
+            built["rows"] = plan.to_data(plans["rows"])
+            return None
+
+        def executed(reply: Reply) -> str | None:
+            results = _parse_engine_reply(reply.data, reply.blobs, ["rows"])
+            table = results["rows"][0]
+            return None if table.num_rows == 1 else f"unexpected result of {table.num_rows} rows"
+
+        request = {
+            "files": PROBE_PACKAGE,
+            "entrypoint": "main.py:run",
+            "params": {"dataset": dataset},
+            "manifest": self._manifest_data,
+            "datasets": [dataset],
+        }
+        seconds = run_self_test(
+            self._sandbox, [Probe(CHECK_TASK, {"files": PROBE_PACKAGE}, checked), Probe(SANDBOX_TASK, request, ran)]
+        )
+        engine = Probe(ENGINE_TASK, {"plans": [["rows", built["rows"]]], "inputs": []}, executed)
+        return seconds + run_self_test(self._engine, [engine])
+
     def check_code(self, package: Package) -> None:
         """Compile every Python file of ``package`` under the sandbox policy; raises ``CodeRefused``."""
         self._sandbox.run(CHECK_TASK, {"files": _python_files(package)})
@@ -166,9 +218,13 @@ class Pipeline:
         cancel: threading.Event | None = None,
         datasets: tuple[str, ...] | None = None,
         epsilon: Mapping[str, float] | None = None,
+        before_engine: Callable[[], None] | None = None,
     ) -> JobOutcome:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
+
+        ``before_engine``, if given, is called once the code phase is over and before any engine work (the job
+        service waits there for an engine slot).
 
         Raises a JobError subclass on failure: from the first engine call on, only the fixed ``EngineError`` of
         its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
@@ -198,6 +254,8 @@ class Pipeline:
                 raise InvalidPlan("this server has no Spark cluster configured for datasets on the Spark engine")
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
         protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
+        if before_engine is not None:
+            before_engine()
         # Everything from the first engine call on may fail because of the data: its errors leave with fixed text.
         with EnginePhase() as phase:
             released = self._released(protected, cancel, epsilon, phase)

@@ -42,6 +42,7 @@ from saferoom.errors import (
 from saferoom.identity import Identity, Role
 from saferoom.jobs.checking import CheckService
 from saferoom.jobs.failures import log_engine_failure
+from saferoom.jobs.fairness import EngineSlots, FairSlots
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
 from saferoom.jobs.state import SETTLED_STATES, JobState
 from saferoom.packages import PackageService
@@ -129,6 +130,7 @@ class JobService:
         max_queued: int = 100,
         release_quantum: float = 0.0,
         checking: CheckService | None = None,
+        max_code_phases: int | None = None,
     ) -> None:
         self._store = store
         self._checking = checking  # holds results that need an output checker (None: nothing is held)
@@ -138,13 +140,17 @@ class JobService:
         self._pipeline = pipeline
         self._budgets = budgets
         self._max_queued = max_queued
-        # Fair queueing: one queue per owner, served in turn, so that one researcher's twenty jobs (or bombs)
-        # do not stand in front of everybody else's.
+        # Fair queueing: one queue per owner, so that one researcher's twenty jobs (or bombs) do not stand in
+        # front of everybody else's; and fair slots (``saferoom.jobs.fairness``): while others wait, nobody runs
+        # more than a fair share, and whoever used the slots least lately goes first.
+        # A job holds one of ``max_code_phases`` slots from its start, and one of ``max_concurrent`` engine slots
+        # from the end of its code phase on (the same rules for both).
+        code_phases = max(max_concurrent, max_code_phases or max_concurrent)
+        self._slots = FairSlots(code_phases, cap=max_concurrent)
+        self._engine_slots = EngineSlots(max_concurrent)
         self._waiting: dict[str, collections.deque[str]] = {}
         self._turns: collections.deque[str] = collections.deque()
-        self._workers = [
-            threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(max_concurrent)
-        ]
+        self._workers = [threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(code_phases)]
         self._changed = threading.Condition()
         self._cancels: dict[str, threading.Event] = {}
         self._cancelled_by: dict[str, str] = {}
@@ -263,10 +269,10 @@ class JobService:
     def cancel(self, job_id: str, caller: Identity) -> JobRecord:
         """Cancel a queued or running job; a finished job is returned unchanged."""
         job = self._job_for(job_id, caller)
-        if job.state == JobState.QUEUED.value:
-            self._transition(
-                job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
-            )
+        if job.state == JobState.QUEUED.value and self._transition(
+            job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
+        ):
+            self._unschedule(job_id, job.owner)
         with self._changed:
             event = self._cancels.get(job_id)
             if event is not None:
@@ -345,30 +351,55 @@ class JobService:
             self._waiting[owner].append(job_id)
             self._changed.notify_all()
 
-    def _next(self) -> str | None:
-        """The next job to run: the first waiting job of the owner whose turn it is (None once closed)."""
+    def _unschedule(self, job_id: str, owner: str) -> None:
+        """Forget a job cancelled while it waited, so that it no longer counts its owner as waiting."""
         with self._changed:
-            while not self._turns and not self._closed:
-                self._changed.wait()
-            if self._closed:
-                return None
-            owner = self._turns.popleft()
-            jobs = self._waiting[owner]
-            job_id = jobs.popleft()
-            if jobs:
-                self._turns.append(owner)  # back of the line, behind everyone else waiting
-            else:
+            jobs = self._waiting.get(owner)
+            if jobs is None or job_id not in jobs:
+                return  # already taken by a worker, which will find it cancelled
+            jobs.remove(job_id)
+            self._queued -= 1
+            self._cancels.pop(job_id, None)
+            if not jobs:
                 del self._waiting[owner]
-            return job_id
+                self._turns.remove(owner)
+
+    def _next(self) -> tuple[str, str] | None:
+        """The next job to run and its owner (None once closed); called with ``_changed`` held: the first
+        waiting job of the owner ``FairSlots`` chooses."""
+        while not self._closed and (owner := self._slots.choose(self._turns)) is None:
+            self._changed.wait()  # nobody waits, or everyone who does holds as many code phases as they may
+        if self._closed or owner is None:
+            return None
+        self._turns.remove(owner)
+        jobs = self._waiting[owner]
+        job_id = jobs.popleft()
+        if jobs:
+            self._turns.append(owner)  # back of the line, behind everyone else waiting
+        else:
+            del self._waiting[owner]
+        self._slots.start(owner)
+        self._queued -= 1
+        return job_id, owner
 
     def _work(self) -> None:
-        while (job_id := self._next()) is not None:
-            self._execute(job_id)
+        while True:
+            with self._changed:
+                taken = self._next()
+            if taken is None:
+                return
+            job_id, owner = taken
+            try:
+                self._execute(job_id)
+            finally:
+                with self._changed:
+                    self._slots.end(owner)
+                    self._changed.notify_all()
 
     def _execute(self, job_id: str) -> None:
         with self._changed:
-            self._queued -= 1
             cancel = self._cancels[job_id]
+        engine_held: list[str] = []
         try:
             if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
                 return
@@ -376,8 +407,15 @@ class JobService:
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             started = time.monotonic()
+
+            def engine_turn() -> None:
+                self._engine_slots.acquire(job.owner, cancel)
+                engine_held.append(job.owner)
+
             try:
-                outcome = self._pipeline.run(package, params, cancel=cancel, datasets=datasets)
+                outcome = self._pipeline.run(
+                    package, params, cancel=cancel, datasets=datasets, before_engine=engine_turn
+                )
             except JobCancelled:
                 raise
             except SaferoomError:
@@ -416,6 +454,8 @@ class JobService:
             _log.exception("job %s failed with an internal error", job_id)
             self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "internal", "internal error")
         finally:
+            for owner in engine_held:
+                self._engine_slots.release(owner)
             with self._changed:
                 self._cancels.pop(job_id, None)
                 self._cancelled_by.pop(job_id, None)

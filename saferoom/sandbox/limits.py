@@ -32,6 +32,7 @@ class Limits:
     seccomp: bool = True  # the deny-by-default system call filter (saferoom.sandbox.kernel)
     landlock: bool = True  # read-only view of the interpreter, saferoom and ``read_paths``; no writes
     read_paths: tuple[str, ...] = ()  # more directories the worker may read (the datasets)
+    nice: int = 0  # added to the worker's scheduling niceness: a spinning worker yields the CPU to the others
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "read_paths", tuple(self.read_paths))  # it arrives as a JSON list
@@ -39,6 +40,8 @@ class Limits:
             raise ValueError("memory_kind must be address_space or data")
         if min(self.memory_bytes, self.cpu_seconds, self.open_files, self.output_bytes) <= 0 or self.wall_seconds <= 0:
             raise ValueError("limits must be positive")
+        if not 0 <= self.nice <= 19:
+            raise ValueError("nice must be between 0 and 19")
 
 
 # Loaded once, in the zygote: resolving libc by name per worker would spawn ldconfig on every fork.
@@ -88,6 +91,9 @@ def confine(limits: Limits, keep_fd: int) -> list[str]:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     active.append("rlimits")
+    if limits.nice:
+        os.nice(limits.nice)  # only ever lowered: without privileges it cannot be raised back
+        active.append("niced")
     if os.geteuid() == 0:
         os.setgroups([])
         os.setgid(NOBODY)

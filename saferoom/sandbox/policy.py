@@ -117,6 +117,8 @@ def compile_package(files: Mapping[str, str]) -> dict[str, CodeType]:
             continue
         try:
             result = compile_restricted_exec(source, filename=filename, policy=policy)
+        except ImportError:  # not the code's fault: a module the zygote did not import (reported as what it is)
+            raise
         except Exception:  # a construct RestrictedPython's transformer itself fails on: refuse, fail closed
             problems.append(f"{filename}: the code uses a construct the sandbox policy does not support")
             continue

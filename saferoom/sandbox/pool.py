@@ -3,11 +3,16 @@
 The server never forks itself (it holds keys, sockets and database handles): it starts a zygote as a clean
 interpreter and asks it for a child per task, passing the child one end of a new socketpair. The parent alone
 enforces the wall-clock limit and cancellation, by killing the child's process group.
+
+A zygote answers each control request within ``answer_seconds`` (a fork takes milliseconds) or is taken for
+hung (stopped, wedged, swapped out for good): it is killed and a fresh one started in its place, so a job never
+waits on it forever. A cancel is seen while waiting for the zygote too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -36,8 +41,10 @@ from saferoom.sandbox.zygote import control_recv, control_send
 
 __all__ = ["Reply", "WorkerPool"]
 
+_log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.05
 _STARTUP_SECONDS = 120.0
+_ANSWER_SECONDS = 5.0  # longer than the zygote's own wait for a worker's exit status (2 s)
 
 
 class Reply(NamedTuple):
@@ -111,9 +118,12 @@ class WorkerPool:
         tasks: Sequence[str],
         limits: Limits | None = None,
         network_namespace: bool = True,
+        answer_seconds: float = _ANSWER_SECONDS,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
+        self._answer_seconds = answer_seconds
+        self.replaced = 0  # zygotes found dead or hung and started again
         self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace)
         self._lock = threading.Lock()
         self._closed = False
@@ -134,10 +144,16 @@ class WorkerPool:
         zygote = self._zygote
         return None if zygote is None else zygote.process.pid
 
-    def _control(self, message: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        """One request/response with the zygote. A dead zygote is restarted once, for fork requests only
-        (its workers died with it, so there is nothing to ask it about them)."""
-        with self._lock:
+    def _control(
+        self, message: dict[str, Any], fds: list[int] | None = None, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """One request/response with the zygote. A dead or hung zygote (no answer within ``answer_seconds``) is
+        killed; for fork requests a fresh one is started and asked once more (its workers died with the old
+        one, so for other requests there is nothing left to ask about)."""
+        while not self._lock.acquire(timeout=_POLL_SECONDS):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("the job was cancelled")
+        try:
             if self._closed:
                 raise Unavailable(f"the {self.name} pool is closed")
             for _ in range(2):
@@ -146,17 +162,25 @@ class WorkerPool:
                         return {}
                     if self._zygote is not None:
                         self._zygote.close()
+                        self.replaced += 1
                     self._zygote = _Zygote(*self._spec)
                 try:
+                    self._zygote.control.settimeout(self._answer_seconds)
                     control_send(self._zygote.control, message, fds)
                     reply, _ = control_recv(self._zygote.control)
                     if reply:
                         return reply
-                except (OSError, ValueError):
+                except (OSError, ValueError):  # TimeoutError among them: a hung zygote
                     pass
+                _log.warning("the %s zygote did not answer: replacing it", self.name)
                 self._zygote.close()
                 self._zygote = None
+                self.replaced += 1
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled("the job was cancelled")
             raise Unavailable(f"the {self.name} worker pool is not answering")
+        finally:
+            self._lock.release()
 
     def run(
         self,
@@ -172,7 +196,7 @@ class WorkerPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
-                reply = self._control({"op": "fork", "limits": asdict(limits)}, [theirs.fileno()])
+                reply = self._control({"op": "fork", "limits": asdict(limits)}, [theirs.fileno()], cancel)
             finally:
                 theirs.close()
             pid = reply.get("pid")

@@ -38,7 +38,7 @@ from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
-from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook
+from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook, StreamSlots
 from saferoom.server.checks_service import ChecksServicer
 from saferoom.server.errors import ErrorInterceptor
 from saferoom.server.services import (
@@ -142,6 +142,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             spark,
             pad_to_worst_case=pad,
         )
+        # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
+        _log.info("start-up self-test passed in %.2f s", pipeline.self_test())
         # The differentially private datasets, each with the delta one run spends on it.
         dp_delta = {n: d.policy.dp_delta for n, d in manifest.datasets.items() if d.policy.differential_privacy}
         packages = PackageService(
@@ -162,21 +164,29 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             audit,
             budgets,
             max_concurrent=config.max_concurrent_jobs,
+            max_code_phases=config.max_code_phases,
             max_queued=config.max_queued_jobs,
             release_quantum=config.release_quantum_ms / 1000,
             checking=checks,
         )
         message_bytes = config.max_message_mib * 2**20
+        streams = StreamSlots(config.max_streams_per_identity, config.max_streams)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
+            # Every open stream holds a thread: more threads than stream slots, so that unary calls are served
+            # even while every stream slot is taken.
+            futures.ThreadPoolExecutor(max_workers=config.max_streams + 16, thread_name_prefix="rpc"),
             # Outermost first: errors (including refusals) become statuses; then every call is authorized.
-            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, _refusal_hooks(audit, on_refused))],
+            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, _refusal_hooks(audit, on_refused), streams)],
             options=[
                 ("grpc.max_send_message_length", message_bytes),
                 ("grpc.max_receive_message_length", message_bytes),
                 ("grpc.so_reuseport", 0),
+                # A peer that connects and never finishes the TLS handshake (gRPC's default: 120 s) or that
+                # holds a connection without calls is dropped, so that idle sockets cannot pile up.
+                ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout_seconds * 1000)),
+                ("grpc.max_connection_idle_ms", int(config.idle_timeout_seconds * 1000)),
             ],
-            maximum_concurrent_rpcs=64,
+            maximum_concurrent_rpcs=config.max_streams + 40,
         )
         _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest), server)
         _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(packages, caller), server)

@@ -72,10 +72,12 @@ class Caller:
 
 
 class StreamSlots:
-    """How many server streams (WatchJob, ReadLog with follow, DownloadMock) may be open at once, per identity
-    and in all: each holds an RPC thread, and a caller must not be able to take them all."""
+    """How many server streams (WatchJob, ReadLog with follow, DownloadMock, health Watch) may be open at once,
+    per identity and in all: each holds an RPC thread, and no caller (nor three together: the configuration
+    keeps ``per_identity`` under a third of ``total``) may take them all. The one over its share is refused
+    with RESOURCE_EXHAUSTED; its other streams and everyone else's go on."""
 
-    def __init__(self, per_identity: int = 8, total: int = 24) -> None:
+    def __init__(self, per_identity: int = 8, total: int = 32) -> None:
         self.per_identity, self.total = per_identity, total
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()

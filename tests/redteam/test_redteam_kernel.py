@@ -22,7 +22,7 @@ import pytest
 from saferoom.sandbox import Limits, WorkerPool
 from saferoom.sandbox.kernel import available_layers, landlock_abi
 
-TASK = "saferoom.sandbox.selftest:attempt"
+TASK = "tests.sandbox_tasks:attempt"
 CANARY = f"canary-{uuid.uuid4().hex}"
 HOST = available_layers()
 
@@ -48,7 +48,7 @@ def pools() -> Iterator[dict[str, WorkerPool]]:
             limits = Limits(memory_bytes=512 * 2**20, cpu_seconds=5, wall_seconds=10, **overrides)  # type: ignore[arg-type]
             made[name] = WorkerPool(
                 name=name,
-                initializer="saferoom.sandbox.selftest:initialize",
+                initializer="tests.sandbox_tasks:initialize",
                 init_args={},
                 tasks=[TASK],
                 limits=limits,
@@ -183,7 +183,7 @@ def test_the_process_layer_holds_without_any_kernel_layer(arena: Path) -> None:
     limits = Limits(memory_bytes=512 * 2**20, cpu_seconds=5, wall_seconds=10, seccomp=False, landlock=False)
     with WorkerPool(
         name="process-only",
-        initializer="saferoom.sandbox.selftest:initialize",
+        initializer="tests.sandbox_tasks:initialize",
         init_args={},
         tasks=[TASK],
         limits=limits,

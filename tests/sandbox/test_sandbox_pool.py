@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -14,14 +15,14 @@ from saferoom.errors import JobCancelled, JobTimeout, LimitExceeded, UserCodeErr
 from saferoom.sandbox import Limits, WorkerPool
 
 TASKS = [
-    "saferoom.sandbox.selftest:echo",
-    "saferoom.sandbox.selftest:sleep",
-    "saferoom.sandbox.selftest:allocate",
-    "saferoom.sandbox.selftest:abort",
-    "saferoom.sandbox.selftest:spin",
-    "saferoom.sandbox.selftest:identity",
-    "saferoom.sandbox.selftest:raise_user_error",
-    "saferoom.sandbox.selftest:trickle",
+    "tests.sandbox_tasks:echo",
+    "tests.sandbox_tasks:sleep",
+    "tests.sandbox_tasks:allocate",
+    "tests.sandbox_tasks:abort",
+    "tests.sandbox_tasks:spin",
+    "tests.sandbox_tasks:identity",
+    "tests.sandbox_tasks:raise_user_error",
+    "tests.sandbox_tasks:trickle",
 ]
 
 
@@ -30,7 +31,7 @@ def pool():
     limits = Limits(memory_bytes=256 * 2**20, cpu_seconds=5, wall_seconds=10, output_bytes=2**20)
     with WorkerPool(
         name="test",
-        initializer="saferoom.sandbox.selftest:initialize",
+        initializer="tests.sandbox_tasks:initialize",
         init_args={"greeting": "hi"},
         tasks=TASKS,
         limits=limits,
@@ -39,14 +40,14 @@ def pool():
 
 
 def test_echo_round_trip_with_blobs(pool: WorkerPool) -> None:
-    reply = pool.run("saferoom.sandbox.selftest:echo", {"x": [1, "two"]}, [b"abc", b""])
+    reply = pool.run("tests.sandbox_tasks:echo", {"x": [1, "two"]}, [b"abc", b""])
     assert reply.data == {"request": {"x": [1, "two"]}, "state": "hi"}
     assert reply.blobs == [b"cba", b""]
 
 
 def test_each_task_gets_a_fresh_confined_process(pool: WorkerPool) -> None:
-    a = pool.run("saferoom.sandbox.selftest:identity", {}).data
-    b = pool.run("saferoom.sandbox.selftest:identity", {}).data
+    a = pool.run("tests.sandbox_tasks:identity", {}).data
+    b = pool.run("tests.sandbox_tasks:identity", {}).data
     assert a["pid"] != b["pid"] != os.getpid()
     assert a["pgid"] == a["pid"]  # its own process group
     assert a["open_fds"] <= 4  # 0, 1, 2 and its socket
@@ -64,63 +65,63 @@ def test_unknown_task_is_refused(pool: WorkerPool) -> None:
 def test_wall_clock_limit_kills_the_worker(pool: WorkerPool) -> None:
     started = time.monotonic()
     with pytest.raises(JobTimeout, match="wall-clock limit of 1 s"):
-        pool.run("saferoom.sandbox.selftest:sleep", {"seconds": 30}, limits=Limits(wall_seconds=1.0))
+        pool.run("tests.sandbox_tasks:sleep", {"seconds": 30}, limits=Limits(wall_seconds=1.0))
     assert time.monotonic() - started < 5
 
 
 def test_memory_limit(pool: WorkerPool) -> None:
     with pytest.raises(LimitExceeded, match="memory limit of 256 MiB"):
-        pool.run("saferoom.sandbox.selftest:allocate", {"mib": 2048})
+        pool.run("tests.sandbox_tasks:allocate", {"mib": 2048})
 
 
 def test_cpu_limit(pool: WorkerPool) -> None:
     with pytest.raises(LimitExceeded, match="CPU time limit of 1 s"):
-        pool.run("saferoom.sandbox.selftest:spin", {}, limits=Limits(cpu_seconds=1, wall_seconds=20))
+        pool.run("tests.sandbox_tasks:spin", {}, limits=Limits(cpu_seconds=1, wall_seconds=20))
 
 
 def test_crash_is_reported(pool: WorkerPool) -> None:
     # SIGABRT, or SIGSEGV under seccomp: the filter refuses even tgkill to itself, so abort() falls through.
     with pytest.raises(WorkerCrashed, match=r"signal (6|11)"):
-        pool.run("saferoom.sandbox.selftest:abort", {})
+        pool.run("tests.sandbox_tasks:abort", {})
 
 
 def test_output_limit(pool: WorkerPool) -> None:
     with pytest.raises(LimitExceeded, match="output larger than"):
-        pool.run("saferoom.sandbox.selftest:echo", {}, [b"x" * (3 * 2**20)])
+        pool.run("tests.sandbox_tasks:echo", {}, [b"x" * (3 * 2**20)])
 
 
 def test_domain_errors_cross_the_pipe(pool: WorkerPool) -> None:
     with pytest.raises(UserCodeError, match="bad input"):
-        pool.run("saferoom.sandbox.selftest:raise_user_error", {"message": "bad input"})
+        pool.run("tests.sandbox_tasks:raise_user_error", {"message": "bad input"})
 
 
 def test_cancel(pool: WorkerPool) -> None:
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
     with pytest.raises(JobCancelled):
-        pool.run("saferoom.sandbox.selftest:sleep", {"seconds": 30}, cancel=cancel)
+        pool.run("tests.sandbox_tasks:sleep", {"seconds": 30}, cancel=cancel)
 
 
 def test_hostile_tasks_fail_alone_while_good_ones_succeed(pool: WorkerPool) -> None:
     hostile = [
-        ("saferoom.sandbox.selftest:sleep", {"seconds": 30}, Limits(wall_seconds=1.5)),
-        ("saferoom.sandbox.selftest:allocate", {"mib": 4096}, None),
-        ("saferoom.sandbox.selftest:abort", {}, None),
+        ("tests.sandbox_tasks:sleep", {"seconds": 30}, Limits(wall_seconds=1.5)),
+        ("tests.sandbox_tasks:allocate", {"mib": 4096}, None),
+        ("tests.sandbox_tasks:abort", {}, None),
     ]
     with concurrent.futures.ThreadPoolExecutor(6) as executor:
         bad = [executor.submit(pool.run, t, r, limits=lim) for t, r, lim in hostile]
-        good = [executor.submit(pool.run, "saferoom.sandbox.selftest:echo", {"i": i}) for i in range(6)]
+        good = [executor.submit(pool.run, "tests.sandbox_tasks:echo", {"i": i}) for i in range(6)]
         assert [f.result().data["request"]["i"] for f in good] == list(range(6))
         for future in bad:
             with pytest.raises((JobTimeout, LimitExceeded, WorkerCrashed)):
                 future.result()
-    assert pool.run("saferoom.sandbox.selftest:echo", {"after": True}).data["request"] == {"after": True}
+    assert pool.run("tests.sandbox_tasks:echo", {"after": True}).data["request"] == {"after": True}
 
 
 def test_pool_survives_its_zygote_dying(pool: WorkerPool) -> None:
     os.kill(pool.zygote_pid, 9)
     time.sleep(0.2)
-    assert pool.run("saferoom.sandbox.selftest:echo", {"n": 1}).data["request"] == {"n": 1}
+    assert pool.run("tests.sandbox_tasks:echo", {"n": 1}).data["request"] == {"n": 1}
 
 
 def _children(pid: int) -> list[int]:
@@ -137,14 +138,14 @@ def _running(pid: int) -> bool:
 
 
 def test_workers_die_with_their_zygote() -> None:
-    pool = WorkerPool(name="orphans", initializer="saferoom.sandbox.selftest:initialize", init_args={}, tasks=TASKS)
+    pool = WorkerPool(name="orphans", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS)
     zygote = pool.zygote_pid
     assert zygote is not None
     errors: list[BaseException] = []
 
     def spin() -> None:
         try:
-            pool.run("saferoom.sandbox.selftest:spin", {})
+            pool.run("tests.sandbox_tasks:spin", {})
         except Exception as exc:
             errors.append(exc)
 
@@ -169,5 +170,55 @@ def test_workers_die_with_their_zygote() -> None:
 def test_a_worker_trickling_its_reply_still_hits_the_wall_clock_limit(pool: WorkerPool) -> None:
     started = time.monotonic()
     with pytest.raises(JobTimeout):
-        pool.run("saferoom.sandbox.selftest:trickle", {}, limits=Limits(wall_seconds=1.0))
+        pool.run("tests.sandbox_tasks:trickle", {}, limits=Limits(wall_seconds=1.0))
     assert time.monotonic() - started < 4
+
+
+def test_a_stopped_zygote_is_replaced() -> None:
+    """A zygote that stops answering (here SIGSTOPped) is killed and replaced; the task runs on the new one."""
+    with WorkerPool(
+        name="hung", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS, answer_seconds=1.0
+    ) as pool:
+        stopped = pool.zygote_pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        assert pool.run("tests.sandbox_tasks:echo", {"n": 5}).data["request"] == {"n": 5}
+        assert time.monotonic() - started < 30
+        assert pool.replaced == 1 and pool.zygote_pid != stopped
+        assert not _running(stopped)
+
+
+def test_cancel_while_waiting_for_a_stopped_zygote() -> None:
+    """A cancel is seen while a task waits for the pool (another task is talking to the hung zygote) at once, and
+    by the one talking to it once the zygote's answer time is up."""
+    answer = 4.0
+    with WorkerPool(
+        name="hung-cancel",
+        initializer="tests.sandbox_tasks:initialize",
+        init_args={},
+        tasks=TASKS,
+        answer_seconds=answer,
+    ) as pool:
+        assert pool.zygote_pid is not None
+        os.kill(pool.zygote_pid, signal.SIGSTOP)
+        cancel = threading.Event()
+
+        def timed() -> tuple[str, float]:
+            try:
+                pool.run("tests.sandbox_tasks:echo", {}, cancel=cancel)
+                return "ran", time.monotonic()
+            except JobCancelled:
+                return "cancelled", time.monotonic()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            talking = executor.submit(timed)
+            time.sleep(0.3)
+            waiting = executor.submit(timed)
+            time.sleep(0.3)
+            cancelled_at = time.monotonic()
+            cancel.set()
+            outcome, at = waiting.result(timeout=30)
+            assert outcome == "cancelled" and at - cancelled_at < 1.0
+            outcome, at = talking.result(timeout=30)
+            assert outcome == "cancelled" and at - cancelled_at < answer + 1.0

@@ -16,13 +16,13 @@ import pytest
 from saferoom.errors import WorkerCrashed
 from saferoom.sandbox import Limits, WorkerPool
 
-MEASURE = "saferoom.sandbox.selftest:imports_during"
+MEASURE = "tests.sandbox_tasks:imports_during"
 LIMITS = Limits(memory_bytes=2048 * 2**20, cpu_seconds=20, wall_seconds=30, output_bytes=8 * 2**20)
 
 
 @pytest.fixture(scope="module")
 def engine_pool(catalog_dir: Path) -> Iterator[WorkerPool]:
-    tasks = ["saferoom.jobs.engine_task:execute_plans", "saferoom.sandbox.selftest:nulls_to_numpy", MEASURE]
+    tasks = ["saferoom.jobs.engine_task:execute_plans", "tests.sandbox_tasks:nulls_to_numpy", MEASURE]
     init = {"data_dir": str(catalog_dir)}
     with WorkerPool(
         name="warm-engine",
@@ -55,7 +55,7 @@ def _imported(pool: WorkerPool, task: str, request: dict[str, Any]) -> list[str]
 @pytest.mark.parametrize(
     ("task", "request_"),
     [
-        ("saferoom.sandbox.selftest:nulls_to_numpy", {}),
+        ("tests.sandbox_tasks:nulls_to_numpy", {}),
         ("saferoom.jobs.engine_task:execute_plans", {}),
     ],
 )
