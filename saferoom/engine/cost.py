@@ -47,12 +47,12 @@ smaller of the worker's CPU-time and wall-clock limits. Output: the outputs' byt
 the reply limit.
 
 Padding: an admitted plan's time still varies with the data below its worst case (a filter that keeps one
-person leaves less to join). So the server waits, after each release (``jobs.pipeline``), until the admitted
-worst case of its engine runs has passed (``padded_seconds``: their ``seconds`` plus the server's own release
-work on their outputs, at ``RELEASE_CELLS_PER_SECOND``): what a job's duration shows is then a function of the
-plans and the catalog, unless the work overran its worst case (logged for the operator, never expected:
-``bench/bench_time_model.py`` measures the margin). Not covered: plans that read Spark datasets (the cluster
-has its own resources and limits).
+person leaves less to join). So the server publishes a job's end only once the admitted worst cases of its
+releases have passed (``jobs.pipeline.ReleaseDeadline``; per release ``padded_seconds``: its runs' ``seconds``
+plus the server's own release work on their outputs, at ``RELEASE_CELLS_PER_SECOND``): what a job's duration
+shows is then a function of the plans and the catalog, unless the work overran its worst case (logged for the
+operator, never expected: ``bench/bench_time_model.py`` measures the margin). Not covered: plans that read
+Spark datasets (the cluster has its own resources and limits).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from saferoom.packages import Package
 from saferoom.sandbox import Limits, Reply, WorkerPool
 from saferoom.sandbox.selftest import PROBE_PACKAGE, Probe, run_self_test
 
-__all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleasedOutput"]
+__all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleaseDeadline", "ReleasedOutput"]
 
 _log = logging.getLogger(__name__)
 
@@ -125,13 +125,9 @@ class Pipeline:
         engine_limits: WorkerLimits,
         isolation: Isolation = Isolation(),
         spark: SparkExecutor | None = None,
-        pad_to_worst_case: bool = False,
     ) -> None:
-        """``pad_to_worst_case``: every release lasts its admitted worst case (the server on real data; a
-        ``dev run`` on mock data has nothing to hide and does not wait)."""
         self.manifest = manifest
         self._spark = spark
-        self._pad = pad_to_worst_case
         self._manifest_data = manifest.to_data()
         # The algorithm's worker may not even read the datasets; the engine's may, read-only.
         # It only builds plans (milliseconds of CPU): niced, so that code spinning until its CPU limit leaves the
@@ -219,12 +215,14 @@ class Pipeline:
         datasets: tuple[str, ...] | None = None,
         epsilon: Mapping[str, float] | None = None,
         before_engine: Callable[[], None] | None = None,
+        deadline: ReleaseDeadline | None = None,
     ) -> JobOutcome:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
 
         ``before_engine``, if given, is called once the code phase is over and before any engine work (the job
-        service waits there for an engine slot).
+        service waits there for an engine slot). ``deadline``, if given, is extended by the admitted worst case
+        of every release (the server waits for it before it publishes the job's end: README "Timing").
 
         Raises a JobError subclass on failure: from the first engine call on, only the fixed ``EngineError`` of
         its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
@@ -258,14 +256,14 @@ class Pipeline:
             before_engine()
         # Everything from the first engine call on may fail because of the data: its errors leave with fixed text.
         with EnginePhase() as phase:
-            released = self._released(protected, cancel, epsilon, phase)
+            released = self._released(protected, cancel, epsilon, phase, deadline)
             outputs: list[ReleasedOutput] = []
             for name in order:  # the order the algorithm returned them in
                 if name in plans:
                     spec = models.get(name)
                     if spec is not None and spec.kind == "logit":
                         result = fit_logit(
-                            plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel, phase)
+                            plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel, phase, deadline)
                         )
                     elif spec is not None:
                         result = fit_ols(released[name], spec, self.manifest)
@@ -285,12 +283,13 @@ class Pipeline:
         cancel: threading.Event | None,
         epsilon: Mapping[str, float] | None = None,
         phase: EnginePhase | None = None,
+        deadline: ReleaseDeadline | None = None,
     ) -> dict[str, disclosure.Released]:
         # Data-independent: every engine run these outputs lead to is bounded from the catalog and the plans, and
         # refused before any work if its worst case may not fit the engine worker's limits.
         runs = cost.admit_job(protected, self.manifest, self._engine_limits)
-        # The release then lasts its worst case, whatever the data made of the work (engine.cost, "Padding").
-        deadline = time.monotonic() + cost.padded_seconds(runs) if self._pad else None
+        if deadline is not None:  # the job may end only once this release's worst case has passed too
+            deadline.extend(cost.padded_seconds(runs))
 
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
             if phase is not None:
@@ -312,18 +311,18 @@ class Pipeline:
                 results.update(self._spark.execute(remote, inputs, cancel, wall))
             return results
 
-        try:
-            return release_all(protected, self.manifest, execute, epsilon or {})
-        finally:  # a refusal that depends on data ends at the same moment as a release
-            if deadline is not None:
-                _wait_until(deadline, cancel)
+        return release_all(protected, self.manifest, execute, epsilon or {})
 
     def _release_one(
-        self, node: plan.Node, cancel: threading.Event | None, phase: EnginePhase | None = None
+        self,
+        node: plan.Node,
+        cancel: threading.Event | None,
+        phase: EnginePhase | None = None,
+        deadline: ReleaseDeadline | None = None,
     ) -> disclosure.Released:
         """One more plan through protection, the engine and release (an iteration of a model fit)."""
         protected = disclosure.protect({"model": node}, self.manifest, models={"model"})
-        return self._released(protected, cancel, phase=phase)["model"]
+        return self._released(protected, cancel, phase=phase, deadline=deadline)["model"]
 
     def _parse_sandbox_reply(
         self, data: dict[str, Any], datasets: tuple[str, ...]
@@ -374,18 +373,33 @@ class Pipeline:
             self._spark.close()
 
 
-def _wait_until(deadline: float, cancel: threading.Event | None) -> None:
-    """Wait for ``deadline`` (monotonic); a cancel ends the wait, and the job, as cancelled."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        # Diagnostic only: the time model was wrong for this plan on this machine (never expected; the margin is
-        # measured by bench/bench_time_model.py). The overrun is not a value of the data the operator may not see.
-        _log.warning("a release overran its admitted worst-case time by %.3f s", -remaining)
-        return
-    if cancel is None:
-        time.sleep(remaining)
-    elif cancel.wait(remaining):
-        raise JobCancelled("the job was cancelled")
+class ReleaseDeadline:
+    """When a job may end at the earliest: the admitted worst cases of its releases (``engine.cost``, "Padding"),
+    chained from the first one's start. A job that waits for it before it publishes anything (a result, or a
+    refusal that depends on data) shows, by its duration, its plans and the catalog only, not how much work the
+    data made (unless the work overran its worst case, which is logged for the operator)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def extend(self, seconds: float) -> None:
+        """A release of worst case ``seconds`` starts now."""
+        now = time.monotonic()
+        if self.at is not None and now > self.at:
+            # Diagnostic only: the time model was wrong for this plan on this machine (never expected; the margin
+            # is measured by bench/bench_time_model.py). The overrun is not a value the operator may not see.
+            _log.warning("a release overran its admitted worst-case time by %.3f s", now - self.at)
+        self.at = max(self.at if self.at is not None else now, now) + seconds
+
+    def wait(self, cancel: threading.Event | None = None) -> None:
+        """Wait until the deadline; a cancel ends the wait (and the job) as cancelled, never early with a result."""
+        remaining = 0.0 if self.at is None else self.at - time.monotonic()
+        if remaining <= 0:
+            return
+        if cancel is None:
+            time.sleep(remaining)
+        elif cancel.wait(remaining):
+            raise JobCancelled("the job was cancelled")
 
 
 def _model_spec(model: Any) -> tuple[ModelSpec, Any]:

@@ -43,7 +43,7 @@ from saferoom.identity import Identity, Role
 from saferoom.jobs.checking import CheckService
 from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.fairness import EngineSlots, FairSlots
-from saferoom.jobs.pipeline import JobOutcome, Pipeline, dumps_value
+from saferoom.jobs.pipeline import JobOutcome, Pipeline, ReleaseDeadline, dumps_value
 from saferoom.jobs.state import SETTLED_STATES, JobState
 from saferoom.packages import PackageService
 from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
@@ -412,16 +412,19 @@ class JobService:
                 self._engine_slots.acquire(job.owner, cancel)
                 engine_held.append(job.owner)
 
+            # Timing protection (README "Timing"): the job ends no earlier than its releases' admitted worst cases
+            # allow, and then on the release quantum's grid; both off only with the quantum at 0 (tests).
+            deadline = ReleaseDeadline() if self._quantum > 0 else None
             try:
                 outcome = self._pipeline.run(
-                    package, params, cancel=cancel, datasets=datasets, before_engine=engine_turn
+                    package, params, cancel=cancel, datasets=datasets, before_engine=engine_turn, deadline=deadline
                 )
             except JobCancelled:
                 raise
-            except SaferoomError:
-                self._pad(started, cancel)  # a refusal ends on the same time grid as a release
+            except SaferoomError:  # a refusal that depends on data ends at the same moment as a release
+                self._wait_out(deadline, started, cancel, engine_held)
                 raise
-            self._pad(started, cancel)
+            self._wait_out(deadline, started, cancel, engine_held)
             outputs = self._stored_outputs(outcome)
             result_hash = _result_hash(outputs)
             report = {"printed": outcome.printed, "result_hash": result_hash}
@@ -459,6 +462,16 @@ class JobService:
             with self._changed:
                 self._cancels.pop(job_id, None)
                 self._cancelled_by.pop(job_id, None)
+
+    def _wait_out(
+        self, deadline: ReleaseDeadline | None, started: float, cancel: threading.Event, engine_held: list[str]
+    ) -> None:
+        """The engine is done: give its slot back, then wait out the releases' worst case and the quantum."""
+        while engine_held:
+            self._engine_slots.release(engine_held.pop())
+        if deadline is not None:
+            deadline.wait(cancel)
+        self._pad(started, cancel)
 
     def _pad(self, started: float, cancel: threading.Event) -> None:
         """Publish a job's end only at a whole number of release quanta after it started, so that how long the

@@ -130,18 +130,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         )
         isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
         spark = spark_executor(config.spark_connect, manifest, config.data_dir)
-        # Timing protection (README "Timing"): each release lasts its admitted worst case, each job's end is on the
-        # release quantum's grid; both off only with the quantum at 0 (tests, raw-speed benchmarks).
-        pad = config.release_quantum_ms > 0
-        pipeline = Pipeline(
-            config.data_dir,
-            manifest,
-            config.sandbox_limits,
-            config.engine_limits,
-            isolation,
-            spark,
-            pad_to_worst_case=pad,
-        )
+        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark)
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
         _log.info("start-up self-test passed in %.2f s", pipeline.self_test())
         # The differentially private datasets, each with the delta one run spends on it.

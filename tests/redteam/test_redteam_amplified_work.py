@@ -5,8 +5,8 @@ public tables until the engine worker runs out of memory or time: one bit per jo
 layer that must stop it is the admission of ``engine.cost``: the worst case is computed from the catalog and the
 plan, so the job is refused before any engine work, with the same message whether the condition holds or not.
 Below its worst case an admitted plan's work still depends on the data (a filter keeping everyone or no one):
-the server pads each release to its admitted worst case (``engine.cost.padded_seconds``), so that its duration
-is the same either way.
+the server publishes a job's end only once the admitted worst cases of its releases have passed
+(``jobs.pipeline.ReleaseDeadline``, ``engine.cost.padded_seconds``), the same either way.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import pytest
 from saferoom.catalog.manifest import Manifest
 from saferoom.client import Client
 from saferoom.config import WorkerLimits
-from saferoom.engine import cost
 from saferoom.errors import JobCancelled, LimitExceeded
-from saferoom.jobs.pipeline import Isolation, Pipeline
+from saferoom.jobs.pipeline import Isolation, Pipeline, ReleaseDeadline
 from saferoom.packages import load_package
 from saferoom.server import SaferoomServer
 from tests.support import Deployment
@@ -59,25 +58,16 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _pipeline(catalog_dir: Path, pad: bool) -> Pipeline:
+def _pipeline(catalog_dir: Path) -> Pipeline:
     limits = WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=8.0, output_mib=4)
     engine = WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16)
     isolation = Isolation(seccomp=False, landlock=False, network_namespace=False)
-    return Pipeline(catalog_dir, Manifest.load(catalog_dir), limits, engine, isolation, pad_to_worst_case=pad)
+    return Pipeline(catalog_dir, Manifest.load(catalog_dir), limits, engine, isolation)
 
 
 @pytest.fixture(scope="module")
 def pipeline(catalog_dir: Path) -> Iterator[Pipeline]:
-    p = _pipeline(catalog_dir, pad=False)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture(scope="module")
-def padded(catalog_dir: Path) -> Iterator[Pipeline]:
-    p = _pipeline(catalog_dir, pad=True)
+    p = _pipeline(catalog_dir)
     try:
         yield p
     finally:
@@ -124,46 +114,40 @@ def run(ctx, cutoff=0):
 """
 
 
-def _timed_releases(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[float]]:
-    """Spy on a pipeline: how long each release took, and what it was padded to."""
-    took: list[float] = []
-    padded_to: list[float] = []
-    real_release, real_padded = p._released, cost.padded_seconds
+def _published(p: Pipeline, package: Any, params: dict[str, Any]) -> tuple[float, float]:
+    """Run as the server does with timing protection: (seconds from the first release's start to the moment the
+    job may publish its end, the admitted worst case the deadline was extended by)."""
+    deadline = ReleaseDeadline()
+    calls: list[tuple[float, float]] = []
+    extend = deadline.extend
 
-    def released(*args: Any, **kwargs: Any) -> Any:
-        start = time.monotonic()
-        try:
-            return real_release(*args, **kwargs)
-        finally:
-            took.append(time.monotonic() - start)
+    def spy(seconds: float) -> None:
+        calls.append((time.monotonic(), seconds))
+        extend(seconds)
 
-    def padded_seconds(runs: Any) -> float:
-        padded_to.append(real_padded(runs))
-        return padded_to[-1]
-
-    monkeypatch.setattr(p, "_released", released)
-    monkeypatch.setattr(cost, "padded_seconds", padded_seconds)
-    return took, padded_to
+    deadline.extend = spy  # type: ignore[method-assign]
+    p.run(package, params, deadline=deadline)
+    deadline.wait()
+    ((started, seconds),) = calls  # one release
+    return time.monotonic() - started, seconds
 
 
-def test_an_admitted_release_lasts_its_worst_case_whatever_the_data(
-    pipeline: Pipeline, padded: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_admitted_job_ends_at_its_worst_case_whatever_the_data(pipeline: Pipeline, tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text(WORK)
     (tmp_path / "saferoom.toml").write_text(TOML.replace("amplified-work", "data-dependent-work"))
     package = load_package(tmp_path)
     everyone, no_one = HOLDS, FAILS  # every person's income is > -1, nobody's is > 1e9
-    took, padded_to = _timed_releases(pipeline, monkeypatch)
-    for params in (everyone, no_one, everyone, no_one):
+    took = []
+    for params in (everyone, no_one, everyone, no_one):  # without protection the work shows
+        start = time.monotonic()
         pipeline.run(package, params)
-    assert padded_to == []  # off: the work shows (20,000 x 50 rows joined, or none)
-    assert min(took[0], took[2]) > max(took[1], took[3])
-    took, padded_to = _timed_releases(padded, monkeypatch)
-    for params in (everyone, no_one, everyone, no_one):
-        padded.run(package, params)
-    assert len(set(padded_to)) == 1  # the worst case is the plan's and the catalog's, not the data's
-    for elapsed in took:
-        assert padded_to[0] <= elapsed < padded_to[0] + 0.25  # ends at the deadline: the same for both
+        took.append(time.monotonic() - start)
+    assert min(took[0], took[2]) > max(took[1], took[3])  # 20,000 x 50 rows joined, or none
+    published = [_published(pipeline, package, params) for params in (everyone, no_one, everyone, no_one)]
+    worst = {padded for _, padded in published}
+    assert len(worst) == 1  # the worst case is the plan's and the catalog's, not the data's
+    for elapsed, padded in published:
+        assert padded <= elapsed < padded + 0.25  # published at the deadline: the same for both
 
 
 def test_refused_through_a_real_server(server: SaferoomServer, deployment: Deployment, package_dir: Path) -> None:
@@ -182,24 +166,15 @@ def _run(client: Client, package_hash: str, params: dict[str, Any]) -> Any:
     return client.wait(job.id, timeout=120)
 
 
-def test_a_cancel_during_the_padding_ends_the_job_as_cancelled(
-    padded: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Cancelling while a release waits out its worst case ends the job as cancelled, at once: never with its
-    result published early (that would tell when the work had really finished)."""
+def test_a_cancel_during_the_padding_ends_the_job_as_cancelled(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Cancelling while a job waits out its worst case ends it as cancelled, at once: never with its result
+    published early (that would tell when the work had really finished)."""
     (tmp_path / "main.py").write_text(WORK)
     (tmp_path / "saferoom.toml").write_text(TOML.replace("amplified-work", "data-dependent-work"))
-    cancel = threading.Event()
-    real = cost.padded_seconds
-    deadlines: list[float] = []
-
-    def padded_seconds(runs: Any) -> float:  # the release is admitted: cancel halfway through its padding
-        seconds = real(runs)
-        deadlines.append(time.monotonic() + seconds)
-        threading.Timer(seconds / 2, cancel.set).start()
-        return seconds
-
-    monkeypatch.setattr(cost, "padded_seconds", padded_seconds)
+    deadline, cancel = ReleaseDeadline(), threading.Event()
+    pipeline.run(load_package(tmp_path), FAILS, deadline=deadline)
+    assert deadline.at is not None and deadline.at > time.monotonic()
+    threading.Timer(0.05, cancel.set).start()
     with pytest.raises(JobCancelled):
-        padded.run(load_package(tmp_path), FAILS, cancel=cancel)
-    assert len(deadlines) == 1 and time.monotonic() < deadlines[0]  # ended by the cancel, before the deadline
+        deadline.wait(cancel)
+    assert time.monotonic() < deadline.at  # ended by the cancel, before the deadline
