@@ -802,20 +802,36 @@ def jobs_list(limit: int, server: str | None) -> None:
             print_job(console, job)
 
 
+def export_options(fn: Any) -> Any:
+    """--format, --out and --output: where a released result goes (``saferoom.cli.export``)."""
+    from saferoom.cli.export import FORMATS
+
+    fn = click.option("--output", "output_name", metavar="NAME", help="Only this output of the result.")(fn)
+    fn = click.option(
+        "--out", type=click.Path(path_type=Path), help="A file (one table) or a directory (one file per output)."
+    )(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Default: table.")(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(fn)
+
+
+def _export(result: Any, fmt: str | None, as_json: bool, out: Path | None, output_name: str | None) -> None:
+    from saferoom.cli.export import export_result
+
+    for path in export_result(console, result, fmt or ("json" if as_json else "table"), out, output_name):
+        err_console.print(f"wrote {path}", highlight=False)
+
+
 @jobs.command("result")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@export_options
 @server_option
-def jobs_result(job_id: str, as_json: bool, server: str | None) -> None:
-    """Print a finished job's released result."""
-    from saferoom.cli.render import print_result, result_to_json
-
+def jobs_result(
+    job_id: str, fmt: str | None, as_json: bool, out: Path | None, output_name: str | None, server: str | None
+) -> None:
+    """Print or save a finished job's released result (table, json, csv, parquet, arrow)."""
     with _client(server) as client:
         result = client.get_result(job_id)
-    if as_json:
-        click.echo(result_to_json(result))
-    else:
-        print_result(console, result)
+    _export(result, fmt, as_json, out, output_name)
 
 
 @cli.group()
@@ -856,17 +872,22 @@ def dev() -> None:
     help="Catalog directory (e.g. from `saferoom datasets mock`).",
 )
 @click.option("--param", "-p", "params", multiple=True, help="NAME=VALUE (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def dev_run(package_dir: Path, data_dir: Path, params: tuple[str, ...], as_json: bool) -> None:
-    """Run the package in PACKAGE_DIR on local data and print what would be released."""
-    from saferoom.cli.render import outcome_to_result, print_result, result_to_json
+@export_options
+def dev_run(
+    package_dir: Path,
+    data_dir: Path,
+    params: tuple[str, ...],
+    fmt: str | None,
+    as_json: bool,
+    out: Path | None,
+    output_name: str | None,
+) -> None:
+    """Run the package in PACKAGE_DIR on local data and print (or save) what would be released."""
+    from saferoom.cli.render import outcome_to_result
     from saferoom.jobs.local import run_local
 
     result = outcome_to_result(run_local(package_dir, data_dir, _params(params)))
-    if as_json:
-        click.echo(result_to_json(result))
-    else:
-        print_result(console, result)
+    _export(result, fmt, as_json, out, output_name)
 
 
 # ------------------------------------------------------------------ demo

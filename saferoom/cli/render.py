@@ -357,11 +357,14 @@ def noise_table(noise: list[dict[str, Any]]) -> Table:
 
 
 def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:
+    """A result's tables as terminal tables: the terminal's width, or their full width when piped."""
+    width = None if console.is_terminal else 100_000
     for output in result.outputs:
         if output.table is not None:
-            console.print(arrow_table(output.table, title=output.name, limit=limit))
+            console.print(arrow_table(output.table, title=output.name, limit=limit), width=width, crop=False)
         else:
-            console.print(f"[bold]{output.name}[/bold] = {_cell(output.value)}")
+            value = Text.assemble((output.name, "bold"), " = ", _cell(output.value))
+            console.print(value, soft_wrap=not console.is_terminal)
         console.print(f"  [dim]release: {describe_report(output)}[/dim]")
     if result.printed:
         console.print("[bold]printed by the algorithm:[/bold]")

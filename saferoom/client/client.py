@@ -102,9 +102,21 @@ class ResultOutput:
     value: Any
     report: dict[str, Any]
 
+    def frame(self) -> Any:
+        """The table as a pandas DataFrame (categories as pandas categoricals); needs pandas installed."""
+        if self.table is None:
+            raise ValueError(f"output {self.name!r} is a value, not a table: use .value")
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError("DataFrames need pandas: pip install 'saferoom[pandas]'") from None
+        return self.table.to_pandas()
+
 
 @dataclass(frozen=True)
 class Result:
+    """A released result: its outputs in the order the algorithm returned them, and what the algorithm printed."""
+
     job_id: str
     outputs: list[ResultOutput]
     printed: str = ""
@@ -114,6 +126,18 @@ class Result:
             if o.name == name:
                 return o
         raise KeyError(name)
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Every table output, by name (pyarrow)."""
+        return {o.name: o.table for o in self.outputs if o.table is not None}
+
+    def frames(self) -> dict[str, Any]:
+        """Every table output as a pandas DataFrame, by name."""
+        return {o.name: o.frame() for o in self.outputs if o.table is not None}
+
+    def values(self) -> dict[str, Any]:
+        """Every scalar output, by name."""
+        return {o.name: o.value for o in self.outputs if o.table is None}
 
 
 @dataclass(frozen=True)
