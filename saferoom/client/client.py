@@ -106,10 +106,10 @@ class ResultOutput:
         """The table as a pandas DataFrame (categories as pandas categoricals); needs pandas installed."""
         if self.table is None:
             raise ValueError(f"output {self.name!r} is a value, not a table: use .value")
-        try:
-            import pandas  # noqa: F401
-        except ImportError:
-            raise ImportError("DataFrames need pandas: pip install 'saferoom[pandas]'") from None
+        import importlib.util
+
+        if importlib.util.find_spec("pandas") is None:
+            raise ImportError("DataFrames need pandas: pip install 'saferoom[pandas]'")
         return self.table.to_pandas()
 
 
