@@ -25,7 +25,7 @@ import math
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class ReleasedOutput:
     table: pa.Table | None
     value: plan.Scalar
     report: dict[str, Any]
+    check: dict[str, Any] = field(default_factory=dict)  # the output checker's view (``disclosure.release``)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class Pipeline:
                     else:
                         result = released[name]
                     report = result.report.to_data()
-                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report))
+                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report, result.check))
                 else:
                     report = disclosure.value_report(name).to_data()
                     outputs.append(ReleasedOutput(name, "value", None, values[name], report))
