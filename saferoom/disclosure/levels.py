@@ -152,6 +152,11 @@ class Selection:
     owners: Node | None = None
     node: int = 0  # for "cells": id of the protected aggregate's top node (to find the outputs that hold it)
     names: tuple[str, ...] = ()  # for "cells": the key columns as the output names them
+    # Each cell's distinct units (keys ``__k0..``, count ``__n``): a plan the outputs or checks compute anyway.
+    sizes: Node | None = None
+    rows: Node | None = None  # the rows the cells group (cells), a filter keeps, a condition is evaluated on
+    predicate: Expr | None = None  # for "condition": which of ``rows`` it selects
+    unique: bool = True  # at most one row per unit in ``rows``
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,14 @@ class Rewriter:
         if isinstance(node, Filter):
             child, level = self.rewrite(node.input)
             if level.kind == "rows" and not self.private(level):  # DP noise covers any subset
+                before = set(level.checks)
                 level = subsets.at_filter_or_head(self, child, level, node.predicate, None)
+                filtered = replace(node, input=child)
+                for label in level.checks:  # the filter's own selections: the rows it keeps are ``filtered``
+                    if label not in before and label in self.selections:
+                        self.selections[label] = replace(self.selections[label], rows=filtered)
                 level = subsets.at_conditions(self, child, level, [node.predicate], within_only=True)
+                return filtered, level
             return replace(node, input=child), level
         if isinstance(node, Project):
             child, level = self.rewrite(node.input)
@@ -172,12 +178,15 @@ class Rewriter:
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
         everyone = f"everyone_{info.name}"
         if everyone not in self.selections:  # how many units the dataset has is public (the catalog says)
-            units = Aggregate(
-                Scan(node.dataset, (info.privacy_unit,)), (info.privacy_unit,), (("__x", AggExpr("count")),)
-            )
+            units: Node = Scan(node.dataset, (info.privacy_unit,))
+            if not info.one_row_per_unit:
+                units = Aggregate(units, (info.privacy_unit,), (("__x", AggExpr("count")),))
             members = Project(units, (("__m", Col(info.privacy_unit)),))
             minimum = info.policy.min_contributors
-            self.selections[everyone] = Selection(everyone, info.name, minimum, 0, members, "everyone")
+            scanned = Scan(node.dataset, (info.privacy_unit,))
+            distinct = AggExpr("count") if info.one_row_per_unit else AggExpr("count_distinct", Col(info.privacy_unit))
+            sizes = Aggregate(scanned, (), (("__n", distinct),))
+            self.selections[everyone] = Selection(everyone, info.name, minimum, 0, members, "everyone", sizes=sizes)
         magnitudes = {c: frozenset({hidden}) for c in node.columns if info.column(c).magnitude}
         values = {}
         for name in node.columns:

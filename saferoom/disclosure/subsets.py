@@ -114,6 +114,8 @@ def at_conditions(rw: Rewriter, rows: Node, level: Level, exprs: list[Expr], wit
 def _members(rows: Node, predicate: Expr, unit: Unit) -> Node:
     """The distinct units of ``rows`` where ``predicate`` holds, as column ``__m``."""
     kept = Filter(rows, Call("case", (predicate, Lit(True), Lit(False))))
+    if unit.unique:
+        return Project(kept, (("__m", Col(unit.column)),))
     return Project(Aggregate(kept, (unit.column,), (("__x", AggExpr("count")),)), (("__m", Col(unit.column)),))
 
 
@@ -150,7 +152,20 @@ def at_filter_or_head(
         rw.subsets[label] = SubsetCheck(label, plan, unit.minimum, unit.dataset, "head" if head else what)
         if predicate is not None and select:
             members = _members(rows, predicate, unit)
-            rw.selections[label] = Selection(label, unit.dataset, unit.minimum, 0, members, what)
+            sizes = Project(plan, (("__n", Col("kept")),))  # the check counts the units it keeps
+            condition = what == "condition"
+            rw.selections[label] = Selection(
+                label,
+                unit.dataset,
+                unit.minimum,
+                0,
+                members,
+                what,
+                sizes=sizes,
+                rows=rows if condition else None,  # a filter's: the filtered rows (set by the rewriter)
+                predicate=predicate if condition else None,
+                unique=unit.unique,
+            )
         labels.append(label)
     return replace(level, checks=(*level.checks, *labels))
 

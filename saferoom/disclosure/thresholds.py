@@ -80,11 +80,23 @@ def protect_cells(rw: Rewriter, node: Aggregate, child: Node, level: Level) -> t
             (check.many, AggExpr("count", check.amount)),
         )
     )
+    quantiles = [(name, agg) for name, agg in node.aggs if agg.fn in ("quantile", "median") and agg.arg is not None]
+    ranked: list[tuple[str, float]] = []  # one row per unit: each quantile's count of values, by rank
+    if quantiles and len(level.units) == 1 and level.units[0].unique:
+        for _, agg in quantiles:
+            ranked.append((rw.fresh("__y"), 0.5 if agg.fn == "median" else float(agg.q or 0.0)))
+        inline = (
+            *inline,
+            *((name, AggExpr("count", agg.arg)) for (name, _), (_, agg) in zip(ranked, quantiles, strict=True)),
+        )
+        quantiles = []
     contributors = rw.fresh(CONTRIBUTORS_PREFIX)
     visible = tuple((*node.keys, *(n for n, _ in node.aggs)))
     carried = (*visible, *(name for name, _ in inline))
+    counted: list[tuple[Node, str]] = []  # per unit: the plan holding its count per cell, and the column
     if len(counts) == 1:
         rewritten: Node = Aggregate(child, node.keys, (*node.aggs, *inline, (contributors, counts[0][1])))
+        counted.append((rewritten, contributors))
     else:
         # The smallest count among the sources present in the cell: a source with no rows in a cell (a
         # left join's missing side, another union input) contributes nothing to it.
@@ -94,10 +106,9 @@ def protect_cells(rw: Rewriter, node: Aggregate, child: Node, level: Level) -> t
         for other in present[1:]:
             least = Call("case", (Call("le", (least, other)), least, other))
         least = Call("case", (Call("eq", (least, absent)), Lit(0), least))
-        rewritten = Project(
-            Aggregate(child, node.keys, node.aggs + inline + tuple(counts)),
-            (*tuple((c, Col(c)) for c in carried), (contributors, least)),
-        )
+        grouped = Aggregate(child, node.keys, node.aggs + inline + tuple(counts))
+        counted += [(grouped, n) for n, _ in counts]
+        rewritten = Project(grouped, (*tuple((c, Col(c)) for c in carried), (contributors, least)))
     label = rw.fresh("cells")
     minimum = max(u.minimum for u in level.units)
     datasets = tuple(sorted({u.dataset for u in level.units}))
@@ -106,31 +117,74 @@ def protect_cells(rw: Rewriter, node: Aggregate, child: Node, level: Level) -> t
         label, contributors, minimum, datasets, tuple(rw.unit_name(u) for u in level.units)
     )
     out: Node = Threshold(rewritten, contributors, minimum, label)
+    if ranked:
+        out = _quantile_ranks(rw, out, (*carried, contributors), ranked, node, level)
     hidden: tuple[str, ...] = (contributors,)
     if checks:
         out, flag = dominance.suppress(rw, out, child, node.keys, visible, contributors, checks)
         hidden = (contributors, flag)
-    quantiles = [(name, agg) for name, agg in node.aggs if agg.fn in ("quantile", "median") and agg.arg is not None]
     if quantiles:
         out, flag = _quantile_sides(rw, out, child, node.keys, (*visible, *hidden), quantiles, level)
         hidden = (*hidden, flag)
-    for unit in level.units:
+    for unit, (counting, column) in zip(level.units, counted, strict=True):
         renamed = tuple((f"__k{i}", Col(k)) for i, k in enumerate(node.keys))
-        per_unit = Aggregate(child, (*node.keys, unit.column), (("__x", AggExpr("count")),))
-        members = Project(per_unit, (*renamed, ("__m", Col(unit.column))))
-        cell_of = tuple((f"__k{i}", AggExpr("min", Col(k))) for i, k in enumerate(node.keys))
-        owners = Project(
-            Aggregate(child, (unit.column,), (*cell_of, ("__x", AggExpr("count")))),
-            (*((f"__k{i}", Col(f"__k{i}")) for i in range(len(node.keys))), ("__m", Col(unit.column))),
-        )
+        sizes = Project(counting, (*renamed, ("__n", Col(column))))
+        owners: Node
+        if unit.unique:  # one row per unit: the rows themselves list each unit once, in its one cell
+            members = owners = Project(child, (*renamed, ("__m", Col(unit.column))))
+        else:
+            per_unit = Aggregate(child, (*node.keys, unit.column), (("__x", AggExpr("count")),))
+            members = Project(per_unit, (*renamed, ("__m", Col(unit.column))))
+            cell_of = tuple((f"__k{i}", AggExpr("min", Col(k))) for i, k in enumerate(node.keys))
+            owners = Project(
+                Aggregate(child, (unit.column,), (*cell_of, ("__x", AggExpr("count")))),
+                (*((f"__k{i}", Col(f"__k{i}")) for i in range(len(node.keys))), ("__m", Col(unit.column))),
+            )
         name = rw.fresh("selection")
         rw.selections[name] = Selection(
-            name, unit.dataset, unit.minimum, len(node.keys), members, "cells", owners, id(out), node.keys
+            name,
+            unit.dataset,
+            unit.minimum,
+            len(node.keys),
+            members,
+            "cells",
+            owners,
+            id(out),
+            node.keys,
+            sizes,
+            child,
+            unique=unit.unique,
         )
     cells = Project(rewritten, tuple((k, Col(k)) for k in node.keys))
     domains = tuple(level.domains[k] for k in node.keys) if all(k in level.domains for k in node.keys) else None
     rw.tables[id(out)] = CellTable(id(child), node.keys, cells, domains if node.keys else None)
     return out, Level("aggregate", hidden, checks=level.checks)
+
+
+def _quantile_ranks(
+    rw: Rewriter, cells: Node, columns: tuple[str, ...], ranked: list[tuple[str, float]], node: Aggregate, level: Level
+) -> Node:
+    """Suppress cells where a quantile has fewer than the minimum of values at or below it, or at or above it,
+    from the cell's count n of values alone (one row per unit): the quantile at q lies between the values of
+    rank floor(q (n - 1)) and ceil(q (n - 1)) (from 0), so at least floor(..) + 1 values are at or below it and
+    n - ceil(..) at or above (more with ties: the rule may suppress more than it must, never less)."""
+    minimum = max(u.minimum for u in level.units)
+    passed: list[Expr] = []
+    for count, q in ranked:
+        position = Call("mul", (Lit(q), Call("sub", (Col(count), Lit(1)))))
+        below = Call("add", (Call("floor", (position,)), Lit(1)))
+        above = Call("sub", (Col(count), Call("ceil", (position,))))
+        passed += [Call("ge", (below, Lit(minimum))), Call("ge", (above, Lit(minimum)))]
+    condition = passed[0]
+    for other in passed[1:]:
+        condition = Call("and", (condition, other))
+    flag = rw.fresh("__d")
+    flagged = Project(cells, (*((c, Col(c)) for c in columns), (flag, Call("case", (condition, Lit(1), Lit(0))))))
+    label = rw.fresh("quantile")
+    datasets = tuple(sorted({u.dataset for u in level.units}))
+    names = tuple(name for name, agg in node.aggs if agg.fn in ("quantile", "median"))
+    rw.quantiles[label] = QuantileRule(label, minimum, datasets, names)
+    return Project(Threshold(flagged, flag, 1, label), tuple((c, Col(c)) for c in columns))
 
 
 def _quantile_sides(

@@ -385,8 +385,10 @@ class _Analysis:
         on = set(node.on)
         left_unique, right_unique = left.unique_on(on), right.unique_on(on)
         keeps_left, keeps_right = node.how in ("left", "full"), node.how in ("right", "full")
-        if left_unique and right_unique:
-            rows = min(left.rows, right.rows) if node.how == "inner" else left.rows + right.rows
+        if left_unique and right_unique:  # each row matches at most one: the kept side's rows, or both for a full
+            rows = {"inner": min(left.rows, right.rows), "left": left.rows, "right": right.rows}.get(
+                node.how, left.rows + right.rows
+            )
         elif right_unique:
             rows = left.rows + (right.rows if keeps_right else 0)
         elif left_unique:
