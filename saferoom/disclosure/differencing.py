@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from saferoom.disclosure.cells import Key, cell_keys
 from saferoom.disclosure.levels import Protected, Selection
+from saferoom.disclosure.release import plain
 from saferoom.engine.plan import (
     MAX_DEPTH,
     AggExpr,
@@ -294,7 +295,9 @@ def find(
                 for (in_a, in_b), a, b, shared in zip(flags, a_keys, b_keys, shared_counts, strict=True):
                     if in_a is not None and in_b is not None:
                         check(s, a, t, b, int(shared))
-    return found
+    # In the order of the plans, then of the cells' keys: whatever order an engine returned the groups in.
+    order = {s.label: i for i, s in enumerate(chosen)}
+    return sorted(found, key=lambda d: (order[d.first], order[d.second], repr(d.first_cell), repr(d.second_cell)))
 
 
 def _shown(
@@ -314,16 +317,12 @@ def report(differences: list[Difference]) -> list[dict[str, Any]]:
     return [
         {
             "first": d.first,
-            "first_cell": [_plain(v) for v in d.first_cell],
+            "first_cell": [plain(v) for v in d.first_cell],
             "second": d.second,
-            "second_cell": [_plain(v) for v in d.second_cell],
+            "second_cell": [plain(v) for v in d.second_cell],
             "differ_by": d.delta,
             "minimum": d.minimum,
             "dataset": d.dataset,
         }
         for d in differences
     ]
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)

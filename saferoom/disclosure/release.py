@@ -29,6 +29,7 @@ __all__ = [
     "add_rules",
     "flag",
     "for_researcher",
+    "plain",
     "release",
     "subset_failures",
     "value_report",
@@ -85,6 +86,11 @@ class Released:
     # The output checker's view (JSON-serialisable): "report" (with every count), "withheld", "subsets",
     # "flags", and whatever later steps add (secondary suppression, differencing, marks, models).
     check: dict[str, Any] = field(default_factory=dict)
+
+
+def plain(value: Any) -> Any:
+    """A key value as JSON can hold it (for the checker's view)."""
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def for_researcher(report: ReleaseReport) -> ReleaseReport:

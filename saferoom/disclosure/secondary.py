@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from saferoom.disclosure.cells import Key, cell_keys
 from saferoom.disclosure.levels import Protected
-from saferoom.disclosure.release import Released, RuleOutcome, add_rules, flag
+from saferoom.disclosure.release import Released, RuleOutcome, add_rules, flag, plain
 
 __all__ = ["margins", "suppress_secondary"]
 
@@ -103,5 +103,6 @@ def _without(released: Released, keys: tuple[str, ...], drop: set[Key], because:
     )
     done = add_rules(kept, [rule], suppressed=len(drop))
     if drop:
-        done = flag(done, "secondary", cells=sorted([list(k) for k in drop], key=repr)[:100], because=because)
+        cells = sorted(([plain(v) for v in k] for k in drop), key=repr)[:100]
+        done = flag(done, "secondary", cells=cells, because=because)
     return done

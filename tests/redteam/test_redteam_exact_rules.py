@@ -429,5 +429,6 @@ def test_an_ordinary_job_still_releases(pipeline: Pipeline, tmp_path: Path) -> N
     assert len(rows(view, "table")) == 12 and len(rows(view, "margin")) == 6
     assert len(rows(view, "rich")) == 6 and rows(view, "share")[0]["elders"] > 10
     assert not any(withheld(view, name) for name in view)
-    for _, report, _ in view.values():  # the researcher's report has no count of suppressed cells
+    for _, report, check in view.values():  # the researcher's report has no count of suppressed cells
         assert report["suppressed_cells"] == 0 and all(r["cells_suppressed"] == 0 for r in report["rules"])
+        json.dumps(check)  # the checker's view is JSON as it stands
