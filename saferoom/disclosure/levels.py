@@ -134,6 +134,7 @@ class QuantileRule:
     minimum: int
     datasets: tuple[str, ...]
     outputs: tuple[str, ...]
+    qs: tuple[float, ...] = ()  # each output's q (0.5 for a median)
 
 
 @dataclass(frozen=True)

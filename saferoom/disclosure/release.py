@@ -312,6 +312,10 @@ def release(
         if r.cells_suppressed and r.rule in ("min_contributors", "dominance", "quantile"):
             name = {"min_contributors": "cells_under_threshold", "dominance": "dominance", "quantile": "quantile"}
             released = flag(released, name[r.rule], cells=r.cells_suppressed, explanation=r.explanation)
+    for quantile in protected.quantiles.values():  # ACRO flags quantiles in the tails for the checker
+        extreme = [(n, q) for n, q in zip(quantile.outputs, quantile.qs, strict=False) if q < 0.1 or q > 0.9]
+        if extreme:
+            released = flag(released, "extreme_quantile", columns=[{"column": n, "q": q} for n, q in extreme])
     for label in failed:
         c = protected.subsets[label]
         kept, left = counts.get(label, (-1, -1))

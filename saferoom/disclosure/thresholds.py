@@ -183,7 +183,7 @@ def _quantile_ranks(
     label = rw.fresh("quantile")
     datasets = tuple(sorted({u.dataset for u in level.units}))
     names = tuple(name for name, agg in node.aggs if agg.fn in ("quantile", "median"))
-    rw.quantiles[label] = QuantileRule(label, minimum, datasets, names)
+    rw.quantiles[label] = QuantileRule(label, minimum, datasets, names, tuple(q for _, q in ranked))
     return Project(Threshold(flagged, flag, 1, label), tuple((c, Col(c)) for c in columns))
 
 
@@ -239,5 +239,6 @@ def _quantile_sides(
     checked = Project(main, (*((c, Col(c)) for c in passthrough), (flag, Call("case", (condition, Lit(1), Lit(0))))))
     label = rw.fresh("quantile")
     datasets = tuple(sorted({u.dataset for u in level.units}))
-    rw.quantiles[label] = QuantileRule(label, minimum, datasets, tuple(name for name, _ in quantiles))
+    qs = tuple(0.5 if agg.fn == "median" else float(agg.q or 0.0) for _, agg in quantiles)
+    rw.quantiles[label] = QuantileRule(label, minimum, datasets, tuple(name for name, _ in quantiles), qs)
     return Threshold(checked, flag, 1, label), flag

@@ -283,6 +283,7 @@ def test_a_quantile_needs_enough_people_on_each_side(pipeline: Pipeline, tmp_pat
             assert sum(x >= value for x in incomes) >= 10 and sum(x <= value for x in incomes) >= 10, (row, column)
     assert shown == []  # every district's 0.9999 quantile has fewer than 10 above it: the whole cell goes
     assert any(f["flag"] == "quantile" for f in view["x"][2]["flags"])
+    assert any(f["flag"] == "extreme_quantile" for f in view["x"][2]["flags"])
     medians = run(
         pipeline, tmp_path, 'return {"x": ctx.table("population").group_by("district").agg(m=median("income"))}'
     )
