@@ -92,3 +92,22 @@ def release_outputs(manifest, table_of, tables, epsilon=None):  # type: ignore[n
 
     plans = plan.share_subtrees({k: plan.from_data(v["plan"]) for k, v in export_outputs(tables).items()})
     return release_all(protect(plans, manifest), manifest, execute, epsilon or {})
+
+
+def checked(out):  # type: ignore[no-untyped-def]
+    """The output checker's full report of a released output (``Released.check``): with every count, which the
+    researcher's report leaves out."""
+    from saferoom.disclosure.release import ReleaseReport
+
+    return ReleaseReport.from_data(out.check["report"])
+
+
+def withheld_by(out, rule: str = "subset") -> bool:  # type: ignore[no-untyped-def]
+    """Whether the checker's view says ``rule`` withheld the output (the researcher sees no cell, not why)."""
+    table = out.table
+    shown = (
+        table.num_rows
+        if "cell_status" not in table.column_names
+        else table["cell_status"].to_pylist().count("released")
+    )
+    return shown == 0 and any(w["rule"] == rule for w in out.check.get("withheld", []))

@@ -253,7 +253,11 @@ def describe_report(output: ResultOutput) -> str:
     for rule in rules:
         if rule.get("cells_suppressed"):
             parts.append(f"{rule['cells_suppressed']} suppressed: {rule.get('explanation', rule.get('rule'))}")
-    if len(parts) == 1:
+    exact = {"min_contributors", "dominance", "quantile", "subset", "secondary", "differencing"}
+    if len(parts) == 1 and any(r.get("rule") in exact for r in rules):
+        # The researcher's report has no count of suppressed cells (exact data: one more bit about people).
+        parts.append("cells the exact rules suppressed are not counted here (the output checker sees them)")
+    elif len(parts) == 1:
         parts.append("no cell needed suppression")
     ran = ", ".join(dict.fromkeys(str(r.get("rule")) for r in rules))
     return "; ".join(parts) + (f" (rules applied: {ran})" if ran else "")
@@ -266,10 +270,13 @@ def print_release_checks(console: Console, result: Result) -> None:
         shape = f"{report.get('rows', 0)} rows" if output.kind != "value" else "one value"
         console.print(f"[bold]{output.name}[/bold]: {output.kind}, {shape}", highlight=False)
         table = Table(header_style="bold", show_edge=False)
-        for column in ("rule", "cells suppressed", "what it did"):
+        for column in ("rule", "threshold", "what it did"):
             table.add_column(column, no_wrap=column != "what it did")
         for rule in report.get("rules", []):
-            table.add_row(str(rule.get("rule")), str(rule.get("cells_suppressed", 0)), str(rule.get("explanation", "")))
+            threshold = rule.get("threshold")
+            table.add_row(
+                str(rule.get("rule")), "" if threshold is None else str(threshold), str(rule.get("explanation", ""))
+            )
         console.print(table)
         noise = [n for rule in report.get("rules", []) for n in rule.get("noise", [])]
         if noise:

@@ -1,5 +1,14 @@
 """Dominance: sums and means of magnitudes (income, prices) must not be dominated by their largest
-contributors ((n, k) rule) nor be estimable by the runner-up (p% rule)."""
+contributors ((n, k) rule) nor be estimable by the runner-up (p% rule).
+
+The rules read what each unit contributes beyond the cell's smallest contribution: ``sum(masked + C)``, where
+one person's income is hidden among constants C (``when(person_id == N, income).otherwise(0) + C``), is
+dominated by that person once the shift is taken off, whatever C is. A cell passes only if it passes both as
+it stands and shifted, so the shift only ever suppresses more (cells whose spread comes from one or two people;
+for contributions of at least 0 the shifted shares are never smaller).
+
+Also, shifted: the rules cannot see arithmetic that spreads one person's value over everyone (a scale, not a
+shift); that is left to the subset rule on conditions and to the output checker."""
 
 from __future__ import annotations
 
@@ -37,6 +46,8 @@ class Check:
     policy: Policy
     top: str  # hidden column: the cell's largest contribution
     total: str  # hidden column: the cell's total
+    low: str  # hidden column: the cell's smallest contribution
+    many: str  # hidden column: how many contributions the cell has
     unique: bool  # one row per unit: computed in the aggregate itself
 
 
@@ -51,8 +62,8 @@ def checks(rw: Rewriter, node: Aggregate, level: Level) -> list[Check]:
         for owner in sorted(owners):
             unit = units[owner]
             policy = rw.manifest.dataset(unit.dataset).policy
-            top, total = rw.fresh("__t"), rw.fresh("__s")
-            checks.append(Check(name, agg.arg, unit, policy, top, total, unit.unique))
+            top, total, low, many = rw.fresh("__t"), rw.fresh("__s"), rw.fresh("__l"), rw.fresh("__y")
+            checks.append(Check(name, agg.arg, unit, policy, top, total, low, many, unit.unique))
     return checks
 
 
@@ -75,7 +86,7 @@ def suppress(
     """
     main = cells
     passthrough = [c for c in (*visible, contributors)]
-    inline = [name for c in checks if c.unique for name in (c.top, c.total)]
+    inline = [name for c in checks if c.unique for name in (c.top, c.total, c.low, c.many)]
     separate = [c for c in checks if not c.unique]
     missing: list[Expr] = []
     if separate:
@@ -90,6 +101,8 @@ def suppress(
                 (
                     (check.top, AggExpr("max", Col(v))),
                     (check.total, AggExpr("sum", Col(v))),
+                    (check.low, AggExpr("min", Col(v))),
+                    (check.many, AggExpr("count", Col(v))),
                     (seen, AggExpr("count")),
                 ),
             )
@@ -101,6 +114,8 @@ def suppress(
                     *((k, Col(k)) for k in keys),
                     (check.top, Col(check.top)),
                     (check.total, Col(check.total)),
+                    (check.low, Col(check.low)),
+                    (check.many, Col(check.many)),
                     (seen, Col(seen)),
                     (one, Lit(1)),
                 ),
@@ -108,14 +123,19 @@ def suppress(
             main = Join(main, stats, (*keys, one), "left")
     conditions: list[Expr] = []
     for check in checks:
-        top, total, policy = Col(check.top), Col(check.total), check.policy
-        largest_n = top if policy.dominance_n == 1 else Call("mul", (Lit(2), top))
-        rest = Call("sub", (total, Call("mul", (Lit(2), top))))
-        dominated_not = Call("le", (largest_n, Call("mul", (Lit(policy.dominance_k), total))))
-        estimable_not = Call("ge", (rest, Call("mul", (Lit(policy.p_percent), top))))
-        # No amounts at all in the cell (all null): nothing to dominate. Missing statistics: fail.
-        nothing = Call("and", (Call("is_null", (total,)), Call("is_null", (top,))))
-        conditions.append(Call("or", (nothing, Call("and", (dominated_not, estimable_not)))))
+        # As they stand, and what each contributes beyond the cell's smallest contribution (a shift taken off).
+        low: Expr = Col(check.low)
+        shifted_top: Expr = Call("sub", (Col(check.top), low))
+        shifted_total: Expr = Call("sub", (Col(check.total), Call("mul", (Col(check.many), low))))
+        for top, total in ((Col(check.top), Col(check.total)), (shifted_top, shifted_total)):
+            policy = check.policy
+            largest_n = top if policy.dominance_n == 1 else Call("mul", (Lit(2), top))
+            rest = Call("sub", (total, Call("mul", (Lit(2), top))))
+            dominated_not = Call("le", (largest_n, Call("mul", (Lit(policy.dominance_k), total))))
+            estimable_not = Call("ge", (rest, Call("mul", (Lit(policy.p_percent), top))))
+            # No amounts at all in the cell (all null): nothing to dominate. Missing statistics: fail.
+            nothing = Call("and", (Call("is_null", (total,)), Call("is_null", (top,))))
+            conditions.append(Call("or", (nothing, Call("and", (dominated_not, estimable_not)))))
     for gap in missing:
         conditions.append(Call("not", (gap,)))
     passed = conditions[0]

@@ -30,6 +30,7 @@ __all__ = [
     "DominanceRule",
     "Level",
     "Protected",
+    "Selection",
     "SubsetCheck",
     "ThresholdRule",
     "Unit",
@@ -78,6 +79,9 @@ class Protected:
     subsets: dict[str, SubsetCheck] = field(default_factory=dict)  # checks whose failure withholds the output
     table: CellTable | None = None  # set when the output is a protected aggregate itself (for margins)
     noisy: dict[str, NoisyAggregate] = field(default_factory=dict)  # DP aggregates it reads (Input labels)
+    quantiles: dict[str, QuantileRule] = field(default_factory=dict)
+    # Every set of people the output's cells and conditions select, for the differencing check across outputs.
+    selections: tuple[Selection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,42 @@ class SubsetCheck:
     plan: Node  # one row: columns "kept" and "left" (distinct units)
     minimum: int
     dataset: str
-    what: str  # "filter" | "head" | "join"
+    what: str  # "filter" | "head" | "join" | "condition"
+
+
+@dataclass(frozen=True)
+class QuantileRule:
+    """One quantile check point: cells whose quantiles (medians) have fewer than ``minimum`` units at or below
+    the value, or at or above it, are suppressed."""
+
+    label: str
+    minimum: int
+    datasets: tuple[str, ...]
+    outputs: tuple[str, ...]
+    qs: tuple[float, ...] = ()  # each output's q (0.5 for a median)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A set of people one output releases something about, as the engine computes it: a protected aggregate's
+    cells (one set per cell) or a filter's or a condition's rows (one set). ``members`` lists its distinct
+    (cell keys, unit) pairs, the keys renamed ``__k0..`` and the unit ``__m`` (``differencing``)."""
+
+    label: str
+    dataset: str
+    minimum: int
+    keys: int  # how many key columns ``members`` has
+    members: Node
+    what: str  # "cells" | "filter" | "condition" | "everyone" (all the dataset's units: a public number)
+    # Unique on ``__m``: each unit with the keys of one cell it is in (all of them when a unit has one row).
+    owners: Node | None = None
+    node: int = 0  # for "cells": id of the protected aggregate's top node (to find the outputs that hold it)
+    names: tuple[str, ...] = ()  # for "cells": the key columns as the output names them
+    # Each cell's distinct units (keys ``__k0..``, count ``__n``): a plan the outputs or checks compute anyway.
+    sizes: Node | None = None
+    rows: Node | None = None  # the rows the cells group (cells), a filter keeps, a condition is evaluated on
+    predicate: Expr | None = None  # for "condition": which of ``rows`` it selects
+    unique: bool = True  # at most one row per unit in ``rows``
 
 
 @dataclass(frozen=True)

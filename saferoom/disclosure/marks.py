@@ -3,10 +3,12 @@
 Suppressed cells are removed at the aggregate, key included: for keys whose values could themselves disclose
 something (a grid cell, an exact income) nothing else is safe. When every key of a table is a column with a
 public domain in the catalog (categories, true/false), its full grid of key combinations is public, and the
-released table lists every combination with a ``cell_status``: ``released``, ``suppressed`` (the cell has
-people, too few or dominated, or was suppressed to protect another; its values are null) or ``zero`` (no row
-at all; values null). Only outputs that are such an aggregate as it stands are marked (not post-processed ones),
-never differentially private ones, and only grids of at most ``MAX_GRID`` combinations.
+released table lists every combination with a ``cell_status``: ``released`` or ``suppressed`` (values null).
+A suppressed cell may have too few people, be dominated, protect another cell, belong to a withheld output, or
+have nobody at all: telling an empty cell from a small one would say, on a public grid, whether anyone has that
+combination (a person's sex and education, once the rest of the grid is known). The output checker's view tells
+them apart. Only outputs that are such an aggregate as it stands are marked (not post-processed ones), never
+differentially private ones, and only grids of at most ``MAX_GRID`` combinations.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pyarrow as pa
 
 from saferoom.disclosure.cells import MAX_GRID, cell_keys
 from saferoom.disclosure.levels import Protected
-from saferoom.disclosure.release import Released, RuleOutcome
+from saferoom.disclosure.release import Released, RuleOutcome, add_rules
 
 __all__ = ["STATUS", "mark_cells", "marked"]
 
@@ -49,8 +51,7 @@ def mark_cells(
     out = dict(released)
     for name in marked(protected):
         info, done = protected[name].table, out[name]
-        withheld = any(r.rule == "subset" and r.explanation.startswith("withheld") for r in done.report.rules)
-        if info is None or info.domains is None or name not in cells or withheld:
+        if info is None or info.domains is None or name not in cells:
             continue
         table = done.table
         if STATUS in table.column_names:
@@ -65,18 +66,23 @@ def mark_cells(
             if row is not None:
                 listed.append({**row, STATUS: "released"})
                 continue
-            status = "suppressed" if combination in present else "zero"
-            suppressed, zero = suppressed + (status == "suppressed"), zero + (status == "zero")
+            if combination in present:
+                suppressed += 1
+            else:
+                zero += 1
             empty = dict.fromkeys(table.column_names)
-            listed.append({**empty, **dict(zip(keys, combination, strict=True)), STATUS: status})
+            listed.append({**empty, **dict(zip(keys, combination, strict=True)), STATUS: "suppressed"})
         listed += [{**row, STATUS: "released"} for row in rows.values()]  # keys outside the grid (null keys)
         schema = pa.schema([*table.schema, pa.field(STATUS, pa.string())])
         grid = pa.Table.from_pylist(listed, schema=schema)
         rule = RuleOutcome(
             "marked",
-            f"every combination of {', '.join(keys)} is listed: {suppressed} suppressed and {zero} empty cells are "
-            f"marked in {STATUS} (their values are null)",
+            f"every combination of {', '.join(keys)} is listed: cells not released (too few people, none at all, "
+            f"or withheld) are marked suppressed in {STATUS} (their values are null)",
         )
-        report = replace(done.report, rows=grid.num_rows, columns=grid.column_names, rules=[*done.report.rules, rule])
-        out[name] = Released(grid, report, done.protected)
+        marked_out = replace(done, table=grid, report=replace(done.report, columns=grid.column_names))
+        marked_out = add_rules(marked_out, [rule])
+        check = dict(marked_out.check)
+        check["cells"] = {"released": len(listed) - suppressed - zero, "suppressed": suppressed, "zero": zero}
+        out[name] = replace(marked_out, check=check)
     return out

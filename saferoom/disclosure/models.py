@@ -5,19 +5,21 @@ every product of the terms (1, x1..xp) and of the terms with y, and the sum of y
 through the release rewrite like any other (contributor threshold, dominance, subset rule, clamping), so a
 model over too few people is suppressed before it is fitted. The fit then happens here, in the server; what
 is released is a table of coefficients and standard errors, and only with at least ``min_residual_df``
-residual degrees of freedom (n - p - 1).
+residual degrees of freedom (n - p - 1). The researcher's report states the rule, not the number of cases, nor
+why a model was withheld (both are exact data); the checker's view has them, and the residual degrees of freedom.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from saferoom.catalog.manifest import Manifest, Policy
-from saferoom.disclosure.release import Released, ReleaseReport, RuleOutcome
+from saferoom.disclosure.release import Released, RuleOutcome, add_rules, flag, withhold
 from saferoom.engine.plan import AggExpr, Aggregate, Call, Col, Expr, Filter, Lit, Node
 from saferoom.engine.schema import infer_schema
 from saferoom.errors import InvalidPlan
@@ -108,10 +110,11 @@ def fit_ols(released: Released, spec: ModelSpec, manifest: Manifest) -> Released
     rss = max(float(row["yy"] or 0.0) - float(beta @ xty), 0.0)
     errors = np.sqrt(np.clip(np.diag(np.linalg.inv(xtx)) * rss / df, 0.0, None))
     explanation = (
-        f"ordinary least squares on {n} complete cases with {df} residual degrees of freedom (at least "
-        f"{minimum}); only coefficients and standard errors are released, no residuals or fitted values"
+        f"ordinary least squares with at least {minimum} residual degrees of freedom; only coefficients and "
+        "standard errors are released, no residuals or fitted values"
     )
-    return _coefficients(released, spec, beta.tolist(), errors.tolist(), explanation, minimum)
+    detail = {"cases": n, "residual_df": df}
+    return _coefficients(released, spec, beta.tolist(), errors.tolist(), explanation, minimum, detail)
 
 
 def logit_statistics(rows: Node, spec: ModelSpec, beta: list[float]) -> Node:
@@ -169,28 +172,41 @@ def fit_logit(node: Node, spec: ModelSpec, manifest: Manifest, evaluate: Callabl
         if float(np.max(np.abs(step))) < TOLERANCE * (1.0 + float(np.max(np.abs(beta)))):
             errors = np.sqrt(np.clip(np.diag(np.linalg.inv(xwx)), 0.0, None)).tolist()
             explanation = (
-                f"logistic regression on {int(row['n'])} complete cases, {df} residual degrees of freedom (at "
-                f"least {minimum}), converged in {iteration} Newton steps; only coefficients and standard errors "
-                "are released, no residuals or fitted values"
+                f"logistic regression with at least {minimum} residual degrees of freedom, fitted by Newton steps; "
+                "only coefficients and standard errors are released, no residuals or fitted values"
             )
-            return _coefficients(released, spec, beta, errors, explanation, minimum)
+            detail = {"cases": int(row["n"]), "residual_df": df, "iterations": iteration}
+            return _coefficients(released, spec, beta, errors, explanation, minimum, detail)
     last = evaluate(logit_statistics(rows, spec, beta))
     reason = f"no convergence in {MAX_ITERATIONS} Newton steps (perfect separation?)"
     return _withheld(last, reason, min_residual_df(last, manifest))
 
 
 def _coefficients(
-    released: Released, spec: ModelSpec, beta: list[float], errors: list[float], explanation: str, minimum: int
+    released: Released,
+    spec: ModelSpec,
+    beta: list[float],
+    errors: list[float],
+    explanation: str,
+    minimum: int,
+    detail: dict[str, Any],
 ) -> Released:
     table = pa.table({"term": ["intercept", *spec.x], "estimate": beta, "std_error": errors})
     rule = RuleOutcome("model", explanation, threshold=minimum)
-    rules = [*released.report.rules, rule]
-    report = ReleaseReport(released.report.output, "model", table.num_rows, table.column_names, 0, rules)
-    return Released(table, report, released.protected)
+    report = replace(released.report, kind="model", columns=table.column_names)
+    done = add_rules(replace(released, table=table, report=report), [rule])
+    done = replace(done, check={**done.check, "model": detail})
+    return flag(done, "residual_df", residual_df=detail["residual_df"], minimum=minimum)
 
 
 def _withheld(released: Released, reason: str, minimum: int) -> Released:
-    rule = RuleOutcome("model", f"withheld: {reason}", threshold=minimum)
+    """The model withheld; the researcher reads the rules, the checker ``reason``."""
+    rule = RuleOutcome(
+        "model",
+        f"coefficients are released only with at least {minimum} residual degrees of freedom, full rank and "
+        "convergence",
+        threshold=minimum,
+    )
     empty = pa.table(
         {
             "term": pa.array([], pa.string()),
@@ -198,5 +214,6 @@ def _withheld(released: Released, reason: str, minimum: int) -> Released:
             "std_error": pa.array([], pa.float64()),
         }
     )
-    report = ReleaseReport(released.report.output, "model", 0, empty.column_names, 0, [*released.report.rules, rule])
-    return Released(empty, report, released.protected)
+    report = replace(released.report, kind="model", columns=empty.column_names)
+    done = add_rules(replace(released, table=empty, report=report), [rule], rows=0)
+    return withhold(done, {"rule": "model", "explanation": reason})

@@ -30,6 +30,8 @@ from saferoom.disclosure.levels import (
     DominanceRule,
     Level,
     Protected,
+    QuantileRule,
+    Selection,
     SubsetCheck,
     ThresholdRule,
     Unit,
@@ -85,7 +87,10 @@ class Rewriter:
         self.minimums: dict[str, int] = {}  # contributor column -> the minimum its cells met
         self.clamped: dict[str, set[str]] = {}  # dataset -> columns clamped to their public bounds
         self.dominance: dict[str, DominanceRule] = {}
+        self.quantiles: dict[str, QuantileRule] = {}
         self.subsets: dict[str, SubsetCheck] = {}
+        self.conditions: dict[tuple[int, Expr], list[str]] = {}  # (rows, condition) -> its subset checks
+        self.selections: dict[str, Selection] = {}  # sets of people for the differencing check, by label
         self.statistics: set[int] = set()  # model statistics: aggregates not checked for dominance
         self.tables: dict[int, CellTable] = {}  # id of a protected aggregate's top node -> its cell table
         self.noisy: dict[str, NoisyAggregate] = {}  # differentially private aggregates, by Input label
@@ -109,7 +114,14 @@ class Rewriter:
         if isinstance(node, Filter):
             child, level = self.rewrite(node.input)
             if level.kind == "rows" and not self.private(level):  # DP noise covers any subset
+                before = set(level.checks)
                 level = subsets.at_filter_or_head(self, child, level, node.predicate, None)
+                filtered = replace(node, input=child)
+                for label in level.checks:  # the filter's own selections: the rows it keeps are ``filtered``
+                    if label not in before and label in self.selections:
+                        self.selections[label] = replace(self.selections[label], rows=filtered)
+                level = subsets.at_conditions(self, child, level, [node.predicate], within_only=True)
+                return filtered, level
             return replace(node, input=child), level
         if isinstance(node, Project):
             child, level = self.rewrite(node.input)
@@ -118,6 +130,8 @@ class Rewriter:
             values = {name: expr_domain(e, level.values) for name, e in node.columns} if level.kind == "rows" else {}
             known = level.domains
             domains = {name: known[e.name] for name, e in node.columns if isinstance(e, Col) and e.name in known}
+            if level.kind == "rows" and not self.private(level):  # a computed key, flag or masked value
+                level = subsets.at_conditions(self, child, level, [e for _, e in node.columns])
             level = replace(level, magnitudes=magnitudes, values=values, domains=domains)
             return Project(child, node.columns + carried), level
         if isinstance(node, Sort):
@@ -162,6 +176,17 @@ class Rewriter:
                 visible.append((name, Col(name)))
         project = Project(Scan(node.dataset, columns), (*visible, (hidden, Col(info.privacy_unit))))
         unit = Unit(hidden, info.name, info.one_row_per_unit, info.policy.min_contributors)
+        everyone = f"everyone_{info.name}"
+        if everyone not in self.selections:  # how many units the dataset has is public (the catalog says)
+            units: Node = Scan(node.dataset, (info.privacy_unit,))
+            if not info.one_row_per_unit:
+                units = Aggregate(units, (info.privacy_unit,), (("__x", AggExpr("count")),))
+            members = Project(units, (("__m", Col(info.privacy_unit)),))
+            minimum = info.policy.min_contributors
+            scanned = Scan(node.dataset, (info.privacy_unit,))
+            distinct = AggExpr("count") if info.one_row_per_unit else AggExpr("count_distinct", Col(info.privacy_unit))
+            sizes = Aggregate(scanned, (), (("__n", distinct),))
+            self.selections[everyone] = Selection(everyone, info.name, minimum, 0, members, "everyone", sizes=sizes)
         magnitudes = {c: frozenset({hidden}) for c in node.columns if info.column(c).magnitude}
         values = {}
         for name in node.columns:
@@ -202,6 +227,8 @@ class Rewriter:
             return replace(node, input=child), Level("aggregate", checks=level.checks)
         if self.private(level):
             return dp_rewrite.cut_out(self, node, child, level)
+        arguments = [agg.arg for _, agg in node.aggs if agg.arg is not None]
+        level = subsets.at_conditions(self, child, level, arguments)  # when(...) inside an aggregate
         return thresholds.protect_cells(self, node, child, level)
 
     def unit_name(self, unit: Unit) -> str:
@@ -353,12 +380,33 @@ def protect(outputs: Mapping[str, Node], manifest: Manifest, models: Collection[
             if any((dataset, c) in read for c in columns)
         }
         dominance = {label: rule for label, rule in rewriter.dominance.items() if label in labels}
+        quantiles = {label: rule for label, rule in rewriter.quantiles.items() if label in labels}
+        below = {id(n) for n in walk(plan)}
+        selections = tuple(
+            s
+            for s in rewriter.selections.values()
+            if (s.what == "cells" and s.node in below) or (s.what != "cells" and s.label in level.checks)
+        )
+        sets_of = {s.dataset for s in selections}
+        everyone = tuple(s for s in rewriter.selections.values() if s.what == "everyone" and s.dataset in sets_of)
+        selections = everyone + selections
         subsets = {label: rewriter.subsets[label] for label in dict.fromkeys(level.checks)}
         minimums = dict(rewriter.minimums)
         table = rewriter.tables.get(id(plan))
         noisy = _noisy_below(plan, rewriter.noisy)
         protected[name] = Protected(
-            name, level.kind, plan, thresholds, minimums, clamped, dominance, subsets, table, noisy
+            name,
+            level.kind,
+            plan,
+            thresholds,
+            minimums,
+            clamped,
+            dominance,
+            subsets,
+            table,
+            noisy,
+            quantiles,
+            selections,
         )
     return protected
 

@@ -1,9 +1,18 @@
-"""The last step before anything leaves: strip hidden columns, re-check every cell, write the report."""
+"""The last step before anything leaves: strip hidden columns, re-check every cell, write the reports.
+
+Each released output has two reports. The researcher's (``report``) says which rules ran and what they do, and
+nothing that depends on the data beyond the released table itself: no count of suppressed cells, no reason why
+an output was withheld (a withheld output reads like one whose every cell was suppressed), since each such count
+or reason is one more bit about the people behind it. The output checker's view (``check``) has everything:
+the same report with its counts, every subset check's counts, what was withheld and why, and risk flags in the
+manner of ACRO (cells under the threshold, dominance, quantiles, differences between outputs, models' residual
+degrees of freedom).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +22,19 @@ from saferoom.disclosure.dp import Noised
 from saferoom.disclosure.levels import CONTRIBUTORS_PREFIX, HIDDEN_PREFIX, Protected
 from saferoom.errors import ReleaseRefused
 
-__all__ = ["ReleaseReport", "Released", "RuleOutcome", "release", "subset_failures", "value_report"]
+__all__ = [
+    "ReleaseReport",
+    "Released",
+    "RuleOutcome",
+    "add_rules",
+    "flag",
+    "for_researcher",
+    "plain",
+    "release",
+    "subset_failures",
+    "value_report",
+    "withhold",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +81,56 @@ class ReleaseReport:
 @dataclass(frozen=True)
 class Released:
     table: pa.Table
-    report: ReleaseReport
+    report: ReleaseReport  # the researcher's: no count or reason that depends on the data
     protected: Protected | None = None  # what was released (for post-processing such as model fits)
+    # The output checker's view (JSON-serialisable): "report" (with every count), "withheld", "subsets",
+    # "flags", and whatever later steps add (secondary suppression, differencing, marks, models).
+    check: dict[str, Any] = field(default_factory=dict)
+
+
+def plain(value: Any) -> Any:
+    """A key value as JSON can hold it (for the checker's view)."""
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def for_researcher(report: ReleaseReport) -> ReleaseReport:
+    """``report`` without its counts of suppressed cells (exact data)."""
+    rules = [replace(r, cells_suppressed=0) for r in report.rules]
+    return replace(report, suppressed_cells=0, rules=rules)
+
+
+def flag(released: Released, name: str, **data: Any) -> Released:
+    """``released`` with one more risk flag for the output checker."""
+    check = dict(released.check)
+    check["flags"] = [*check.get("flags", []), {"flag": name, **data}]
+    return replace(released, check=check)
+
+
+def add_rules(released: Released, rules: list[RuleOutcome], suppressed: int = 0, rows: int | None = None) -> Released:
+    """``released`` with more rules in both reports: ``rules`` carry their counts, the researcher sees none."""
+    full = ReleaseReport.from_data(released.check["report"]) if "report" in released.check else released.report
+    rows = released.table.num_rows if rows is None else rows
+    full = replace(
+        full,
+        rows=rows,
+        columns=list(released.report.columns),
+        suppressed_cells=full.suppressed_cells + suppressed,
+        rules=[*full.rules, *rules],
+    )
+    known = {(r.rule, r.explanation) for r in released.report.rules}
+    public = [replace(r, cells_suppressed=0) for r in rules if (r.rule, r.explanation) not in known]
+    report = replace(released.report, rows=rows, rules=[*released.report.rules, *public])
+    return replace(released, report=report, check={**released.check, "report": full.to_data()})
+
+
+def withhold(released: Released, reason: dict[str, Any]) -> Released:
+    """``released`` with no cell left; only the checker learns why (``reason``)."""
+    empty = released.table.slice(0, 0)
+    check = {**released.check, "withheld": [*released.check.get("withheld", []), reason]}
+    if "report" in check:
+        check["report"] = {**check["report"], "rows": 0}
+    report = replace(released.report, rows=0)
+    return replace(released, table=empty, report=report, check=check)
 
 
 def _recheck(protected: Protected, table: pa.Table) -> None:
@@ -102,23 +171,6 @@ def release(
     """
     _recheck(protected, table)
     failed = subset_failures(protected, subsets or {})
-    if failed:
-        checks = [protected.subsets[label] for label in failed]
-        datasets = sorted({c.dataset for c in checks})
-        minimum = max(c.minimum for c in checks)
-        withheld = RuleOutcome(
-            rule="subset",
-            explanation=(
-                f"withheld: a {checks[0].what} over {', '.join(datasets)} keeps or leaves out fewer than {minimum} "
-                "people (and more than none), which could single someone out by difference"
-            ),
-            threshold=minimum,
-            datasets=datasets,
-        )
-        visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
-        empty = table.select(visible).slice(0, 0)
-        report = ReleaseReport(protected.name, protected.kind, 0, empty.column_names, 0, [withheld])
-        return Released(empty, report, protected)
     visible = [n for n in table.column_names if not n.startswith(HIDDEN_PREFIX)]
     out = table.select(visible)
     # Decode categories so results read the same whatever the storage.
@@ -155,6 +207,19 @@ def release(
                 datasets=list(check.datasets),
             )
         )
+    for quantile in protected.quantiles.values():
+        rules.append(
+            RuleOutcome(
+                rule="quantile",
+                explanation=(
+                    f"cells where fewer than {quantile.minimum} people have a value at or below "
+                    f"{', '.join(quantile.outputs)}, or at or above it, are suppressed, key included"
+                ),
+                cells_suppressed=int(dropped.get(quantile.label, 0)),
+                threshold=quantile.minimum,
+                datasets=list(quantile.datasets),
+            )
+        )
     if protected.subsets:
         checks = list(protected.subsets.values())
         minimum = max(c.minimum for c in checks)
@@ -162,11 +227,26 @@ def release(
             RuleOutcome(
                 rule="subset",
                 explanation=(
-                    f"every filter or head over personal rows keeps and leaves out either nobody or at least "
-                    f"{minimum} people"
+                    f"every filter, head, join and condition (when, a computed key or flag) over personal rows "
+                    f"keeps and leaves out either nobody or at least {minimum} people, or the output is withheld "
+                    "(it then reads like one whose every cell was suppressed)"
                 ),
                 threshold=minimum,
                 datasets=sorted({c.dataset for c in checks}),
+            )
+        )
+    if protected.selections:
+        minimum = max(s.minimum for s in protected.selections)
+        rules.append(
+            RuleOutcome(
+                rule="differencing",
+                explanation=(
+                    "every released cell, filter and condition is compared with those of the other outputs of "
+                    f"this job: where two sets of people differ by fewer than {minimum} (and more than none), the "
+                    "later output is withheld"
+                ),
+                threshold=minimum,
+                datasets=sorted({s.dataset for s in protected.selections}),
             )
         )
     for label, agg in protected.noisy.items():
@@ -200,7 +280,7 @@ def release(
         )
     if protected.kind == "public":
         rules.append(RuleOutcome("public", "only public datasets: released row by row"))
-    report = ReleaseReport(
+    full = ReleaseReport(
         output=protected.name,
         kind=protected.kind,
         rows=out.num_rows,
@@ -208,7 +288,49 @@ def release(
         suppressed_cells=sum(r.cells_suppressed for r in rules),
         rules=rules,
     )
-    return Released(out, report, protected)
+    counts = subsets or {}
+    view: dict[str, Any] = {
+        "output": protected.name,
+        "report": full.to_data(),
+        "withheld": [],
+        "subsets": [
+            {
+                "check": label,
+                "what": c.what,
+                "dataset": c.dataset,
+                "kept": counts.get(label, (-1, -1))[0],
+                "left": counts.get(label, (-1, -1))[1],
+                "minimum": c.minimum,
+                "passed": label not in failed,
+            }
+            for label, c in protected.subsets.items()
+        ],
+        "flags": [],
+    }
+    released = Released(out, for_researcher(full), protected, view)
+    for r in rules:
+        if r.cells_suppressed and r.rule in ("min_contributors", "dominance", "quantile"):
+            name = {"min_contributors": "cells_under_threshold", "dominance": "dominance", "quantile": "quantile"}
+            released = flag(released, name[r.rule], cells=r.cells_suppressed, explanation=r.explanation)
+    for quantile in protected.quantiles.values():  # ACRO flags quantiles in the tails for the checker
+        extreme = [(n, q) for n, q in zip(quantile.outputs, quantile.qs, strict=False) if q < 0.1 or q > 0.9]
+        if extreme:
+            released = flag(released, "extreme_quantile", columns=[{"column": n, "q": q} for n, q in extreme])
+    for label in failed:
+        c = protected.subsets[label]
+        kept, left = counts.get(label, (-1, -1))
+        released = withhold(
+            released,
+            {
+                "rule": "subset",
+                "check": label,
+                "explanation": (
+                    f"a {c.what} over {c.dataset} keeps {kept} and leaves out {left} people: fewer than {c.minimum} "
+                    "(and more than none) could single someone out by difference"
+                ),
+            },
+        )
+    return released
 
 
 def value_report(name: str) -> ReleaseReport:

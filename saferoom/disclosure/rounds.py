@@ -3,9 +3,11 @@
     round 1..n   the exact statistics of the differentially private aggregates (``NoisyAggregate``), noised
                  by the server within the run's budget (``accounting``); aggregates that read other noisy
                  tables wait for them
-    last round   every output plan, its subset checks and the cell lists that margins and marks need, in
-                 one engine run over the datasets and the noisy tables; then each output is released
-                 (``release``), secondary suppression applied across outputs, cells marked
+    last round   every output plan, its subset checks, the cell lists that margins and marks need and the
+                 member counts of the differencing check, in one engine run over the datasets and the noisy
+                 tables; then each output is released (``release``), secondary suppression applied across
+                 outputs, outputs that differ from another by a few people withheld (``differencing``), cells
+                 marked
 
 ``execute(work, inputs)`` is the engine: it runs ``[name, plan]`` pairs over the datasets and the supplied
 tables and returns each table with its Threshold drop counts. Every decision here is taken on results the
@@ -20,11 +22,12 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom.catalog.manifest import Manifest
-from saferoom.disclosure import accounting, dp
+from saferoom.disclosure import accounting, differencing, dp
+from saferoom.disclosure.cells import Key, cell_keys
 from saferoom.disclosure.dp import Noised, NoisyAggregate
 from saferoom.disclosure.levels import Protected
 from saferoom.disclosure.marks import mark_cells, marked
-from saferoom.disclosure.release import Released, release
+from saferoom.disclosure.release import Released, flag, release, withhold
 from saferoom.disclosure.secondary import margins, suppress_secondary
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan
@@ -52,6 +55,8 @@ def release_all(
     work = [[name, plan.to_data(p.plan)] for name, p in protected.items()]
     work += [[label, plan.to_data(check.plan)] for label, check in checks.items()]
     work += [[f"cells:{name}", plan.to_data(protected[name].table.cells)] for name in listed]  # type: ignore[union-attr]
+    compared = differencing.plans(protected)
+    work += [[label, plan.to_data(node)] for label, node in compared.items()]
     results = execute(work, {label: n.table for label, n in noised.items()})
     subsets = {label: _subset_counts(results[label][0]) for label in checks}
     released = {
@@ -61,7 +66,42 @@ def release_all(
     cells = {name: results[f"cells:{name}"][0] for name in listed}
     if with_margins:
         released = suppress_secondary(released, protected, cells)
+    released = _differences(released, protected, {label: results[label][0] for label in compared})
     return mark_cells(released, protected, cells)
+
+
+def _differences(
+    released: dict[str, Released], protected: Mapping[str, Protected], results: Mapping[str, pa.Table]
+) -> dict[str, Released]:
+    """Withhold every output holding the later of two released sets of people that differ by a few."""
+    out = dict(released)
+    chosen = differencing.selections(protected)
+    labels = {name: {s.label for s in p.selections} for name, p in protected.items()}
+    holders = {s.label: [name for name in protected if s.label in labels[name]] for s in chosen}
+    shown: dict[str, set[Key] | None] = {}
+    for s in chosen:
+        shown[s.label] = None
+        for name, p in protected.items():
+            if s.what == "cells" and p.table is not None and s.node == id(p.plan):
+                shown[s.label] = set(cell_keys(out[name].table, s.names))
+    withheld: set[str] = {name for name, r in out.items() if r.check.get("withheld")}
+    found = differencing.find(protected, results, shown)
+    for difference in found:
+        first, second = holders[difference.first], holders[difference.second]
+        public = difference.first.startswith("everyone_")
+        if (not public and all(n in withheld for n in first)) or all(n in withheld for n in second):
+            continue  # one of the two sets is not released any more
+        [entry] = differencing.report([difference])
+        for name in second:
+            if name not in withheld:
+                reason = {"rule": "differencing", **entry, "with_outputs": first}
+                out[name] = withhold(out[name], reason)
+                withheld.add(name)
+    for name in protected:
+        mine = [d for d in differencing.report(found) if name in holders[d["first"]] + holders[d["second"]]]
+        if mine:
+            out[name] = flag(out[name], "differences_between_outputs", pairs=mine[:100])
+    return out
 
 
 def release_noisy(

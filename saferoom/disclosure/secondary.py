@@ -5,8 +5,10 @@ When one output groups some rows by keys K and another groups the very same rows
 row totals, column totals, a grand total), a margin cell covering exactly one suppressed cell would give that
 cell away by subtraction. So, until no margin cell covers exactly one suppressed cell of a table, the server
 suppresses one more released cell of the table in that group (the first by key order: the choice does not
-look at values), or, if the group has no released cell left, the margin cell itself. What it does is reported
-per output. Margins computed from other rows (another filter) are not recognised.
+look at values), or, if the group has no released cell left, the margin cell itself. The researcher's report says
+that the rule ran on the table and its margins (whether or not it suppressed anything: how many cells it took
+is exact data); the checker's view has the cells. Margins computed from other rows (another filter, a computed
+key) are not recognised here: the differencing check (``differencing``) catches what they give away.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow as pa
 
 from saferoom.disclosure.cells import Key, cell_keys
 from saferoom.disclosure.levels import Protected
-from saferoom.disclosure.release import Released, RuleOutcome
+from saferoom.disclosure.release import Released, RuleOutcome, add_rules, flag, plain
 
 __all__ = ["margins", "suppress_secondary"]
 
@@ -81,29 +83,26 @@ def suppress_secondary(
                         margin_kept[m].discard(group)
                         removed[m].add(group)
                     changed = True
-        if extra:
-            out[name] = _without(out[name], keys, extra, f"margins {', '.join(margin_names)}")
+        out[name] = _without(out[name], keys, extra, f"margins {', '.join(margin_names)}")
         for m, gone in removed.items():
-            if gone:
-                m_keys = protected[m].table.keys  # type: ignore[union-attr]
-                out[m] = _without(out[m], m_keys, gone, f"the detailed table {name}")
+            m_keys = protected[m].table.keys  # type: ignore[union-attr]
+            out[m] = _without(out[m], m_keys, gone, f"the detailed table {name}")
     return out
 
 
 def _without(released: Released, keys: tuple[str, ...], drop: set[Key], because: str) -> Released:
+    """``released`` without the cells ``drop``, and the rule in both reports (its count for the checker only)."""
     table = released.table
     mask = pa.array([key not in drop for key in cell_keys(table, keys)], pa.bool_())
-    kept = table.filter(mask)
+    kept = replace(released, table=table.filter(mask))
     rule = RuleOutcome(
         "secondary",
-        f"{len(drop)} more cells suppressed, key included, so that no suppressed cell can be recovered by "
-        f"subtraction from {because} released in the same result",
+        "more cells may be suppressed, key included, so that no suppressed cell can be recovered by subtraction "
+        f"from {because} released in the same result",
         cells_suppressed=len(drop),
     )
-    report = replace(
-        released.report,
-        rows=kept.num_rows,
-        suppressed_cells=released.report.suppressed_cells + len(drop),
-        rules=[*released.report.rules, rule],
-    )
-    return Released(kept, report, released.protected)
+    done = add_rules(kept, [rule], suppressed=len(drop))
+    if drop:
+        cells = sorted(([plain(v) for v in k] for k in drop), key=repr)[:100]
+        done = flag(done, "secondary", cells=cells, because=because)
+    return done

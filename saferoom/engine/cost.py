@@ -400,8 +400,10 @@ class _Analysis:
         on = set(node.on)
         left_unique, right_unique = left.unique_on(on), right.unique_on(on)
         keeps_left, keeps_right = node.how in ("left", "full"), node.how in ("right", "full")
-        if left_unique and right_unique:
-            rows = min(left.rows, right.rows) if node.how == "inner" else left.rows + right.rows
+        if left_unique and right_unique:  # each row matches at most one: the kept side's rows, or both for a full
+            rows = {"inner": min(left.rows, right.rows), "left": left.rows, "right": right.rows}.get(
+                node.how, left.rows + right.rows
+            )
         elif right_unique:
             rows = left.rows + (right.rows if keeps_right else 0)
         elif left_unique:
@@ -496,8 +498,11 @@ def _on_spark(node: Node, manifest: Manifest) -> bool:
 
 def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: WorkerCaps) -> list[RunCost]:
     """Admit every engine run a job's protected outputs lead to (``disclosure.rounds.release_all``): the rounds of
-    exact DP statistics (``release_noisy``), then the outputs, their subset checks and cell lists. Returns the
+    exact DP statistics (``release_noisy``), then the outputs, their subset checks, cell lists and the
+    differencing check's member counts. Returns the
     runs' worst cases; raises LimitExceeded before any work if one of them may not fit ``caps``."""
+    from saferoom.disclosure import differencing  # disclosure builds on the engine: imported when used
+
     owner: dict[str, str] = {}
     noisy: dict[str, NoisyAggregate] = {}
     for name, p in protected.items():
@@ -557,5 +562,7 @@ def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: Work
             roots[label], names[label] = check.plan, name
         if p.table is not None:
             roots[f"cells:{name}"], names[f"cells:{name}"] = p.table.cells, name
+    for label, node in differencing.plans(protected).items():  # the member counts compared across outputs
+        roots[label], names[label] = node, "differencing"
     run(roots, names)
     return runs

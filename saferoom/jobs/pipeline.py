@@ -70,8 +70,8 @@ class ReleasedOutput:
     table: pa.Table | None
     value: plan.Scalar
     report: dict[str, Any]
-    # The output checker's view (JSON): the full automatic report with its counts and flags; never shown to
-    # the researcher. Filled in by the release rules that compute it.
+    # The output checker's view (JSON, ``disclosure.release``): the full automatic report with its counts and
+    # flags; never shown to the researcher.
     check: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] = ()  # the datasets the output's plan reads (public facts: whether it is held)
 
@@ -271,7 +271,9 @@ class Pipeline:
                         result = released[name]
                     report = result.report.to_data()
                     read = tuple(sorted({n.dataset for n in plan.walk(plans[name]) if isinstance(n, plan.Scan)}))
-                    outputs.append(ReleasedOutput(name, report["kind"], result.table, None, report, datasets=read))
+                    outputs.append(
+                        ReleasedOutput(name, report["kind"], result.table, None, report, result.check, datasets=read)
+                    )
                 else:
                     report = disclosure.value_report(name).to_data()
                     outputs.append(ReleasedOutput(name, "value", None, values[name], report))

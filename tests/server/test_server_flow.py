@@ -63,13 +63,13 @@ def test_small_cells_are_suppressed_with_their_keys(client: Client) -> None:
     result = client.get_result(job.id)
     by_person = result.output("by_person")
     assert by_person.table is not None and by_person.table.num_rows == 0
-    assert by_person.report["suppressed_cells"] > 1000
     fine = result.output("fine")
-    assert fine.report["suppressed_cells"] > 0
     assert fine.table is not None
+    assert 0 < fine.table.num_rows < 1000  # of the 6 x 97 x 2 district, age and sex cells: many suppressed
     assert min(fine.table.column("n").to_pylist(), default=10) >= 10
     coarse = result.output("coarse")
-    assert coarse.report["suppressed_cells"] == 0
+    for output in (by_person, fine, coarse):  # the researcher's report has no count of them (exact data)
+        assert output.report["suppressed_cells"] == 0
     assert sum(coarse.table.column("n").to_pylist()) == 20_000
 
 
@@ -245,7 +245,9 @@ def test_differencing_through_the_server_is_withheld_by_the_subset_rule(client: 
     assert result.output("everyone").table is not None and result.output("everyone").table.num_rows == 1
     withheld = result.output("all_but_one")
     assert withheld.table is not None and withheld.table.num_rows == 0
-    assert any(r["rule"] == "subset" and "withheld" in r["explanation"] for r in withheld.report["rules"])
+    # The researcher reads which rules ran, not that this one withheld the output (that would be one more bit).
+    assert any(r["rule"] == "subset" for r in withheld.report["rules"])
+    assert not any("withheld:" in r["explanation"] for r in withheld.report["rules"])
 
 
 def test_jobs_are_served_fairly_between_researchers(
