@@ -72,7 +72,8 @@ def risk_flags(outputs: list[ReleasedOutput]) -> list[list[str]]:
     flags: list[list[str]] = []
     for o in outputs:
         mine: list[str] = []
-        suppressed = int(o.report.get("suppressed_cells", 0) or 0)
+        full = o.check.get("report")  # the checker's counts (the researcher's report has none)
+        suppressed = int((full if isinstance(full, dict) else o.report).get("suppressed_cells", 0) or 0)
         if suppressed:
             mine.append(f"{suppressed} cells suppressed: check differences against other outputs and margins")
         if o.table is not None and o.table.num_columns > WIDE_OUTPUT_COLUMNS:
@@ -84,7 +85,12 @@ def risk_flags(outputs: list[ReleasedOutput]) -> list[list[str]]:
         others = [p.name for p in outputs if p is not o and p.kind != "value" and set(p.datasets) & set(o.datasets)]
         if o.kind != "value" and others:
             mine.append(f"reads the same data as {', '.join(others[:8])}: check their differences")
-        mine += [str(f) for f in o.check.get("flags", []) if isinstance(f, str)]
+        for f in o.check.get("flags", []):  # the release rules' own flags (``disclosure.release``)
+            if isinstance(f, dict) and "flag" in f:
+                details = json.dumps({k: v for k, v in f.items() if k != "flag"}, sort_keys=True, default=str)
+                mine.append(f"{f['flag']}: {details}"[:2000])
+            elif isinstance(f, str):
+                mine.append(f)
         flags.append(mine)
     return flags
 

@@ -41,7 +41,7 @@ ATTACK = {
     "    people = ctx.table('population')\n"
     f"    masked = when(col('person_id') == {TARGET}, col('income')).otherwise(0) + shift\n"
     "    return {'leak': people.group_by('district').agg(n=count(), x=sum(masked)),\n"
-    "            'total': people.agg(n=count())}\n",
+    "            'total': people.agg(n=count()), 'shift': shift}\n",  # the shift: two runs, two results
 }
 
 
@@ -132,7 +132,7 @@ def test_no_way_of_fetching_shows_a_held_value(
     # The checker, and only the checker, sees the outputs (and what the code printed) before anyone else.
     with deployment.client("quinn", srv.port) as quinn:
         held = quinn.get_held(job_id)
-        assert MARKER in held.printed and {o.name for o in held.outputs} == {"leak", "total"}
+        assert MARKER in held.printed and {o.name for o in held.outputs} == {"leak", "total", "shift"}
         leak = next(o for o in held.outputs if o.name == "leak").table
         assert leak is not None
         cells = {r["district"]: r for r in leak.to_pylist()}
