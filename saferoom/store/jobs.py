@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -13,7 +14,7 @@ from saferoom.errors import JobNotFound
 from saferoom.store.budgets import Budget, Charge, Cost, charge_budgets
 from saferoom.store.database import Database
 
-__all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult"]
+__all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult", "result_hash"]
 
 _FINAL = ("succeeded", "failed", "cancelled")
 
@@ -58,6 +59,17 @@ class StoredResult:
     outputs: list[StoredOutput]
 
 
+def result_hash(outputs: list[StoredOutput]) -> str:
+    """SHA-256 of everything a result releases, in order: what the audit log pins a release to."""
+    digest = hashlib.sha256(b"saferoom-result-v1\n")
+    for o in outputs:
+        payload = o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode()
+        for part in (o.name.encode(), o.kind.encode(), payload, o.report_json.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
 _JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
 
 
@@ -81,24 +93,35 @@ class JobStore:
         """Insert ``job`` and charge ``costs`` to its owner's privacy budgets in one transaction: both happen or,
         when a budget cannot pay (``BudgetExhausted``), neither. If the owner already used the job's
         ``request_id``, that earlier job is returned instead and nothing is charged (it was, the first time)."""
-        placeholders = ", ".join("?" for _ in fields(JobRecord))
         with self._db.transaction() as conn:
-            if job.request_id is not None:
-                row = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
-                ).fetchone()
-                if row is not None:
-                    return _job(row), []
-            conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
-            charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
+            return self.insert_charged_job_in(conn, job, costs)
+
+    @staticmethod
+    def insert_charged_job_in(
+        conn: sqlite3.Connection, job: JobRecord, costs: Sequence[Cost]
+    ) -> tuple[JobRecord, list[tuple[Charge, Budget]]]:
+        """``insert_charged_job`` inside the caller's transaction."""
+        placeholders = ", ".join("?" for _ in fields(JobRecord))
+        if job.request_id is not None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
+            ).fetchone()
+            if row is not None:
+                return _job(row), []
+        conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
+        charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
         return job, charges
 
-    def get_job(self, job_id: str) -> JobRecord:
-        with self._db.reading() as conn:
-            row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    @staticmethod
+    def get_job_in(conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id[:64]!r}")
         return _job(row)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._db.reading() as conn:
+            return self.get_job_in(conn, job_id)
 
     def list_jobs(self, owner: str | None = None, limit: int = 20, after: str | None = None) -> list[JobRecord]:
         """Newest first; ``after`` is the id of the last job of the previous page."""
@@ -139,10 +162,10 @@ class JobStore:
     ) -> bool:
         """Move the job to ``new_state`` only if it is in one of ``expected``; True if it moved."""
         with self._db.transaction() as conn:
-            return self._update(conn, job_id, new_state, expected, error_code, error_message, now)
+            return self.update_state_in(conn, job_id, new_state, expected, error_code, error_message, now)
 
     @staticmethod
-    def _update(
+    def update_state_in(
         conn: sqlite3.Connection,
         job_id: str,
         new_state: str,
@@ -167,15 +190,27 @@ class JobStore:
         self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float | None = None
     ) -> bool:
         """Store the result and mark the job succeeded, in one transaction (only from running)."""
-        now = time.time() if now is None else now
         with self._db.transaction() as conn:
-            if not self._update(conn, job_id, "succeeded", ["running"], None, None, now):
-                return False
-            conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
-            conn.executemany(
-                "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json) for o in outputs],
-            )
+            return self.finish_with_result_in(conn, job_id, outputs, report, now)
+
+    @classmethod
+    def finish_with_result_in(
+        cls,
+        conn: sqlite3.Connection,
+        job_id: str,
+        outputs: list[StoredOutput],
+        report: dict[str, Any],
+        now: float | None = None,
+    ) -> bool:
+        """``finish_with_result`` inside the caller's transaction."""
+        now = time.time() if now is None else now
+        if not cls.update_state_in(conn, job_id, "succeeded", ["running"], None, None, now):
+            return False
+        conn.execute("INSERT INTO results VALUES (?, ?, ?)", (job_id, json.dumps(report), now))
+        conn.executemany(
+            "INSERT INTO result_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(job_id, o.name, o.kind, o.position, o.arrow_ipc, o.value_json, o.report_json) for o in outputs],
+        )
         return True
 
     def get_result(self, job_id: str) -> StoredResult:
