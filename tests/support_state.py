@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ REJECTED = package("truth-rejected", COUNT.replace("n=count()", "m=count()"), "p
 class States:
     stopped: Path
     crashed: Path
+    before_jobs_db: Path  # a copy of saferoom.db from before the jobs ran (and charged)
     dp_job: str
     exact_job: str
 
@@ -62,8 +64,13 @@ def populate(root: Path, catalog_dir: Path, deployment: Deployment) -> States:
             rejected, _ = alice.submit_package(REJECTED)
             olga.reject_package(rejected.hash, "not needed")
             olga.set_budget("alice", "population", 2.0, 1e-6)
-            with sqlite3.connect(state / "saferoom.db") as conn:  # what is older than this is in the main file
+            with (
+                closing(sqlite3.connect(state / "saferoom.db")) as conn,
+                conn,
+            ):  # what is older than this is in the main file
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            before_jobs_db = root / "before-jobs.db"
+            shutil.copyfile(state / "saferoom.db", before_jobs_db)
             dp_job = alice.wait(alice.run_job(hashes[0]).id, timeout=120)
             exact_job = alice.wait(alice.run_job(hashes[1]).id, timeout=120)
             assert dp_job.state == exact_job.state == "succeeded", (dp_job.error_message, exact_job.error_message)
@@ -72,7 +79,7 @@ def populate(root: Path, catalog_dir: Path, deployment: Deployment) -> States:
     finally:
         srv.stop(1.0)
     stopped = copy_state(state, root / "stopped")
-    return States(stopped, crashed, dp_job.id, exact_job.id)
+    return States(stopped, crashed, before_jobs_db, dp_job.id, exact_job.id)
 
 
 def refusal(state: Path, catalog_dir: Path, deployment: Deployment) -> str:
@@ -92,6 +99,6 @@ def frame_ends(log: Path) -> list[int]:
 
 def execute(state: Path, sql: str, args: tuple[object, ...] = ()) -> int:
     """Edit a stopped server's database behind its back; the number of rows changed."""
-    with sqlite3.connect(state / "saferoom.db") as conn:
+    with closing(sqlite3.connect(state / "saferoom.db")) as conn, conn:
         changed = conn.execute(sql, args).rowcount
     return changed

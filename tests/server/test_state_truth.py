@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -51,7 +52,7 @@ def test_a_record_appended_before_a_crash_is_not_appended_again(tmp_path: Path) 
     last = log.last_seq  # with the closing checkpoint
     db.close()
     # The crash between appending and settling: the row is still in the outbox, the head is the older one.
-    with sqlite3.connect(tmp_path / "saferoom.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "saferoom.db")) as conn, conn:
         conn.execute(
             "INSERT INTO audit_outbox (event, actor, role, objects_json, summary_json) VALUES (?, ?, ?, ?, ?)",
             ("budget_set", "olga", "operator", '{"identity":"alice"}', '{"epsilon_total":1.0}'),
@@ -77,7 +78,10 @@ def test_a_record_committed_but_not_appended_is_appended_once_at_start_up(tmp_pa
     log.append(EventType.SERVER_STARTED, "saferoom", "server")
     log.close()
     db.close()
-    with sqlite3.connect(tmp_path / "saferoom.db") as conn:  # committed with its change; the crash came next
+    with (
+        closing(sqlite3.connect(tmp_path / "saferoom.db")) as conn,
+        conn,
+    ):  # committed with its change; the crash came next
         conn.execute(
             "INSERT INTO audit_outbox (event, actor, role, objects_json, summary_json) VALUES (?, ?, ?, ?, ?)",
             ("budget_set", "olga", "operator", '{"identity":"alice"}', '{"epsilon_total":1.0}'),
@@ -211,7 +215,7 @@ def test_rows_removed_or_changed_behind_the_servers_back_are_refused(
     sql: str, fragments: tuple[str, ...], states: States, tmp_path: Path, dp_catalog_dir: Path, deployment: Deployment
 ) -> None:
     state = _damaged(states, tmp_path)
-    with sqlite3.connect(state / "saferoom.db") as conn:
+    with closing(sqlite3.connect(state / "saferoom.db")) as conn, conn:
         conn.execute("PRAGMA foreign_keys=OFF")
         assert conn.execute(sql).rowcount >= 1
     _refused_both_ways(state, dp_catalog_dir, deployment, *fragments)
@@ -305,7 +309,10 @@ def test_a_result_that_no_longer_matches_its_release_record_is_not_served(
     try:
         with deployment.client("alice", port) as alice:
             assert alice.get_result(states.exact_job).output("n").table is not None
-            with sqlite3.connect(state / "saferoom.db", timeout=30) as conn:  # the live file, behind its back
+            with (
+                closing(sqlite3.connect(state / "saferoom.db", timeout=30)) as conn,
+                conn,
+            ):  # the live file, behind its back
                 blob = conn.execute(
                     "SELECT arrow_ipc FROM result_outputs WHERE job_id = ?", (states.exact_job,)
                 ).fetchone()[0]
@@ -330,7 +337,7 @@ def test_data_loss_is_the_status_of_a_damaged_result(
 
     state = copy_state(states.stopped, tmp_path / "state")
     execute(state, 'UPDATE results SET report_json = \'{"result_hash": "00"}\' WHERE job_id = ?', (states.dp_job,))
-    with sqlite3.connect(state / "saferoom.db") as conn:
+    with closing(sqlite3.connect(state / "saferoom.db")) as conn, conn:
         assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 2
     # Start-up refuses it already; the check at serving time is for damage that comes while running.
     assert "does not match its result_released" in refusal(state, dp_catalog_dir, deployment)
