@@ -74,7 +74,7 @@ def test_every_acknowledged_change_has_its_records_after_any_kill_9(
     for round_ in range(ROUNDS):
         stop = threading.Event()
 
-        def load(kind: str, port: int = port) -> None:
+        def load(kind: str, port: int = port, stop: threading.Event = stop) -> None:
             try:
                 with deployment.client("olga" if kind != "jobs" else "alice", port, timeout=10) as c:
                     while not stop.is_set():
