@@ -120,6 +120,5 @@ def test_every_acknowledged_change_has_its_records_after_any_kill_9(
         assert proc.wait(timeout=90) == 0
     assert check_state_dir(state) == []
     assert sum(len(v) for v in acknowledged.values()) > ROUNDS  # the load really ran
-    print(
-        f"{ROUNDS} kills in {time.monotonic() - started:.0f} s; acknowledged: { {k: len(v) for k, v in acknowledged.items()} }"
-    )
+    counts = {k: len(v) for k, v in acknowledged.items()}
+    print(f"{ROUNDS} kills in {time.monotonic() - started:.0f} s; acknowledged: {counts}")
