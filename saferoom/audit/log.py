@@ -436,11 +436,13 @@ class AuditLog:
     def _settle(self, extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Delete what is in the log (fsynced) from the outbox and record the head, in one transaction.
 
-        A failure here loses nothing (the records are in the log; start-up matches them to the outbox).
+        A failure here loses nothing (the records are in the log; start-up matches them to the outbox), so it
+        is committed without waiting for the disk, unless it stores a checkpoint (``extra``).
         """
         upto, seq, head = self._synced_id, self._last_seq, self._head
         try:
-            with self._db.transaction() as conn:
+            # Not fsynced: if a power cut loses it, the rows are still in the outbox and start-up matches them.
+            with self._db.transaction(durable=extra is not None) as conn:
                 conn.execute("DELETE FROM audit_outbox WHERE id <= ?", (upto,))
                 conn.execute("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (seq, head))
                 if extra is not None:

@@ -419,9 +419,10 @@ class JobService:
         try:
             if self._audit.pending and self._persist(self._flushed) is None:
                 return  # the job's own records wait in the outbox: it does not start before they are appended
-            start = self._persist(lambda: self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]))
-            if cancel.is_set() or not start:
+            if cancel.is_set():  # cancelled while queued (cancel() moved it already)
                 return
+            if not self._persist(lambda: self._transition(job_id, JobState.RUNNING, [JobState.QUEUED])):
+                return  # a cancel set after this point reaches the pipeline, which ends the job as cancelled
             job = self._store.get_job(job_id)
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now

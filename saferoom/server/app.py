@@ -86,7 +86,10 @@ class SaferoomServer:
         self.jobs.close()
         self.pipeline.close()
         done.wait(grace)
-        self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
+        try:
+            self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
+        except SaferoomError as exc:  # a full disk: stop anyway; what is committed waits in the outbox
+            _log.error("server_stopped could not be recorded: %s", exc.message)
         self.audit.close()  # seals the log with a final checkpoint
         self.database.close()
         _log.info("server stopped")

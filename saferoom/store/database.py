@@ -272,12 +272,19 @@ class Database:
         return self._conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locking) transaction, committed on success and rolled back on error."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction, committed on success and rolled back on error.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL``: a power cut may lose it,
+        a crash of the process does not); the next durable commit makes it durable too. Only for bookkeeping that
+        can be redone (the audit outbox's settling).
+        """
         with self._lock:
             self._held.depth = getattr(self._held, "depth", 0) + 1
             try:
                 conn = self.connection
+                if not durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
@@ -296,6 +303,8 @@ class Database:
                     raise
             finally:
                 self._held.depth -= 1
+                if not durable and self._conn is not None:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
