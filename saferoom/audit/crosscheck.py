@@ -79,11 +79,12 @@ def _job_of(record: AuditRecord) -> str:
 def _jobs(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], problems: list[str]) -> None:
     jobs = {r["id"]: r["state"] for r in conn.execute("SELECT id, state FROM jobs")}
     queued = {_job_of(r): r for r in by_event[EventType.JOB_QUEUED]}
+    ended = {event: {_job_of(r) for r in by_event[event]} for event in _FINAL_EVENT.values()}
     for job_id, state in sorted(jobs.items()):
         if job_id not in queued:
             problems.append(f"job {job_id} ({state}) is in the database but has no job_queued record in the log")
         event = _FINAL_EVENT.get(state)
-        if event is not None and not any(_job_of(r) == job_id for r in by_event[event]):
+        if event is not None and job_id not in ended[event]:
             problems.append(f"job {job_id} is {state} in the database but the log has no {event.value} record of it")
     for job_id, record in sorted(queued.items()):
         if job_id not in jobs:
