@@ -77,9 +77,17 @@ def _job_of(record: AuditRecord) -> str:
 
 
 def _jobs(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], problems: list[str]) -> None:
-    jobs = {r["id"]: r["state"] for r in conn.execute("SELECT id, state FROM jobs")}
+    rows = conn.execute("SELECT id, state, package_hash, params_json, datasets_json FROM jobs").fetchall()
+    jobs = {r["id"]: r["state"] for r in rows}
     queued = {_job_of(r): r for r in by_event[EventType.JOB_QUEUED]}
     ended = {event: {_job_of(r) for r in by_event[event]} for event in _FINAL_EVENT.values()}
+    for row in rows:  # what runs is what was recorded: package, parameters, datasets
+        record = queued.get(row["id"])
+        if record is not None and not _same_run(row, record):
+            problems.append(
+                f"job {row['id']} runs another package, parameters or datasets than its job_queued record "
+                f"{record.seq} says"
+            )
     for job_id, state in sorted(jobs.items()):
         if job_id not in queued:
             problems.append(f"job {job_id} ({state}) is in the database but has no job_queued record in the log")
@@ -91,6 +99,18 @@ def _jobs(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], prob
             problems.append(
                 f"record {record.seq} (job_queued) names job {job_id}, which is not in the database (lost or deleted)"
             )
+
+
+def _same_run(row: sqlite3.Row, record: AuditRecord) -> bool:
+    try:
+        params, datasets = json.loads(row["params_json"]), json.loads(row["datasets_json"])
+    except ValueError:
+        return False
+    return (
+        row["package_hash"] == record.objects.get("package")
+        and params == record.summary.get("params")
+        and datasets == record.objects.get("datasets")
+    )
 
 
 def _charges(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], problems: list[str]) -> None:
@@ -161,19 +181,24 @@ def _budgets(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], p
 
 def _decisions(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], problems: list[str]) -> None:
     rows = collections.Counter(
-        (r["package_hash"], r["kind"]) for r in conn.execute("SELECT package_hash, kind FROM package_decisions")
+        (r["package_hash"], r["kind"], r["actor"])
+        for r in conn.execute("SELECT package_hash, kind, actor FROM package_decisions")
     )
-    logged: collections.Counter[tuple[str, str]] = collections.Counter()
+    logged: collections.Counter[tuple[str, str, str]] = collections.Counter()
     for kind, event in _DECISION_EVENT.items():
         for record in by_event[event]:
-            logged[(str(record.objects.get("package", "")), kind)] += 1
-    for package, kind in sorted(set(rows) | set(logged)):
-        if rows[(package, kind)] != logged[(package, kind)]:
+            logged[(str(record.objects.get("package", "")), kind, record.actor)] += 1
+    for package, kind, actor in sorted(set(rows) | set(logged)):
+        key = (package, kind, actor)
+        if rows[key] != logged[key]:
             problems.append(
-                f"package {package[:16]}... has {rows[(package, kind)]} '{kind}' decisions in the database but "
-                f"{logged[(package, kind)]} package_{kind} records in the log"
+                f"package {package[:16]}... has {rows[key]} '{kind}' decisions by {actor} in the database but "
+                f"{logged[key]} package_{kind} records by {actor} in the log"
             )
     packages = {r[0] for r in conn.execute("SELECT hash FROM packages")}
+    submitted = {str(r.objects.get("package", "")) for r in by_event[EventType.PACKAGE_SUBMITTED]}
+    for package in sorted(packages - submitted):
+        problems.append(f"package {package[:16]}... is in the database but has no package_submitted record")
     for record in by_event[EventType.PACKAGE_SUBMITTED]:
         package = str(record.objects.get("package", ""))
         if package not in packages:

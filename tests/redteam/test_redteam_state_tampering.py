@@ -67,7 +67,9 @@ def test_forging_an_approval_row_is_refused(states: States, tmp_path: Path, dp_c
         )
         == 1
     )
-    _refused(state, dp_catalog_dir, deployment, "'approved' decisions in the database but 1 package_approved")
+    _refused(
+        state, dp_catalog_dir, deployment, "has 2 'approved' decisions by olga in the database but 1 package_approved"
+    )
 
 
 def test_changing_a_released_value_is_refused(states: States, tmp_path: Path, dp_catalog_dir: Path,

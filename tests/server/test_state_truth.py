@@ -205,7 +205,8 @@ def test_damage_to_a_record_before_the_stored_checkpoint_is_reported_at_that_rec
 @pytest.mark.parametrize(
     ("sql", "fragments"),
     [
-        ("DELETE FROM package_decisions WHERE kind = 'rejected'", ("'rejected' decisions", "package_rejected")),
+        ("DELETE FROM package_decisions WHERE kind = 'rejected'", ("'rejected' decisions by olga", "package_rejected")),
+        ("UPDATE jobs SET params_json = '{\"n\": 99}'", ("runs another package, parameters or datasets",)),
         ("DELETE FROM jobs WHERE id NOT IN (SELECT job_id FROM budget_charges)", ("not in the database",)),
         ("DELETE FROM audit_head", ("no audit_head row",)),
         ("UPDATE jobs SET state = 'cancelled' WHERE state = 'succeeded'", ("no job_cancelled record",)),
