@@ -106,7 +106,7 @@ def _same_run(row: sqlite3.Row, record: AuditRecord) -> bool:
         params, datasets = json.loads(row["params_json"]), json.loads(row["datasets_json"])
     except ValueError:
         return False
-    return (
+    return bool(
         row["package_hash"] == record.objects.get("package")
         and params == record.summary.get("params")
         and datasets == record.objects.get("datasets")
