@@ -353,3 +353,20 @@ def test_data_loss_is_the_status_of_a_damaged_result(
             assert failed.value.code() == grpc.StatusCode.DATA_LOSS
     finally:
         srv.stop(1.0)
+
+
+def test_serve_refuses_a_damaged_state_in_one_line_without_a_traceback(
+    states: States, tmp_path: Path, dp_catalog_dir: Path, deployment: Deployment
+) -> None:
+    import subprocess
+    import sys
+
+    state = _damaged(states, tmp_path)
+    execute(state, "DELETE FROM budget_charges")
+    command = [sys.executable, "-m", "saferoom.cli.main", "serve", "--data", str(dp_catalog_dir), "--state",
+               str(state), "--pki", str(deployment.pki), "--listen", "127.0.0.1:0"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "error (state_damaged):" in done.stderr and "has no row in budget_charges" in done.stderr, done.stderr
+    assert "listening" not in done.stdout
