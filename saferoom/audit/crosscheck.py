@@ -26,7 +26,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from saferoom.audit.log import LOG_FILE, PUBLIC_KEY_FILE, AuditFilter, AuditLog, plan_reconcile, read_head, read_outbox
+from saferoom.audit.log import LOG_FILE, PUBLIC_KEY_FILE, AuditFilter, AuditLog
+from saferoom.audit.outbox import plan_reconcile, read_head, read_outbox
 from saferoom.audit.record import AuditRecord, EventType
 from saferoom.audit.verify import Checkpoint, iter_frames, load_public_key, verify_log
 from saferoom.errors import SaferoomError
