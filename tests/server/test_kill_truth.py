@@ -1,6 +1,6 @@
 """kill -9 at random moments under concurrent load (issue 13): after every crash, every acknowledged change has
 its records in the log file, the database holds nothing the log (or the outbox) does not, and the next start
-reconciles the two and serves. ``SAFEROOM_KILL_ROUNDS`` sets how many kills (default 8, about a minute here;
+reconciles the two and serves. ``SAFEROOM_KILL_ROUNDS`` sets how many kills (default 20, 1-2 minutes here;
 ``SAFEROOM_KILL_ROUNDS=40`` for a longer soak) and ``SAFEROOM_KILL_SEED`` the moments."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.support import Deployment
 from tests.support_state import REJECTED
 
 PACKAGES = Path(__file__).resolve().parents[1] / "fixtures" / "packages"
-ROUNDS = int(os.environ.get("SAFEROOM_KILL_ROUNDS", "8"))  # ~7 s a round here (a start is most of it)
+ROUNDS = int(os.environ.get("SAFEROOM_KILL_ROUNDS", "20"))  # 3-6 s a round here (a start is most of it)
 
 
 def start(catalog_dir: Path, state_dir: Path, pki_dir: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
