@@ -38,7 +38,9 @@ Each class carries ``code`` (a stable, machine-readable string kept apart from t
     │       └── EngineUnavailable      UNAVAILABLE         the engine pool or the Spark cluster could not be reached
     ├── BudgetExhausted                RESOURCE_EXHAUSTED  the privacy budget left cannot pay for a run
     ├── Unavailable                    UNAVAILABLE         the server is shutting down or the pool is gone
-    └── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
+    ├── StorageFull                    RESOURCE_EXHAUSTED  the disk holding the state is full: nothing was acknowledged
+    ├── AuditLogDamaged                DATA_LOSS           the audit log failed verification or cannot be written
+    └── StateDamaged                   DATA_LOSS           the state database disagrees with the log or is damaged
 
 Messages are written for the researcher: they name the line of *their* code where relevant and never
 contain host paths, memory addresses or frames of saferoom's own code.
@@ -83,6 +85,8 @@ __all__ = [
     "ReleaseRefused",
     "ReviewConflict",
     "SaferoomError",
+    "StateDamaged",
+    "StorageFull",
     "Unavailable",
     "UserCodeError",
     "WorkerCrashed",
@@ -274,8 +278,22 @@ class Unavailable(SaferoomError):
     status = "UNAVAILABLE"
 
 
+class StorageFull(SaferoomError):
+    """The disk holding the database or the audit log is full: the action was refused (not acknowledged)."""
+
+    code = "storage_full"
+    status = "RESOURCE_EXHAUSTED"
+
+
 class AuditLogDamaged(SaferoomError):
     code = "audit_log_damaged"
+    status = "DATA_LOSS"
+
+
+class StateDamaged(SaferoomError):
+    """The state database is damaged, or disagrees with the audit log (what it holds is not what was recorded)."""
+
+    code = "state_damaged"
     status = "DATA_LOSS"
 
 

@@ -5,22 +5,57 @@ checkpoint kept in SQLite) and refuses to start on any defect: a torn last recor
 shorter than its last checkpoint. Nothing is silently dropped or repaired; ``quarantine_torn_tail`` is the one,
 explicit, recorded way past a torn last record. A checkpoint is written every ``checkpoint_every`` records, on
 request, and at close; each is also kept in SQLite, so truncating the file is caught at the next start.
+
+**One source of truth: the outbox.** Every change and its records are one unit (``AuditLog.commit``): the
+records are inserted into ``audit_outbox`` in the same SQLite transaction as the change, then appended to the
+log and fsynced before ``commit`` returns (so before anything is acknowledged); once they are on disk they are
+deleted from the outbox and ``audit_head`` is set to the log's head, in one more transaction. Appending drains
+the whole outbox in id order, so concurrent commits share one write and one fsync, and the log's order is the
+order in which SQLite committed. A record that describes no change (``append``) is a commit of nothing.
+
+Opening the log then reconciles it with the outbox, idempotently: the log must reach the head SQLite recorded
+(with the same hash), the log's records after that head must be the first records of the outbox (a crash
+between appending them and deleting them from the outbox: they are not appended twice), and the rest of the
+outbox is appended. Anything else (a log cut after the stored head, records the database never committed, a new
+database beside a non-empty log) is refused, naming what is wrong (``StateDamaged``).
+
+**Lock order** (a thread holding one may take only those below it, never one above):
+
+1. ``JobService``'s scheduler condition and ``IdentityEvents``' lock (never held across a store or log call
+   except IdentityEvents' own appends);
+2. ``AuditLog._lock``: the log file, the outbox drain, checkpoints;
+3. ``Database._lock``: the connection and its transaction.
+
+So a transaction never waits for the log: ``commit`` runs its transaction first, releases the database, and only
+then takes the log's lock to drain the outbox, taking the database's again inside for the outbox read, the
+head and the checkpoint row. Draining or checkpointing while this thread holds the database lock (inside a
+transaction) is a programming error and raises at once rather than deadlocking or nesting a transaction.
+
+**Disk full.** A write that fails is cut back to the last whole record (``ftruncate``), so the file never ends
+in a torn record, and the action is refused with ``StorageFull`` (RESOURCE_EXHAUSTED); its change is committed
+with its records in the outbox and takes effect once they are appended (jobs do not start before). While the
+outbox is not empty, every ``commit`` first tries to drain it and refuses before changing anything if it still
+cannot, so nothing is acknowledged that is not recorded; the first commit after space returns drains it.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
+import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from saferoom.audit.outbox import Entry, canonical, plan_reconcile, read_head, read_outbox
 from saferoom.audit.record import (
     GENESIS,
     HEADER,
@@ -32,15 +67,17 @@ from saferoom.audit.record import (
     now_iso,
 )
 from saferoom.audit.verify import Checkpoint, VerifyReport, _Bad, checkpoint_statement, iter_frames, verify_log
-from saferoom.errors import AuditLogDamaged
+from saferoom.errors import AuditLogDamaged, SaferoomError, StateDamaged, StorageFull
 from saferoom.store.database import Database
 
-__all__ = ["AuditFilter", "AuditLog", "quarantine_torn_tail"]
+__all__ = ["AuditFilter", "AuditLog", "Entry", "quarantine_torn_tail"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+_RECENT = 4096  # records kept in memory by outbox id, for callers whose records another thread appended
 
 LOG_FILE, KEY_FILE, PUBLIC_KEY_FILE = "audit.log", "audit.key", "audit.pub"
 _READ_WINDOW = 4 * 2**20
-# (event, actor, role, objects, summary)
-Entry = tuple[EventType, str, str, dict[str, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -108,12 +145,25 @@ class AuditLog:
         self._offsets: list[int] = []  # file offset of record seq = index + 1
         self._last_seq, self._head, self._size, self._since_checkpoint = 0, GENESIS, 0, 0
         self._broken = ""
-        self._open_and_verify()
+        self._released: dict[str, str] = {}  # job id -> result hash of its result_released record
+        self._held: dict[str, str] = {}  # job id -> result hash of its result_held record
+        self._flushed_id = 0  # every outbox row up to this id is in the log
+        self._synced_id = 0  # ... and fsynced
+        self._settled_id = 0  # ... and deleted from the outbox (audit_head set)
+        self._recent: dict[int, AuditRecord] = {}
+        self._pending = False  # the outbox may hold rows that could not be appended yet (a full disk)
+        records = self._open_and_verify()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._reconcile(records)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
 
     # ------------------------------------------------------------------ start-up
 
-    def _open_and_verify(self) -> None:
+    def _open_and_verify(self) -> list[AuditRecord]:
         data = self.path.read_bytes() if self.path.exists() else b""
         stored = self._stored_checkpoint()
         report = verify_log(
@@ -127,13 +177,38 @@ class AuditLog:
             raise AuditLogDamaged(
                 f"the audit log failed verification at record {report.first_bad_seq}: {report.reason}{hint}"
             )
+        records = []
         for frame in iter_frames(data):
             self._offsets.append(frame.offset)
+            records.append(frame.record)
+            self._index(frame.record)
             if frame.record.event == EventType.CHECKPOINT:
                 self._since_checkpoint = 0
             else:
                 self._since_checkpoint += 1
         self._last_seq, self._head, self._size = report.last_seq, report.head, len(data)
+        return records
+
+    def _index(self, record: AuditRecord) -> None:
+        if record.event == EventType.RESULT_RELEASED:
+            self._released[str(record.objects.get("job", ""))] = str(record.summary.get("result_hash", ""))
+        elif record.event == EventType.RESULT_HELD:
+            self._held[str(record.objects.get("job", ""))] = str(record.summary.get("result_hash", ""))
+
+    def _reconcile(self, records: list[AuditRecord]) -> None:
+        """Bring the log up to what SQLite committed: append what the outbox holds that the log does not."""
+        with self._db.reading() as conn:
+            head = read_head(conn)
+            outbox = read_outbox(conn)
+        done, problem = plan_reconcile(records, head, outbox, self._db.created, self._db.path, self.path)
+        if problem:
+            raise StateDamaged(problem)
+        if done:
+            self._flushed_id = self._synced_id = outbox[done - 1].id
+        with self._lock:
+            self._drain(durable=True)
+            if self._settled_id < self._synced_id or (head is not None and head[0] < 0):
+                self._settle()
 
     def _stored_checkpoint(self) -> Checkpoint | None:
         with self._db.reading() as conn:
@@ -166,11 +241,130 @@ class AuditLog:
 
     def append_all(self, entries: list[Entry], durable: bool = True) -> list[AuditRecord]:
         """Append records that belong together with one write and one fsync; on disk when this returns."""
+        return self.commit(lambda conn: None, lambda _: entries, durable)[1]
+
+    def commit(
+        self,
+        change: Callable[[sqlite3.Connection], T],
+        records: Callable[[T], Sequence[Entry]],
+        durable: bool = True,
+    ) -> tuple[T, list[AuditRecord]]:
+        """Run ``change`` in one SQLite transaction together with its audit records, then append them.
+
+        ``records`` gets what ``change`` returned and gives the records that describe it (none: nothing to
+        record). When this returns, the change is committed and its records are in the log (fsynced unless
+        ``durable`` is False: a record that acknowledges nothing to anyone). If they cannot be appended
+        (``StorageFull``), the change stays committed with its records in the outbox and takes effect when they
+        are appended; the caller must not acknowledge it. Returns what ``change`` returned and the records.
+        This is the one way to change state that is audited: a new mutation is one call of it.
+        """
+        self._check_order()
+        if self._pending:  # the last append failed: refuse before changing anything if it still fails
+            with self._lock:
+                self._drain(durable=True)
+        with self._db.transaction() as conn:
+            result = change(conn)
+            ids = [
+                int(
+                    conn.execute(
+                        "INSERT INTO audit_outbox (event, actor, role, objects_json, summary_json)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (event.value, actor, role, canonical(objects), canonical(summary)),
+                    ).lastrowid
+                    or 0
+                )
+                for event, actor, role, objects, summary in records(result)
+            ]
+        if not ids:
+            return result, []
         with self._lock:
-            records = self._write(entries, durable)
-            if self._since_checkpoint >= self._checkpoint_every:
+            if self._flushed_id < ids[-1] or (durable and self._synced_id < ids[-1]):
+                self._drain(durable)
+            written = [self._recent.get(i) for i in ids]
+        return result, [r for r in written if r is not None]
+
+    def flush(self) -> None:
+        """Append (and fsync) whatever the outbox still holds; raises ``StorageFull`` while it cannot."""
+        self._check_order()
+        with self._lock:
+            self._drain(durable=True)
+
+    @property
+    def pending(self) -> bool:
+        """Whether records wait in the outbox because appending them failed."""
+        return self._pending
+
+    def released_hash(self, job_id: str) -> str | None:
+        """The result hash the log's ``result_released`` record of ``job_id`` pins (None: no such record)."""
+        with self._lock:
+            return self._released.get(job_id)
+
+    def held_hash(self, job_id: str) -> str | None:
+        """The result hash the log's ``result_held`` record of ``job_id`` pins (None: no such record)."""
+        with self._lock:
+            return self._held.get(job_id)
+
+    def _check_order(self) -> None:
+        if self._db.held_by_me():
+            raise RuntimeError("lock order: the audit log is appended to only outside a database transaction")
+
+    def _drain(self, durable: bool) -> None:
+        """Append the outbox's rows (under the log's lock), then settle them; raises if they cannot be written."""
+        with self._db.reading() as conn:
+            rows = read_outbox(conn, self._flushed_id)
+        if rows:
+            try:
+                written = self._write([row.entry() for row in rows], durable)
+            except BaseException:
+                self._pending = True
+                raise
+            for row, record in zip(rows, written, strict=True):
+                self._recent[row.id] = record
+            if len(self._recent) > 2 * _RECENT:
+                for key in sorted(self._recent)[: len(self._recent) - _RECENT]:
+                    del self._recent[key]
+            self._flushed_id = rows[-1].id
+            if durable:
+                self._synced_id = self._flushed_id
+        elif durable and self._synced_id < self._flushed_id:
+            self._sync()
+            self._synced_id = self._flushed_id
+        self._pending = False
+        if self._settled_id < self._synced_id:
+            self._settle()
+        if self._since_checkpoint >= self._checkpoint_every:
+            try:
                 self._write_checkpoint()
-        return records
+            except (StorageFull, StateDamaged, AuditLogDamaged) as exc:  # the records are written; retried later
+                _log.error("the automatic audit checkpoint failed: %s", exc.message)
+
+    def _sync(self) -> None:
+        if self._fd is None:
+            raise AuditLogDamaged("the audit log is closed")
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._broken = f"the audit log could not be made durable ({exc}); the server refuses actions"
+            raise AuditLogDamaged(self._broken) from exc
+
+    def _settle(self, extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Delete what is in the log (fsynced) from the outbox and record the head, in one transaction.
+
+        A failure here loses nothing (the records are in the log; start-up matches them to the outbox), so it
+        is committed without waiting for the disk, unless it stores a checkpoint (``extra``).
+        """
+        upto, seq, head = self._synced_id, self._last_seq, self._head
+        try:
+            # Not fsynced: if a power cut loses it, the rows are still in the outbox and start-up matches them.
+            with self._db.transaction(durable=extra is not None) as conn:
+                conn.execute("DELETE FROM audit_outbox WHERE id <= ?", (upto,))
+                conn.execute("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (seq, head))
+                if extra is not None:
+                    extra(conn)
+        except SaferoomError as exc:
+            _log.error("the audit outbox could not be settled (records are in the log): %s", exc.message)
+            return
+        self._settled_id = upto
 
     def _write(self, entries: list[Entry], durable: bool = True) -> list[AuditRecord]:
         if self._fd is None or self._broken:
@@ -188,13 +382,27 @@ class AuditLog:
         data = b"".join(frames)
         try:
             if os.write(self._fd, data) != len(data):
-                raise OSError("short write")
+                raise OSError(errno.ENOSPC, "short write")
             if durable:
                 os.fdatasync(self._fd)  # also makes any earlier non-durable record durable
-        except OSError as exc:  # the file may now end in a partial frame: never write after it
-            self._broken = f"the audit log could not be written ({exc}); the server refuses actions until it is fixed"
-            raise AuditLogDamaged(self._broken) from exc
+        except OSError as exc:  # the file may now end in a partial frame: cut it back to the last whole record
+            try:
+                os.ftruncate(self._fd, self._size)
+                os.fdatasync(self._fd)
+            except OSError as again:
+                self._broken = (
+                    f"the audit log could not be written ({exc}) nor cut back to its last whole record ({again}); "
+                    "the server refuses actions until it is fixed"
+                )
+                raise AuditLogDamaged(self._broken) from exc
+            _log.error("the audit log %s could not be written: %s", self.path, exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StorageFull(
+                    "the disk holding the audit log is full: the action was not acknowledged; try again later"
+                ) from None
+            raise AuditLogDamaged("the audit log could not be written: the action was not acknowledged") from None
         for record, frame_offset in records:
+            self._index(record)
             self._offsets.append(frame_offset)
             checkpoint = record.event == EventType.CHECKPOINT
             self._since_checkpoint = 0 if checkpoint else self._since_checkpoint + 1
@@ -207,15 +415,20 @@ class AuditLog:
         signature = self._key.sign(checkpoint_statement(covers, head))
         summary = {"covers": covers, "head": head, "signature": base64.b64encode(signature).decode()}
         self._write([(EventType.CHECKPOINT, "saferoom", "server", {}, summary)])
-        with self._db.transaction() as conn:
+        self._synced_id = self._flushed_id  # the checkpoint's fsync made every earlier record durable
+
+        def store(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO audit_checkpoints (covers, head, signature, created_at) VALUES (?, ?, ?, ?)",
                 (covers, head, signature, time.time()),
             )
+
+        self._settle(store)
         return Checkpoint(covers, head, signature, self.public_key_raw)
 
     def checkpoint(self) -> Checkpoint:
         """A checkpoint sealing everything written so far (a new one only if records came since the last)."""
+        self._check_order()
         with self._lock:
             stored = self._stored_checkpoint()
             if stored is not None and self._since_checkpoint == 0 and stored.covers == self._last_seq - 1:
@@ -227,8 +440,12 @@ class AuditLog:
         with self._lock:
             if self._fd is None:
                 return
-            if self._since_checkpoint:
-                self._write_checkpoint()
+            try:
+                self._drain(durable=True)
+                if self._since_checkpoint:
+                    self._write_checkpoint()
+            except (StorageFull, AuditLogDamaged, StateDamaged) as exc:  # what is left waits in the outbox
+                _log.error("the audit log was closed without its final checkpoint: %s", exc.message)
             os.close(self._fd)
             self._fd = None
             self._appended.notify_all()

@@ -168,12 +168,16 @@ def verify_log(
     records = checkpoints = decisions = 0
     prev = GENESIS
     anchored = {a.covers: a for a in anchors}
+    previous: Frame | None = None
     try:
         for frame in iter_frames(data):
             record, seq = frame.record, records + 1
             if record.seq != seq:
                 raise _Bad(seq, f"expected record {seq} but found {record.seq}: records were removed or reordered")
             if record.prev != prev:
+                # The record before may be the one changed (its signature was not checked yet): name it if so.
+                if previous is not None and not _signed(previous, public_key):
+                    raise _Bad(seq - 1, f"the signature of record {seq - 1} does not verify: its bytes were changed")
                 raise _Bad(seq, f"record {seq} does not chain to the record before it")
             if seq >= signatures_from or record.event == EventType.CHECKPOINT:
                 try:
@@ -189,12 +193,13 @@ def verify_log(
             anchor = anchored.get(seq)
             if anchor is not None and anchor.head != record.hash:
                 raise _Bad(seq, f"record {seq} differs from the saved checkpoint: the log was rewritten")
-            prev, records = record.hash, seq
+            prev, records, previous = record.hash, seq, frame
         for covers in sorted(anchored):
             if covers > records:
                 raise _Bad(records + 1, f"the log ends at record {records} but a checkpoint covers {covers}: truncated")
     except _Bad as bad:
-        return VerifyReport(False, records, checkpoints, records, prev, bad.seq, bad.reason, decisions)
+        intact = min(records, bad.seq - 1)
+        return VerifyReport(False, intact, checkpoints, intact, prev, bad.seq, bad.reason, decisions)
     return VerifyReport(True, records, checkpoints, records, prev, decisions=decisions)
 
 
@@ -218,6 +223,14 @@ def _check_decision(record: AuditRecord, ca_pem: bytes | None) -> None:
         raise _Bad(record.seq, f"decision {record.seq} was not made by the output checker it names")
     if not verify_decision(decision, key):
         raise _Bad(record.seq, f"the signature of decision {record.seq} does not verify under {name}'s key")
+
+
+def _signed(frame: Frame, public_key: ed25519.Ed25519PublicKey) -> bool:
+    try:
+        public_key.verify(frame.signature, SIGNATURE_PREFIX + frame.body)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _check_checkpoint(record: AuditRecord, prev: str, frame: Frame, public_key: ed25519.Ed25519PublicKey) -> None:

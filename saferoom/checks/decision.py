@@ -14,9 +14,7 @@ auditor re-verifies every decision from a copy of the log alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -24,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from saferoom.errors import InvalidRequest
+from saferoom.store.jobs import result_digest  # one definition of a result's hash
 
 __all__ = [
     "DECISION_WINDOW_SECONDS",
@@ -63,16 +62,6 @@ class SignedDecision:
     decided_at: int
     signature: bytes = field(repr=False)
     certificate_pem: bytes = field(repr=False, default=b"")
-
-
-def result_digest(outputs: Iterable[tuple[str, str, bytes, str]]) -> str:
-    """SHA-256 of everything a result releases, in order: (name, kind, Arrow IPC or JSON value, report JSON)."""
-    digest = hashlib.sha256(b"saferoom-result-v1\n")
-    for name, kind, payload, report_json in outputs:
-        for part in (name.encode(), kind.encode(), payload, report_json.encode()):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-    return digest.hexdigest()
 
 
 def checked_reason(decision: Decision, reason: str) -> str:

@@ -632,6 +632,36 @@ def audit_recover(state_dir: Path) -> None:
         console.print(f"moved {moved[0]} torn bytes (sha256 {moved[1][:16]}) aside; recorded as log_tail_quarantined")
 
 
+# ------------------------------------------------------------------ state
+
+
+@cli.group()
+def state() -> None:
+    """Server administrators: the state database and the audit log, checked against each other."""
+
+
+@state.command("check")
+@click.option(
+    "--state",
+    "--state-dir",
+    "state_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The server's state directory (saferoom.db and audit/).",
+)
+def state_check(state_dir: Path) -> None:
+    """Run the server's start-up checks offline (best with the server stopped); exit 1 naming what is wrong."""
+    from saferoom.audit.crosscheck import check_state_dir
+
+    problems = check_state_dir(state_dir)
+    if problems:
+        click.echo(f"the state in {state_dir} is NOT consistent with its audit log:", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    console.print(f"the state in {state_dir} agrees with its audit log")
+
+
 # ------------------------------------------------------------------ certs
 
 pki_option = click.option(

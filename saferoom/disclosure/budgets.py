@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from saferoom.audit import AuditLog, EventType
+from saferoom.audit.log import Entry
 from saferoom.errors import DatasetNotFound, FailedPrecondition, InvalidRequest, PermissionDenied
 from saferoom.identity import NAME_PATTERN, Identity, Role
 from saferoom.packages import Package
@@ -61,16 +62,17 @@ class BudgetService:
         if researcher == operator.name:
             raise PermissionDenied("an operator may not set their own privacy budget")
 
-        def record(budget: Budget) -> None:  # in the ledger's transaction: no change without its record
+        def records(budget: Budget) -> list[Entry]:  # committed with the change: no change without its record
             objects = {"identity": researcher, "dataset": dataset}
             spent = {
                 "epsilon_spent": epsilon_value(budget.epsilon_spent),
                 "delta_spent": delta_value(budget.delta_spent),
             }
             summary = {**budget_summary(budget), **spent}
-            self._audit.append(EventType.BUDGET_SET, operator.name, operator.role_names, objects, summary)
+            return [(EventType.BUDGET_SET, operator.name, operator.role_names, objects, summary)]
 
-        return self._ledger.set_budget(researcher, dataset, epsilon, delta, operator.name, on_set=record)
+        change = self._ledger.setter(researcher, dataset, epsilon, delta, operator.name)
+        return self._audit.commit(change, records)[0]
 
     def list_budgets(self, caller: Identity, researcher: str | None = None, dataset: str | None = None) -> list[Budget]:
         """Budgets ``caller`` may see: a researcher only their own (asking for anyone else's is refused);

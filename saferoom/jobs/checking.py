@@ -17,6 +17,7 @@ signed payload, the signature and the certificate, re-verified offline), then ``
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,12 +34,22 @@ from saferoom.checks import (
     checked_reason,
     verify_decision,
 )
-from saferoom.errors import AuthenticationFailed, CheckConflict, InvalidRequest, JobNotFound, PermissionDenied
+from saferoom.errors import (
+    AuthenticationFailed,
+    CheckConflict,
+    InvalidRequest,
+    JobNotFound,
+    PermissionDenied,
+    StateDamaged,
+)
 from saferoom.identity import Identity, Role, TrustStore
 from saferoom.jobs.pipeline import JobOutcome, ReleasedOutput
 from saferoom.jobs.state import JobState
 from saferoom.packages import Package, PackageService
 from saferoom.store import CheckStore, DecisionRow, HeldRecord, JobRecord, JobStore, StoredOutput, StoredResult
+from saferoom.store.jobs import result_hash
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["CheckService", "HeldView", "next_state", "risk_flags"]
 
@@ -140,8 +151,6 @@ class CheckService:
         """Store the result held (job -> AWAITING_CHECK) and record it; False if the job was no longer running."""
         flags = risk_flags(outcome.outputs)
         checks = [{"output": o.name, "check": o.check, "flags": f} for o, f in zip(outcome.outputs, flags, strict=True)]
-        if not self._store.hold(job.id, outputs, report, report["result_hash"], required, checks):
-            return False
         # What was held, never how many rows: a count of exact data nobody has been cleared to receive yet.
         summary = {
             "result_hash": released_summary["result_hash"],
@@ -150,13 +159,16 @@ class CheckService:
             "checkers_required": required,
         }
         finished = {"owner": job.owner, "outputs": len(outputs), "state": JobState.AWAITING_CHECK.value}
-        self._audit.append_all(  # one write, one fsync, before anyone can see the job held
-            [
+        held, _ = self._audit.commit(  # one transaction with its records, in the log before anyone sees it held
+            lambda conn: self._store.hold_in(conn, job.id, outputs, report, report["result_hash"], required, checks),
+            lambda held: [
                 (EventType.RESULT_HELD, "saferoom", "server", _objects(job), summary),
                 (EventType.JOB_FINISHED, "saferoom", "server", _objects(job), finished),
             ]
+            if held
+            else [],
         )
-        return True
+        return held
 
     # ----------------------------------------------------------------- checkers
 
@@ -192,7 +204,16 @@ class CheckService:
         except JobNotFound:
             raise CheckConflict(f"job {job_id} is {job.state}: it holds no result for checking") from None
         package, submitters = self._conflict(job, caller)
-        return HeldView(job, held, self._jobs.get_result(job_id), package, submitters)
+        result = self._jobs.get_result(job_id)
+        actual = result_hash(result.outputs)
+        if self._audit.held_hash(job_id) != actual or held.result_hash != actual:
+            # What the checker would review is not what the log recorded as held: never shown, never signed.
+            _log.error("job %s: the held result (hash %s) does not match its result_held record: NOT shown", job_id,
+                       actual)  # fmt: skip
+            raise StateDamaged(
+                f"the held result of job {job_id} does not match what the audit log recorded; it is not shown"
+            )
+        return HeldView(job, held, result, package, submitters)
 
     def decide(
         self,
@@ -234,30 +255,37 @@ class CheckService:
             job_id, caller.name, decision.value, reason, held.result_hash, int(decided_at), signature,
             caller.certificate_pem,
         )  # fmt: skip
-        state, decisions = self._store.decide(row, next_state)
         job = self._jobs.get_job(job_id)
-        approvals = [d.checker for d in decisions if d.decision == Decision.APPROVE.value]
-        summary = {
-            "decision": decision.value,
-            "reason": reason,
-            "result_hash": held.result_hash,
-            "checker": caller.name,
-            "decided_at": int(decided_at),
-            "signature": signature.hex(),
-            "certificate": caller.certificate_pem.decode("ascii"),
-            "approvals": len(approvals),
-            "checkers_required": held.checkers_required,
-            "state": state,
-        }
-        entries: list[Entry] = [(EventType.RESULT_CHECKED, caller.name, caller.role_names, _objects(job), summary)]
-        if state == JobState.SUCCEEDED.value:
-            released = {"result_hash": held.result_hash, "released_by": approvals}
-            entries.append((EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), released))
-        if state != JobState.AWAITING_CHECK.value:
-            ended = {"owner": job.owner, "state": state, "code": job.error_code or "", "message": job.error_message}
-            entries.append((EventType.JOB_FINISHED, "saferoom", "server", _objects(job), ended))
-        self._audit.append_all(entries)  # durable before the checker (or the researcher) hears of it
-        return job, self._store.get(job_id)
+
+        def records(decided: tuple[str, list[DecisionRow]]) -> list[Entry]:
+            state, decisions = decided
+            approvals = [d.checker for d in decisions if d.decision == Decision.APPROVE.value]
+            summary = {
+                "decision": decision.value,
+                "reason": reason,
+                "result_hash": held.result_hash,
+                "checker": caller.name,
+                "decided_at": int(decided_at),
+                "signature": signature.hex(),
+                "certificate": caller.certificate_pem.decode("ascii"),
+                "approvals": len(approvals),
+                "checkers_required": held.checkers_required,
+                "state": state,
+            }
+            entries: list[Entry] = [(EventType.RESULT_CHECKED, caller.name, caller.role_names, _objects(job), summary)]
+            if state == JobState.SUCCEEDED.value:
+                released = {"result_hash": held.result_hash, "released_by": approvals}
+                entries.append((EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), released))
+            if state != JobState.AWAITING_CHECK.value:
+                effect = next_state(decisions, held.checkers_required)
+                code, message = (effect[1] or "", effect[2]) if effect is not None else ("", None)
+                ended = {"owner": job.owner, "state": state, "code": code, "message": message}
+                entries.append((EventType.JOB_FINISHED, "saferoom", "server", _objects(job), ended))
+            return entries
+
+        # The decision, the job's new state and their records: one transaction, in the log before anyone hears.
+        self._audit.commit(lambda conn: self._store.decide_in(conn, row, next_state), records)
+        return self._jobs.get_job(job_id), self._store.get(job_id)
 
 
 def next_state(decisions: list[DecisionRow], required: int) -> tuple[str, str | None, str | None] | None:

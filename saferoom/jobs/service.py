@@ -16,19 +16,20 @@ import json
 import logging
 import math
 import re
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.log import Entry
-from saferoom.checks import result_digest
 from saferoom.disclosure.budgets import BudgetService, budget_summary
 from saferoom.errors import (
+    AuditLogDamaged,
     EngineError,
     InvalidRequest,
     JobCancelled,
@@ -37,6 +38,8 @@ from saferoom.errors import (
     JobNotFound,
     LimitExceeded,
     SaferoomError,
+    StateDamaged,
+    StorageFull,
     Unavailable,
 )
 from saferoom.identity import Identity, Role
@@ -48,11 +51,13 @@ from saferoom.jobs.state import SETTLED_STATES, JobState
 from saferoom.packages import PackageService
 from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
 from saferoom.store.budgets import delta_value, epsilon_value
+from saferoom.store.jobs import result_hash
 
 __all__ = ["JobService"]
 
 _log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+T = TypeVar("T")
 _INTERRUPTED = "the server stopped while this job was running; run it again"
 
 
@@ -73,15 +78,6 @@ def _objects(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def _result_hash(outputs: list[StoredOutput]) -> str:
-    """SHA-256 of everything a result releases, in order: what the audit log pins a release to (and what an
-    output checker's decision is bound to)."""
-    return result_digest(
-        (o.name, o.kind, o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode(), o.report_json)
-        for o in outputs
-    )
-
-
 def _spent(charges: list[Charge]) -> dict[str, dict[str, float]]:
     return {c.dataset: {"epsilon": epsilon_value(c.epsilon), "delta": delta_value(c.delta)} for c in charges}
 
@@ -93,7 +89,7 @@ def _charge_entry(job: JobRecord, charge: Charge, after: Budget) -> Entry:
     return (EventType.BUDGET_CHARGED, "saferoom", "server", objects, summary)
 
 
-def _release_summary(outcome: JobOutcome, result_hash: str, charges: list[Charge]) -> dict[str, Any]:
+def _release_summary(outcome: JobOutcome, digest: str, charges: list[Charge]) -> dict[str, Any]:
     """What was released, for the audit log: only what the researcher receives anyway (rows, the hash, the
     budget), never values nor counts of what was withheld (an exact count of the data: issue 11)."""
     outputs = [
@@ -101,7 +97,7 @@ def _release_summary(outcome: JobOutcome, result_hash: str, charges: list[Charge
         for o in outcome.outputs
     ]
     return {
-        "result_hash": result_hash,
+        "result_hash": digest,
         "outputs": outputs,
         "cells_released": sum(o["rows"] for o in outputs),
         "budget_charged": _spent(charges),
@@ -226,11 +222,31 @@ class JobService:
             updated_at=now,
             request_id=request_id or None,
         )
+
+        def records(inserted: tuple[JobRecord, list[tuple[Charge, Budget]]]) -> list[Entry]:
+            stored, charges = inserted
+            if stored.id != job.id:  # a retry: recorded the first time
+                return []
+            queued: Entry = (
+                EventType.JOB_QUEUED,
+                caller.name,
+                caller.role_names,
+                _objects(job),
+                {"params": checked, "request_id": request_id},
+            )
+            return [queued, *(_charge_entry(job, c, after) for c, after in charges)]
+
         try:
-            stored, charges = self._store.insert_charged_job(job, costs)
+            # The job, its charges and their records are one unit, appended to the log before the answer.
+            (stored, _), _ = self._audit.commit(
+                lambda conn: self._store.insert_charged_job_in(conn, job, costs), records
+            )
         except BaseException:
-            with self._changed:
-                self._queued -= 1
+            if self._stored(job.id):  # committed, its records wait in the outbox: it runs once they are appended
+                self._schedule(job.id, caller.name, counted=True)
+            else:
+                with self._changed:
+                    self._queued -= 1
             raise
         if stored.id != job.id:  # a retry of a request already accepted: the same job, not a second one
             with self._changed:
@@ -242,29 +258,15 @@ class JobService:
             ):
                 raise InvalidRequest(f"request_id {request_id!r} was already used for a different job")
             return stored
-        try:
-            queued: Entry = (
-                EventType.JOB_QUEUED,
-                caller.name,
-                caller.role_names,
-                _objects(job),
-                {"params": checked, "request_id": request_id},
-            )
-            # One write, one fsync, before the answer: the job and what it was charged are recorded together.
-            self._audit.append_all([queued, *(_charge_entry(job, c, after) for c, after in charges)])
-        except BaseException:  # not acknowledged and not recorded: it must not run either (it stays charged)
-            self._store.update_state(
-                job.id,
-                JobState.FAILED.value,
-                expected=[JobState.QUEUED.value],
-                error_code="audit_log_damaged",
-                error_message="the audit log refused it",
-            )
-            with self._changed:
-                self._queued -= 1
-            raise
         self._schedule(job.id, caller.name, counted=True)
         return job
+
+    def _stored(self, job_id: str) -> bool:
+        try:
+            self._store.get_job(job_id)
+        except (JobNotFound, SaferoomError):
+            return False
+        return True
 
     def cancel(self, job_id: str, caller: Identity) -> JobRecord:
         """Cancel a queued or running job; a finished job is returned unchanged."""
@@ -330,9 +332,30 @@ class JobService:
         if job.state != JobState.SUCCEEDED.value:
             raise JobFailed(f"job {job_id} {job.state}: {job.error_message or 'no result'}")
         result = self._store.get_result(job_id)
+        self._check_integrity(job, result)
         summary = {"result_hash": result.report.get("result_hash", ""), "owner": job.owner}
         self._audit.append(EventType.RESULT_DOWNLOADED, caller.name, caller.role_names, _objects(job), summary)
         return result
+
+    def _check_integrity(self, job: JobRecord, result: StoredResult) -> None:
+        """Serve a result only if what is stored is what its ``result_released`` record pins."""
+        pinned = self._audit.released_hash(job.id)
+        if pinned is None and self._audit.pending:
+            raise StorageFull("this result is not recorded in the audit log yet (the disk is full); try again later")
+        actual = result_hash(result.outputs)
+        if pinned is None or pinned != actual or result.report.get("result_hash") != actual:
+            _log.error(
+                "job %s: the stored result (hash %s, report says %s) does not match its result_released record "
+                "(%s): NOT served; the state database is damaged, restore it from a backup",
+                job.id,
+                actual,
+                result.report.get("result_hash"),
+                pinned,
+            )
+            raise StateDamaged(
+                f"the stored result of job {job.id} does not match what the audit log recorded as released; it is "
+                "not served (an operator has been told)"
+            )
 
     # ----------------------------------------------------------------- execution
 
@@ -391,18 +414,46 @@ class JobService:
             job_id, owner = taken
             try:
                 self._execute(job_id)
+            except Exception:  # never let a job thread die: the job stays where recovery finds it
+                _log.exception("job %s could not be recorded; it is recovered at the next start", job_id)
             finally:
                 with self._changed:
                     self._slots.end(owner)
                     self._changed.notify_all()
+
+    def _persist(self, action: Callable[[], T]) -> T | None:
+        """Run a recorded state change of a running job until it is committed and its records are in the log.
+
+        While the disk is full it waits and tries again (the change is compare-and-set, so a retry of one that was
+        committed changes nothing, and the outbox append is retried); None if the server stops first, leaving
+        the job where start-up recovery finds it.
+        """
+        delay = 0.1
+        while True:
+            try:
+                result = action()
+                if self._audit.pending:
+                    self._audit.flush()
+                return result
+            except (StorageFull, Unavailable, AuditLogDamaged) as exc:
+                if self._closed:
+                    return None
+                _log.warning("a job's state change cannot be recorded yet (%s); retrying", exc.message)
+            with self._changed:
+                self._changed.wait(delay)
+            delay = min(2.0, delay * 2)
 
     def _execute(self, job_id: str) -> None:
         with self._changed:
             cancel = self._cancels[job_id]
         engine_held: list[str] = []
         try:
-            if cancel.is_set() or not self._transition(job_id, JobState.RUNNING, [JobState.QUEUED]):
+            if self._audit.pending and self._persist(self._flushed) is None:
+                return  # the job's own records wait in the outbox: it does not start before they are appended
+            if cancel.is_set():  # cancelled while queued (cancel() moved it already)
                 return
+            if not self._persist(lambda: self._transition(job_id, JobState.RUNNING, [JobState.QUEUED])):
+                return  # a cancel set after this point reaches the pipeline, which ends the job as cancelled
             job = self._store.get_job(job_id)
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
@@ -426,36 +477,43 @@ class JobService:
                 raise
             self._wait_out(deadline, started, cancel, engine_held)
             outputs = self._stored_outputs(outcome)
-            result_hash = _result_hash(outputs)
-            report = {"printed": outcome.printed, "result_hash": result_hash}
+            digest = result_hash(outputs)
+            report = {"printed": outcome.printed, "result_hash": digest}
+            summary = _release_summary(outcome, digest, self._budgets.charged(job_id))
             checking = self._checking
             if checking is not None and (required := checking.checkers_required(job, outcome)):
                 # Exact personal results: stored, held for output checkers, nothing shown to the researcher.
-                summary = _release_summary(outcome, result_hash, self._budgets.charged(job_id))
-                checking.hold(job, outcome, outputs, report, required, summary)
-            elif self._store.finish_with_result(job_id, outputs, report):
-                released = _release_summary(outcome, result_hash, self._budgets.charged(job_id))
+                self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary))
+            else:
                 finished = {"owner": job.owner, "outputs": len(outputs)}
-                self._audit.append_all(  # one write, one fsync: they describe one moment
-                    [
-                        (EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), released),
+
+                def records(stored: bool) -> list[Entry]:  # one write, one fsync: they describe one moment
+                    if not stored:
+                        return []
+                    return [
+                        (EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), summary),
                         (EventType.JOB_FINISHED, "saferoom", "server", _objects(job), finished),
                     ]
+
+                self._persist(
+                    lambda: self._audit.commit(
+                        lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report), records
+                    )
                 )
             self._notify()
         except JobCancelled as exc:
             if self._closed:  # the server is stopping, not the researcher cancelling
-                self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "interrupted", _INTERRUPTED)
+                self._end(job_id, JobState.FAILED, "interrupted", _INTERRUPTED)
             else:
-                self._transition(job_id, JobState.CANCELLED, [JobState.RUNNING], exc.code, exc.message)
+                self._end(job_id, JobState.CANCELLED, exc.code, exc.message)
         except EngineError as exc:  # its message is fixed; what the engine said may quote data: the log only
             log_engine_failure(job_id, exc)
-            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.fixed_message)
+            self._end(job_id, JobState.FAILED, exc.code, exc.fixed_message)
         except SaferoomError as exc:  # raised before any data was touched: its message is data-independent
-            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], exc.code, exc.message)
+            self._end(job_id, JobState.FAILED, exc.code, exc.message)
         except Exception:  # a bug of ours: record it without host details, keep serving
             _log.exception("job %s failed with an internal error", job_id)
-            self._transition(job_id, JobState.FAILED, [JobState.RUNNING], "internal", "internal error")
+            self._end(job_id, JobState.FAILED, "internal", "internal error")
         finally:
             for owner in engine_held:
                 self._engine_slots.release(owner)
@@ -472,6 +530,14 @@ class JobService:
         if deadline is not None:
             deadline.wait(cancel)
         self._pad(started, cancel)
+
+    def _flushed(self) -> bool:
+        self._audit.flush()
+        return True
+
+    def _end(self, job_id: str, new: JobState, code: str, message: str) -> None:
+        """A running job's final state, recorded (retried while the disk is full)."""
+        self._persist(lambda: self._transition(job_id, new, [JobState.RUNNING], code, message))
 
     def _pad(self, started: float, cancel: threading.Event) -> None:
         """Publish a job's end only at a whole number of release quanta after it started, so that how long the
@@ -510,28 +576,36 @@ class JobService:
         error_message: str | None = None,
         actor: Identity | None = None,
     ) -> bool:
-        """Compare-and-set the job's state; when it moved, record it in the audit log, then wake watchers."""
-        changed = self._store.update_state(
-            job_id,
-            new.value,
-            expected=[s.value for s in expected],
-            error_code=error_code,
-            error_message=error_message,
-        )
-        if changed:
-            job = self._store.get_job(job_id)
+        """Compare-and-set the job's state and record it, as one unit (``AuditLog.commit``); then wake watchers."""
+
+        def change(conn: sqlite3.Connection) -> JobRecord | None:
+            moved = JobStore.update_state_in(
+                conn, job_id, new.value, [s.value for s in expected], error_code, error_message, None
+            )
+            return JobStore.get_job_in(conn, job_id) if moved else None
+
+        requested_by = ""
+        if new is JobState.CANCELLED:  # read before the transaction: the lock order puts this lock first
+            with self._changed:
+                requested_by = self._cancelled_by.get(job_id, actor.name if actor else "")
+
+        def records(job: JobRecord | None) -> list[Entry]:
+            if job is None:
+                return []
             summary: dict[str, Any] = {"owner": job.owner}
             if error_code:
                 summary.update(code=error_code, message=(error_message or "")[:500])
             if new is JobState.CANCELLED:
-                with self._changed:
-                    summary["requested_by"] = self._cancelled_by.pop(job_id, actor.name if actor else "")
+                summary["requested_by"] = requested_by
             who, role = (actor.name, actor.role_names) if actor else ("saferoom", "server")
+            return [(_EVENTS[new], who, role, _objects(job), summary)]
+
+        try:
             # A job starting acknowledges nothing to anyone: its record is made durable by the job's next one.
-            durable = new is not JobState.RUNNING
-            self._audit.append(_EVENTS[new], who, role, _objects(job), summary, durable=durable)
-        self._notify()
-        return bool(changed)
+            moved, _ = self._audit.commit(change, records, durable=new is not JobState.RUNNING)
+        finally:
+            self._notify()
+        return moved is not None
 
     def _notify(self) -> None:
         with self._changed:

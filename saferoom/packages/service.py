@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from saferoom.audit import AuditLog, EventType
+from saferoom.audit.log import Entry
 from saferoom.errors import (
     InvalidPackage,
     InvalidParameter,
@@ -208,18 +209,23 @@ class PackageService:
             )
         self._check_code(package)  # compiles every file under the sandbox policy (in a sandbox worker)
         blob = package_to_zip(package)
-        created = self._store.add(package.hash, package.name, package.version, blob, submitter.name)
-        self._record(EventType.PACKAGE_SUBMITTED, submitter, package, {"created": created, "bytes": len(blob)})
+        self._store.write_blob(package.hash, blob)  # content-addressed: a file no row names is harmless
+        created, _ = self._audit.commit(
+            lambda conn: self._store.add_rows_in(
+                conn, package.hash, package.name, package.version, len(blob), submitter.name
+            ),
+            lambda new: [_entry(EventType.PACKAGE_SUBMITTED, submitter, package, {"created": new, "bytes": len(blob)})],
+        )
         return self._view(self._store.get(package.hash)), created
 
-    def _record(self, event: EventType, who: Identity, package: Package, summary: dict[str, Any]) -> None:
-        objects = {
-            "package": package.hash,
-            "name": package.name,
-            "version": package.version,
-            "datasets": list(package.datasets),
-        }
-        self._audit.append(event, who.name, who.role_names, objects, summary)
+    def _decide(
+        self, decision: DecisionRecord, event: EventType, who: Identity, package: Package, summary: dict[str, Any]
+    ) -> None:
+        """Append a review decision and its record, as one unit."""
+        self._audit.commit(
+            lambda conn: self._store.add_decision_in(conn, decision),
+            lambda _: [_entry(event, who, package, summary)],
+        )
 
     def list_packages(self, caller: Identity) -> list[PackageView]:
         """Packages ``caller`` may see: their own submissions, or all of them for operators."""
@@ -277,22 +283,20 @@ class PackageService:
             verify_signature(approval, view.package, self._trust)
         except NotApproved as exc:
             raise InvalidRequest(f"{exc.message}: sign the approval payload of the files you reviewed") from None
-        self._store.add_decision(
-            DecisionRecord(
-                0,
-                package_hash,
-                "approved",
-                operator.name,
-                "",
-                approval.decided_at,
-                not_before,
-                not_after,
-                signature,
-                operator.certificate_pem,
-            )
+        decision = DecisionRecord(
+            0,
+            package_hash,
+            "approved",
+            operator.name,
+            "",
+            approval.decided_at,
+            not_before,
+            not_after,
+            signature,
+            operator.certificate_pem,
         )
         summary = {"not_before": not_before, "not_after": not_after, "signature": signature.hex()}
-        self._record(EventType.PACKAGE_APPROVED, operator, view.package, summary)
+        self._decide(decision, EventType.PACKAGE_APPROVED, operator, view.package, summary)
         return self._view(self._store.get(package_hash))
 
     def reject(self, package_hash: str, operator: Identity, reason: str) -> PackageView:
@@ -300,8 +304,8 @@ class PackageService:
         if view.status is not PackageStatus.PENDING:
             raise ReviewConflict(f"only a pending package can be rejected; {view.package.ref} is {view.status}")
         reason = _reason(reason)
-        self._store.add_decision(DecisionRecord(0, package_hash, "rejected", operator.name, reason, self._clock()))
-        self._record(EventType.PACKAGE_REJECTED, operator, view.package, {"reason": reason})
+        decision = DecisionRecord(0, package_hash, "rejected", operator.name, reason, self._clock())
+        self._decide(decision, EventType.PACKAGE_REJECTED, operator, view.package, {"reason": reason})
         return self._view(self._store.get(package_hash))
 
     def revoke(self, package_hash: str, operator: Identity, reason: str) -> PackageView:
@@ -309,8 +313,8 @@ class PackageService:
         if view.approval is None or view.approval.revoked_by is not None:
             raise ReviewConflict(f"{view.package.ref} has no approval to revoke (it is {view.status})")
         reason = _reason(reason)
-        self._store.add_decision(DecisionRecord(0, package_hash, "revoked", operator.name, reason, self._clock()))
-        self._record(EventType.PACKAGE_REVOKED, operator, view.package, {"reason": reason})
+        decision = DecisionRecord(0, package_hash, "revoked", operator.name, reason, self._clock())
+        self._decide(decision, EventType.PACKAGE_REVOKED, operator, view.package, {"reason": reason})
         return self._view(self._store.get(package_hash))
 
     # ------------------------------------------------------------------ running
@@ -347,6 +351,16 @@ class PackageService:
         except InvalidParameter as exc:
             raise NotApproved(f"parameters outside what was approved for {package.ref}: {exc.message}") from None
         return package, checked, chosen
+
+
+def _entry(event: EventType, who: Identity, package: Package, summary: dict[str, Any]) -> Entry:
+    objects = {
+        "package": package.hash,
+        "name": package.name,
+        "version": package.version,
+        "datasets": list(package.datasets),
+    }
+    return (event, who.name, who.role_names, objects, summary)
 
 
 def _version_key(version: str) -> tuple[int, int, int, int, str]:

@@ -53,9 +53,7 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     return bytes(buffer)
 
 
-def recv_frame(
-    sock: socket.socket, limit: int, deadline: float | None = None
-) -> tuple[dict[str, Any], list[bytes]]:
+def recv_frame(sock: socket.socket, limit: int, deadline: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
     """Receive one frame of at most ``limit`` bytes in all, by ``deadline`` (time.monotonic) if given."""
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     if size > min(limit, MAX_HEADER):

@@ -27,11 +27,12 @@ from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditLog, EventType
+from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
-from saferoom.errors import SaferoomError, Unavailable
+from saferoom.errors import SaferoomError, StateDamaged, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
@@ -89,7 +90,10 @@ class SaferoomServer:
         self.jobs.close()
         self.pipeline.close()
         done.wait(grace)
-        self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
+        try:
+            self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
+        except SaferoomError as exc:  # a full disk: stop anyway; what is committed waits in the outbox
+            _log.error("server_stopped could not be recorded: %s", exc.message)
         self.audit.close()  # seals the log with a final checkpoint
         self.database.close()
         _log.info("server stopped")
@@ -114,11 +118,19 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     # Only the server's own user may enter the state directory: no worker (running as nobody) can read the
     # database, the package store or the audit key even if every other layer failed.
     config.state_dir.chmod(0o700)
-    database = Database.open(config.state_dir / "saferoom.db")
+    database = Database.open(config.state_dir / "saferoom.db")  # refuses a damaged file (PRAGMA quick_check)
     pipeline: Pipeline | None = None
     audit: AuditLog | None = None
     try:
+        # Opening the log verifies it and drains the outbox into it; then the database must hold exactly what
+        # the log recorded, or the server refuses to serve (with what is wrong; `saferoom state check` says the same).
         audit = AuditLog(config.state_dir / "audit", database, config.audit_checkpoint_every)
+        problems = check_server_state(database, audit)
+        if problems:
+            raise StateDamaged(
+                f"the state in {config.state_dir} disagrees with its audit log, so the server does not start: "
+                + "; ".join(problems)
+            )
         audit.append(EventType.LOG_VERIFIED, "saferoom", "server", {}, {"ok": True, "records": audit.last_seq})
         identity_events = IdentityEvents(audit, config.pki_dir)
         identity_events.sync()

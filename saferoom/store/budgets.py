@@ -232,25 +232,37 @@ class BudgetLedger:
         ``on_set`` runs inside the transaction with the new budget (the audit record): if it raises, the budget
         is left as it was.
         """
+        change = self.setter(researcher, dataset, epsilon, delta, set_by, now)
+        with self._db.transaction() as conn:
+            budget = change(conn)
+            if on_set is not None:
+                on_set(budget)
+        return budget
+
+    @staticmethod
+    def setter(
+        researcher: str, dataset: str, epsilon: float, delta: float, set_by: str, now: float | None = None
+    ) -> Callable[[sqlite3.Connection], Budget]:
+        """``set_budget``'s change, checked now, to run inside a transaction (``AuditLog.commit``)."""
         if not 0 <= _finite(epsilon) <= MAX_EPSILON_BUDGET:
             raise InvalidRequest(f"epsilon must be a number in [0, {MAX_EPSILON_BUDGET:g}]")
         if not 0 <= _finite(delta) <= MAX_DELTA_BUDGET:
             raise InvalidRequest(f"delta must be a number in [0, {MAX_DELTA_BUDGET:g}]")
         epsilon_total = epsilon_units(epsilon, round_up=False)
         delta_total = delta_units(delta, round_up=False)
-        now = time.time() if now is None else now
-        with self._db.transaction() as conn:
+        when = time.time() if now is None else now
+
+        def change(conn: sqlite3.Connection) -> Budget:
             conn.execute(
                 "INSERT INTO budgets (researcher, dataset, epsilon_total, delta_total, set_by, set_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (researcher, dataset) DO UPDATE SET"
                 " epsilon_total = excluded.epsilon_total, delta_total = excluded.delta_total,"
                 " set_by = excluded.set_by, set_at = excluded.set_at",
-                (researcher, dataset, epsilon_total, delta_total, set_by, now),
+                (researcher, dataset, epsilon_total, delta_total, set_by, when),
             )
-            budget = _read_budget(conn, researcher, dataset)
-            if on_set is not None:
-                on_set(budget)
-        return budget
+            return _read_budget(conn, researcher, dataset)
+
+        return change
 
     def budget(self, researcher: str, dataset: str) -> Budget:
         """The budget with what was spent of it (a zero budget when none was set)."""

@@ -70,15 +70,29 @@ class CheckStore:
         now: float | None = None,
     ) -> bool:
         """Store the result, mark it held and move the job running -> awaiting_check, in one transaction."""
-        now = time.time() if now is None else now
         with self._db.transaction() as conn:
-            if not JobStore._update(conn, job_id, "awaiting_check", ["running"], None, None, now):
-                return False
-            write_result(conn, job_id, outputs, report, now)
-            conn.execute(
-                "INSERT INTO held_results VALUES (?, ?, ?, ?, ?)",
-                (job_id, result_hash, checkers_required, json.dumps(checks, sort_keys=True), now),
-            )
+            return self.hold_in(conn, job_id, outputs, report, result_hash, checkers_required, checks, now)
+
+    @staticmethod
+    def hold_in(
+        conn: sqlite3.Connection,
+        job_id: str,
+        outputs: list[StoredOutput],
+        report: dict[str, Any],
+        result_hash: str,
+        checkers_required: int,
+        checks: list[dict[str, Any]],
+        now: float | None = None,
+    ) -> bool:
+        """``hold`` inside the caller's transaction (``AuditLog.commit``); False if the job was not running."""
+        now = time.time() if now is None else now
+        if not JobStore.update_state_in(conn, job_id, "awaiting_check", ["running"], None, None, now):
+            return False
+        write_result(conn, job_id, outputs, report, now)
+        conn.execute(
+            "INSERT INTO held_results VALUES (?, ?, ?, ?, ?)",
+            (job_id, result_hash, checkers_required, json.dumps(checks, sort_keys=True), now),
+        )
         return True
 
     @staticmethod
@@ -120,35 +134,41 @@ class CheckStore:
     def decide(self, row: DecisionRow, outcome: Outcome, now: float | None = None) -> tuple[str, list[DecisionRow]]:
         """Record ``row`` and apply its effect on the job in one transaction; returns the job's state after it
         and every decision so far. The job must be awaiting_check and the checker must not have decided."""
-        now = time.time() if now is None else now
         with self._db.transaction() as conn:
-            state = conn.execute("SELECT state FROM jobs WHERE id = ?", (row.job_id,)).fetchone()
-            held = self._held(conn, row.job_id)
-            if state is None or held is None:
-                raise JobNotFound(f"no held result for job {row.job_id[:64]!r}")
-            if state[0] != "awaiting_check":
-                raise CheckConflict(f"job {row.job_id} is {state[0]}, not awaiting a check")
-            if any(d.checker == row.checker for d in held.decisions):
-                raise CheckConflict(f"{row.checker} already decided on job {row.job_id}")
-            conn.execute(
-                "INSERT INTO check_decisions (job_id, checker, decision, reason, result_hash, decided_at, "
-                "signature, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.job_id,
-                    row.checker,
-                    row.decision,
-                    row.reason,
-                    row.result_hash,
-                    row.decided_at,
-                    row.signature,
-                    row.certificate_pem,
-                ),
-            )
-            decisions = [*held.decisions, row]
-            effect = outcome(decisions, held.checkers_required)
-            if effect is None:
-                return "awaiting_check", decisions
-            new_state, code, message = effect
-            if not JobStore._update(conn, row.job_id, new_state, ["awaiting_check"], code, message, now):
-                raise CheckConflict(f"job {row.job_id} changed state while it was being decided")
-            return new_state, decisions
+            return self.decide_in(conn, row, outcome, now)
+
+    def decide_in(
+        self, conn: sqlite3.Connection, row: DecisionRow, outcome: Outcome, now: float | None = None
+    ) -> tuple[str, list[DecisionRow]]:
+        """``decide`` inside the caller's transaction (``AuditLog.commit``)."""
+        now = time.time() if now is None else now
+        state = conn.execute("SELECT state FROM jobs WHERE id = ?", (row.job_id,)).fetchone()
+        held = self._held(conn, row.job_id)
+        if state is None or held is None:
+            raise JobNotFound(f"no held result for job {row.job_id[:64]!r}")
+        if state[0] != "awaiting_check":
+            raise CheckConflict(f"job {row.job_id} is {state[0]}, not awaiting a check")
+        if any(d.checker == row.checker for d in held.decisions):
+            raise CheckConflict(f"{row.checker} already decided on job {row.job_id}")
+        conn.execute(
+            "INSERT INTO check_decisions (job_id, checker, decision, reason, result_hash, decided_at, "
+            "signature, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.job_id,
+                row.checker,
+                row.decision,
+                row.reason,
+                row.result_hash,
+                row.decided_at,
+                row.signature,
+                row.certificate_pem,
+            ),
+        )
+        decisions = [*held.decisions, row]
+        effect = outcome(decisions, held.checkers_required)
+        if effect is None:
+            return "awaiting_check", decisions
+        new_state, code, message = effect
+        if not JobStore.update_state_in(conn, row.job_id, new_state, ["awaiting_check"], code, message, now):
+            raise CheckConflict(f"job {row.job_id} changed state while it was being decided")
+        return new_state, decisions

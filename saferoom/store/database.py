@@ -3,17 +3,28 @@
 ``synchronous=FULL`` makes every committed transaction durable before it returns, so a job acknowledged to a
 client survives a crash. One connection, guarded by a lock, serves all threads: writes are serialised, and the
 reads the server makes are short.
+
+Opening runs ``PRAGMA quick_check``: a damaged or truncated file is refused with its path (``StateDamaged``),
+never a traceback. SQLite's own errors never leave this module raw: a full disk is ``StorageFull``
+(RESOURCE_EXHAUSTED, nothing committed), a damaged file ``StateDamaged`` (DATA_LOSS), anything else of
+SQLite's ``Unavailable``, each with a fixed message (SQLite's text is logged for the operator).
+
+The database also holds the audit outbox and the log head it last saw (migration 8; see ``saferoom.audit.log``
+for how they keep state and log one source of truth, and for the lock order).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["MIGRATIONS", "Database"]
+__all__ = ["MIGRATIONS", "Database", "store_error"]
+
+_log = logging.getLogger(__name__)
 
 # (number, SQL). Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -174,7 +185,45 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        8,
+        # The audit outbox: records committed with the change they describe, appended to the log before the
+        # change is acknowledged, deleted once they are in it. audit_head is the log head as of the last time
+        # records were appended (seq -1: not known yet, for a database made before this migration).
+        """
+        CREATE TABLE audit_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT NOT NULL,
+            objects_json TEXT NOT NULL,
+            summary_json TEXT NOT NULL
+        );
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL
+        );
+        INSERT INTO audit_head VALUES (1, -1, '')
+        """,
+    ),
 ]
+
+
+def store_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """The saferoom error for one of SQLite's (its text goes to the operator's log, never to a client)."""
+    from saferoom.errors import StateDamaged, StorageFull, Unavailable
+
+    text = str(exc)
+    _log.error("the state database %s: %s", path, text)
+    lowered = text.lower()
+    if "full" in lowered or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+        return StorageFull("the disk holding the state database is full; nothing was changed: try again later")
+    if any(w in lowered for w in ("malformed", "not a database", "corrupt", "file is not")):
+        return StateDamaged(f"the state database {path} is damaged ({text}); restore it from a backup")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StateDamaged("the change conflicts with what the state database holds; nothing was changed")
+    return Unavailable("the state database could not be used just now; nothing was changed: try again later")
 
 
 class Database:
@@ -183,20 +232,48 @@ class Database:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._conn: sqlite3.Connection | None = connection
         self._lock = threading.RLock()
+        self._held = threading.local()
         self.path = path
+        self.created = False  # True when this open made the file (an empty state)
 
     @classmethod
     def open(cls, path: Path) -> Database:
-        """Open (creating if needed) and migrate the database at ``path``."""
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        db = cls(conn, path)
-        db._migrate()
+        """Open (creating if needed), check and migrate the database at ``path``.
+
+        Raises ``StateDamaged`` naming the path when the file is not a sound SQLite database.
+        """
+        from saferoom.errors import StateDamaged
+
+        existed = path.exists() and path.stat().st_size > 0
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StateDamaged(f"the state database {path} cannot be opened: {exc}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise StateDamaged(f"the state database {path} is damaged: {'; '.join(problems[:5])}")
+            if existed and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                raise StateDamaged(f"the state database {path} holds no tables: it was truncated or replaced")
+            db = cls(conn, path)
+            db.created = not existed
+            db._migrate()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StateDamaged(f"the state database {path} is damaged: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
         return db
+
+    def held_by_me(self) -> bool:
+        """Whether this thread holds the database lock (the lock order forbids taking the log's then)."""
+        return bool(getattr(self._held, "depth", 0))
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -211,6 +288,8 @@ class Database:
                     if statement:
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, julianday('now'))", (number,))
+            if not applied:  # a new database has seen no audit record: its head is the log's genesis
+                conn.execute("UPDATE audit_head SET seq = 0, hash = ? WHERE id = 1", ("0" * 64,))
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -219,23 +298,51 @@ class Database:
         return self._conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locking) transaction, committed on success and rolled back on error."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction, committed on success and rolled back on error.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL``: a power cut may lose it,
+        a crash of the process does not); the next durable commit makes it durable too. Only for bookkeeping that
+        can be redone (the audit outbox's settling).
+        """
         with self._lock:
-            conn = self.connection
-            conn.execute("BEGIN IMMEDIATE")
+            self._held.depth = getattr(self._held, "depth", 0) + 1
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn = self.connection
+                if not durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise store_error(exc, self.path) from None
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            _log.exception("rolling back in %s failed", self.path)
+                    if isinstance(exc, sqlite3.Error):
+                        raise store_error(exc, self.path) from None
+                    raise
+            finally:
+                self._held.depth -= 1
+                if not durable and self._conn is not None:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """The connection, for reads."""
         with self._lock:
-            yield self.connection
+            self._held.depth = getattr(self._held, "depth", 0) + 1
+            try:
+                yield self.connection
+            except sqlite3.Error as exc:
+                raise store_error(exc, self.path) from None
+            finally:
+                self._held.depth -= 1
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

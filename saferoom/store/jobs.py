@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
@@ -13,7 +14,7 @@ from saferoom.errors import JobNotFound
 from saferoom.store.budgets import Budget, Charge, Cost, charge_budgets
 from saferoom.store.database import Database
 
-__all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult"]
+__all__ = ["JobRecord", "JobStore", "StoredOutput", "StoredResult", "result_hash"]
 
 # States that end the job's work (they set finished_at); awaiting_check ends the computing, a person decides next.
 _FINAL = ("succeeded", "failed", "cancelled", "awaiting_check", "rejected", "changes_requested")
@@ -59,6 +60,26 @@ class StoredResult:
     outputs: list[StoredOutput]
 
 
+def result_digest(outputs: Iterable[tuple[str, str, bytes, str]]) -> str:
+    """SHA-256 of everything a result releases, in order: (name, kind, Arrow IPC or JSON value, report JSON).
+    What the audit log pins a release to, what an output checker's decision is bound to, and what a client
+    recomputes from the outputs it was shown: one definition for all of them."""
+    digest = hashlib.sha256(b"saferoom-result-v1\n")
+    for name, kind, payload, report_json in outputs:
+        for part in (name.encode(), kind.encode(), payload, report_json.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def result_hash(outputs: list[StoredOutput]) -> str:
+    """``result_digest`` of stored outputs."""
+    return result_digest(
+        (o.name, o.kind, o.arrow_ipc if o.arrow_ipc is not None else (o.value_json or "").encode(), o.report_json)
+        for o in outputs
+    )
+
+
 _JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
 
 
@@ -93,24 +114,35 @@ class JobStore:
         """Insert ``job`` and charge ``costs`` to its owner's privacy budgets in one transaction: both happen or,
         when a budget cannot pay (``BudgetExhausted``), neither. If the owner already used the job's
         ``request_id``, that earlier job is returned instead and nothing is charged (it was, the first time)."""
-        placeholders = ", ".join("?" for _ in fields(JobRecord))
         with self._db.transaction() as conn:
-            if job.request_id is not None:
-                row = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
-                ).fetchone()
-                if row is not None:
-                    return _job(row), []
-            conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
-            charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
+            return self.insert_charged_job_in(conn, job, costs)
+
+    @staticmethod
+    def insert_charged_job_in(
+        conn: sqlite3.Connection, job: JobRecord, costs: Sequence[Cost]
+    ) -> tuple[JobRecord, list[tuple[Charge, Budget]]]:
+        """``insert_charged_job`` inside the caller's transaction."""
+        placeholders = ", ".join("?" for _ in fields(JobRecord))
+        if job.request_id is not None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
+            ).fetchone()
+            if row is not None:
+                return _job(row), []
+        conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
+        charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
         return job, charges
 
-    def get_job(self, job_id: str) -> JobRecord:
-        with self._db.reading() as conn:
-            row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    @staticmethod
+    def get_job_in(conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id[:64]!r}")
         return _job(row)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._db.reading() as conn:
+            return self.get_job_in(conn, job_id)
 
     def list_jobs(self, owner: str | None = None, limit: int = 20, after: str | None = None) -> list[JobRecord]:
         """Newest first; ``after`` is the id of the last job of the previous page."""
@@ -151,10 +183,10 @@ class JobStore:
     ) -> bool:
         """Move the job to ``new_state`` only if it is in one of ``expected``; True if it moved."""
         with self._db.transaction() as conn:
-            return self._update(conn, job_id, new_state, expected, error_code, error_message, now)
+            return self.update_state_in(conn, job_id, new_state, expected, error_code, error_message, now)
 
     @staticmethod
-    def _update(
+    def update_state_in(
         conn: sqlite3.Connection,
         job_id: str,
         new_state: str,
@@ -179,11 +211,23 @@ class JobStore:
         self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float | None = None
     ) -> bool:
         """Store the result and mark the job succeeded, in one transaction (only from running)."""
-        now = time.time() if now is None else now
         with self._db.transaction() as conn:
-            if not self._update(conn, job_id, "succeeded", ["running"], None, None, now):
-                return False
-            write_result(conn, job_id, outputs, report, now)
+            return self.finish_with_result_in(conn, job_id, outputs, report, now)
+
+    @classmethod
+    def finish_with_result_in(
+        cls,
+        conn: sqlite3.Connection,
+        job_id: str,
+        outputs: list[StoredOutput],
+        report: dict[str, Any],
+        now: float | None = None,
+    ) -> bool:
+        """``finish_with_result`` inside the caller's transaction."""
+        now = time.time() if now is None else now
+        if not cls.update_state_in(conn, job_id, "succeeded", ["running"], None, None, now):
+            return False
+        write_result(conn, job_id, outputs, report, now)
         return True
 
     def get_result(self, job_id: str) -> StoredResult:

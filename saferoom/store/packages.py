@@ -7,6 +7,7 @@ never updated: a package's state is its latest decision.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sqlite3
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from saferoom.errors import PackageNotFound
+from saferoom.errors import PackageNotFound, StorageFull
 from saferoom.store.database import Database
 
 __all__ = ["DecisionRecord", "PackageRecord", "PackageStore"]
@@ -65,31 +66,48 @@ class PackageStore:
 
     def add(self, package_hash: str, name: str, version: str, blob: bytes, submitter: str) -> bool:
         """Store a package for ``submitter``; returns False if this content was already stored."""
+        self.write_blob(package_hash, blob)
+        with self._db.transaction() as conn:
+            return self.add_rows_in(conn, package_hash, name, version, len(blob), submitter)
+
+    def write_blob(self, package_hash: str, blob: bytes) -> None:
+        """Write a package's bytes content-addressed (atomically, fsynced) unless they are there already."""
         path = self.blob_path(package_hash)
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(blob)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFull("the disk holding the package store is full; nothing was stored") from None
+                raise
             os.replace(tmp, path)
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+    @staticmethod
+    def add_rows_in(
+        conn: sqlite3.Connection, package_hash: str, name: str, version: str, size: int, submitter: str
+    ) -> bool:
+        """The rows of a stored package, inside the caller's transaction; False if this content was known."""
         now = time.time()
-        with self._db.transaction() as conn:
-            created = conn.execute(
-                "INSERT OR IGNORE INTO packages (hash, name, version, size, created_at) VALUES (?, ?, ?, ?, ?)",
-                (package_hash, name, version, len(blob), now),
-            ).rowcount
-            conn.execute(
-                "INSERT OR IGNORE INTO package_submissions (package_hash, submitter, submitted_at) VALUES (?, ?, ?)",
-                (package_hash, submitter, now),
-            )
+        created = conn.execute(
+            "INSERT OR IGNORE INTO packages (hash, name, version, size, created_at) VALUES (?, ?, ?, ?, ?)",
+            (package_hash, name, version, size, now),
+        ).rowcount
+        conn.execute(
+            "INSERT OR IGNORE INTO package_submissions (package_hash, submitter, submitted_at) VALUES (?, ?, ?)",
+            (package_hash, submitter, now),
+        )
         return bool(created)
 
     def read_blob(self, package_hash: str) -> bytes:
@@ -133,22 +151,27 @@ class PackageStore:
     def add_decision(self, decision: DecisionRecord) -> DecisionRecord:
         """Append a decision (its ``id`` is assigned here)."""
         with self._db.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO package_decisions (package_hash, kind, actor, reason, decided_at, not_before,"
-                " not_after, signature, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    decision.package_hash,
-                    decision.kind,
-                    decision.actor,
-                    decision.reason,
-                    decision.decided_at,
-                    decision.not_before,
-                    decision.not_after,
-                    decision.signature,
-                    decision.certificate_pem,
-                ),
-            )
-            new_id = int(cursor.lastrowid or 0)
+            return self.add_decision_in(conn, decision)
+
+    @staticmethod
+    def add_decision_in(conn: sqlite3.Connection, decision: DecisionRecord) -> DecisionRecord:
+        """``add_decision`` inside the caller's transaction."""
+        cursor = conn.execute(
+            "INSERT INTO package_decisions (package_hash, kind, actor, reason, decided_at, not_before,"
+            " not_after, signature, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision.package_hash,
+                decision.kind,
+                decision.actor,
+                decision.reason,
+                decision.decided_at,
+                decision.not_before,
+                decision.not_after,
+                decision.signature,
+                decision.certificate_pem,
+            ),
+        )
+        new_id = int(cursor.lastrowid or 0)
         return DecisionRecord(**{**decision.__dict__, "id": new_id})
 
     def decisions(self, package_hash: str) -> list[DecisionRecord]:

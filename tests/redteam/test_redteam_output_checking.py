@@ -235,7 +235,10 @@ def test_decisions_verify_offline_and_a_forged_one_is_caught(
         (copy / "audit").mkdir(parents=True)
         for file in ("audit.log", "audit.key", "audit.pub"):
             shutil.copy2(state / "audit" / file, copy / "audit" / file)
-        database = Database.open(copy / "saferoom.db")  # no stored checkpoints: only the file is judged
+        for file in ("saferoom.db", "saferoom.db-wal"):  # the state as a crash would leave it (the log's head)
+            if (state / file).exists():
+                shutil.copy2(state / file, copy / file)
+        database = Database.open(copy / "saferoom.db")
         forged_log = AuditLog(copy / "audit", database, 1000)
         wanted = AuditFilter(events=frozenset({EventType.RESULT_CHECKED.value}), job=job_id)
         real = next(iter(forged_log.read(wanted)))

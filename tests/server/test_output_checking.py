@@ -390,3 +390,37 @@ def test_the_check_commands(world: World) -> None:
     assert code == 0 and "changes_requested" in out and "10-year age bands" in " ".join(out.split())
     code, out = as_user("alice", "check", "list")
     assert code == 1 and "permission_denied" in out
+
+
+def _copy_state(world: World, to: Path) -> Path:
+    """The running server's state as a crash would leave it (database, its WAL, the audit directory)."""
+    to.mkdir()
+    for file in ("saferoom.db", "saferoom.db-wal"):
+        if (world.state / file).exists():
+            shutil.copy2(world.state / file, to / file)
+    shutil.copytree(world.state / "audit", to / "audit")
+    return to
+
+
+def test_held_results_and_decisions_are_cross_checked_against_the_log(world: World, tmp_path: Path) -> None:
+    """The state database and the log are one truth for output checking too: a held result changed on disk,
+    a decision deleted or forged into the database is refused at start-up (and by `saferoom state check`)."""
+    import sqlite3
+
+    from saferoom.audit.crosscheck import check_state_dir
+
+    held = held_job(world)
+    decided = held_job(world)
+    with world.client("quinn") as quinn:
+        quinn.reject_result(decided, "a cell too small")
+    assert not [p for p in check_state_dir(_copy_state(world, tmp_path / "intact")) if held in p or decided in p]
+    for name, sql, expected in (
+        ("bytes", "UPDATE result_outputs SET report_json = report_json || ' ' WHERE job_id = ?", "result_held"),
+        ("decision", "DELETE FROM check_decisions WHERE job_id = ?", "result_checked"),
+    ):
+        copy = _copy_state(world, tmp_path / name)
+        job = held if name == "bytes" else decided
+        with sqlite3.connect(copy / "saferoom.db") as conn:
+            conn.execute(sql, (job,))
+        problems = check_state_dir(copy)
+        assert any(job in p and expected in p for p in problems), (name, problems)
