@@ -92,3 +92,30 @@ def test_logit_of_a_response_that_is_not_zero_or_one_is_withheld(outcome) -> Non
     assert bad.table is not None and bad.table.num_rows == 0
     assert "must be 0 or 1" not in str(bad.report)  # whether the data's response is binary: checker only
     assert any("must be 0 or 1" in w["explanation"] for w in bad.check["withheld"])
+
+
+def test_every_logit_takes_the_same_number_of_releases_whatever_the_data(
+    catalog_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit that stopped when it converged, or at the step that found its response not 0/1, would show by the
+    job's duration (each release is padded to its worst case) how many steps the data needed: one that
+    converges and one withheld at its first step make the same releases."""
+    from saferoom.catalog.manifest import Manifest
+    from saferoom.config import WorkerLimits
+    from saferoom.disclosure.models import NEWTON_STEPS
+    from saferoom.jobs.pipeline import Pipeline
+    from saferoom.packages import load_package
+
+    limits = WorkerLimits(memory_mib=512, cpu_seconds=10, wall_seconds=10.0, output_mib=4)
+    engine = WorkerLimits(memory_mib=2048, cpu_seconds=30, wall_seconds=30.0, output_mib=16)
+    pipeline = Pipeline(catalog_dir, Manifest.load(catalog_dir), limits, engine)
+    releases: list[str] = []
+    real = pipeline._release_one
+    monkeypatch.setattr(pipeline, "_release_one", lambda *a, **k: releases.append("step") or real(*a, **k))
+    try:
+        outcome = {o.name: o for o in pipeline.run(load_package(PACKAGE), {}).outputs}
+    finally:
+        pipeline.close()
+    assert outcome["classify"].table is not None and outcome["classify"].table.num_rows == 3  # converged
+    assert outcome["not_binary"].table is not None and outcome["not_binary"].table.num_rows == 0  # withheld
+    assert len(releases) == 2 * NEWTON_STEPS
