@@ -95,9 +95,12 @@ class AuditFilter:
     def matches(self, r: AuditRecord) -> bool:
         if r.seq <= self.after_seq or (self.events and r.event not in self.events):
             return False
-        if (self.actor and r.actor != self.actor) or (self.job and r.objects.get("job") != self.job):
+        if self.actor and r.actor != self.actor:
             return False
-        if self.package and r.objects.get("package") != self.package:
+        # A job id or package hash may be given by its first characters, as lists show them.
+        if self.job and not str(r.objects.get("job", "")).startswith(self.job):
+            return False
+        if self.package and not str(r.objects.get("package", "")).startswith(self.package):
             return False
         if self.since is not None or self.until is not None:
             ts = r.timestamp

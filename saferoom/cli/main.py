@@ -514,12 +514,14 @@ def audit_search(limit: int, as_json: bool, server: str | None, **filters: Any) 
     from saferoom.cli.render import print_audit_records
 
     with _client(server) as client:
-        records = client.read_log(limit=limit, **_filter_kwargs(**filters))
+        records = list(client.read_log(limit=limit, **_filter_kwargs(**filters)))
         if as_json:
             for record in records:
                 click.echo(json.dumps(record.to_data(), sort_keys=True))
         else:
             print_audit_records(console, records)
+    if not records:  # said, not silent: a filter that matches nothing is often a mistyped one
+        err_console.print("no record matches these filters", highlight=False)
 
 
 @audit.command("show")
@@ -821,15 +823,41 @@ def jobs_cancel(job_id: str, server: str | None) -> None:
 
 
 @jobs.command("list")
-@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
+@click.option("--owner", default="", help="Operators: only this researcher's jobs.")
+@click.option("--package", default="", help="Only jobs of this package (hash, its first characters, or name).")
+@click.option("--since", default=None, help="Only jobs queued at or after this ISO date or time (UTC).")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="At most this many.")
+@click.option("--all", "everything", is_flag=True, help="Every matching job (page by page), no limit.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
 @server_option
-def jobs_list(limit: int, server: str | None) -> None:
-    """List recent jobs, newest first."""
-    from saferoom.cli.render import print_job
+def jobs_list(
+    states: tuple[str, ...],
+    owner: str,
+    package: str,
+    since: str | None,
+    limit: int,
+    everything: bool,
+    as_json: bool,
+    server: str | None,
+) -> None:
+    """Jobs, newest first: who ran what, when it was queued, started and finished, and how it ended."""
+    import dataclasses
+    import itertools
 
+    from saferoom.cli.render import full_width, jobs_table
+
+    filters = {"states": states, "owner": owner, "package": package, "since": _when(since)}
     with _client(server) as client:
-        for job in client.list_jobs(page_size=limit)[0]:
-            print_job(console, job)
+        found = client.iter_jobs(**filters)
+        jobs = list(found if everything else itertools.islice(found, limit))
+    if as_json:
+        for job in jobs:
+            click.echo(json.dumps(dataclasses.asdict(job), sort_keys=True, default=str))
+    elif jobs:
+        full_width(console).print(jobs_table(jobs), crop=False)
+    if not jobs:
+        err_console.print("no job matches these filters", highlight=False)
 
 
 def export_options(fn: Any) -> Any:

@@ -21,6 +21,8 @@ from saferoom.jobs.pipeline import JobOutcome
 
 __all__ = [
     "budgets_to_json",
+    "full_width",
+    "jobs_table",
     "outcome_to_result",
     "print_audit_records",
     "print_budgets",
@@ -231,6 +233,30 @@ def print_job(console: Console, job: Job) -> None:
         console.print(f"  [red]{job.error_code}[/red]: {job.error_message}")
 
 
+def _utc(seconds: float | None) -> str:
+    return "" if seconds is None else f"{dt.datetime.fromtimestamp(seconds, dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def jobs_table(jobs: Sequence[Job]) -> Table:
+    """Jobs as operators read them: id, owner, package, state, when queued, started and finished (UTC)."""
+    table = Table(header_style="bold")
+    for column in ("job", "owner", "package", "state", "queued (UTC)", "started", "finished", "why"):
+        table.add_column(column, no_wrap=column != "why")
+    for job in jobs:
+        why = f"{job.error_code}: {job.error_message}" if job.error_code else ""
+        table.add_row(
+            job.id[:8],
+            job.owner,
+            f"{job.package_name}@{job.package_version}",
+            job.state,
+            _utc(job.created_at),
+            _utc(job.started_at),
+            _utc(job.finished_at),
+            Text(why),
+        )
+    return table
+
+
 def describe_report(output: ResultOutput) -> str:
     """One human line per output on what disclosure control did."""
     report = output.report
@@ -363,12 +389,19 @@ def noise_table(noise: list[dict[str, Any]]) -> Table:
     return table
 
 
+def full_width(console: Console) -> Console:
+    """``console`` on a terminal; piped, one as wide as what it prints (tables are never squeezed to 80)."""
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=100_000, color_system=None, highlight=False)
+
+
 def print_result(console: Console, result: Result, limit: int = MAX_ROWS_SHOWN) -> None:
     """A result's tables as terminal tables: the terminal's width, or their full width when piped."""
-    width = None if console.is_terminal else 100_000
+    wide = full_width(console)
     for output in result.outputs:
         if output.table is not None:
-            console.print(arrow_table(output.table, title=output.name, limit=limit), width=width, crop=False)
+            wide.print(arrow_table(output.table, title=output.name, limit=limit), crop=False)
         else:
             value = Text.assemble((output.name, "bold"), " = ", _cell(output.value))
             console.print(value, soft_wrap=not console.is_terminal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,9 @@ class Job:
     error_code: str
     error_message: str
     owner: str
+    created_at: float | None = None  # seconds since the epoch (UTC): queued
+    started_at: float | None = None
+    finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -298,7 +301,14 @@ def _job(p: _jobs_pb2.Job) -> Job:
         error_code=p.error_code,
         error_message=p.error_message,
         owner=p.owner,
+        created_at=_seconds(p, "created_at"),
+        started_at=_seconds(p, "started_at"),
+        finished_at=_seconds(p, "finished_at"),
     )
+
+
+def _seconds(p: Any, name: str) -> float | None:
+    return float(getattr(p, name).ToDatetime(UTC).timestamp()) if p.HasField(name) else None
 
 
 def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
@@ -504,10 +514,14 @@ class Client:
         name = approver or (self.profile.name if self.profile else None)
         if key_path is None or name is None:
             raise InvalidRequest("approving needs the operator's signing key and name (an operator's profile)")
+        if not (6 <= len(package_hash) <= 64 and all(c in "0123456789abcdef" for c in package_hash)):
+            raise InvalidRequest("approve a package by its hash (or at least its first 6 characters): exactly what "
+                                 "you reviewed, never by name")  # fmt: skip
         review = self.review_package(package_hash)
         package = package_from_files(review.files)
-        if package.hash != package_hash:
+        if not review.package.hash.startswith(package_hash) or package.hash != review.package.hash:
             raise SaferoomError("the server sent files that do not match the package hash; not signing")
+        package_hash = package.hash
         not_before = int(time.time())
         not_after = not_before + int(days * DAY)
         signature = sign_approval(load_signing_key(key_path), package, name, not_before, not_after)
@@ -687,10 +701,36 @@ class Client:
     def cancel_job(self, job_id: str) -> Job:
         return _job(self._call(self._jobs.CancelJob, _jobs_pb2.CancelJobRequest(job_id=job_id)))
 
-    def list_jobs(self, page_size: int = 20, page_token: str = "") -> tuple[list[Job], str]:
-        request = _jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token)
+    def list_jobs(
+        self,
+        page_size: int = 20,
+        page_token: str = "",
+        states: Sequence[str] = (),
+        owner: str = "",
+        package: str = "",
+        since: datetime | None = None,
+    ) -> tuple[list[Job], str]:
+        """One page of jobs, newest first (the next page's token, or ""), filtered by state, owner (operators),
+        package (hash, prefix or name) and creation time."""
+        request = _jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token, owner=owner, package=package)
+        for state in states:
+            try:
+                request.states.append(_jobs_pb2.JobState.Value(f"JOB_STATE_{state.upper()}"))  # type: ignore[arg-type]
+            except ValueError:
+                raise InvalidRequest(f"unknown job state {state[:40]!r}") from None
+        if since is not None:
+            request.since.FromDatetime(since)
         reply = self._call(self._jobs.ListJobs, request)
         return [_job(j) for j in reply.jobs], reply.next_page_token
+
+    def iter_jobs(self, **filters: Any) -> Iterator[Job]:
+        """Every job matching ``filters`` (as ``list_jobs``), newest first, page by page."""
+        token = ""
+        while True:
+            jobs, token = self.list_jobs(page_size=100, page_token=token, **filters)
+            yield from jobs
+            if not token:
+                return
 
     def get_result(self, job_id: str) -> Result:
         reply = self._call(self._jobs.GetResult, _jobs_pb2.GetResultRequest(job_id=job_id))

@@ -58,6 +58,8 @@ __all__ = ["JobService"]
 _log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 T = TypeVar("T")
+JOB_ID_LENGTH = 32  # uuid4 hex
+MIN_PREFIX = 6  # the shortest id prefix accepted (ids and hashes are shown with 8 to 12 characters)
 _INTERRUPTED = "the server stopped while this job was running; run it again"
 
 
@@ -271,6 +273,7 @@ class JobService:
     def cancel(self, job_id: str, caller: Identity) -> JobRecord:
         """Cancel a queued or running job; a finished job is returned unchanged."""
         job = self._job_for(job_id, caller)
+        job_id = job.id
         if job.state == JobState.QUEUED.value and self._transition(
             job_id, JobState.CANCELLED, [JobState.QUEUED], "cancelled", "cancelled before it ran", caller
         ):
@@ -290,6 +293,16 @@ class JobService:
 
         Anyone else is told it does not exist, so job ids cannot be probed.
         """
+        if len(job_id) < JOB_ID_LENGTH:  # a prefix: resolved among the jobs the caller may see, and only those
+            owner = None if caller.has(Role.OPERATOR) and not result else caller.name
+            ids = self._store.find_ids(job_id, owner) if len(job_id) >= MIN_PREFIX else []
+            if len(ids) > 1:
+                shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+                raise InvalidRequest(f"{job_id} starts {'more than 10' if len(ids) > 10 else len(ids)} job ids "
+                                     f"({shown}): give more of its characters")  # fmt: skip
+            if not ids:
+                raise JobNotFound(f"no job starts with {job_id}" if len(job_id) >= MIN_PREFIX else f"no job {job_id}")
+            job_id = ids[0]
         try:
             job = self._store.get_job(job_id)
         except JobNotFound:
@@ -301,15 +314,32 @@ class JobService:
     def get(self, job_id: str, caller: Identity) -> JobRecord:
         return self._job_for(job_id, caller)
 
-    def list_jobs(self, caller: Identity, limit: int, after: str | None) -> list[JobRecord]:
-        """The caller's jobs (all jobs for operators), newest first."""
-        owner = None if caller.has(Role.OPERATOR) else caller.name
-        return self._store.list_jobs(owner=owner, limit=limit, after=after)
+    def list_jobs(
+        self,
+        caller: Identity,
+        limit: int,
+        after: str | None,
+        states: Collection[str] = (),
+        owner: str = "",
+        package: str = "",
+        since: float | None = None,
+    ) -> list[JobRecord]:
+        """The caller's jobs (all jobs for operators, or one ``owner``'s), newest first, filtered."""
+        if not caller.has(Role.OPERATOR):
+            if owner and owner != caller.name:
+                return []  # a researcher sees only their own jobs: another owner's are none of theirs
+            owner = caller.name
+        unknown = sorted(set(states) - {s.value for s in JobState})
+        if unknown:
+            raise InvalidRequest(f"unknown job state {unknown[0][:40]!r}")
+        return self._store.list_jobs(
+            owner=owner or None, limit=limit, after=after, states=tuple(states), package=package or None, since=since
+        )
 
     def watch(self, job_id: str, caller: Identity, poll_seconds: float = 1.0) -> Iterator[JobRecord]:
         """Yield the job now and after each state change, ending after a final state or AWAITING_CHECK (settled:
         what follows is a person's decision, which may take days)."""
-        self._job_for(job_id, caller)
+        job_id = self._job_for(job_id, caller).id
         last: str | None = None
         while True:
             job = self._store.get_job(job_id)
@@ -325,6 +355,7 @@ class JobService:
 
     def result(self, job_id: str, caller: Identity) -> StoredResult:
         job = self._job_for(job_id, caller, result=True)
+        job_id = job.id
         if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
             raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
         if job.state == JobState.AWAITING_CHECK.value:

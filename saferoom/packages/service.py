@@ -80,6 +80,9 @@ def _reason(text: str) -> str:
     return text
 
 
+MIN_PREFIX = 6  # the shortest hash prefix accepted (lists show 12 characters)
+
+
 class PackageService:
     """Packages for the server: submit, list and fetch as allowed, review, and authorize runs."""
 
@@ -163,8 +166,19 @@ class PackageService:
         return self._store.find(submitter=None if caller.has(Role.OPERATOR) else caller.name, name=name)
 
     def _resolve(self, ref: str, caller: Identity, approved_only: bool) -> PackageView:
-        """A package by hash, ``name@version`` or ``name`` (latest version) among what ``caller`` may see."""
-        if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
+        """A package by hash, a unique prefix of its hash (at least ``MIN_PREFIX`` characters), ``name@version``
+        or ``name`` (latest version), among what ``caller`` may see (and only that: a prefix tells nothing of
+        packages the caller may not see)."""
+        hexadecimal = all(c in "0123456789abcdef" for c in ref)
+        by_prefix: list[PackageRecord] = []
+        if hexadecimal and MIN_PREFIX <= len(ref) < 64:
+            by_prefix = [r for r in self._visible(caller) if r.hash.startswith(ref)]
+            if len(by_prefix) > 1:
+                shown = ", ".join(f"{r.hash[:12]} ({r.name}@{r.version})" for r in by_prefix[:10])
+                raise InvalidRequest(f"{ref} starts {len(by_prefix)} package hashes: {shown}; give more characters")
+        if by_prefix:
+            records = by_prefix
+        elif len(ref) == 64 and hexadecimal:
             try:
                 found = self._store.get(ref)
             except PackageNotFound:
@@ -184,7 +198,7 @@ class PackageService:
                     raise PackageTampered(current.status_reason)
                 raise NotApproved(f"{ref[:100]} is not approved: {current.status_reason}")
             raise PackageNotFound(f"no package {ref[:100]!r}")
-        if "@" not in ref and len(ref) != 64:
+        if "@" not in ref and len(ref) != 64 and not by_prefix:
             newest = max(_version_key(v.package.version) for v in views)
             views = [v for v in views if _version_key(v.package.version) == newest]
         if len(views) > 1:
@@ -233,6 +247,10 @@ class PackageService:
 
     def get(self, ref: str, caller: Identity) -> PackageView:
         return self._resolve(ref, caller, approved_only=False)
+
+    def resolve_hash(self, ref: str, caller: Identity) -> str:
+        """The full hash of the package ``ref`` names for ``caller`` (see ``_resolve``)."""
+        return self._resolve(ref, caller, approved_only=False).record.hash
 
     # ------------------------------------------------------------------ operators
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -59,6 +59,17 @@ _STATES = {
     "rejected": _jobs_pb2.JOB_STATE_REJECTED,
     "changes_requested": _jobs_pb2.JOB_STATE_CHANGES_REQUESTED,
 }
+_STATE_NAMES: dict[int, str] = {int(number): name for name, number in _STATES.items()}
+
+
+def states_from_proto(values: Iterable[int]) -> list[str]:
+    """Job states a client asked for; INVALID_ARGUMENT for a number that is no state."""
+    names = []
+    for value in values:
+        if value not in _STATE_NAMES:
+            raise InvalidRequest(f"unknown job state {int(value)}")
+        names.append(_STATE_NAMES[value])
+    return names
 
 
 def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:

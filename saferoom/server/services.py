@@ -30,6 +30,7 @@ from saferoom.server.auth import Caller
 __all__ = ["BudgetsServicer", "CatalogServicer", "JobsServicer", "PackagesServicer", "ReviewServicer"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_REF = re.compile(r"^[0-9a-f]{6,32}$")
 _PACKAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 MOCK_CHUNK_BYTES = 1024 * 1024
@@ -51,6 +52,20 @@ def _hash(value: str) -> str:
 def _job_id(value: str) -> str:
     if not _JOB_ID.match(value):
         raise InvalidRequest("job_id must be 32 lowercase hex characters")
+    return value
+
+
+def _job_ref(value: str) -> str:
+    """A job id, or a prefix of at least 6 of its characters (resolved among the caller's jobs)."""
+    if not _JOB_REF.match(value):
+        raise InvalidRequest("job_id must be a job id (32 lowercase hex characters) or at least its first 6")
+    return value
+
+
+def _package_ref(value: str) -> str:
+    """A package hash, a prefix of at least 6 of its characters, ``name@version`` or ``name``."""
+    if not _PACKAGE_REF.match(value):
+        raise InvalidRequest("give a package hash (or at least its first 6 characters), name@version or name")
     return value
 
 
@@ -124,7 +139,7 @@ class ReviewServicer(_review_pb2_grpc.ReviewServicer):
 
     def GetPackage(self, request: _review_pb2.ReviewPackageRequest, context: Any) -> Any:
         caller = self._caller(context)
-        review = self._packages.review(_hash(request.hash))
+        review = self._packages.review(self._packages.resolve_hash(_package_ref(request.hash), caller))
         out = _review_pb2.PackageReview(
             package=convert.package_view_to_proto(review.view, caller),
             files=convert.files_to_proto(review.view.package),
@@ -145,11 +160,21 @@ class ReviewServicer(_review_pb2_grpc.ReviewServicer):
 
     def RejectPackage(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
         caller = self._caller(context)
-        return convert.package_view_to_proto(self._packages.reject(_hash(request.hash), caller, request.reason), caller)
+        return convert.package_view_to_proto(
+            self._packages.reject(
+                self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
+            ),
+            caller,
+        )
 
     def RevokeApproval(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
         caller = self._caller(context)
-        return convert.package_view_to_proto(self._packages.revoke(_hash(request.hash), caller, request.reason), caller)
+        return convert.package_view_to_proto(
+            self._packages.revoke(
+                self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
+            ),
+            caller,
+        )
 
 
 class JobsServicer(_jobs_pb2_grpc.JobsServicer):
@@ -167,23 +192,34 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         return convert.job_to_proto(job)
 
     def GetJob(self, request: _jobs_pb2.GetJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.get(_job_id(request.job_id), self._caller(context)))
+        return convert.job_to_proto(self._jobs.get(_job_ref(request.job_id), self._caller(context)))
 
     def WatchJob(self, request: _jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        for job in self._jobs.watch(_job_id(request.job_id), self._caller(context)):
+        for job in self._jobs.watch(_job_ref(request.job_id), self._caller(context)):
             if not context.is_active():
                 return
             yield convert.job_to_proto(job)
 
     def CancelJob(self, request: _jobs_pb2.CancelJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.cancel(_job_id(request.job_id), self._caller(context)))
+        return convert.job_to_proto(self._jobs.cancel(_job_ref(request.job_id), self._caller(context)))
 
     def ListJobs(self, request: _jobs_pb2.ListJobsRequest, context: Any) -> Any:
         if not 0 <= request.page_size <= 100:
             raise InvalidRequest("page_size must be between 0 and 100")
         size = request.page_size or 20
         after = _job_id(request.page_token) if request.page_token else None
-        jobs = self._jobs.list_jobs(self._caller(context), limit=size + 1, after=after)
+        if len(request.owner) > 64 or (request.package and not _PACKAGE_REF.match(request.package)):
+            raise InvalidRequest("owner must be a name, package a hash, hash prefix or package name")
+        since = request.since.ToDatetime().timestamp() if request.HasField("since") else None
+        jobs = self._jobs.list_jobs(
+            self._caller(context),
+            limit=size + 1,
+            after=after,
+            states=convert.states_from_proto(request.states),
+            owner=request.owner,
+            package=request.package.partition("@")[0],
+            since=since,
+        )
         page, more = jobs[:size], len(jobs) > size
         return _jobs_pb2.ListJobsResponse(
             jobs=[convert.job_to_proto(j) for j in page],
@@ -191,7 +227,7 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         )
 
     def GetResult(self, request: _jobs_pb2.GetResultRequest, context: Any) -> Any:
-        return convert.result_to_proto(self._jobs.result(_job_id(request.job_id), self._caller(context)))
+        return convert.result_to_proto(self._jobs.result(_job_ref(request.job_id), self._caller(context)))
 
 
 class BudgetsServicer(_budgets_pb2_grpc.BudgetsServicer):

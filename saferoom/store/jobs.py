@@ -144,13 +144,37 @@ class JobStore:
         with self._db.reading() as conn:
             return self.get_job_in(conn, job_id)
 
-    def list_jobs(self, owner: str | None = None, limit: int = 20, after: str | None = None) -> list[JobRecord]:
-        """Newest first; ``after`` is the id of the last job of the previous page."""
+    def list_jobs(
+        self,
+        owner: str | None = None,
+        limit: int = 20,
+        after: str | None = None,
+        states: Collection[str] = (),
+        package: str | None = None,
+        since: float | None = None,
+    ) -> list[JobRecord]:
+        """Newest first; ``after`` is the id of the last job of the previous page. Filters: ``states``;
+        ``package``, a hash, hash prefix (lowercase hex, at least 6) or package name; created at or after
+        ``since``."""
         where: list[str] = []
         args: list[object] = []
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args += list(states)
+        if package:
+            hexadecimal = len(package) >= 6 and all(c in "0123456789abcdef" for c in package)
+            if hexadecimal:
+                where.append("((package_hash >= ? AND package_hash < ?) OR package_name = ?)")
+                args += [package, package + "g", package]
+            else:
+                where.append("package_name = ?")
+                args.append(package)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
         if after is not None:
             cursor = self.get_job(after)
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
@@ -162,6 +186,18 @@ class JobStore:
                 (*args, limit),
             ).fetchall()
         return [_job(r) for r in rows]
+
+    def find_ids(self, prefix: str, owner: str | None = None, limit: int = 11) -> list[str]:
+        """Ids of jobs (of ``owner``, if given) that start with ``prefix`` (lowercase hex), at most ``limit``."""
+        if not all(c in "0123456789abcdef" for c in prefix):
+            return []
+        where, args = "id >= ? AND id < ?", [prefix, prefix + "g"]  # a range on the primary key: no LIKE
+        if owner is not None:
+            where += " AND owner = ?"
+            args.append(owner)
+        with self._db.reading() as conn:
+            rows = conn.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [r[0] for r in rows]
 
     def jobs_in_states(self, states: Collection[str]) -> list[JobRecord]:
         marks = ", ".join("?" for _ in states)
