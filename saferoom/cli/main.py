@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -106,7 +107,15 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"saferoom listening on {config.listen.rsplit(':', 1)[0]}:{port}", highlight=False)
     stop.wait()
+    # A shutdown that hangs says where, on stderr, for the operator (every thread's stack), and keeps waiting.
+    faulthandler.dump_traceback_later(config.grace_seconds + 30, repeat=True)
     server.stop(config.grace_seconds)
+    # Stopped: the log is sealed and the database closed. Exit now, not when every library thread agrees to
+    # (a gRPC handler thread blocked in a stream would otherwise hold the process at interpreter exit).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ------------------------------------------------------------------ datasets

@@ -170,15 +170,21 @@ class JobService:
             self._schedule(job.id, job.owner)
         return failed, len(queued)
 
-    def close(self) -> None:
-        """Cancel running jobs and stop taking new ones (idempotent)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel running jobs and stop taking new ones (idempotent). Waits at most ``timeout`` seconds for the
+        job threads: one that does not end by then is left (logged); its job, still RUNNING in the store, is
+        marked interrupted at the next start, so a stuck job never keeps the server from stopping."""
         with self._changed:
             self._closed = True
             for event in self._cancels.values():
                 event.set()
             self._changed.notify_all()
+        deadline = time.monotonic() + timeout
         for worker in self._workers:  # each finishes (or is cancelled out of) its current job; waiting jobs
-            worker.join()  # stay QUEUED in the store and run after the next start
+            worker.join(max(0.0, deadline - time.monotonic()))  # stay QUEUED and run after the next start
+        stuck = [w.name for w in self._workers if w.is_alive()]
+        if stuck:
+            _log.error("job threads %s did not stop within %.0f s of the shutdown; leaving them", stuck, timeout)
 
     # ----------------------------------------------------------------- commands
 

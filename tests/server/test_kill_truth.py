@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from saferoom.audit.crosscheck import check_state_dir
 from saferoom.audit.verify import iter_frames
 from saferoom.errors import SaferoomError
@@ -117,7 +119,12 @@ def test_every_acknowledged_change_has_its_records_after_any_kill_9(
             assert audrey.verify_log().ok
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=90) == 0
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:  # a hung shutdown: the server dumped its threads' stacks to its log
+            kill_hard(proc)
+            pytest.fail(f"the server did not stop within 90 s of SIGTERM; its log ends:\n{errors.read_text()[-6000:]}")
+        assert code == 0, errors.read_text()[-3000:]
     assert check_state_dir(state) == []
     assert sum(len(v) for v in acknowledged.values()) > ROUNDS  # the load really ran
     counts = {k: len(v) for k, v in acknowledged.items()}
