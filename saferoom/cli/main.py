@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import logging
@@ -778,7 +779,7 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
         if not wait:
             print_job(console, job)
             return
-        job = client.wait(job.id)
+        job = _follow(client, job, quiet=as_json)
         if job.state == "awaiting_check":  # the result exists, but a person must release it first
             if as_json:
                 click.echo(json.dumps({"job_id": job.id, "state": job.state}))
@@ -795,6 +796,44 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
         else:
             print_job(console, job)
             print_result(console, result)
+
+
+def _follow(client: Any, job: Any, quiet: bool) -> Any:
+    """Wait for ``job`` to settle, saying at once which job it is and then each state it reaches (with a spinner
+    on a terminal). Ctrl-C stops the waiting, not the job: it says so, and how to follow or cancel it.
+
+    Ctrl-C sets a flag (our own SIGINT handler) and the job is polled: an interrupt arriving inside gRPC's
+    C code would otherwise be lost or surface as a failed call."""
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        started, job_id, last = time.monotonic(), job.id, job.state
+        if not quiet:
+            err_console.print(
+                f"job {job_id} {job.state} ({job.package_name}@{job.package_version})", highlight=False, soft_wrap=True
+            )
+        spinning = not quiet and err_console.is_terminal
+        with err_console.status(f"job {job_id[:8]} {last}") if spinning else contextlib.nullcontext() as status:
+            while not job.finished and not interrupted.wait(0.25):
+                job = client.get_job(job_id)
+                if status is not None:
+                    status.update(f"job {job_id[:8]} {job.state} ({time.monotonic() - started:.0f} s)")
+                elif job.state != last and not quiet:
+                    err_console.print(f"job {job_id[:8]} {job.state}", highlight=False)
+                last = job.state
+        if not interrupted.is_set():
+            return job
+        short = job_id[:8]
+        err_console.print(
+            f"stopped waiting; job {job_id} goes on (its privacy budget stays charged). Follow it with "
+            f"`saferoom jobs watch {short}`, fetch its result with `saferoom jobs result {short}`, cancel it with "
+            f"`saferoom jobs cancel {short}`",
+            highlight=False,
+            soft_wrap=True,  # commands whole, to copy
+        )
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @jobs.command("get")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -144,3 +145,33 @@ def test_operators_see_who_ran_what_and_when_with_filters_and_paging(
         assert [j.id for j in pages] == [j.id for j in everything] and len(everything) >= 4
         bobs = list(olga.iter_jobs(package="echo", owner="bob"))
         assert theirs.id in [j.id for j in bobs] and {(j.owner, j.package_name) for j in bobs} == {("bob", "echo")}
+
+
+def test_jobs_run_says_which_job_at_once_and_ctrl_c_leaves_it_running(
+    world: tuple[SaferoomServer, Path], deployment: Deployment
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    srv, _ = world
+    code, out = _as(deployment, "alice", srv, "jobs", "run", "echo", "--param", "n=1")
+    assert code == 0 and re.search(r"job [0-9a-f]{32} queued \(echo@", out) and "succeeded" in out
+    profile = deployment.pki / "identities" / "alice" / "profile.toml"
+    command = [sys.executable, "-m", "saferoom.cli.main", "--profile", str(profile), "jobs", "run", "forever",
+               "--server", f"127.0.0.1:{srv.port}"]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # printed before the job ends
+    match = re.search(r"job ([0-9a-f]{32}) queued", first)
+    assert match, first
+    os.kill(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 130, rest
+    assert "goes on" in rest and f"saferoom jobs cancel {match.group(1)[:8]}" in rest
+    assert "Traceback" not in rest and "Aborted" not in rest
+    with deployment.client("alice", srv.port) as alice:
+        assert alice.get_job(match.group(1)).state in ("queued", "running")  # Ctrl-C did not cancel it
+        alice.cancel_job(match.group(1))
+        assert alice.wait(match.group(1), timeout=60).state == "cancelled"
