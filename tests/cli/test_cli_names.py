@@ -168,6 +168,7 @@ def test_jobs_run_says_which_job_at_once_and_ctrl_c_leaves_it_running(
     assert match, first
     os.kill(proc.pid, signal.SIGINT)
     rest = proc.stderr.read()
+    proc.stderr.close()
     assert proc.wait(timeout=30) == 130, rest
     assert "goes on" in rest and f"saferoom jobs cancel {match.group(1)[:8]}" in rest
     assert "Traceback" not in rest and "Aborted" not in rest
