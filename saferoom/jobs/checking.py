@@ -67,16 +67,6 @@ class HeldView:
     submitters: tuple[str, ...]
 
 
-def _objects(job: JobRecord) -> dict[str, Any]:
-    return {
-        "job": job.id,
-        "package": job.package_hash,
-        "name": job.package_name,
-        "version": job.package_version,
-        "datasets": json.loads(job.datasets_json),
-    }
-
-
 def risk_flags(outputs: list[ReleasedOutput]) -> list[list[str]]:
     """Cheap flags per output from what the release reported (no disclosure internals): what a checker should
     look at first. The release rules' own flags, if any, come in each output's ``check``."""
@@ -162,8 +152,8 @@ class CheckService:
         held, _ = self._audit.commit(  # one transaction with its records, in the log before anyone sees it held
             lambda conn: self._store.hold_in(conn, job.id, outputs, report, report["result_hash"], required, checks),
             lambda held: [
-                (EventType.RESULT_HELD, "saferoom", "server", _objects(job), summary),
-                (EventType.JOB_FINISHED, "saferoom", "server", _objects(job), finished),
+                (EventType.RESULT_HELD, "saferoom", "server", job.audit_objects(), summary),
+                (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
             ]
             if held
             else [],
@@ -272,15 +262,16 @@ class CheckService:
                 "checkers_required": held.checkers_required,
                 "state": state,
             }
-            entries: list[Entry] = [(EventType.RESULT_CHECKED, caller.name, caller.role_names, _objects(job), summary)]
+            objects = job.audit_objects()
+            entries: list[Entry] = [(EventType.RESULT_CHECKED, caller.name, caller.role_names, objects, summary)]
             if state == JobState.SUCCEEDED.value:
                 released = {"result_hash": held.result_hash, "released_by": approvals}
-                entries.append((EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), released))
+                entries.append((EventType.RESULT_RELEASED, "saferoom", "server", job.audit_objects(), released))
             if state != JobState.AWAITING_CHECK.value:
                 effect = next_state(decisions, held.checkers_required)
                 code, message = (effect[1] or "", effect[2]) if effect is not None else ("", None)
                 ended = {"owner": job.owner, "state": state, "code": code, "message": message}
-                entries.append((EventType.JOB_FINISHED, "saferoom", "server", _objects(job), ended))
+                entries.append((EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), ended))
             return entries
 
         # The decision, the job's new state and their records: one transaction, in the log before anyone hears.

@@ -70,16 +70,6 @@ _EVENTS = {
 }
 
 
-def _objects(job: JobRecord) -> dict[str, Any]:
-    return {
-        "job": job.id,
-        "package": job.package_hash,
-        "name": job.package_name,
-        "version": job.package_version,
-        "datasets": json.loads(job.datasets_json),
-    }
-
-
 def _spent(charges: list[Charge]) -> dict[str, dict[str, float]]:
     return {c.dataset: {"epsilon": epsilon_value(c.epsilon), "delta": delta_value(c.delta)} for c in charges}
 
@@ -239,7 +229,7 @@ class JobService:
                 EventType.JOB_QUEUED,
                 caller.name,
                 caller.role_names,
-                _objects(job),
+                job.audit_objects(),
                 {"params": checked, "request_id": request_id},
             )
             return [queued, *(_charge_entry(job, c, after) for c, after in charges)]
@@ -371,7 +361,7 @@ class JobService:
         result = self._store.get_result(job_id)
         self._check_integrity(job, result)
         summary = {"result_hash": result.report.get("result_hash", ""), "owner": job.owner}
-        self._audit.append(EventType.RESULT_DOWNLOADED, caller.name, caller.role_names, _objects(job), summary)
+        self._audit.append(EventType.RESULT_DOWNLOADED, caller.name, caller.role_names, job.audit_objects(), summary)
         return result
 
     def _check_integrity(self, job: JobRecord, result: StoredResult) -> None:
@@ -528,8 +518,8 @@ class JobService:
                     if not stored:
                         return []
                     return [
-                        (EventType.RESULT_RELEASED, "saferoom", "server", _objects(job), summary),
-                        (EventType.JOB_FINISHED, "saferoom", "server", _objects(job), finished),
+                        (EventType.RESULT_RELEASED, "saferoom", "server", job.audit_objects(), summary),
+                        (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
                     ]
 
                 self._persist(
@@ -635,7 +625,7 @@ class JobService:
             if new is JobState.CANCELLED:
                 summary["requested_by"] = requested_by
             who, role = (actor.name, actor.role_names) if actor else ("saferoom", "server")
-            return [(_EVENTS[new], who, role, _objects(job), summary)]
+            return [(_EVENTS[new], who, role, job.audit_objects(), summary)]
 
         try:
             # A job starting acknowledges nothing to anyone: its record is made durable by the job's next one.

@@ -210,7 +210,10 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         after = _job_id(request.page_token) if request.page_token else None
         if len(request.owner) > 64 or (request.package and not _PACKAGE_REF.match(request.package)):
             raise InvalidRequest("owner must be a name, package a hash, hash prefix or package name")
-        since = request.since.ToDatetime().timestamp() if request.HasField("since") else None
+        try:
+            since = request.since.ToDatetime().timestamp() if request.HasField("since") else None
+        except (ValueError, OverflowError, OSError):
+            raise InvalidRequest("since must be a valid time") from None
         jobs = self._jobs.list_jobs(
             self._caller(context),
             limit=size + 1,

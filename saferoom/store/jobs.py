@@ -40,6 +40,16 @@ class JobRecord:
     updated_at: float
     request_id: str | None = None  # the client's idempotency key, unique per owner
 
+    def audit_objects(self) -> dict[str, Any]:
+        """What the job's audit records name: the job, its package and the datasets it reads."""
+        return {
+            "job": self.id,
+            "package": self.package_hash,
+            "name": self.package_name,
+            "version": self.package_version,
+            "datasets": json.loads(self.datasets_json),
+        }
+
 
 @dataclass(frozen=True)
 class StoredOutput:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -144,3 +145,30 @@ def test_the_server_keeps_serving_after_hostile_input(channel: grpc.Channel) -> 
     assert stub.ListDatasets(_catalog_pb2.ListDatasetsRequest(), timeout=20).datasets
     chunks = list(stub.DownloadMock(_catalog_pb2.DownloadMockRequest(name="population", rows=10, seed=2**63 - 1)))
     assert chunks[0].dataset.name == "population" and any(c.arrow_ipc for c in chunks[1:])
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        {"since": {"seconds": 10**15}},  # beyond any datetime
+        {"since": {"seconds": -(10**15)}},
+        {"states": [999]},  # no such state
+        {"owner": "x" * 65},
+        {"package": "../etc"},
+        {"page_size": 101},
+    ],
+)
+def test_bad_job_list_filters_are_invalid_argument(channel: grpc.Channel, request_fields: dict[str, Any]) -> None:
+    from saferoom._proto.saferoom.v1 import jobs_pb2_grpc
+
+    request = _jobs_pb2.ListJobsRequest()
+    for name, value in request_fields.items():
+        if name == "since":
+            request.since.seconds = value["seconds"]
+        elif name == "states":
+            request.states.extend(value)
+        else:
+            setattr(request, name, value)
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs_pb2_grpc.JobsStub(channel).ListJobs(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
