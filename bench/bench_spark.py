@@ -71,9 +71,20 @@ def standalone(workdir: Path, workers: int = 2) -> Iterator[str]:
         logs.append(log)
         processes.append(
             subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                 "--webui-port", str(free_port())],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--webui-port",
+                    str(free_port()),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         )
         time.sleep(4)
@@ -82,10 +93,25 @@ def standalone(workdir: Path, workers: int = 2) -> Iterator[str]:
             logs.append(log)
             processes.append(
                 subprocess.Popen(
-                    [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
-                     "--memory", MEMORY, "--webui-port", str(free_port()), "--work-dir", str(workdir / f"w{i}"),
-                     master_url],
-                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        MEMORY,
+                        "--webui-port",
+                        str(free_port()),
+                        "--work-dir",
+                        str(workdir / f"w{i}"),
+                        master_url,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
                 )
             )
         time.sleep(4)
@@ -158,8 +184,12 @@ def main() -> None:
                 report(results, scale, "local")
             if "cluster" in modes:
                 with standalone(work) as master:
-                    conf = {**conf, "spark.driver.memory": "2g", "spark.executor.memory": MEMORY,
-                            "spark.executor.cores": "1"}
+                    conf = {
+                        **conf,
+                        "spark.driver.memory": "2g",
+                        "spark.executor.memory": MEMORY,
+                        "spark.executor.cores": "1",
+                    }
                     server = LocalConnectServer(work / "connect-cluster.log", master=master, conf=conf).wait()
                     try:
                         for q, t in spark_times(server.url, manifest, work / "data", plans, args.repeat).items():

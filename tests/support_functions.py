@@ -201,9 +201,7 @@ def aggregate_tables() -> dict[str, pa.Table]:
         keys = [i % 3 for i in range(len(values))]
         keys[0] = None  # type: ignore[call-overload]
         nulls = [None] * 4
-        out[t] = pa.table(
-            {"k": pa.array([*keys, 7, 7, 7, 7], pa.int64()), "v": pa.array([*values, *nulls], _ARROW[t])}
-        )
+        out[t] = pa.table({"k": pa.array([*keys, 7, 7, 7, 7], pa.int64()), "v": pa.array([*values, *nulls], _ARROW[t])})
         out[f"{t}-empty"] = pa.table({"k": pa.array([], pa.int64()), "v": pa.array([], _ARROW[t])})
     return out
 

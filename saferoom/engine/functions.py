@@ -719,9 +719,7 @@ REGISTRY: Mapping[str, Function] = {
             api="histogram",
             check=lambda v: _arrow.histogram_of(*v[1:]),
         ),
-        _entry(
-            "date", (1, 3), lambda fn, t: "date32", _d_date, all_literal_after=0, api="date", check=_arrow.date_of
-        ),
+        _entry("date", (1, 3), lambda fn, t: "date32", _d_date, all_literal_after=0, api="date", check=_arrow.date_of),
         _entry("year", (1, 1), _t_date_part, _d_year, api="year"),
         _entry("month", (1, 1), _t_date_part, _d_date_part(1, 12), api="month"),
         _entry("day", (1, 1), _t_date_part, _d_date_part(1, 31), api="day"),

@@ -151,12 +151,14 @@ class CheckService:
         finished = {"owner": job.owner, "outputs": len(outputs), "state": JobState.AWAITING_CHECK.value}
         held, _ = self._audit.commit(  # one transaction with its records, in the log before anyone sees it held
             lambda conn: self._store.hold_in(conn, job.id, outputs, report, report["result_hash"], required, checks),
-            lambda held: [
-                (EventType.RESULT_HELD, "saferoom", "server", job.audit_objects(), summary),
-                (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
-            ]
-            if held
-            else [],
+            lambda held: (
+                [
+                    (EventType.RESULT_HELD, "saferoom", "server", job.audit_objects(), summary),
+                    (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
+                ]
+                if held
+                else []
+            ),
         )
         return held
 

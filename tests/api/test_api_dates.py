@@ -113,9 +113,7 @@ def test_the_readme_exercise_on_mock_data(dp_catalog_dir: Path, tmp_path: Path) 
     _check(output.table)
 
 
-def test_the_readme_exercise_through_the_server(
-    server: SaferoomServer, deployment: Deployment, tmp_path: Path
-) -> None:
+def test_the_readme_exercise_through_the_server(server: SaferoomServer, deployment: Deployment, tmp_path: Path) -> None:
     with deployment.client("alice", server.port) as alice, deployment.client("olga", server.port) as olga:
         summary, _ = alice.submit_package(_package(tmp_path / "pkg"))
         olga.approve_package(summary.hash, days=1)

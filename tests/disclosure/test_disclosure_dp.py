@@ -55,9 +55,7 @@ def laplace_ks(residuals: np.ndarray, scale: float) -> float:
 
 
 def _aggregate(columns: tuple[DPColumn, ...], k: int = 1, keys: tuple[str, ...] = ("cell",)) -> NoisyAggregate:
-    schema = tuple((c, "int64") for c in keys) + tuple(
-        (c.name, "int64" if c.integer else "float64") for c in columns
-    )
+    schema = tuple((c, "int64") for c in keys) + tuple((c.name, "int64" if c.integer else "float64") for c in columns)
     dummy = plan.Scan("population", ("person_id",))
     return NoisyAggregate("dp1", "population", keys, dummy, "__n", columns, {}, k, 10, schema)
 
@@ -132,7 +130,6 @@ def test_median_income_by_district_is_close_on_a_log_scale_of_candidates(city) -
         assert abs(row["age"] - float(np.median(mine["age"].to_numpy()))) <= 2
     notes = [n["note"] for r in out.report.rules for n in r.noise if n["column"] == "median_income"]
     assert "log scale" in notes[0]
-
 
 
 def test_small_cell_attacks_release_nothing_personal(city) -> None:
@@ -241,10 +238,12 @@ def test_buyers_with_several_purchases_are_bounded_to_max_contributions(city) ->
         (lambda ctx: ctx.table("population").agg(s=sum_(col("income") / col("age"))), "needs public bounds"),
         (lambda ctx: ctx.table("population").head(100).agg(n=count()), "head"),
         (
-            lambda ctx: ctx.table("population")
-            .select("district", "age")
-            .join(ctx.table("housing_transactions").select("district", "price"), on="district")
-            .agg(n=count()),
+            lambda ctx: (
+                ctx.table("population")
+                .select("district", "age")
+                .join(ctx.table("housing_transactions").select("district", "price"), on="district")
+                .agg(n=count())
+            ),
             "combine its rows with public data only",
         ),
     ],

@@ -71,12 +71,7 @@ def test_poisoning_does_not_reach_the_next_job(sandbox) -> None:
 
 
 def test_module_globals_do_not_survive_between_jobs(sandbox) -> None:
-    source = (
-        "seen = []\n"
-        "def run(ctx):\n"
-        "    seen.append(1)\n"
-        "    return {'n': len(seen)}\n"
-    )
+    source = "seen = []\ndef run(ctx):\n    seen.append(1)\n    return {'n': len(seen)}\n"
     assert sandbox.run(source)["outputs"]["n"] == {"value": 1}
     assert sandbox.run(source)["outputs"]["n"] == {"value": 1}  # a fresh process each time
 

@@ -56,8 +56,9 @@ def engines(catalog_dir: Path, spark_catalog: tuple[Path, Manifest, Manifest], s
     locations = {n: i.location for n, i in everything.datasets.items() if i.location}
     catalog = Catalog.open(catalog_dir)
     spark = SparkEngine(spark_session, everything, locations)
-    yield Engines(Context(manifest, DATASETS), ArrowEngine(catalog.table), spark, catalog, spark_session,
-                  everything, locations)
+    yield Engines(
+        Context(manifest, DATASETS), ArrowEngine(catalog.table), spark, catalog, spark_session, everything, locations
+    )
     catalog.close()
 
 
@@ -210,48 +211,60 @@ def test_every_function_is_covered(engines: Engines) -> None:
 
 
 AGGREGATES: dict[str, Build] = {
-    "by_district": lambda c: _people(c)
-    .group_by("district")
-    .agg(
-        n=count(),
-        n_edu=count("education"),
-        households=count_distinct("household_id"),
-        total=sum_("income"),
-        ages=sum_("age"),
-        avg=mean("income"),
-        avg_age=mean("age"),
-        med=median("income"),
-        med_age=median("age"),
-        p10=quantile("income", 0.1),
-        p90=quantile(col("income") / 12, 0.9),
-        q0=quantile("age", 0.0),
-        q1=quantile("age", 1.0),
-        sd=std("income"),
-        youngest=min_("age"),
-        oldest=max_("age"),
-        first_edu=min_("education"),
-        last_district=max_("district"),
+    "by_district": lambda c: (
+        _people(c)
+        .group_by("district")
+        .agg(
+            n=count(),
+            n_edu=count("education"),
+            households=count_distinct("household_id"),
+            total=sum_("income"),
+            ages=sum_("age"),
+            avg=mean("income"),
+            avg_age=mean("age"),
+            med=median("income"),
+            med_age=median("age"),
+            p10=quantile("income", 0.1),
+            p90=quantile(col("income") / 12, 0.9),
+            q0=quantile("age", 0.0),
+            q1=quantile("age", 1.0),
+            sd=std("income"),
+            youngest=min_("age"),
+            oldest=max_("age"),
+            first_edu=min_("education"),
+            last_district=max_("district"),
+        )
     ),
-    "many_groups": lambda c: _people(c)
-    .with_columns(cell=grid_cell(col("lat"), col("lon"), 500))
-    .group_by("cell", "sex")
-    .agg(n=count(), med=median("income"), sd=std("age"), p25=quantile("age", 0.25)),
+    "many_groups": lambda c: (
+        _people(c)
+        .with_columns(cell=grid_cell(col("lat"), col("lon"), 500))
+        .group_by("cell", "sex")
+        .agg(n=count(), med=median("income"), sd=std("age"), p25=quantile("age", 0.25))
+    ),
     "global": lambda c: _people(c).agg(n=count(), avg=mean("income"), med=median("income"), sd=std("income")),
     "count_only": lambda c: _people(c).with_columns(x=col("age") * 2).agg(n=count()),  # scans no column at all
-    "empty_global": lambda c: _people(c)
-    .filter(col("age") > 200)
-    .agg(n=count(), d=count_distinct("sex"), s=sum_("income"), m=mean("income"), q=median("income")),
+    "empty_global": lambda c: (
+        _people(c)
+        .filter(col("age") > 200)
+        .agg(n=count(), d=count_distinct("sex"), s=sum_("income"), m=mean("income"), q=median("income"))
+    ),
     "empty_groups": lambda c: _people(c).filter(col("age") > 200).group_by("district").agg(n=count()),
-    "null_keys": lambda c: _people(c)
-    .with_columns(old=when(col("age") > 60, col("district")).otherwise(None))
-    .group_by("old")
-    .agg(n=count(), s=sum_(when(col("age") > 80, col("income")).otherwise(None))),
-    "expression_arguments": lambda c: _people(c)
-    .group_by("education")
-    .agg(rich=sum_(when(col("income") > 100_000, 1).otherwise(0)), m=mean(col("income") * 0.5 + 1)),
-    "multiple_rows_per_unit": lambda c: c.table("housing_transactions")
-    .group_by("district")
-    .agg(n=count(), buyers=count_distinct("buyer_id"), med=median("price_per_m2"), last=max_("date")),
+    "null_keys": lambda c: (
+        _people(c)
+        .with_columns(old=when(col("age") > 60, col("district")).otherwise(None))
+        .group_by("old")
+        .agg(n=count(), s=sum_(when(col("age") > 80, col("income")).otherwise(None)))
+    ),
+    "expression_arguments": lambda c: (
+        _people(c)
+        .group_by("education")
+        .agg(rich=sum_(when(col("income") > 100_000, 1).otherwise(0)), m=mean(col("income") * 0.5 + 1))
+    ),
+    "multiple_rows_per_unit": lambda c: (
+        c.table("housing_transactions")
+        .group_by("district")
+        .agg(n=count(), buyers=count_distinct("buyer_id"), med=median("price_per_m2"), last=max_("date"))
+    ),
     "public": lambda c: c.table("bus_stops").group_by("district").agg(n=count(), routes=sum_("routes")),
 }
 
@@ -288,18 +301,22 @@ SHAPES: dict[str, tuple[Build, bool | str]] = {
     "join_right": (lambda c: _cells(c).join(_stops(c), on="cell", how="right"), False),
     "join_full": (lambda c: _cells(c).join(_stops(c), on="cell", how="full"), False),
     "join_two_keys": (
-        lambda c: _people(c)
-        .group_by("district", "sex")
-        .agg(n=count())
-        .join(_people(c).group_by("district", "sex").agg(m=mean("income")), on=["district", "sex"]),
+        lambda c: (
+            _people(c)
+            .group_by("district", "sex")
+            .agg(n=count())
+            .join(_people(c).group_by("district", "sex").agg(m=mean("income")), on=["district", "sex"])
+        ),
         False,
     ),
     "join_rows": (
-        lambda c: c.table("housing_transactions")
-        .rename(person_id="buyer_id")
-        .join(_people(c).select("person_id", "age"), on="person_id", how="left")
-        .group_by("district")
-        .agg(n=count(), age=mean("age")),
+        lambda c: (
+            c.table("housing_transactions")
+            .rename(person_id="buyer_id")
+            .join(_people(c).select("person_id", "age"), on="person_id", how="left")
+            .group_by("district")
+            .agg(n=count(), age=mean("age"))
+        ),
         False,
     ),
     "sort_head": (lambda c: _cells(c).sort(["residents", "cell"], descending=[True, False]).head(15), True),
@@ -313,25 +330,29 @@ SHAPES: dict[str, tuple[Build, bool | str]] = {
     ),
     "head_of_sorted_unique": (lambda c: _cells(c).sort("cell").head(7), True),
     "union": (
-        lambda c: c.table("schools")
-        .select("district", kind=lit("school"))
-        .union(c.table("bus_stops").select("district", kind=lit("stop")))
-        .group_by("district", "kind")
-        .agg(n=count()),
+        lambda c: (
+            c.table("schools")
+            .select("district", kind=lit("school"))
+            .union(c.table("bus_stops").select("district", kind=lit("stop")))
+            .group_by("district", "kind")
+            .agg(n=count())
+        ),
         False,
     ),
     "union_widening": (
-        lambda c: _people(c).group_by("district").agg(v=count()).union(
-            _people(c).group_by("district").agg(v=mean("income"))
+        lambda c: (
+            _people(c).group_by("district").agg(v=count()).union(_people(c).group_by("district").agg(v=mean("income")))
         ),
         False,
     ),
     "site_selection": (
-        lambda c: _cells(c, 500)
-        .join(_stops(c, 500), on="cell", how="left")
-        .with_columns(score=col("residents") * 0.6 + when(col("stops").is_null(), 0).otherwise(col("stops")) * 0.4)
-        .sort(["score", "cell"], descending=[True, False])
-        .head(10),
+        lambda c: (
+            _cells(c, 500)
+            .join(_stops(c, 500), on="cell", how="left")
+            .with_columns(score=col("residents") * 0.6 + when(col("stops").is_null(), 0).otherwise(col("stops")) * 0.4)
+            .sort(["score", "cell"], descending=[True, False])
+            .head(10)
+        ),
         True,
     ),
 }

@@ -88,34 +88,47 @@ def _cells(ctx: Context, meters: int = 500):  # type: ignore[no-untyped-def]
 
 
 OUTPUTS: dict[str, Callable[[Context], Any]] = {
-    "small_cells_suppressed": lambda c: c.table("population")
-    .group_by("district", "age", "sex")
-    .agg(n=count(), income=mean("income")),
-    "site_selection": lambda c: _cells(c)
-    .join(
-        c.table("bus_stops").with_columns(cell=grid_cell(col("lat"), col("lon"), 500)).group_by("cell").agg(s=count()),
-        on="cell",
-        how="left",
-    )
-    .with_columns(score=col("adults") * 0.6 + when(col("s").is_null(), 0).otherwise(col("s")) * 0.4)
-    .sort(["score", "cell"], descending=[True, False])
-    .head(10),
-    "dominance": lambda c: c.table("population")
-    .with_columns(cell=grid_cell(col("lat"), col("lon"), 1000))
-    .group_by("cell")
-    .agg(n=count(), total=sum_("income"), avg=mean("income")),
+    "small_cells_suppressed": lambda c: (
+        c.table("population").group_by("district", "age", "sex").agg(n=count(), income=mean("income"))
+    ),
+    "site_selection": lambda c: (
+        _cells(c)
+        .join(
+            c.table("bus_stops")
+            .with_columns(cell=grid_cell(col("lat"), col("lon"), 500))
+            .group_by("cell")
+            .agg(s=count()),
+            on="cell",
+            how="left",
+        )
+        .with_columns(score=col("adults") * 0.6 + when(col("s").is_null(), 0).otherwise(col("s")) * 0.4)
+        .sort(["score", "cell"], descending=[True, False])
+        .head(10)
+    ),
+    "dominance": lambda c: (
+        c.table("population")
+        .with_columns(cell=grid_cell(col("lat"), col("lon"), 1000))
+        .group_by("cell")
+        .agg(n=count(), total=sum_("income"), avg=mean("income"))
+    ),
     "subset_of_one": lambda c: c.table("population").filter(col("person_id") == 42).agg(n=count()),
-    "margins": lambda c: c.table("population")
-    .group_by("district", "education")
-    .agg(n=count())
-    .union(c.table("population").group_by("district").agg(n=count()).with_columns(education=lit("all"))),
-    "housing_buyers": lambda c: c.table("housing_transactions")
-    .group_by("district")
-    .agg(n=count(), buyers=count_distinct("buyer_id"), med=median("price_per_m2"), sd=std("area_m2")),
-    "income_histogram": lambda c: c.table("population")
-    .with_columns(band=histogram(col("income"), 0, 300_000, 30))
-    .group_by("band", "sex")
-    .agg(n=count(), q9=quantile("age", 0.9)),
+    "margins": lambda c: (
+        c.table("population")
+        .group_by("district", "education")
+        .agg(n=count())
+        .union(c.table("population").group_by("district").agg(n=count()).with_columns(education=lit("all")))
+    ),
+    "housing_buyers": lambda c: (
+        c.table("housing_transactions")
+        .group_by("district")
+        .agg(n=count(), buyers=count_distinct("buyer_id"), med=median("price_per_m2"), sd=std("area_m2"))
+    ),
+    "income_histogram": lambda c: (
+        c.table("population")
+        .with_columns(band=histogram(col("income"), 0, 300_000, 30))
+        .group_by("band", "sex")
+        .agg(n=count(), q9=quantile("age", 0.9))
+    ),
     "public_rows": lambda c: c.table("schools").filter(col("capacity") > 800).sort("school_id").head(5),
 }
 
@@ -186,8 +199,11 @@ def test_a_personal_arrow_dataset_never_meets_a_spark_dataset(spark_catalog) -> 
     data_dir, manifest, _ = spark_catalog
     people = plan.Scan("population", ("person_id",))
     mixed = replace(
-        manifest, datasets={**manifest.datasets, "population": replace(manifest.datasets["population"],
-                                                                       engine="arrow", location=None)}
+        manifest,
+        datasets={
+            **manifest.datasets,
+            "population": replace(manifest.datasets["population"], engine="arrow", location=None),
+        },
     )
     sales = plan.Scan("housing_transactions", ("buyer_id",))
     join = plan.Join(people, plan.Project(sales, (("person_id", plan.Col("buyer_id")),)), ("person_id",))
