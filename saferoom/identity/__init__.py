@@ -2,6 +2,7 @@
 
 from saferoom.identity.permissions import ALLOWED, PUBLIC_METHODS, authorize
 from saferoom.identity.pki import (
+    LEGACY_SIGNING_KEY_OID,
     SIGNING_KEY_OID,
     IssuedIdentity,
     TrustStore,
@@ -16,6 +17,7 @@ from saferoom.identity.roles import NAME_PATTERN, SIGNING_ROLES, Identity, Role,
 
 __all__ = [
     "ALLOWED",
+    "LEGACY_SIGNING_KEY_OID",
     "NAME_PATTERN",
     "PUBLIC_METHODS",
     "SIGNING_KEY_OID",

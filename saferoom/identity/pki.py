@@ -15,6 +15,13 @@ output checker's) certificate also carries the public half of their signing key 
 ``SIGNING_KEY_OID``), so a signature is bound to a person the authority vouched for, and a forged approval or
 decision row in the database cannot name a key of its own. Private keys are created with mode 0600 and never
 overwritten.
+
+Every certificate made here must parse in every X.509 library a client may use, so every arc of every OID it
+carries stays below 2^28, the most RFC 5280 (appendix B) requires parsers to handle: Go's crypto/x509 (grpcurl,
+any Go client) rejects a certificate with a larger arc outright ("asn1: structure error: base 128 integer too
+large"), which the 128-bit UUID arc saferoom used at first (``LEGACY_SIGNING_KEY_OID``) was. Certificates issued
+with it are still read (the authority signed them, and signed decisions in old audit logs name them), but Go
+clients cannot load them: re-issue them (``saferoom certs revoke`` and ``issue``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from saferoom.errors import AuthenticationFailed, InvalidRequest, NotFound
 from saferoom.identity.roles import NAME_PATTERN, SIGNING_ROLES, Identity, Role, parse_roles
 
 __all__ = [
+    "LEGACY_SIGNING_KEY_OID",
     "SIGNING_KEY_OID",
     "IssuedIdentity",
     "TrustStore",
@@ -50,8 +58,14 @@ __all__ = [
     "revoke_identity",
 ]
 
-# A self-assigned OID (ITU-T X.667 UUID arc): the raw Ed25519 public key that signs this holder's approvals.
-SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.300163215812437019215942923205199720412")
+# saferoom's own arc: under ITU-T X.667's self-assigned 2.25, with a random 28-bit number instead of a 128-bit
+# UUID (see the module docstring). No UUID generated as RFC 9562 says (version 1-8) maps below 2^76, so this arc
+# collides with no standard UUID arc; and it is only ever read from certificates this deployment's authority signed.
+SAFEROOM_ARC = "2.25.44314814"
+# The raw Ed25519 public key that signs this holder's approvals and output-check decisions.
+SIGNING_KEY_OID = x509.ObjectIdentifier(f"{SAFEROOM_ARC}.1")
+# The same, in certificates of earlier saferoom versions (a 128-bit UUID arc): read, never written.
+LEGACY_SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.300163215812437019215942923205199720412")
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, CRL = "ca.crt", "ca.key", "server.crt", "server.key", "crl.pem"
 _ORG = "saferoom"
 
@@ -333,13 +347,24 @@ def certificate_signer(certificate_pem: bytes, ca_pem: bytes | None = None) -> t
             cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
         except (ValueError, TypeError, InvalidSignature):
             raise ValueError("the certificate was not issued by this authority") from None
-    try:
-        raw = cert.extensions.get_extension_for_oid(SIGNING_KEY_OID).value
-    except x509.ExtensionNotFound:
-        raise ValueError("the certificate carries no signing key") from None
+    raw = _signing_key(cert)
+    if raw is None:
+        raise ValueError("the certificate carries no signing key")
+    return _common_name(cert), frozenset(_attributes(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)), raw
+
+
+def _signing_key(cert: x509.Certificate) -> bytes | None:
+    """The raw Ed25519 key a certificate states (under the current OID or the legacy one), or None when it states
+    none. ``ValueError`` when it is malformed or stated twice: two keys would make "who signed" ambiguous."""
+    found = [e.value for e in cert.extensions if e.oid in (SIGNING_KEY_OID, LEGACY_SIGNING_KEY_OID)]
+    if not found:
+        return None
+    raw = found[0]
+    if len(found) > 1:
+        raise ValueError("the certificate states more than one signing key")
     if not (isinstance(raw, x509.UnrecognizedExtension) and raw.value[:2] == b"\x04\x20" and len(raw.value) == 34):
         raise ValueError("the certificate's signing key is malformed")
-    return _common_name(cert), frozenset(_attributes(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)), raw.value[2:]
+    return raw.value[2:]
 
 
 class TrustStore:
@@ -453,13 +478,10 @@ class TrustStore:
             roles = parse_roles(_attributes(cert, NameOID.ORGANIZATIONAL_UNIT_NAME))
         except ValueError as exc:
             raise AuthenticationFailed(f"the certificate of {name} states no valid roles: {exc}") from None
-        signing_key = None
         try:
-            raw = cert.extensions.get_extension_for_oid(SIGNING_KEY_OID).value
-        except x509.ExtensionNotFound:
-            raw = None
-        if isinstance(raw, x509.UnrecognizedExtension) and raw.value[:2] == b"\x04\x20" and len(raw.value) == 34:
-            signing_key = raw.value[2:]
+            signing_key = _signing_key(cert)
+        except ValueError:
+            signing_key = None  # as before: such a holder can sign nothing, and is told so when they try
         return Identity(
             name=name,
             roles=roles,

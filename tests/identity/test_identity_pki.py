@@ -194,3 +194,125 @@ def test_output_checkers_get_a_signing_key_and_only_the_checks_service(pki: Path
             authorize(carol, method)
     checks = {m for m in ALLOWED[Role.OUTPUT_CHECKER] if "Checks/" in m}
     assert all(not checks & ALLOWED[r] for r in Role if r is not Role.OUTPUT_CHECKER)
+
+
+def _oids(der: bytes) -> list[tuple[int, ...]]:
+    """Every OBJECT IDENTIFIER in a DER structure, looking inside constructed values and inside OCTET STRINGs
+    that hold DER themselves (an extension's value). Arcs are decoded as unbounded integers."""
+    found: list[tuple[int, ...]] = []
+
+    def walk(data: bytes) -> bool:
+        i = 0
+        while i < len(data):
+            if i + 2 > len(data):
+                return False
+            tag, length, i = data[i], data[i + 1], i + 2
+            if length & 0x80:
+                n = length & 0x7F
+                if n == 0 or n > 4 or i + n > len(data):
+                    return False
+                length, i = int.from_bytes(data[i : i + n], "big"), i + n
+            body, i = data[i : i + length], i + length
+            if len(body) != length:
+                return False
+            if tag == 0x06:
+                arcs, value = [], 0
+                for byte in body:
+                    value = (value << 7) | (byte & 0x7F)
+                    if not byte & 0x80:
+                        arcs.append(value)
+                        value = 0
+                first = min(arcs[0] // 40, 2)
+                found.append((first, arcs[0] - 40 * first, *arcs[1:]))
+            elif tag & 0x20:
+                if not walk(body):
+                    return False
+            elif tag == 0x04:
+                before = len(found)
+                if not walk(body):
+                    del found[before:]
+        return True
+
+    assert walk(der)
+    return found
+
+
+def test_every_certificate_keeps_oid_arcs_that_go_can_parse(pki: Path) -> None:
+    """Go's crypto/x509 refuses a certificate with an OID arc of 2^31 or more, and RFC 5280 asks parsers for
+    2^28 only: every certificate the authority makes (CA, server, each role's client) stays below 2^28. The
+    operator's and output checker's carried a 128-bit arc before (grpcurl: "base 128 integer too large")."""
+    from saferoom.identity import SIGNING_KEY_OID
+
+    issue_identity(pki, "alice", "researcher")
+    issue_identity(pki, "olga", "operator")
+    issue_identity(pki, "carol", "output_checker")
+    issue_identity(pki, "audrey", "auditor")
+    issue_identity(pki, "rex", "researcher,operator,output_checker,auditor")
+    pems = [pki / "ca.crt", pki / "server.crt", *sorted((pki / "identities").glob("*/cert.pem"))]
+    seen: set[tuple[int, ...]] = set()
+    for path in pems:
+        der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+        oids = _oids(der)
+        assert oids, path
+        too_large = [o for o in oids if max(o) >= 2**28]
+        assert not too_large, f"{path}: {too_large}"
+        seen.update(oids)
+    assert tuple(int(a) for a in SIGNING_KEY_OID.dotted_string.split(".")) in seen
+
+
+def _legacy_certificate(pki: Path, name: str, oids: list[x509.ObjectIdentifier]) -> tuple[bytes, bytes]:
+    """A client certificate for ``name`` signed by the authority, stating a signing key under each of ``oids``."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    raw = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "saferoom"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "operator"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    for i, oid in enumerate(oids):  # a different key under each OID
+        key = raw if i == 0 else raw[:31] + bytes([raw[31] ^ i])
+        builder = builder.add_extension(x509.UnrecognizedExtension(oid, b"\x04\x20" + key), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), raw
+
+
+def test_certificates_with_the_legacy_signing_key_oid_are_still_read(pki: Path) -> None:
+    """Operators' certificates of earlier versions keep working with saferoom's own client and server, and
+    signed decisions in old audit logs still name a key (Go clients need the certificate re-issued)."""
+    from saferoom.identity import LEGACY_SIGNING_KEY_OID, certificate_signer
+
+    pem, raw = _legacy_certificate(pki, "olga", [LEGACY_SIGNING_KEY_OID])
+    olga = TrustStore(pki).identify(pem)
+    assert olga.roles == {Role.OPERATOR} and olga.signing_key == raw
+    assert certificate_signer(pem, (pki / "ca.crt").read_bytes()) == ("olga", {"operator"}, raw)
+
+
+def test_a_certificate_stating_two_signing_keys_signs_nothing(pki: Path) -> None:
+    """Two keys (the current and the legacy OID) would make "who signed this" ambiguous: neither counts."""
+    from saferoom.identity import LEGACY_SIGNING_KEY_OID, SIGNING_KEY_OID, certificate_signer
+
+    pem, _ = _legacy_certificate(pki, "olga", [SIGNING_KEY_OID, LEGACY_SIGNING_KEY_OID])
+    assert TrustStore(pki).identify(pem).signing_key is None
+    with pytest.raises(ValueError, match="more than one signing key"):
+        certificate_signer(pem, (pki / "ca.crt").read_bytes())
