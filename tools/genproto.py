@@ -3,14 +3,20 @@
     python tools/genproto.py          # regenerate
     python tools/genproto.py --check  # exit 1 if the committed code differs from what the .proto files give
 
-The -I mapping makes each file's proto path ``saferoom/_proto/saferoom/v1/x.proto``, so protoc writes the
-modules where they are imported from (``saferoom._proto.saferoom.v1``) with correct imports, no rewriting.
+protos/ compiles on its own (``protoc -Iprotos protos/saferoom/v1/*.proto``, as any other language's tools do
+it): its files are ``saferoom/v1/x.proto`` and import each other by those names, which is also what server
+reflection serves. protoc names the Python modules after those paths (``saferoom.v1.x_pb2``), and there is no
+protoc option for a Python package (an -I mapping would change the proto file names that other languages and
+reflection see), so the one import of a sibling module that protoc writes, ``from saferoom.v1 import x_pb2``,
+is rewritten to where the modules live (``saferoom._proto.saferoom.v1``), exactly and only that line form; any
+other mention of ``saferoom.v1`` as a module is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -25,22 +31,38 @@ OUT = ROOT / "saferoom" / "_proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
+PROTO_PACKAGE = "saferoom.v1"
+PYTHON_PACKAGE = "saferoom._proto.saferoom.v1"
+_SIBLING_IMPORT = re.compile(rf"^from {re.escape(PROTO_PACKAGE)} import (\w+_pb2)( as \w+)?$", re.M)
+_ANY_MENTION = re.compile(rf"^\s*(from|import) {re.escape(PROTO_PACKAGE)}\b", re.M)
+
+
 def generate(target: Path) -> None:
     """Run protoc over every .proto file, writing the package tree under ``target``."""
     include = str(resources.files("grpc_tools") / "_proto")
     files = sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto"))
+    raw = target / "raw"
+    raw.mkdir()
     args = [
         "grpc_tools.protoc",
-        f"-Isaferoom/_proto={PROTOS}",
+        f"-I{PROTOS}",
         f"-I{include}",
-        f"--python_out={target}",
-        f"--pyi_out={target}",
-        f"--grpc_python_out={target}",
+        f"--python_out={raw}",
+        f"--pyi_out={raw}",
+        f"--grpc_python_out={raw}",
         *[f"{PROTOS}/{f}" for f in files],
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     package = target / "saferoom" / "_proto"
+    out = package / PROTO_PACKAGE.replace(".", "/")
+    out.mkdir(parents=True)
+    for module in sorted((raw / PROTO_PACKAGE.replace(".", "/")).iterdir()):
+        text = _SIBLING_IMPORT.sub(rf"from {PYTHON_PACKAGE} import \1\2", module.read_text())
+        if _ANY_MENTION.search(text):
+            raise SystemExit(f"{module.name}: an import of {PROTO_PACKAGE} that tools/genproto.py cannot place")
+        (out / module.name).write_text(text)
+    shutil.rmtree(raw)
     for directory in [package, *[p for p in package.rglob("*") if p.is_dir()]]:
         init = directory / "__init__.py"
         if not init.exists():

@@ -40,7 +40,7 @@ from saferoom.errors import (
 )
 from saferoom.identity import load_signing_key
 from saferoom.packages import Package, load_package, package_from_files, sign_approval
-from saferoom.wire import value_from_proto, value_to_proto
+from saferoom.wire import enum_from_proto, value_from_proto, value_to_proto
 
 __all__ = [
     "Budget",
@@ -261,7 +261,7 @@ def _held(p: _checks_pb2.HeldResult) -> HeldResult:
         outputs=[
             HeldOutput(
                 o.name,
-                o.kind,
+                enum_from_proto(_jobs_pb2.OutputKind, o.kind),
                 bytes(o.arrow_ipc),
                 o.value_json,
                 o.report_json,
@@ -315,7 +315,7 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
     columns = tuple(
         Column(
             name=c.name,
-            type=c.type,
+            type=enum_from_proto(_catalog_pb2.ColumnType, c.type),
             description=c.description,
             unit=c.unit or None,
             min=c.min if c.HasField("min") else None,
@@ -330,7 +330,7 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
         description=p.description,
         file=f"{p.name}.arrow",
         rows=p.rows,
-        sensitivity="public" if p.sensitivity == "public" else "personal",
+        sensitivity="public" if p.sensitivity == _catalog_pb2.SENSITIVITY_PUBLIC else "personal",
         columns=columns,
         privacy_unit=p.privacy_unit or None,
         one_row_per_unit=p.one_row_per_unit,
@@ -342,7 +342,7 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
             differential_privacy=p.policy.differential_privacy,
             max_contributions=p.policy.max_contributions,
             dp_delta=p.policy.dp_delta,
-            output_checking=p.policy.output_checking or "none",
+            output_checking=enum_from_proto(_catalog_pb2.OutputChecking, p.policy.output_checking) or "none",
             output_checkers=p.policy.output_checkers or 1,
         ),
     )
@@ -350,12 +350,12 @@ def _dataset(p: _catalog_pb2.Dataset) -> DatasetInfo:
 
 def _report(r: _jobs_pb2.ReleaseReport) -> dict[str, Any]:
     return {
-        "kind": r.kind,
+        "kind": enum_from_proto(_jobs_pb2.OutputKind, r.kind),
         "rows": r.rows,
         "suppressed_cells": r.suppressed_cells,
         "rules": [
             {
-                "rule": rule.name,
+                "rule": enum_from_proto(_jobs_pb2.RuleKind, rule.kind) or "unspecified",
                 "explanation": rule.explanation,
                 "cells_suppressed": rule.cells_suppressed,
                 "threshold": rule.threshold,
@@ -407,13 +407,13 @@ class Client:
                 ],
             )
         self._channel = channel
-        self._catalog = _catalog_pb2_grpc.CatalogStub(self._channel)
-        self._packages = _packages_pb2_grpc.PackagesStub(self._channel)
-        self._review = _review_pb2_grpc.ReviewStub(self._channel)
-        self._jobs = _jobs_pb2_grpc.JobsStub(self._channel)
-        self._audit = _audit_pb2_grpc.AuditStub(self._channel)
-        self._budgets = _budgets_pb2_grpc.BudgetsStub(self._channel)
-        self._checks = _checks_pb2_grpc.ChecksStub(self._channel)
+        self._catalog = _catalog_pb2_grpc.CatalogServiceStub(self._channel)
+        self._packages = _packages_pb2_grpc.PackagesServiceStub(self._channel)
+        self._review = _review_pb2_grpc.ReviewServiceStub(self._channel)
+        self._jobs = _jobs_pb2_grpc.JobsServiceStub(self._channel)
+        self._audit = _audit_pb2_grpc.AuditServiceStub(self._channel)
+        self._budgets = _budgets_pb2_grpc.BudgetsServiceStub(self._channel)
+        self._checks = _checks_pb2_grpc.ChecksServiceStub(self._channel)
 
     @classmethod
     def from_profile(
@@ -446,7 +446,8 @@ class Client:
         return [_dataset(d) for d in reply.datasets]
 
     def describe_dataset(self, name: str) -> DatasetInfo:
-        return _dataset(self._call(self._catalog.DescribeDataset, _catalog_pb2.DescribeDatasetRequest(name=name)))
+        reply = self._call(self._catalog.DescribeDataset, _catalog_pb2.DescribeDatasetRequest(name=name))
+        return _dataset(reply.dataset)
 
     def download_mock(self, name: str, rows: int = 0, seed: int = 0) -> tuple[DatasetInfo, pa.Table]:
         """A mock copy of a dataset: its description and a synthetic Arrow table."""
@@ -484,11 +485,11 @@ class Client:
         return [_package(p) for p in reply.packages]
 
     def get_package(self, ref: str) -> PackageSummary:
-        return _package(self._call(self._packages.GetPackage, _packages_pb2.GetPackageRequest(ref=ref)))
+        return _package(self._call(self._packages.GetPackage, _packages_pb2.GetPackageRequest(ref=ref)).package)
 
     def download_package(self, ref: str) -> tuple[PackageSummary, dict[str, bytes]]:
         """A package's files as stored, checked here against its hash."""
-        reply = self._call(self._packages.DownloadPackage, _packages_pb2.GetPackageRequest(ref=ref))
+        reply = self._call(self._packages.DownloadPackage, _packages_pb2.DownloadPackageRequest(ref=ref))
         files = {f.name: bytes(f.content) for f in reply.files}
         if package_from_files(files).hash != reply.package.hash:
             raise SaferoomError("the server sent files that do not match the package hash")
@@ -501,7 +502,7 @@ class Client:
         return [_package(p) for p in reply.packages]
 
     def review_package(self, package_hash: str) -> PackageReview:
-        reply = self._call(self._review.GetPackage, _review_pb2.ReviewPackageRequest(hash=package_hash))
+        reply = self._call(self._review.GetPackageReview, _review_pb2.GetPackageReviewRequest(hash=package_hash))
         previous = _package(reply.previous) if reply.HasField("previous") else None
         files = {f.name: bytes(f.content) for f in reply.files}
         return PackageReview(_package(reply.package), files, previous, reply.diff)
@@ -528,15 +529,15 @@ class Client:
         request = _review_pb2.ApprovePackageRequest(
             hash=package_hash, not_before=not_before, not_after=not_after, signature=signature
         )
-        return _package(self._call(self._review.ApprovePackage, request))
+        return _package(self._call(self._review.ApprovePackage, request).package)
 
     def reject_package(self, package_hash: str, reason: str) -> PackageSummary:
-        request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
-        return _package(self._call(self._review.RejectPackage, request))
+        request = _review_pb2.RejectPackageRequest(hash=package_hash, reason=reason)
+        return _package(self._call(self._review.RejectPackage, request).package)
 
     def revoke_approval(self, package_hash: str, reason: str) -> PackageSummary:
-        request = _review_pb2.DecisionRequest(hash=package_hash, reason=reason)
-        return _package(self._call(self._review.RevokeApproval, request))
+        request = _review_pb2.RevokeApprovalRequest(hash=package_hash, reason=reason)
+        return _package(self._call(self._review.RevokeApproval, request).package)
 
     # -------------------------------------------------------------- output checkers
 
@@ -547,7 +548,7 @@ class Client:
 
     def get_held(self, job_id: str) -> HeldResult:
         """A held result in full: outputs, package source, report, flags, who ran it and with what."""
-        return _held(self._call(self._checks.GetHeld, _checks_pb2.GetHeldRequest(job_id=job_id)))
+        return _held(self._call(self._checks.GetHeld, _checks_pb2.GetHeldRequest(job_id=job_id)).held)
 
     def decide(
         self,
@@ -582,7 +583,7 @@ class Client:
             decided_at=decided_at,
             signature=signature,
         )
-        return _held(self._call(self._checks.Decide, request))
+        return _held(self._call(self._checks.Decide, request).held)
 
     def approve_result(self, job_id: str, reason: str = "", reviewed: HeldResult | None = None) -> HeldResult:
         return self.decide(job_id, Decision.APPROVE, reason, reviewed=reviewed)
@@ -598,7 +599,7 @@ class Client:
     def set_budget(self, researcher: str, dataset: str, epsilon: float, delta: float = 1e-6) -> Budget:
         """Operators: set what ``researcher`` may spend on a differentially private dataset in all."""
         request = _budgets_pb2.SetBudgetRequest(researcher=researcher, dataset=dataset, epsilon=epsilon, delta=delta)
-        return _budget(self._call(self._budgets.SetBudget, request))
+        return _budget(self._call(self._budgets.SetBudget, request).budget)
 
     def list_budgets(self, researcher: str = "", dataset: str = "") -> list[Budget]:
         """The budgets you may see (your own; everyone's for operators and auditors), optionally filtered."""
@@ -639,13 +640,13 @@ class Client:
             request.until.FromDatetime(until)
         try:
             for p in self._audit.ReadLog(request, timeout=timeout if follow else (timeout or self.timeout * 10)):
-                yield _record(p)
+                yield _record(p.record)
         except grpc.RpcError as exc:
             raise _translate(exc) from exc
 
     def get_checkpoint(self) -> Checkpoint:
         """A fresh signed checkpoint of the log: keep it to prove later that nothing before it changed."""
-        c = self._call(self._audit.GetCheckpoint, _audit_pb2.GetCheckpointRequest())
+        c = self._call(self._audit.GetCheckpoint, _audit_pb2.GetCheckpointRequest()).checkpoint
         return Checkpoint(c.covers, c.head, c.signature, c.public_key)
 
     def verify_log(self, anchors: tuple[Checkpoint, ...] = ()) -> VerifyReport:
@@ -676,16 +677,16 @@ class Client:
             datasets=datasets or [],
             request_id=request_id,
         )
-        return _job(self._call(self._jobs.RunJob, request))
+        return _job(self._call(self._jobs.RunJob, request).job)
 
     def get_job(self, job_id: str) -> Job:
-        return _job(self._call(self._jobs.GetJob, _jobs_pb2.GetJobRequest(job_id=job_id)))
+        return _job(self._call(self._jobs.GetJob, _jobs_pb2.GetJobRequest(job_id=job_id)).job)
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[Job]:
         """Yield the job on every state change until it finishes."""
         try:
             for p in self._jobs.WatchJob(_jobs_pb2.WatchJobRequest(job_id=job_id), timeout=timeout):
-                yield _job(p)
+                yield _job(p.job)
         except grpc.RpcError as exc:
             raise _translate(exc) from exc
 
@@ -699,7 +700,7 @@ class Client:
         return job if job is not None else self.get_job(job_id)
 
     def cancel_job(self, job_id: str) -> Job:
-        return _job(self._call(self._jobs.CancelJob, _jobs_pb2.CancelJobRequest(job_id=job_id)))
+        return _job(self._call(self._jobs.CancelJob, _jobs_pb2.CancelJobRequest(job_id=job_id)).job)
 
     def list_jobs(
         self,
@@ -733,13 +734,14 @@ class Client:
                 return
 
     def get_result(self, job_id: str) -> Result:
-        reply = self._call(self._jobs.GetResult, _jobs_pb2.GetResultRequest(job_id=job_id))
+        reply = self._call(self._jobs.GetResult, _jobs_pb2.GetResultRequest(job_id=job_id)).result
         outputs = []
         for o in reply.outputs:
             content = o.WhichOneof("content")
             table = pa.ipc.open_stream(pa.py_buffer(o.arrow_ipc)).read_all() if content == "arrow_ipc" else None
             value = value_from_proto(o.value) if content == "value" else None
-            outputs.append(ResultOutput(o.name, o.report.kind, table, value, _report(o.report)))
+            kind = enum_from_proto(_jobs_pb2.OutputKind, o.report.kind)
+            outputs.append(ResultOutput(o.name, kind, table, value, _report(o.report)))
         return Result(reply.job_id, outputs, reply.printed)
 
 
@@ -777,7 +779,7 @@ def _budget(p: _budgets_pb2.Budget) -> Budget:
 def _package(p: _packages_pb2.Package) -> PackageSummary:
     parameters = {
         q.name: {
-            "type": q.type,
+            "type": enum_from_proto(_packages_pb2.ParameterType, q.type),
             "default": json.loads(q.default_json) if q.default_json else None,
             "min": q.min if q.HasField("min") else None,
             "max": q.max if q.HasField("max") else None,

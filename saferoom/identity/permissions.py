@@ -1,7 +1,7 @@
 """The one table of who may call what: role -> allowed methods. Anything not listed is refused.
 
-Method names are the full gRPC method paths without the leading slash (``saferoom.v1.Jobs/RunJob``); they are
-plain strings here so that the domain needs no gRPC. What a role may *see* through an allowed method (a
+Method names are the full gRPC method paths without the leading slash (``saferoom.v1.JobsService/RunJob``);
+they are plain strings here so that the domain needs no gRPC. What a role may *see* through an allowed method (a
 researcher only their own packages, jobs and results) is decided by the domain services, not by this table.
 """
 
@@ -14,12 +14,22 @@ from saferoom.identity.roles import Identity, Role
 
 __all__ = ["ALLOWED", "PUBLIC_METHODS", "authorize"]
 
-_CATALOG = ("saferoom.v1.Catalog/ListDatasets", "saferoom.v1.Catalog/DescribeDataset",
-            "saferoom.v1.Catalog/DownloadMock")  # fmt: skip
-_READ_PACKAGES = ("saferoom.v1.Packages/GetPackage", "saferoom.v1.Packages/ListPackages",
-                  "saferoom.v1.Packages/DownloadPackage")  # fmt: skip
-_OBSERVE_JOBS = ("saferoom.v1.Jobs/GetJob", "saferoom.v1.Jobs/WatchJob", "saferoom.v1.Jobs/ListJobs",
-                 "saferoom.v1.Jobs/CancelJob")  # fmt: skip
+_CATALOG = (
+    "saferoom.v1.CatalogService/ListDatasets",
+    "saferoom.v1.CatalogService/DescribeDataset",
+    "saferoom.v1.CatalogService/DownloadMock",
+)
+_READ_PACKAGES = (
+    "saferoom.v1.PackagesService/GetPackage",
+    "saferoom.v1.PackagesService/ListPackages",
+    "saferoom.v1.PackagesService/DownloadPackage",
+)
+_OBSERVE_JOBS = (
+    "saferoom.v1.JobsService/GetJob",
+    "saferoom.v1.JobsService/WatchJob",
+    "saferoom.v1.JobsService/ListJobs",
+    "saferoom.v1.JobsService/CancelJob",
+)
 
 # Any authenticated identity: liveness and the API's own description (no data, no state).
 PUBLIC_METHODS = frozenset(
@@ -37,10 +47,10 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             *_CATALOG,
             *_READ_PACKAGES,
             *_OBSERVE_JOBS,
-            "saferoom.v1.Packages/SubmitPackage",
-            "saferoom.v1.Jobs/RunJob",
-            "saferoom.v1.Jobs/GetResult",
-            "saferoom.v1.Budgets/ListBudgets",  # their own only (saferoom.disclosure.budgets)
+            "saferoom.v1.PackagesService/SubmitPackage",
+            "saferoom.v1.JobsService/RunJob",
+            "saferoom.v1.JobsService/GetResult",
+            "saferoom.v1.BudgetsService/ListBudgets",  # their own only (saferoom.disclosure.budgets)
         }
     ),
     Role.OPERATOR: frozenset(
@@ -48,13 +58,13 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             *_CATALOG,
             *_READ_PACKAGES,
             *_OBSERVE_JOBS,  # oversight: see and stop any job, but never read its result
-            "saferoom.v1.Review/ListPending",
-            "saferoom.v1.Review/GetPackage",
-            "saferoom.v1.Review/ApprovePackage",
-            "saferoom.v1.Review/RejectPackage",
-            "saferoom.v1.Review/RevokeApproval",
-            "saferoom.v1.Budgets/SetBudget",
-            "saferoom.v1.Budgets/ListBudgets",
+            "saferoom.v1.ReviewService/ListPending",
+            "saferoom.v1.ReviewService/GetPackageReview",
+            "saferoom.v1.ReviewService/ApprovePackage",
+            "saferoom.v1.ReviewService/RejectPackage",
+            "saferoom.v1.ReviewService/RevokeApproval",
+            "saferoom.v1.BudgetsService/SetBudget",
+            "saferoom.v1.BudgetsService/ListBudgets",
         }
     ),
     # Output checkers see held exact results in full and decide on them; they run nothing and read no other
@@ -62,17 +72,17 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
     Role.OUTPUT_CHECKER: frozenset(
         {
             *_CATALOG,  # the policies and thresholds a checker judges against
-            "saferoom.v1.Checks/ListHeld",
-            "saferoom.v1.Checks/GetHeld",
-            "saferoom.v1.Checks/Decide",
+            "saferoom.v1.ChecksService/ListHeld",
+            "saferoom.v1.ChecksService/GetHeld",
+            "saferoom.v1.ChecksService/Decide",
         }
     ),
     Role.AUDITOR: frozenset(
         {
-            "saferoom.v1.Audit/ReadLog",
-            "saferoom.v1.Audit/GetCheckpoint",
-            "saferoom.v1.Audit/VerifyLog",
-            "saferoom.v1.Budgets/ListBudgets",  # what was spent is part of what an auditor checks
+            "saferoom.v1.AuditService/ReadLog",
+            "saferoom.v1.AuditService/GetCheckpoint",
+            "saferoom.v1.AuditService/VerifyLog",
+            "saferoom.v1.BudgetsService/ListBudgets",  # what was spent is part of what an auditor checks
         }
     ),
 }

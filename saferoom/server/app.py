@@ -56,13 +56,13 @@ __all__ = ["SaferoomServer", "create_server"]
 _log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
-    _catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
-    _packages_pb2.DESCRIPTOR.services_by_name["Packages"].full_name,
-    _jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
-    _review_pb2.DESCRIPTOR.services_by_name["Review"].full_name,
-    _audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
-    _budgets_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name,
-    _checks_pb2.DESCRIPTOR.services_by_name["Checks"].full_name,
+    _catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    _packages_pb2.DESCRIPTOR.services_by_name["PackagesService"].full_name,
+    _jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name,
+    _review_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name,
+    _audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    _budgets_pb2.DESCRIPTOR.services_by_name["BudgetsService"].full_name,
+    _checks_pb2.DESCRIPTOR.services_by_name["ChecksService"].full_name,
 )
 
 
@@ -189,13 +189,13 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             ],
             maximum_concurrent_rpcs=config.max_streams + 40,
         )
-        _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest), server)
-        _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(packages, caller), server)
-        _review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(packages, caller), server)
-        _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
-        _audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(audit, caller), server)
-        _budgets_pb2_grpc.add_BudgetsServicer_to_server(BudgetsServicer(budgets, caller), server)
-        _checks_pb2_grpc.add_ChecksServicer_to_server(ChecksServicer(checks, caller), server)
+        _catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(manifest), server)
+        _packages_pb2_grpc.add_PackagesServiceServicer_to_server(PackagesServicer(packages, caller), server)
+        _review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(packages, caller), server)
+        _jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(jobs, caller), server)
+        _audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit, caller), server)
+        _budgets_pb2_grpc.add_BudgetsServiceServicer_to_server(BudgetsServicer(budgets, caller), server)
+        _checks_pb2_grpc.add_ChecksServiceServicer_to_server(ChecksServicer(checks, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

@@ -61,7 +61,7 @@ def _filter(request: _audit_pb2.ReadLogRequest) -> AuditFilter:
     )
 
 
-class AuditServicer(_audit_pb2_grpc.AuditServicer):
+class AuditServicer(_audit_pb2_grpc.AuditServiceServicer):
     """ReadLog, GetCheckpoint and VerifyLog, for auditors (the permission table says so)."""
 
     def __init__(self, audit: AuditLog, caller: Caller) -> None:
@@ -75,7 +75,7 @@ class AuditServicer(_audit_pb2_grpc.AuditServicer):
         if request.tail:
             last = self._audit.last_seq
             recent = deque(self._audit.read(wanted, upto_seq=last), maxlen=request.tail)
-            yield from (record_to_proto(r) for r in recent)
+            yield from (_audit_pb2.ReadLogResponse(record=record_to_proto(r)) for r in recent)
             if not request.follow:
                 return
             wanted = replace(wanted, after_seq=max(wanted.after_seq, last))
@@ -84,12 +84,12 @@ class AuditServicer(_audit_pb2_grpc.AuditServicer):
         else:
             records = self._audit.read(wanted)
         for count, record in enumerate(records, start=1):
-            yield record_to_proto(record)
+            yield _audit_pb2.ReadLogResponse(record=record_to_proto(record))
             if request.limit and count >= request.limit:
                 return
 
     def GetCheckpoint(self, request: _audit_pb2.GetCheckpointRequest, context: Any) -> Any:
-        return _checkpoint_to_proto(self._audit.checkpoint())
+        return _audit_pb2.GetCheckpointResponse(checkpoint=_checkpoint_to_proto(self._audit.checkpoint()))
 
     def VerifyLog(self, request: _audit_pb2.VerifyLogRequest, context: Any) -> Any:
         caller = self._caller(context)

@@ -10,11 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
 from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
+from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom.checks import Decision
 from saferoom.errors import InvalidRequest
 from saferoom.jobs import CheckService, HeldView
 from saferoom.server import convert
 from saferoom.server.auth import Caller
+from saferoom.wire import enum_to_proto
 
 __all__ = ["ChecksServicer", "held_to_proto"]
 
@@ -67,7 +69,7 @@ def held_to_proto(view: HeldView, full: bool = True) -> _checks_pb2.HeldResult:
             out.outputs.append(
                 _checks_pb2.HeldOutput(
                     name=o.name,
-                    kind=o.kind,
+                    kind=enum_to_proto(_jobs_pb2.OutputKind, o.kind),
                     arrow_ipc=o.arrow_ipc or b"",
                     value_json=o.value_json or "",
                     report_json=o.report_json,
@@ -80,7 +82,7 @@ def held_to_proto(view: HeldView, full: bool = True) -> _checks_pb2.HeldResult:
     return out
 
 
-class ChecksServicer(_checks_pb2_grpc.ChecksServicer):
+class ChecksServicer(_checks_pb2_grpc.ChecksServiceServicer):
     """List, show and decide on held results."""
 
     def __init__(self, checks: CheckService, caller: Caller) -> None:
@@ -92,7 +94,8 @@ class ChecksServicer(_checks_pb2_grpc.ChecksServicer):
         return _checks_pb2.ListHeldResponse(held=[held_to_proto(v, full=False) for v in views])
 
     def GetHeld(self, request: _checks_pb2.GetHeldRequest, context: Any) -> Any:
-        return held_to_proto(self._checks.get_held(_job_id(request.job_id), self._caller(context)))
+        held = held_to_proto(self._checks.get_held(_job_id(request.job_id), self._caller(context)))
+        return _checks_pb2.GetHeldResponse(held=held)
 
     def Decide(self, request: _checks_pb2.DecideRequest, context: Any) -> Any:
         caller = self._caller(context)
@@ -109,4 +112,4 @@ class ChecksServicer(_checks_pb2_grpc.ChecksServicer):
         self._checks.decide(
             job_id, caller, decision, request.reason, request.decided_at, request.signature, request.result_hash
         )
-        return held_to_proto(self._checks.get_held(job_id, caller))
+        return _checks_pb2.DecideResponse(held=held_to_proto(self._checks.get_held(job_id, caller)))

@@ -19,7 +19,7 @@ from saferoom.packages import Package, PackageView
 from saferoom.packages.package import MAX_FILES
 from saferoom.store import Budget, JobRecord, StoredResult
 from saferoom.store.budgets import delta_value, epsilon_value
-from saferoom.wire import value_from_proto, value_to_proto
+from saferoom.wire import enum_to_proto, value_from_proto, value_to_proto
 
 __all__ = [
     "budget_to_proto",
@@ -76,7 +76,7 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
     columns = [
         _catalog_pb2.Column(
             name=c.name,
-            type=c.type,
+            type=enum_to_proto(_catalog_pb2.ColumnType, c.type),
             description=c.description,
             unit=c.unit or "",
             min=c.min,
@@ -89,7 +89,7 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
     return _catalog_pb2.Dataset(
         name=info.name,
         description=info.description,
-        sensitivity=info.sensitivity,
+        sensitivity=enum_to_proto(_catalog_pb2.Sensitivity, info.sensitivity),
         privacy_unit=info.privacy_unit or "",
         one_row_per_unit=info.one_row_per_unit,
         rows=info.rows,
@@ -102,7 +102,7 @@ def dataset_to_proto(info: DatasetInfo) -> _catalog_pb2.Dataset:
             differential_privacy=info.policy.differential_privacy,
             max_contributions=info.policy.max_contributions,
             dp_delta=info.policy.dp_delta,
-            output_checking=info.policy.output_checking,
+            output_checking=enum_to_proto(_catalog_pb2.OutputChecking, info.policy.output_checking),
             output_checkers=info.policy.output_checkers,
         ),
     )
@@ -112,7 +112,7 @@ def package_to_proto(package: Package) -> _packages_pb2.Package:
     parameters = [
         _packages_pb2.Parameter(
             name=spec.name,
-            type=spec.type,
+            type=enum_to_proto(_packages_pb2.ParameterType, spec.type),
             default_json=json.dumps(spec.default),
             min=spec.min,
             max=spec.max,
@@ -232,7 +232,7 @@ _NOISE_NUMBERS = ("epsilon", "delta", "scale", "sensitivity", "ci95", "resolutio
 def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
     rules = [
         _jobs_pb2.ReleaseRule(
-            name=str(r.get("rule", r.get("name", ""))),
+            kind=enum_to_proto(_jobs_pb2.RuleKind, str(r.get("rule", ""))),
             explanation=str(r.get("explanation", "")),
             cells_suppressed=int(r.get("cells_suppressed", 0)),
             threshold=int(r.get("threshold", 0) or 0),
@@ -250,7 +250,7 @@ def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
         for r in report.get("rules", ())
     ]
     return _jobs_pb2.ReleaseReport(
-        kind=str(report.get("kind", "")),
+        kind=enum_to_proto(_jobs_pb2.OutputKind, str(report.get("kind", ""))),
         rows=int(report.get("rows", 0)),
         suppressed_cells=int(report.get("suppressed_cells", 0)),
         rules=rules,

@@ -69,7 +69,7 @@ def _package_ref(value: str) -> str:
     return value
 
 
-class CatalogServicer(_catalog_pb2_grpc.CatalogServicer):
+class CatalogServicer(_catalog_pb2_grpc.CatalogServiceServicer):
     """Schemas, policies and mock data; never real rows."""
 
     def __init__(self, manifest: Manifest) -> None:
@@ -80,7 +80,9 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServicer):
         return _catalog_pb2.ListDatasetsResponse(catalog_name=self._manifest.name, datasets=datasets)
 
     def DescribeDataset(self, request: _catalog_pb2.DescribeDatasetRequest, context: Any) -> Any:
-        return convert.dataset_to_proto(self._manifest.dataset(request.name))
+        return _catalog_pb2.DescribeDatasetResponse(
+            dataset=convert.dataset_to_proto(self._manifest.dataset(request.name))
+        )
 
     def DownloadMock(self, request: _catalog_pb2.DownloadMockRequest, context: Any) -> Iterator[Any]:
         info = self._manifest.dataset(request.name)
@@ -89,14 +91,14 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServicer):
         if request.seed < 0:
             raise InvalidRequest("seed must be 0 or more")
         data = mock_ipc_bytes(info, rows=request.rows or None, seed=request.seed)
-        yield _catalog_pb2.MockChunk(dataset=convert.dataset_to_proto(info))
+        yield _catalog_pb2.DownloadMockResponse(dataset=convert.dataset_to_proto(info))
         for start in range(0, len(data), MOCK_CHUNK_BYTES):
             if not context.is_active():
                 return
-            yield _catalog_pb2.MockChunk(arrow_ipc=data[start : start + MOCK_CHUNK_BYTES])
+            yield _catalog_pb2.DownloadMockResponse(arrow_ipc=data[start : start + MOCK_CHUNK_BYTES])
 
 
-class PackagesServicer(_packages_pb2_grpc.PackagesServicer):
+class PackagesServicer(_packages_pb2_grpc.PackagesServiceServicer):
     """Submissions and the packages a caller may see."""
 
     def __init__(self, packages: PackageService, caller: Caller) -> None:
@@ -110,22 +112,23 @@ class PackagesServicer(_packages_pb2_grpc.PackagesServicer):
 
     def GetPackage(self, request: _packages_pb2.GetPackageRequest, context: Any) -> Any:
         caller = self._caller(context)
-        return convert.package_view_to_proto(self._packages.get(_ref(request.ref), caller), caller)
+        view = self._packages.get(_ref(request.ref), caller)
+        return _packages_pb2.GetPackageResponse(package=convert.package_view_to_proto(view, caller))
 
     def ListPackages(self, request: _packages_pb2.ListPackagesRequest, context: Any) -> Any:
         caller = self._caller(context)
         views = self._packages.list_packages(caller)
         return _packages_pb2.ListPackagesResponse(packages=[convert.package_view_to_proto(v, caller) for v in views])
 
-    def DownloadPackage(self, request: _packages_pb2.GetPackageRequest, context: Any) -> Any:
+    def DownloadPackage(self, request: _packages_pb2.DownloadPackageRequest, context: Any) -> Any:
         caller = self._caller(context)
         view = self._packages.get(_ref(request.ref), caller)
-        return _packages_pb2.PackageFiles(
+        return _packages_pb2.DownloadPackageResponse(
             package=convert.package_view_to_proto(view, caller), files=convert.files_to_proto(view.package)
         )
 
 
-class ReviewServicer(_review_pb2_grpc.ReviewServicer):
+class ReviewServicer(_review_pb2_grpc.ReviewServiceServicer):
     """Operators' decisions on packages."""
 
     def __init__(self, packages: PackageService, caller: Caller) -> None:
@@ -137,10 +140,10 @@ class ReviewServicer(_review_pb2_grpc.ReviewServicer):
         views = self._packages.pending()
         return _review_pb2.ListPendingResponse(packages=[convert.package_view_to_proto(v, caller) for v in views])
 
-    def GetPackage(self, request: _review_pb2.ReviewPackageRequest, context: Any) -> Any:
+    def GetPackageReview(self, request: _review_pb2.GetPackageReviewRequest, context: Any) -> Any:
         caller = self._caller(context)
         review = self._packages.review(self._packages.resolve_hash(_package_ref(request.hash), caller))
-        out = _review_pb2.PackageReview(
+        out = _review_pb2.GetPackageReviewResponse(
             package=convert.package_view_to_proto(review.view, caller),
             files=convert.files_to_proto(review.view.package),
             diff=review.diff,
@@ -156,28 +159,24 @@ class ReviewServicer(_review_pb2_grpc.ReviewServicer):
         view = self._packages.approve(
             _hash(request.hash), caller, request.not_before, request.not_after, request.signature
         )
-        return convert.package_view_to_proto(view, caller)
+        return _review_pb2.ApprovePackageResponse(package=convert.package_view_to_proto(view, caller))
 
-    def RejectPackage(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
+    def RejectPackage(self, request: _review_pb2.RejectPackageRequest, context: Any) -> Any:
         caller = self._caller(context)
-        return convert.package_view_to_proto(
-            self._packages.reject(
-                self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
-            ),
-            caller,
+        view = self._packages.reject(
+            self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
         )
+        return _review_pb2.RejectPackageResponse(package=convert.package_view_to_proto(view, caller))
 
-    def RevokeApproval(self, request: _review_pb2.DecisionRequest, context: Any) -> Any:
+    def RevokeApproval(self, request: _review_pb2.RevokeApprovalRequest, context: Any) -> Any:
         caller = self._caller(context)
-        return convert.package_view_to_proto(
-            self._packages.revoke(
-                self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
-            ),
-            caller,
+        view = self._packages.revoke(
+            self._packages.resolve_hash(_package_ref(request.hash), caller), caller, request.reason
         )
+        return _review_pb2.RevokeApprovalResponse(package=convert.package_view_to_proto(view, caller))
 
 
-class JobsServicer(_jobs_pb2_grpc.JobsServicer):
+class JobsServicer(_jobs_pb2_grpc.JobsServiceServicer):
     """Run jobs and fetch their released results."""
 
     def __init__(self, jobs: JobService, caller: Caller) -> None:
@@ -189,19 +188,21 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         params = convert.params_from_proto(request.params)
         datasets = convert.datasets_from_proto(request.datasets)
         job = self._jobs.submit(_ref(request.package), params, caller, datasets, request_id=request.request_id)
-        return convert.job_to_proto(job)
+        return _jobs_pb2.RunJobResponse(job=convert.job_to_proto(job))
 
     def GetJob(self, request: _jobs_pb2.GetJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.get(_job_ref(request.job_id), self._caller(context)))
+        job = self._jobs.get(_job_ref(request.job_id), self._caller(context))
+        return _jobs_pb2.GetJobResponse(job=convert.job_to_proto(job))
 
     def WatchJob(self, request: _jobs_pb2.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         for job in self._jobs.watch(_job_ref(request.job_id), self._caller(context)):
             if not context.is_active():
                 return
-            yield convert.job_to_proto(job)
+            yield _jobs_pb2.WatchJobResponse(job=convert.job_to_proto(job))
 
     def CancelJob(self, request: _jobs_pb2.CancelJobRequest, context: Any) -> Any:
-        return convert.job_to_proto(self._jobs.cancel(_job_ref(request.job_id), self._caller(context)))
+        job = self._jobs.cancel(_job_ref(request.job_id), self._caller(context))
+        return _jobs_pb2.CancelJobResponse(job=convert.job_to_proto(job))
 
     def ListJobs(self, request: _jobs_pb2.ListJobsRequest, context: Any) -> Any:
         if not 0 <= request.page_size <= 100:
@@ -230,10 +231,11 @@ class JobsServicer(_jobs_pb2_grpc.JobsServicer):
         )
 
     def GetResult(self, request: _jobs_pb2.GetResultRequest, context: Any) -> Any:
-        return convert.result_to_proto(self._jobs.result(_job_ref(request.job_id), self._caller(context)))
+        result = self._jobs.result(_job_ref(request.job_id), self._caller(context))
+        return _jobs_pb2.GetResultResponse(result=convert.result_to_proto(result))
 
 
-class BudgetsServicer(_budgets_pb2_grpc.BudgetsServicer):
+class BudgetsServicer(_budgets_pb2_grpc.BudgetsServiceServicer):
     """Privacy budgets: operators set them; each caller lists what they may see."""
 
     def __init__(self, budgets: BudgetService, caller: Caller) -> None:
@@ -243,7 +245,7 @@ class BudgetsServicer(_budgets_pb2_grpc.BudgetsServicer):
     def SetBudget(self, request: _budgets_pb2.SetBudgetRequest, context: Any) -> Any:
         caller = self._caller(context)
         budget = self._budgets.set_budget(request.researcher, request.dataset, request.epsilon, request.delta, caller)
-        return convert.budget_to_proto(budget)
+        return _budgets_pb2.SetBudgetResponse(budget=convert.budget_to_proto(budget))
 
     def ListBudgets(self, request: _budgets_pb2.ListBudgetsRequest, context: Any) -> Any:
         caller = self._caller(context)

@@ -168,12 +168,12 @@ def test_the_permission_table_denies_by_default(pki: Path) -> None:
     for method in PUBLIC_METHODS:
         authorize(audrey, method)
     with pytest.raises(PermissionDenied):
-        authorize(audrey, "/saferoom.v1.Jobs/GetResult")
-    authorize(rex, "/saferoom.v1.Jobs/RunJob")  # as researcher
-    authorize(rex, "/saferoom.v1.Review/ApprovePackage")  # as operator
+        authorize(audrey, "/saferoom.v1.JobsService/GetResult")
+    authorize(rex, "/saferoom.v1.JobsService/RunJob")  # as researcher
+    authorize(rex, "/saferoom.v1.ReviewService/ApprovePackage")  # as operator
     with pytest.raises(PermissionDenied):
-        authorize(rex, "/saferoom.v1.Jobs/DropAllTables")
-    assert "saferoom.v1.Jobs/GetResult" not in ALLOWED[Role.OPERATOR]  # operators never read results
+        authorize(rex, "/saferoom.v1.JobsService/DropAllTables")
+    assert "saferoom.v1.JobsService/GetResult" not in ALLOWED[Role.OPERATOR]  # operators never read results
 
 
 def test_output_checkers_get_a_signing_key_and_only_the_checks_service(pki: Path) -> None:
@@ -187,12 +187,13 @@ def test_output_checkers_get_a_signing_key_and_only_the_checks_service(pki: Path
     name, roles, key = certificate_signer(cert_of(pki, "carol"), (pki / "ca.crt").read_bytes())
     assert (name, roles, key) == ("carol", {"output_checker"}, carol.signing_key)
     for method in ("ListHeld", "GetHeld", "Decide"):
-        authorize(carol, f"/saferoom.v1.Checks/{method}")
-    for method in ("/saferoom.v1.Jobs/GetResult", "/saferoom.v1.Jobs/RunJob", "/saferoom.v1.Audit/ReadLog",
-                   "/saferoom.v1.Review/ApprovePackage"):  # fmt: skip
+        authorize(carol, f"/saferoom.v1.ChecksService/{method}")
+    for method in ("/saferoom.v1.JobsService/GetResult", "/saferoom.v1.JobsService/RunJob",
+                   "/saferoom.v1.AuditService/ReadLog", "/saferoom.v1.ReviewService/ApprovePackage"):  # fmt: skip
         with pytest.raises(PermissionDenied):
             authorize(carol, method)
-    checks = {m for m in ALLOWED[Role.OUTPUT_CHECKER] if "Checks/" in m}
+    checks = {m for m in ALLOWED[Role.OUTPUT_CHECKER] if "ChecksService/" in m}
+    assert len(checks) == 3
     assert all(not checks & ALLOWED[r] for r in Role if r is not Role.OUTPUT_CHECKER)
 
 

@@ -169,7 +169,7 @@ def test_a_researcher_cannot_approve(server: SaferoomServer, deployment: Deploym
         signature=sign_approval(key, package, "alice", now, now + 3600),
     )
     with deployment.channel("alice", server.port) as channel, pytest.raises(grpc.RpcError) as caught:
-        review_pb2_grpc.ReviewStub(channel).ApprovePackage(request, timeout=10)
+        review_pb2_grpc.ReviewServiceStub(channel).ApprovePackage(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     refused(alice, summary.hash, NotApproved, "awaiting review")
 
@@ -193,7 +193,7 @@ def test_an_operator_cannot_present_a_signature_of_other_content(
         signature=sign_approval(key, package, "olga", now, now + 3600),
     )
     with deployment.channel("olga", server.port) as channel, pytest.raises(grpc.RpcError) as caught:
-        review_pb2_grpc.ReviewStub(channel).ApprovePackage(request, timeout=10)
+        review_pb2_grpc.ReviewServiceStub(channel).ApprovePackage(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not verify" in caught.value.details()
 

@@ -80,7 +80,7 @@ def test_hostile_budgets_are_refused_and_nothing_changes(
 ) -> None:
     researcher, dataset, epsilon, delta, status = HOSTILE_SETS[case]
     with deployment.channel("olga", dp_server.port) as channel:
-        stub = budgets_pb2_grpc.BudgetsStub(channel)
+        stub = budgets_pb2_grpc.BudgetsServiceStub(channel)
         before = stub.ListBudgets(budgets_pb2.ListBudgetsRequest(), timeout=10).budgets
         request = budgets_pb2.SetBudgetRequest(researcher=researcher, dataset=dataset, epsilon=epsilon, delta=delta)
         with pytest.raises(grpc.RpcError) as caught:
@@ -102,7 +102,7 @@ def test_only_operators_set_budgets_and_never_their_own(dp_server: SaferoomServe
         assert rex.set_budget("bob", "population", 0.5).set_by == "rex"  # someone else's is ordinary
     with deployment.client("audrey", port) as audrey:
         refused = [r.summary["method"] for r in audrey.read_log(events=["call_refused"], actor="alice")]
-        assert "saferoom.v1.Budgets/SetBudget" in refused
+        assert "saferoom.v1.BudgetsService/SetBudget" in refused
         assert not [b for b in audrey.list_budgets() if b.researcher == "rex"]
 
 
@@ -119,7 +119,7 @@ def test_a_researcher_cannot_read_anyone_elses_budget(
     dp_server: SaferoomServer, deployment: Deployment, researcher: str, dataset: str, status: grpc.StatusCode
 ) -> None:
     with deployment.channel("alice", dp_server.port) as channel:
-        stub = budgets_pb2_grpc.BudgetsStub(channel)
+        stub = budgets_pb2_grpc.BudgetsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.ListBudgets(budgets_pb2.ListBudgetsRequest(researcher=researcher, dataset=dataset), timeout=10)
         assert caught.value.code() == status

@@ -69,7 +69,7 @@ def auditor_channel(bare_server: SaferoomServer, deployment: Deployment) -> Iter
 
 def test_every_rpc_is_enumerated() -> None:
     assert len(METHODS) >= 20
-    assert ("/saferoom.v1.Catalog/DownloadMock", True) in METHODS
+    assert ("/saferoom.v1.CatalogService/DownloadMock", True) in METHODS
 
 
 def _raw_call(channel: grpc.Channel, method: str, streaming: bool, body: bytes) -> grpc.RpcError:
@@ -98,13 +98,13 @@ def test_an_undecodable_body_is_invalid_argument_on_every_rpc(
 def test_bad_utf8_in_a_string_field_is_invalid_argument(channel: grpc.Channel) -> None:
     body = b"\x0a\x02\xc3\x28"  # DescribeDatasetRequest.name = invalid UTF-8
     assert _catalog_pb2.DescribeDatasetRequest.DESCRIPTOR.fields_by_number[1].name == "name"
-    error = _raw_call(channel, "/saferoom.v1.Catalog/DescribeDataset", False, body)
+    error = _raw_call(channel, "/saferoom.v1.CatalogService/DescribeDataset", False, body)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize("seed", [-1, -(2**63)])
 def test_a_negative_mock_seed_is_invalid_argument(channel: grpc.Channel, seed: int) -> None:
-    stub = _catalog_pb2_grpc.CatalogStub(channel)
+    stub = _catalog_pb2_grpc.CatalogServiceStub(channel)
     with pytest.raises(grpc.RpcError) as info:
         list(stub.DownloadMock(_catalog_pb2.DownloadMockRequest(name="population", rows=10, seed=seed), timeout=20))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -113,7 +113,7 @@ def test_a_negative_mock_seed_is_invalid_argument(channel: grpc.Channel, seed: i
 
 @pytest.mark.parametrize("rows", [-1, 2**62])
 def test_a_mock_row_count_out_of_range_is_invalid_argument(channel: grpc.Channel, rows: int) -> None:
-    stub = _catalog_pb2_grpc.CatalogStub(channel)
+    stub = _catalog_pb2_grpc.CatalogServiceStub(channel)
     with pytest.raises(grpc.RpcError) as info:
         list(stub.DownloadMock(_catalog_pb2.DownloadMockRequest(name="population", rows=rows), timeout=20))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -122,18 +122,18 @@ def test_a_mock_row_count_out_of_range_is_invalid_argument(channel: grpc.Channel
 @pytest.mark.parametrize(
     ("method", "streaming", "message"),
     [
-        ("/saferoom.v1.Jobs/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=-1)),
-        ("/saferoom.v1.Jobs/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=2**31 - 1)),
-        ("/saferoom.v1.Audit/ReadLog", True, _audit_pb2.ReadLogRequest(limit=-1)),
-        ("/saferoom.v1.Audit/ReadLog", True, _audit_pb2.ReadLogRequest(after_seq=-5)),
-        ("/saferoom.v1.Audit/ReadLog", True, _audit_pb2.ReadLogRequest(tail=-1)),
-        ("/saferoom.v1.Audit/ReadLog", True, _audit_pb2.ReadLogRequest(limit=2**31 - 1)),
+        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=-1)),
+        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=2**31 - 1)),
+        ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(limit=-1)),
+        ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(after_seq=-5)),
+        ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(tail=-1)),
+        ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(limit=2**31 - 1)),
     ],
 )
 def test_counts_and_limits_out_of_range_are_invalid_argument(
     channel: grpc.Channel, auditor_channel: grpc.Channel, method: str, streaming: bool, message: object
 ) -> None:
-    caller = auditor_channel if ".Audit/" in method else channel
+    caller = auditor_channel if ".AuditService/" in method else channel
     error = _raw_call(caller, method, streaming, message.SerializeToString())  # type: ignore[attr-defined]
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
 
@@ -141,7 +141,7 @@ def test_counts_and_limits_out_of_range_are_invalid_argument(
 def test_the_server_keeps_serving_after_hostile_input(channel: grpc.Channel) -> None:
     for method, streaming in METHODS:
         _raw_call(channel, method, streaming, UNDECODABLE["random"])
-    stub = _catalog_pb2_grpc.CatalogStub(channel)
+    stub = _catalog_pb2_grpc.CatalogServiceStub(channel)
     assert stub.ListDatasets(_catalog_pb2.ListDatasetsRequest(), timeout=20).datasets
     chunks = list(stub.DownloadMock(_catalog_pb2.DownloadMockRequest(name="population", rows=10, seed=2**63 - 1)))
     assert chunks[0].dataset.name == "population" and any(c.arrow_ipc for c in chunks[1:])
@@ -170,5 +170,5 @@ def test_bad_job_list_filters_are_invalid_argument(channel: grpc.Channel, reques
         else:
             setattr(request, name, value)
     with pytest.raises(grpc.RpcError) as caught:
-        jobs_pb2_grpc.JobsStub(channel).ListJobs(request)
+        jobs_pb2_grpc.JobsServiceStub(channel).ListJobs(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()

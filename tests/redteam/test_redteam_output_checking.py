@@ -97,7 +97,7 @@ def test_no_way_of_fetching_shows_a_held_value(
     job_id = run_held(deployment, srv.port)
     seen: list[bytes] = []
     with deployment.channel("alice", srv.port) as channel:
-        jobs = jobs_pb2_grpc.JobsStub(channel)
+        jobs = jobs_pb2_grpc.JobsServiceStub(channel)
         seen.append(jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).SerializeToString())
         seen += [j.SerializeToString() for j in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))]
         seen.append(jobs.ListJobs(jobs_pb2.ListJobsRequest()).SerializeToString())
@@ -105,7 +105,7 @@ def test_no_way_of_fetching_shows_a_held_value(
             jobs.GetResult(jobs_pb2.GetResultRequest(job_id=job_id))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         seen.append(str(caught.value.details()).encode())
-        checks = checks_pb2_grpc.ChecksStub(channel)
+        checks = checks_pb2_grpc.ChecksServiceStub(channel)
         for call, request in ((checks.GetHeld, checks_pb2.GetHeldRequest(job_id=job_id)),
                               (checks.ListHeld, checks_pb2.ListHeldRequest())):  # fmt: skip
             with pytest.raises(grpc.RpcError) as caught:
@@ -160,7 +160,7 @@ def test_a_researcher_holding_a_checkers_certificate_cannot_decide(
     )
     with grpc.secure_channel(f"127.0.0.1:{srv.port}", stolen) as channel:
         with pytest.raises(grpc.RpcError) as caught:
-            checks_pb2_grpc.ChecksStub(channel).ListHeld(checks_pb2.ListHeldRequest(), timeout=10)
+            checks_pb2_grpc.ChecksServiceStub(channel).ListHeld(checks_pb2.ListHeldRequest(), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     # rita, a researcher who is also a checker, signs a decision in quinn's name with her own key: not quinn's.
     with deployment.client("rita", srv.port) as rita:
@@ -172,13 +172,13 @@ def test_a_researcher_holding_a_checkers_certificate_cannot_decide(
                                            result_hash=held.result_hash, decided_at=int(time.time()),
                                            signature=signature)  # fmt: skip
         with pytest.raises(grpc.RpcError) as caught:
-            checks_pb2_grpc.ChecksStub(channel).Decide(request)
+            checks_pb2_grpc.ChecksServiceStub(channel).Decide(request)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # A researcher's own certificate cannot reach Decide at all.
     with deployment.channel("alice", srv.port) as channel:
         request.signature = b"\0" * 64
         with pytest.raises(grpc.RpcError) as caught:
-            checks_pb2_grpc.ChecksStub(channel).Decide(request)
+            checks_pb2_grpc.ChecksServiceStub(channel).Decide(request)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with deployment.client("alice", srv.port) as alice:
         assert alice.get_job(job_id).state == "awaiting_check"
@@ -203,14 +203,14 @@ def test_a_decision_for_another_result_is_refused(world: tuple[SaferoomServer, P
         "other decision": (second, two.result_hash, sign_decision(key, second, two.result_hash, Decision.REJECT, "", "quinn", now)),
     }  # fmt: skip
     with deployment.channel("quinn", srv.port) as channel:
-        stub = checks_pb2_grpc.ChecksStub(channel)
+        stub = checks_pb2_grpc.ChecksServiceStub(channel)
         for name, (job_id, claimed, signature) in cases.items():
             request = checks_pb2.DecideRequest(job_id=job_id, decision=checks_pb2.CHECK_DECISION_APPROVE,
                                                result_hash=claimed, decided_at=now, signature=signature)  # fmt: skip
             with pytest.raises(grpc.RpcError) as caught:
                 stub.Decide(request)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
-        assert len(stub.GetHeld(checks_pb2.GetHeldRequest(job_id=second)).decisions) == 0
+        assert len(stub.GetHeld(checks_pb2.GetHeldRequest(job_id=second)).held.decisions) == 0
     with deployment.client("bob", srv.port) as bob:
         assert bob.get_job(second).state == "awaiting_check"
 

@@ -72,7 +72,7 @@ def test_hostile_submission_is_refused_and_nothing_is_stored(
     store = server.database.path.parent / "packages"
     before = sorted(p.name for p in store.rglob("*.zip"))
     with deployment.channel("alice", server.port, [("grpc.max_send_message_length", 8 * 2**20)]) as channel:
-        stub = packages_pb2_grpc.PackagesStub(channel)
+        stub = packages_pb2_grpc.PackagesServiceStub(channel)
         request = packages_pb2.SubmitPackageRequest(
             files=[packages_pb2.PackageFile(name=n, content=c) for n, c in package_files]
         )

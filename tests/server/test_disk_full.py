@@ -103,7 +103,7 @@ def test_a_full_disk_is_refused_then_survived_without_a_restart(
                     assert failed.value.code == "storage_full", failed.value
                 assert whole_records(log)  # whole records or nothing on disk
             with deployment.channel("olga", port) as channel:  # the status itself, on the wire
-                stub = budgets_pb2_grpc.BudgetsStub(channel)
+                stub = budgets_pb2_grpc.BudgetsServiceStub(channel)
                 request = budgets_pb2.SetBudgetRequest(researcher="alice", dataset="population", epsilon=3, delta=1e-6)
                 with pytest.raises(grpc.RpcError) as status:
                     stub.SetBudget(request, timeout=30)

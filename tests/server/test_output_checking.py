@@ -211,8 +211,8 @@ def test_errors_have_the_right_status_and_lose_nothing(world: World) -> None:
 def test_malformed_decisions_are_invalid_argument(world: World) -> None:
     job_id = held_job(world)
     with world.deployment.channel("quinn", world.port) as channel:
-        stub = checks_pb2_grpc.ChecksStub(channel)
-        held = stub.GetHeld(checks_pb2.GetHeldRequest(job_id=job_id))
+        stub = checks_pb2_grpc.ChecksServiceStub(channel)
+        held = stub.GetHeld(checks_pb2.GetHeldRequest(job_id=job_id)).held
         good = {"job_id": job_id, "decision": checks_pb2.CHECK_DECISION_APPROVE, "result_hash": held.result_hash,
                 "decided_at": int(time.time()), "signature": b"\0" * 64}  # fmt: skip
         for change in (
@@ -227,7 +227,7 @@ def test_malformed_decisions_are_invalid_argument(world: World) -> None:
             with pytest.raises(grpc.RpcError) as caught:
                 stub.Decide(checks_pb2.DecideRequest(**{**good, **change}))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, change
-        assert len(stub.GetHeld(checks_pb2.GetHeldRequest(job_id=job_id)).decisions) == 0
+        assert len(stub.GetHeld(checks_pb2.GetHeldRequest(job_id=job_id)).held.decisions) == 0
 
 
 def test_a_checker_may_not_check_a_job_they_ran_or_a_package_they_submitted(world: World) -> None:
@@ -357,7 +357,7 @@ def test_a_signature_by_another_checkers_key_is_refused(world: World) -> None:
             decided_at=int(time.time()), signature=forged,
         )  # fmt: skip
         with pytest.raises(grpc.RpcError) as caught:
-            checks_pb2_grpc.ChecksStub(channel).Decide(request)
+            checks_pb2_grpc.ChecksServiceStub(channel).Decide(request)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

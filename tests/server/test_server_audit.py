@@ -288,7 +288,7 @@ def test_open_streams_are_bounded_per_identity(world: World) -> None:
     from saferoom._proto.saferoom.v1 import audit_pb2, audit_pb2_grpc
 
     with world.deployment.channel("audrey", world.server.port) as channel:
-        stub = audit_pb2_grpc.AuditStub(channel)
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
         tail = world.audrey.get_checkpoint().covers + 10
         calls = [stub.ReadLog(audit_pb2.ReadLogRequest(after_seq=tail, follow=True)) for _ in range(8)]
         time.sleep(0.5)  # let them all reach the server
@@ -301,4 +301,4 @@ def test_open_streams_are_bounded_per_identity(world: World) -> None:
             call.cancel()
         time.sleep(1.5)  # the server notices the cancellations on its next wake-up
         again = stub.ReadLog(audit_pb2.ReadLogRequest(limit=1), timeout=10)
-        assert next(again).seq == 1
+        assert next(again).record.seq == 1

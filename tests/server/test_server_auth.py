@@ -24,22 +24,26 @@ ALL_METHODS = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods
 
 # The expected permissions, written out independently of saferoom.identity.permissions.
 CATALOG = {
-    "saferoom.v1.Catalog/ListDatasets",
-    "saferoom.v1.Catalog/DescribeDataset",
-    "saferoom.v1.Catalog/DownloadMock",
+    "saferoom.v1.CatalogService/ListDatasets",
+    "saferoom.v1.CatalogService/DescribeDataset",
+    "saferoom.v1.CatalogService/DownloadMock",
 }
-READ_PACKAGES = {"saferoom.v1.Packages/GetPackage", "saferoom.v1.Packages/ListPackages",
-                 "saferoom.v1.Packages/DownloadPackage"}  # fmt: skip
-OBSERVE_JOBS = {"saferoom.v1.Jobs/GetJob", "saferoom.v1.Jobs/WatchJob", "saferoom.v1.Jobs/ListJobs",
-                "saferoom.v1.Jobs/CancelJob"}  # fmt: skip
-REVIEW = {f"saferoom.v1.Review/{m}" for m in ("ListPending", "GetPackage", "ApprovePackage", "RejectPackage",
-                                              "RevokeApproval")}  # fmt: skip
-LIST_BUDGETS = {"saferoom.v1.Budgets/ListBudgets"}  # what each role sees through it: tests/server/test_budgets.py
+READ_PACKAGES = {"saferoom.v1.PackagesService/GetPackage", "saferoom.v1.PackagesService/ListPackages",
+                 "saferoom.v1.PackagesService/DownloadPackage"}  # fmt: skip
+OBSERVE_JOBS = {"saferoom.v1.JobsService/GetJob", "saferoom.v1.JobsService/WatchJob",
+                "saferoom.v1.JobsService/ListJobs", "saferoom.v1.JobsService/CancelJob"}  # fmt: skip
+REVIEW = {f"saferoom.v1.ReviewService/{m}" for m in ("ListPending", "GetPackageReview", "ApprovePackage",
+                                                     "RejectPackage", "RevokeApproval")}  # fmt: skip
+LIST_BUDGETS = {
+    "saferoom.v1.BudgetsService/ListBudgets"
+}  # what each role sees through it: tests/server/test_budgets.py
 EXPECTED = {
-    "alice": CATALOG | READ_PACKAGES | OBSERVE_JOBS | LIST_BUDGETS | {"saferoom.v1.Packages/SubmitPackage",
-                                                     "saferoom.v1.Jobs/RunJob", "saferoom.v1.Jobs/GetResult"},
-    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | {"saferoom.v1.Budgets/SetBudget"},
-    "audrey": {"saferoom.v1.Audit/ReadLog", "saferoom.v1.Audit/GetCheckpoint", "saferoom.v1.Audit/VerifyLog"}
+    "alice": CATALOG | READ_PACKAGES | OBSERVE_JOBS | LIST_BUDGETS | {"saferoom.v1.PackagesService/SubmitPackage",
+                                                     "saferoom.v1.JobsService/RunJob",
+                                                     "saferoom.v1.JobsService/GetResult"},
+    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | {"saferoom.v1.BudgetsService/SetBudget"},
+    "audrey": {"saferoom.v1.AuditService/ReadLog", "saferoom.v1.AuditService/GetCheckpoint",
+               "saferoom.v1.AuditService/VerifyLog"}
     | LIST_BUDGETS,
 }  # fmt: skip
 
@@ -88,9 +92,9 @@ def test_no_certificate_or_a_foreign_one_never_reaches_a_method(
     }
     for label, credentials in attempts.items():
         with grpc.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
-            assert call(channel, "saferoom.v1.Catalog/ListDatasets") == grpc.StatusCode.UNAVAILABLE, label
+            assert call(channel, "saferoom.v1.CatalogService/ListDatasets") == grpc.StatusCode.UNAVAILABLE, label
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # plaintext
-        assert call(channel, "saferoom.v1.Catalog/ListDatasets") == grpc.StatusCode.UNAVAILABLE
+        assert call(channel, "saferoom.v1.CatalogService/ListDatasets") == grpc.StatusCode.UNAVAILABLE
     with deployment.client("alice", server.port) as alice:
         assert alice.list_datasets()  # the server kept serving
 
@@ -117,8 +121,8 @@ def test_revocation_is_refused_at_once_and_recorded(catalog_dir: Path, tmp_path:
             with pytest.raises(PermissionDenied):
                 dave.list_pending()
         assert [(m, who, roles, type(e).__name__) for m, who, roles, e in refusals] == [
-            ("/saferoom.v1.Catalog/ListDatasets", "carol", "unauthenticated", "AuthenticationFailed"),
-            ("/saferoom.v1.Review/ListPending", "dave", "researcher", "PermissionDenied"),
+            ("/saferoom.v1.CatalogService/ListDatasets", "carol", "unauthenticated", "AuthenticationFailed"),
+            ("/saferoom.v1.ReviewService/ListPending", "dave", "researcher", "PermissionDenied"),
         ]
     finally:
         server.stop(1.0)

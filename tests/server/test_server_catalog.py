@@ -50,13 +50,24 @@ def test_mock_download_has_the_schema_but_not_the_rows(client: Client, catalog_d
 def test_health_and_reflection(server: SaferoomServer, deployment) -> None:
     with deployment.channel("audrey", server.port) as channel:  # any authenticated identity may ask
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "saferoom.v1.Jobs", "saferoom.v1.Catalog", "saferoom.v1.Packages", "saferoom.v1.Review"):
+        for service in (
+            "",
+            "saferoom.v1.JobsService",
+            "saferoom.v1.CatalogService",
+            "saferoom.v1.PackagesService",
+            "saferoom.v1.ReviewService",
+        ):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         services = {s.name for r in replies for s in r.list_services_response.service}
-        assert {"saferoom.v1.Jobs", "saferoom.v1.Catalog", "saferoom.v1.Review", "grpc.health.v1.Health"} <= services
+        assert {
+            "saferoom.v1.JobsService",
+            "saferoom.v1.CatalogService",
+            "saferoom.v1.ReviewService",
+            "grpc.health.v1.Health",
+        } <= services
 
 
 def test_oversized_message_is_refused_and_server_keeps_serving(
@@ -64,7 +75,7 @@ def test_oversized_message_is_refused_and_server_keeps_serving(
 ) -> None:
     options = [("grpc.max_send_message_length", 256 * 2**20)]
     with deployment.channel("alice", server.port, options) as channel:
-        stub = _jobs_pb2_grpc.JobsStub(channel)
+        stub = _jobs_pb2_grpc.JobsServiceStub(channel)
         huge = _jobs_pb2.RunJobRequest(package="echo", params={"label": _jobs_pb2.Value(str_value="x" * 80 * 2**20)})
         with pytest.raises(grpc.RpcError) as info:
             stub.RunJob(huge, timeout=30)
@@ -74,7 +85,7 @@ def test_oversized_message_is_refused_and_server_keeps_serving(
 
 def test_unknown_method_is_unimplemented(server: SaferoomServer, deployment) -> None:
     with deployment.channel("alice", server.port) as channel:
-        call = channel.unary_unary("/saferoom.v1.Jobs/DropAllTables")
+        call = channel.unary_unary("/saferoom.v1.JobsService/DropAllTables")
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

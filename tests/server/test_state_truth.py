@@ -347,7 +347,7 @@ def test_data_loss_is_the_status_of_a_damaged_result(
     try:
         execute(state, 'UPDATE results SET report_json = \'{"result_hash": "00"}\' WHERE job_id = ?', (states.dp_job,))
         with deployment.channel("alice", port) as channel:
-            stub = jobs_pb2_grpc.JobsStub(channel)
+            stub = jobs_pb2_grpc.JobsServiceStub(channel)
             with pytest.raises(grpc.RpcError) as failed:
                 stub.GetResult(jobs_pb2.GetResultRequest(job_id=states.dp_job), timeout=30)
             assert failed.value.code() == grpc.StatusCode.DATA_LOSS

@@ -55,9 +55,21 @@ class ReadLogRequest(_message.Message):
     tail: int
     def __init__(self, after_seq: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., package: _Optional[str] = ..., job: _Optional[str] = ..., follow: _Optional[bool] = ..., limit: _Optional[int] = ..., tail: _Optional[int] = ...) -> None: ...
 
+class ReadLogResponse(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: AuditRecord
+    def __init__(self, record: _Optional[_Union[AuditRecord, _Mapping]] = ...) -> None: ...
+
 class GetCheckpointRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: Checkpoint
+    def __init__(self, checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ("covers", "head", "signature", "public_key")

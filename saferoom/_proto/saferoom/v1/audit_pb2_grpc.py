@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import audit_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2
+from saferoom._proto.saferoom.v1 import audit_pb2 as saferoom_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,15 +18,15 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/audit_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/audit_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class AuditStub:
-    """Audit serves the log to auditors and verifies it.
+class AuditServiceStub:
+    """AuditService serves the log to auditors and verifies it.
     """
 
     def __init__(self, channel):
@@ -36,24 +36,24 @@ class AuditStub:
             channel: A grpc.Channel.
         """
         self.ReadLog = channel.unary_stream(
-                '/saferoom.v1.Audit/ReadLog',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.AuditRecord.FromString,
+                '/saferoom.v1.AuditService/ReadLog',
+                request_serializer=saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_audit__pb2.ReadLogResponse.FromString,
                 _registered_method=True)
         self.GetCheckpoint = channel.unary_unary(
-                '/saferoom.v1.Audit/GetCheckpoint',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+                '/saferoom.v1.AuditService/GetCheckpoint',
+                request_serializer=saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
         self.VerifyLog = channel.unary_unary(
-                '/saferoom.v1.Audit/VerifyLog',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
+                '/saferoom.v1.AuditService/VerifyLog',
+                request_serializer=saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
                 _registered_method=True)
 
 
-class AuditServicer:
-    """Audit serves the log to auditors and verifies it.
+class AuditServiceServicer:
+    """AuditService serves the log to auditors and verifies it.
     """
 
     def ReadLog(self, request, context):
@@ -81,33 +81,33 @@ class AuditServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_AuditServicer_to_server(servicer, server):
+def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReadLog': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadLog,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.AuditRecord.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_audit__pb2.ReadLogResponse.SerializeToString,
             ),
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.Checkpoint.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_audit__pb2.GetCheckpointResponse.SerializeToString,
             ),
             'VerifyLog': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyLog,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Audit', rpc_method_handlers)
+            'saferoom.v1.AuditService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Audit', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.AuditService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Audit:
-    """Audit serves the log to auditors and verifies it.
+class AuditService:
+    """AuditService serves the log to auditors and verifies it.
     """
 
     @staticmethod
@@ -124,9 +124,9 @@ class Audit:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/saferoom.v1.Audit/ReadLog',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.AuditRecord.FromString,
+            '/saferoom.v1.AuditService/ReadLog',
+            saferoom_dot_v1_dot_audit__pb2.ReadLogRequest.SerializeToString,
+            saferoom_dot_v1_dot_audit__pb2.ReadLogResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -151,9 +151,9 @@ class Audit:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Audit/GetCheckpoint',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+            '/saferoom.v1.AuditService/GetCheckpoint',
+            saferoom_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+            saferoom_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -178,9 +178,9 @@ class Audit:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Audit/VerifyLog',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
+            '/saferoom.v1.AuditService/VerifyLog',
+            saferoom_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
+            saferoom_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,6 +21,12 @@ class SetBudgetRequest(_message.Message):
     delta: float
     def __init__(self, researcher: _Optional[str] = ..., dataset: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
 
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+
 class ListBudgetsRequest(_message.Message):
     __slots__ = ("researcher", "dataset")
     RESEARCHER_FIELD_NUMBER: _ClassVar[int]

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import budgets_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2
+from saferoom._proto.saferoom.v1 import budgets_pb2 as saferoom_dot_v1_dot_budgets__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/budgets_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/budgets_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BudgetsStub:
+class BudgetsServiceStub:
     """Budgets are (epsilon, delta) totals per researcher and dataset under basic composition: every run of a
     package is charged, before it starts and whatever its outcome, the epsilon its manifest declares and the
     delta the catalog's policy sets, on each differentially private dataset it reads. A run a budget cannot
@@ -39,18 +39,18 @@ class BudgetsStub:
             channel: A grpc.Channel.
         """
         self.SetBudget = channel.unary_unary(
-                '/saferoom.v1.Budgets/SetBudget',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.Budget.FromString,
+                '/saferoom.v1.BudgetsService/SetBudget',
+                request_serializer=saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_budgets__pb2.SetBudgetResponse.FromString,
                 _registered_method=True)
         self.ListBudgets = channel.unary_unary(
-                '/saferoom.v1.Budgets/ListBudgets',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.FromString,
+                '/saferoom.v1.BudgetsService/ListBudgets',
+                request_serializer=saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.FromString,
                 _registered_method=True)
 
 
-class BudgetsServicer:
+class BudgetsServiceServicer:
     """Budgets are (epsilon, delta) totals per researcher and dataset under basic composition: every run of a
     package is charged, before it starts and whatever its outcome, the epsilon its manifest declares and the
     delta the catalog's policy sets, on each differentially private dataset it reads. A run a budget cannot
@@ -76,27 +76,27 @@ class BudgetsServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_BudgetsServicer_to_server(servicer, server):
+def add_BudgetsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SetBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.SetBudget,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.Budget.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_budgets__pb2.SetBudgetResponse.SerializeToString,
             ),
             'ListBudgets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBudgets,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Budgets', rpc_method_handlers)
+            'saferoom.v1.BudgetsService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Budgets', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.BudgetsService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Budgets:
+class BudgetsService:
     """Budgets are (epsilon, delta) totals per researcher and dataset under basic composition: every run of a
     package is charged, before it starts and whatever its outcome, the epsilon its manifest declares and the
     delta the catalog's policy sets, on each differentially private dataset it reads. A run a budget cannot
@@ -117,9 +117,9 @@ class Budgets:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Budgets/SetBudget',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.Budget.FromString,
+            '/saferoom.v1.BudgetsService/SetBudget',
+            saferoom_dot_v1_dot_budgets__pb2.SetBudgetRequest.SerializeToString,
+            saferoom_dot_v1_dot_budgets__pb2.SetBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -144,9 +144,9 @@ class Budgets:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Budgets/ListBudgets',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.FromString,
+            '/saferoom.v1.BudgetsService/ListBudgets',
+            saferoom_dot_v1_dot_budgets__pb2.ListBudgetsRequest.SerializeToString,
+            saferoom_dot_v1_dot_budgets__pb2.ListBudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

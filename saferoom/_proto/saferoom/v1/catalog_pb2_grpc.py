@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import catalog_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2
+from saferoom._proto.saferoom.v1 import catalog_pb2 as saferoom_dot_v1_dot_catalog__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,15 +18,15 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/catalog_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/catalog_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class CatalogStub:
-    """Catalog lists datasets, their schemas and release policies, and serves synthetic mock copies.
+class CatalogServiceStub:
+    """CatalogService lists datasets, their schemas and release policies, and serves synthetic mock copies.
     """
 
     def __init__(self, channel):
@@ -36,24 +36,24 @@ class CatalogStub:
             channel: A grpc.Channel.
         """
         self.ListDatasets = channel.unary_unary(
-                '/saferoom.v1.Catalog/ListDatasets',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.FromString,
+                '/saferoom.v1.CatalogService/ListDatasets',
+                request_serializer=saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.FromString,
                 _registered_method=True)
         self.DescribeDataset = channel.unary_unary(
-                '/saferoom.v1.Catalog/DescribeDataset',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.Dataset.FromString,
+                '/saferoom.v1.CatalogService/DescribeDataset',
+                request_serializer=saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetResponse.FromString,
                 _registered_method=True)
         self.DownloadMock = channel.unary_stream(
-                '/saferoom.v1.Catalog/DownloadMock',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.MockChunk.FromString,
+                '/saferoom.v1.CatalogService/DownloadMock',
+                request_serializer=saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_catalog__pb2.DownloadMockResponse.FromString,
                 _registered_method=True)
 
 
-class CatalogServicer:
-    """Catalog lists datasets, their schemas and release policies, and serves synthetic mock copies.
+class CatalogServiceServicer:
+    """CatalogService lists datasets, their schemas and release policies, and serves synthetic mock copies.
     """
 
     def ListDatasets(self, request, context):
@@ -79,33 +79,33 @@ class CatalogServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_CatalogServicer_to_server(servicer, server):
+def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListDatasets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatasets,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.SerializeToString,
             ),
             'DescribeDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeDataset,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.Dataset.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetResponse.SerializeToString,
             ),
             'DownloadMock': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadMock,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.MockChunk.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_catalog__pb2.DownloadMockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Catalog', rpc_method_handlers)
+            'saferoom.v1.CatalogService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Catalog', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.CatalogService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Catalog:
-    """Catalog lists datasets, their schemas and release policies, and serves synthetic mock copies.
+class CatalogService:
+    """CatalogService lists datasets, their schemas and release policies, and serves synthetic mock copies.
     """
 
     @staticmethod
@@ -122,9 +122,9 @@ class Catalog:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Catalog/ListDatasets',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.FromString,
+            '/saferoom.v1.CatalogService/ListDatasets',
+            saferoom_dot_v1_dot_catalog__pb2.ListDatasetsRequest.SerializeToString,
+            saferoom_dot_v1_dot_catalog__pb2.ListDatasetsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -149,9 +149,9 @@ class Catalog:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Catalog/DescribeDataset',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.Dataset.FromString,
+            '/saferoom.v1.CatalogService/DescribeDataset',
+            saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetRequest.SerializeToString,
+            saferoom_dot_v1_dot_catalog__pb2.DescribeDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,9 +176,9 @@ class Catalog:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/saferoom.v1.Catalog/DownloadMock',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_catalog__pb2.MockChunk.FromString,
+            '/saferoom.v1.CatalogService/DownloadMock',
+            saferoom_dot_v1_dot_catalog__pb2.DownloadMockRequest.SerializeToString,
+            saferoom_dot_v1_dot_catalog__pb2.DownloadMockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class GetHeldRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class GetHeldResponse(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: HeldResult
+    def __init__(self, held: _Optional[_Union[HeldResult, _Mapping]] = ...) -> None: ...
+
 class HeldOutput(_message.Message):
     __slots__ = ("name", "kind", "arrow_ipc", "value_json", "report_json", "check_json", "flags")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -49,13 +55,13 @@ class HeldOutput(_message.Message):
     CHECK_JSON_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    kind: str
+    kind: _jobs_pb2.OutputKind
     arrow_ipc: bytes
     value_json: str
     report_json: str
     check_json: str
     flags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., arrow_ipc: _Optional[bytes] = ..., value_json: _Optional[str] = ..., report_json: _Optional[str] = ..., check_json: _Optional[str] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_jobs_pb2.OutputKind, str]] = ..., arrow_ipc: _Optional[bytes] = ..., value_json: _Optional[str] = ..., report_json: _Optional[str] = ..., check_json: _Optional[str] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CheckDecisionRecord(_message.Message):
     __slots__ = ("checker", "decision", "reason", "decided_at", "signature")
@@ -108,3 +114,9 @@ class DecideRequest(_message.Message):
     decided_at: int
     signature: bytes
     def __init__(self, job_id: _Optional[str] = ..., decision: _Optional[_Union[CheckDecision, str]] = ..., reason: _Optional[str] = ..., result_hash: _Optional[str] = ..., decided_at: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class DecideResponse(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: HeldResult
+    def __init__(self, held: _Optional[_Union[HeldResult, _Mapping]] = ...) -> None: ...

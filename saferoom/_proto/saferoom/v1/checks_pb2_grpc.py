@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import checks_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2
+from saferoom._proto.saferoom.v1 import checks_pb2 as saferoom_dot_v1_dot_checks__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,17 +18,17 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/checks_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/checks_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ChecksStub:
-    """Checks is for output checkers only. A job whose outputs read a dataset with output_checking = "required"
-    ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it. A checker may neither
-    see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
+class ChecksServiceStub:
+    """ChecksService is for output checkers only. A job whose outputs read a dataset whose policy says
+    OUTPUT_CHECKING_REQUIRED ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it.
+    A checker may neither see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
     """
 
     def __init__(self, channel):
@@ -38,26 +38,26 @@ class ChecksStub:
             channel: A grpc.Channel.
         """
         self.ListHeld = channel.unary_unary(
-                '/saferoom.v1.Checks/ListHeld',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.FromString,
+                '/saferoom.v1.ChecksService/ListHeld',
+                request_serializer=saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.FromString,
                 _registered_method=True)
         self.GetHeld = channel.unary_unary(
-                '/saferoom.v1.Checks/GetHeld',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.FromString,
+                '/saferoom.v1.ChecksService/GetHeld',
+                request_serializer=saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_checks__pb2.GetHeldResponse.FromString,
                 _registered_method=True)
         self.Decide = channel.unary_unary(
-                '/saferoom.v1.Checks/Decide',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.DecideRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.FromString,
+                '/saferoom.v1.ChecksService/Decide',
+                request_serializer=saferoom_dot_v1_dot_checks__pb2.DecideRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_checks__pb2.DecideResponse.FromString,
                 _registered_method=True)
 
 
-class ChecksServicer:
-    """Checks is for output checkers only. A job whose outputs read a dataset with output_checking = "required"
-    ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it. A checker may neither
-    see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
+class ChecksServiceServicer:
+    """ChecksService is for output checkers only. A job whose outputs read a dataset whose policy says
+    OUTPUT_CHECKING_REQUIRED ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it.
+    A checker may neither see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
     """
 
     def ListHeld(self, request, context):
@@ -87,35 +87,35 @@ class ChecksServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_ChecksServicer_to_server(servicer, server):
+def add_ChecksServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListHeld': grpc.unary_unary_rpc_method_handler(
                     servicer.ListHeld,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.SerializeToString,
             ),
             'GetHeld': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHeld,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_checks__pb2.GetHeldResponse.SerializeToString,
             ),
             'Decide': grpc.unary_unary_rpc_method_handler(
                     servicer.Decide,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.DecideRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_checks__pb2.DecideRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_checks__pb2.DecideResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Checks', rpc_method_handlers)
+            'saferoom.v1.ChecksService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Checks', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.ChecksService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Checks:
-    """Checks is for output checkers only. A job whose outputs read a dataset with output_checking = "required"
-    ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it. A checker may neither
-    see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
+class ChecksService:
+    """ChecksService is for output checkers only. A job whose outputs read a dataset whose policy says
+    OUTPUT_CHECKING_REQUIRED ends JOB_STATE_AWAITING_CHECK: its result is stored but no researcher can fetch it.
+    A checker may neither see nor decide on a job they ran or whose package they submitted (PERMISSION_DENIED).
     """
 
     @staticmethod
@@ -132,9 +132,9 @@ class Checks:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Checks/ListHeld',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.FromString,
+            '/saferoom.v1.ChecksService/ListHeld',
+            saferoom_dot_v1_dot_checks__pb2.ListHeldRequest.SerializeToString,
+            saferoom_dot_v1_dot_checks__pb2.ListHeldResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -159,9 +159,9 @@ class Checks:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Checks/GetHeld',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.FromString,
+            '/saferoom.v1.ChecksService/GetHeld',
+            saferoom_dot_v1_dot_checks__pb2.GetHeldRequest.SerializeToString,
+            saferoom_dot_v1_dot_checks__pb2.GetHeldResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -186,9 +186,9 @@ class Checks:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Checks/Decide',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.DecideRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_checks__pb2.HeldResult.FromString,
+            '/saferoom.v1.ChecksService/Decide',
+            saferoom_dot_v1_dot_checks__pb2.DecideRequest.SerializeToString,
+            saferoom_dot_v1_dot_checks__pb2.DecideResponse.FromString,
             options,
             channel_credentials,
             insecure,

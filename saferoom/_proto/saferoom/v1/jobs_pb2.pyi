@@ -21,6 +21,30 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_AWAITING_CHECK: _ClassVar[JobState]
     JOB_STATE_REJECTED: _ClassVar[JobState]
     JOB_STATE_CHANGES_REQUESTED: _ClassVar[JobState]
+
+class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_KIND_UNSPECIFIED: _ClassVar[OutputKind]
+    OUTPUT_KIND_AGGREGATE: _ClassVar[OutputKind]
+    OUTPUT_KIND_PUBLIC: _ClassVar[OutputKind]
+    OUTPUT_KIND_MODEL: _ClassVar[OutputKind]
+    OUTPUT_KIND_VALUE: _ClassVar[OutputKind]
+
+class RuleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RULE_KIND_UNSPECIFIED: _ClassVar[RuleKind]
+    RULE_KIND_MIN_CONTRIBUTORS: _ClassVar[RuleKind]
+    RULE_KIND_DOMINANCE: _ClassVar[RuleKind]
+    RULE_KIND_QUANTILE: _ClassVar[RuleKind]
+    RULE_KIND_SUBSET: _ClassVar[RuleKind]
+    RULE_KIND_DIFFERENCING: _ClassVar[RuleKind]
+    RULE_KIND_DIFFERENTIAL_PRIVACY: _ClassVar[RuleKind]
+    RULE_KIND_CLAMP: _ClassVar[RuleKind]
+    RULE_KIND_PUBLIC: _ClassVar[RuleKind]
+    RULE_KIND_VALUE: _ClassVar[RuleKind]
+    RULE_KIND_MODEL: _ClassVar[RuleKind]
+    RULE_KIND_SECONDARY: _ClassVar[RuleKind]
+    RULE_KIND_MARKED: _ClassVar[RuleKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -30,6 +54,24 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_AWAITING_CHECK: JobState
 JOB_STATE_REJECTED: JobState
 JOB_STATE_CHANGES_REQUESTED: JobState
+OUTPUT_KIND_UNSPECIFIED: OutputKind
+OUTPUT_KIND_AGGREGATE: OutputKind
+OUTPUT_KIND_PUBLIC: OutputKind
+OUTPUT_KIND_MODEL: OutputKind
+OUTPUT_KIND_VALUE: OutputKind
+RULE_KIND_UNSPECIFIED: RuleKind
+RULE_KIND_MIN_CONTRIBUTORS: RuleKind
+RULE_KIND_DOMINANCE: RuleKind
+RULE_KIND_QUANTILE: RuleKind
+RULE_KIND_SUBSET: RuleKind
+RULE_KIND_DIFFERENCING: RuleKind
+RULE_KIND_DIFFERENTIAL_PRIVACY: RuleKind
+RULE_KIND_CLAMP: RuleKind
+RULE_KIND_PUBLIC: RuleKind
+RULE_KIND_VALUE: RuleKind
+RULE_KIND_MODEL: RuleKind
+RULE_KIND_SECONDARY: RuleKind
+RULE_KIND_MARKED: RuleKind
 
 class Value(_message.Message):
     __slots__ = ("int_value", "float_value", "str_value", "bool_value", "null_value")
@@ -101,11 +143,23 @@ class Job(_message.Message):
     owner: str
     def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., package_hash: _Optional[str] = ..., package_name: _Optional[str] = ..., package_version: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., datasets: _Optional[_Iterable[str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
+class RunJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -113,11 +167,23 @@ class WatchJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class WatchJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "states", "owner", "package", "since")
@@ -149,21 +215,27 @@ class GetResultRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class GetResultResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: Result
+    def __init__(self, result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+
 class ReleaseRule(_message.Message):
-    __slots__ = ("name", "explanation", "cells_suppressed", "threshold", "datasets", "noise")
-    NAME_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("kind", "explanation", "cells_suppressed", "threshold", "datasets", "noise")
+    KIND_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     CELLS_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
-    name: str
+    kind: RuleKind
     explanation: str
     cells_suppressed: int
     threshold: int
     datasets: _containers.RepeatedScalarFieldContainer[str]
     noise: _containers.RepeatedCompositeFieldContainer[NoiseScale]
-    def __init__(self, name: _Optional[str] = ..., explanation: _Optional[str] = ..., cells_suppressed: _Optional[int] = ..., threshold: _Optional[int] = ..., datasets: _Optional[_Iterable[str]] = ..., noise: _Optional[_Iterable[_Union[NoiseScale, _Mapping]]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[RuleKind, str]] = ..., explanation: _Optional[str] = ..., cells_suppressed: _Optional[int] = ..., threshold: _Optional[int] = ..., datasets: _Optional[_Iterable[str]] = ..., noise: _Optional[_Iterable[_Union[NoiseScale, _Mapping]]] = ...) -> None: ...
 
 class NoiseScale(_message.Message):
     __slots__ = ("column", "mechanism", "epsilon", "delta", "scale", "sensitivity", "ci95", "resolution", "note")
@@ -193,11 +265,11 @@ class ReleaseReport(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_CELLS_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: OutputKind
     rows: int
     suppressed_cells: int
     rules: _containers.RepeatedCompositeFieldContainer[ReleaseRule]
-    def __init__(self, kind: _Optional[str] = ..., rows: _Optional[int] = ..., suppressed_cells: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[ReleaseRule, _Mapping]]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[OutputKind, str]] = ..., rows: _Optional[int] = ..., suppressed_cells: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[ReleaseRule, _Mapping]]] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("name", "arrow_ipc", "value", "report")

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import jobs_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2
+from saferoom._proto.saferoom.v1 import jobs_pb2 as saferoom_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/jobs_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/jobs_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class JobsStub:
+class JobsServiceStub:
     """Jobs runs packages in the sandbox and serves their released (disclosure-controlled) results.
     """
 
@@ -36,38 +36,38 @@ class JobsStub:
             channel: A grpc.Channel.
         """
         self.RunJob = channel.unary_unary(
-                '/saferoom.v1.Jobs/RunJob',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+                '/saferoom.v1.JobsService/RunJob',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.RunJobResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
-                '/saferoom.v1.Jobs/GetJob',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+                '/saferoom.v1.JobsService/GetJob',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
-                '/saferoom.v1.Jobs/WatchJob',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+                '/saferoom.v1.JobsService/WatchJob',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
-                '/saferoom.v1.Jobs/CancelJob',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+                '/saferoom.v1.JobsService/CancelJob',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
-                '/saferoom.v1.Jobs/ListJobs',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                '/saferoom.v1.JobsService/ListJobs',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
         self.GetResult = channel.unary_unary(
-                '/saferoom.v1.Jobs/GetResult',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Result.FromString,
+                '/saferoom.v1.JobsService/GetResult',
+                request_serializer=saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_jobs__pb2.GetResultResponse.FromString,
                 _registered_method=True)
 
 
-class JobsServicer:
+class JobsServiceServicer:
     """Jobs runs packages in the sandbox and serves their released (disclosure-controlled) results.
     """
 
@@ -75,7 +75,7 @@ class JobsServicer:
         """RunJob queues a job and returns it at once (state QUEUED). NOT_FOUND for a package the caller did not
         submit; FAILED_PRECONDITION if it is not approved, or the parameters or datasets are outside the approval.
         RESOURCE_EXHAUSTED, before any work and charging nothing, when the caller's privacy budget on a
-        differentially private dataset cannot pay for the run (see Budgets); otherwise the run is charged as it is
+        differentially private dataset cannot pay for the run (see BudgetsService); otherwise the run is charged as it is
         queued. A retried request with the same request_id returns the same job (and is not charged again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -119,47 +119,47 @@ class JobsServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_JobsServicer_to_server(servicer, server):
+def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RunJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RunJob,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.RunJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.WatchJobResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
             ),
             'GetResult': grpc.unary_unary_rpc_method_handler(
                     servicer.GetResult,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Result.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_jobs__pb2.GetResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Jobs', rpc_method_handlers)
+            'saferoom.v1.JobsService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Jobs', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.JobsService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Jobs:
+class JobsService:
     """Jobs runs packages in the sandbox and serves their released (disclosure-controlled) results.
     """
 
@@ -177,9 +177,9 @@ class Jobs:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Jobs/RunJob',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+            '/saferoom.v1.JobsService/RunJob',
+            saferoom_dot_v1_dot_jobs__pb2.RunJobRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.RunJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -204,9 +204,9 @@ class Jobs:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Jobs/GetJob',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+            '/saferoom.v1.JobsService/GetJob',
+            saferoom_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -231,9 +231,9 @@ class Jobs:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/saferoom.v1.Jobs/WatchJob',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+            '/saferoom.v1.JobsService/WatchJob',
+            saferoom_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -258,9 +258,9 @@ class Jobs:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Jobs/CancelJob',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Job.FromString,
+            '/saferoom.v1.JobsService/CancelJob',
+            saferoom_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -285,9 +285,9 @@ class Jobs:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Jobs/ListJobs',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            '/saferoom.v1.JobsService/ListJobs',
+            saferoom_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -312,9 +312,9 @@ class Jobs:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Jobs/GetResult',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_jobs__pb2.Result.FromString,
+            '/saferoom.v1.JobsService/GetResult',
+            saferoom_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
+            saferoom_dot_v1_dot_jobs__pb2.GetResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ParameterType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PARAMETER_TYPE_UNSPECIFIED: _ClassVar[ParameterType]
+    PARAMETER_TYPE_INT: _ClassVar[ParameterType]
+    PARAMETER_TYPE_FLOAT: _ClassVar[ParameterType]
+    PARAMETER_TYPE_STR: _ClassVar[ParameterType]
+    PARAMETER_TYPE_BOOL: _ClassVar[ParameterType]
+
 class PackageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PACKAGE_STATUS_UNSPECIFIED: _ClassVar[PackageStatus]
@@ -19,6 +27,11 @@ class PackageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PACKAGE_STATUS_REVOKED: _ClassVar[PackageStatus]
     PACKAGE_STATUS_EXPIRED: _ClassVar[PackageStatus]
     PACKAGE_STATUS_INVALID: _ClassVar[PackageStatus]
+PARAMETER_TYPE_UNSPECIFIED: ParameterType
+PARAMETER_TYPE_INT: ParameterType
+PARAMETER_TYPE_FLOAT: ParameterType
+PARAMETER_TYPE_STR: ParameterType
+PARAMETER_TYPE_BOOL: ParameterType
 PACKAGE_STATUS_UNSPECIFIED: PackageStatus
 PACKAGE_STATUS_PENDING: PackageStatus
 PACKAGE_STATUS_APPROVED: PackageStatus
@@ -37,13 +50,13 @@ class Parameter(_message.Message):
     CHOICES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
-    type: str
+    type: ParameterType
     default_json: str
     min: float
     max: float
     choices: _containers.RepeatedScalarFieldContainer[str]
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ParameterType, str]] = ..., default_json: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
     __slots__ = ("approver", "not_before", "not_after", "signature", "decided_at")
@@ -129,7 +142,19 @@ class GetPackageRequest(_message.Message):
     ref: str
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
-class PackageFiles(_message.Message):
+class GetPackageResponse(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: Package
+    def __init__(self, package: _Optional[_Union[Package, _Mapping]] = ...) -> None: ...
+
+class DownloadPackageRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class DownloadPackageResponse(_message.Message):
     __slots__ = ("package", "files")
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]

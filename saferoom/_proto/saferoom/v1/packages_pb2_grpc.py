@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import packages_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2
+from saferoom._proto.saferoom.v1 import packages_pb2 as saferoom_dot_v1_dot_packages__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,15 +18,15 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/packages_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/packages_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class PackagesStub:
-    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+class PackagesServiceStub:
+    """PackagesService takes submissions and lists them. Researchers see only the packages they submitted; operators
     see all of them.
     """
 
@@ -37,29 +37,29 @@ class PackagesStub:
             channel: A grpc.Channel.
         """
         self.SubmitPackage = channel.unary_unary(
-                '/saferoom.v1.Packages/SubmitPackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
+                '/saferoom.v1.PackagesService/SubmitPackage',
+                request_serializer=saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
                 _registered_method=True)
         self.GetPackage = channel.unary_unary(
-                '/saferoom.v1.Packages/GetPackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+                '/saferoom.v1.PackagesService/GetPackage',
+                request_serializer=saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_packages__pb2.GetPackageResponse.FromString,
                 _registered_method=True)
         self.ListPackages = channel.unary_unary(
-                '/saferoom.v1.Packages/ListPackages',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
+                '/saferoom.v1.PackagesService/ListPackages',
+                request_serializer=saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
                 _registered_method=True)
         self.DownloadPackage = channel.unary_unary(
-                '/saferoom.v1.Packages/DownloadPackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.FromString,
+                '/saferoom.v1.PackagesService/DownloadPackage',
+                request_serializer=saferoom_dot_v1_dot_packages__pb2.DownloadPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_packages__pb2.DownloadPackageResponse.FromString,
                 _registered_method=True)
 
 
-class PackagesServicer:
-    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+class PackagesServiceServicer:
+    """PackagesService takes submissions and lists them. Researchers see only the packages they submitted; operators
     see all of them.
     """
 
@@ -94,38 +94,38 @@ class PackagesServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_PackagesServicer_to_server(servicer, server):
+def add_PackagesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SubmitPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitPackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.SerializeToString,
             ),
             'GetPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_packages__pb2.GetPackageResponse.SerializeToString,
             ),
             'ListPackages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPackages,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.SerializeToString,
             ),
             'DownloadPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.DownloadPackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_packages__pb2.DownloadPackageRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_packages__pb2.DownloadPackageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Packages', rpc_method_handlers)
+            'saferoom.v1.PackagesService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Packages', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.PackagesService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Packages:
-    """Packages takes submissions and lists them. Researchers see only the packages they submitted; operators
+class PackagesService:
+    """PackagesService takes submissions and lists them. Researchers see only the packages they submitted; operators
     see all of them.
     """
 
@@ -143,9 +143,9 @@ class Packages:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Packages/SubmitPackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
+            '/saferoom.v1.PackagesService/SubmitPackage',
+            saferoom_dot_v1_dot_packages__pb2.SubmitPackageRequest.SerializeToString,
+            saferoom_dot_v1_dot_packages__pb2.SubmitPackageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -170,9 +170,9 @@ class Packages:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Packages/GetPackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            '/saferoom.v1.PackagesService/GetPackage',
+            saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
+            saferoom_dot_v1_dot_packages__pb2.GetPackageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -197,9 +197,9 @@ class Packages:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Packages/ListPackages',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
+            '/saferoom.v1.PackagesService/ListPackages',
+            saferoom_dot_v1_dot_packages__pb2.ListPackagesRequest.SerializeToString,
+            saferoom_dot_v1_dot_packages__pb2.ListPackagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,9 +224,9 @@ class Packages:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Packages/DownloadPackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.GetPackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.PackageFiles.FromString,
+            '/saferoom.v1.PackagesService/DownloadPackage',
+            saferoom_dot_v1_dot_packages__pb2.DownloadPackageRequest.SerializeToString,
+            saferoom_dot_v1_dot_packages__pb2.DownloadPackageResponse.FromString,
             options,
             channel_credentials,
             insecure,

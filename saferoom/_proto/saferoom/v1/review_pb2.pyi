@@ -17,13 +17,13 @@ class ListPendingResponse(_message.Message):
     packages: _containers.RepeatedCompositeFieldContainer[_packages_pb2.Package]
     def __init__(self, packages: _Optional[_Iterable[_Union[_packages_pb2.Package, _Mapping]]] = ...) -> None: ...
 
-class ReviewPackageRequest(_message.Message):
+class GetPackageReviewRequest(_message.Message):
     __slots__ = ("hash",)
     HASH_FIELD_NUMBER: _ClassVar[int]
     hash: str
     def __init__(self, hash: _Optional[str] = ...) -> None: ...
 
-class PackageReview(_message.Message):
+class GetPackageReviewResponse(_message.Message):
     __slots__ = ("package", "files", "previous", "diff")
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -47,10 +47,36 @@ class ApprovePackageRequest(_message.Message):
     signature: bytes
     def __init__(self, hash: _Optional[str] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
-class DecisionRequest(_message.Message):
+class ApprovePackageResponse(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: _packages_pb2.Package
+    def __init__(self, package: _Optional[_Union[_packages_pb2.Package, _Mapping]] = ...) -> None: ...
+
+class RejectPackageRequest(_message.Message):
     __slots__ = ("hash", "reason")
     HASH_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     hash: str
     reason: str
     def __init__(self, hash: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RejectPackageResponse(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: _packages_pb2.Package
+    def __init__(self, package: _Optional[_Union[_packages_pb2.Package, _Mapping]] = ...) -> None: ...
+
+class RevokeApprovalRequest(_message.Message):
+    __slots__ = ("hash", "reason")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    hash: str
+    reason: str
+    def __init__(self, hash: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeApprovalResponse(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: _packages_pb2.Package
+    def __init__(self, package: _Optional[_Union[_packages_pb2.Package, _Mapping]] = ...) -> None: ...

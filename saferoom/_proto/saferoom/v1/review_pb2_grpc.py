@@ -3,8 +3,7 @@
 import grpc
 import warnings
 
-from saferoom._proto.saferoom.v1 import packages_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2
-from saferoom._proto.saferoom.v1 import review_pb2 as saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2
+from saferoom._proto.saferoom.v1 import review_pb2 as saferoom_dot_v1_dot_review__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,15 +18,15 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in saferoom/_proto/saferoom/v1/review_pb2_grpc.py depends on'
+        + ' but the generated code in saferoom/v1/review_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ReviewStub:
-    """Review is for operators only. An operator may not approve a package they submitted themselves.
+class ReviewServiceStub:
+    """ReviewService is for operators only. An operator may not approve a package they submitted themselves.
     """
 
     def __init__(self, channel):
@@ -37,34 +36,34 @@ class ReviewStub:
             channel: A grpc.Channel.
         """
         self.ListPending = channel.unary_unary(
-                '/saferoom.v1.Review/ListPending',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
+                '/saferoom.v1.ReviewService/ListPending',
+                request_serializer=saferoom_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
                 _registered_method=True)
-        self.GetPackage = channel.unary_unary(
-                '/saferoom.v1.Review/GetPackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ReviewPackageRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.PackageReview.FromString,
+        self.GetPackageReview = channel.unary_unary(
+                '/saferoom.v1.ReviewService/GetPackageReview',
+                request_serializer=saferoom_dot_v1_dot_review__pb2.GetPackageReviewRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_review__pb2.GetPackageReviewResponse.FromString,
                 _registered_method=True)
         self.ApprovePackage = channel.unary_unary(
-                '/saferoom.v1.Review/ApprovePackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+                '/saferoom.v1.ReviewService/ApprovePackage',
+                request_serializer=saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_review__pb2.ApprovePackageResponse.FromString,
                 _registered_method=True)
         self.RejectPackage = channel.unary_unary(
-                '/saferoom.v1.Review/RejectPackage',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+                '/saferoom.v1.ReviewService/RejectPackage',
+                request_serializer=saferoom_dot_v1_dot_review__pb2.RejectPackageRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_review__pb2.RejectPackageResponse.FromString,
                 _registered_method=True)
         self.RevokeApproval = channel.unary_unary(
-                '/saferoom.v1.Review/RevokeApproval',
-                request_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+                '/saferoom.v1.ReviewService/RevokeApproval',
+                request_serializer=saferoom_dot_v1_dot_review__pb2.RevokeApprovalRequest.SerializeToString,
+                response_deserializer=saferoom_dot_v1_dot_review__pb2.RevokeApprovalResponse.FromString,
                 _registered_method=True)
 
 
-class ReviewServicer:
-    """Review is for operators only. An operator may not approve a package they submitted themselves.
+class ReviewServiceServicer:
+    """ReviewService is for operators only. An operator may not approve a package they submitted themselves.
     """
 
     def ListPending(self, request, context):
@@ -74,8 +73,8 @@ class ReviewServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetPackage(self, request, context):
-        """GetPackage returns a package with its full source and a diff against the last approved version of the
+    def GetPackageReview(self, request, context):
+        """GetPackageReview returns a package with its full source and a diff against the last approved version of the
         same name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -105,43 +104,43 @@ class ReviewServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_ReviewServicer_to_server(servicer, server):
+def add_ReviewServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListPending': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPending,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingResponse.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_review__pb2.ListPendingRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_review__pb2.ListPendingResponse.SerializeToString,
             ),
-            'GetPackage': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetPackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ReviewPackageRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.PackageReview.SerializeToString,
+            'GetPackageReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPackageReview,
+                    request_deserializer=saferoom_dot_v1_dot_review__pb2.GetPackageReviewRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_review__pb2.GetPackageReviewResponse.SerializeToString,
             ),
             'ApprovePackage': grpc.unary_unary_rpc_method_handler(
                     servicer.ApprovePackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_review__pb2.ApprovePackageResponse.SerializeToString,
             ),
             'RejectPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.RejectPackage,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_review__pb2.RejectPackageRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_review__pb2.RejectPackageResponse.SerializeToString,
             ),
             'RevokeApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeApproval,
-                    request_deserializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.FromString,
-                    response_serializer=saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.SerializeToString,
+                    request_deserializer=saferoom_dot_v1_dot_review__pb2.RevokeApprovalRequest.FromString,
+                    response_serializer=saferoom_dot_v1_dot_review__pb2.RevokeApprovalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saferoom.v1.Review', rpc_method_handlers)
+            'saferoom.v1.ReviewService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saferoom.v1.Review', rpc_method_handlers)
+    server.add_registered_method_handlers('saferoom.v1.ReviewService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Review:
-    """Review is for operators only. An operator may not approve a package they submitted themselves.
+class ReviewService:
+    """ReviewService is for operators only. An operator may not approve a package they submitted themselves.
     """
 
     @staticmethod
@@ -158,9 +157,9 @@ class Review:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Review/ListPending',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
+            '/saferoom.v1.ReviewService/ListPending',
+            saferoom_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
+            saferoom_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -172,7 +171,7 @@ class Review:
             _registered_method=True)
 
     @staticmethod
-    def GetPackage(request,
+    def GetPackageReview(request,
             target,
             options=(),
             channel_credentials=None,
@@ -185,9 +184,9 @@ class Review:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Review/GetPackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ReviewPackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.PackageReview.FromString,
+            '/saferoom.v1.ReviewService/GetPackageReview',
+            saferoom_dot_v1_dot_review__pb2.GetPackageReviewRequest.SerializeToString,
+            saferoom_dot_v1_dot_review__pb2.GetPackageReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -212,9 +211,9 @@ class Review:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Review/ApprovePackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            '/saferoom.v1.ReviewService/ApprovePackage',
+            saferoom_dot_v1_dot_review__pb2.ApprovePackageRequest.SerializeToString,
+            saferoom_dot_v1_dot_review__pb2.ApprovePackageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -239,9 +238,9 @@ class Review:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Review/RejectPackage',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            '/saferoom.v1.ReviewService/RejectPackage',
+            saferoom_dot_v1_dot_review__pb2.RejectPackageRequest.SerializeToString,
+            saferoom_dot_v1_dot_review__pb2.RejectPackageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -266,9 +265,9 @@ class Review:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saferoom.v1.Review/RevokeApproval',
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_review__pb2.DecisionRequest.SerializeToString,
-            saferoom_dot___proto_dot_saferoom_dot_v1_dot_packages__pb2.Package.FromString,
+            '/saferoom.v1.ReviewService/RevokeApproval',
+            saferoom_dot_v1_dot_review__pb2.RevokeApprovalRequest.SerializeToString,
+            saferoom_dot_v1_dot_review__pb2.RevokeApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,
