@@ -241,3 +241,28 @@ def test_grpc_js_lists_the_datasets_as_every_role_that_may(
     got = {d["name"]: d["sensitivity"] for d in response["datasets"]}
     assert got == {name: f"SENSITIVITY_{s.upper()}" for name, s in catalog.items()}
     assert response["catalog_name"]
+
+
+def _readme_grpcurl_commands() -> list[list[str]]:
+    """The grpcurl commands of the README's "From another language" paragraph, split as a shell would."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**From another language.**") :]
+    block = section[
+        section.index("```bash\n") + len("```bash\n") : section.index("```", section.index("```bash\n") + 7)
+    ]
+    return [shlex.split(c) for c in block.replace("\\\n", " ").splitlines() if c.startswith("grpcurl ")]
+
+
+def test_the_readme_grpcurl_commands_work_as_written(server: SaferoomServer, deployment: Deployment) -> None:
+    """Run from a researcher's identity directory (ca.crt, cert.pem, key.pem as `saferoom certs issue` writes
+    them), with the README's address turned into this server's."""
+    commands = _readme_grpcurl_commands()
+    assert len(commands) >= 3, commands
+    for command in commands:
+        args = [_tool("grpcurl"), *(a.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}") for a in command[1:])]
+        cwd = deployment.pki / "identities" / "alice"
+        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
+        assert done.stdout.strip(), command
