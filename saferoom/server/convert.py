@@ -232,7 +232,7 @@ _NOISE_NUMBERS = ("epsilon", "delta", "scale", "sensitivity", "ci95", "resolutio
 def _report_to_proto(report: Mapping[str, Any]) -> _jobs_pb2.ReleaseReport:
     rules = [
         _jobs_pb2.ReleaseRule(
-            kind=enum_to_proto(_jobs_pb2.RuleKind, str(r.get("rule", ""))),
+            kind=enum_to_proto(_jobs_pb2.RuleKind, str(r.get("rule", r.get("name", "")))),
             explanation=str(r.get("explanation", "")),
             cells_suppressed=int(r.get("cells_suppressed", 0)),
             threshold=int(r.get("threshold", 0) or 0),
