@@ -177,6 +177,10 @@ class Pipeline:
     def _engine(self) -> WorkerPool:
         return self._current.engine
 
+    @_engine.setter
+    def _engine(self, pool: WorkerPool) -> None:  # tests put a recording fake in the pool's place
+        self._current.engine = pool
+
     @contextlib.contextmanager
     def _acquire(self) -> Iterator[CatalogVersion]:
         with self._lock:

@@ -78,7 +78,7 @@ def pipeline(catalog_dir: Path) -> Iterator[Pipeline]:
 
 
 def _fail_with(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, engine: FaultyEngine, package: str) -> Exception:
-    monkeypatch.setattr(pipeline._current, "engine", engine)  # the engine pool of the catalog version jobs run on
+    monkeypatch.setattr(pipeline, "_engine", engine)
     with pytest.raises(Exception) as caught:
         pipeline.run(load_package(PACKAGES / package), {})
     return caught.value
