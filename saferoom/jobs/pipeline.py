@@ -266,6 +266,7 @@ class Pipeline:
         epsilon: Mapping[str, float] | None = None,
         before_engine: Callable[[], None] | None = None,
         deadline: ReleaseDeadline | None = None,
+        on_versions: Callable[[dict[str, str]], None] | None = None,
     ) -> JobOutcome:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
@@ -278,6 +279,8 @@ class Pipeline:
         its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
         """
         with self._acquire() as view:  # the whole job runs on the catalog version it started on
+            if on_versions is not None:  # recorded before any work: what the job reads, whatever happens next
+                on_versions(view.versions(package.datasets if datasets is None else datasets))
             return self._run(view, package, params, cancel, datasets, epsilon, before_engine, deadline)
 
     def _run(

@@ -12,7 +12,7 @@ from saferoom.catalog import Manifest
 from saferoom.importer import import_dataset
 from saferoom.packages import load_package
 from saferoom.server import create_server
-from tests.support import Deployment, server_config
+from tests.support import Deployment, approve_all, server_config
 
 DECLARATION = """
 name = "stops"
@@ -116,5 +116,23 @@ def test_a_changed_declaration_waits_for_a_restart(tmp_path: Path, deployment: D
         import_dataset(str(source), tmp_path / "wider.toml", catalog)
         assert srv.watcher.check() == []  # the categories changed: approvals were checked against the old ones
         assert srv.pipeline.manifest.dataset("stops").version == first
+    finally:
+        srv.stop(1.0)
+
+
+def test_a_job_records_the_versions_it_read(tmp_path: Path, deployment: Deployment) -> None:
+    catalog = tmp_path / "catalog"
+    version = _import(tmp_path, catalog, 40)
+    packages = tmp_path / "packages"
+    (packages / "count_stops").mkdir(parents=True)
+    for name, text in PACKAGE.items():
+        (packages / "count_stops" / name).write_text(text)
+    srv, port = create_server(server_config(catalog, tmp_path / "state", deployment.pki, catalog_poll_seconds=0))
+    try:
+        approve_all(deployment, port, packages)
+        with deployment.client("alice", port) as alice:
+            job = alice.wait(alice.run_job("count-stops", {}).id)
+            assert job.state == "succeeded"
+            assert alice.get_job(job.id).dataset_versions == {"stops": version}
     finally:
         srv.stop(1.0)

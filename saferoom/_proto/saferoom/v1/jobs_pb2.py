@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&saferoom/_proto/saferoom/v1/jobs.proto\x12\x0bsaferoom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x05Value\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x14\n\nnull_value\x18\x05 \x01(\x08H\x00\x42\x06\n\x04kind\"\xc1\x01\n\rRunJobRequest\x12\x0f\n\x07package\x18\x01 \x01(\t\x12\x36\n\x06params\x18\x02 \x03(\x0b\x32&.saferoom.v1.RunJobRequest.ParamsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x04 \x03(\t\x1a\x41\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.saferoom.v1.Value:\x02\x38\x01\"\xca\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.saferoom.v1.JobState\x12\x14\n\x0cpackage_hash\x18\x03 \x01(\t\x12\x14\n\x0cpackage_name\x18\x04 \x01(\t\x12\x17\n\x0fpackage_version\x18\x05 \x01(\t\x12,\n\x06params\x18\x06 \x03(\x0b\x32\x1c.saferoom.v1.Job.ParamsEntry\x12\x10\n\x08\x64\x61tasets\x18\x07 \x03(\t\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\r \x01(\t\x1a\x41\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.saferoom.v1.Value:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xaa\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.saferoom.v1.JobState\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0f\n\x07package\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.saferoom.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x97\x01\n\x0bReleaseRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\x18\n\x10\x63\x65lls_suppressed\x18\x03 \x01(\x03\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12&\n\x05noise\x18\x06 \x03(\x0b\x32\x17.saferoom.v1.NoiseScale\"\xa3\x01\n\nNoiseScale\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x06 \x01(\x01\x12\x0c\n\x04\x63i95\x18\x07 \x01(\x01\x12\x12\n\nresolution\x18\x08 \x01(\x01\x12\x0c\n\x04note\x18\t \x01(\t\"n\n\rReleaseReport\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x18\n\x10suppressed_cells\x18\x03 \x01(\x03\x12\'\n\x05rules\x18\x04 \x03(\x0b\x32\x18.saferoom.v1.ReleaseRule\"\x87\x01\n\x06Output\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\tarrow_ipc\x18\x02 \x01(\x0cH\x00\x12#\n\x05value\x18\x03 \x01(\x0b\x32\x12.saferoom.v1.ValueH\x00\x12*\n\x06report\x18\x04 \x01(\x0b\x32\x1a.saferoom.v1.ReleaseReportB\t\n\x07\x63ontent\"O\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.saferoom.v1.Output\x12\x0f\n\x07printed\x18\x03 \x01(\t*\xf1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x1c\n\x18JOB_STATE_AWAITING_CHECK\x10\x06\x12\x16\n\x12JOB_STATE_REJECTED\x10\x07\x12\x1f\n\x1bJOB_STATE_CHANGES_REQUESTED\x10\x08\x32\xfc\x02\n\x04Jobs\x12\x36\n\x06RunJob\x12\x1a.saferoom.v1.RunJobRequest\x1a\x10.saferoom.v1.Job\x12\x36\n\x06GetJob\x12\x1a.saferoom.v1.GetJobRequest\x1a\x10.saferoom.v1.Job\x12<\n\x08WatchJob\x12\x1c.saferoom.v1.WatchJobRequest\x1a\x10.saferoom.v1.Job0\x01\x12<\n\tCancelJob\x12\x1d.saferoom.v1.CancelJobRequest\x1a\x10.saferoom.v1.Job\x12G\n\x08ListJobs\x12\x1c.saferoom.v1.ListJobsRequest\x1a\x1d.saferoom.v1.ListJobsResponse\x12?\n\tGetResult\x12\x1d.saferoom.v1.GetResultRequest\x1a\x13.saferoom.v1.Resultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&saferoom/_proto/saferoom/v1/jobs.proto\x12\x0bsaferoom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x05Value\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x14\n\nnull_value\x18\x05 \x01(\x08H\x00\x42\x06\n\x04kind\"\xc1\x01\n\rRunJobRequest\x12\x0f\n\x07package\x18\x01 \x01(\t\x12\x36\n\x06params\x18\x02 \x03(\x0b\x32&.saferoom.v1.RunJobRequest.ParamsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x04 \x03(\t\x1a\x41\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.saferoom.v1.Value:\x02\x38\x01\"\xc3\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.saferoom.v1.JobState\x12\x14\n\x0cpackage_hash\x18\x03 \x01(\t\x12\x14\n\x0cpackage_name\x18\x04 \x01(\t\x12\x17\n\x0fpackage_version\x18\x05 \x01(\t\x12,\n\x06params\x18\x06 \x03(\x0b\x32\x1c.saferoom.v1.Job.ParamsEntry\x12\x10\n\x08\x64\x61tasets\x18\x07 \x03(\t\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\r \x01(\t\x12?\n\x10\x64\x61taset_versions\x18\x0e \x03(\x0b\x32%.saferoom.v1.Job.DatasetVersionsEntry\x1a\x41\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.saferoom.v1.Value:\x02\x38\x01\x1a\x36\n\x14\x44\x61tasetVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xaa\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.saferoom.v1.JobState\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0f\n\x07package\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.saferoom.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x97\x01\n\x0bReleaseRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\x18\n\x10\x63\x65lls_suppressed\x18\x03 \x01(\x03\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12&\n\x05noise\x18\x06 \x03(\x0b\x32\x17.saferoom.v1.NoiseScale\"\xa3\x01\n\nNoiseScale\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x06 \x01(\x01\x12\x0c\n\x04\x63i95\x18\x07 \x01(\x01\x12\x12\n\nresolution\x18\x08 \x01(\x01\x12\x0c\n\x04note\x18\t \x01(\t\"n\n\rReleaseReport\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x18\n\x10suppressed_cells\x18\x03 \x01(\x03\x12\'\n\x05rules\x18\x04 \x03(\x0b\x32\x18.saferoom.v1.ReleaseRule\"\x87\x01\n\x06Output\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\tarrow_ipc\x18\x02 \x01(\x0cH\x00\x12#\n\x05value\x18\x03 \x01(\x0b\x32\x12.saferoom.v1.ValueH\x00\x12*\n\x06report\x18\x04 \x01(\x0b\x32\x1a.saferoom.v1.ReleaseReportB\t\n\x07\x63ontent\"O\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.saferoom.v1.Output\x12\x0f\n\x07printed\x18\x03 \x01(\t*\xf1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x1c\n\x18JOB_STATE_AWAITING_CHECK\x10\x06\x12\x16\n\x12JOB_STATE_REJECTED\x10\x07\x12\x1f\n\x1bJOB_STATE_CHANGES_REQUESTED\x10\x08\x32\xfc\x02\n\x04Jobs\x12\x36\n\x06RunJob\x12\x1a.saferoom.v1.RunJobRequest\x1a\x10.saferoom.v1.Job\x12\x36\n\x06GetJob\x12\x1a.saferoom.v1.GetJobRequest\x1a\x10.saferoom.v1.Job\x12<\n\x08WatchJob\x12\x1c.saferoom.v1.WatchJobRequest\x1a\x10.saferoom.v1.Job0\x01\x12<\n\tCancelJob\x12\x1d.saferoom.v1.CancelJobRequest\x1a\x10.saferoom.v1.Job\x12G\n\x08ListJobs\x12\x1c.saferoom.v1.ListJobsRequest\x1a\x1d.saferoom.v1.ListJobsResponse\x12?\n\tGetResult\x12\x1d.saferoom.v1.GetResultRequest\x1a\x13.saferoom.v1.Resultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNJOBREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_JOB_PARAMSENTRY']._loaded_options = None
   _globals['_JOB_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1913
-  _globals['_JOBSTATE']._serialized_end=2154
+  _globals['_JOB_DATASETVERSIONSENTRY']._loaded_options = None
+  _globals['_JOB_DATASETVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_JOBSTATE']._serialized_start=2034
+  _globals['_JOBSTATE']._serialized_end=2275
   _globals['_VALUE']._serialized_start=88
   _globals['_VALUE']._serialized_end=212
   _globals['_RUNJOBREQUEST']._serialized_start=215
@@ -45,31 +47,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNJOBREQUEST_PARAMSENTRY']._serialized_start=343
   _globals['_RUNJOBREQUEST_PARAMSENTRY']._serialized_end=408
   _globals['_JOB']._serialized_start=411
-  _globals['_JOB']._serialized_end=869
+  _globals['_JOB']._serialized_end=990
   _globals['_JOB_PARAMSENTRY']._serialized_start=343
   _globals['_JOB_PARAMSENTRY']._serialized_end=408
-  _globals['_GETJOBREQUEST']._serialized_start=871
-  _globals['_GETJOBREQUEST']._serialized_end=902
-  _globals['_WATCHJOBREQUEST']._serialized_start=904
-  _globals['_WATCHJOBREQUEST']._serialized_end=937
-  _globals['_CANCELJOBREQUEST']._serialized_start=939
-  _globals['_CANCELJOBREQUEST']._serialized_end=973
-  _globals['_LISTJOBSREQUEST']._serialized_start=976
-  _globals['_LISTJOBSREQUEST']._serialized_end=1146
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1148
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1223
-  _globals['_GETRESULTREQUEST']._serialized_start=1225
-  _globals['_GETRESULTREQUEST']._serialized_end=1259
-  _globals['_RELEASERULE']._serialized_start=1262
-  _globals['_RELEASERULE']._serialized_end=1413
-  _globals['_NOISESCALE']._serialized_start=1416
-  _globals['_NOISESCALE']._serialized_end=1579
-  _globals['_RELEASEREPORT']._serialized_start=1581
-  _globals['_RELEASEREPORT']._serialized_end=1691
-  _globals['_OUTPUT']._serialized_start=1694
-  _globals['_OUTPUT']._serialized_end=1829
-  _globals['_RESULT']._serialized_start=1831
-  _globals['_RESULT']._serialized_end=1910
-  _globals['_JOBS']._serialized_start=2157
-  _globals['_JOBS']._serialized_end=2537
+  _globals['_JOB_DATASETVERSIONSENTRY']._serialized_start=936
+  _globals['_JOB_DATASETVERSIONSENTRY']._serialized_end=990
+  _globals['_GETJOBREQUEST']._serialized_start=992
+  _globals['_GETJOBREQUEST']._serialized_end=1023
+  _globals['_WATCHJOBREQUEST']._serialized_start=1025
+  _globals['_WATCHJOBREQUEST']._serialized_end=1058
+  _globals['_CANCELJOBREQUEST']._serialized_start=1060
+  _globals['_CANCELJOBREQUEST']._serialized_end=1094
+  _globals['_LISTJOBSREQUEST']._serialized_start=1097
+  _globals['_LISTJOBSREQUEST']._serialized_end=1267
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1269
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1344
+  _globals['_GETRESULTREQUEST']._serialized_start=1346
+  _globals['_GETRESULTREQUEST']._serialized_end=1380
+  _globals['_RELEASERULE']._serialized_start=1383
+  _globals['_RELEASERULE']._serialized_end=1534
+  _globals['_NOISESCALE']._serialized_start=1537
+  _globals['_NOISESCALE']._serialized_end=1700
+  _globals['_RELEASEREPORT']._serialized_start=1702
+  _globals['_RELEASEREPORT']._serialized_end=1812
+  _globals['_OUTPUT']._serialized_start=1815
+  _globals['_OUTPUT']._serialized_end=1950
+  _globals['_RESULT']._serialized_start=1952
+  _globals['_RESULT']._serialized_end=2031
+  _globals['_JOBS']._serialized_start=2278
+  _globals['_JOBS']._serialized_end=2658
 # @@protoc_insertion_point(module_scope)
