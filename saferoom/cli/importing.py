@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["datasets_history", "datasets_import", "datasets_propose"]
+__all__ = ["datasets_enterprises", "datasets_history", "datasets_import", "datasets_propose"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -132,3 +132,17 @@ def datasets_history(name: str, catalog_dir: Path) -> None:
             f"{mark} {v.version[:16]}  {v.imported_at[:19]}  {v.rows:>10,}  {v.declaration_hash[:12]}  {v.source}"
             + (f"  ({', '.join(handled)})" if handled else "")
         )
+
+
+@click.command("enterprises")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the CSV files.")
+@click.option("--enterprises", type=click.IntRange(100, 10_000_000), default=20_000, show_default=True)
+@click.option("--seed", type=int, default=11, show_default=True)
+def datasets_enterprises(out: Path, enterprises: int, seed: int) -> None:
+    """Write synthetic enterprise registers as CSV (the credit-profile use case), ready to import."""
+    from saferoom.catalog.enterprises import DECLARATIONS, generate_enterprises
+
+    for path in generate_enterprises(out, enterprises=enterprises, seed=seed):
+        console.print(f"wrote {path}; import it with")
+        declaration = DECLARATIONS / f"{path.stem}.toml"
+        console.print(f"  saferoom datasets import {path} --declare {declaration} --catalog DIR")

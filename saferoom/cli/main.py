@@ -167,6 +167,7 @@ def datasets_generate(out: Path, scale: int, seed: int) -> None:
 datasets.add_command(_importing.datasets_import)
 datasets.add_command(_importing.datasets_propose)
 datasets.add_command(_importing.datasets_history)
+datasets.add_command(_importing.datasets_enterprises)
 
 
 @datasets.command("list")
