@@ -60,6 +60,8 @@ class ServerConfig:
     # these after it started, so its duration says less about the data (0: off)
     release_quantum_ms: int = 250
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
+    # catalog: how often the server looks for new dataset versions (`saferoom datasets import`); 0: never
+    catalog_poll_seconds: float = 2.0
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
@@ -112,6 +114,7 @@ class ServerConfig:
 _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
+    "catalog_poll_seconds": (0, 3600),
     "max_concurrent_jobs": (1, 256),
     "max_code_phases": (1, 256),
     "max_queued_jobs": (1, 100_000),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,11 @@ def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides
 def approve_all(deployment: Deployment, port: int, packages_dir: Path, researcher: str = "alice") -> None:
     """Every package under ``packages_dir``: submitted by ``researcher`` and approved by olga, over gRPC."""
     with deployment.client(researcher, port) as submitter, deployment.client("olga", port) as operator:
+        served = {d.name for d in submitter.list_datasets()}
         for path in sorted(p for p in packages_dir.iterdir() if (p / "saferoom.toml").exists()):
+            # Packages for another catalog (credit_profile reads the enterprise datasets) are left out.
+            if not set(tomllib.loads((path / "saferoom.toml").read_text(encoding="utf-8"))["datasets"]) <= served:
+                continue
             summary, _ = submitter.submit_package(path)
             if summary.status != "approved":
                 operator.approve_package(summary.hash, days=30)

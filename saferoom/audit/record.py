@@ -65,6 +65,7 @@ class EventType(StrEnum):
     RESULT_CHECKED = "result_checked"
     BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
+    DATASET_PUBLISHED = "dataset_published"
 
 
 @dataclass(frozen=True)

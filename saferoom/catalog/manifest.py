@@ -45,6 +45,9 @@ class Column:
     max: float | None = None  # public upper bound
     categories: tuple[str, ...] | None = None  # the public domain of a categorical column
     magnitude: bool = False  # an amount (income, price): sums and means of it face the dominance rules
+    # Declared by the owner (``saferoom datasets import`` checks every row against them); None: not declared.
+    may_be_null: bool | None = None
+    may_be_nan: bool | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -105,6 +108,10 @@ class DatasetInfo:
     policy: Policy = field(default_factory=Policy)
     engine: str = "arrow"  # "arrow" (``file``, memory-mapped) or "spark" (Parquet at ``location``)
     location: str | None = None  # spark: the Parquet directory as the cluster names it (s3a://, hdfs://, /path)
+    # Imported datasets (``saferoom.importer``): the content hash of the current version's file(s) and the
+    # SHA-256 of the declaration it was imported under; None for generated or hand-written entries.
+    version: str | None = None
+    declaration_hash: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -139,6 +146,9 @@ class DatasetInfo:
         data = asdict(self)
         if self.engine == "arrow":  # the default: catalogs without Spark datasets stay as they were
             del data["engine"], data["location"]
+        for key in ("version", "declaration_hash"):
+            if data[key] is None:
+                del data[key]
         data["columns"] = [
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items() if v is not None}
             for c in self.columns

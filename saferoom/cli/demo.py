@@ -33,6 +33,7 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
         manifest = generate_catalog(data, scale=scale, seed=7)
         for info in manifest.datasets.values():
             console.print(f"  {info.name:<22} {info.sensitivity:<9} {info.rows:>10,} rows")
+        _import_enterprises(console, Path(tmp), data, max(1_000, scale // 20))
 
         console.rule("2. A certificate authority issues four identities (mutual TLS, roles in the certificate)")
         init_authority(pki)
@@ -51,9 +52,9 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 Client.from_profile(profiles["chen"], server=address, timeout=120) as operator,
                 Client.from_profile(profiles["zhou"], server=address, timeout=120) as auditor,
             ):
-                console.rule("4. Researcher lin submits two algorithm packages")
+                console.rule("4. Researcher lin submits three algorithm packages")
                 hashes = {}
-                for directory in ("site_selection", "population_profile"):
+                for directory in ("site_selection", "population_profile", "credit_profile"):
                     summary, _ = researcher.submit_package(default_algorithms_dir() / directory)
                     hashes[summary.name] = summary.hash
                     console.print(f"  {summary.name}@{summary.version} {summary.hash[:12]} {summary.status}")
@@ -75,7 +76,13 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 except SaferoomError as exc:
                     console.print(f"  auditor zhou may not read jobs: [red]{exc.code}[/red]")
                 # Personal datasets release only differentially private results: every run spends budget.
-                for dataset, epsilon in (("population", 2.0), ("housing_transactions", 1.0)):
+                budgets = (
+                    ("population", 2.0),
+                    ("housing_transactions", 1.0),
+                    ("enterprises", 1.0),
+                    ("enterprise_years", 2.0),
+                )
+                for dataset, epsilon in budgets:
                     budget = operator.set_budget("lin", dataset, epsilon=epsilon)
                     console.print(
                         f"  privacy budget of lin on {dataset}: epsilon {budget.epsilon_total:g}, "
@@ -100,7 +107,15 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                 if others:
                     print_result(console, type(result)(result.job_id, others, result.printed))
 
-                console.rule("8. A second approved package: the population profile by district")
+                console.rule("8. The second use case: credit profiles of small enterprises, from the imported records")
+                credit = researcher.wait(researcher.run_job("credit-profile", {"year": 2025}).id, timeout=300)
+                if credit.state != "succeeded":
+                    raise SystemExit(f"the demo job failed: {credit.error_code}: {credit.error_message}")
+                versions = ", ".join(f"{d} {v[:12]}" for d, v in sorted(credit.dataset_versions.items()))
+                console.print(f"  job {credit.id[:8]} read {versions}")
+                print_result(console, researcher.get_result(credit.id), limit=8)
+
+                console.rule("9. Another approved package: the population profile by district")
                 profile = researcher.run_job("population-profile")
                 final = researcher.wait(profile.id, timeout=300)
                 if final.state != "succeeded":
@@ -116,7 +131,7 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                         f"{budget.epsilon_total:g} over {budget.jobs_charged} jobs"
                     )
 
-                console.rule("9. Auditor zhou verifies the tamper-evident log and reads what happened")
+                console.rule("10. Auditor zhou verifies the tamper-evident log and reads what happened")
                 checkpoint = auditor.get_checkpoint()
                 report = auditor.verify_log((checkpoint,))
                 console.print(
@@ -130,6 +145,19 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
     console.rule(f"done in {time.perf_counter() - started:.1f} s")
 
 
+def _import_enterprises(console: Console, tmp: Path, data: Path, enterprises: int) -> None:
+    """The data owner's path: enterprise registers exported as CSV, imported with their declarations."""
+    from saferoom.catalog.enterprises import DECLARATIONS, generate_enterprises
+    from saferoom.importer import import_dataset
+
+    for path in generate_enterprises(tmp / "exports", enterprises=enterprises):
+        result = import_dataset(str(path), DECLARATIONS / f"{path.stem}.toml", data)
+        console.print(
+            f"  {result.info.name:<22} {result.info.sensitivity:<9} {result.version.rows:>10,} rows "
+            f"(imported from {path.name}, version {result.version.version[:12]})"
+        )
+
+
 def _checked_release(console: Console, tmp: Path, profiles: dict[str, Path], scale: int) -> None:
     """The exact rules: the same city with differential privacy off, where a person checks each personal
     result before it leaves (held, reviewed, signed, released)."""
@@ -137,7 +165,7 @@ def _checked_release(console: Console, tmp: Path, profiles: dict[str, Path], sca
     from saferoom.server import create_server
 
     data, state = tmp / "exact-data", tmp / "exact-state"
-    console.rule("10. The same city under the exact rules: personal results are held for an output checker")
+    console.rule("11. The same city under the exact rules: personal results are held for an output checker")
     manifest = generate_catalog(data, scale=min(scale, 20_000), seed=7, differential_privacy=False)
     for info in manifest.datasets.values():
         if info.sensitivity == "personal":

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from saferoom import __version__
+from saferoom.cli import importing as _importing
 from saferoom.errors import NotFound, SaferoomError
 
 __all__ = ["main"]
@@ -161,6 +162,12 @@ def datasets_generate(out: Path, scale: int, seed: int) -> None:
     console.print(
         f"wrote {len(manifest.datasets)} datasets ({rows:,} rows) to {out} in {time.perf_counter() - started:.1f} s"
     )
+
+
+datasets.add_command(_importing.datasets_import)
+datasets.add_command(_importing.datasets_propose)
+datasets.add_command(_importing.datasets_history)
+datasets.add_command(_importing.datasets_enterprises)
 
 
 @datasets.command("list")

@@ -231,6 +231,8 @@ def print_job(console: Console, job: Job) -> None:
     )
     if job.error_message:
         console.print(f"  [red]{job.error_code}[/red]: {job.error_message}")
+    for dataset, version in sorted(job.dataset_versions.items()):
+        console.print(f"  read {dataset} version {version[:16] or '(unversioned)'}")
 
 
 def _utc(seconds: float | None) -> str:

@@ -79,6 +79,7 @@ class Job:
     created_at: float | None = None  # seconds since the epoch (UTC): queued
     started_at: float | None = None
     finished_at: float | None = None
+    dataset_versions: dict[str, str] = field(default_factory=dict)  # dataset -> version it read
 
     @property
     def finished(self) -> bool:
@@ -304,6 +305,7 @@ def _job(p: _jobs_pb2.Job) -> Job:
         created_at=_seconds(p, "created_at"),
         started_at=_seconds(p, "started_at"),
         finished_at=_seconds(p, "finished_at"),
+        dataset_versions=dict(p.dataset_versions),
     )
 
 

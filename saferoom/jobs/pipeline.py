@@ -19,13 +19,15 @@ worker is parsed as hostile data.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from saferoom.packages import Package
 from saferoom.sandbox import Limits, Reply, WorkerPool
 from saferoom.sandbox.selftest import PROBE_PACKAGE, Probe, run_self_test
 
-__all__ = ["Isolation", "JobOutcome", "Pipeline", "ReleaseDeadline", "ReleasedOutput"]
+__all__ = ["CatalogVersion", "Isolation", "JobOutcome", "Pipeline", "ReleaseDeadline", "ReleasedOutput"]
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class JobOutcome:
 
     outputs: list[ReleasedOutput]
     printed: str
+    versions: dict[str, str] = field(default_factory=dict)  # dataset -> the version it read ("" if unversioned)
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,9 @@ class Pipeline:
         isolation: Isolation = Isolation(),
         spark: SparkExecutor | None = None,
     ) -> None:
-        self.manifest = manifest
         self._spark = spark
-        self._manifest_data = manifest.to_data()
+        self._data_dir = data_dir
+        self._lock = threading.Lock()
         # The algorithm's worker may not even read the datasets; the engine's may, read-only.
         # It only builds plans (milliseconds of CPU): niced, so that code spinning until its CPU limit leaves the
         # processors to the engine, the server and everybody else's short code phases.
@@ -143,15 +146,9 @@ class Pipeline:
             limits=self._sandbox_limits,
             network_namespace=isolation.network_namespace,
         )
+        self._network_namespace = isolation.network_namespace
         try:
-            self._engine = WorkerPool(
-                name="engine",
-                initializer="saferoom.jobs.engine_task:open_catalog",
-                init_args={"data_dir": str(data_dir)},
-                tasks=[ENGINE_TASK],
-                limits=self._engine_limits,
-                network_namespace=isolation.network_namespace,
-            )
+            self._current = CatalogVersion(manifest, self._engine_pool())
         except BaseException:
             self._sandbox.close()
             raise
@@ -159,6 +156,59 @@ class Pipeline:
         active = ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", active)
+
+    def _engine_pool(self) -> WorkerPool:
+        """A new engine pool: its zygote maps the files the catalog directory's manifest names now."""
+        return WorkerPool(
+            name="engine",
+            initializer="saferoom.jobs.engine_task:open_catalog",
+            init_args={"data_dir": str(self._data_dir)},
+            tasks=[ENGINE_TASK],
+            limits=self._engine_limits,
+            network_namespace=self._network_namespace,
+        )
+
+    @property
+    def manifest(self) -> Manifest:
+        """The catalog new jobs run on."""
+        return self._current.manifest
+
+    @property
+    def _engine(self) -> WorkerPool:
+        return self._current.engine
+
+    @_engine.setter
+    def _engine(self, pool: WorkerPool) -> None:  # tests put a recording fake in the pool's place
+        self._current.engine = pool
+
+    @contextlib.contextmanager
+    def _acquire(self) -> Iterator[CatalogVersion]:
+        with self._lock:
+            view = self._current
+            view.users += 1
+        try:
+            yield view
+        finally:
+            with self._lock:
+                view.users -= 1
+                idle = view.retired and view.users == 0
+            if idle:
+                view.engine.close()
+
+    def switch(self, manifest: Manifest) -> None:
+        """Serve ``manifest`` (new versions of the same datasets) from now on: new jobs map the new files, jobs
+        already running finish on the version they started on (its engine pool closes after the last of them).
+
+        The caller has checked that only versions changed (names, columns and policies stay: the packages,
+        budgets and approvals of the running server were checked against them)."""
+        fresh = CatalogVersion(manifest, self._engine_pool())
+        with self._lock:
+            old, self._current = self._current, fresh
+            old.retired = True
+            idle = old.users == 0
+        if idle:
+            old.engine.close()
+        _log.info("now serving catalog versions %s", fresh.versions(tuple(manifest.datasets)))
 
     @property
     def zygote_pids(self) -> dict[str, int | None]:
@@ -179,7 +229,7 @@ class Pipeline:
             return None if reply.data.get("files") == len(PROBE_PACKAGE) else f"unexpected answer {reply.data}"
 
         def ran(reply: Reply) -> str | None:
-            order, plans, values, _, printed = self._parse_sandbox_reply(reply.data, (dataset,))
+            order, plans, values, _, printed = self._parse_sandbox_reply(self._current, reply.data, (dataset,))
             if set(plans) != {"rows"} or "columns" not in values or not printed.startswith("columns"):
                 return f"unexpected outputs {order}"
             built["rows"] = plan.to_data(plans["rows"])
@@ -194,7 +244,7 @@ class Pipeline:
             "files": PROBE_PACKAGE,
             "entrypoint": "main.py:run",
             "params": {"dataset": dataset},
-            "manifest": self._manifest_data,
+            "manifest": self._current.manifest_data,
             "datasets": [dataset],
         }
         seconds = run_self_test(
@@ -216,6 +266,7 @@ class Pipeline:
         epsilon: Mapping[str, float] | None = None,
         before_engine: Callable[[], None] | None = None,
         deadline: ReleaseDeadline | None = None,
+        on_versions: Callable[[dict[str, str]], None] | None = None,
     ) -> JobOutcome:
         """Run ``package`` with already validated ``params`` over ``datasets`` (default: all it declares),
         spending at most ``epsilon`` (default: what the package declares) on each differentially private one.
@@ -227,9 +278,25 @@ class Pipeline:
         Raises a JobError subclass on failure: from the first engine call on, only the fixed ``EngineError`` of
         its kind (or ``JobCancelled``), with the original as ``__cause__`` (``saferoom.jobs.failures``).
         """
+        with self._acquire() as view:  # the whole job runs on the catalog version it started on
+            if on_versions is not None:  # recorded before any work: what the job reads, whatever happens next
+                on_versions(view.versions(package.datasets if datasets is None else datasets))
+            return self._run(view, package, params, cancel, datasets, epsilon, before_engine, deadline)
+
+    def _run(
+        self,
+        view: CatalogVersion,
+        package: Package,
+        params: dict[str, Any],
+        cancel: threading.Event | None,
+        datasets: tuple[str, ...] | None,
+        epsilon: Mapping[str, float] | None,
+        before_engine: Callable[[], None] | None,
+        deadline: ReleaseDeadline | None,
+    ) -> JobOutcome:
         datasets = package.datasets if datasets is None else datasets
         epsilon = package.epsilon if epsilon is None else epsilon
-        unpaid = [d for d in datasets if self.manifest.dataset(d).policy.differential_privacy and d not in epsilon]
+        unpaid = [d for d in datasets if view.manifest.dataset(d).policy.differential_privacy and d not in epsilon]
         if unpaid:  # data-independent: before any work
             raise ReleaseRefused(
                 f"{', '.join(unpaid)} releases only differentially private results: the package must declare "
@@ -241,32 +308,31 @@ class Pipeline:
                 "files": _python_files(package),
                 "entrypoint": package.entrypoint,
                 "params": params,
-                "manifest": self._manifest_data,
+                "manifest": view.manifest_data,
                 "datasets": list(datasets),
             },
             cancel=cancel,
         )
-        order, plans, values, models, printed = self._parse_sandbox_reply(reply.data, datasets)
+        order, plans, values, models, printed = self._parse_sandbox_reply(view, reply.data, datasets)
         for node in plans.values():  # data-independent: refused before any work
-            if engine_of(node, self.manifest) == "spark" and self._spark is None:
+            if engine_of(node, view.manifest) == "spark" and self._spark is None:
                 raise InvalidPlan("this server has no Spark cluster configured for datasets on the Spark engine")
         ordinary = {name: node for name, node in plans.items() if models.get(name, _OLS).kind == "ols"}
-        protected = disclosure.protect(plan.share_subtrees(ordinary), self.manifest, models=set(models))
+        protected = disclosure.protect(plan.share_subtrees(ordinary), view.manifest, models=set(models))
         if before_engine is not None:
             before_engine()
         # Everything from the first engine call on may fail because of the data: its errors leave with fixed text.
         with EnginePhase() as phase:
-            released = self._released(protected, cancel, epsilon, phase, deadline)
+            released = self._released(view, protected, cancel, epsilon, phase, deadline)
             outputs: list[ReleasedOutput] = []
             for name in order:  # the order the algorithm returned them in
                 if name in plans:
                     spec = models.get(name)
                     if spec is not None and spec.kind == "logit":
-                        result = fit_logit(
-                            plans[name], spec, self.manifest, lambda p: self._release_one(p, cancel, phase, deadline)
-                        )
+                        one = functools.partial(self._release_one, view, cancel=cancel, phase=phase, deadline=deadline)
+                        result = fit_logit(plans[name], spec, view.manifest, one)
                     elif spec is not None:
-                        result = fit_ols(released[name], spec, self.manifest)
+                        result = fit_ols(released[name], spec, view.manifest)
                     else:
                         result = released[name]
                     report = result.report.to_data()
@@ -277,10 +343,11 @@ class Pipeline:
                 else:
                     report = disclosure.value_report(name).to_data()
                     outputs.append(ReleasedOutput(name, "value", None, values[name], report))
-        return JobOutcome(outputs, printed)
+        return JobOutcome(outputs, printed, view.versions(datasets))
 
     def _released(
         self,
+        view: CatalogVersion,
         protected: dict[str, disclosure.Protected],
         cancel: threading.Event | None,
         epsilon: Mapping[str, float] | None = None,
@@ -289,7 +356,7 @@ class Pipeline:
     ) -> dict[str, disclosure.Released]:
         # Data-independent: every engine run these outputs lead to is bounded from the catalog and the plans, and
         # refused before any work if its worst case may not fit the engine worker's limits.
-        runs = cost.admit_job(protected, self.manifest, self._engine_limits)
+        runs = cost.admit_job(protected, view.manifest, self._engine_limits)
         if deadline is not None:  # the job may end only once this release's worst case has passed too
             deadline.extend(cost.padded_seconds(runs))
 
@@ -299,13 +366,13 @@ class Pipeline:
             remote: list[tuple[str, plan.Node]] = []
             if self._spark is not None:
                 decoded = [(str(name), plan.from_data(data)) for name, data in work]
-                remote = [(name, node) for name, node in decoded if engine_of(node, self.manifest) == "spark"]
+                remote = [(name, node) for name, node in decoded if engine_of(node, view.manifest) == "spark"]
                 work = [w for w in work if w[0] not in {name for name, _ in remote}]
             results: dict[str, tuple[pa.Table, dict[str, int]]] = {}
             if work:
                 labels = sorted(inputs)
                 request = {"plans": work, "inputs": labels}
-                reply = self._engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
+                reply = view.engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
                 results = _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
             if remote:
                 assert self._spark is not None
@@ -313,21 +380,22 @@ class Pipeline:
                 results.update(self._spark.execute(remote, inputs, cancel, wall))
             return results
 
-        return release_all(protected, self.manifest, execute, epsilon or {})
+        return release_all(protected, view.manifest, execute, epsilon or {})
 
     def _release_one(
         self,
+        view: CatalogVersion,
         node: plan.Node,
         cancel: threading.Event | None,
         phase: EnginePhase | None = None,
         deadline: ReleaseDeadline | None = None,
     ) -> disclosure.Released:
         """One more plan through protection, the engine and release (an iteration of a model fit)."""
-        protected = disclosure.protect({"model": node}, self.manifest, models={"model"})
-        return self._released(protected, cancel, phase=phase, deadline=deadline)["model"]
+        protected = disclosure.protect({"model": node}, view.manifest, models={"model"})
+        return self._released(view, protected, cancel, phase=phase, deadline=deadline)["model"]
 
     def _parse_sandbox_reply(
-        self, data: dict[str, Any], datasets: tuple[str, ...]
+        self, view: CatalogVersion, data: dict[str, Any], datasets: tuple[str, ...]
     ) -> tuple[list[str], dict[str, plan.Node], dict[str, plan.Scalar], dict[str, ModelSpec], str]:
         """Strictly parse what the (untrusted) sandbox worker sent back.
 
@@ -358,7 +426,7 @@ class Pipeline:
                     raise InvalidPlan(f"output {name!r} reads datasets this run may not use")
                 if model is not None:
                     if spec.kind == "ols":
-                        node = ols_statistics(node, spec, self.manifest)
+                        node = ols_statistics(node, spec, view.manifest)
                     models[name] = spec  # a logit keeps its input: each iteration builds its own statistics
                 plans[name] = node
             elif isinstance(out, dict) and set(out) == {"value"} and _is_scalar(out["value"]):
@@ -370,9 +438,26 @@ class Pipeline:
     def close(self) -> None:
         """Stop both worker pools and forget the Spark session (idempotent)."""
         self._sandbox.close()
-        self._engine.close()
+        with self._lock:
+            self._current.retired = True
+        self._current.engine.close()
         if self._spark is not None:
             self._spark.close()
+
+
+class CatalogVersion:
+    """One state of the catalog as jobs see it: its manifest and the engine pool whose zygote mapped its files."""
+
+    def __init__(self, manifest: Manifest, engine: WorkerPool) -> None:
+        self.manifest = manifest
+        self.manifest_data = manifest.to_data()
+        self.engine = engine
+        self.users = 0  # jobs running on it (guarded by the pipeline's lock)
+        self.retired = False  # a newer version serves new jobs: close the pool once the last user is done
+
+    def versions(self, datasets: tuple[str, ...]) -> dict[str, str]:
+        """The version of each of ``datasets`` ("" for a generated or hand-written one)."""
+        return {name: self.manifest.dataset(name).version or "" for name in datasets}
 
 
 class ReleaseDeadline:

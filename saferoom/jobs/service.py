@@ -495,7 +495,13 @@ class JobService:
             deadline = ReleaseDeadline() if self._quantum > 0 else None
             try:
                 outcome = self._pipeline.run(
-                    package, params, cancel=cancel, datasets=datasets, before_engine=engine_turn, deadline=deadline
+                    package,
+                    params,
+                    cancel=cancel,
+                    datasets=datasets,
+                    before_engine=engine_turn,
+                    deadline=deadline,
+                    on_versions=lambda versions: self._store.record_versions(job_id, versions),
                 )
             except JobCancelled:
                 raise

@@ -29,7 +29,9 @@ from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
+from saferoom.audit.log import AuditFilter, Entry
 from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.watch import CatalogWatcher
 from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import SaferoomError, StateDamaged, Unavailable
@@ -78,6 +80,7 @@ class SaferoomServer:
     pipeline: Pipeline
     database: Database
     health: health.HealthServicer
+    watcher: CatalogWatcher | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float | None = 5.0) -> None:
@@ -86,6 +89,8 @@ class SaferoomServer:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            self.watcher.close()
         done = self.grpc_server.stop(grace)
         self.jobs.close()
         self.pipeline.close()
@@ -189,7 +194,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             ],
             maximum_concurrent_rpcs=config.max_streams + 40,
         )
-        _catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(manifest), server)
+        catalog_servicer = CatalogServicer(manifest)
+        _catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog_servicer, server)
         _packages_pb2_grpc.add_PackagesServiceServicer_to_server(PackagesServicer(packages, caller), server)
         _review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(packages, caller), server)
         _jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(jobs, caller), server)
@@ -229,10 +235,20 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
                 "sandbox_layers": pipeline.layers,
             },
         )
+        record_published(audit, manifest, sorted(manifest.datasets))
+
+        def new_versions(new: Manifest, changed: list[str]) -> None:
+            assert audit is not None and pipeline is not None
+            pipeline.switch(new)  # running jobs finish on the version they started on
+            catalog_servicer.serve(new)
+            record_published(audit, new, changed)
+
+        watcher = CatalogWatcher(config.data_dir, manifest, new_versions, config.catalog_poll_seconds)
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info("saferoom serving %d datasets on port %d (mutual TLS)", len(manifest.datasets), port)
-        return SaferoomServer(server, port, jobs, packages, audit, pipeline, database, health_servicer), port
+        running = SaferoomServer(server, port, jobs, packages, audit, pipeline, database, health_servicer, watcher)
+        return running, port
     except BaseException:
         if pipeline is not None:
             pipeline.close()
@@ -240,6 +256,31 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             audit.close()
         database.close()
         raise
+
+
+def record_published(audit: AuditLog, manifest: Manifest, names: list[str]) -> None:
+    """A ``dataset_published`` record for each imported version of ``names`` the log does not have yet.
+
+    The importer runs offline (no key, no server): the server records a version when it first serves it, at
+    start-up or when it picks the version up, once (idempotent: the log is asked first)."""
+    versioned = {n: manifest.dataset(n) for n in names if manifest.dataset(n).version}
+    if not versioned:
+        return
+    wanted = AuditFilter(events=frozenset({EventType.DATASET_PUBLISHED.value}))
+    recorded = {(str(r.objects.get("dataset")), str(r.summary.get("version"))) for r in audit.read(wanted)}
+    entries: list[Entry] = [
+        (
+            EventType.DATASET_PUBLISHED,
+            "saferoom",
+            "server",
+            {"dataset": name, "datasets": [name]},
+            {"version": info.version, "rows": info.rows, "declaration_hash": info.declaration_hash, "file": info.file},
+        )
+        for name, info in sorted(versioned.items())
+        if (name, info.version) not in recorded
+    ]
+    if entries:
+        audit.append_all(entries)
 
 
 def _refusal_hooks(audit: AuditLog, extra: RefusalHook | None) -> RefusalHook:

@@ -223,6 +223,7 @@ def job_to_proto(job: JobRecord) -> _jobs_pb2.Job:
         started_at=_timestamp(job.started_at),
         finished_at=_timestamp(job.finished_at),
         owner=job.owner,
+        dataset_versions=dict(job.dataset_versions),
     )
 
 

@@ -75,6 +75,10 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, manifest: Manifest) -> None:
         self._manifest = manifest
 
+    def serve(self, manifest: Manifest) -> None:
+        """Describe ``manifest`` from now on (new versions: row counts change)."""
+        self._manifest = manifest
+
     def ListDatasets(self, request: _catalog_pb2.ListDatasetsRequest, context: Any) -> Any:
         datasets = [convert.dataset_to_proto(d) for d in self._manifest.datasets.values()]
         return _catalog_pb2.ListDatasetsResponse(catalog_name=self._manifest.name, datasets=datasets)

@@ -207,6 +207,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO audit_head VALUES (1, -1, '')
         """,
     ),
+    (
+        9,
+        # The dataset versions each job read (content hashes from `saferoom datasets import`; "" for a generated
+        # or hand-written dataset), written when the job starts on them.
+        """
+        CREATE TABLE job_dataset_versions (
+            job_id TEXT NOT NULL REFERENCES jobs(id),
+            dataset TEXT NOT NULL,
+            version TEXT NOT NULL,
+            PRIMARY KEY (job_id, dataset)
+        )
+        """,
+    ),
 ]
 
 

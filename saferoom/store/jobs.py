@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from typing import Any
 
 from saferoom.errors import JobNotFound
@@ -39,6 +39,8 @@ class JobRecord:
     finished_at: float | None
     updated_at: float
     request_id: str | None = None  # the client's idempotency key, unique per owner
+    # (dataset, version) the job read, once it started (job_dataset_versions; filled by get_job)
+    dataset_versions: tuple[tuple[str, str], ...] = ()
 
     def audit_objects(self) -> dict[str, Any]:
         """What the job's audit records name: the job, its package and the datasets it reads."""
@@ -90,7 +92,8 @@ def result_hash(outputs: list[StoredOutput]) -> str:
     )
 
 
-_JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
+_STORED = [f.name for f in fields(JobRecord) if f.name != "dataset_versions"]  # the jobs table's columns
+_JOB_COLUMNS = ", ".join(_STORED)
 
 
 def _job(row: sqlite3.Row) -> JobRecord:
@@ -132,14 +135,14 @@ class JobStore:
         conn: sqlite3.Connection, job: JobRecord, costs: Sequence[Cost]
     ) -> tuple[JobRecord, list[tuple[Charge, Budget]]]:
         """``insert_charged_job`` inside the caller's transaction."""
-        placeholders = ", ".join("?" for _ in fields(JobRecord))
+        placeholders = ", ".join("?" for _ in _STORED)
         if job.request_id is not None:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, job.request_id)
             ).fetchone()
             if row is not None:
                 return _job(row), []
-        conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job))
+        conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", astuple(job)[: len(_STORED)])
         charges = charge_budgets(conn, job.owner, job.id, costs, job.created_at) if costs else []
         return job, charges
 
@@ -148,7 +151,18 @@ class JobStore:
         row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id[:64]!r}")
-        return _job(row)
+        versions = conn.execute(
+            "SELECT dataset, version FROM job_dataset_versions WHERE job_id = ? ORDER BY dataset", (job_id,)
+        ).fetchall()
+        return replace(_job(row), dataset_versions=tuple((str(d), str(v)) for d, v in versions))
+
+    def record_versions(self, job_id: str, versions: dict[str, str]) -> None:
+        """The dataset versions a job runs on (a resumed job records those of its new run)."""
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO job_dataset_versions (job_id, dataset, version) VALUES (?, ?, ?)",
+                [(job_id, d, v) for d, v in sorted(versions.items())],
+            )
 
     def get_job(self, job_id: str) -> JobRecord:
         with self._db.reading() as conn:

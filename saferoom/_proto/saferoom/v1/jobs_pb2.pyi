@@ -107,7 +107,7 @@ class RunJobRequest(_message.Message):
     def __init__(self, package: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., request_id: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "package_hash", "package_name", "package_version", "params", "datasets", "error_code", "error_message", "created_at", "started_at", "finished_at", "owner")
+    __slots__ = ("id", "state", "package_hash", "package_name", "package_version", "params", "datasets", "error_code", "error_message", "created_at", "started_at", "finished_at", "owner", "dataset_versions")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,13 @@ class Job(_message.Message):
         key: str
         value: Value
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    class DatasetVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +135,7 @@ class Job(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     package_hash: str
@@ -141,7 +149,8 @@ class Job(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     owner: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., package_hash: _Optional[str] = ..., package_name: _Optional[str] = ..., package_version: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., datasets: _Optional[_Iterable[str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
+    dataset_versions: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., package_hash: _Optional[str] = ..., package_name: _Optional[str] = ..., package_version: _Optional[str] = ..., params: _Optional[_Mapping[str, Value]] = ..., datasets: _Optional[_Iterable[str]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., dataset_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RunJobResponse(_message.Message):
     __slots__ = ("job",)

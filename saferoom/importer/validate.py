@@ -1,0 +1,283 @@
+"""Checking every row of a source against its declaration, batch by batch, before anything is published.
+
+Each batch is converted to the declared types (a value that does not convert is a *wrong type*), then checked:
+nulls where none may be, NaN where none may be, values outside the public bounds, strings outside the declared
+categories, a null or repeated privacy unit where one row per unit is declared. What is wrong is counted per
+column and kind, with the first few row numbers (1-based, data rows: a CSV header is not counted). The report
+is for the owner only: it holds row numbers of personal data and is never sent to a researcher.
+
+By default any problem refuses the import. ``clamp`` moves out-of-bounds numbers to the bound; ``drop_invalid``
+drops every row with a remaining problem; both are counted in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from saferoom.catalog.catalog import ARROW_TYPES, CATEGORY_TYPE, schema_of
+from saferoom.catalog.manifest import Column, DatasetInfo
+from saferoom.errors import InvalidRequest
+
+__all__ = ["ImportRefused", "Issue", "ValidationReport", "Validator"]
+
+ROWS_SHOWN = 5
+MAX_BITMAP_UNITS = 1 << 31  # a bounded integer unit is tracked in a bitmap (1 byte per possible unit) up to this
+
+
+class Issue:
+    """The kinds of problem a row can have (a column's count and first rows are kept per kind)."""
+
+    WRONG_TYPE = "wrong type"
+    NULL = "null"
+    NAN = "NaN"
+    BELOW_MIN = "below min"
+    ABOVE_MAX = "above max"
+    UNKNOWN_CATEGORY = "unknown category"
+    NULL_UNIT = "null unit"
+    DUPLICATE_UNIT = "duplicate unit"
+
+
+@dataclass
+class ValidationReport:
+    """What the rows held that the declaration does not allow, and what was done about it."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    problems: dict[tuple[str, str], int] = field(default_factory=dict)  # (column, issue) -> rows
+    examples: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # first row numbers
+    clamped: dict[str, int] = field(default_factory=dict)  # column -> values moved to a bound
+    dropped: int = 0
+
+    def note(self, column: str, issue: str, rows: np.ndarray) -> None:
+        """Record ``rows`` (absolute row numbers) as having ``issue`` in ``column``."""
+        if not len(rows):
+            return
+        key = (column, issue)
+        self.problems[key] = self.problems.get(key, 0) + len(rows)
+        shown = self.examples.setdefault(key, [])
+        if len(shown) < ROWS_SHOWN:
+            shown.extend(int(r) for r in rows[: ROWS_SHOWN - len(shown)])
+
+    def lines(self) -> list[str]:
+        """The report as lines for the owner's terminal."""
+        out = []
+        for (column, issue), count in sorted(self.problems.items()):
+            rows = ", ".join(str(r) for r in self.examples.get((column, issue), []))
+            out.append(f"{column}: {count} row(s) with {issue} (rows {rows}{', ...' if count > ROWS_SHOWN else ''})")
+        for column, count in self.clamped.items():
+            out.append(f"{column}: {count} value(s) clamped to the declared bounds")
+        if self.dropped:
+            out.append(f"{self.dropped} invalid row(s) dropped")
+        return out
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "problems": {f"{c}: {i}": n for (c, i), n in sorted(self.problems.items())},
+            "clamped": dict(self.clamped),
+            "dropped": self.dropped,
+        }
+
+
+class ImportRefused(InvalidRequest):
+    """The data does not match its declaration: nothing was published (the report says what and where)."""
+
+    def __init__(self, message: str, report: ValidationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class Validator:
+    """Converts and checks the batches of one source against one declaration."""
+
+    def __init__(self, info: DatasetInfo, ignore: tuple[str, ...], clamp: bool, drop_invalid: bool) -> None:
+        self.info = info
+        self.ignore = ignore
+        self.clamp = clamp
+        self.drop_invalid = drop_invalid
+        self.report = ValidationReport()
+        self.schema = schema_of(info)
+        self._categories = {
+            c.name: pa.array(c.categories, pa.string()) for c in info.columns if c.categories is not None
+        }
+        self._units: _UnitTracker | None = None
+        if info.privacy_unit is not None and info.one_row_per_unit:
+            self._units = _UnitTracker(info.column(info.privacy_unit))
+
+    def check_columns(self, names: list[str]) -> None:
+        """The source's columns must be exactly the declared ones plus the ignored ones."""
+        declared = [c.name for c in self.info.columns]
+        missing = [n for n in declared if n not in names]
+        extra = [n for n in names if n not in declared and n not in self.ignore]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"declared but not in the data: {', '.join(missing)}")
+            if extra:
+                parts.append(f"in the data but not declared (declare them or list them in ignore): {', '.join(extra)}")
+            raise ImportRefused("the declaration does not match the data: " + "; ".join(parts))
+
+    def batches(self, source: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The validated batches in the catalog's schema (checking every one; raises ``ImportRefused`` at the end
+        if a problem was left unhandled, so a caller writes to a temporary file only)."""
+        first = True
+        for batch in source:
+            if first:
+                self.check_columns(batch.schema.names)
+                first = False
+            if batch.num_rows == 0:
+                continue
+            out = self._check(batch)
+            if out.num_rows:
+                yield out
+        if first or self.report.rows_read == 0:
+            raise ImportRefused("the source has no rows")
+        if self.report.problems and not self.drop_invalid:
+            raise ImportRefused(
+                f"{sum(self.report.problems.values())} problem(s) in the data: nothing was published "
+                "(fix the data or the declaration, or pass --clamp / --drop-invalid)",
+                self.report,
+            )
+
+    def _check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        start = self.report.rows_read
+        n = batch.num_rows
+        self.report.rows_read += n
+        rows = np.arange(start + 1, start + n + 1)
+        bad = np.zeros(n, dtype=bool)
+        columns: list[pa.Array] = []
+        for column in self.info.columns:
+            values, wrong = _convert(batch.column(column.name), column)
+            self.report.note(column.name, Issue.WRONG_TYPE, rows[wrong])
+            bad |= wrong
+            values, problems = self._domain(column, values, ~wrong)
+            for issue, mask in problems:
+                self.report.note(column.name, issue, rows[mask])
+                bad |= mask
+            columns.append(values)
+        if self._units is not None:
+            unit_index = [c.name for c in self.info.columns].index(self.info.privacy_unit or "")
+            duplicate = self._units.see(columns[unit_index], ~bad)
+            self.report.note(self.info.privacy_unit or "", Issue.DUPLICATE_UNIT, rows[duplicate])
+            bad |= duplicate
+        encoded = [self._encode(c, v) for c, v in zip(self.info.columns, columns, strict=True)]
+        out = pa.RecordBatch.from_arrays(encoded, schema=self.schema)
+        if bad.any():
+            if not self.drop_invalid:
+                return out.slice(0, 0)  # refused at the end: nothing more needs writing
+            self.report.dropped += int(bad.sum())
+            out = out.filter(pa.array(~bad))
+        self.report.rows_written += out.num_rows
+        return out
+
+    def _domain(self, column: Column, values: pa.Array, typed: np.ndarray) -> tuple[pa.Array, list[Any]]:
+        problems: list[tuple[str, np.ndarray]] = []
+        null = _mask(values.is_null()) & typed
+        if column.name == self.info.privacy_unit:
+            problems.append((Issue.NULL_UNIT, null))
+        elif not column.may_be_null:
+            problems.append((Issue.NULL, null))
+        if column.type == "float64" and not column.may_be_nan:
+            problems.append((Issue.NAN, _mask(pc.is_nan(values))))
+        if column.type in ("int64", "float64", "date32") and (column.min is not None or column.max is not None):
+            numbers = values.cast(pa.int32()) if column.type == "date32" else values
+            low = _mask(pc.less(numbers, column.min)) if column.min is not None else np.zeros(len(values), bool)
+            high = _mask(pc.greater(numbers, column.max)) if column.max is not None else np.zeros(len(values), bool)
+            if self.clamp and (low.any() or high.any()) and column.type != "date32":
+                self.report.clamped[column.name] = self.report.clamped.get(column.name, 0) + int((low | high).sum())
+                if column.min is not None:
+                    values = pc.if_else(pa.array(low), pa.scalar(column.min).cast(values.type), values)
+                if column.max is not None:
+                    values = pc.if_else(pa.array(high), pa.scalar(column.max).cast(values.type), values)
+            else:
+                problems += [(Issue.BELOW_MIN, low), (Issue.ABOVE_MAX, high)]
+        if column.categories is not None:
+            known = _mask(pc.is_in(values, value_set=self._categories[column.name]))
+            problems.append((Issue.UNKNOWN_CATEGORY, ~known & ~_mask(values.is_null())))
+        return values, problems
+
+    def _encode(self, column: Column, values: pa.Array) -> pa.Array:
+        if column.categories is None:
+            return values
+        categories = self._categories[column.name]
+        indices = pc.index_in(values, value_set=categories).cast(pa.int32())
+        return pa.DictionaryArray.from_arrays(indices, categories).cast(CATEGORY_TYPE)
+
+
+def _mask(values: pa.Array) -> np.ndarray:
+    """A boolean array as numpy, nulls as False."""
+    mask: np.ndarray = values.fill_null(False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _convert(values: pa.Array | pa.ChunkedArray, column: Column) -> tuple[pa.Array, np.ndarray]:
+    """``values`` as the column's declared type, and which of them did not convert (they become null)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    target = ARROW_TYPES[column.type]
+    if pa.types.is_large_string(values.type):
+        values = values.cast(pa.string())
+    if values.type == target:
+        return values, np.zeros(len(values), dtype=bool)
+    try:
+        return pc.cast(values, target, safe=True), np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # Some value does not convert: find which, one at a time (only batches with a wrong value pay for this).
+    converted: list[Any] = []
+    wrong = np.zeros(len(values), dtype=bool)
+    for i in range(len(values)):
+        one = values.slice(i, 1)
+        try:
+            converted.append(pc.cast(one, target, safe=True)[0].as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            converted.append(None)
+            wrong[i] = True
+    return pa.array(converted, target), wrong
+
+
+class _UnitTracker:
+    """Which privacy units have been seen: a bitmap over the declared bounds, else a set."""
+
+    def __init__(self, column: Column) -> None:
+        self._low = 0
+        self._bitmap: np.ndarray | None = None
+        self._seen: set[Any] = set()
+        if column.type == "int64" and column.min is not None and column.max is not None:
+            span = int(column.max) - int(column.min) + 1
+            if 0 < span <= MAX_BITMAP_UNITS:
+                self._low = int(column.min)
+                self._bitmap = np.zeros(span, dtype=bool)
+
+    def see(self, units: pa.Array, usable: np.ndarray) -> np.ndarray:
+        """Mark ``units`` seen; returns the rows whose unit was seen before (in an earlier row)."""
+        duplicate = np.zeros(len(units), dtype=bool)
+        present = usable & ~_mask(units.is_null())
+        if self._bitmap is not None:
+            index = units.fill_null(self._low).to_numpy(zero_copy_only=False).astype(np.int64) - self._low
+            present &= (index >= 0) & (index < len(self._bitmap))
+            rows = np.flatnonzero(present)
+            keys = index[rows]
+            order = np.argsort(keys, kind="stable")
+            sorted_keys = keys[order]
+            repeat = np.zeros(len(keys), dtype=bool)
+            repeat[order[1:]] = sorted_keys[1:] == sorted_keys[:-1]
+            repeat |= self._bitmap[keys]
+            self._bitmap[keys] = True
+            duplicate[rows[repeat]] = True
+            return duplicate
+        for i, unit in enumerate(units.to_pylist()):
+            if present[i]:
+                if unit in self._seen:
+                    duplicate[i] = True
+                self._seen.add(unit)
+        return duplicate

@@ -1,0 +1,227 @@
+"""Red team: data that does not match its declaration never reaches the catalog, and the owner learns where.
+
+Each case is a file an owner might really have (or an attacker with write access to an export might plant):
+the import is refused with counts per column and row numbers, and nothing is published: no catalog.json, no
+version file, no temporary file left behind. Layer that must stop each: saferoom.importer (validate, sources,
+declaration).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from saferoom.catalog import Manifest
+from saferoom.importer import DeclarationError, ImportRefused, SourceError, import_dataset, propose_declaration
+
+DECLARATION = """
+name = "people"
+description = "Residents (test)"
+sensitivity = "personal"
+privacy_unit = "person_id"
+one_row_per_unit = true
+
+[[columns]]
+name = "person_id"
+type = "int64"
+min = 1
+max = 100
+
+[[columns]]
+name = "age"
+type = "int64"
+min = 0
+max = 120
+
+[[columns]]
+name = "sex"
+type = "string"
+categories = ["female", "male"]
+
+[[columns]]
+name = "income"
+type = "float64"
+min = 0
+max = 1000000
+"""
+HEADER = "person_id,age,sex,income\n"
+GOOD = ["1,30,female,100.0", "2,40,male,200.0", "3,50,female,300.0"]
+
+
+def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
+    source = tmp_path / "people.csv"
+    source.write_text(header + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return source
+
+
+def _declaration(tmp_path: Path, text: str = DECLARATION) -> Path:
+    path = tmp_path / "people.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _nothing_published(catalog: Path) -> None:
+    visible = sorted(p.name for p in catalog.iterdir()) if catalog.exists() else []
+    assert visible in ([], [".catalog.lock"]), visible
+
+
+# (rows, column, issue, row numbers): one bad value of each kind among good rows.
+CASES = {
+    "wrong type": (["1,30,female,100", "2,forty,male,200", "3,50,female,3e2"], "age", "wrong type", [2]),
+    "float where int": (["1,30.5,female,1", "2,40,male,2"], "age", "wrong type", [1]),
+    "below min": ([*GOOD, "4,-1,male,1"], "age", "below min", [4]),
+    "above max": (["1,121,male,1", *GOOD[1:]], "age", "above max", [1]),
+    "unknown category": ([*GOOD, "4,20,other,5"], "sex", "unknown category", [4]),
+    "null": ([*GOOD, "4,,male,5"], "age", "null", [4]),
+    "null unit": ([*GOOD, ",20,male,5"], "person_id", "null unit", [4]),
+    "duplicate unit": ([*GOOD, "2,20,male,5", "5,1,male,1", "2,3,male,2"], "person_id", "duplicate unit", [4, 6]),
+    "NaN": ([*GOOD, "4,20,male,nan"], "income", "NaN", [4]),
+    "infinity above max": ([*GOOD, "4,20,male,inf"], "income", "above max", [4]),
+    "unit out of bounds": ([*GOOD, "101,20,male,5"], "person_id", "above max", [4]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_value_refuses_the_import_and_says_where(tmp_path: Path, case: str) -> None:
+    rows, column, issue, numbers = CASES[case]
+    catalog = tmp_path / "catalog"
+    with pytest.raises(ImportRefused) as refused:
+        import_dataset(str(_write(tmp_path, rows)), _declaration(tmp_path), catalog)
+    report = refused.value.report
+    assert report is not None
+    assert report.problems == {(column, issue): len(numbers)}
+    assert report.examples[(column, issue)] == numbers
+    assert any(f"{column}: {len(numbers)} row(s) with {issue}" in line for line in report.lines())
+    _nothing_published(catalog)
+
+
+def test_duplicate_units_are_found_across_batches(tmp_path: Path) -> None:
+    text = DECLARATION.replace("max = 100\n", "max = 1000000\n", 1)
+    rows = [f"{i},30,male,1" for i in range(1, 400_001)] + ["17,30,male,1"]
+    with pytest.raises(ImportRefused) as refused:
+        import_dataset(str(_write(tmp_path, rows)), _declaration(tmp_path, text), tmp_path / "catalog")
+    assert refused.value.report is not None
+    assert refused.value.report.examples[("person_id", "duplicate unit")] == [400_001]
+
+
+def test_clamp_and_drop_invalid_are_reported(tmp_path: Path) -> None:
+    rows = [*GOOD, "4,130,male,2000000", "5,20,alien,1", "6,-3,female,1"]
+    catalog = tmp_path / "catalog"
+    result = import_dataset(str(_write(tmp_path, rows)), _declaration(tmp_path), catalog, clamp=True, drop_invalid=True)
+    assert result.report.clamped == {"age": 2, "income": 1}
+    assert result.report.dropped == 1 and result.report.rows_written == 5
+    assert "1 invalid row(s) dropped" in result.report.lines()
+    info = Manifest.load(catalog).dataset("people")
+    assert info.rows == 5
+    import pyarrow.ipc as ipc
+
+    table = ipc.open_file(pa.memory_map(str(catalog / info.file))).read_all()
+    assert table.column("age").to_pylist() == [30, 40, 50, 120, 0]
+    assert table.column("income").to_pylist()[3] == 1_000_000.0
+    assert [v["report"]["dropped"] for v in [result.version.to_data()]] == [1]
+
+
+def test_clamp_alone_still_refuses_what_it_cannot_fix(tmp_path: Path) -> None:
+    with pytest.raises(ImportRefused):
+        import_dataset(
+            str(_write(tmp_path, [*GOOD, "4,20,alien,1"])), _declaration(tmp_path), tmp_path / "c", clamp=True
+        )
+    _nothing_published(tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty file", "", "is empty"),
+        ("header only", HEADER, "no rows"),
+        ("truncated row", HEADER + "1,30,female,100\n2,40", "cannot read"),
+    ],
+)
+def test_empty_and_truncated_csv(tmp_path: Path, name: str, content: str, message: str) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text(content, encoding="utf-8")
+    with pytest.raises((ImportRefused, SourceError), match=message):
+        import_dataset(str(source), _declaration(tmp_path), tmp_path / "catalog")
+    _nothing_published(tmp_path / "catalog")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_truncated_binary_files(tmp_path: Path, suffix: str) -> None:
+    table = pa.table({"person_id": [1, 2], "age": [3, 4], "sex": ["male", "male"], "income": [1.0, 2.0]})
+    source = tmp_path / f"people{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, source)
+    else:
+        with pa.OSFile(str(source), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    data = source.read_bytes()
+    source.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match="cannot read"):
+        import_dataset(str(source), _declaration(tmp_path), tmp_path / "catalog")
+    _nothing_published(tmp_path / "catalog")
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        ("person_id,age,sex\n", ["1,2,male"], "declared but not in the data: income"),
+        ("person_id,age,sex,income,secret\n", ["1,2,male,3,x"], "not declared .*: secret"),
+    ],
+)
+def test_a_declaration_that_does_not_match_the_data(tmp_path: Path, header: str, rows: list[str], message: str) -> None:
+    with pytest.raises(ImportRefused, match=message):
+        import_dataset(str(_write(tmp_path, rows, header)), _declaration(tmp_path), tmp_path / "catalog")
+    _nothing_published(tmp_path / "catalog")
+
+
+def test_an_ignored_column_is_left_out(tmp_path: Path) -> None:
+    text = DECLARATION.replace("one_row_per_unit = true", 'one_row_per_unit = true\nignore = ["secret"]')
+    source = _write(tmp_path, ["1,2,male,3,x"], "person_id,age,sex,income,secret\n")
+    result = import_dataset(str(source), _declaration(tmp_path, text), tmp_path / "catalog")
+    assert [c.name for c in result.info.columns] == ["person_id", "age", "sex", "income"]
+
+
+def test_a_proposed_declaration_is_refused_until_every_data_value_is_replaced(tmp_path: Path) -> None:
+    source = _write(tmp_path, GOOD)
+    draft = propose_declaration(str(source), "people")
+    assert "# FROM DATA" in draft and 'from_data = ["columns.person_id.min"' in draft
+    assert "max = 50  # FROM DATA" in draft  # the oldest person's age: exactly what must not be published
+    declaration = _declaration(tmp_path, draft)
+    with pytest.raises(DeclarationError, match="values taken from the data"):
+        import_dataset(str(source), declaration, tmp_path / "catalog")
+    # Emptying the machine-readable list is not enough while a marked line remains.
+    lines = [line for line in draft.splitlines() if not line.startswith(("from_data", "#"))]
+    with pytest.raises(DeclarationError, match="still marked 'FROM DATA'"):
+        import_dataset(str(source), _declaration(tmp_path, "\n".join(lines)), tmp_path / "catalog")
+    _nothing_published(tmp_path / "catalog")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("max = 120", "max = 120\nsecret_key = 1"), "unknown key"),
+        (('type = "float64"', 'type = "decimal"'), "type must be one of"),
+        (('privacy_unit = "person_id"', 'privacy_unit = "nobody"'), "privacy unit"),
+        (("max = 120", "max = -5"), "min is above max"),
+        (('name = "people"', 'name = "../etc"'), "dataset name"),
+    ],
+)
+def test_a_malformed_declaration_is_refused(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    text = DECLARATION.replace(*change, 1)
+    with pytest.raises(DeclarationError, match=message):
+        import_dataset(str(_write(tmp_path, GOOD)), _declaration(tmp_path, text), tmp_path / "catalog")
+    _nothing_published(tmp_path / "catalog")
+
+
+def test_a_failed_import_leaves_the_current_version_in_place(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    first = import_dataset(str(_write(tmp_path, GOOD)), _declaration(tmp_path), catalog)
+    with pytest.raises(ImportRefused):
+        import_dataset(str(_write(tmp_path, [*GOOD, "4,999,male,1"])), _declaration(tmp_path), catalog)
+    assert Manifest.load(catalog).dataset("people").version == first.version.version
+    assert sorted(p.name for p in catalog.iterdir()) == sorted(
+        [".catalog.lock", "catalog.json", "versions.json", first.version.file]
+    )
