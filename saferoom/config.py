@@ -41,6 +41,8 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
     max_approval_days: int = 365  # packages: the longest validity period an operator may sign
     audit_checkpoint_every: int = 1000  # audit: a signed checkpoint after this many records (and at shutdown)
+    # audit: the active log file is sealed into audit/segments/ once it has grown past this many bytes
+    audit_segment_bytes: int = 256 * MiB
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
@@ -112,6 +114,7 @@ class ServerConfig:
 _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
+    "audit_segment_bytes": (4096, 2**40),
     "max_concurrent_jobs": (1, 256),
     "max_code_phases": (1, 256),
     "max_queued_jobs": (1, 100_000),

@@ -560,6 +560,13 @@ def audit_show(seq: int, server: str | None) -> None:
     help="... with the server's audit public key (audit.pub).",
 )
 @click.option(
+    "--segments",
+    "segments_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Verify archived log segments (audit-<seq>.log files) offline, as one log; if they do not start at "
+    "record 1, with a --checkpoint covering the record before the first.",
+)
+@click.option(
     "--checkpoint",
     "checkpoints",
     multiple=True,
@@ -577,16 +584,19 @@ def audit_show(seq: int, server: str | None) -> None:
 def audit_verify(
     log_file: Path | None,
     key_file: Path | None,
+    segments_dir: Path | None,
     checkpoints: tuple[Path, ...],
     save_checkpoint: Path | None,
     ca_file: Path | None,
     server: str | None,
 ) -> None:
-    """Verify the log: on the server, or offline with --file and --key (or a --checkpoint holding the key)."""
+    """Verify the log: on the server, or offline with --file (or --segments) and --key (or a --checkpoint)."""
     from saferoom.audit import Checkpoint, load_public_key, verify_log
 
     anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
-    if log_file is not None:
+    if log_file is not None and segments_dir is not None:
+        raise click.UsageError("give --file or --segments, not both")
+    if log_file is not None or segments_dir is not None:
         raw = key_file.read_bytes() if key_file else (anchors[0].public_key if anchors else None)
         if raw is None:
             raise click.UsageError("offline verification needs --key or a --checkpoint")
@@ -594,7 +604,13 @@ def audit_verify(
         if any(not a.verify(public_key) for a in anchors):
             raise click.UsageError("a checkpoint is not signed by this audit key")
         ca_pem = ca_file.read_bytes() if ca_file else None
-        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
+        if segments_dir is not None:
+            from saferoom.audit.segments import verify_segments
+
+            report = verify_segments(segments_dir, public_key, anchors, ca_pem)
+        else:
+            assert log_file is not None
+            report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
     else:
         with _client(server, timeout=600) as client:
             report = client.verify_log(anchors)
@@ -602,7 +618,8 @@ def audit_verify(
                 save_checkpoint.write_text(client.get_checkpoint().to_json(), encoding="utf-8")
     if report.ok:
         console.print(
-            f"[green]verified[/green]: {report.records} records, {report.checkpoints} checkpoints, "
+            f"[green]verified[/green]: {report.records} records (to record {report.last_seq}), "
+            f"{report.checkpoints} checkpoints, "
             f"{report.decisions} signed output-check decisions, head {report.head[:16]}"
         )
         if save_checkpoint is not None:

@@ -124,7 +124,9 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     try:
         # Opening the log verifies it and drains the outbox into it; then the database must hold exactly what
         # the log recorded, or the server refuses to serve (with what is wrong; `saferoom state check` says the same).
-        audit = AuditLog(config.state_dir / "audit", database, config.audit_checkpoint_every)
+        audit = AuditLog(
+            config.state_dir / "audit", database, config.audit_checkpoint_every, config.audit_segment_bytes
+        )
         problems = check_server_state(database, audit)
         if problems:
             raise StateDamaged(
