@@ -62,6 +62,14 @@ class ServerConfig:
     # these after it started, so its duration says less about the data (0: off)
     release_quantum_ms: int = 250
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
+    # server: host:port of the plain-HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; empty: none.
+    # Loopback unless you mean it: whoever reaches it sees what the service does (never data or results)
+    metrics_listen: str = ""
+    metrics_max_identities: int = 64  # metrics: researchers labelled in the queue depth; the rest are summed
+    # metrics: also export the engine, release and quantum phases of jobs apart, unpadded: a timing side channel
+    # for whoever can scrape (how long the engine took depends on the data); off, only their padded sum
+    metrics_phase_detail: bool = False
+    log_format: str = "text"  # server: the diagnostic log's lines, "text" or "json" (one object per line)
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
@@ -104,6 +112,12 @@ class ServerConfig:
                 "max_streams_per_identity must be less than a third of max_streams: three identities together "
                 f"must not hold every stream slot (got {config.max_streams_per_identity} of {config.max_streams})"
             )
+        if config.log_format not in ("text", "json"):
+            raise InvalidRequest(f"log_format must be text or json (got {config.log_format[:20]!r})")
+        if config.metrics_listen and not re.fullmatch(
+            r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", config.metrics_listen
+        ):
+            raise InvalidRequest("metrics_listen must be host:port (port 0: any free port)")
         if config.spark_connect and not config.spark_connect.startswith("sc://"):
             raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
         return config
@@ -125,6 +139,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "idle_timeout_seconds": (1, 86_400),
     "release_quantum_ms": (0, 60_000),
     "grace_seconds": (0, 3600),
+    "metrics_max_identities": (1, 10_000),
     "memory_mib": (64, 1_048_576),
     "cpu_seconds": (1, 86_400),
     "wall_seconds": (1, 86_400),

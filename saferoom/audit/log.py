@@ -141,13 +141,22 @@ def _load_or_create_key(directory: Path) -> ed25519.Ed25519PrivateKey:
 class AuditLog:
     """Append-only, tamper-evident record of every submission, decision, run and release."""
 
-    def __init__(self, directory: Path, db: Database, checkpoint_every: int = 1000, segment_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        db: Database,
+        checkpoint_every: int = 1000,
+        segment_bytes: int = 0,
+        observe: Callable[[int, float | None], None] | None = None,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.path = directory / LOG_FILE
         self._db = db
         self._checkpoint_every = max(1, checkpoint_every)
         self._segment_bytes = max(0, segment_bytes)  # 0: one file, never rotated
+        # Told (records appended, seconds their fsync took or None) after each write: the metrics' hook.
+        self._observe = observe or (lambda records, fsync: None)
         self._sealed: list[Piece] = []  # the sealed segments, in order
         self._active_base = 0  # offset in the whole log of the active file's first byte
         self._active_first_seq = 1  # seq of the active file's first record (if it has one)
@@ -311,6 +320,16 @@ class AuditLog:
             self._drain(durable=True)
 
     @property
+    def segments(self) -> int:
+        """How many sealed segments the log has (besides the active file)."""
+        return len(self._sealed)
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes records now: open, not broken, nothing waiting in the outbox (readiness)."""
+        return self._fd is not None and not self._broken and not self._pending
+
+    @property
     def pending(self) -> bool:
         """Whether records wait in the outbox because appending them failed."""
         return self._pending
@@ -363,7 +382,9 @@ class AuditLog:
         if self._fd is None:
             raise AuditLogDamaged("the audit log is closed")
         try:
+            began = time.perf_counter()
             os.fdatasync(self._fd)
+            self._observe(0, time.perf_counter() - began)
         except OSError as exc:
             self._broken = f"the audit log could not be made durable ({exc}); the server refuses actions"
             raise AuditLogDamaged(self._broken) from exc
@@ -401,11 +422,14 @@ class AuditLog:
             frames.append(frame)
             seq, head, offset = record.seq, record.hash, offset + len(frame)
         data = b"".join(frames)
+        fsync_seconds = None
         try:
             if os.write(self._fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
             if durable:
+                began = time.perf_counter()
                 os.fdatasync(self._fd)  # also makes any earlier non-durable record durable
+                fsync_seconds = time.perf_counter() - began
         except OSError as exc:  # the file may now end in a partial frame: cut it back to the last whole record
             try:
                 os.ftruncate(self._fd, self._size - self._active_base)
@@ -429,6 +453,7 @@ class AuditLog:
             self._since_checkpoint = 0 if checkpoint else self._since_checkpoint + 1
         self._last_seq, self._head, self._size = seq, head, offset
         self._appended.notify_all()
+        self._observe(len(records), fsync_seconds)
         if durable and self._segment_bytes and self._size - self._active_base >= self._segment_bytes:
             self._rotate()
         return [r for r, _ in records]

@@ -95,18 +95,32 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--listen", help="host:port to listen on (port 0: any free port).")
 @click.option("--pki", "pki_dir", type=click.Path(path_type=Path), help="PKI directory (`saferoom certs init`).")
 @click.option("--workers", "max_concurrent_jobs", type=int, help="Jobs running at once.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics, /healthz and /readyz over plain HTTP on this loopback port (0: any free port).",
+)
+@click.option("--metrics-listen", help="... or on this host:port (not loopback only if you mean it).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Diagnostic log lines: text or JSON.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
-def serve(config_file: Path | None, **overrides: Any) -> None:
+def serve(config_file: Path | None, metrics_port: int | None, **overrides: Any) -> None:
     """Start the gRPC server."""
     from saferoom.config import ServerConfig
     from saferoom.server import create_server
 
+    if metrics_port is not None:
+        overrides["metrics_listen"] = overrides.get("metrics_listen") or f"127.0.0.1:{metrics_port}"
     config = ServerConfig.load(config_file, **overrides)
+    if config.log_format == "json":
+        _json_logging()
     server, port = create_server(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"saferoom listening on {config.listen.rsplit(':', 1)[0]}:{port}", highlight=False)
+    if server.metrics_port is not None:
+        host = config.metrics_listen.rsplit(":", 1)[0]
+        console.print(f"metrics on http://{host}:{server.metrics_port}/metrics", highlight=False)
     stop.wait()
     # A shutdown that hangs says where, on stderr, for the operator (every thread's stack), and keeps waiting.
     faulthandler.dump_traceback_later(config.grace_seconds + 30, repeat=True)
@@ -117,6 +131,20 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _json_logging() -> None:
+    """The diagnostic log as JSON lines on stderr, with one line per gRPC call (``saferoom.requests``)."""
+    from saferoom.server.observe import JsonLines
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    logging.getLogger("saferoom.requests").setLevel(logging.INFO)
+    logging.getLogger("saferoom").setLevel(min(logging.INFO, root.getEffectiveLevel()))
 
 
 # ------------------------------------------------------------------ datasets
