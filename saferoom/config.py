@@ -43,6 +43,9 @@ class ServerConfig:
     audit_checkpoint_every: int = 1000  # audit: a signed checkpoint after this many records (and at shutdown)
     # audit: the active log file is sealed into audit/segments/ once it has grown past this many bytes
     audit_segment_bytes: int = 256 * MiB
+    # audit: a checkpoint an auditor saved (`audit verify --save-checkpoint`): the server refuses to start on a log
+    # that does not hold what it covers (a restored backup older than it, a cut log); empty: none
+    audit_anchor: str = ""
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)

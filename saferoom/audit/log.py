@@ -148,6 +148,7 @@ class AuditLog:
         checkpoint_every: int = 1000,
         segment_bytes: int = 0,
         observe: Callable[[int, float | None], None] | None = None,
+        anchors: tuple[Checkpoint, ...] = (),
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -155,6 +156,7 @@ class AuditLog:
         self._db = db
         self._checkpoint_every = max(1, checkpoint_every)
         self._segment_bytes = max(0, segment_bytes)  # 0: one file, never rotated
+        self._anchors = anchors  # auditors' saved checkpoints the log must still hold (``audit_anchor``)
         # Told (records appended, seconds their fsync took or None) after each write: the metrics' hook.
         self._observe = observe or (lambda records, fsync: None)
         self._sealed: list[Piece] = []  # the sealed segments, in order
@@ -194,10 +196,13 @@ class AuditLog:
         self._sealed = [piece for piece in pieces if piece.first_seq]
         self._active_base = sum(piece.size for piece in self._sealed)
         stored = self._stored_checkpoint()
+        for anchor in self._anchors:
+            if not anchor.verify(self.public_key):
+                raise AuditLogDamaged("the auditor's checkpoint (audit_anchor) is not signed by this log's key")
         report = verify_log(
             data,
             self.public_key,
-            anchors=(stored,) if stored else (),
+            anchors=((stored,) if stored else ()) + self._anchors,
             signatures_from=(stored.covers + 1) if stored else 1,
         )
         if not report.ok:

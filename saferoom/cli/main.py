@@ -719,6 +719,61 @@ def state_check(state_dir: Path) -> None:
     console.print(f"the state in {state_dir} agrees with its audit log")
 
 
+@state.command("backup")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--state",
+    "--state-dir",
+    "state_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The server's state directory (it may be serving).",
+)
+def state_backup(target: Path, state_dir: Path) -> None:
+    """Copy the state consistently while the server serves: database, log to the same head, packages, keys."""
+    from saferoom.audit.backup import backup_state
+
+    summary = backup_state(state_dir, target)
+    console.print(
+        f"backed up {state_dir} to {target}: {summary.files} files, audit log to record {summary.records} "
+        f"(head {summary.head[:16]}), {summary.packages} packages, {summary.outbox} records to append at restore",
+        highlight=False,
+    )
+    console.print("it holds the audit signing key: keep it as carefully as the state directory", highlight=False)
+
+
+@state.command("restore")
+@click.argument("backup", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--state",
+    "--state-dir",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The new state directory (must not exist or be empty).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="An auditor's saved checkpoint: refuse a backup whose log does not hold what it covers (repeatable).",
+)
+def state_restore(backup: Path, state_dir: Path, checkpoints: tuple[Path, ...]) -> None:
+    """Restore a backup into a new state directory, then run `state check` on it; exit 1 if it fails."""
+    from saferoom.audit import Checkpoint
+    from saferoom.audit.backup import restore_state
+
+    anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
+    problems = restore_state(backup, state_dir, anchors)
+    if problems:
+        click.echo(f"restored into {state_dir}, but it is NOT consistent with its audit log:", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    console.print(f"restored {backup} into {state_dir}; the state agrees with its audit log", highlight=False)
+
+
 # ------------------------------------------------------------------ certs
 
 pki_option = click.option(

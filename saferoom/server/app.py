@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,13 +27,13 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
-from saferoom.audit import AuditLog, EventType
+from saferoom.audit import AuditLog, Checkpoint, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
-from saferoom.errors import SaferoomError, StateDamaged, Unavailable
+from saferoom.errors import InvalidRequest, SaferoomError, StateDamaged, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
@@ -152,6 +153,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             config.audit_checkpoint_every,
             config.audit_segment_bytes,
             observe=metrics.audit_written,
+            anchors=_anchors(config.audit_anchor),
         )
         problems = check_server_state(database, audit)
         if problems:
@@ -284,6 +286,16 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             audit.close()
         database.close()
         raise
+
+
+def _anchors(path: str) -> tuple[Checkpoint, ...]:
+    """The auditor's checkpoint the log must hold (``audit_anchor``), if one is configured."""
+    if not path:
+        return ()
+    try:
+        return (Checkpoint.from_json(Path(path).read_text(encoding="utf-8")),)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"audit_anchor: cannot read the checkpoint {Path(path).name}: {exc}") from None
 
 
 def _register_gauges(metrics: Metrics, db: Database, jobs: JobService, audit: AuditLog, pipeline: Pipeline) -> None:
