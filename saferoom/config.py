@@ -41,6 +41,11 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"  # server: host:port to bind; port 0 picks a free port
     max_approval_days: int = 365  # packages: the longest validity period an operator may sign
     audit_checkpoint_every: int = 1000  # audit: a signed checkpoint after this many records (and at shutdown)
+    # audit: the active log file is sealed into audit/segments/ once it has grown past this many bytes
+    audit_segment_bytes: int = 256 * MiB
+    # audit: a checkpoint an auditor saved (`audit verify --save-checkpoint`): the server refuses to start on a log
+    # that does not hold what it covers (a restored backup older than it, a cut log); empty: none
+    audit_anchor: str = ""
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
@@ -62,6 +67,14 @@ class ServerConfig:
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
     # catalog: how often the server looks for new dataset versions (`saferoom datasets import`); 0: never
     catalog_poll_seconds: float = 2.0
+    # server: host:port of the plain-HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; empty: none.
+    # Loopback unless you mean it: whoever reaches it sees what the service does (never data or results)
+    metrics_listen: str = ""
+    metrics_max_identities: int = 64  # metrics: researchers labelled in the queue depth; the rest are summed
+    # metrics: also export the engine, release and quantum phases of jobs apart, unpadded: a timing side channel
+    # for whoever can scrape (how long the engine took depends on the data); off, only their padded sum
+    metrics_phase_detail: bool = False
+    log_format: str = "text"  # server: the diagnostic log's lines, "text" or "json" (one object per line)
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
@@ -104,6 +117,12 @@ class ServerConfig:
                 "max_streams_per_identity must be less than a third of max_streams: three identities together "
                 f"must not hold every stream slot (got {config.max_streams_per_identity} of {config.max_streams})"
             )
+        if config.log_format not in ("text", "json"):
+            raise InvalidRequest(f"log_format must be text or json (got {config.log_format[:20]!r})")
+        if config.metrics_listen and not re.fullmatch(
+            r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", config.metrics_listen
+        ):
+            raise InvalidRequest("metrics_listen must be host:port (port 0: any free port)")
         if config.spark_connect and not config.spark_connect.startswith("sc://"):
             raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
         return config
@@ -115,6 +134,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
     "catalog_poll_seconds": (0, 3600),
+    "audit_segment_bytes": (4096, 2**40),
     "max_concurrent_jobs": (1, 256),
     "max_code_phases": (1, 256),
     "max_queued_jobs": (1, 100_000),
@@ -125,6 +145,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "idle_timeout_seconds": (1, 86_400),
     "release_quantum_ms": (0, 60_000),
     "grace_seconds": (0, 3600),
+    "metrics_max_identities": (1, 10_000),
     "memory_mib": (64, 1_048_576),
     "cpu_seconds": (1, 86_400),
     "wall_seconds": (1, 86_400),

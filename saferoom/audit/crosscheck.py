@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from saferoom.audit.log import LOG_FILE, PUBLIC_KEY_FILE, AuditFilter, AuditLog
 from saferoom.audit.outbox import plan_reconcile, read_head, read_outbox
 from saferoom.audit.record import AuditRecord, EventType
+from saferoom.audit.segments import log_pieces, read_log
 from saferoom.audit.verify import Checkpoint, iter_frames, load_public_key, verify_log
 from saferoom.errors import SaferoomError
 from saferoom.store.budgets import delta_units, epsilon_units
@@ -295,7 +296,9 @@ def check_state_dir(state_dir: Path) -> list[str]:
     """
     db_path, log_dir = state_dir / "saferoom.db", state_dir / "audit"
     log_path = log_dir / LOG_FILE
-    data = log_path.read_bytes() if log_path.exists() else b""
+    data, segments_problem = read_log(log_pieces(log_dir))
+    if segments_problem:
+        return [f"the audit log in {log_dir} is damaged: {segments_problem}"]
     if not db_path.exists():
         return [f"{db_path} is missing"] + (
             [f"the audit log {log_path} holds records: the database was deleted (restore it from a backup)"]

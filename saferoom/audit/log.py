@@ -36,6 +36,12 @@ in a torn record, and the action is refused with ``StorageFull`` (RESOURCE_EXHAU
 with its records in the outbox and takes effect once they are appended (jobs do not start before). While the
 outbox is not empty, every ``commit`` first tries to drain it and refuses before changing anything if it still
 cannot, so nothing is acknowledged that is not recorded; the first commit after space returns drains it.
+
+**Segments.** With ``segment_bytes`` set, the active file is sealed into ``segments/`` once it has grown past
+that size, after a durable write, at a record boundary (``saferoom.audit.segments``: one chain through all the
+files; a crash at any moment of the rotation leaves a log that reads back the same). Readers and verification
+see the files as one log; a failed rotation leaves the server refusing actions (``AuditLogDamaged``) rather than
+appending somewhere it cannot account for.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from saferoom.audit.record import (
     frame_hash,
     now_iso,
 )
+from saferoom.audit.segments import ACTIVE_FILE, Piece, fsync_dir, log_pieces, read_log, seal_active
 from saferoom.audit.verify import Checkpoint, VerifyReport, _Bad, checkpoint_statement, iter_frames, verify_log
 from saferoom.errors import AuditLogDamaged, SaferoomError, StateDamaged, StorageFull
 from saferoom.store.database import Database
@@ -76,7 +83,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RECENT = 4096  # records kept in memory by outbox id, for callers whose records another thread appended
 
-LOG_FILE, KEY_FILE, PUBLIC_KEY_FILE = "audit.log", "audit.key", "audit.pub"
+LOG_FILE, KEY_FILE, PUBLIC_KEY_FILE = ACTIVE_FILE, "audit.key", "audit.pub"
 _READ_WINDOW = 4 * 2**20
 
 
@@ -134,12 +141,27 @@ def _load_or_create_key(directory: Path) -> ed25519.Ed25519PrivateKey:
 class AuditLog:
     """Append-only, tamper-evident record of every submission, decision, run and release."""
 
-    def __init__(self, directory: Path, db: Database, checkpoint_every: int = 1000) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        db: Database,
+        checkpoint_every: int = 1000,
+        segment_bytes: int = 0,
+        observe: Callable[[int, float | None], None] | None = None,
+        anchors: tuple[Checkpoint, ...] = (),
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.path = directory / LOG_FILE
         self._db = db
         self._checkpoint_every = max(1, checkpoint_every)
+        self._segment_bytes = max(0, segment_bytes)  # 0: one file, never rotated
+        self._anchors = anchors  # auditors' saved checkpoints the log must still hold (``audit_anchor``)
+        # Told (records appended, seconds their fsync took or None) after each write: the metrics' hook.
+        self._observe = observe or (lambda records, fsync: None)
+        self._sealed: list[Piece] = []  # the sealed segments, in order
+        self._active_base = 0  # offset in the whole log of the active file's first byte
+        self._active_first_seq = 1  # seq of the active file's first record (if it has one)
         self._key = _load_or_create_key(directory)
         self.public_key = self._key.public_key()
         self.public_key_raw = self.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -167,12 +189,20 @@ class AuditLog:
     # ------------------------------------------------------------------ start-up
 
     def _open_and_verify(self) -> list[AuditRecord]:
-        data = self.path.read_bytes() if self.path.exists() else b""
+        pieces = log_pieces(self.directory)
+        data, problem = read_log(pieces)
+        if problem:
+            raise AuditLogDamaged(f"the audit log's segments are damaged: {problem}")
+        self._sealed = [piece for piece in pieces if piece.first_seq]
+        self._active_base = sum(piece.size for piece in self._sealed)
         stored = self._stored_checkpoint()
+        for anchor in self._anchors:
+            if not anchor.verify(self.public_key):
+                raise AuditLogDamaged("the auditor's checkpoint (audit_anchor) is not signed by this log's key")
         report = verify_log(
             data,
             self.public_key,
-            anchors=(stored,) if stored else (),
+            anchors=((stored,) if stored else ()) + self._anchors,
             signatures_from=(stored.covers + 1) if stored else 1,
         )
         if not report.ok:
@@ -184,6 +214,8 @@ class AuditLog:
         for frame in iter_frames(data):
             self._offsets.append(frame.offset)
             records.append(frame.record)
+            if frame.offset < self._active_base:
+                self._active_first_seq = frame.record.seq + 1
             self._index(frame.record)
             if frame.record.event == EventType.CHECKPOINT:
                 self._since_checkpoint = 0
@@ -293,6 +325,16 @@ class AuditLog:
             self._drain(durable=True)
 
     @property
+    def segments(self) -> int:
+        """How many sealed segments the log has (besides the active file)."""
+        return len(self._sealed)
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes records now: open, not broken, nothing waiting in the outbox (readiness)."""
+        return self._fd is not None and not self._broken and not self._pending
+
+    @property
     def pending(self) -> bool:
         """Whether records wait in the outbox because appending them failed."""
         return self._pending
@@ -345,7 +387,9 @@ class AuditLog:
         if self._fd is None:
             raise AuditLogDamaged("the audit log is closed")
         try:
+            began = time.perf_counter()
             os.fdatasync(self._fd)
+            self._observe(0, time.perf_counter() - began)
         except OSError as exc:
             self._broken = f"the audit log could not be made durable ({exc}); the server refuses actions"
             raise AuditLogDamaged(self._broken) from exc
@@ -383,14 +427,17 @@ class AuditLog:
             frames.append(frame)
             seq, head, offset = record.seq, record.hash, offset + len(frame)
         data = b"".join(frames)
+        fsync_seconds = None
         try:
             if os.write(self._fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
             if durable:
+                began = time.perf_counter()
                 os.fdatasync(self._fd)  # also makes any earlier non-durable record durable
+                fsync_seconds = time.perf_counter() - began
         except OSError as exc:  # the file may now end in a partial frame: cut it back to the last whole record
             try:
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(self._fd, self._size - self._active_base)
                 os.fdatasync(self._fd)
             except OSError as again:
                 self._broken = (
@@ -411,7 +458,36 @@ class AuditLog:
             self._since_checkpoint = 0 if checkpoint else self._since_checkpoint + 1
         self._last_seq, self._head, self._size = seq, head, offset
         self._appended.notify_all()
+        self._observe(len(records), fsync_seconds)
+        if durable and self._segment_bytes and self._size - self._active_base >= self._segment_bytes:
+            self._rotate()
         return [r for r, _ in records]
+
+    def _rotate(self) -> None:
+        """Seal the active file (everything in it is fsynced) and start an empty one. Never raises: the records
+        just written are on disk whatever happens here, and the caller must account for them; a failure leaves
+        the log broken (every later action refused) or, if the rename did not happen, still appending to the
+        same file."""
+        if self._fd is None:
+            return
+        first, size = self._active_first_seq, self._size - self._active_base
+        try:
+            sealed = seal_active(self.directory, first)
+        except OSError as exc:
+            _log.error("the audit log could not be rotated (it grows on in %s): %s", self.path, exc)
+            return
+        os.close(self._fd)
+        self._fd = None
+        self._sealed.append(Piece(sealed, self._active_base, size, first))
+        self._active_base, self._active_first_seq = self._size, self._last_seq + 1
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fsync_dir(self.directory)
+        except OSError as exc:
+            self._broken = f"the audit log's new segment could not be created ({exc}); the server refuses actions"
+            _log.error("%s", self._broken)
+            return
+        _log.info("audit log segment %s sealed (%d bytes)", sealed.name, size)
 
     def _write_checkpoint(self) -> Checkpoint:
         covers, head = self._last_seq, self._head
@@ -467,29 +543,68 @@ class AuditLog:
                 return
             start = self._offsets[wanted.after_seq]
             end = self._offsets[last] if last < len(self._offsets) else self._size
+            files = self._open_files(start, end)  # opened under the lock: a rotation cannot move them away
         count, seq = 0, wanted.after_seq
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            position = start
-            while position < end:  # a window at a time: a long log is never read into memory whole
-                window = f.read(min(_READ_WINDOW, end - position))
-                consumed = 0
-                try:
-                    for frame in iter_frames(window, first_seq=seq + 1):
-                        consumed = frame.offset + HEADER.size + len(frame.body) + len(frame.signature)
-                        seq = frame.record.seq
-                        if wanted.matches(frame.record):
-                            yield frame.record
-                            count += 1
-                            if limit is not None and count >= limit:
-                                return
-                except _Bad as bad:
-                    if consumed == 0 and len(window) == end - position:  # not a cut-off frame: damage
-                        raise AuditLogDamaged(f"the audit log is damaged at record {bad.seq}: {bad.reason}") from None
-                    if consumed == 0:
-                        raise AuditLogDamaged(f"an audit record larger than {_READ_WINDOW} bytes") from None
-                position += consumed
+        try:
+            for f, position, stop in files:  # no frame spans two files
                 f.seek(position)
+                while position < stop:  # a window at a time: a long log is never read into memory whole
+                    window = f.read(min(_READ_WINDOW, stop - position))
+                    consumed = 0
+                    try:
+                        for frame in iter_frames(window, first_seq=seq + 1):
+                            consumed = frame.offset + HEADER.size + len(frame.body) + len(frame.signature)
+                            seq = frame.record.seq
+                            if wanted.matches(frame.record):
+                                yield frame.record
+                                count += 1
+                                if limit is not None and count >= limit:
+                                    return
+                    except _Bad as bad:
+                        if consumed == 0 and len(window) == stop - position:  # not a cut-off frame: damage
+                            raise AuditLogDamaged(
+                                f"the audit log is damaged at record {bad.seq}: {bad.reason}"
+                            ) from None
+                        if consumed == 0:
+                            raise AuditLogDamaged(f"an audit record larger than {_READ_WINDOW} bytes") from None
+                    position += consumed
+                    f.seek(position)
+        finally:
+            for f, _, _ in files:
+                f.close()
+
+    def _pieces(self) -> list[Piece]:
+        """Every file of the log as this process knows it (called with the lock held)."""
+        return [*self._sealed, Piece(self.path, self._active_base, self._size - self._active_base, 0)]
+
+    def _open_files(self, start: int, end: int) -> list[tuple[Any, int, int]]:
+        """The files holding bytes [start, end) of the log, opened, each with the range to read in it."""
+        opened: list[tuple[Any, int, int]] = []
+        try:
+            for piece in self._pieces():
+                lo, hi = max(start, piece.base), min(end, piece.base + piece.size)
+                if lo < hi:
+                    opened.append((open(piece.path, "rb"), lo - piece.base, hi - piece.base))  # noqa: SIM115
+        except OSError as exc:
+            for f, _, _ in opened:
+                f.close()
+            raise AuditLogDamaged(f"a file of the audit log cannot be read: {exc.strerror}") from None
+        return opened
+
+    def snapshot(self) -> tuple[bytes, int, str]:
+        """The whole log as written so far (every file, up to a record boundary), its last seq and head."""
+        with self._lock:
+            known_seq, known_head, size = self._last_seq, self._head, self._size
+            files = self._open_files(0, size)
+        try:
+            chunks = []
+            for f, lo, hi in files:
+                f.seek(lo)
+                chunks.append(f.read(hi - lo))
+        finally:
+            for f, _, _ in files:
+                f.close()
+        return b"".join(chunks), known_seq, known_head
 
     def follow(self, wanted: AuditFilter, stop: Callable[[], bool], poll_seconds: float = 1.0) -> Iterator[AuditRecord]:
         """Records matching ``wanted`` now and as they are appended, until ``stop()`` or the log closes."""
@@ -514,9 +629,8 @@ class AuditLog:
         """Verify the whole file on disk now (every signature), against the stored and given checkpoints,
         and against what this process knows it wrote."""
         with self._lock:
-            known_seq, known_head = self._last_seq, self._head
             stored = self._stored_checkpoint()
-        data = self.path.read_bytes()
+        data, known_seq, known_head = self.snapshot()
         extra = (Checkpoint(known_seq, known_head, b"", self.public_key_raw),) if known_seq else ()
         all_anchors = (*anchors, *((stored,) if stored else ()), *extra)
         return verify_log(data, self.public_key, anchors=all_anchors)
@@ -529,7 +643,11 @@ def quarantine_torn_tail(directory: Path, db: Database) -> tuple[int, str] | Non
     log is refused: only a record cut short by a crash is set aside, and never silently.
     """
     path = directory / LOG_FILE
-    data = path.read_bytes() if path.exists() else b""
+    pieces = log_pieces(directory)
+    data, problem = read_log(pieces)
+    if problem:
+        raise AuditLogDamaged(f"the audit log's segments are damaged, not torn: {problem}")
+    base = sum(piece.size for piece in pieces if piece.first_seq)  # a torn record can only be in the active file
     good = 0
     try:
         for frame in iter_frames(data):
@@ -546,7 +664,7 @@ def quarantine_torn_tail(directory: Path, db: Database) -> tuple[int, str] | Non
     tail = data[good:]
     (directory / f"{LOG_FILE}.torn-{good}").write_bytes(tail)
     with open(path, "r+b") as f:
-        f.truncate(good)
+        f.truncate(good - base)
         f.flush()
         os.fsync(f.fileno())
     log = AuditLog(directory, db)

@@ -161,16 +161,24 @@ def verify_log(
     anchors: tuple[Checkpoint, ...] = (),
     signatures_from: int = 1,
     ca_pem: bytes | None = None,
+    start: Checkpoint | None = None,
 ) -> VerifyReport:
     """Verify a whole log. ``signatures_from`` skips record signatures before that seq (a fast start-up check
     when an earlier run verified them); chain, order and checkpoints are always checked in full, and so are
-    output checkers' decisions (against ``ca_pem``, the authority's certificate, when given)."""
+    output checkers' decisions (against ``ca_pem``, the authority's certificate, when given).
+
+    ``start``: ``data`` is not the whole log but what follows the record a checkpoint sealed (archived later
+    segments): its first record must be ``start.covers + 1`` and chain to ``start.head``. The caller checks
+    that ``start`` is signed by the key (``Checkpoint.verify``)."""
     records = checkpoints = decisions = 0
     prev = GENESIS
+    if start is not None:
+        records, prev = start.covers, start.head
+    base = records
     anchored = {a.covers: a for a in anchors}
     previous: Frame | None = None
     try:
-        for frame in iter_frames(data):
+        for frame in iter_frames(data, first_seq=records + 1):
             record, seq = frame.record, records + 1
             if record.seq != seq:
                 raise _Bad(seq, f"expected record {seq} but found {record.seq}: records were removed or reordered")
@@ -199,8 +207,8 @@ def verify_log(
                 raise _Bad(records + 1, f"the log ends at record {records} but a checkpoint covers {covers}: truncated")
     except _Bad as bad:
         intact = min(records, bad.seq - 1)
-        return VerifyReport(False, intact, checkpoints, intact, prev, bad.seq, bad.reason, decisions)
-    return VerifyReport(True, records, checkpoints, records, prev, decisions=decisions)
+        return VerifyReport(False, intact - base, checkpoints, intact, prev, bad.seq, bad.reason, decisions)
+    return VerifyReport(True, records - base, checkpoints, records, prev, decisions=decisions)
 
 
 def _check_decision(record: AuditRecord, ca_pem: bytes | None) -> None:

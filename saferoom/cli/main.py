@@ -96,18 +96,32 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--listen", help="host:port to listen on (port 0: any free port).")
 @click.option("--pki", "pki_dir", type=click.Path(path_type=Path), help="PKI directory (`saferoom certs init`).")
 @click.option("--workers", "max_concurrent_jobs", type=int, help="Jobs running at once.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics, /healthz and /readyz over plain HTTP on this loopback port (0: any free port).",
+)
+@click.option("--metrics-listen", help="... or on this host:port (not loopback only if you mean it).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Diagnostic log lines: text or JSON.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
-def serve(config_file: Path | None, **overrides: Any) -> None:
+def serve(config_file: Path | None, metrics_port: int | None, **overrides: Any) -> None:
     """Start the gRPC server."""
     from saferoom.config import ServerConfig
     from saferoom.server import create_server
 
+    if metrics_port is not None:
+        overrides["metrics_listen"] = overrides.get("metrics_listen") or f"127.0.0.1:{metrics_port}"
     config = ServerConfig.load(config_file, **overrides)
+    if config.log_format == "json":
+        _json_logging()
     server, port = create_server(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"saferoom listening on {config.listen.rsplit(':', 1)[0]}:{port}", highlight=False)
+    if server.metrics_port is not None:
+        host = config.metrics_listen.rsplit(":", 1)[0]
+        console.print(f"metrics on http://{host}:{server.metrics_port}/metrics", highlight=False)
     stop.wait()
     # A shutdown that hangs says where, on stderr, for the operator (every thread's stack), and keeps waiting.
     faulthandler.dump_traceback_later(config.grace_seconds + 30, repeat=True)
@@ -118,6 +132,20 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _json_logging() -> None:
+    """The diagnostic log as JSON lines on stderr, with one line per gRPC call (``saferoom.requests``)."""
+    from saferoom.server.observe import JsonLines
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    logging.getLogger("saferoom.requests").setLevel(logging.INFO)
+    logging.getLogger("saferoom").setLevel(min(logging.INFO, root.getEffectiveLevel()))
 
 
 # ------------------------------------------------------------------ datasets
@@ -567,6 +595,13 @@ def audit_show(seq: int, server: str | None) -> None:
     help="... with the server's audit public key (audit.pub).",
 )
 @click.option(
+    "--segments",
+    "segments_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Verify archived log segments (audit-<seq>.log files) offline, as one log; if they do not start at "
+    "record 1, with a --checkpoint covering the record before the first.",
+)
+@click.option(
     "--checkpoint",
     "checkpoints",
     multiple=True,
@@ -584,16 +619,19 @@ def audit_show(seq: int, server: str | None) -> None:
 def audit_verify(
     log_file: Path | None,
     key_file: Path | None,
+    segments_dir: Path | None,
     checkpoints: tuple[Path, ...],
     save_checkpoint: Path | None,
     ca_file: Path | None,
     server: str | None,
 ) -> None:
-    """Verify the log: on the server, or offline with --file and --key (or a --checkpoint holding the key)."""
+    """Verify the log: on the server, or offline with --file (or --segments) and --key (or a --checkpoint)."""
     from saferoom.audit import Checkpoint, load_public_key, verify_log
 
     anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
-    if log_file is not None:
+    if log_file is not None and segments_dir is not None:
+        raise click.UsageError("give --file or --segments, not both")
+    if log_file is not None or segments_dir is not None:
         raw = key_file.read_bytes() if key_file else (anchors[0].public_key if anchors else None)
         if raw is None:
             raise click.UsageError("offline verification needs --key or a --checkpoint")
@@ -601,7 +639,13 @@ def audit_verify(
         if any(not a.verify(public_key) for a in anchors):
             raise click.UsageError("a checkpoint is not signed by this audit key")
         ca_pem = ca_file.read_bytes() if ca_file else None
-        report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
+        if segments_dir is not None:
+            from saferoom.audit.segments import verify_segments
+
+            report = verify_segments(segments_dir, public_key, anchors, ca_pem)
+        else:
+            assert log_file is not None
+            report = verify_log(log_file.read_bytes(), public_key, anchors=anchors, ca_pem=ca_pem)
     else:
         with _client(server, timeout=600) as client:
             report = client.verify_log(anchors)
@@ -609,7 +653,8 @@ def audit_verify(
                 save_checkpoint.write_text(client.get_checkpoint().to_json(), encoding="utf-8")
     if report.ok:
         console.print(
-            f"[green]verified[/green]: {report.records} records, {report.checkpoints} checkpoints, "
+            f"[green]verified[/green]: {report.records} records (to record {report.last_seq}), "
+            f"{report.checkpoints} checkpoints, "
             f"{report.decisions} signed output-check decisions, head {report.head[:16]}"
         )
         if save_checkpoint is not None:
@@ -679,6 +724,61 @@ def state_check(state_dir: Path) -> None:
             click.echo(f"  - {problem}", err=True)
         sys.exit(1)
     console.print(f"the state in {state_dir} agrees with its audit log")
+
+
+@state.command("backup")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--state",
+    "--state-dir",
+    "state_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The server's state directory (it may be serving).",
+)
+def state_backup(target: Path, state_dir: Path) -> None:
+    """Copy the state consistently while the server serves: database, log to the same head, packages, keys."""
+    from saferoom.audit.backup import backup_state
+
+    summary = backup_state(state_dir, target)
+    console.print(
+        f"backed up {state_dir} to {target}: {summary.files} files, audit log to record {summary.records} "
+        f"(head {summary.head[:16]}), {summary.packages} packages, {summary.outbox} records to append at restore",
+        highlight=False,
+    )
+    console.print("it holds the audit signing key: keep it as carefully as the state directory", highlight=False)
+
+
+@state.command("restore")
+@click.argument("backup", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--state",
+    "--state-dir",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The new state directory (must not exist or be empty).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="An auditor's saved checkpoint: refuse a backup whose log does not hold what it covers (repeatable).",
+)
+def state_restore(backup: Path, state_dir: Path, checkpoints: tuple[Path, ...]) -> None:
+    """Restore a backup into a new state directory, then run `state check` on it; exit 1 if it fails."""
+    from saferoom.audit import Checkpoint
+    from saferoom.audit.backup import restore_state
+
+    anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
+    problems = restore_state(backup, state_dir, anchors)
+    if problems:
+        click.echo(f"restored into {state_dir}, but it is NOT consistent with its audit log:", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    console.print(f"restored {backup} into {state_dir}; the state agrees with its audit log", highlight=False)
 
 
 # ------------------------------------------------------------------ certs

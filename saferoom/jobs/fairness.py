@@ -135,6 +135,12 @@ class EngineSlots:
                 self._waiting.remove((owner, ticket))
                 self._changed.notify_all()
 
+    @property
+    def busy(self) -> int:
+        """Engine slots in use."""
+        with self._changed:
+            return self._fair.busy
+
     def release(self, owner: str) -> None:
         with self._changed:
             self._fair.end(owner)

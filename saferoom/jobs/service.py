@@ -48,6 +48,7 @@ from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.fairness import EngineSlots, FairSlots
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, ReleaseDeadline, dumps_value
 from saferoom.jobs.state import SETTLED_STATES, JobState
+from saferoom.metrics import JobTimer, Metrics
 from saferoom.packages import PackageService
 from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
 from saferoom.store.budgets import delta_value, epsilon_value
@@ -119,8 +120,10 @@ class JobService:
         release_quantum: float = 0.0,
         checking: CheckService | None = None,
         max_code_phases: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()  # phase timings only (saferoom.metrics: what may be exported)
         self._checking = checking  # holds results that need an output checker (None: nothing is held)
         self._quantum = release_quantum
         self._audit = audit
@@ -159,6 +162,11 @@ class JobService:
         for job in sorted(queued, key=lambda j: j.created_at):
             self._schedule(job.id, job.owner)
         return failed, len(queued)
+
+    def occupancy(self) -> dict[str, int]:
+        """Slots in use and jobs waiting, now (for the metrics endpoint)."""
+        with self._changed:
+            return {"code": self._slots.busy, "engine": self._engine_slots.busy, "queued": self._queued}
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel running jobs and stop taking new ones (idempotent). Waits at most ``timeout`` seconds for the
@@ -474,6 +482,7 @@ class JobService:
         with self._changed:
             cancel = self._cancels[job_id]
         engine_held: list[str] = []
+        timer: JobTimer | None = None
         try:
             if self._audit.pending and self._persist(self._flushed) is None:
                 return  # the job's own records wait in the outbox: it does not start before they are appended
@@ -485,8 +494,10 @@ class JobService:
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             started = time.monotonic()
+            timer = self._metrics.job_started(time.time() - job.created_at)
 
             def engine_turn() -> None:
+                timer.mark("code")
                 self._engine_slots.acquire(job.owner, cancel)
                 engine_held.append(job.owner)
 
@@ -506,9 +517,9 @@ class JobService:
             except JobCancelled:
                 raise
             except SaferoomError:  # a refusal that depends on data ends at the same moment as a release
-                self._wait_out(deadline, started, cancel, engine_held)
+                self._wait_out(deadline, started, cancel, engine_held, timer)
                 raise
-            self._wait_out(deadline, started, cancel, engine_held)
+            self._wait_out(deadline, started, cancel, engine_held, timer)
             outputs = self._stored_outputs(outcome)
             digest = result_hash(outputs)
             report = {"printed": outcome.printed, "result_hash": digest}
@@ -548,6 +559,8 @@ class JobService:
             _log.exception("job %s failed with an internal error", job_id)
             self._end(job_id, JobState.FAILED, "internal", "internal error")
         finally:
+            if timer is not None:
+                timer.done()
             for owner in engine_held:
                 self._engine_slots.release(owner)
             with self._changed:
@@ -555,14 +568,22 @@ class JobService:
                 self._cancelled_by.pop(job_id, None)
 
     def _wait_out(
-        self, deadline: ReleaseDeadline | None, started: float, cancel: threading.Event, engine_held: list[str]
+        self,
+        deadline: ReleaseDeadline | None,
+        started: float,
+        cancel: threading.Event,
+        engine_held: list[str],
+        timer: JobTimer,
     ) -> None:
         """The engine is done: give its slot back, then wait out the releases' worst case and the quantum."""
+        timer.mark("engine")
         while engine_held:
             self._engine_slots.release(engine_held.pop())
         if deadline is not None:
             deadline.wait(cancel)
+        timer.mark("release")
         self._pad(started, cancel)
+        timer.mark("quantum")
 
     def _flushed(self) -> bool:
         self._audit.flush()

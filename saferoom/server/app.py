@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,7 +27,7 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
-from saferoom.audit import AuditLog, EventType
+from saferoom.audit import AuditLog, Checkpoint, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
 from saferoom.audit.log import AuditFilter, Entry
@@ -34,16 +35,18 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.watch import CatalogWatcher
 from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
-from saferoom.errors import SaferoomError, StateDamaged, Unavailable
+from saferoom.errors import InvalidRequest, SaferoomError, StateDamaged, Unavailable
 from saferoom.identity import TrustStore
 from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
+from saferoom.metrics import Metrics
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook, StreamSlots
 from saferoom.server.checks_service import ChecksServicer
 from saferoom.server.errors import ErrorInterceptor
+from saferoom.server.observe import MetricsEndpoint, RequestInterceptor
 from saferoom.server.services import (
     BudgetsServicer,
     CatalogServicer,
@@ -52,6 +55,7 @@ from saferoom.server.services import (
     ReviewServicer,
 )
 from saferoom.store import BudgetLedger, CheckStore, Database, IdentityStore, JobStore, PackageStore
+from saferoom.store import stats as _stats
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -80,8 +84,23 @@ class SaferoomServer:
     pipeline: Pipeline
     database: Database
     health: health.HealthServicer
+    metrics: Metrics
+    metrics_endpoint: MetricsEndpoint | None = None
     watcher: CatalogWatcher | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the /metrics, /healthz and /readyz endpoint (None: not configured)."""
+        return None if self.metrics_endpoint is None else self.metrics_endpoint.port
+
+    def not_ready(self) -> str:
+        """Why the server should get no traffic now ("" when it takes work): for /readyz."""
+        if self._stopped.is_set():
+            return "stopping"
+        if not self.audit.writable:
+            return "the audit log cannot be written (see the server log)"
+        return ""
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, cancel running jobs, stop workers and close the database (idempotent)."""
@@ -101,6 +120,8 @@ class SaferoomServer:
             _log.error("server_stopped could not be recorded: %s", exc.message)
         self.audit.close()  # seals the log with a final checkpoint
         self.database.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         _log.info("server stopped")
 
     def wait(self) -> None:
@@ -126,10 +147,19 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     database = Database.open(config.state_dir / "saferoom.db")  # refuses a damaged file (PRAGMA quick_check)
     pipeline: Pipeline | None = None
     audit: AuditLog | None = None
+    endpoint: MetricsEndpoint | None = None
+    metrics = Metrics(config.metrics_max_identities, config.metrics_phase_detail)
     try:
         # Opening the log verifies it and drains the outbox into it; then the database must hold exactly what
         # the log recorded, or the server refuses to serve (with what is wrong; `saferoom state check` says the same).
-        audit = AuditLog(config.state_dir / "audit", database, config.audit_checkpoint_every)
+        audit = AuditLog(
+            config.state_dir / "audit",
+            database,
+            config.audit_checkpoint_every,
+            config.audit_segment_bytes,
+            observe=metrics.audit_written,
+            anchors=_anchors(config.audit_anchor),
+        )
         problems = check_server_state(database, audit)
         if problems:
             raise StateDamaged(
@@ -174,7 +204,9 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             max_queued=config.max_queued_jobs,
             release_quantum=config.release_quantum_ms / 1000,
             checking=checks,
+            metrics=metrics,
         )
+        _register_gauges(metrics, database, jobs, audit, pipeline)
         message_bytes = config.max_message_mib * 2**20
         streams = StreamSlots(config.max_streams_per_identity, config.max_streams)
         server = grpc.server(
@@ -182,7 +214,12 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             # even while every stream slot is taken.
             futures.ThreadPoolExecutor(max_workers=config.max_streams + 16, thread_name_prefix="rpc"),
             # Outermost first: errors (including refusals) become statuses; then every call is authorized.
-            interceptors=[ErrorInterceptor(), AuthInterceptor(caller, _refusal_hooks(audit, on_refused), streams)],
+            # The request interceptor sees every call's final status, refusals included.
+            interceptors=[
+                RequestInterceptor(metrics),
+                ErrorInterceptor(),
+                AuthInterceptor(caller, _refusal_hooks(audit, on_refused), streams),
+            ],
             options=[
                 ("grpc.max_send_message_length", message_bytes),
                 ("grpc.max_receive_message_length", message_bytes),
@@ -247,7 +284,17 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info("saferoom serving %d datasets on port %d (mutual TLS)", len(manifest.datasets), port)
-        running = SaferoomServer(server, port, jobs, packages, audit, pipeline, database, health_servicer, watcher)
+        running = SaferoomServer(
+            server, port, jobs, packages, audit, pipeline, database, health_servicer, metrics, watcher=watcher
+        )
+        if config.metrics_listen:
+            try:
+                endpoint = MetricsEndpoint(config.metrics_listen, metrics, running.not_ready)
+            except OSError as exc:
+                running.stop(0)
+                raise Unavailable(f"cannot serve metrics on {config.metrics_listen} ({exc.strerror})") from None
+            running.metrics_endpoint = endpoint
+            _log.info("metrics, /healthz and /readyz on http://%s", config.metrics_listen)
         return running, port
     except BaseException:
         if pipeline is not None:
@@ -281,6 +328,57 @@ def record_published(audit: AuditLog, manifest: Manifest, names: list[str]) -> N
     ]
     if entries:
         audit.append_all(entries)
+
+
+def _anchors(path: str) -> tuple[Checkpoint, ...]:
+    """The auditor's checkpoint the log must hold (``audit_anchor``), if one is configured."""
+    if not path:
+        return ()
+    try:
+        return (Checkpoint.from_json(Path(path).read_text(encoding="utf-8")),)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"audit_anchor: cannot read the checkpoint {Path(path).name}: {exc}") from None
+
+
+def _register_gauges(metrics: Metrics, db: Database, jobs: JobService, audit: AuditLog, pipeline: Pipeline) -> None:
+    """The gauges read at scrape time: counts from the state, slots in use, the sandbox's kernel layers."""
+    metrics.gauge(
+        "saferoom_jobs", "jobs recorded, by state and error code", ["state", "code"], lambda: _stats.jobs_by_state(db)
+    )
+    metrics.gauge(
+        "saferoom_queue_depth",
+        "jobs waiting, by researcher (the deepest metrics_max_identities; the rest as _other)",
+        ["researcher"],
+        lambda: metrics.capped(_stats.queued_by_owner(db)),
+    )
+    metrics.gauge(
+        "saferoom_budget_spent_epsilon", "privacy budget (epsilon) charged on each dataset, everyone together",
+        ["dataset"], lambda: [((d,), e) for d, e, _ in _stats.budget_spent(db)],
+    )  # fmt: skip
+    metrics.gauge(
+        "saferoom_budget_spent_delta", "privacy budget (delta) charged on each dataset, everyone together",
+        ["dataset"], lambda: [((d,), dl) for d, _, dl in _stats.budget_spent(db)],
+    )  # fmt: skip
+    metrics.gauge(
+        "saferoom_job_slots_busy", "job slots in use: code phases, engine phases, and jobs queued in memory",
+        ["kind"], lambda: [((k,), v) for k, v in sorted(jobs.occupancy().items())],
+    )  # fmt: skip
+    metrics.gauge(
+        "saferoom_worker_pool_up", "each worker pool's zygote is running (1) or not (0)", ["pool"],
+        lambda: [((name,), float(pid is not None)) for name, pid in sorted(pipeline.zygote_pids.items())],
+    )  # fmt: skip
+    metrics.gauge(
+        "saferoom_sandbox_layer", "kernel layers the workers get on this host (1: on)", ["layer"],
+        lambda: [((name,), float(on)) for name, on in sorted(pipeline.layers.items())],
+    )  # fmt: skip
+    metrics.gauge(
+        "saferoom_audit_last_seq", "sequence number of the last audit record", [], lambda: [((), audit.last_seq)]
+    )
+    metrics.gauge("saferoom_audit_segments", "sealed audit log segments", [], lambda: [((), audit.segments)])
+    metrics.gauge(
+        "saferoom_audit_writable", "the audit log takes records (0: broken, or records wait in the outbox)", [],
+        lambda: [((), float(audit.writable))],
+    )  # fmt: skip
 
 
 def _refusal_hooks(audit: AuditLog, extra: RefusalHook | None) -> RefusalHook:

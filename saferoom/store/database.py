@@ -9,6 +9,11 @@ never a traceback. SQLite's own errors never leave this module raw: a full disk 
 (RESOURCE_EXHAUSTED, nothing committed), a damaged file ``StateDamaged`` (DATA_LOSS), anything else of
 SQLite's ``Unavailable``, each with a fixed message (SQLite's text is logged for the operator).
 
+**Upgrades.** Migrations only run forward, each once, at open. A database carrying a migration this version does
+not know was made (or last opened) by a newer saferoom: it is refused (``FailedPrecondition``) before anything
+is written, since an older server would read tables whose meaning it does not know and could write rows the
+newer one would then misread. Downgrading means restoring a backup taken before the upgrade.
+
 The database also holds the audit outbox and the log head it last saw (migration 8; see ``saferoom.audit.log``
 for how they keep state and log one source of truth, and for the lock order).
 """
@@ -22,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["MIGRATIONS", "Database", "store_error"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Database", "store_error"]
 
 _log = logging.getLogger(__name__)
 
@@ -223,6 +228,9 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
+SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)  # the newest migration this version applies
+
+
 def store_error(exc: sqlite3.Error, path: Path) -> Exception:
     """The saferoom error for one of SQLite's (its text goes to the operator's log, never to a client)."""
     from saferoom.errors import StateDamaged, StorageFull, Unavailable
@@ -294,6 +302,15 @@ class Database:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
             )
             applied = {row[0] for row in conn.execute("SELECT number FROM schema_migrations")}
+            newer = sorted(applied - {number for number, _ in MIGRATIONS})
+            if newer:
+                from saferoom.errors import FailedPrecondition
+
+                raise FailedPrecondition(
+                    f"the state database {self.path} was made by a newer saferoom (it has migration {newer[-1]}, "
+                    f"this version knows up to {SCHEMA_VERSION}): upgrade saferoom, or restore a backup taken "
+                    "before the upgrade"
+                )
             for number, sql in MIGRATIONS:
                 if number in applied:
                     continue
