@@ -1020,6 +1020,7 @@ def console_command(port: int, checkpoints_dir: Path | None, server: str | None)
     app = ConsoleServer(profile, port=port, server=server, checkpoints_dir=checkpoints_dir)
     console.print(f"saferoom console for {profile.name}: open {app.url}", highlight=False, soft_wrap=True)
     console.print("(the link works once; Ctrl-C stops the console)", highlight=False)
+    sys.stdout.flush()  # the URL must reach a pipe (a launcher, a test) before serving starts
     app.run()
 
 

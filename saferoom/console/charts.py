@@ -173,7 +173,8 @@ def site_map(title: str, points: Sequence[tuple[float, float, float, str]]) -> C
     """Scored places (lat, lon, score, label) on the district map, zoomed to them: rank numbers, darker for
     higher scores."""
     bounds = _around(points)
-    body = [*_districts({}, bounds), f'<text x="4" y="16" class="chart-title">{escape(title)}</text>']
+    pale = {d.name: ("#f2f5ef", "#eef1f6", "#f6f1ec")[i % 3] for i, d in enumerate(district_outlines())}
+    body = [*_districts(pale, bounds), f'<text x="4" y="16" class="chart-title">{escape(title)}</text>']
     scores = [p[2] for p in points if p[2] == p[2]]
     lo, hi = min(scores, default=0.0), max(scores, default=1.0)
     for rank, (lat, lon, score, label) in enumerate(points, start=1):

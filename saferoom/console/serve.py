@@ -33,6 +33,7 @@ class ConsoleServer:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", port))
+        self._socket.listen(128)  # from now on connections wait in the backlog until serving starts
         self.port: int = self._socket.getsockname()[1]
         console = Console(
             self.client,
