@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -39,7 +40,8 @@ from saferoom.checks import Decision
 from saferoom.client import Client, HeldResult, Profile, Result
 from saferoom.console.charts import Chart, charts_for
 from saferoom.console.security import Gate, SessionKeys
-from saferoom.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied, SaferoomError
+from saferoom.console.source import visible
+from saferoom.errors import FailedPrecondition, InvalidRequest, NotFound, SaferoomError
 from saferoom.identity import Role, parse_roles
 from saferoom.packages import parse_param_value
 
@@ -48,7 +50,16 @@ __all__ = ["Console", "create_app", "profile_roles"]
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _JOB = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OUTPUT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-_STATUS = {InvalidRequest: 400, PermissionDenied: 403, NotFound: 404, FailedPrecondition: 409}
+# The server's status (a domain error's ``status``) as the HTTP status of the page that shows it.
+_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+}
 MAX_ROWS_SHOWN = 200
 LIVE_SECONDS = 2  # how often a live page (a running job, a followed log) reloads itself
 
@@ -99,6 +110,7 @@ def _cell(value: Any) -> str:
 
 _env.filters["utc"] = _utc
 _env.filters["cell"] = _cell
+_env.filters["visible"] = visible
 _env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 
 NAV = (
@@ -149,7 +161,7 @@ def create_app(console: Console, port: int) -> Gate:
                 try:
                     return fn(request, **request.path_params)
                 except SaferoomError as exc:
-                    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 502)
+                    status = _STATUS.get(exc.status, 502)
                     return page(request, "error.html", status, title=f"Refused: {exc.code}", message=exc.message)
 
             return run
@@ -182,7 +194,9 @@ def create_app(console: Console, port: int) -> Gate:
 
     @handler("researcher")
     def mock(request: Request, name: str) -> Response:
-        info, table = console.client.download_mock(name, rows=int(request.query_params.get("rows", "0") or 0))
+        info, table = console.client.download_mock(
+            name, rows=_int(request.query_params.get("rows", "0"), 0, 1_000_000, 0)
+        )
         return _download(table, f"{info.name}-mock.csv", "csv")
 
     # ---------------------------------------------------------------- researchers
@@ -351,7 +365,7 @@ def create_app(console: Console, port: int) -> Gate:
     def audit(request: Request) -> Response:
         q = request.query_params
         filters = {k: q.get(k, "")[:200] for k in ("actor", "event", "job", "package")}
-        limit = _int(q.get("limit", "100"), 1, 1000)
+        limit = _int(q.get("limit", "100"), 1, 1000, 100)
         follow = q.get("follow") == "1"
         records = list(
             console.client.read_log(
@@ -437,16 +451,18 @@ def _job_id(job_id: str) -> str:
     return job_id
 
 
-def _int(text: str, lo: int, hi: int) -> int:
+def _int(text: str, lo: int, hi: int, default: int) -> int:
+    """A number from a query string, within [lo, hi]; ``default`` for anything that is not a number."""
     try:
         return max(lo, min(hi, int(text)))
     except ValueError:
-        return hi
+        return default
 
 
-def _diff_lines(diff: str) -> list[tuple[str, str]]:
+def _diff_lines(diff: str) -> list[tuple[str, Markup]]:
+    """Each line of a diff: its kind (add, del, hunk) and its text with hidden characters shown."""
     kinds = {"+": "add", "-": "del", "@": "hunk"}
-    return [(kinds.get(line[:1], ""), line) for line in diff.splitlines()]
+    return [(kinds.get(line[:1], ""), visible(line).html) for line in diff.split("\n")]
 
 
 @dataclass(frozen=True)

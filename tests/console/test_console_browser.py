@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from saferoom.server import SaferoomServer, create_server
 from tests.conftest import ALGORITHMS
@@ -148,3 +149,23 @@ def test_auditor_verifies_the_log_against_a_saved_checkpoint(
         driver.find_element(By.ID, "verify").click()  # type: ignore[attr-defined]
         wait_for(driver, lambda: "consistent with 1 saved checkpoint" in text_of(driver, "#verdict"), 60)
         assert text_of(driver, "#verdict").startswith("Verified:")
+
+        # Keyboard: the first Tab reaches the skip link, Enter moves focus to the content.
+        driver.get(f"http://127.0.0.1:{audrey.port}/audit")  # type: ignore[attr-defined]
+        body = driver.find_element(By.TAG_NAME, "body")  # type: ignore[attr-defined]
+        body.send_keys(Keys.TAB)
+        active = driver.switch_to.active_element  # type: ignore[attr-defined]
+        assert active.get_attribute("class") == "skip"
+        active.send_keys(Keys.ENTER)
+        assert driver.switch_to.active_element.get_attribute("id") == "main"  # type: ignore[attr-defined]
+        labelled = driver.execute_script(  # type: ignore[attr-defined]
+            "return [...document.querySelectorAll('input:not([type=hidden])')]"
+            ".every(i => document.querySelector('label[for=\"' + i.id + '\"]'))"
+        )
+        assert labelled  # every visible field has its label
+
+        # A phone: nothing wider than the screen but the tables, which scroll in their own box.
+        driver.set_window_size(390, 844)  # type: ignore[attr-defined]
+        driver.refresh()  # type: ignore[attr-defined]
+        width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")  # type: ignore[attr-defined]
+        assert width[0] <= width[1] + 1, width

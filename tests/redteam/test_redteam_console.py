@@ -306,3 +306,59 @@ def test_hostile_package_text_and_outputs_are_escaped(
         assert "<script" not in page.text.lower() and "<img src=x" not in page.text
     assert "&lt;script&gt;document.title" in pages[3].text  # the operator sees the text, inert
     assert "\\u003cscript\\u003e" in pages[-1].text or "&lt;script&gt;" in pages[-1].text
+
+
+# ------------------------------------------------------------------ bad input: a clear error, nothing done
+
+
+def test_bad_form_and_query_input_gets_a_clear_error_and_changes_nothing(
+    alice: tuple[ConsoleServer, str],
+    olga: tuple[ConsoleServer, str],
+    deployment: Deployment,
+    server: SaferoomServer,
+    tmp_path: Path,
+) -> None:
+    app, cookie = alice
+    before = job_count(deployment, server)
+    cases = [
+        ({"package": "site-selection"}, 400, "full hash"),  # a name, not the hash of what was shown
+        ({"package": echo_hash(app), "param.n": "many"}, 400, "not a valid int"),
+        ({"package": echo_hash(app), "param.n": "1000"}, 409, "must be at most 100"),  # the server's, shown
+        ({"package": echo_hash(app), "param.nope": "1"}, 409, "nope"),
+    ]
+    for form, status, words in cases:
+        reply = session_post(app, cookie, "/jobs/run", form)
+        assert reply.status == status, (form, reply.text[-300:])
+        assert words in reply.text and 'id="error"' in reply.text
+    assert job_count(deployment, server) == before
+    mock = request(app, "GET", "/catalog/population/mock.csv?rows=lots", headers={"Cookie": cookie})
+    assert mock.status == 200
+    operator, olga_cookie = olga
+    changed = tmp_path / "echo"
+    shutil.copytree(TEST_PACKAGES / "echo", changed)
+    (changed / "main.py").write_text((changed / "main.py").read_text() + "\n# waiting for a decision\n")
+    with deployment.client("bob", server.port) as bob:
+        target = bob.submit_package(changed)[0].hash
+    for form in ({"hash": "0" * 64, "days": "30"}, {"hash": target, "days": "soon"}, {"days": "30"}):
+        reply = session_post(operator, olga_cookie, f"/review/{target}/approve", form)
+        assert reply.status == 400, reply.text[-300:]
+    assert operator.client.get_package(target).status == "pending"
+
+
+def test_hidden_characters_in_source_are_shown_to_the_reviewer(
+    olga: tuple[ConsoleServer, str], deployment: Deployment, server: SaferoomServer, tmp_path: Path
+) -> None:
+    """Trojan Source: a bidi override or a zero-width character makes code read differently from how it runs.
+    The review page shows each as a marked ⟨U+XXXX⟩ (as `saferoom review show` does) and warns, in the full
+    source and in the diff; the raw character never reaches the browser."""
+    operator, cookie = olga
+    hostile = tmp_path / "echo"
+    shutil.copytree(TEST_PACKAGES / "echo", hostile)
+    source = (hostile / "main.py").read_text()
+    (hostile / "main.py").write_text(source.replace('print("echo"', 'print("echo\u202e\u200b"'))
+    with deployment.client("alice", server.port) as alice:
+        summary, _ = alice.submit_package(hostile)
+    page = request(operator, "GET", f"/review/{summary.hash}", headers={"Cookie": cookie}).text
+    assert "\u202e" not in page and "\u200b" not in page
+    assert page.count("⟨U+202E⟩") >= 2 and page.count("⟨U+200B⟩") >= 2  # the source and the diff
+    assert "control or format character(s)" in page
