@@ -6,7 +6,7 @@ unless said otherwise), and each asserts that nothing happened on the server."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,22 @@ def job_count(deployment: Deployment, server: SaferoomServer) -> int:
 
 def echo_hash(app: ConsoleServer) -> str:
     return next(p.hash for p in app.client.list_packages() if p.name == "echo" and p.status == "approved")
+
+
+def submit_echo_variant(
+    deployment: Deployment,
+    port: int,
+    directory: Path,
+    who: str,
+    main: Callable[[str], str],
+    toml: Callable[[str], str] = str,
+) -> str:
+    """A changed copy of the echo test package, submitted by ``who`` (pending: not what was approved); its hash."""
+    shutil.copytree(TEST_PACKAGES / "echo", directory)
+    for name, edit in (("main.py", main), ("saferoom.toml", toml)):
+        (directory / name).write_text(edit((directory / name).read_text()))
+    with deployment.client(who, port) as client:
+        return client.submit_package(directory)[0].hash
 
 
 def assert_guarded(reply: Reply) -> None:
@@ -225,16 +241,12 @@ def test_a_researcher_cannot_approve_through_the_console(
     alice: tuple[ConsoleServer, str], deployment: Deployment, server: SaferoomServer, tmp_path: Path
 ) -> None:
     app, cookie = alice
-    pending = tmp_path / "echo"
-    shutil.copytree(TEST_PACKAGES / "echo", pending)
-    (pending / "main.py").write_text((pending / "main.py").read_text() + "\n# pending for review\n")
-    with deployment.client("bob", server.port) as bob:
-        summary, _ = bob.submit_package(pending)
+    pending = submit_echo_variant(deployment, server.port, tmp_path / "echo", "bob", lambda s: s + "\n# pending\n")
     for action in ("approve", "reject", "revoke"):
-        reply = session_post(app, cookie, f"/review/{summary.hash}/{action}", {"hash": summary.hash, "reason": "x"})
+        reply = session_post(app, cookie, f"/review/{pending}/{action}", {"hash": pending, "reason": "x"})
         assert reply.status == 403
     with deployment.client("bob", server.port) as bob:
-        assert bob.get_package(summary.hash).status == "pending"
+        assert bob.get_package(pending).status == "pending"
 
 
 @pytest.mark.parametrize("path", ["/packages", "/catalog/population/mock.csv", "/jobs/run"])
@@ -280,20 +292,20 @@ def test_hostile_package_text_and_outputs_are_escaped(
     """A researcher's description, source and output values are hostile to the operator, the checker and the
     researcher's own browser: every page escapes them (and the CSP would refuse inline script anyway)."""
     app, cookie = alice
-    hostile = tmp_path / "echo"
-    shutil.copytree(TEST_PACKAGES / "echo", hostile)
-    toml = (hostile / "saferoom.toml").read_text()
-    toml = toml.replace('description = "Test package', f'description = "{XSS} <img src=x onerror=alert(1)> Test')
-    (hostile / "saferoom.toml").write_text(toml)
-    (hostile / "main.py").write_text(f"# {XSS}\n" + (hostile / "main.py").read_text())
-    with deployment.client("alice", server.port) as client:
-        summary, _ = client.submit_package(hostile)
+    hostile_hash = submit_echo_variant(
+        deployment,
+        server.port,
+        tmp_path / "echo",
+        "alice",
+        lambda s: f"# {XSS}\n" + s,
+        lambda t: t.replace('description = "Test package', f'description = "{XSS} <img src=x onerror=alert(1)> Test'),
+    )
     operator, olga_cookie = olga
     pages = [
         request(app, "GET", "/packages", headers={"Cookie": cookie}),
-        request(app, "GET", f"/packages/{summary.hash}", headers={"Cookie": cookie}),
+        request(app, "GET", f"/packages/{hostile_hash}", headers={"Cookie": cookie}),
         request(operator, "GET", "/review", headers={"Cookie": olga_cookie}),
-        request(operator, "GET", f"/review/{summary.hash}", headers={"Cookie": olga_cookie}),
+        request(operator, "GET", f"/review/{hostile_hash}", headers={"Cookie": olga_cookie}),
     ]
     ran = session_post(app, cookie, "/jobs/run", {"package": echo_hash(app), "param.label": XSS})
     assert ran.status == 303
@@ -334,11 +346,7 @@ def test_bad_form_and_query_input_gets_a_clear_error_and_changes_nothing(
     mock = request(app, "GET", "/catalog/population/mock.csv?rows=lots", headers={"Cookie": cookie})
     assert mock.status == 200
     operator, olga_cookie = olga
-    changed = tmp_path / "echo"
-    shutil.copytree(TEST_PACKAGES / "echo", changed)
-    (changed / "main.py").write_text((changed / "main.py").read_text() + "\n# waiting for a decision\n")
-    with deployment.client("bob", server.port) as bob:
-        target = bob.submit_package(changed)[0].hash
+    target = submit_echo_variant(deployment, server.port, tmp_path / "echo", "bob", lambda s: s + "\n# waiting\n")
     for form in ({"hash": "0" * 64, "days": "30"}, {"hash": target, "days": "soon"}, {"days": "30"}):
         reply = session_post(operator, olga_cookie, f"/review/{target}/approve", form)
         assert reply.status == 400, reply.text[-300:]
@@ -352,13 +360,14 @@ def test_hidden_characters_in_source_are_shown_to_the_reviewer(
     The review page shows each as a marked ⟨U+XXXX⟩ (as `saferoom review show` does) and warns, in the full
     source and in the diff; the raw character never reaches the browser."""
     operator, cookie = olga
-    hostile = tmp_path / "echo"
-    shutil.copytree(TEST_PACKAGES / "echo", hostile)
-    source = (hostile / "main.py").read_text()
-    (hostile / "main.py").write_text(source.replace('print("echo"', 'print("echo\u202e\u200b"'))
-    with deployment.client("alice", server.port) as alice:
-        summary, _ = alice.submit_package(hostile)
-    page = request(operator, "GET", f"/review/{summary.hash}", headers={"Cookie": cookie}).text
+    hostile_hash = submit_echo_variant(
+        deployment,
+        server.port,
+        tmp_path / "echo",
+        "alice",
+        lambda s: s.replace('print("echo"', 'print("echo\u202e\u200b"'),
+    )
+    page = request(operator, "GET", f"/review/{hostile_hash}", headers={"Cookie": cookie}).text
     assert "\u202e" not in page and "\u200b" not in page
     assert page.count("⟨U+202E⟩") >= 2 and page.count("⟨U+200B⟩") >= 2  # the source and the diff
     assert "control or format character(s)" in page
