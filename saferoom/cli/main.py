@@ -1103,6 +1103,34 @@ def dev_run(
     _export(result, fmt, as_json, out, output_name)
 
 
+# ------------------------------------------------------------------ console
+
+
+@cli.command("console")
+@click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+@click.option(
+    "--checkpoints",
+    "checkpoints_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where auditors' saved checkpoints are kept. Default: ~/.local/share/saferoom/checkpoints.",
+)
+@server_option
+def console_command(port: int, checkpoints_dir: Path | None, server: str | None) -> None:
+    """A local web console for your roles, acting with your profile's identity (prints a one-time login URL)."""
+    try:
+        from saferoom.console import ConsoleServer
+    except ImportError as exc:  # the console's web stack is an extra
+        raise click.UsageError(f"the console needs its extra: pip install 'saferoom[console]' ({exc})") from None
+    from saferoom.client import Profile
+
+    profile = Profile.load(click.get_current_context().find_root().obj.get("profile"))
+    app = ConsoleServer(profile, port=port, server=server, checkpoints_dir=checkpoints_dir)
+    console.print(f"saferoom console for {profile.name}: open {app.url}", highlight=False, soft_wrap=True)
+    console.print("(the link works once; Ctrl-C stops the console)", highlight=False)
+    sys.stdout.flush()  # the URL must reach a pipe (a launcher, a test) before serving starts
+    app.run()
+
+
 # ------------------------------------------------------------------ demo
 
 
