@@ -10,14 +10,16 @@ code or parameters, and nothing from a client or the data belongs in an operator
 
 ``MetricsEndpoint`` serves ``/metrics`` (Prometheus text), ``/healthz`` (the process answers) and ``/readyz``
 (the server takes work: serving, the audit log writable) over plain HTTP on its own port, loopback by default.
-It reads nothing from a request but its first line: any other method or path is 404/405, a slow or idle client
-is dropped after a few seconds, and at most a few connections are served at once.
+It reads nothing from a request but its first line: any other method or path is 404/405, a silent client is
+dropped after 5 s and any connection after 10 s in all, and at most 8 connections are served at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -151,6 +153,9 @@ class _Server(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("a metrics client's connection failed", exc_info=True)  # hostile or gone: not the operator's news
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -160,9 +165,25 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    timeout = 5  # seconds a client may take to send its request line and headers
+    timeout = 5  # seconds a client may stay silent
+    lifetime = 10.0  # seconds a connection may last in all (a client dribbling its headers byte by byte)
     server_version = "saferoom"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(self.lifetime, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):  # unblocks the read; the handler then ends
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):  # the client, or the deadline, closed it first
+            super().finish()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

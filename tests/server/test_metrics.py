@@ -130,6 +130,18 @@ def test_probes_and_hostile_http(observed: SaferoomServer) -> None:
     finally:
         for s in idle:
             s.close()
+    # A client dribbling its headers a byte a second (never silent long enough to time out) is cut off.
+    dribbler = socket.create_connection(("127.0.0.1", port))
+    try:
+        dribbler.sendall(b"GET /metrics HTTP/1.1\r\n")
+        began = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - began < 30:
+                dribbler.sendall(b"X")
+                time.sleep(1)
+        assert time.monotonic() - began < 20
+    finally:
+        dribbler.close()
 
 
 def test_one_json_line_per_call_with_nothing_from_the_client(
