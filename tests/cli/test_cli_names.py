@@ -67,7 +67,8 @@ def test_an_ambiguous_prefix_lists_the_candidates(world: tuple[SaferoomServer, P
     hidden = dataclasses.replace(base, id="abcdef3" + "0" * 25, owner="bob")
     with sqlite3.connect(state / "saferoom.db") as conn:  # jobs made to share a prefix (ids are random)
         for job in (*twins, hidden):
-            conn.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * 15)})", dataclasses.astuple(job))
+            row = dataclasses.astuple(job)[:15]  # the jobs table's columns (not the versions the job read)
+            conn.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * 15)})", row)
     code, out = _as(deployment, "alice", srv, "jobs", "get", "abcdef")
     assert code == 1 and "starts 2 job ids" in out
     assert twins[0].id in out and twins[1].id in out and hidden.id not in out  # only what alice may see
