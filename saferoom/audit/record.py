@@ -65,6 +65,8 @@ class EventType(StrEnum):
     RESULT_CHECKED = "result_checked"
     BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
+    MOCK_BUDGET_SET = "mock_budget_set"
+    MOCK_PUBLISHED = "mock_published"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from saferoom.identity.roles import Identity, Role
 __all__ = ["ALLOWED", "PUBLIC_METHODS", "authorize"]
 
 _CATALOG = ("saferoom.v1.Catalog/ListDatasets", "saferoom.v1.Catalog/DescribeDataset",
-            "saferoom.v1.Catalog/DownloadMock")  # fmt: skip
+            "saferoom.v1.Catalog/DownloadMock", "saferoom.v1.Mock/GetMockInfo")  # fmt: skip
 _READ_PACKAGES = ("saferoom.v1.Packages/GetPackage", "saferoom.v1.Packages/ListPackages",
                   "saferoom.v1.Packages/DownloadPackage")  # fmt: skip
 _OBSERVE_JOBS = ("saferoom.v1.Jobs/GetJob", "saferoom.v1.Jobs/WatchJob", "saferoom.v1.Jobs/ListJobs",
@@ -55,6 +55,8 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.Review/RevokeApproval",
             "saferoom.v1.Budgets/SetBudget",
             "saferoom.v1.Budgets/ListBudgets",
+            "saferoom.v1.Mock/SetMockBudget",  # the publication budget of DP mock data
+            "saferoom.v1.Mock/PublishMock",
         }
     ),
     # Output checkers see held exact results in full and decide on them; they run nothing and read no other

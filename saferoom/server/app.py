@@ -22,6 +22,8 @@ from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
 from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
+from saferoom._proto.saferoom.v1 import mock_pb2 as _mock_pb2
+from saferoom._proto.saferoom.v1 import mock_pb2_grpc as _mock_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
@@ -29,6 +31,7 @@ from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
+from saferoom.catalog.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
@@ -37,11 +40,13 @@ from saferoom.identity import TrustStore
 from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
+from saferoom.mock import MockService
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook, StreamSlots
 from saferoom.server.checks_service import ChecksServicer
 from saferoom.server.errors import ErrorInterceptor
+from saferoom.server.mock_service import MockServicer
 from saferoom.server.services import (
     BudgetsServicer,
     CatalogServicer,
@@ -49,7 +54,15 @@ from saferoom.server.services import (
     PackagesServicer,
     ReviewServicer,
 )
-from saferoom.store import BudgetLedger, CheckStore, Database, IdentityStore, JobStore, PackageStore
+from saferoom.store import (
+    BudgetLedger,
+    CheckStore,
+    Database,
+    IdentityStore,
+    JobStore,
+    PackageStore,
+    PublicationLedger,
+)
 
 __all__ = ["SaferoomServer", "create_server"]
 
@@ -63,6 +76,7 @@ SERVICE_NAMES = (
     _audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
     _budgets_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name,
     _checks_pb2.DESCRIPTOR.services_by_name["Checks"].full_name,
+    _mock_pb2.DESCRIPTOR.services_by_name["Mock"].full_name,
 )
 
 
@@ -170,6 +184,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             release_quantum=config.release_quantum_ms / 1000,
             checking=checks,
         )
+        # Mock data: the real tables are read (memory-mapped) only to measure them for a publication.
+        mock = MockService(Catalog.open(config.data_dir), PublicationLedger(database), audit)
         message_bytes = config.max_message_mib * 2**20
         streams = StreamSlots(config.max_streams_per_identity, config.max_streams)
         server = grpc.server(
@@ -189,7 +205,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             ],
             maximum_concurrent_rpcs=config.max_streams + 40,
         )
-        _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest), server)
+        _catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(manifest, mock, caller), server)
+        _mock_pb2_grpc.add_MockServicer_to_server(MockServicer(mock, caller), server)
         _packages_pb2_grpc.add_PackagesServicer_to_server(PackagesServicer(packages, caller), server)
         _review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(packages, caller), server)
         _jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, caller), server)
