@@ -303,7 +303,13 @@ def _infos(scale: int, differential_privacy: bool = True, output_checking: bool 
             policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=1, output_checking=checking),
             # Incomes differ by district and age; education by age; homes cluster within each district.
             mock=MockSpec(
-                structure=(("district", "lat+lon"), ("district", "income"), ("income", "age"), ("age", "education")),
+                structure=(
+                    ("district", "lat+lon"),
+                    ("district", "income"),
+                    ("age", "income"),
+                    ("age", "education"),
+                ),
+                bins=48,  # income: (district, age, income) is one 3-way marginal, 7 x 102 x 49 cells
                 joint=(("lat", "lon"),),
             ),
         ),

@@ -108,8 +108,9 @@ class MockSpec:
     """How differentially private mock data of a dataset is synthesised (``saferoom.mock``): all public.
 
     ``joint`` pairs of numeric columns are binned together as one attribute named ``a+b`` (lat/lon: places);
-    ``structure`` is the dependency tree as (parent, child) attribute edges, each measured as a noisy 2-way
-    marginal (every attribute has at most one parent); ``derived`` columns are recomputed from two others
+    ``structure`` is the dependency graph as (parent, child) attribute edges: a child with one parent is
+    measured as a noisy 2-way marginal with it, a child with two (at most) as a 3-way marginal with both (a
+    Bayesian network of degree 2, as in PrivBayes); ``derived`` columns are recomputed from two others
     (``"price / area_m2"``) instead of being measured.
     """
 
@@ -126,8 +127,8 @@ class MockSpec:
             if not _DERIVATION.match(expression):
                 raise InvalidRequest(f"mock: derivation {expression!r} must be 'a / b' or 'a * b'")
         children = [child for _, child in self.structure]
-        if len(set(children)) != len(children):
-            raise InvalidRequest("mock: the structure must be a tree (an attribute has at most one parent)")
+        if any(children.count(c) > 2 for c in children) or len(set(self.structure)) != len(self.structure):
+            raise InvalidRequest("mock: an attribute of the structure has at most two parents, each named once")
 
     def to_data(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,8 @@
 For a personal dataset and its public ``Structure``:
 
     each root attribute      a noisy 1-way marginal (its bins, the missing-value bin included)
-    each tree edge p -> c    a noisy 2-way marginal over p x c (c's 1-way marginal is its sum over p)
+    each child c of p        a noisy 2-way marginal over p x c (c's 1-way marginal is its sum over p); a child
+                             of two parents p, q: a 3-way marginal over p x q x c
     rows per unit            a noisy histogram of how many rows (1..k) each privacy unit has, when the catalog
                              does not declare one row per unit
 
@@ -75,11 +76,12 @@ class Measurements:
         return self.marginals[",".join(attributes)]
 
     def one_way(self, attribute: str, structure: Structure) -> np.ndarray:
-        """An attribute's 1-way noisy counts: measured for a root, else summed out of its parent edge."""
+        """An attribute's 1-way noisy counts: measured for a root, else summed out of its marginal with its parents."""
         if attribute in self.marginals:
             return self.marginals[attribute].counts
-        parent = structure.parent[attribute]
-        summed: np.ndarray = self.marginal(parent, attribute).table.sum(axis=0)
+        parents = structure.parents[attribute]
+        table = self.marginal(*parents, attribute).table
+        summed: np.ndarray = table.reshape(-1, table.shape[-1]).sum(axis=0)
         return summed
 
     @property
@@ -169,7 +171,7 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     """
     multi = not info.one_row_per_unit and info.privacy_unit is not None
     k = 1 if not multi else info.policy.max_contributions
-    plan: list[tuple[str, ...]] = [(r,) for r in structure.roots] + [(p, c) for p, c in structure.edges]
+    plan = structure.marginals()
     shapes = [tuple(structure.attributes[a].cells for a in attributes) for attributes in plan]
     if multi:
         shapes.append((k,))
@@ -180,7 +182,9 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     index = {name: attr.index(bounded) for name, attr in structure.attributes.items()}
     raw: list[tuple[tuple[str, ...], tuple[int, ...], np.ndarray, float, float]] = []
     for attributes, shape, share in zip(plan, shapes, shares, strict=False):
-        flat = index[attributes[0]] if len(attributes) == 1 else index[attributes[0]] * shape[1] + index[attributes[1]]
+        flat = index[attributes[0]]
+        for name, cells in zip(attributes[1:], shape[1:], strict=True):
+            flat = flat * cells + index[name]
         noisy, scale = _laplace(np.bincount(flat, minlength=math.prod(shape)), k, float(share))
         raw.append((attributes, shape, noisy, scale, float(share)))
     if per_unit is not None:

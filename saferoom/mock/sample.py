@@ -1,7 +1,7 @@
-"""Rows sampled from the noisy measurements: exact for a tree, vectorised, deterministic per seed.
+"""Rows sampled from the noisy measurements: ancestral sampling (exact for the graph), vectorised, deterministic.
 
-Roots are drawn from their 1-way marginals, then every child from its conditional given its parent's drawn
-bin: the parent's row of the noisy 2-way table, normalised (a parent bin with no noisy mass falls back to the
+Roots are drawn from their 1-way marginals, then every child from its conditional given its parents' drawn
+bins: their row of the noisy 2- (or 3-) way table, normalised (a parent bin with no noisy mass falls back to the
 child's 1-way marginal, an attribute with none to uniform over its values). Values are drawn uniformly within
 their bins, derived columns recomputed (``price_per_m2 = price / area_m2``, clamped to its bounds), identifiers are
 synthetic (1, 2, 3, ...); without one row per unit, each synthetic unit's row count is drawn from the noisy
@@ -52,15 +52,19 @@ def sample_bins(measurements: Measurements, structure: Structure, n: int, seed: 
     rng = np.random.default_rng([seed, 0x6D6F636B])
     bins: dict[str, np.ndarray] = {}
     for name in structure.order():
-        parent = structure.parent.get(name)
-        if parent is None:
+        parents = structure.parents.get(name, ())
+        if not parents:
             bins[name] = _draw(rng, _normalised(measurements.one_way(name, structure)), n)
             continue
-        table = measurements.marginal(parent, name).table.astype(np.float64)
+        marginal = measurements.marginal(*parents, name)
+        table = marginal.counts.reshape(-1, marginal.shape[-1]).astype(np.float64)
         fallback = _normalised(measurements.one_way(name, structure))
         empty = table.sum(axis=1) <= 0
         table[empty] = fallback
-        bins[name] = _draw_conditional(rng, table, bins[parent])
+        row = bins[parents[0]]
+        for parent, cells in zip(parents[1:], marginal.shape[1:-1], strict=True):
+            row = row * cells + bins[parent]  # the parents' joint bin: the row of the flattened table
+        bins[name] = _draw_conditional(rng, table, row)
     return bins
 
 

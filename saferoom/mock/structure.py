@@ -1,7 +1,9 @@
-"""What is synthesised: the attributes of a dataset, their bins, and the dependency tree between them.
+"""What is synthesised: the attributes of a dataset, their bins, and the dependency graph between them.
 
 Everything here is built from the catalog's public declarations alone (column bounds, categories, the
-``MockSpec``), never from data: the bins and the tree are public, so choosing them costs no privacy.
+``MockSpec``), never from data: the bins and the graph (each attribute with at most two parents: a tree where
+one parent suffices, PrivBayes' degree 2 where a child depends on two) are public, so choosing them costs no
+privacy.
 
 An *attribute* is one column, or a declared pair of numeric columns binned together (``lat+lon``: a place).
 Its bins are the column's categories, or intervals on its public bounds (log-spaced for amounts, one per value
@@ -24,6 +26,7 @@ from saferoom.errors import InvalidRequest
 
 __all__ = ["Attribute", "Binning", "Structure", "structure_of"]
 
+ONE_BIN_PER_VALUE = 128  # integers with a range this narrow (ages, sizes) get one bin per value
 _LOG_UNITS = 1e5  # an amount's log bins: log(1 + (x - lo) / u) with u = (hi - lo) / _LOG_UNITS
 
 
@@ -46,7 +49,7 @@ class Binning:
             raise InvalidRequest(f"mock: column {column.name!r} needs categories or public bounds to be synthesised")
         lo, hi = float(column.min), float(column.max)
         integer = column.type in ("int64", "date32")
-        if integer and hi - lo + 1 <= bins:
+        if integer and hi - lo + 1 <= max(bins, ONE_BIN_PER_VALUE):
             return cls(column, np.arange(lo, hi + 2.0), int(hi - lo + 1))
         if column.magnitude and hi > lo:
             unit = (hi - lo) / _LOG_UNITS
@@ -104,9 +107,12 @@ class Binning:
             if column.type == "date32":
                 return pa.array(values.astype(np.int32), pa.date32(), mask=missing)
             return pa.array(values, pa.int64(), mask=missing)
-        values = lo + rng.random(index.size) * (hi - lo)
-        if self.point_at_low:
-            values = np.where(safe == 0, self.edges[0], values)
+        if self.point_at_low:  # an amount: log-uniform within its log-spaced bin, exactly the bound in bin 0
+            base, unit = self.edges[0], (self.edges[-1] - self.edges[0]) / _LOG_UNITS
+            a, b = np.log1p((lo - base) / unit), np.log1p((hi - base) / unit)
+            values = np.where(safe == 0, base, base + unit * np.expm1(a + rng.random(index.size) * (b - a)))
+        else:
+            values = lo + rng.random(index.size) * (hi - lo)
         return pa.array(np.clip(values, column.min, column.max), pa.float64(), mask=missing)
 
 
@@ -141,37 +147,41 @@ class Attribute:
 
 @dataclass(frozen=True)
 class Structure:
-    """A dataset's attributes and the tree over them: ``parent[child]``; roots have none."""
+    """A dataset's attributes and the graph over them: ``parents[child]`` (one or two); roots have none."""
 
     dataset: str
     attributes: dict[str, Attribute]
-    parent: dict[str, str]
+    parents: dict[str, tuple[str, ...]]
     identifiers: tuple[str, ...]  # synthetic ids (the privacy unit first when it is one)
     derived: tuple[tuple[str, str, str, str], ...]  # (column, left, operator, right)
     free_text: tuple[str, ...]  # string columns without a public domain: synthetic labels
 
     @property
     def roots(self) -> list[str]:
-        return [name for name in self.attributes if name not in self.parent]
+        return [name for name in self.attributes if name not in self.parents]
 
     @property
     def edges(self) -> list[tuple[str, str]]:
-        return [(p, c) for c, p in self.parent.items()]
+        return [(p, c) for c, ps in self.parents.items() for p in ps]
+
+    def marginals(self) -> list[tuple[str, ...]]:
+        """What is measured: each root alone, each child with its parents (parents first)."""
+        return [(r,) for r in self.roots] + [(*ps, c) for c, ps in self.parents.items()]
 
     def order(self) -> list[str]:
         """Attributes parents first (the order rows are sampled in)."""
-        out = list(self.roots)
-        children: dict[str, list[str]] = {}
-        for child, parent in self.parent.items():
-            children.setdefault(parent, []).append(child)
-        for name in out:
-            out.extend(children.get(name, []))
+        out: list[str] = []
+        while len(out) < len(self.attributes):
+            ready = [n for n in self.attributes if n not in out and all(p in out for p in self.parents.get(n, ()))]
+            if not ready:
+                raise InvalidRequest(f"mock of {self.dataset}: the structure has a cycle")
+            out.extend(ready)
         return out
 
     def describe(self) -> list[str]:
-        """The tree for people: ``district -> income`` per edge, ``sex`` for a lone root."""
-        lone = [r for r in self.roots if r not in self.parent.values()]
-        return [f"{p} -> {c}" for p, c in self.edges] + lone
+        """The graph for people: ``district -> income`` per edge, ``sex`` for a lone root."""
+        linked = {p for ps in self.parents.values() for p in ps}
+        return [f"{p} -> {c}" for p, c in self.edges] + [r for r in self.roots if r not in linked]
 
 
 def structure_of(info: DatasetInfo) -> Structure:
@@ -201,16 +211,11 @@ def structure_of(info: DatasetInfo) -> Structure:
     for declared in info.columns:
         if declared.name not in skip and declared.name not in paired:
             attributes[declared.name] = Attribute(declared.name, (Binning.of(declared, spec.bins),))
-    parent: dict[str, str] = {}
+    parents: dict[str, tuple[str, ...]] = {}
     for p, c in spec.structure:
         if p not in attributes or c not in attributes or p == c:
             raise InvalidRequest(f"mock of {info.name}: structure edge {p} -> {c} names no attribute")
-        parent[c] = p
-    for start in parent:  # no cycles: walking up from any attribute reaches a root
-        seen, node = {start}, start
-        while node in parent:
-            node = parent[node]
-            if node in seen:
-                raise InvalidRequest(f"mock of {info.name}: the structure has a cycle through {node}")
-            seen.add(node)
-    return Structure(info.name, attributes, parent, identifiers, tuple(derived), free_text)
+        parents[c] = (*parents.get(c, ()), p)
+    structure = Structure(info.name, attributes, parents, identifiers, tuple(derived), free_text)
+    structure.order()  # InvalidRequest for a cycle
+    return structure
