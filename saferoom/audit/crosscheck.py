@@ -319,14 +319,14 @@ def _mock(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], prob
     last = {str(r.objects.get("dataset", "")): r for r in by_event[EventType.MOCK_BUDGET_SET]}
     budgets = {str(r[0]): int(r[1]) for r in conn.execute("SELECT dataset, epsilon_total FROM mock_budgets")}
     for dataset in sorted(set(budgets) | set(last)):
-        record = last.get(dataset)
-        total = record.summary.get("epsilon_total") if record is not None else None
-        if record is None or dataset not in budgets or not isinstance(total, int | float):
+        budget_record = last.get(dataset)
+        total = budget_record.summary.get("epsilon_total") if budget_record is not None else None
+        if budget_record is None or dataset not in budgets or not isinstance(total, int | float):
             problems.append(f"the mock publication budget of {dataset} and its mock_budget_set records disagree")
         elif epsilon_units(float(total), round_up=False) != budgets[dataset]:
             problems.append(
                 f"the mock publication budget of {dataset} is epsilon {budgets[dataset] / 1e6:g} in the database "
-                f"but {total:g} by its last mock_budget_set record ({record.seq})"
+                f"but {total:g} by its last mock_budget_set budget_record ({budget_record.seq})"
             )
 
 
