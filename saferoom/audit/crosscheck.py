@@ -326,7 +326,7 @@ def _mock(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], prob
         elif epsilon_units(float(total), round_up=False) != budgets[dataset]:
             problems.append(
                 f"the mock publication budget of {dataset} is epsilon {budgets[dataset] / 1e6:g} in the database "
-                f"but {total:g} by its last mock_budget_set budget_record ({budget_record.seq})"
+                f"but {total:g} by its last mock_budget_set record ({budget_record.seq})"
             )
 
 
