@@ -9,7 +9,15 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from saferoom._proto.saferoom.v1 import audit_pb2, budgets_pb2, catalog_pb2, jobs_pb2, packages_pb2, review_pb2
+from saferoom._proto.saferoom.v1 import (
+    audit_pb2,
+    budgets_pb2,
+    catalog_pb2,
+    jobs_pb2,
+    mock_pb2,
+    packages_pb2,
+    review_pb2,
+)
 from saferoom.errors import AuthenticationFailed, JobNotFound, PackageNotFound, PermissionDenied, SaferoomError
 from saferoom.identity import init_authority, issue_identity, revoke_identity
 from saferoom.server import SaferoomServer, create_server
@@ -17,7 +25,7 @@ from tests.support import Deployment, make_deployment
 
 SERVICES = [
     s
-    for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2, audit_pb2, budgets_pb2)
+    for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2, audit_pb2, budgets_pb2, mock_pb2)
     for s in m.DESCRIPTOR.services_by_name.values()
 ]
 ALL_METHODS = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
@@ -27,7 +35,9 @@ CATALOG = {
     "saferoom.v1.Catalog/ListDatasets",
     "saferoom.v1.Catalog/DescribeDataset",
     "saferoom.v1.Catalog/DownloadMock",
+    "saferoom.v1.Mock/GetMockInfo",
 }
+PUBLISH_MOCK = {"saferoom.v1.Mock/SetMockBudget", "saferoom.v1.Mock/PublishMock"}
 READ_PACKAGES = {"saferoom.v1.Packages/GetPackage", "saferoom.v1.Packages/ListPackages",
                  "saferoom.v1.Packages/DownloadPackage"}  # fmt: skip
 OBSERVE_JOBS = {"saferoom.v1.Jobs/GetJob", "saferoom.v1.Jobs/WatchJob", "saferoom.v1.Jobs/ListJobs",
@@ -38,7 +48,8 @@ LIST_BUDGETS = {"saferoom.v1.Budgets/ListBudgets"}  # what each role sees throug
 EXPECTED = {
     "alice": CATALOG | READ_PACKAGES | OBSERVE_JOBS | LIST_BUDGETS | {"saferoom.v1.Packages/SubmitPackage",
                                                      "saferoom.v1.Jobs/RunJob", "saferoom.v1.Jobs/GetResult"},
-    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | {"saferoom.v1.Budgets/SetBudget"},
+    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | PUBLISH_MOCK
+    | {"saferoom.v1.Budgets/SetBudget"},
     "audrey": {"saferoom.v1.Audit/ReadLog", "saferoom.v1.Audit/GetCheckpoint", "saferoom.v1.Audit/VerifyLog"}
     | LIST_BUDGETS,
 }  # fmt: skip
