@@ -59,6 +59,20 @@ class Binning:
             return cls(column, edges, bins, point_at_low=True)
         return cls(column, np.linspace(lo, hi, bins + 1), bins)
 
+    def _position(self, x: np.ndarray) -> np.ndarray:
+        """Each value's bin by arithmetic on the evenly spaced (or evenly log-spaced) edges: no search, so
+        binning 10 million values takes a fraction of a second."""
+        assert self.edges is not None
+        lo, hi = float(self.edges[0]), float(self.edges[-1])
+        if self.point_at_low:
+            unit = (hi - lo) / _LOG_UNITS
+            scaled = np.log1p(np.maximum(x - lo, 0.0) / unit) / math.log1p((hi - lo) / unit)
+        else:
+            scaled = (x - lo) / max(hi - lo, 1e-300)
+        # (+1e-9: a value on an edge belongs to the bin above it, whatever the rounding of the division)
+        position: np.ndarray = np.clip(np.floor(scaled * self.size + 1e-9), 0, self.size - 1).astype(np.int64)
+        return position
+
     @property
     def cells(self) -> int:
         """Bins including the missing-value bin."""
@@ -84,7 +98,7 @@ class Binning:
             if pa.types.is_date32(values.type):
                 values = values.cast(pa.int32())
             x = pc.fill_null(values.cast(pa.float64()), float(self.edges[0])).to_numpy(zero_copy_only=False)
-            out = np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, self.size - 1)
+            out = self._position(x)
             if self.point_at_low:  # bin 0 holds exactly the lower bound; the rest of its interval goes to bin 1
                 out = np.where((out == 0) & (x > self.edges[0]), min(1, self.size - 1), out)
         return np.where(missing, self.size, out).astype(np.int64)
