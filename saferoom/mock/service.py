@@ -225,7 +225,7 @@ class MockService:
         """What ``caller`` may know about ``dataset``'s mock data (operators also: budget, real-vs-mock TVD)."""
         info = self._info(dataset)
         operator = caller.has(Role.OPERATOR)
-        if info.is_public:
+        if info.is_public and info.engine == "arrow":  # a public Spark dataset gets the fallback: no file here
             return MockInfo(dataset, MockKind.PUBLIC_ROWS, "public: the real rows", rows=info.rows)
         note = ""
         if publication is None:
