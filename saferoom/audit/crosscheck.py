@@ -11,7 +11,10 @@ audit) and a record without its row (a lost or deleted change: a deleted ``safer
   spend per dataset equals the sum of their charged records;
 * every budget's totals are those of its last ``budget_set`` record;
 * every review decision has its record (same count per package and kind);
-* every stored result has its ``result_released`` record, whose hash is that of the stored outputs.
+* every stored result has its ``result_released`` record, whose hash is that of the stored outputs;
+* every mock data publication has its ``mock_published`` record (same version, epsilon, dataset hash and
+  measurements hash, the stored measurements still hashing to it), and vice versa; every publication budget the
+  total of its last ``mock_budget_set`` record.
 
 Amounts are compared in the ledger's integer units, so the comparison is exact.
 """
@@ -19,6 +22,7 @@ Amounts are compared in the ledger's integer units, so the comparison is exact.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -74,6 +78,7 @@ def cross_check(conn: sqlite3.Connection, records: Iterable[AuditRecord]) -> lis
     _decisions(conn, by_event, problems)
     _checks(conn, by_event, problems)
     _results(conn, by_event, problems)
+    _mock(conn, by_event, problems)
     if len(problems) > MAX_PROBLEMS:
         problems = [*problems[:MAX_PROBLEMS], f"... and {len(problems) - MAX_PROBLEMS} more"]
     return problems
@@ -280,6 +285,50 @@ def _results(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], p
     for job_id, record in sorted(released.items()):
         if job_id not in stored:
             problems.append(f"record {record.seq} (result_released) names job {job_id}, whose result is not stored")
+
+
+def _mock(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], problems: list[str]) -> None:
+    """Publications of mock data and their budgets against ``mock_published`` and ``mock_budget_set``."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'mock_publications'").fetchone() is None:
+        return  # a database from before mock publications
+    rows = {}
+    for r in conn.execute(
+        "SELECT dataset, version, epsilon, dataset_hash, measurements_hash, measurements FROM mock_publications"
+    ):
+        key = (str(r["dataset"]), int(r["version"]))
+        rows[key] = (int(r["epsilon"]), r["dataset_hash"], r["measurements_hash"])
+        if hashlib.sha256(bytes(r["measurements"])).hexdigest() != r["measurements_hash"]:
+            problems.append(f"the stored measurements of mock {key[0]} version {key[1]} were changed")
+    logged = {}
+    for record in by_event[EventType.MOCK_PUBLISHED]:
+        version = record.summary.get("version")
+        key = (str(record.objects.get("dataset", "")), int(version) if isinstance(version, int) else -1)
+        epsilon, _ = _units(record.summary)
+        logged[key] = (epsilon, record.summary.get("dataset_hash"), record.summary.get("measurements_hash"))
+    for key in sorted(set(rows) | set(logged)):
+        if key not in logged:
+            problems.append(
+                f"mock {key[0]} version {key[1]} is published in the database but has no mock_published record"
+            )
+        elif key not in rows:
+            problems.append(
+                f"the mock_published record of {key[0]} version {key[1]} has no publication in the database "
+                "(deleted: its epsilon would no longer count against the publication budget)"
+            )
+        elif rows[key] != logged[key]:
+            problems.append(f"mock {key[0]} version {key[1]} differs from its mock_published record")
+    last = {str(r.objects.get("dataset", "")): r for r in by_event[EventType.MOCK_BUDGET_SET]}
+    budgets = {str(r[0]): int(r[1]) for r in conn.execute("SELECT dataset, epsilon_total FROM mock_budgets")}
+    for dataset in sorted(set(budgets) | set(last)):
+        budget_record = last.get(dataset)
+        total = budget_record.summary.get("epsilon_total") if budget_record is not None else None
+        if budget_record is None or dataset not in budgets or not isinstance(total, int | float):
+            problems.append(f"the mock publication budget of {dataset} and its mock_budget_set records disagree")
+        elif epsilon_units(float(total), round_up=False) != budgets[dataset]:
+            problems.append(
+                f"the mock publication budget of {dataset} is epsilon {budgets[dataset] / 1e6:g} in the database "
+                f"but {total:g} by its last mock_budget_set record ({budget_record.seq})"
+            )
 
 
 def check_server_state(db: Database, log: AuditLog) -> list[str]:

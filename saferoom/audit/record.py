@@ -66,6 +66,8 @@ class EventType(StrEnum):
     BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
     DATASET_PUBLISHED = "dataset_published"
+    MOCK_BUDGET_SET = "mock_budget_set"
+    MOCK_PUBLISHED = "mock_published"
 
 
 @dataclass(frozen=True)

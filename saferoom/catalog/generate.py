@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from saferoom.catalog.catalog import schema_of
-from saferoom.catalog.manifest import Column, DatasetInfo, Manifest, Policy
+from saferoom.catalog.manifest import Column, DatasetInfo, Manifest, MockSpec, Policy
 
 __all__ = ["CHUNK", "DISTRICTS", "generate_catalog"]
 
@@ -301,6 +301,17 @@ def _infos(scale: int, differential_privacy: bool = True, output_checking: bool 
             privacy_unit="person_id",
             one_row_per_unit=True,
             policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=1, output_checking=checking),
+            # Incomes differ by district and age; education by age; homes cluster within each district.
+            mock=MockSpec(
+                structure=(
+                    ("district", "lat+lon"),
+                    ("district", "income"),
+                    ("age", "income"),
+                    ("age", "education"),
+                ),
+                bins=48,  # income: (district, age, income) is one 3-way marginal, 7 x 102 x 49 cells
+                joint=(("lat", "lon"),),
+            ),
         ),
         DatasetInfo(
             "housing_transactions",
@@ -323,6 +334,14 @@ def _infos(scale: int, differential_privacy: bool = True, output_checking: bool 
             privacy_unit="buyer_id",
             one_row_per_unit=False,
             policy=Policy(min_contributors=10, differential_privacy=dp, max_contributions=2, output_checking=checking),
+            # Prices differ by district (and drift over time); the price per m2 is a price divided by an area.
+            mock=MockSpec(
+                structure=(("district", "lat+lon"), ("district", "price"), ("price", "area_m2"), ("district", "date")),
+                joint=(("lat", "lon"),),
+                derived=(("price_per_m2", "price / area_m2"),),
+                bins=32,  # 20 times fewer rows than persons: coarser bins, ~1 km places
+                joint_bins=65,
+            ),
         ),
         DatasetInfo(
             "bus_stops",

@@ -14,7 +14,17 @@ from typing import Any, Literal
 
 from saferoom.errors import DatasetNotFound, InvalidRequest
 
-__all__ = ["COLUMN_TYPES", "ENGINES", "MANIFEST_NAME", "OUTPUT_CHECKING", "Column", "DatasetInfo", "Manifest", "Policy"]
+__all__ = [
+    "COLUMN_TYPES",
+    "ENGINES",
+    "MANIFEST_NAME",
+    "OUTPUT_CHECKING",
+    "Column",
+    "DatasetInfo",
+    "Manifest",
+    "MockSpec",
+    "Policy",
+]
 
 MANIFEST_NAME = "catalog.json"
 FORMAT = 1
@@ -93,6 +103,59 @@ class Policy:
         return self.output_checking == "required"
 
 
+_DERIVATION = re.compile(r"^([a-z][a-z0-9_]{0,63}) ([*/]) ([a-z][a-z0-9_]{0,63})$")
+
+
+@dataclass(frozen=True)
+class MockSpec:
+    """How differentially private mock data of a dataset is synthesised (``saferoom.mock``): all public.
+
+    ``joint`` pairs of numeric columns are binned together as one attribute named ``a+b`` (lat/lon: places);
+    ``structure`` is the dependency graph as (parent, child) attribute edges: a child with one parent is
+    measured as a noisy 2-way marginal with it, a child with two (at most) as a 3-way marginal with both (a
+    Bayesian network of degree 2, as in PrivBayes); ``derived`` columns are recomputed from two others
+    (``"price / area_m2"``) instead of being measured.
+    """
+
+    structure: tuple[tuple[str, str], ...] = ()
+    joint: tuple[tuple[str, str], ...] = ()
+    derived: tuple[tuple[str, str], ...] = ()  # (column, "a / b" or "a * b")
+    bins: int = 96  # bins of a numeric column (integers with a narrower range get one bin per value)
+    joint_bins: int = 130  # bins per axis of a joint attribute
+
+    def __post_init__(self) -> None:
+        if not (2 <= self.bins <= 1000 and 2 <= self.joint_bins <= 400):
+            raise InvalidRequest("mock: bins must be in [2, 1000] and joint_bins in [2, 400]")
+        for _, expression in self.derived:
+            if not _DERIVATION.match(expression):
+                raise InvalidRequest(f"mock: derivation {expression!r} must be 'a / b' or 'a * b'")
+        children = [child for _, child in self.structure]
+        if any(children.count(c) > 2 for c in children) or len(set(self.structure)) != len(self.structure):
+            raise InvalidRequest("mock: an attribute of the structure has at most two parents, each named once")
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "structure": [list(e) for e in self.structure],
+            "joint": [list(j) for j in self.joint],
+            "derived": dict(self.derived),
+            "bins": self.bins,
+            "joint_bins": self.joint_bins,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> MockSpec:
+        try:
+            return cls(
+                structure=tuple((str(a), str(b)) for a, b in data.get("structure", [])),
+                joint=tuple((str(a), str(b)) for a, b in data.get("joint", [])),
+                derived=tuple((str(k), str(v)) for k, v in dict(data.get("derived", {})).items()),
+                bins=int(data.get("bins", 96)),
+                joint_bins=int(data.get("joint_bins", 130)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"mock: malformed declaration ({exc})") from None
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """A dataset as the catalog declares it."""
@@ -112,6 +175,7 @@ class DatasetInfo:
     # SHA-256 of the declaration it was imported under; None for generated or hand-written entries.
     version: str | None = None
     declaration_hash: str | None = None
+    mock: MockSpec | None = None  # how DP mock data is synthesised (None: every column on its own)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -149,6 +213,9 @@ class DatasetInfo:
         for key in ("version", "declaration_hash"):
             if data[key] is None:
                 del data[key]
+        del data["mock"]
+        if self.mock is not None:
+            data["mock"] = self.mock.to_data()
         data["columns"] = [
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items() if v is not None}
             for c in self.columns
@@ -161,7 +228,8 @@ class DatasetInfo:
             Column(**{**c, "categories": tuple(c["categories"]) if c.get("categories") else None})
             for c in data["columns"]
         )
-        return cls(**{**data, "columns": columns, "policy": Policy(**data.get("policy", {}))})
+        mock = MockSpec.from_data(data["mock"]) if data.get("mock") is not None else None
+        return cls(**{**data, "columns": columns, "policy": Policy(**data.get("policy", {})), "mock": mock})
 
 
 @dataclass(frozen=True)

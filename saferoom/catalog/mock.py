@@ -1,7 +1,8 @@
-"""Mock data: the same schema as a dataset, values drawn only from its declared public domain.
+"""The declared-domain fallback of mock data: the same schema, values drawn only from the declared public domain.
 
 Nothing here ever reads a real row: the functions take the manifest's description of a dataset and nothing
-else, so mock data can be handed to anyone.
+else, so mock data can be handed to anyone. It is what a dataset's mock data is until an operator publishes
+differentially private synthetic data of it (``saferoom.mock``), labelled "declared-domain fallback".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pyarrow as pa
 from saferoom.catalog.catalog import schema_of
 from saferoom.catalog.manifest import Column, DatasetInfo, Manifest
 
-__all__ = ["DEFAULT_MOCK_ROWS", "mock_ipc_bytes", "mock_table", "write_mock_catalog"]
+__all__ = ["DEFAULT_MOCK_ROWS", "ipc_bytes", "mock_ipc_bytes", "mock_table", "write_mock_catalog"]
 
 DEFAULT_MOCK_ROWS = 10_000
 
@@ -49,7 +50,11 @@ def mock_table(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> pa.
 
 def mock_ipc_bytes(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> bytes:
     """A mock table as an Arrow IPC stream, for download."""
-    table = mock_table(info, rows, seed)
+    return ipc_bytes(mock_table(info, rows, seed))
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """A table as an Arrow IPC stream, for download."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

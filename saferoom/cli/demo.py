@@ -89,6 +89,8 @@ def run_demo(console: Console, scale: int = 200_000, top: int = 10) -> None:
                         f"delta {budget.delta_total:g}"
                     )
 
+                _mock_dev_run(console, operator, researcher, Path(tmp) / "mock", top)
+
                 console.rule("6. Researcher lin runs site selection over gRPC: the code never sees a row")
                 job = researcher.run_job(hashes["site-selection"], {"top": top})
                 for update in researcher.watch_job(job.id, timeout=300):
@@ -156,6 +158,29 @@ def _import_enterprises(console: Console, tmp: Path, data: Path, enterprises: in
             f"  {result.info.name:<22} {result.info.sensitivity:<9} {result.version.rows:>10,} rows "
             f"(imported from {path.name}, version {result.version.version[:12]})"
         )
+
+
+def _mock_dev_run(console: Console, operator: Client, researcher: Client, out: Path, top: int) -> None:
+    """The operator publishes DP synthetic mock data (epsilon 1 per personal dataset, from its own budget);
+    the researcher downloads it and runs site selection on it offline, through the same sandbox and rules."""
+    from saferoom.catalog.download import write_downloaded_catalog
+    from saferoom.jobs.local import run_local
+
+    console.rule("5b. Operator chen publishes DP synthetic mock data; lin develops against it offline")
+    for dataset in ("population", "housing_transactions"):
+        operator.set_mock_budget(dataset, 1.0)
+        info = operator.publish_mock(dataset, 1.0)
+        console.print(
+            f"  {dataset}: {info.label}, {sum('->' in e for e in info.structure)} edges of structure, "
+            f"real-vs-mock TVD along them "
+            f"{info.mean_tvd_structure or 0:.3f} (operators only)"
+        )
+    infos = researcher.list_datasets()
+    write_downloaded_catalog(out, infos, {i.name: researcher.download_mock(i.name)[1] for i in infos})
+    outcome = run_local(default_algorithms_dir() / "site_selection", out, {"top": str(top)})
+    candidates = next(o for o in outcome.outputs if o.name == "candidates")
+    cells = candidates.table.num_rows if candidates.table is not None else 0
+    console.print(f"  saferoom dev run algorithms/site_selection --data mock/: {cells} candidate cells released")
 
 
 def _checked_release(console: Console, tmp: Path, profiles: dict[str, Path], scale: int) -> None:

@@ -213,19 +213,28 @@ def datasets_list(server: str | None) -> None:
 @server_option
 def datasets_describe(name: str, server: str | None) -> None:
     """Show a dataset's columns, domains and release policy."""
-    from saferoom.cli.render import print_dataset
+    from saferoom.cli.render import print_dataset, print_mock_info
 
     with _client(server) as client:
         print_dataset(console, client.describe_dataset(name))
+        print_mock_info(console, client.mock_info(name))
 
 
 @datasets.command("mock")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the mock catalog.")
-@click.option("--rows", type=click.IntRange(0, 100_000), default=0, help="Rows per dataset (0: server default).")
+@click.option(
+    "--rows",
+    type=click.IntRange(0, 1_000_000),
+    default=0,
+    help="Rows per dataset (0: the server's default, for DP synthetic mock data the noisy row count).",
+)
 @click.option("--seed", type=int, default=0)
 @server_option
 def datasets_mock(out: Path, rows: int, seed: int, server: str | None) -> None:
-    """Download mock copies of every dataset into a catalog directory for `saferoom dev run`."""
+    """Download mock copies of every dataset into a catalog directory for `saferoom dev run`.
+
+    Each is DP synthetic data where an operator published it (deterministic per version and seed), the real
+    rows of a public dataset, or else the declared-domain fallback (`saferoom datasets describe` says which)."""
     from saferoom.catalog.download import write_downloaded_catalog
 
     with _client(server, timeout=300) as client:
@@ -446,6 +455,45 @@ def check_request_changes(job_id: str, reason: str, server: str | None) -> None:
 
 
 # ------------------------------------------------------------------ budgets
+
+
+@cli.group()
+def mock() -> None:
+    """DP synthetic mock data: operators set publication budgets and publish; everyone sees what was published."""
+
+
+@mock.command("budget")
+@click.argument("dataset")
+@click.option("--epsilon", type=float, required=True, help="Total epsilon publishing DATASET's mock data may spend.")
+@server_option
+def mock_budget(dataset: str, epsilon: float, server: str | None) -> None:
+    """Operators: set (replace) the publication budget of DATASET's mock data, separate from researchers'."""
+    with _client(server) as client:
+        total, spent = client.set_mock_budget(dataset, epsilon)
+    console.print(f"{dataset}: mock publication budget epsilon {total:g}, {spent:g} spent")
+
+
+@mock.command("publish")
+@click.argument("dataset")
+@click.option("--epsilon", type=float, required=True, help="Epsilon this publication spends (of the budget).")
+@server_option
+def mock_publish(dataset: str, epsilon: float, server: str | None) -> None:
+    """Operators: measure DATASET under differential privacy and publish it as synthetic mock data."""
+    from saferoom.cli.render import print_mock_info
+
+    with _client(server, timeout=600) as client:
+        print_mock_info(console, client.publish_mock(dataset, epsilon))
+
+
+@mock.command("info")
+@click.argument("dataset")
+@server_option
+def mock_info(dataset: str, server: str | None) -> None:
+    """How DATASET's mock data is made: synthetic (DP, its structure, epsilon, fidelity) or the fallback."""
+    from saferoom.cli.render import print_mock_info
+
+    with _client(server) as client:
+        print_mock_info(console, client.mock_info(dataset))
 
 
 @cli.group()

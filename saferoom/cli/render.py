@@ -7,7 +7,7 @@ import json
 import math
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from rich.console import Console
@@ -18,6 +18,9 @@ from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
 from saferoom.client import Budget, HeldResult, Job, PackageSummary, Result, ResultOutput
 from saferoom.jobs.pipeline import JobOutcome
+
+if TYPE_CHECKING:
+    from saferoom.mock import MockInfo
 
 __all__ = [
     "budgets_to_json",
@@ -184,6 +187,33 @@ def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:
             d.description,
         )
     console.print(table)
+
+
+def print_mock_info(console: Console, info: MockInfo) -> None:
+    """A dataset's mock data: synthetic (DP) with what may be known of it, or the fallback, labelled."""
+    console.print(f"mock data: [bold]{info.label}[/bold]" + (f", version {info.version}" if info.version else ""))
+    if info.note:
+        console.print(f"  {info.note}")
+    if info.structure:
+        console.print(f"  structure: {'; '.join(info.structure)}")
+        console.print(f"  rows (noisy count): {info.rows:,}")
+    if info.estimated:
+        worst = max(info.estimated.values())
+        mean = sum(info.estimated.values()) / len(info.estimated)
+        console.print(
+            f"  fidelity estimated from the noisy measurements (TVD): mean {mean:.3f}, worst {worst:.3f} "
+            f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(info.estimated.items()))})"
+        )
+    if info.measured:
+        console.print(
+            f"  operators: real vs mock TVD, mean along the structure {info.mean_tvd_structure or 0:.3f}, "
+            f"worst marginal {max(info.measured.values()):.3f} over {len(info.measured)} marginals"
+        )
+    if info.budget_epsilon_total is not None:
+        console.print(
+            f"  operators: publication budget epsilon {info.budget_epsilon_total:g}, "
+            f"{info.budget_epsilon_spent or 0:g} spent"
+        )
 
 
 def print_dataset(console: Console, d: DatasetInfo) -> None:

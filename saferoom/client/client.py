@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import pyarrow as pa
@@ -23,6 +23,8 @@ from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
 from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
+from saferoom._proto.saferoom.v1 import mock_pb2 as _mock_pb2
+from saferoom._proto.saferoom.v1 import mock_pb2_grpc as _mock_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
@@ -41,6 +43,9 @@ from saferoom.errors import (
 from saferoom.identity import load_signing_key
 from saferoom.packages import Package, load_package, package_from_files, sign_approval
 from saferoom.wire import enum_from_proto, value_from_proto, value_to_proto
+
+if TYPE_CHECKING:
+    from saferoom.mock.service import MockInfo
 
 __all__ = [
     "Budget",
@@ -416,6 +421,7 @@ class Client:
         self._audit = _audit_pb2_grpc.AuditServiceStub(self._channel)
         self._budgets = _budgets_pb2_grpc.BudgetsServiceStub(self._channel)
         self._checks = _checks_pb2_grpc.ChecksServiceStub(self._channel)
+        self._mock = _mock_pb2_grpc.MockServiceStub(self._channel)
 
     @classmethod
     def from_profile(
@@ -607,6 +613,24 @@ class Client:
         """The budgets you may see (your own; everyone's for operators and auditors), optionally filtered."""
         request = _budgets_pb2.ListBudgetsRequest(researcher=researcher, dataset=dataset)
         return [_budget(b) for b in self._call(self._budgets.ListBudgets, request).budgets]
+
+    # -------------------------------------------------------------- mock data
+
+    def mock_info(self, dataset: str) -> MockInfo:
+        """What you may know about a dataset's mock data (operators: also real-vs-mock fidelity and budget)."""
+        reply = self._call(self._mock.GetMockInfo, _mock_pb2.GetMockInfoRequest(dataset=dataset))
+        return _mock_info(reply.info)
+
+    def set_mock_budget(self, dataset: str, epsilon: float) -> tuple[float, float]:
+        """Operators: the total epsilon publishing mock data of ``dataset`` may spend; (total, spent)."""
+        request = _mock_pb2.SetMockBudgetRequest(dataset=dataset, epsilon=epsilon)
+        reply = self._call(self._mock.SetMockBudget, request)
+        return reply.epsilon_total, reply.epsilon_spent
+
+    def publish_mock(self, dataset: str, epsilon: float) -> MockInfo:
+        """Operators: measure ``dataset`` under ``epsilon`` (charged to its publication budget) for mock data."""
+        request = _mock_pb2.PublishMockRequest(dataset=dataset, epsilon=epsilon)
+        return _mock_info(self._call(self._mock.PublishMock, request, timeout=max(self.timeout, 300)).info)
 
     # -------------------------------------------------------------- audit (auditors)
 
@@ -823,3 +847,30 @@ def _translate(exc: grpc.RpcError) -> SaferoomError:
         error = SaferoomError(message)
     error.grpc_code = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
     return error
+
+
+def _mock_info(p: _mock_pb2.MockInfo) -> MockInfo:
+    from saferoom.mock.service import MockInfo, MockKind
+
+    kinds = {
+        _mock_pb2.MOCK_KIND_SYNTHETIC: MockKind.SYNTHETIC,
+        _mock_pb2.MOCK_KIND_PUBLIC_ROWS: MockKind.PUBLIC_ROWS,
+    }
+    return MockInfo(
+        dataset=p.dataset,
+        kind=kinds.get(p.kind, MockKind.DECLARED_DOMAIN),
+        label=p.label,
+        version=p.version,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        structure=tuple(p.structure),
+        rows=p.rows,
+        estimated={f.marginal: f.tvd for f in p.estimated},
+        note=p.note,
+        measured={f.marginal: f.tvd for f in p.measured} or None,
+        mean_tvd_structure=p.mean_tvd_structure if p.HasField("mean_tvd_structure") else None,
+        budget_epsilon_total=p.budget_epsilon_total if p.HasField("budget_epsilon_total") else None,
+        budget_epsilon_spent=p.budget_epsilon_spent if p.HasField("budget_epsilon_spent") else None,
+        published_by=p.published_by,
+        dataset_hash=p.dataset_hash,
+    )

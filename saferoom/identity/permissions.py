@@ -18,6 +18,7 @@ _CATALOG = (
     "saferoom.v1.CatalogService/ListDatasets",
     "saferoom.v1.CatalogService/DescribeDataset",
     "saferoom.v1.CatalogService/DownloadMock",
+    "saferoom.v1.MockService/GetMockInfo",
 )
 _READ_PACKAGES = (
     "saferoom.v1.PackagesService/GetPackage",
@@ -65,6 +66,8 @@ ALLOWED: Mapping[Role, frozenset[str]] = {
             "saferoom.v1.ReviewService/RevokeApproval",
             "saferoom.v1.BudgetsService/SetBudget",
             "saferoom.v1.BudgetsService/ListBudgets",
+            "saferoom.v1.MockService/SetMockBudget",  # the publication budget of DP mock data
+            "saferoom.v1.MockService/PublishMock",
         }
     ),
     # Output checkers see held exact results in full and decide on them; they run nothing and read no other

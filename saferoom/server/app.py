@@ -23,6 +23,8 @@ from saferoom._proto.saferoom.v1 import checks_pb2 as _checks_pb2
 from saferoom._proto.saferoom.v1 import checks_pb2_grpc as _checks_pb2_grpc
 from saferoom._proto.saferoom.v1 import jobs_pb2 as _jobs_pb2
 from saferoom._proto.saferoom.v1 import jobs_pb2_grpc as _jobs_pb2_grpc
+from saferoom._proto.saferoom.v1 import mock_pb2 as _mock_pb2
+from saferoom._proto.saferoom.v1 import mock_pb2_grpc as _mock_pb2_grpc
 from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
@@ -31,6 +33,7 @@ from saferoom.audit import AuditLog, Checkpoint, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
 from saferoom.audit.log import AuditFilter, Entry
+from saferoom.catalog.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.watch import CatalogWatcher
 from saferoom.config import ServerConfig
@@ -41,11 +44,13 @@ from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
 from saferoom.metrics import Metrics
+from saferoom.mock import MockService
 from saferoom.packages import PackageService
 from saferoom.server.audit_service import AuditServicer
 from saferoom.server.auth import AuthInterceptor, Caller, RefusalHook, StreamSlots
 from saferoom.server.checks_service import ChecksServicer
 from saferoom.server.errors import ErrorInterceptor
+from saferoom.server.mock_service import MockServicer
 from saferoom.server.observe import MetricsEndpoint, RequestInterceptor
 from saferoom.server.services import (
     BudgetsServicer,
@@ -54,7 +59,15 @@ from saferoom.server.services import (
     PackagesServicer,
     ReviewServicer,
 )
-from saferoom.store import BudgetLedger, CheckStore, Database, IdentityStore, JobStore, PackageStore
+from saferoom.store import (
+    BudgetLedger,
+    CheckStore,
+    Database,
+    IdentityStore,
+    JobStore,
+    PackageStore,
+    PublicationLedger,
+)
 from saferoom.store import stats as _stats
 
 __all__ = ["SaferoomServer", "create_server"]
@@ -69,6 +82,7 @@ SERVICE_NAMES = (
     _audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     _budgets_pb2.DESCRIPTOR.services_by_name["BudgetsService"].full_name,
     _checks_pb2.DESCRIPTOR.services_by_name["ChecksService"].full_name,
+    _mock_pb2.DESCRIPTOR.services_by_name["MockService"].full_name,
 )
 
 
@@ -207,6 +221,8 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             metrics=metrics,
         )
         _register_gauges(metrics, database, jobs, audit, pipeline)
+        # Mock data: the real tables are read (memory-mapped) only to measure them for a publication.
+        mock = MockService(Catalog.open(config.data_dir), PublicationLedger(database), audit)
         message_bytes = config.max_message_mib * 2**20
         streams = StreamSlots(config.max_streams_per_identity, config.max_streams)
         server = grpc.server(
@@ -231,7 +247,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             ],
             maximum_concurrent_rpcs=config.max_streams + 40,
         )
-        catalog_servicer = CatalogServicer(manifest)
+        catalog_servicer = CatalogServicer(manifest, mock, caller)
         _catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog_servicer, server)
         _packages_pb2_grpc.add_PackagesServiceServicer_to_server(PackagesServicer(packages, caller), server)
         _review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(packages, caller), server)
@@ -239,6 +255,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         _audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit, caller), server)
         _budgets_pb2_grpc.add_BudgetsServiceServicer_to_server(BudgetsServicer(budgets, caller), server)
         _checks_pb2_grpc.add_ChecksServiceServicer_to_server(ChecksServicer(checks, caller), server)
+        _mock_pb2_grpc.add_MockServiceServicer_to_server(MockServicer(mock, caller), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
@@ -278,6 +295,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             assert audit is not None and pipeline is not None
             pipeline.switch(new)  # running jobs finish on the version they started on
             catalog_servicer.serve(new)
+            mock.serve(Catalog.open(config.data_dir))
             record_published(audit, new, changed)
 
         watcher = CatalogWatcher(config.data_dir, manifest, new_versions, config.catalog_poll_seconds)

@@ -19,10 +19,12 @@ from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.catalog.manifest import Manifest
-from saferoom.catalog.mock import mock_ipc_bytes
+from saferoom.catalog.mock import ipc_bytes
 from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import InvalidRequest
 from saferoom.jobs import JobService
+from saferoom.mock import MockService
+from saferoom.mock.service import MAX_DOWNLOAD_ROWS
 from saferoom.packages import PackageService
 from saferoom.server import convert
 from saferoom.server.auth import Caller
@@ -34,7 +36,7 @@ _JOB_REF = re.compile(r"^[0-9a-f]{6,32}$")
 _PACKAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 MOCK_CHUNK_BYTES = 1024 * 1024
-MAX_MOCK_ROWS = 100_000
+MAX_MOCK_ROWS = MAX_DOWNLOAD_ROWS
 
 
 def _ref(value: str) -> str:
@@ -70,10 +72,12 @@ def _package_ref(value: str) -> str:
 
 
 class CatalogServicer(_catalog_pb2_grpc.CatalogServiceServicer):
-    """Schemas, policies and mock data; never real rows."""
+    """Schemas, policies and mock data; never real rows of a personal dataset."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, mock: MockService, caller: Caller) -> None:
         self._manifest = manifest
+        self._mock = mock
+        self._caller = caller
 
     def serve(self, manifest: Manifest) -> None:
         """Describe ``manifest`` from now on (new versions: row counts change)."""
@@ -94,7 +98,8 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServiceServicer):
             raise InvalidRequest(f"rows must be between 0 and {MAX_MOCK_ROWS}")
         if request.seed < 0:
             raise InvalidRequest("seed must be 0 or more")
-        data = mock_ipc_bytes(info, rows=request.rows or None, seed=request.seed)
+        _, table = self._mock.download(info.name, request.rows, request.seed, self._caller(context))
+        data = ipc_bytes(table)
         yield _catalog_pb2.DownloadMockResponse(dataset=convert.dataset_to_proto(info))
         for start in range(0, len(data), MOCK_CHUNK_BYTES):
             if not context.is_active():

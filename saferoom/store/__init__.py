@@ -1,6 +1,6 @@
 """State: SQLite in WAL mode, one class per store."""
 
-from saferoom.store.budgets import Budget, BudgetLedger, Charge, Cost
+from saferoom.store.budgets import Budget, BudgetLedger, Charge, Cost, PublicationLedger
 from saferoom.store.checks import CheckStore, DecisionRow, HeldRecord
 from saferoom.store.database import MIGRATIONS, Database
 from saferoom.store.identities import IdentityRecord, IdentityStore
@@ -24,6 +24,7 @@ __all__ = [
     "JobStore",
     "PackageRecord",
     "PackageStore",
+    "PublicationLedger",
     "StoredOutput",
     "StoredResult",
 ]

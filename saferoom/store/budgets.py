@@ -16,6 +16,8 @@ refuse a run, never admit one. The decimal value of a float is taken from its sh
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sqlite3
 import time
@@ -35,12 +37,17 @@ __all__ = [
     "BudgetLedger",
     "Charge",
     "Cost",
+    "Publication",
+    "PublicationBudget",
+    "PublicationLedger",
     "charge_budgets",
+    "check_publication",
     "delta_units",
     "delta_value",
     "epsilon_units",
     "epsilon_value",
     "format_amount",
+    "read_publication_budget",
 ]
 
 EPSILON_UNITS = 10**6  # epsilon is stored in millionths
@@ -294,3 +301,164 @@ def _finite(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidRequest("a privacy amount must be a finite number")
     return float(value)
+
+
+# ------------------------------------------------------------------ mock data publication budgets
+
+
+@dataclass(frozen=True)
+class PublicationBudget:
+    """What may be spent on publishing DP mock data of one dataset, and what was, in units (delta is 0: the
+    measurements are pure epsilon-DP)."""
+
+    dataset: str
+    epsilon_total: int
+    epsilon_spent: int = 0
+    publications: int = 0
+    set_by: str = ""  # empty: never set (a zero budget)
+
+    @property
+    def epsilon_remaining(self) -> int:
+        return max(0, self.epsilon_total - self.epsilon_spent)
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One publication of mock data: its charge and the measurements it stores (never rows)."""
+
+    dataset: str
+    version: int
+    dataset_hash: str
+    epsilon: int
+    delta: int
+    structure: tuple[str, ...]
+    measurements: bytes
+    measurements_hash: str
+    fidelity: dict[str, float]  # operator-only: real vs mock TVD per marginal
+    published_by: str
+    published_at: float
+
+
+def read_publication_budget(conn: sqlite3.Connection, dataset: str) -> PublicationBudget:
+    """The publication budget of ``dataset`` with what was spent (a zero budget when none was set)."""
+    row = conn.execute("SELECT epsilon_total, set_by FROM mock_budgets WHERE dataset = ?", (dataset,)).fetchone()
+    spent = conn.execute(
+        "SELECT COALESCE(SUM(epsilon), 0), COUNT(*) FROM mock_publications WHERE dataset = ?", (dataset,)
+    ).fetchone()
+    total, by = (int(row[0]), str(row[1])) if row is not None else (0, "")
+    return PublicationBudget(dataset, total, int(spent[0]), int(spent[1]), by)
+
+
+def _publication(row: sqlite3.Row) -> Publication:
+    return Publication(
+        row["dataset"],
+        int(row["version"]),
+        row["dataset_hash"],
+        int(row["epsilon"]),
+        int(row["delta"]),
+        tuple(json.loads(row["structure_json"])),
+        bytes(row["measurements"]),
+        row["measurements_hash"],
+        dict(json.loads(row["fidelity_json"])),
+        row["published_by"],
+        float(row["published_at"]),
+    )
+
+
+def check_publication(budget: PublicationBudget, epsilon: int) -> None:
+    """``BudgetExhausted`` unless ``budget`` has ``epsilon`` (units) left."""
+    if epsilon > budget.epsilon_remaining:
+        raise BudgetExhausted(
+            f"publishing mock data of {budget.dataset} needs epsilon {format_amount(epsilon_value(epsilon))}, "
+            f"its publication budget has {format_amount(epsilon_value(budget.epsilon_remaining))} left"
+            + ("" if budget.set_by else " (no publication budget was set: saferoom mock budget)")
+            + "; nothing was charged"
+        )
+
+
+class PublicationLedger:
+    """Persistence of mock publication budgets and publications (who may do what: ``saferoom.mock.service``).
+
+    A publication is charged like a run: inside one write transaction the budget is read, the charge checked
+    against what remains and the publication inserted, or nothing is (``BudgetExhausted``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @staticmethod
+    def setter(dataset: str, epsilon: float, set_by: str) -> Callable[[sqlite3.Connection], PublicationBudget]:
+        """Setting ``dataset``'s publication budget (rounded down to whole units), to run in a transaction."""
+        if not 0 <= _finite(epsilon) <= MAX_EPSILON_BUDGET:
+            raise InvalidRequest(f"epsilon must be a number in [0, {MAX_EPSILON_BUDGET:g}]")
+        total = epsilon_units(epsilon, round_up=False)
+        when = time.time()
+
+        def change(conn: sqlite3.Connection) -> PublicationBudget:
+            conn.execute(
+                "INSERT INTO mock_budgets (dataset, epsilon_total, set_by, set_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (dataset) DO UPDATE SET epsilon_total = excluded.epsilon_total,"
+                " set_by = excluded.set_by, set_at = excluded.set_at",
+                (dataset, total, set_by, when),
+            )
+            return read_publication_budget(conn, dataset)
+
+        return change
+
+    @staticmethod
+    def publisher(
+        dataset: str,
+        epsilon: int,
+        dataset_hash: str,
+        structure: Sequence[str],
+        measurements: bytes,
+        fidelity: dict[str, float],
+        published_by: str,
+    ) -> Callable[[sqlite3.Connection], tuple[Publication, PublicationBudget]]:
+        """Charging and storing one publication, to run in a transaction; ``BudgetExhausted`` charges nothing."""
+        digest = hashlib.sha256(measurements).hexdigest()
+        when = time.time()
+
+        def change(conn: sqlite3.Connection) -> tuple[Publication, PublicationBudget]:
+            check_publication(read_publication_budget(conn, dataset), epsilon)
+            version = int(
+                conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM mock_publications WHERE dataset = ?", (dataset,)
+                ).fetchone()[0]
+            )
+            conn.execute(
+                "INSERT INTO mock_publications (dataset, version, dataset_hash, epsilon, delta, structure_json,"
+                " measurements, measurements_hash, fidelity_json, published_by, published_at)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (
+                    dataset,
+                    version,
+                    dataset_hash,
+                    epsilon,
+                    json.dumps(list(structure)),
+                    measurements,
+                    digest,
+                    json.dumps(fidelity, sort_keys=True),
+                    published_by,
+                    when,
+                ),
+            )
+            publication = Publication(
+                dataset, version, dataset_hash, epsilon, 0, tuple(structure), measurements, digest, fidelity,
+                published_by, when,
+            )  # fmt: skip
+            return publication, read_publication_budget(conn, dataset)
+
+        return change
+
+    def budget(self, dataset: str) -> PublicationBudget:
+        with self._db.reading() as conn:
+            return read_publication_budget(conn, dataset)
+
+    def latest(self, dataset: str) -> Publication | None:
+        """The dataset's newest publication (None: never published)."""
+        with self._db.reading() as conn:
+            row = conn.execute(
+                "SELECT * FROM mock_publications WHERE dataset = ? ORDER BY version DESC LIMIT 1", (dataset,)
+            ).fetchone()
+        return None if row is None else _publication(row)

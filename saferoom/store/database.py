@@ -225,6 +225,34 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        10,
+        # DP mock data (saferoom.mock): each dataset's publication budget, set by an operator, and each
+        # publication: its charge (epsilon in the ledger's millionths) and the noisy measurements mock rows are
+        # sampled from (never rows), bound to the dataset file it measured.
+        """
+        CREATE TABLE mock_budgets (
+            dataset TEXT PRIMARY KEY,
+            epsilon_total INTEGER NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL
+        );
+        CREATE TABLE mock_publications (
+            dataset TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            dataset_hash TEXT NOT NULL,
+            epsilon INTEGER NOT NULL,
+            delta INTEGER NOT NULL,
+            structure_json TEXT NOT NULL,
+            measurements BLOB NOT NULL,
+            measurements_hash TEXT NOT NULL,
+            fidelity_json TEXT NOT NULL,
+            published_by TEXT NOT NULL,
+            published_at REAL NOT NULL,
+            PRIMARY KEY (dataset, version)
+        )
+        """,
+    ),
 ]
 
 

@@ -169,3 +169,19 @@ def test_result_show_lists_every_rule_for_an_output_checker(server: SaferoomServ
     assert "min_contributors" in out and "clamp" in out
     assert "threshold" in out and "aggregate" in out
     assert "cells suppressed" not in out  # no count of suppressed cells reaches the researcher (exact data)
+
+
+def test_mock_commands_publish_and_describe(server: SaferoomServer, deployment: Deployment) -> None:
+    code, out = as_user(deployment, "alice", server, "datasets", "describe", "housing_transactions")
+    assert code == 0 and "declared-domain fallback" in out
+    code, out = as_user(deployment, "alice", server, "mock", "publish", "housing_transactions", "--epsilon", "1")
+    assert code == 1 and "permission_denied" in out
+    code, out = as_user(deployment, "olga", server, "mock", "budget", "housing_transactions", "--epsilon", "2")
+    assert code == 0 and "budget epsilon 2, 0 spent" in out
+    code, out = as_user(deployment, "olga", server, "mock", "publish", "housing_transactions", "--epsilon", "1")
+    assert code == 0 and "synthetic (DP, ε=1)" in out and "operators: real vs mock TVD" in out
+    code, out = as_user(deployment, "alice", server, "datasets", "describe", "housing_transactions")
+    assert code == 0 and "synthetic (DP, ε=1), version 1" in out and "district -> price" in out
+    assert "estimated from the noisy measurements" in out and "operators:" not in out
+    code, out = as_user(deployment, "alice", server, "mock", "info", "bus_stops")
+    assert code == 0 and "public: the real rows" in out

@@ -9,7 +9,15 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from saferoom._proto.saferoom.v1 import audit_pb2, budgets_pb2, catalog_pb2, jobs_pb2, packages_pb2, review_pb2
+from saferoom._proto.saferoom.v1 import (
+    audit_pb2,
+    budgets_pb2,
+    catalog_pb2,
+    jobs_pb2,
+    mock_pb2,
+    packages_pb2,
+    review_pb2,
+)
 from saferoom.errors import AuthenticationFailed, JobNotFound, PackageNotFound, PermissionDenied, SaferoomError
 from saferoom.identity import init_authority, issue_identity, revoke_identity
 from saferoom.server import SaferoomServer, create_server
@@ -17,7 +25,7 @@ from tests.support import Deployment, make_deployment
 
 SERVICES = [
     s
-    for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2, audit_pb2, budgets_pb2)
+    for m in (catalog_pb2, packages_pb2, review_pb2, jobs_pb2, audit_pb2, budgets_pb2, mock_pb2)
     for s in m.DESCRIPTOR.services_by_name.values()
 ]
 ALL_METHODS = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
@@ -27,7 +35,9 @@ CATALOG = {
     "saferoom.v1.CatalogService/ListDatasets",
     "saferoom.v1.CatalogService/DescribeDataset",
     "saferoom.v1.CatalogService/DownloadMock",
+    "saferoom.v1.MockService/GetMockInfo",
 }
+PUBLISH_MOCK = {"saferoom.v1.MockService/SetMockBudget", "saferoom.v1.MockService/PublishMock"}
 READ_PACKAGES = {"saferoom.v1.PackagesService/GetPackage", "saferoom.v1.PackagesService/ListPackages",
                  "saferoom.v1.PackagesService/DownloadPackage"}  # fmt: skip
 OBSERVE_JOBS = {"saferoom.v1.JobsService/GetJob", "saferoom.v1.JobsService/WatchJob",
@@ -41,7 +51,8 @@ EXPECTED = {
     "alice": CATALOG | READ_PACKAGES | OBSERVE_JOBS | LIST_BUDGETS | {"saferoom.v1.PackagesService/SubmitPackage",
                                                      "saferoom.v1.JobsService/RunJob",
                                                      "saferoom.v1.JobsService/GetResult"},
-    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | {"saferoom.v1.BudgetsService/SetBudget"},
+    "olga": CATALOG | READ_PACKAGES | OBSERVE_JOBS | REVIEW | LIST_BUDGETS | PUBLISH_MOCK
+    | {"saferoom.v1.BudgetsService/SetBudget"},
     "audrey": {"saferoom.v1.AuditService/ReadLog", "saferoom.v1.AuditService/GetCheckpoint",
                "saferoom.v1.AuditService/VerifyLog"}
     | LIST_BUDGETS,

@@ -1,0 +1,121 @@
+"""DP mock data over the real server: publication budget, publication, its audit record, what each role sees,
+determinism per version, and the restart cross-check."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saferoom.audit import AuditFilter, EventType
+from saferoom.catalog.catalog import Catalog
+from saferoom.mock import Measurements, MockKind, estimated_fidelity
+from saferoom.server import SaferoomServer, create_server
+from tests.support import Deployment, server_config
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mock-state")
+
+
+@pytest.fixture(scope="module")
+def mock_server(dp_catalog_dir: Path, deployment: Deployment, state_dir: Path) -> Iterator[SaferoomServer]:
+    server, _ = create_server(server_config(dp_catalog_dir, state_dir, deployment.pki))
+    try:
+        with deployment.client("olga", server.port) as olga:
+            olga.set_mock_budget("population", 3.0)
+            olga.set_mock_budget("housing_transactions", 1.0)
+            olga.publish_mock("population", 1.0)
+            olga.publish_mock("housing_transactions", 1.0)
+        yield server
+    finally:
+        server.stop(1.0)
+
+
+def test_a_researcher_sees_synthetic_dp_mock_with_structure_epsilon_and_estimated_fidelity(
+    mock_server: SaferoomServer, deployment: Deployment
+) -> None:
+    with deployment.client("alice", mock_server.port) as alice:
+        info = alice.mock_info("population")
+        assert info.kind is MockKind.SYNTHETIC
+        assert info.label == "synthetic (DP, ε=1)"
+        assert info.version == 1 and info.epsilon == 1.0
+        assert "district -> lat+lon" in info.structure and "age -> education" in info.structure
+        assert 19_000 < info.rows < 21_000  # the noisy count of 20,000 persons
+        assert info.estimated and all(0 <= v <= 1 for v in info.estimated.values())
+        assert info.measured is None and info.budget_epsilon_total is None and info.dataset_hash == ""
+        assert alice.mock_info("bus_stops").kind is MockKind.PUBLIC_ROWS
+        assert alice.mock_info("schools").label == "public: the real rows"
+
+
+def test_an_operator_also_sees_real_vs_mock_fidelity_and_the_budget(
+    mock_server: SaferoomServer, deployment: Deployment
+) -> None:
+    with deployment.client("olga", mock_server.port) as olga:
+        info = olga.mock_info("population")
+    assert info.measured and "lat+lon,district" in info.measured and "sex" in info.measured
+    assert len(info.measured) == 7 + 21  # every 1-way and every 2-way marginal of the 7 attributes
+    assert info.mean_tvd_structure is not None and 0 < info.mean_tvd_structure < 1  # 20,000 persons: coarse
+    assert info.budget_epsilon_total == 3.0 and info.budget_epsilon_spent == 1.0
+    assert len(info.dataset_hash) == 64 and info.published_by == "olga"
+
+
+def test_mock_rows_are_synthetic_deterministic_per_seed_and_any_size(
+    mock_server: SaferoomServer, deployment: Deployment, dp_catalog_dir: Path
+) -> None:
+    with deployment.client("alice", mock_server.port) as alice:
+        table = alice.download_mock("population", rows=5000, seed=3)[1]
+        again = alice.download_mock("population", rows=5000, seed=3)[1]
+        other = alice.download_mock("population", rows=5000, seed=4)[1]
+        default = alice.download_mock("population")[1]
+        big = alice.download_mock("population", rows=150_000, seed=3)[1]
+        housing = alice.download_mock("housing_transactions", rows=2000)[1]
+    assert table.equals(again) and not table.equals(other)
+    assert abs(default.num_rows - 20_000) < 1000 and big.num_rows == 150_000
+    with Catalog.open(dp_catalog_dir) as real:
+        assert table.schema.equals(real.table("population").schema)
+        # Values are drawn within bins: no real income (rounded to the fen) recurs, apart from zero.
+        real_incomes = set(real.table("population").column("income").to_pylist())
+    mock_incomes = set(table.column("income").to_pylist()) - {0.0}
+    assert len(mock_incomes & real_incomes) < 5
+    # Derived columns are recomputed: price_per_m2 is price / area_m2 (rounded, within its bounds).
+    rows = housing.to_pylist()
+    present = [r for r in rows if r["price"] is not None and r["area_m2"] is not None]
+    consistent = [r for r in present if 5_000 < r["price"] / r["area_m2"] < 250_000]
+    assert consistent and all(abs(r["price_per_m2"] - r["price"] / r["area_m2"]) <= 0.5 for r in consistent)
+    buyers = [r["buyer_id"] for r in rows]  # synthetic units, rows per unit from the noisy histogram
+    assert min(buyers) >= 1 and max(buyers) <= len(rows)
+
+
+def test_publication_is_recorded_with_epsilon_structure_version_and_dataset_hash(
+    mock_server: SaferoomServer,
+) -> None:
+    records = [r for r in mock_server.audit.read(AuditFilter()) if r.event == EventType.MOCK_PUBLISHED]
+    population = next(r for r in records if r.objects["dataset"] == "population")
+    assert population.actor == "olga"
+    assert population.summary["epsilon"] == 1.0 and population.summary["delta"] == 0.0
+    assert population.summary["version"] == 1
+    assert "age -> income" in population.summary["structure"]
+    assert len(population.summary["dataset_hash"]) == 64 and len(population.summary["measurements_hash"]) == 64
+    assert population.summary["epsilon_remaining"] == 2.0
+    budgets = [r for r in mock_server.audit.read(AuditFilter()) if r.event == EventType.MOCK_BUDGET_SET]
+    assert {r.objects["dataset"] for r in budgets} == {"population", "housing_transactions"}
+
+
+def test_the_estimated_fidelity_is_computed_from_the_stored_noisy_measurements_only(
+    mock_server: SaferoomServer, deployment: Deployment, state_dir: Path
+) -> None:
+    with sqlite3.connect(state_dir / "saferoom.db") as conn:
+        blob, fidelity = conn.execute(
+            "SELECT measurements, fidelity_json FROM mock_publications WHERE dataset = 'population'"
+        ).fetchone()
+    with deployment.client("alice", mock_server.port) as alice:
+        info = alice.mock_info("population")
+    measurements = Measurements.from_bytes(blob)
+    assert info.estimated == estimated_fidelity(measurements)
+    assert info.rows == measurements.total
+    assert json.loads(fidelity)  # the real-vs-mock figures exist, for operators only
