@@ -70,7 +70,8 @@ class Job:
     """A job as the server reports it."""
 
     id: str
-    state: str  # queued | running | succeeded | failed | cancelled | awaiting_check | rejected | changes_requested
+    # queued | running | releasing | succeeded | failed | cancelled | awaiting_check | rejected | changes_requested
+    state: str
     package_hash: str
     package_name: str
     package_version: str

@@ -21,6 +21,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_AWAITING_CHECK: _ClassVar[JobState]
     JOB_STATE_REJECTED: _ClassVar[JobState]
     JOB_STATE_CHANGES_REQUESTED: _ClassVar[JobState]
+    JOB_STATE_RELEASING: _ClassVar[JobState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -30,6 +31,7 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_AWAITING_CHECK: JobState
 JOB_STATE_REJECTED: JobState
 JOB_STATE_CHANGES_REQUESTED: JobState
+JOB_STATE_RELEASING: JobState
 
 class Value(_message.Message):
     __slots__ = ("int_value", "float_value", "str_value", "bool_value", "null_value")
