@@ -5,6 +5,8 @@ extreme values, or changed), against ``DPColumn.sensitivity``. The longer search
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
 from bench.fuzz_sensitivity import Fuzzer, World, function_arities, known_attacks, make_world
@@ -47,7 +49,7 @@ def test_the_checker_reports_a_statistic_that_moves_too_far(world: World, monkey
     """The checker itself: with every column's sensitivity claimed to be zero, a sum of ages must be reported."""
     monkeypatch.setattr(dp.DPColumn, "sensitivity", lambda self, k: 0.0)
     fuzzer = Fuzzer(world, SEED)
-    ctx, ns = fuzzer.maker.ctx, fuzzer.maker.ns
+    ctx, ns = fuzzer.maker.ctx, cast(dict[str, Any], fuzzer.maker.ns)
     fuzzer.check("population", ctx.table("population").agg(x=ns["sum"]("age"))._node)
     findings = list(fuzzer.report.findings.values())
     assert [f.kind for f in findings] == ["sensitivity"]

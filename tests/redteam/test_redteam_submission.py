@@ -1,3 +1,5 @@
+# mypy: disable-error-code="arg-type"
+# (files(**{name: bytes}) spreads extra files as keywords; mypy cannot tell them from the manifest argument.)
 """Hostile submissions: each is refused with INVALID_ARGUMENT and a reason, nothing is stored, and the server
 keeps serving."""
 

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -89,7 +90,7 @@ def nothing(w: World) -> None:
 
 
 # (what is done, the set-up it needs (not checked), the action, the records the action must write, in order)
-ACTIONS: list[tuple[str, Callable[[World], object], Callable[[World, object], object], list[str]]] = [
+ACTIONS: list[tuple[str, Callable[[World], Any], Callable[[World, Any], object], list[str]]] = [
     ("submit", nothing, lambda w, _: submit(w, "echo"), ["package_submitted"]),
     (
         "submit the same content again",
