@@ -141,13 +141,16 @@ class InvalidPackage(InvalidRequest):
 
     @classmethod
     def listing(cls, problems: Sequence[str]) -> InvalidPackage:
-        """One error for all of ``problems`` (at most ``MAX_PROBLEMS``; each kept to one line)."""
-        lines = [" ".join(p.split()) for p in problems[:MAX_PROBLEMS]] or ["the package is not valid"]
-        if len(problems) > MAX_PROBLEMS:
-            lines.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+        """One error for all of ``problems``, each kept to one line. Its message shows at most ``MAX_PROBLEMS``
+        and counts the rest (what crosses the wire is bounded); ``problems`` keeps them all, so that lists from
+        several checks can be joined before they are cut."""
+        every = [" ".join(p.split()) for p in problems] or ["the package is not valid"]
+        lines = every[:MAX_PROBLEMS]
+        if len(every) > MAX_PROBLEMS:
+            lines.append(f"... and {len(every) - MAX_PROBLEMS} more")
         if len(lines) == 1:
-            return cls(lines[0], lines)
-        return cls(f"the package has {len(lines)} problems:" + "".join(f"\n- {line}" for line in lines), lines)
+            return cls(lines[0], every)
+        return cls(f"the package has {len(lines)} problems:" + "".join(f"\n- {line}" for line in lines), every)
 
 
 class InvalidPlan(InvalidRequest):
