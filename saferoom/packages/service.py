@@ -240,6 +240,8 @@ class PackageService:
             try:
                 self._check_code(code)  # compiles every file under the sandbox policy (in a sandbox worker)
             except CodeRefused as exc:
+                if not problems and package is not None:
+                    raise  # only the code is wrong: CodeRefused as before (its message lists every line)
                 problems.extend(_CODE_PROBLEM.split(exc.message))
         if problems or package is None:
             raise InvalidPackage.listing(problems)
