@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10_000_000, help="persons in the generated catalog")
     parser.add_argument("--data", type=Path, help="catalog directory to use (generated there if missing)")
     parser.add_argument("--runs", type=int, default=50, help="trivial jobs for the overhead percentiles")
+    parser.add_argument(
+        "--release-quantum-ms",
+        type=int,
+        default=0,
+        help="the server's release quantum (0: timing protection off, the raw overhead; the server default is 250)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each query")
     args = parser.parse_args()
 
@@ -167,6 +173,7 @@ def main() -> None:
             pki_dir=pki,
             listen="127.0.0.1:0",
             max_concurrent_jobs=1,
+            release_quantum_ms=args.release_quantum_ms,
         )
         server, port = create_server(config)
         address = f"127.0.0.1:{port}"
@@ -182,7 +189,8 @@ def main() -> None:
                     run_job(client, "bench-trivial", {})
                 overhead = [run_job(client, "bench-trivial", {}) * 1000 for _ in range(args.runs)]
                 print(
-                    f"\nper-job overhead, trivial job over gRPC ({args.runs} runs): "
+                    f"\nper-job overhead, trivial job over gRPC ({args.runs} runs, "
+                    f"release_quantum_ms {args.release_quantum_ms}): "
                     f"p50 {statistics.median(overhead):.1f} ms, p95 {percentile(overhead, 0.95):.1f} ms"
                 )
                 trivial = client.get_package("bench-trivial").hash

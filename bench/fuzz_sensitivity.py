@@ -381,7 +381,7 @@ class PlanMaker:
         self.world = world
         self.rng = rng
         self.arities = function_arities()
-        self.ns = namespace()
+        self.ns: dict[str, Any] = namespace()
         self.ctx = Context(world.manifest, list(world.manifest.datasets))
 
     # Expressions are built as plan data and wrapped as API expressions (as the operators build them).

@@ -52,6 +52,9 @@ text derived from the plan, is the catalogue in ``saferoom.jobs.failures``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 __all__ = [
     "ERROR_CODE_METADATA_KEY",
     "AuditLogDamaged",
@@ -98,6 +101,10 @@ __all__ = [
 ERROR_CODE_METADATA_KEY = "saferoom-error-code"
 
 
+MAX_PROBLEMS = 50  # problems one InvalidPackage lists (a hostile package could produce thousands)
+_LISTED = re.compile(r"^the package has \d+ problems:\n- ")
+
+
 class SaferoomError(Exception):
     """Base of all deliberate saferoom errors."""
 
@@ -122,7 +129,28 @@ class InvalidParameter(InvalidRequest):
 
 
 class InvalidPackage(InvalidRequest):
+    """Every problem found in a package at once: ``problems`` lists them, the message shows them one a line
+    (so that they survive the trip as a gRPC status message and are rebuilt from it on the client)."""
+
     code = "invalid_package"
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        listed = message.split("\n- ")[1:] if _LISTED.match(message) else []
+        self.problems: tuple[str, ...] = tuple(problems) or tuple(listed) or (message,)
+
+    @classmethod
+    def listing(cls, problems: Sequence[str]) -> InvalidPackage:
+        """One error for all of ``problems``, each kept to one line. Its message shows at most ``MAX_PROBLEMS``
+        and counts the rest (what crosses the wire is bounded); ``problems`` keeps them all, so that lists from
+        several checks can be joined before they are cut."""
+        every = [" ".join(p.split()) for p in problems] or ["the package is not valid"]
+        lines = every[:MAX_PROBLEMS]
+        if len(every) > MAX_PROBLEMS:
+            lines.append(f"... and {len(every) - MAX_PROBLEMS} more")
+        if len(lines) == 1:
+            return cls(lines[0], every)
+        return cls(f"the package has {len(lines)} problems:" + "".join(f"\n- {line}" for line in lines), every)
 
 
 class InvalidPlan(InvalidRequest):

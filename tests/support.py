@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -53,7 +54,7 @@ def make_deployment(directory: Path) -> Deployment:
 
 def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides: object) -> ServerConfig:
     """A config for tests: loopback, any free port, tight limits so bombs fail fast."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "data_dir": catalog_dir,
         "state_dir": state_dir,
         "pki_dir": pki_dir,

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from saferoom import __version__
 from saferoom.cli import importing as _importing
-from saferoom.errors import NotFound, SaferoomError
+from saferoom.errors import InvalidPackage, NotFound, SaferoomError
 
 __all__ = ["main"]
 
@@ -28,19 +28,66 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(exc: SaferoomError) -> None:
-    click.echo(f"error ({exc.code}): {exc.message}", err=True)  # one line, never wrapped
-    sys.exit(1)
+_JSON = "saferoom.json"  # ctx.meta key: --json was given (errors go to stderr as JSON too)
+
+
+def _json_wanted() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_JSON))
+
+
+def _fail(exc: SaferoomError, status: int = 1) -> None:
+    if _json_wanted():
+        from saferoom.cli.jsonout import error_document
+
+        problems = getattr(exc, "problems", ()) if isinstance(exc, InvalidPackage) else ()
+        click.echo(error_document(exc.status, exc.code, exc.message, problems), err=True)
+    else:
+        click.echo(f"error ({exc.code}): {exc.message}", err=True)  # one line, never wrapped
+    sys.exit(status)
 
 
 class _Group(click.Group):
-    """Turns domain errors into a one-line message and exit status 1."""
+    """Turns domain errors into a one-line message and exit status 1 (with --json: a JSON document on stderr);
+    with --json, usage errors too become JSON (exit status 2, as click gives them)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SaferoomError as exc:
             _fail(exc)
+        except click.UsageError as exc:
+            if not _json_wanted():
+                raise
+            from saferoom.cli.jsonout import error_document
+
+            click.echo(error_document("INVALID_ARGUMENT", "usage", exc.format_message()), err=True)
+            sys.exit(exc.exit_code)
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[_JSON] = True
+    return value
+
+
+def json_option(fn: Any) -> Any:
+    """``--json``: one JSON document on stdout, errors as JSON on stderr (``saferoom.cli.jsonout``)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,  # before the other parameters: their errors are JSON too
+        callback=_remember_json,
+        help="One JSON document on stdout (errors as JSON on stderr).",
+    )(fn)
+
+
+def _emit(value: Any) -> None:
+    """Print ``value`` as the one JSON document of a --json command."""
+    from saferoom.cli.jsonout import dumps
+
+    click.echo(dumps(value))
 
 
 @click.group(cls=_Group)
@@ -63,9 +110,8 @@ def cli(ctx: click.Context, verbose: bool, profile: Path | None) -> None:
 
 server_option = click.option(
     "--server",
-    default=lambda: os.environ.get("SAFEROOM_SERVER"),
-    show_default="the profile's server, or $SAFEROOM_SERVER",
-    help="Server address host:port (overrides the profile).",
+    show_default="$SAFEROOM_SERVER, else the profile's server",
+    help="Server address host:port (overrides $SAFEROOM_SERVER and the profile).",
 )
 
 
@@ -85,6 +131,40 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
         out[name] = value
     return out
+
+
+# ------------------------------------------------------------------ profile
+
+
+@cli.group()
+def profile() -> None:
+    """Your profile: who you are to the server, and which server."""
+
+
+@profile.command("show")
+@json_option
+@server_option
+def profile_show(as_json: bool, server: str | None) -> None:
+    """Show the profile in use and the server it resolves to (--server > $SAFEROOM_SERVER > the profile)."""
+    from saferoom.client import Profile
+
+    path = click.get_current_context().find_root().obj.get("profile")
+    loaded = Profile.load(path)
+    resolved, source = loaded.with_server(server)
+    data = {
+        "name": resolved.name,
+        "server": resolved.server,
+        "server_from": source,
+        "ca": resolved.ca,
+        "cert": resolved.cert,
+        "key": resolved.key,
+        "signing_key": resolved.signing_key,
+    }
+    if as_json:
+        _emit(data)
+        return
+    for key, value in data.items():
+        console.print(f"{key:<12} {value if value is not None else '-'}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ serve
@@ -199,25 +279,38 @@ datasets.add_command(_importing.datasets_enterprises)
 
 
 @datasets.command("list")
+@json_option
 @server_option
-def datasets_list(server: str | None) -> None:
+def datasets_list(as_json: bool, server: str | None) -> None:
     """List the server's datasets."""
     from saferoom.cli.render import print_datasets
 
     with _client(server) as client:
-        print_datasets(console, client.list_datasets())
+        found = client.list_datasets()
+    if as_json:
+        _emit(found)
+    else:
+        print_datasets(console, found)
 
 
 @datasets.command("describe")
 @click.argument("name")
+@json_option
 @server_option
-def datasets_describe(name: str, server: str | None) -> None:
+def datasets_describe(name: str, as_json: bool, server: str | None) -> None:
     """Show a dataset's columns, domains and release policy."""
     from saferoom.cli.render import print_dataset, print_mock_info
 
     with _client(server) as client:
-        print_dataset(console, client.describe_dataset(name))
-        print_mock_info(console, client.mock_info(name))
+        info = client.describe_dataset(name)
+        mock = client.mock_info(name)
+    if as_json:
+        from saferoom.cli.jsonout import to_data
+
+        _emit({**to_data(info), "mock": to_data(mock)})
+    else:
+        print_dataset(console, info)
+        print_mock_info(console, mock)
 
 
 @datasets.command("mock")
@@ -254,36 +347,51 @@ def package() -> None:
 
 @package.command("submit")
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
+@json_option
 @server_option
-def package_submit(path: Path, server: str | None) -> None:
-    """Validate and submit the package at PATH (a directory or .zip) for review."""
+def package_submit(path: Path, as_json: bool, server: str | None) -> None:
+    """Validate and submit the package at PATH (a directory or .zip) for review. A package that is not valid is
+    refused with every problem found in it (manifest, files, datasets, code), one a line."""
     from saferoom.cli.render import print_package
 
     with _client(server) as client:
         summary, created = client.submit_package(path)
+    if as_json:
+        _emit({"package": summary, "created": created})
+        return
     print_package(console, summary)
     console.print("submitted for review" if created else "this exact content was submitted before")
 
 
 @package.command("list")
+@json_option
 @server_option
-def package_list(server: str | None) -> None:
+def package_list(as_json: bool, server: str | None) -> None:
     """List the packages you may see (yours; all of them for operators)."""
     from saferoom.cli.render import print_packages
 
     with _client(server) as client:
-        print_packages(console, client.list_packages())
+        found = client.list_packages()
+    if as_json:
+        _emit(found)
+    else:
+        print_packages(console, found)
 
 
 @package.command("show")
 @click.argument("ref")
+@json_option
 @server_option
-def package_show(ref: str, server: str | None) -> None:
+def package_show(ref: str, as_json: bool, server: str | None) -> None:
     """Show a package (hash, name@version or name) and its review status."""
     from saferoom.cli.render import print_package
 
     with _client(server) as client:
-        print_package(console, client.get_package(ref))
+        found = client.get_package(ref)
+    if as_json:
+        _emit(found)
+    else:
+        print_package(console, found)
 
 
 @package.command("download")
@@ -309,24 +417,33 @@ def review() -> None:
 
 
 @review.command("list")
+@json_option
 @server_option
-def review_list(server: str | None) -> None:
+def review_list(as_json: bool, server: str | None) -> None:
     """List the packages awaiting review."""
     from saferoom.cli.render import print_packages
 
     with _client(server) as client:
-        print_packages(console, client.list_pending())
+        found = client.list_pending()
+    if as_json:
+        _emit(found)
+    else:
+        print_packages(console, found)
 
 
 @review.command("show")
 @click.argument("package_hash")
+@json_option
 @server_option
-def review_show(package_hash: str, server: str | None) -> None:
+def review_show(package_hash: str, as_json: bool, server: str | None) -> None:
     """Show a package with its full source: every line whole, hidden characters shown."""
     from saferoom.cli.render import print_package, print_source
 
     with _client(server) as client:
         reviewed = client.review_package(package_hash)
+    if as_json:  # files as text where they are UTF-8 (else base64): a program sees every byte
+        _emit(reviewed)
+        return
     print_package(console, reviewed.package)
     for name, content in sorted(reviewed.files.items()):
         console.rule(name)
@@ -336,14 +453,18 @@ def review_show(package_hash: str, server: str | None) -> None:
 
 @review.command("diff")
 @click.argument("package_hash")
+@json_option
 @server_option
-def review_diff(package_hash: str, server: str | None) -> None:
+def review_diff(package_hash: str, as_json: bool, server: str | None) -> None:
     """Show what changed since the last approved version of the same package name (every line whole)."""
     from saferoom.cli.render import print_source
 
     with _client(server) as client:
         reviewed = client.review_package(package_hash)
     previous = reviewed.previous
+    if as_json:
+        _emit({"package": reviewed.package, "previous": previous, "diff": reviewed.diff})
+        return
     console.print(
         f"against {previous.name}@{previous.version} ({previous.hash[:12]})"
         if previous
@@ -397,13 +518,17 @@ def check() -> None:
 
 
 @check.command("list")
+@json_option
 @server_option
-def check_list(server: str | None) -> None:
+def check_list(as_json: bool, server: str | None) -> None:
     """List the held results awaiting your decision."""
     from saferoom.cli.render import print_held_list
 
     with _client(server) as client:
         held = client.list_held()
+    if as_json:
+        _emit(held)
+        return
     if not held:
         console.print("no results await a check")
         return
@@ -412,13 +537,18 @@ def check_list(server: str | None) -> None:
 
 @check.command("show")
 @click.argument("job_id")
+@json_option
 @server_option
-def check_show(job_id: str, server: str | None) -> None:
+def check_show(job_id: str, as_json: bool, server: str | None) -> None:
     """Show a held result in full: outputs, source, report, risk flags, who ran it and with what."""
     from saferoom.cli.render import print_held
 
     with _client(server) as client:
-        print_held(console, client.get_held(job_id))
+        held = client.get_held(job_id)
+    if as_json:
+        _emit(held)
+    else:
+        print_held(console, held)
 
 
 def _decide(job_id: str, decision: str, reason: str, server: str | None) -> None:
@@ -505,29 +635,55 @@ def budget() -> None:
 @click.argument("researcher")
 @click.argument("dataset")
 @click.option("--epsilon", type=float, required=True, help="Total epsilon RESEARCHER may spend on DATASET.")
-@click.option("--delta", type=float, default=1e-6, show_default=True, help="Total delta.")
+@click.option(
+    "--delta",
+    type=float,
+    default=None,
+    show_default="enough for every run the epsilon pays for: delta never limits first",
+    help="Total delta.",
+)
+@json_option
 @server_option
-def budget_set(researcher: str, dataset: str, epsilon: float, delta: float, server: str | None) -> None:
-    """Operators: set (replace) what RESEARCHER may spend on a differentially private DATASET in all."""
-    from saferoom.cli.render import print_budgets
+def budget_set(
+    researcher: str, dataset: str, epsilon: float, delta: float | None, as_json: bool, server: str | None
+) -> None:
+    """Operators: set (replace) what RESEARCHER may spend on a differentially private DATASET in all, and see
+    what each run of each approved package costs there and how many runs the budget pays for.
+
+    Without --delta, the delta total is what was spent already plus the dataset's per-run delta (its policy)
+    times the runs the epsilon pays for of the cheapest approved package: epsilon, not delta, is what limits."""
+    from saferoom.cli.render import print_budgets, print_run_costs
 
     with _client(server) as client:
-        print_budgets(console, [client.set_budget(researcher, dataset, epsilon, delta)])
+        budget = client.set_budget(researcher, dataset, epsilon, delta)
+        costs = client.run_costs(budget)
+    if as_json:
+        _emit({"budget": budget, "delta_defaulted": delta is None, "runs": costs})
+        return
+    print_budgets(console, [budget])
+    if delta is None:
+        console.print(
+            f"delta defaulted to {budget.delta_total:.12g}: enough for every run the epsilon pays for, so epsilon "
+            "is what limits",
+            highlight=False,
+            soft_wrap=True,
+        )
+    print_run_costs(console, costs)
 
 
 @budget.command("show")
 @click.option("--researcher", default="", help="Only this researcher's budgets.")
 @click.option("--dataset", default="", help="Only budgets on this dataset.")
-@click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
+@json_option
 @server_option
 def budget_show(researcher: str, dataset: str, as_json: bool, server: str | None) -> None:
     """Budgets with what was spent and what remains (yours; everyone's for operators and auditors)."""
-    from saferoom.cli.render import budgets_to_json, print_budgets
+    from saferoom.cli.render import print_budgets
 
     with _client(server) as client:
         budgets = client.list_budgets(researcher, dataset)
     if as_json:
-        click.echo(budgets_to_json(budgets))
+        _emit(budgets)
     elif budgets:
         print_budgets(console, budgets)
     else:
@@ -588,19 +744,28 @@ def audit() -> None:
 @audit.command("tail")
 @click.option("-n", "count", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they are written.")
+@json_option
 @server_option
-def audit_tail(count: int, follow: bool, server: str | None) -> None:
-    """The latest records (and, with --follow, new ones as they come)."""
+def audit_tail(count: int, follow: bool, as_json: bool, server: str | None) -> None:
+    """The latest records (and, with --follow, new ones as they come). With --json: a list; with --follow too,
+    one JSON object per line as each record comes (a stream has no end to close a list at)."""
     from saferoom.cli.render import print_audit_records
 
     with _client(server) as client:
-        print_audit_records(console, client.read_log(tail=count, follow=follow), stream=follow)
+        records = client.read_log(tail=count, follow=follow)
+        if as_json and follow:
+            for record in records:
+                click.echo(json.dumps(record.to_data(), sort_keys=True))
+        elif as_json:
+            _emit([record.to_data() for record in records])
+        else:
+            print_audit_records(console, records, stream=follow)
 
 
 @audit.command("search")
 @audit_filters
 @click.option("--limit", type=click.IntRange(0), default=0, help="At most this many (0: all).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option
 @server_option
 def audit_search(limit: int, as_json: bool, server: str | None, **filters: Any) -> None:
     """Records matching the filters, oldest first."""
@@ -609,23 +774,26 @@ def audit_search(limit: int, as_json: bool, server: str | None, **filters: Any) 
     with _client(server) as client:
         records = list(client.read_log(limit=limit, **_filter_kwargs(**filters)))
         if as_json:
-            for record in records:
-                click.echo(json.dumps(record.to_data(), sort_keys=True))
+            _emit([record.to_data() for record in records])
         else:
             print_audit_records(console, records)
-    if not records:  # said, not silent: a filter that matches nothing is often a mistyped one
+    if not records and not as_json:  # said, not silent: a filter that matches nothing is often a mistyped one
         err_console.print("no record matches these filters", highlight=False)
 
 
 @audit.command("show")
 @click.argument("seq", type=click.IntRange(1))
+@json_option
 @server_option
-def audit_show(seq: int, server: str | None) -> None:
+def audit_show(seq: int, as_json: bool, server: str | None) -> None:
     """One record in full."""
     with _client(server) as client:
         records = list(client.read_log(after_seq=seq - 1, limit=1))
     if not records or records[0].seq != seq:
         raise NotFound(f"no audit record {seq}")
+    if as_json:
+        _emit(records[0].to_data())
+        return
     console.print_json(json.dumps(records[0].to_data(), sort_keys=True))
 
 
@@ -663,6 +831,7 @@ def audit_show(seq: int, server: str | None) -> None:
     type=click.Path(path_type=Path, exists=True),
     help="... and the authority's certificate (ca.crt): output checkers' decisions must be signed by its people.",
 )
+@json_option
 @server_option
 def audit_verify(
     log_file: Path | None,
@@ -671,9 +840,11 @@ def audit_verify(
     checkpoints: tuple[Path, ...],
     save_checkpoint: Path | None,
     ca_file: Path | None,
+    as_json: bool,
     server: str | None,
 ) -> None:
-    """Verify the log: on the server, or offline with --file (or --segments) and --key (or a --checkpoint)."""
+    """Verify the log: on the server, or offline with --file (or --segments) and --key (or a --checkpoint holding
+    the key). Exit status 2 when it fails (with --json, the report says so too: ``ok`` is false)."""
     from saferoom.audit import Checkpoint, load_public_key, verify_log
 
     anchors = tuple(Checkpoint.from_json(path.read_text(encoding="utf-8")) for path in checkpoints)
@@ -699,6 +870,9 @@ def audit_verify(
             report = client.verify_log(anchors)
             if save_checkpoint is not None:
                 save_checkpoint.write_text(client.get_checkpoint().to_json(), encoding="utf-8")
+    if as_json:
+        _emit(report)
+        sys.exit(0 if report.ok else 2)
     if report.ok:
         console.print(
             f"[green]verified[/green]: {report.records} records (to record {report.last_seq}), "
@@ -761,11 +935,15 @@ def state() -> None:
     required=True,
     help="The server's state directory (saferoom.db and audit/).",
 )
-def state_check(state_dir: Path) -> None:
+@json_option
+def state_check(state_dir: Path, as_json: bool) -> None:
     """Run the server's start-up checks offline (best with the server stopped); exit 1 naming what is wrong."""
     from saferoom.audit.crosscheck import check_state_dir
 
     problems = check_state_dir(state_dir)
+    if as_json:
+        _emit({"ok": not problems, "problems": problems})
+        sys.exit(1 if problems else 0)
     if problems:
         click.echo(f"the state in {state_dir} is NOT consistent with its audit log:", err=True)
         for problem in problems:
@@ -891,12 +1069,21 @@ def certs_revoke(name: str, pki_dir: Path) -> None:
 
 @certs.command("list")
 @pki_option
-def certs_list(pki_dir: Path) -> None:
+@json_option
+def certs_list(pki_dir: Path, as_json: bool) -> None:
     """List every issued certificate."""
     from rich.table import Table
 
     from saferoom.identity import list_identities
 
+    if as_json:
+        _emit(
+            [
+                {"name": name, "roles": roles, "serial": f"{serial:x}", "expires": expires, "revoked": revoked}
+                for name, roles, serial, expires, revoked in list_identities(pki_dir)
+            ]
+        )
+        return
     table = Table(header_style="bold")
     for column in ("name", "roles", "serial", "expires", "status"):
         table.add_column(column)
@@ -917,7 +1104,7 @@ def jobs() -> None:
 @click.argument("package")
 @click.option("--param", "-p", "params", multiple=True, help="NAME=VALUE (repeatable).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait and print the result.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @server_option
 def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, server: str | None) -> None:
     """Run PACKAGE (hash, name@version or name) with parameters."""
@@ -943,6 +1130,12 @@ def jobs_run(package: str, params: tuple[str, ...], wait: bool, as_json: bool, s
             console.print(f"held for an output checker: fetch it once released with `saferoom jobs result {job.id}`")
             return
         if job.state != "succeeded":
+            if as_json:  # why, as the error document (the job's own code; cancelled etc. have none)
+                from saferoom.errors import FailedPrecondition, error_from_code
+
+                message = job.error_message or f"job {job.id} ended {job.state}"
+                error = error_from_code(job.error_code, message) if job.error_code else FailedPrecondition(message)
+                _fail(error)
             print_job(err_console, job)
             sys.exit(1)
         result = client.get_result(job.id)
@@ -993,25 +1186,36 @@ def _follow(client: Any, job: Any, quiet: bool) -> Any:
 
 @jobs.command("get")
 @click.argument("job_id")
+@json_option
 @server_option
-def jobs_get(job_id: str, server: str | None) -> None:
+def jobs_get(job_id: str, as_json: bool, server: str | None) -> None:
     """Show a job."""
     from saferoom.cli.render import print_job
 
     with _client(server) as client:
-        print_job(console, client.get_job(job_id))
+        job = client.get_job(job_id)
+    if as_json:
+        _emit(job)
+    else:
+        print_job(console, job)
 
 
 @jobs.command("watch")
 @click.argument("job_id")
+@json_option
 @server_option
-def jobs_watch(job_id: str, server: str | None) -> None:
-    """Follow a job's state changes until it ends."""
+def jobs_watch(job_id: str, as_json: bool, server: str | None) -> None:
+    """Follow a job's state changes until it ends (with --json: one JSON object per line, per change)."""
     from saferoom.cli.render import print_job
 
     with _client(server) as client:
         for job in client.watch_job(job_id):
-            print_job(console, job)
+            if as_json:
+                from saferoom.cli.jsonout import to_data
+
+                click.echo(json.dumps(to_data(job), sort_keys=True))
+            else:
+                print_job(console, job)
 
 
 @jobs.command("cancel")
@@ -1032,7 +1236,7 @@ def jobs_cancel(job_id: str, server: str | None) -> None:
 @click.option("--since", default=None, help="Only jobs queued at or after this ISO date or time (UTC).")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="At most this many.")
 @click.option("--all", "everything", is_flag=True, help="Every matching job (page by page), no limit.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@json_option
 @server_option
 def jobs_list(
     states: tuple[str, ...],
@@ -1045,7 +1249,6 @@ def jobs_list(
     server: str | None,
 ) -> None:
     """Jobs, newest first: who ran what, when it was queued, started and finished, and how it ended."""
-    import dataclasses
     import itertools
 
     from saferoom.cli.render import full_width, jobs_table
@@ -1055,11 +1258,10 @@ def jobs_list(
         found = client.iter_jobs(**filters)
         jobs = list(found if everything else itertools.islice(found, limit))
     if as_json:
-        for job in jobs:
-            click.echo(json.dumps(dataclasses.asdict(job), sort_keys=True, default=str))
+        _emit(jobs)
     elif jobs:
         full_width(console).print(jobs_table(jobs), crop=False)
-    if not jobs:
+    if not jobs and not as_json:
         err_console.print("no job matches these filters", highlight=False)
 
 
@@ -1072,7 +1274,14 @@ def export_options(fn: Any) -> Any:
         "--out", type=click.Path(path_type=Path), help="A file (one table) or a directory (one file per output)."
     )(fn)
     fn = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Default: table.")(fn)
-    return click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(fn)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_remember_json,
+        help="Same as --format json (errors as JSON on stderr).",
+    )(fn)
 
 
 def _export(result: Any, fmt: str | None, as_json: bool, out: Path | None, output_name: str | None) -> None:
@@ -1103,13 +1312,17 @@ def result() -> None:
 @result.command("show")
 @click.argument("job_id")
 @click.option("--data/--no-data", "with_data", default=True, show_default=True, help="Also print the tables.")
+@json_option
 @server_option
-def result_show(job_id: str, with_data: bool, server: str | None) -> None:
+def result_show(job_id: str, with_data: bool, as_json: bool, server: str | None) -> None:
     """Every output of a finished job: what was released, and each disclosure rule that ran and what it did."""
-    from saferoom.cli.render import print_release_checks, print_result
+    from saferoom.cli.render import print_release_checks, print_result, result_to_json
 
     with _client(server) as client:
         released = client.get_result(job_id)
+    if as_json:
+        click.echo(result_to_json(released))
+        return
     print_release_checks(console, released)
     if with_data:
         print_result(console, released)

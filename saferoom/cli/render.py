@@ -16,14 +16,13 @@ from rich.text import Text
 
 from saferoom.audit import AuditRecord
 from saferoom.catalog.manifest import DatasetInfo
-from saferoom.client import Budget, HeldResult, Job, PackageSummary, Result, ResultOutput
+from saferoom.client import Budget, HeldResult, Job, PackageSummary, Result, ResultOutput, RunCost
 from saferoom.jobs.pipeline import JobOutcome
 
 if TYPE_CHECKING:
     from saferoom.mock import MockInfo
 
 __all__ = [
-    "budgets_to_json",
     "full_width",
     "jobs_table",
     "outcome_to_result",
@@ -36,6 +35,7 @@ __all__ = [
     "print_packages",
     "print_release_checks",
     "print_result",
+    "print_run_costs",
     "print_source",
     "result_to_json",
 ]
@@ -125,20 +125,26 @@ def _short(record: AuditRecord) -> str:
     return " ".join(parts)
 
 
+def _when(record: AuditRecord) -> str:
+    """The record's time with its date, to the second, ISO 8601 in UTC (``2026-12-02T03:10:00Z``)."""
+    moment = dt.datetime.fromisoformat(record.ts).astimezone(dt.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}Z"
+
+
 def print_audit_records(console: Console, records: Iterable[AuditRecord], stream: bool = False) -> None:
     """Audit records as a table (or, when following a stream, one line each as they come)."""
     if stream:
         for r in records:
-            console.print(f"{r.seq:>7} {r.ts[:19]} {r.event:<18} {r.actor} ({r.role}) {_short(r)}", highlight=False)
+            console.print(f"{r.seq:>7} {_when(r)} {r.event:<18} {r.actor} ({r.role}) {_short(r)}", highlight=False)
         return
     table = Table(header_style="bold")
     table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("when (UTC)", no_wrap=True)
     table.add_column("event", no_wrap=True)
     table.add_column("actor", no_wrap=True)
     table.add_column("about", min_width=24)
     for r in records:
-        table.add_row(str(r.seq), r.ts[11:19], r.event, r.actor, _short(r))
+        table.add_row(str(r.seq), _when(r), r.event, r.actor, _short(r))
     console.print(table)
 
 
@@ -168,9 +174,20 @@ def print_budgets(console: Console, budgets: Sequence[Budget]) -> None:
     console.print(table)
 
 
-def budgets_to_json(budgets: Sequence[Budget]) -> str:
-    """Budgets as a JSON list of objects (every field, amounts as numbers)."""
-    return json.dumps([b.to_data() for b in budgets], indent=2, sort_keys=True)
+def print_run_costs(console: Console, costs: Sequence[RunCost]) -> None:
+    """Per approved package, one line (never cut): what one run spends, and how many more runs the budget pays
+    for by its epsilon, by its delta, and so in all."""
+    if not costs:
+        console.print("no approved package reads this dataset yet: a run costs the epsilon its manifest declares")
+        return
+    for c in costs:
+        console.print(
+            f"{c.package}: one run costs epsilon {_amount(c.epsilon)} and delta {_amount(c.delta)}; the budget pays "
+            f"for {c.runs:,} more (epsilon allows {c.runs_by_epsilon:,}, delta {c.runs_by_delta:,}): "
+            f"{c.limited_by} limits",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_datasets(console: Console, datasets: Sequence[DatasetInfo]) -> None:

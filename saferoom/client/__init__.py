@@ -1,5 +1,6 @@
 """A typed Python client for saferoom's gRPC services, and the profile that says who the user is."""
 
+from saferoom.client.budgets import RunCost
 from saferoom.client.client import (
     Budget,
     CheckDecisionInfo,
@@ -26,5 +27,6 @@ __all__ = [
     "Profile",
     "Result",
     "ResultOutput",
+    "RunCost",
     "default_profile_path",
 ]

@@ -33,6 +33,9 @@ from saferoom.audit import AuditRecord, Checkpoint, VerifyReport
 from saferoom.catalog.manifest import Column, DatasetInfo, Policy
 from saferoom.checks import Decision, result_digest, sign_decision
 from saferoom.client.profile import Profile
+
+if TYPE_CHECKING:
+    from saferoom.client.budgets import RunCost
 from saferoom.errors import (
     ERROR_CODE_METADATA_KEY,
     InvalidRequest,
@@ -41,7 +44,7 @@ from saferoom.errors import (
     error_from_code,
 )
 from saferoom.identity import load_signing_key
-from saferoom.packages import Package, load_package, package_from_files, sign_approval
+from saferoom.packages import Package, package_from_files, read_package_files, sign_approval
 from saferoom.wire import enum_from_proto, value_from_proto, value_to_proto
 
 if TYPE_CHECKING:
@@ -72,7 +75,8 @@ class Job:
     """A job as the server reports it."""
 
     id: str
-    state: str  # queued | running | succeeded | failed | cancelled | awaiting_check | rejected | changes_requested
+    # queued | running | releasing | succeeded | failed | cancelled | awaiting_check | rejected | changes_requested
+    state: str
     package_hash: str
     package_name: str
     package_version: str
@@ -427,10 +431,12 @@ class Client:
     def from_profile(
         cls, profile: Profile | Path | None = None, *, server: str | None = None, timeout: float = 30.0
     ) -> Client:
-        """A client for the user a profile names (default: ``default_profile_path()``)."""
+        """A client for the user a profile names (default: ``default_profile_path()``), connected to ``server``,
+        else ``$SAFEROOM_SERVER``, else the profile's server (``Profile.with_server``)."""
         if not isinstance(profile, Profile):
             profile = Profile.load(profile)
-        return cls(server or profile.server, credentials=profile.credentials(), timeout=timeout, profile=profile)
+        profile, _ = profile.with_server(server)
+        return cls(profile.server, credentials=profile.credentials(), timeout=timeout, profile=profile)
 
     def close(self) -> None:
         self._channel.close()
@@ -479,8 +485,8 @@ class Client:
     def submit_package(self, package: Package | Path | Mapping[str, bytes]) -> tuple[PackageSummary, bool]:
         """Submit a package (a directory, a .zip, a loaded ``Package`` or its files); returns it and whether
         the content is new to the server."""
-        if isinstance(package, Path):
-            package = load_package(package)
+        if isinstance(package, Path):  # read, not validated here: the server reports every problem at once
+            package = read_package_files(package)
         files = package.files if isinstance(package, Package) else package
         request = _packages_pb2.SubmitPackageRequest(
             files=[_packages_pb2.PackageFile(name=n, content=c) for n, c in files.items()]
@@ -604,10 +610,23 @@ class Client:
 
     # -------------------------------------------------------------- privacy budgets
 
-    def set_budget(self, researcher: str, dataset: str, epsilon: float, delta: float = 1e-6) -> Budget:
-        """Operators: set what ``researcher`` may spend on a differentially private dataset in all."""
+    def set_budget(self, researcher: str, dataset: str, epsilon: float, delta: float | None = None) -> Budget:
+        """Operators: set what ``researcher`` may spend on a differentially private dataset in all. Without
+        ``delta``, the delta that lets ``epsilon`` (not delta) limit: the dataset's per-run delta for every run
+        the epsilon pays for of the cheapest approved package on it (``saferoom.client.budgets.default_delta``)."""
+        if delta is None:
+            from saferoom.client.budgets import default_delta
+
+            delta = default_delta(self, researcher, dataset, epsilon)
         request = _budgets_pb2.SetBudgetRequest(researcher=researcher, dataset=dataset, epsilon=epsilon, delta=delta)
         return _budget(self._call(self._budgets.SetBudget, request).budget)
+
+    def run_costs(self, budget: Budget) -> list[RunCost]:
+        """What one run of each approved package on ``budget.dataset`` spends, and how many runs ``budget``
+        still pays for (by epsilon, by delta, in all), cheapest first."""
+        from saferoom.client.budgets import run_costs
+
+        return run_costs(self, budget)
 
     def list_budgets(self, researcher: str = "", dataset: str = "") -> list[Budget]:
         """The budgets you may see (your own; everyone's for operators and auditors), optionally filtered."""

@@ -10,21 +10,25 @@ file are relative to the file's own directory::
     cert = "cert.pem"
     key = "key.pem"
     signing_key = "signing.key"   # operators only: signs approvals
+
+Which server: an explicit ``server`` (the CLI's ``--server``) wins over ``$SAFEROOM_SERVER``, which wins over
+the profile's ``server`` (``Profile.with_server``); the client and the CLI both resolve it so.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 
 from saferoom.errors import InvalidRequest
 
-__all__ = ["Profile", "default_profile_path"]
+__all__ = ["SERVER_ENV", "Profile", "default_profile_path"]
 
+SERVER_ENV = "SAFEROOM_SERVER"
 _KEYS = {"name", "server", "ca", "cert", "key", "signing_key"}
 
 
@@ -74,6 +78,15 @@ class Profile:
             key=base / data["key"],
             signing_key=base / data["signing_key"] if data.get("signing_key") else None,
         )
+
+    def with_server(self, server: str | None = None) -> tuple[Profile, str]:
+        """This profile aimed at the server to use (``server`` > ``$SAFEROOM_SERVER`` > the profile's own), and
+        where that address came from: ``"flag"``, ``"env"`` or ``"profile"``."""
+        if server:
+            return replace(self, server=server), "flag"
+        if os.environ.get(SERVER_ENV):
+            return replace(self, server=os.environ[SERVER_ENV]), "env"
+        return self, "profile"
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Mutual-TLS channel credentials: trust only the deployment's authority, present the user's certificate."""

@@ -47,7 +47,7 @@ from saferoom.jobs.checking import CheckService
 from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.fairness import EngineSlots, FairSlots
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, ReleaseDeadline, dumps_value
-from saferoom.jobs.state import SETTLED_STATES, JobState
+from saferoom.jobs.state import ACTIVE_STATES, SETTLED_STATES, JobState
 from saferoom.metrics import JobTimer, Metrics
 from saferoom.packages import PackageService
 from saferoom.store import Budget, Charge, JobRecord, JobStore, StoredOutput, StoredResult
@@ -155,8 +155,8 @@ class JobService:
     def recover(self) -> tuple[int, int]:
         """After a restart: fail jobs that were running, run again those still queued. Returns the counts."""
         failed = 0
-        for job in self._store.jobs_in_states([JobState.RUNNING.value]):
-            if self._transition(job.id, JobState.FAILED, [JobState.RUNNING], "interrupted", _INTERRUPTED):
+        for job in self._store.jobs_in_states([s.value for s in ACTIVE_STATES]):
+            if self._transition(job.id, JobState.FAILED, list(ACTIVE_STATES), "interrupted", _INTERRUPTED):
                 failed += 1
         queued = self._store.jobs_in_states([JobState.QUEUED.value])
         for job in sorted(queued, key=lambda j: j.created_at):
@@ -360,7 +360,7 @@ class JobService:
     def result(self, job_id: str, caller: Identity) -> StoredResult:
         job = self._job_for(job_id, caller, result=True)
         job_id = job.id
-        if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
+        if job.state in (JobState.QUEUED.value, *ACTIVE_STATES):
             raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
         if job.state == JobState.AWAITING_CHECK.value:
             raise JobNotFinished(f"job {job_id} is awaiting_check: an output checker must release its result first")
@@ -495,15 +495,17 @@ class JobService:
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             started = time.monotonic()
             timer = self._metrics.job_started(time.time() - job.created_at)
-
-            def engine_turn() -> None:
-                timer.mark("code")
-                self._engine_slots.acquire(job.owner, cancel)
-                engine_held.append(job.owner)
-
             # Timing protection (README "Timing"): the job ends no earlier than its releases' admitted worst cases
             # allow, and then on the release quantum's grid; both off only with the quantum at 0 (tests).
             deadline = ReleaseDeadline() if self._quantum > 0 else None
+
+            def engine_turn() -> None:
+                timer.mark("code")
+                if deadline is not None:  # RELEASING from the end of the code phase, never the engine's (state.py)
+                    self._persist(lambda: self._transition(job_id, JobState.RELEASING, [JobState.RUNNING]))
+                self._engine_slots.acquire(job.owner, cancel)
+                engine_held.append(job.owner)
+
             try:
                 outcome = self._pipeline.run(
                     package,
@@ -591,7 +593,7 @@ class JobService:
 
     def _end(self, job_id: str, new: JobState, code: str, message: str) -> None:
         """A running job's final state, recorded (retried while the disk is full)."""
-        self._persist(lambda: self._transition(job_id, new, [JobState.RUNNING], code, message))
+        self._persist(lambda: self._transition(job_id, new, list(ACTIVE_STATES), code, message))
 
     def _pad(self, started: float, cancel: threading.Event) -> None:
         """Publish a job's end only at a whole number of release quanta after it started, so that how long the
@@ -644,7 +646,7 @@ class JobService:
                 requested_by = self._cancelled_by.get(job_id, actor.name if actor else "")
 
         def records(job: JobRecord | None) -> list[Entry]:
-            if job is None:
+            if job is None or new not in _EVENTS:  # RELEASING: a phase of the started job, no record of its own
                 return []
             summary: dict[str, Any] = {"owner": job.owner}
             if error_code:
@@ -656,7 +658,7 @@ class JobService:
 
         try:
             # A job starting acknowledges nothing to anyone: its record is made durable by the job's next one.
-            moved, _ = self._audit.commit(change, records, durable=new is not JobState.RUNNING)
+            moved, _ = self._audit.commit(change, records, durable=new not in ACTIVE_STATES)
         finally:
             self._notify()
         return moved is not None

@@ -1,9 +1,9 @@
 """The job lifecycle, as an explicit state machine.
 
-    QUEUED ──► RUNNING ──► SUCCEEDED
-       │          ├──────► FAILED      (error_code + error_message say why, for the researcher)
-       │          ├──────► CANCELLED
-       │          └──────► AWAITING_CHECK ──► SUCCEEDED          (output checkers approved: released)
+    QUEUED ──► RUNNING ──(► RELEASING)──► SUCCEEDED
+       │          ├──────────────────────► FAILED      (error_code + error_message say why, for the researcher)
+       │          ├──────────────────────► CANCELLED
+       │          └──────────────────────► AWAITING_CHECK ──► SUCCEEDED          (output checkers approved: released)
        │                                  ├─► REJECTED           (a checker refused it; their reason)
        │                                  └─► CHANGES_REQUESTED  (a checker asks for another run; their reason)
        └─────────────────► CANCELLED
@@ -12,6 +12,14 @@ A job is QUEUED once acknowledged to the client (persisted first), RUNNING while
 and ends in exactly one final state. Transitions are compare-and-set in the store, so repeating one is
 harmless and two racing threads cannot both win. After a server crash, QUEUED jobs run again and RUNNING jobs
 are marked FAILED ("interrupted"): never silently lost, never run twice.
+
+RELEASING (only with timing protection on, a release quantum above 0): the job's data phase. The engine
+computes the releases under the disclosure rules and the job waits out their admitted worst case and the quantum
+grid before it publishes its end (README "Timing"). It begins when the sandbox hands its plans over, a moment that
+depends on the code and its parameters only, never when the engine finishes: that moment depends on the data, and
+showing it would tell what the padding hides. It leaves exactly as RUNNING does, and is recovered like it (a job
+RELEASING when the server stopped is marked FAILED, "interrupted"). It has no audit record of its own: the job's
+``job_started`` record covers both.
 
 AWAITING_CHECK: the job computed an exact result from a dataset whose policy requires output checking
 (``saferoom.checks``). The result is stored, but only output checkers see it; the researcher sees the state
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["FINAL_STATES", "SETTLED_STATES", "JobState"]
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "SETTLED_STATES", "JobState"]
 
 
 class JobState(enum.StrEnum):
@@ -31,6 +39,7 @@ class JobState(enum.StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    RELEASING = "releasing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -52,3 +61,4 @@ FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED, JobState.CHANGES_REQUESTED}
 )
 SETTLED_STATES = FINAL_STATES | {JobState.AWAITING_CHECK}
+ACTIVE_STATES = (JobState.RUNNING, JobState.RELEASING)  # a worker holds the job: it ends from either

@@ -16,6 +16,7 @@ from saferoom.packages.package import (
     package_from_files,
     package_from_zip,
     package_to_zip,
+    read_package_files,
 )
 from saferoom.packages.params import check_value, parse_param_value, validate_params
 from saferoom.packages.service import PackageService, PackageStatus, PackageView, ReviewView
@@ -39,6 +40,7 @@ __all__ = [
     "package_to_zip",
     "parameter_schema",
     "parse_param_value",
+    "read_package_files",
     "sign_approval",
     "validate_params",
     "verify_approval",

@@ -18,11 +18,11 @@ import re
 import stat
 import tomllib
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from saferoom.errors import InvalidPackage
 
@@ -32,11 +32,15 @@ __all__ = [
     "MAX_TOTAL_BYTES",
     "Package",
     "ParameterSpec",
+    "check_file_name",
     "load_package",
     "package_from_files",
     "package_from_zip",
     "package_to_zip",
+    "read_package_files",
 ]
+
+T = TypeVar("T")
 
 MANIFEST_FILE = "saferoom.toml"
 MAX_TOTAL_BYTES = 1024 * 1024
@@ -107,7 +111,8 @@ class Package:
         return self.files[name].decode("utf-8")
 
 
-def _check_file_name(name: str) -> None:
+def check_file_name(name: str) -> None:
+    """Refuse a file name a package may not hold (absolute, '..', hidden parts, unusual characters or suffix)."""
     if not isinstance(name, str):
         raise InvalidPackage("invalid file name")
     if not name or len(name) > 200 or "\\" in name or "\x00" in name:
@@ -160,61 +165,86 @@ def _check_param(name: str, raw: Any) -> ParameterSpec:
     return spec
 
 
-def _parse_manifest(text: str) -> dict[str, Any]:
+def _parse_manifest(text: str, problems: list[str]) -> dict[str, Any] | None:
+    """The manifest's table, or None (with why in ``problems``) when it is not TOML; its unknown and missing
+    keys go to ``problems`` too."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidPackage(f"{MANIFEST_FILE}: {exc}") from None
+        problems.append(f"{MANIFEST_FILE}: {exc}")
+        return None
     unknown = set(data) - _MANIFEST_KEYS
     if unknown:
-        raise InvalidPackage(f"{MANIFEST_FILE}: unknown keys {sorted(unknown)}")
-    for key in ("name", "version", "entrypoint", "datasets"):
-        if key not in data:
-            raise InvalidPackage(f"{MANIFEST_FILE}: missing {key!r}")
+        problems.append(f"{MANIFEST_FILE}: unknown keys {sorted(unknown)}")
+    problems.extend(
+        f"{MANIFEST_FILE}: missing {key!r}" for key in ("name", "version", "entrypoint", "datasets") if key not in data
+    )
     return data
 
 
-def package_from_files(files: Mapping[str, bytes]) -> Package:
-    """Validate a package given as relative file names and their bytes."""
+def _check_files(files: Mapping[str, bytes], problems: list[str]) -> None:
+    """Every file's name and content (each bad file once); the limits on count and size stop at once."""
     if not isinstance(files, Mapping) or not files:
         raise InvalidPackage("a package needs files")
     if len(files) > MAX_FILES:
         raise InvalidPackage(f"a package has at most {MAX_FILES} files")
     total = 0
     for name, content in files.items():
-        _check_file_name(name)
-        if not isinstance(content, bytes):
-            raise InvalidPackage(f"file {name!r}: content must be bytes")
+        try:
+            check_file_name(name)
+            if not isinstance(content, bytes):
+                raise InvalidPackage(f"file {name!r}: content must be bytes")
+        except InvalidPackage as exc:
+            problems.append(exc.message)
+            continue
         total += len(content)
         if total > MAX_TOTAL_BYTES:
             raise InvalidPackage(f"a package is at most {MAX_TOTAL_BYTES // 1024} KiB")
         try:
             content.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidPackage(f"file {name!r} is not UTF-8 text") from None
-    if MANIFEST_FILE not in files:
-        raise InvalidPackage(f"a package needs a {MANIFEST_FILE}")
-    data = _parse_manifest(files[MANIFEST_FILE].decode("utf-8"))
+            problems.append(f"file {name!r} is not UTF-8 text")
 
-    name, version = data["name"], data["version"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidPackage("name must be lowercase letters, digits and '-', starting with a letter")
-    if not isinstance(version, str) or not _VERSION.match(version):
-        raise InvalidPackage("version must be a semantic version like 1.0.0")
+
+def _checked(problems: list[str], check: Callable[[], T]) -> T | None:
+    """``check()``, or None with its InvalidPackage message added to ``problems``."""
+    try:
+        return check()
+    except InvalidPackage as exc:
+        problems.append(exc.message)
+        return None
+
+
+def _check_identity(data: dict[str, Any]) -> tuple[str, str, str]:
+    name, version = data.get("name"), data.get("version")
+    problems: list[str] = []
+    if "name" in data and (not isinstance(name, str) or not _NAME.match(name)):
+        problems.append("name must be lowercase letters, digits and '-', starting with a letter")
+    if "version" in data and (not isinstance(version, str) or not _VERSION.match(version)):
+        problems.append("version must be a semantic version like 1.0.0")
     description = data.get("description", "")
     if not isinstance(description, str) or len(description) > 4000:
-        raise InvalidPackage("description must be a string of at most 4000 characters")
+        problems.append("description must be a string of at most 4000 characters")
+    if problems:
+        raise InvalidPackage.listing(problems)
+    return str(name), str(version), str(description)
 
-    entrypoint = data["entrypoint"]
+
+def _check_entrypoint(entrypoint: Any, files: Mapping[str, bytes]) -> str:
     if not isinstance(entrypoint, str) or entrypoint.count(":") != 1:
         raise InvalidPackage("entrypoint must look like 'main.py:run'")
     entry_file, entry_fn = entrypoint.split(":")
+    problems = []
     if entry_file not in files or not entry_file.endswith(".py"):
-        raise InvalidPackage(f"entrypoint file {entry_file[:80]!r} is not in the package")
+        problems.append(f"entrypoint file {entry_file[:80]!r} is not in the package")
     if not _IDENT.match(entry_fn) or entry_fn.startswith("_"):
-        raise InvalidPackage("entrypoint function must be an identifier not starting with '_'")
+        problems.append("entrypoint function must be an identifier not starting with '_'")
+    if problems:
+        raise InvalidPackage.listing(problems)
+    return entrypoint
 
-    datasets = data["datasets"]
+
+def _check_datasets(datasets: Any) -> list[str]:
     if (
         not isinstance(datasets, list)
         or not datasets
@@ -223,13 +253,52 @@ def package_from_files(files: Mapping[str, bytes]) -> Package:
         or len(set(datasets)) != len(datasets)
     ):
         raise InvalidPackage("datasets must be a non-empty list of unique dataset names")
+    return datasets
 
-    raw_params = data.get("parameters", {})
+
+def _check_params(raw_params: Any, problems: list[str]) -> dict[str, ParameterSpec]:
     if not isinstance(raw_params, dict) or len(raw_params) > MAX_PARAMETERS:
-        raise InvalidPackage(f"parameters must be a table of at most {MAX_PARAMETERS} entries")
-    parameters = {pname: _check_param(pname, raw) for pname, raw in raw_params.items()}
-    epsilon = _check_privacy(data.get("privacy", {}), datasets)
+        problems.append(f"parameters must be a table of at most {MAX_PARAMETERS} entries")
+        return {}
+    specs = {}
+    for pname, raw in raw_params.items():
+        try:
+            specs[pname] = _check_param(pname, raw)
+        except InvalidPackage as exc:
+            problems.append(exc.message)
+    return specs
 
+
+def package_from_files(files: Mapping[str, bytes]) -> Package:
+    """Validate a package given as relative file names and their bytes.
+
+    Every problem is found in one pass and reported together (``InvalidPackage.problems``): each bad file, each
+    bad or missing manifest field, each bad parameter. Only the limits on the number and size of files, and a
+    manifest that is not TOML at all, stop the checking early."""
+    problems: list[str] = []
+    _check_files(files, problems)
+    if MANIFEST_FILE not in files:
+        problems.append(f"a package needs a {MANIFEST_FILE}")
+        raise InvalidPackage.listing(problems)
+    try:
+        text = files[MANIFEST_FILE].decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):
+        raise InvalidPackage.listing(problems) from None  # said already, by _check_files
+    data = _parse_manifest(text, problems)
+    if data is None:
+        raise InvalidPackage.listing(problems)
+
+    identity = _checked(problems, lambda: _check_identity(data))
+    entrypoint = datasets = None
+    if "entrypoint" in data:
+        entrypoint = _checked(problems, lambda: _check_entrypoint(data["entrypoint"], files))
+    if "datasets" in data:
+        datasets = _checked(problems, lambda: _check_datasets(data["datasets"]))
+    parameters = _check_params(data.get("parameters", {}), problems)
+    epsilon = _checked(problems, lambda: _check_privacy(data.get("privacy", {}), datasets or []))
+    if problems or identity is None or entrypoint is None or datasets is None or epsilon is None:
+        raise InvalidPackage.listing(problems)
+    name, version, description = identity
     return Package(
         name=name,
         version=version,
@@ -250,12 +319,16 @@ def _check_privacy(raw: Any, datasets: list[str]) -> dict[str, float]:
     if not isinstance(spend, dict):
         raise InvalidPackage("privacy.epsilon must be a table of dataset = number")
     out: dict[str, float] = {}
+    problems = []
     for dataset, value in spend.items():
         if dataset not in datasets:
-            raise InvalidPackage(f"privacy.epsilon names {dataset[:80]!r}, which the package does not declare")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_EPSILON:
-            raise InvalidPackage(f"privacy.epsilon.{dataset} must be a number in (0, {MAX_EPSILON:g}]")
-        out[dataset] = float(value)
+            problems.append(f"privacy.epsilon names {dataset[:80]!r}, which the package does not declare")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_EPSILON:
+            problems.append(f"privacy.epsilon.{dataset} must be a number in (0, {MAX_EPSILON:g}]")
+        else:
+            out[dataset] = float(value)
+    if problems:
+        raise InvalidPackage.listing(problems)
     return out
 
 
@@ -293,7 +366,7 @@ def _read_zip(data: bytes) -> dict[str, bytes]:
     for info in infos:
         if stat.S_ISLNK(info.external_attr >> 16):
             raise InvalidPackage(f"{info.filename[:80]!r} is a symbolic link")
-        _check_file_name(info.filename)
+        check_file_name(info.filename)
         with archive.open(info) as member:
             content = member.read(MAX_TOTAL_BYTES + 1)  # never trust the declared size alone
         if len(content) > MAX_TOTAL_BYTES:
@@ -309,15 +382,21 @@ def package_from_zip(data: bytes) -> Package:
     return package_from_files(_read_zip(data))
 
 
-def load_package(path: Path) -> Package:
-    """Load and validate a package from a directory or a .zip archive."""
+def read_package_files(path: Path) -> dict[str, bytes]:
+    """A package's files from a directory or a .zip archive, read within the limits but not yet validated (a
+    server validates them all and reports every problem at once)."""
     if path.is_dir():
-        return package_from_files(_read_directory(path))
+        return _read_directory(path)
     if path.suffix == ".zip" and path.is_file():
         if path.stat().st_size > MAX_TOTAL_BYTES * 2:
             raise InvalidPackage("the archive is too large")
-        return package_from_zip(path.read_bytes())
+        return _read_zip(path.read_bytes())
     raise InvalidPackage(f"{path.name!r} is neither a package directory nor a .zip archive")
+
+
+def load_package(path: Path) -> Package:
+    """Load and validate a package from a directory or a .zip archive."""
+    return package_from_files(read_package_files(path))
 
 
 def package_to_zip(package: Package) -> bytes:

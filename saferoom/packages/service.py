@@ -11,6 +11,7 @@ authority and its revocation list, and the validity period against the clock. Kn
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from saferoom.audit import AuditLog, EventType
 from saferoom.audit.log import Entry
 from saferoom.errors import (
+    CodeRefused,
     InvalidPackage,
     InvalidParameter,
     InvalidRequest,
@@ -31,11 +33,23 @@ from saferoom.errors import (
 )
 from saferoom.identity import Identity, Role, TrustStore
 from saferoom.packages.approval import Approval, verify_signature
-from saferoom.packages.package import MANIFEST_FILE, Package, package_from_files, package_from_zip, package_to_zip
+from saferoom.packages.package import (
+    MANIFEST_FILE,
+    MAX_FILES,
+    MAX_TOTAL_BYTES,
+    Package,
+    check_file_name,
+    package_from_files,
+    package_from_zip,
+    package_to_zip,
+)
 from saferoom.packages.params import validate_params
 from saferoom.store.packages import DecisionRecord, PackageRecord, PackageStore
 
 __all__ = ["PackageService", "PackageStatus", "PackageView", "ReviewView"]
+
+# Where one problem ends in a CodeRefused message listing several ("a.py, line 3: ...; b.py: ...").
+_CODE_PROBLEM = re.compile(r"; (?=[A-Za-z0-9][A-Za-z0-9_./-]*\.py(?:, line \d+)?: )")
 
 MAX_REASON = 2000
 DAY = 86_400
@@ -209,19 +223,28 @@ class PackageService:
     # ------------------------------------------------------------------ researchers
 
     def submit(self, files: Mapping[str, bytes], submitter: Identity) -> tuple[PackageView, bool]:
-        """Validate a package in full and store it; returns it and whether this content is new."""
-        package = package_from_files(files)
-        unknown = sorted(set(package.datasets) - self._datasets)
-        if unknown:
-            raise InvalidPackage(f"the package needs datasets that do not exist: {', '.join(unknown)}")
-        undeclared = sorted(d for d in package.datasets if d in self._private and d not in package.epsilon)
-        if undeclared:
-            example = ", ".join(f"{d} = 0.5" for d in undeclared)
-            raise InvalidPackage(
-                f"the package reads differentially private datasets without declaring the epsilon one run spends "
-                f"on each: {', '.join(undeclared)}; add [privacy] epsilon = {{ {example} }} to {MANIFEST_FILE}"
-            )
-        self._check_code(package)  # compiles every file under the sandbox policy (in a sandbox worker)
+        """Validate a package in full and store it; returns it and whether this content is new.
+
+        Every problem is reported at once (``InvalidPackage.problems``): the manifest's and the files', the
+        datasets', and what the sandbox's static checks refuse in the code, even when the manifest is broken."""
+        problems: list[str] = []
+        try:
+            package: Package | None = package_from_files(files)
+        except InvalidPackage as exc:
+            problems.extend(exc.problems)
+            package = None
+        if package is not None:
+            problems.extend(self._dataset_problems(package))
+        code = package or self._code_only(files)
+        if code is not None:
+            try:
+                self._check_code(code)  # compiles every file under the sandbox policy (in a sandbox worker)
+            except CodeRefused as exc:
+                if not problems and package is not None:
+                    raise  # only the code is wrong: CodeRefused as before (its message lists every line)
+                problems.extend(_CODE_PROBLEM.split(exc.message))
+        if problems or package is None:
+            raise InvalidPackage.listing(problems)
         blob = package_to_zip(package)
         self._store.write_blob(package.hash, blob)  # content-addressed: a file no row names is harmless
         created, _ = self._audit.commit(
@@ -231,6 +254,40 @@ class PackageService:
             lambda new: [_entry(EventType.PACKAGE_SUBMITTED, submitter, package, {"created": new, "bytes": len(blob)})],
         )
         return self._view(self._store.get(package.hash)), created
+
+    def _dataset_problems(self, package: Package) -> list[str]:
+        problems = []
+        unknown = sorted(set(package.datasets) - self._datasets)
+        if unknown:
+            problems.append(f"the package needs datasets that do not exist: {', '.join(unknown)}")
+        undeclared = sorted(d for d in package.datasets if d in self._private and d not in package.epsilon)
+        if undeclared:
+            example = ", ".join(f"{d} = 0.5" for d in undeclared)
+            problems.append(
+                f"the package reads differentially private datasets without declaring the epsilon one run spends "
+                f"on each: {', '.join(undeclared)}; add [privacy] epsilon = {{ {example} }} to {MANIFEST_FILE}"
+            )
+        return problems
+
+    @staticmethod
+    def _code_only(files: Mapping[str, bytes]) -> Package | None:
+        """The Python files of a package whose manifest is unusable, to check their code all the same (only
+        files with a valid name and UTF-8 text; the limits were checked before any of this)."""
+        if not isinstance(files, Mapping) or len(files) > MAX_FILES:
+            return None
+        if sum(len(c) for c in files.values() if isinstance(c, bytes)) > MAX_TOTAL_BYTES:
+            return None
+        code = {}
+        for name, content in files.items():
+            if not isinstance(name, str) or not name.endswith(".py") or not isinstance(content, bytes):
+                continue
+            try:
+                check_file_name(name)
+                content.decode("utf-8")
+            except (InvalidPackage, UnicodeDecodeError):
+                continue
+            code[name] = content
+        return Package("", "", "", "", (), {}, code) if code else None
 
     def _decide(
         self, decision: DecisionRecord, event: EventType, who: Identity, package: Package, summary: dict[str, Any]

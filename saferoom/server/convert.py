@@ -52,6 +52,7 @@ _PACKAGE_STATUS = {
 _STATES = {
     "queued": _jobs_pb2.JOB_STATE_QUEUED,
     "running": _jobs_pb2.JOB_STATE_RUNNING,
+    "releasing": _jobs_pb2.JOB_STATE_RELEASING,
     "succeeded": _jobs_pb2.JOB_STATE_SUCCEEDED,
     "failed": _jobs_pb2.JOB_STATE_FAILED,
     "cancelled": _jobs_pb2.JOB_STATE_CANCELLED,

@@ -40,14 +40,17 @@ __all__ = [
     "Publication",
     "PublicationBudget",
     "PublicationLedger",
+    "RunsAllowed",
     "charge_budgets",
     "check_publication",
+    "delta_for_runs",
     "delta_units",
     "delta_value",
     "epsilon_units",
     "epsilon_value",
     "format_amount",
     "read_publication_budget",
+    "runs_allowed",
 ]
 
 EPSILON_UNITS = 10**6  # epsilon is stored in millionths
@@ -127,6 +130,39 @@ class Budget:
 
     def covers(self, cost: Cost) -> bool:
         return cost.epsilon <= self.epsilon_remaining and cost.delta <= self.delta_remaining
+
+
+@dataclass(frozen=True)
+class RunsAllowed:
+    """How many more runs of one cost a budget pays for: by its epsilon alone, by its delta alone, and so in all."""
+
+    by_epsilon: int
+    by_delta: int
+
+    @property
+    def runs(self) -> int:
+        return min(self.by_epsilon, self.by_delta)
+
+    @property
+    def limited_by(self) -> str:
+        """``"epsilon"`` or ``"delta"``: which of the two runs out first (epsilon when both do together)."""
+        return "epsilon" if self.by_epsilon <= self.by_delta else "delta"
+
+
+def runs_allowed(budget: Budget, cost: Cost) -> RunsAllowed:
+    """How many more runs costing ``cost`` ``budget`` admits, exactly as ``charge_budgets`` would admit them
+    one by one (the same units; a zero amount is never the limit)."""
+    by_epsilon = budget.epsilon_remaining // cost.epsilon if cost.epsilon else 2**63 - 1
+    by_delta = budget.delta_remaining // cost.delta if cost.delta else 2**63 - 1
+    return RunsAllowed(by_epsilon, by_delta)
+
+
+def delta_for_runs(budget: Budget, cost: Cost) -> float:
+    """The delta total under which delta never limits before epsilon does: what was spent already plus one
+    run's delta for each run the remaining epsilon pays for (at most ``MAX_DELTA_BUDGET``, whole units)."""
+    runs = runs_allowed(budget, cost).by_epsilon
+    ceiling = delta_units(MAX_DELTA_BUDGET, round_up=False)
+    return delta_value(min(ceiling, budget.delta_spent + runs * cost.delta))
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class CheckStore:
     ) -> bool:
         """``hold`` inside the caller's transaction (``AuditLog.commit``); False if the job was not running."""
         now = time.time() if now is None else now
-        if not JobStore.update_state_in(conn, job_id, "awaiting_check", ["running"], None, None, now):
+        if not JobStore.update_state_in(conn, job_id, "awaiting_check", ["running", "releasing"], None, None, now):
             return False
         write_result(conn, job_id, outputs, report, now)
         conn.execute(

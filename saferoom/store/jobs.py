@@ -285,7 +285,7 @@ class JobStore:
     ) -> bool:
         """``finish_with_result`` inside the caller's transaction."""
         now = time.time() if now is None else now
-        if not cls.update_state_in(conn, job_id, "succeeded", ["running"], None, None, now):
+        if not cls.update_state_in(conn, job_id, "succeeded", ["running", "releasing"], None, None, now):
             return False
         write_result(conn, job_id, outputs, report, now)
         return True

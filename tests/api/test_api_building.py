@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
 from saferoom.errors import LimitExceeded, UserCodeError
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, lit, when, count, mean, median, quantile = (
     NS[k] for k in ("col", "lit", "when", "count", "mean", "median", "quantile")
 )

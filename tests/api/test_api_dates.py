@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -19,7 +20,7 @@ from saferoom.jobs.local import run_local
 from saferoom.server import SaferoomServer
 from tests.support import Deployment
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

@@ -56,7 +56,7 @@ def frames(data: bytes) -> list[bytes]:
 
 
 def forge(
-    prev_frame: bytes,
+    prev_frame: bytes | None,
     seq: int,
     key: ed25519.Ed25519PrivateKey,
     event: EventType = EventType.JOB_FINISHED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -15,7 +16,7 @@ from saferoom.disclosure import protect, release
 from saferoom.engine import ArrowEngine, plan
 from tests.support import checked
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, count, sum_, mean = NS["col"], NS["count"], NS["sum"], NS["mean"]
 
 
@@ -158,7 +159,8 @@ def run_sales(manifest: Manifest, table: pa.Table, build):
 
 def test_a_buyer_dominating_through_many_purchases_is_caught(manifest: Manifest) -> None:
     # Each of buyer 1's purchases is ordinary; together (the unit's total) they dominate Siming.
-    rows = [("Siming", 1, 3_000_000.0)] * 30 + [("Siming", b, 1_000_000.0) for b in range(2, 14)]
+    rows: list[tuple[str | None, int, float]] = []
+    rows += [("Siming", 1, 3_000_000.0)] * 30 + [("Siming", b, 1_000_000.0) for b in range(2, 14)]
     rows += [("Huli", b, 1_000_000.0) for b in range(20, 35)] + [(None, b, 1_000_000.0) for b in range(40, 55)]
     out = run_sales(manifest, sales(rows), lambda t: t.group_by("district").agg(total=sum_("price"), n=count()))
     assert out.table.column("district").to_pylist() == ["Huli"]  # Siming dominated; the null key fails closed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused
 from tests.support import release_outputs
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, count, sum_, mean, median, std = NS["col"], NS["count"], NS["sum"], NS["mean"], NS["median"], NS["std"]
 quantile = NS["quantile"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from saferoom.catalog.generate import DISTRICT_NAMES
 from saferoom.catalog.manifest import Manifest
 from tests.support import release_outputs
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, count, mean = NS["col"], NS["count"], NS["mean"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -15,7 +16,7 @@ from saferoom.engine import ArrowEngine, plan
 from saferoom.errors import InvalidPlan, ReleaseRefused
 from tests.support import checked, release_outputs, withheld_by
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, count, mean, max_, count_distinct = NS["col"], NS["count"], NS["mean"], NS["max"], NS["count_distinct"]
 
 

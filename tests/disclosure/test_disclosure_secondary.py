@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from saferoom.catalog.manifest import Manifest
 from tests.disclosure.test_disclosure_dominance import people
 from tests.support import checked, release_outputs
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 count, sum_ = NS["count"], NS["sum"]
 
 
@@ -25,7 +26,7 @@ def manifest(catalog_dir: Path) -> Manifest:
 
 def crosstab(manifest: Manifest, groups: dict[tuple[str, str], int], with_total: bool = True):
     """A population with ``groups[(district, sex)]`` people each, and a table with its margins released."""
-    rows = {}
+    rows: dict[Any, Any] = {}
     for (district, sex), n in groups.items():
         rows.setdefault(district, []).extend([(sex, 30_000.0)] * n)
     table = people({d: [income for _, income in r] for d, r in rows.items()})
@@ -87,7 +88,7 @@ def test_one_small_cell_beside_its_row_and_column_totals(manifest: Manifest) -> 
 
 def test_nothing_extra_is_suppressed_when_no_margin_is_released(manifest: Manifest) -> None:
     groups = {("Siming", "female"): 5, ("Siming", "male"): 20, ("Huli", "female"): 20, ("Huli", "male"): 20}
-    rows = {}
+    rows: dict[Any, Any] = {}
     for (district, _sex), n in groups.items():
         rows.setdefault(district, []).extend([30_000.0] * n)
     ctx = Context(manifest, ["population"])

@@ -5,6 +5,7 @@ differencing attacks such as "everyone in Siming" minus "everyone in Siming exce
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.errors import ReleaseRefused
 from tests.support import release_outputs, withheld_by
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, count, sum_ = NS["col"], NS["count"], NS["sum"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -62,7 +63,7 @@ min = "1900-01-01"
 max = "2026-12-31"
 """
 
-ROWS = {
+ROWS: dict[str, list[Any]] = {
     "person_id": [1, 2, 3, 4],
     "age": [30, 41, 7, 88],
     "sex": ["female", "male", "male", "female"],

@@ -95,7 +95,7 @@ def test_population_profile_on_mock_is_within_ten_percent_of_the_real_one(
         sex = pc.cast(people.column("sex"), pa.string()).to_numpy(zero_copy_only=False)
         incomes = people.column("income").to_numpy()
         adult = people.column("age").to_numpy() >= 18
-    truth = {}
+    truth: dict[tuple[str, int, str], int] = {}
     for d, b, s in zip(district, band, sex, strict=True):
         truth[(d, int(b), s)] = truth.get((d, int(b), s), 0) + 1
     assert len(cells) >= 0.9 * len(truth)  # the mock's cells are (almost) all the real ones

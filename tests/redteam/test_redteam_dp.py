@@ -124,7 +124,7 @@ def test_repeating_a_query_until_the_budget_runs_out(dp_server, deployment: Depl
         jobs_before = len(bob.list_jobs()[0])
         with pytest.raises(SaferoomError) as refused:
             bob.run_job(summary.hash)
-        assert refused.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert "remain" in refused.value.message
         assert len(bob.list_jobs()[0]) == jobs_before  # refused before any job existed
         assert len(set(answers)) > 1  # fresh noise every time: nothing to average away by repetition

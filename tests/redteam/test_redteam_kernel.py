@@ -106,7 +106,7 @@ def attempt(pool: WorkerPool, action: str, target: str = "") -> dict:
 
 
 # attack -> {layer config: the errno that proves that layer stopped it}
-ATTACKS = {
+ATTACKS: dict[str, tuple[str, str, dict[str, int | None]]] = {
     "read a canary file": ("read_file", "canary.txt", {"seccomp alone": None, "landlock alone": errno.EACCES}),
     "write a marker file": (
         "write_file",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -125,8 +125,8 @@ def test_a_mock_row_count_out_of_range_is_invalid_argument(channel: grpc.Channel
         ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=-1)),
         ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(page_size=2**31 - 1)),
         # Enums are open on the wire: a number that is no JobState, or JOB_STATE_UNSPECIFIED, is refused.
-        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(states=[99])),
-        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(states=[0])),
+        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(states=[cast(Any, 99)])),
+        ("/saferoom.v1.JobsService/ListJobs", False, _jobs_pb2.ListJobsRequest(states=[cast(Any, 0)])),
         ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(limit=-1)),
         ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(after_seq=-5)),
         ("/saferoom.v1.AuditService/ReadLog", True, _audit_pb2.ReadLogRequest(tail=-1)),

@@ -180,8 +180,8 @@ def test_a_researcher_holding_a_checkers_certificate_cannot_decide(
         with pytest.raises(grpc.RpcError) as caught:
             checks_pb2_grpc.ChecksServiceStub(channel).Decide(request)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    with deployment.client("alice", srv.port) as alice:
-        assert alice.get_job(job_id).state == "awaiting_check"
+    with deployment.client("alice", srv.port) as researcher:
+        assert researcher.get_job(job_id).state == "awaiting_check"
 
 
 def test_a_decision_for_another_result_is_refused(world: tuple[SaferoomServer, Path], deployment: Deployment) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from saferoom.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from tests.support import release_outputs
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, when, count = NS["col"], NS["when"], NS["count"]
 
 

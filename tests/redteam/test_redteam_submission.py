@@ -1,8 +1,11 @@
+# mypy: disable-error-code="arg-type"
+# (files(**{name: bytes}) spreads extra files as keywords; mypy cannot tell them from the manifest argument.)
 """Hostile submissions: each is refused with INVALID_ARGUMENT and a reason, nothing is stored, and the server
 keeps serving."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import grpc
@@ -83,6 +86,30 @@ def test_hostile_submission_is_refused_and_nothing_is_stored(
         assert "/work" not in caught.value.details() and "/tmp" not in caught.value.details()
         listed = stub.ListPackages(packages_pb2.ListPackagesRequest(), timeout=10).packages
         assert "hostile" not in {p.name for p in listed}
+    assert sorted(p.name for p in store.rglob("*.zip")) == before
+
+
+def test_a_package_of_a_thousand_problems_gets_a_bounded_list(server: SaferoomServer, deployment: Deployment) -> None:
+    """Reporting every problem at once must not become a way to make the server build (and send) an unbounded
+    message: 99 badly named files, 64 bad parameters and broken code give 50 problems and a count of the rest."""
+    params = "".join(f'p{i} = {{ type = "object", default = 1 }}\n' for i in range(64))
+    bad = MANIFEST.replace('"1.0.0"', '"one"') + "[parameters]\n" + params
+    package_files = [*files(manifest=bad, **{"lib.py": b"import os\n"}), *((f"f{i}.exe", b"x") for i in range(97))]
+    store = server.database.path.parent / "packages"
+    before = sorted(p.name for p in store.rglob("*.zip"))
+    with deployment.channel("alice", server.port) as channel:
+        stub = packages_pb2_grpc.PackagesServiceStub(channel)
+        request = packages_pb2.SubmitPackageRequest(
+            files=[packages_pb2.PackageFile(name=n, content=c) for n, c in package_files]
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SubmitPackage(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details()
+    lines = details.splitlines()
+    assert lines[0] == "the package has 51 problems:" and len(lines) == 52, details[:500]
+    assert re.fullmatch(r"- \.\.\. and \d+ more", lines[-1]) and int(lines[-1].split()[3]) > 100
+    assert len(details) < 16_384
     assert sorted(p.name for p in store.rglob("*.zip")) == before
 
 

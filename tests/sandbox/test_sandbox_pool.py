@@ -119,6 +119,7 @@ def test_hostile_tasks_fail_alone_while_good_ones_succeed(pool: WorkerPool) -> N
 
 
 def test_pool_survives_its_zygote_dying(pool: WorkerPool) -> None:
+    assert pool.zygote_pid is not None
     os.kill(pool.zygote_pid, 9)
     time.sleep(0.2)
     assert pool.run("tests.sandbox_tasks:echo", {"n": 1}).data["request"] == {"n": 1}

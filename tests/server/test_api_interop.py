@@ -65,7 +65,7 @@ def _identity_files(deployment: Deployment, name: str) -> tuple[str, str, str]:
 def test_protos_compile_with_only_themselves_and_the_well_known_types(tmp_path: Path) -> None:
     """`protoc -Iprotos protos/saferoom/v1/*.proto`, as any language's build does it: no saferoom/_proto path,
     no other include than protobuf's own well-known types."""
-    from grpc_tools import protoc
+    from grpc_tools import protoc  # type: ignore[import-untyped]
 
     out = tmp_path / "api.binpb"
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))

@@ -27,7 +27,7 @@ from saferoom.server import SaferoomServer, create_server
 from tests.support import Deployment, make_deployment, server_config
 
 # One researcher per test that spends, so that each starts from an untouched ledger.
-RESEARCHERS = ("carol", "dave", "erin", "frank", "gina", "hank", "ivan")
+RESEARCHERS = ("carol", "dave", "erin", "frank", "gina", "hank", "ivan", "jack")
 
 COUNT = 'def run(ctx):\n    return {"n": ctx.table("population").agg(n=count())}\n'
 FAILS = 'def run(ctx):\n    ctx.table("population")\n    return {"n": 1 // 0}\n'
@@ -261,15 +261,61 @@ def test_the_command_line_sets_shows_and_refuses_in_one_line(room: Room) -> None
     code, out = as_user("ivan", "budget", "show", "--json")
     assert code == 0, out
     (shown,) = json.loads(out)
-    assert (shown["epsilon_total"], shown["delta_total"], shown["set_by"]) == (0.25, 1e-6, "olga")
+    # No --delta: the delta of the one run 0.25 pays for (dp-count's 0.25 at the policy's 1e-7 a run).
+    assert (shown["epsilon_total"], shown["delta_total"], shown["set_by"]) == (0.25, 1e-7, "olga")
     code, out = as_user("ivan", "jobs", "run", "dp-count", "--no-wait")
     assert code == 0, out
     code, out = as_user("ivan", "jobs", "run", "dp-count")
     lines = [line for line in out.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1, out
-    assert lines[0].startswith("error (budget_exhausted): ") and "epsilon 0 and delta 9e-07 remain" in lines[0]
+    assert lines[0].startswith("error (budget_exhausted): ") and "epsilon 0 and delta 0 remain" in lines[0]
     code, out = as_user("ivan", "budget", "set", "ivan", "population", "--epsilon", "9")
     assert code == 1 and "permission_denied" in out
+
+
+def test_budget_set_states_each_runs_cost_and_epsilon_not_delta_limits(room: Room) -> None:
+    """`budget set --epsilon 10` without --delta used to keep a delta of 1e-6: ten runs of 1e-7 each, whatever
+    the epsilon paid for. Now the delta follows the policy (the runs the epsilon pays for x the per-run delta),
+    and the command says what a run costs and how many runs each amount allows."""
+
+    def as_olga(*args: str) -> tuple[int, str]:
+        profile = room.deployment.pki / "identities" / "olga" / "profile.toml"
+        result = CliRunner().invoke(cli, ["--profile", str(profile), *args, "--server", f"127.0.0.1:{room.port}"])
+        return result.exit_code, result.stdout
+
+    def runs_of(data: dict[str, Any], package: str) -> dict[str, Any]:
+        (found,) = [r for r in data["runs"] if r["package"] == package]
+        return found
+
+    code, out = as_olga("budget", "set", "jack", "population", "--epsilon", "10", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["delta_defaulted"] and data["budget"]["delta_total"] == pytest.approx(4e-6, abs=1e-18)
+    count = runs_of(data, "dp-count@1.0.0")
+    assert (count["epsilon"], count["delta"]) == (0.25, 1e-7)
+    assert (count["runs_by_epsilon"], count["runs_by_delta"], count["runs"], count["limited_by"]) == (
+        40, 40, 40, "epsilon")  # fmt: skip
+
+    code, out = as_olga("budget", "set", "jack", "population", "--epsilon", "10")
+    assert code == 0 and "delta defaulted to 4e-06" in out, out
+    assert (
+        "dp-count@1.0.0: one run costs epsilon 0.25 and delta 1e-07; the budget pays for 40 more "
+        "(epsilon allows 40, delta 40): epsilon limits"
+    ) in out
+
+    code, out = as_olga("budget", "set", "jack", "population", "--epsilon", "10", "--delta", "1e-6", "--json")
+    data = json.loads(out)  # an explicit delta is kept, and the command says that it is what limits
+    assert not data["delta_defaulted"] and data["budget"]["delta_total"] == 1e-6
+    count = runs_of(data, "dp-count@1.0.0")
+    assert (count["runs_by_epsilon"], count["runs_by_delta"], count["runs"], count["limited_by"]) == (
+        40, 10, 10, "delta")  # fmt: skip
+
+    with room.client("jack") as jack:  # one run spent: the default counts what was spent too
+        jack.wait(jack.run_job("dp-count", {}).id, timeout=120)
+    data = json.loads(as_olga("budget", "set", "jack", "population", "--epsilon", "10", "--json")[1])
+    assert data["budget"]["delta_total"] == pytest.approx(4e-6, abs=1e-18)
+    count = runs_of(data, "dp-count@1.0.0")
+    assert (count["runs_by_epsilon"], count["runs_by_delta"], count["limited_by"]) == (39, 39, "epsilon")
 
 
 def test_the_ledger_survives_a_restart(dp_catalog_dir: Path, pki: Deployment, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from saferoom.engine.spark import SparkEngine
 from saferoom.errors import InvalidPlan
 from tests.support_spark import assert_same
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, lit, when = NS["col"], NS["lit"], NS["when"]
 count, count_distinct, sum_, mean, median = NS["count"], NS["count_distinct"], NS["sum"], NS["mean"], NS["median"]
 quantile, std, min_, max_ = NS["quantile"], NS["std"], NS["min"], NS["max"]

@@ -28,7 +28,7 @@ from saferoom.server import create_server
 from tests.support import approve_all, server_config
 from tests.support_spark import assert_same
 
-NS = namespace()
+NS: dict[str, Any] = namespace()  # the sandbox's names, called as the algorithms call them
 col, lit, when, count, count_distinct = NS["col"], NS["lit"], NS["when"], NS["count"], NS["count_distinct"]
 sum_, mean, median, std, quantile = NS["sum"], NS["mean"], NS["median"], NS["std"], NS["quantile"]
 grid_cell, histogram = NS["grid_cell"], NS["histogram"]
@@ -236,7 +236,7 @@ def test_a_spark_catalog_needs_an_endpoint(spark_catalog) -> None:
 def test_a_vetted_algorithm_through_the_pipeline(catalog_dir: Path, spark_catalog, spark_url: str) -> None:
     """`saferoom dev run` (the server's pipeline: sandbox and engine workers, and the cluster) on both engines."""
     data_dir = spark_catalog[0]
-    limits = {"sandbox_limits": {"wall_seconds": 60.0}, "engine_limits": {"wall_seconds": 120.0}}
+    limits: dict[str, Any] = {"sandbox_limits": {"wall_seconds": 60.0}, "engine_limits": {"wall_seconds": 120.0}}
     package = REPO / "algorithms" / "site_selection"
     arrow = run_local(package, catalog_dir, {}, ServerConfig.load(env={}, **limits))
     spark = run_local(package, data_dir, {}, ServerConfig.load(env={}, spark_connect=spark_url, **limits))

@@ -21,6 +21,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_AWAITING_CHECK: _ClassVar[JobState]
     JOB_STATE_REJECTED: _ClassVar[JobState]
     JOB_STATE_CHANGES_REQUESTED: _ClassVar[JobState]
+    JOB_STATE_RELEASING: _ClassVar[JobState]
 
 class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_AWAITING_CHECK: JobState
 JOB_STATE_REJECTED: JobState
 JOB_STATE_CHANGES_REQUESTED: JobState
+JOB_STATE_RELEASING: JobState
 OUTPUT_KIND_UNSPECIFIED: OutputKind
 OUTPUT_KIND_AGGREGATE: OutputKind
 OUTPUT_KIND_PUBLIC: OutputKind
