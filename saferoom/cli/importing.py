@@ -7,13 +7,14 @@ for the owner's terminal only.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from saferoom.cli.jsonout import emit, json_option, to_data
 
 __all__ = ["datasets_enterprises", "datasets_history", "datasets_import", "datasets_propose"]
 
@@ -113,16 +114,20 @@ def datasets_propose(source: str, name: str, out: Path, query: str | None, table
 @click.command("history")
 @click.argument("name")
 @click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path, exists=True), required=True)
-def datasets_history(name: str, catalog_dir: Path) -> None:
+@json_option
+def datasets_history(name: str, catalog_dir: Path, as_json: bool) -> None:
     """Every version NAME has had in the catalog directory (the current one marked)."""
     from saferoom.catalog.manifest import Manifest
+    from saferoom.errors import NotFound
     from saferoom.importer import history
 
     versions = history(catalog_dir, name)
     if not versions:
-        click.echo(f"no imported versions of {name!r} in {catalog_dir}", err=True)
-        sys.exit(1)
+        raise NotFound(f"no imported versions of {name!r} in {catalog_dir}")
     current = Manifest.load(catalog_dir).datasets.get(name)
+    if as_json:
+        emit([{**to_data(v), "current": current is not None and current.version == v.version} for v in versions])
+        return
     click.echo("  version           imported at          rows  declaration   source")
     for v in versions:
         mark = "*" if current is not None and current.version == v.version else " "

@@ -24,9 +24,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import pyarrow as pa
 
-__all__ = ["dumps", "error_document", "to_data"]
+__all__ = ["JSON_META", "dumps", "emit", "error_document", "json_option", "remember_json", "to_data"]
+
+JSON_META = "saferoom.json"  # ctx.meta key: --json was given (errors go to stderr as JSON too)
+
+
+def remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True
+    return value
+
+
+def json_option(fn: Any) -> Any:
+    """``--json``: one JSON document on stdout, errors as JSON on stderr."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,  # before the other parameters: their errors are JSON too
+        callback=remember_json,
+        help="One JSON document on stdout (errors as JSON on stderr).",
+    )(fn)
+
+
+def emit(value: Any) -> None:
+    """Print ``value`` as the one JSON document of a --json command."""
+    click.echo(dumps(value))
 
 
 def _table(table: pa.Table) -> dict[str, Any]:

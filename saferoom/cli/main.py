@@ -20,6 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from saferoom import __version__
 from saferoom.cli import importing as _importing
+from saferoom.cli.jsonout import JSON_META, json_option, remember_json
+from saferoom.cli.jsonout import emit as _emit
 from saferoom.errors import InvalidPackage, NotFound, SaferoomError
 
 __all__ = ["main"]
@@ -28,12 +30,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-_JSON = "saferoom.json"  # ctx.meta key: --json was given (errors go to stderr as JSON too)
-
-
 def _json_wanted() -> bool:
     ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.meta.get(_JSON))
+    return bool(ctx is not None and ctx.meta.get(JSON_META))
 
 
 def _fail(exc: SaferoomError, status: int = 1) -> None:
@@ -63,31 +62,6 @@ class _Group(click.Group):
 
             click.echo(error_document("INVALID_ARGUMENT", "usage", exc.format_message()), err=True)
             sys.exit(exc.exit_code)
-
-
-def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    if value:
-        ctx.meta[_JSON] = True
-    return value
-
-
-def json_option(fn: Any) -> Any:
-    """``--json``: one JSON document on stdout, errors as JSON on stderr (``saferoom.cli.jsonout``)."""
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        is_eager=True,  # before the other parameters: their errors are JSON too
-        callback=_remember_json,
-        help="One JSON document on stdout (errors as JSON on stderr).",
-    )(fn)
-
-
-def _emit(value: Any) -> None:
-    """Print ``value`` as the one JSON document of a --json command."""
-    from saferoom.cli.jsonout import dumps
-
-    click.echo(dumps(value))
 
 
 @click.group(cls=_Group)
@@ -617,13 +591,18 @@ def mock_publish(dataset: str, epsilon: float, server: str | None) -> None:
 
 @mock.command("info")
 @click.argument("dataset")
+@json_option
 @server_option
-def mock_info(dataset: str, server: str | None) -> None:
+def mock_info(dataset: str, as_json: bool, server: str | None) -> None:
     """How DATASET's mock data is made: synthetic (DP, its structure, epsilon, fidelity) or the fallback."""
     from saferoom.cli.render import print_mock_info
 
     with _client(server) as client:
-        print_mock_info(console, client.mock_info(dataset))
+        info = client.mock_info(dataset)
+    if as_json:
+        _emit(info)
+    else:
+        print_mock_info(console, info)
 
 
 @cli.group()
@@ -1279,7 +1258,7 @@ def export_options(fn: Any) -> Any:
         "as_json",
         is_flag=True,
         is_eager=True,
-        callback=_remember_json,
+        callback=remember_json,
         help="Same as --format json (errors as JSON on stderr).",
     )(fn)
 

@@ -36,6 +36,14 @@ WRITES = {
     "certs issue",
     "certs revoke",
     "jobs cancel",
+    "datasets import",
+    "datasets propose",
+    "datasets enterprises",
+    "mock budget",
+    "mock publish",
+    "state backup",
+    "state restore",
+    "console",
 }
 
 
