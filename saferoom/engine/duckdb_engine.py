@@ -173,7 +173,10 @@ class DuckDBEngine:
         con = duckdb.connect(":memory:", config=config)
         self._registered: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
         try:
-            for name, function, params, result in ARROW_FUNCTIONS:
+            used = _calls(plans)
+            for name, function, params, result, needed_by in ARROW_FUNCTIONS:
+                if needed_by not in used:
+                    continue
                 types: list[Any] = list(params)
                 con.create_function(name, function, types, result, type=ARROW, null_handling=SPECIAL)
             for root in plans:
@@ -243,7 +246,7 @@ class _Run:
         if id(node) in self._rels:
             return self._rels[id(node)]
         rel = self._lower(node)
-        if id(node) in self._shared and not isinstance(node, Scan | Input):
+        if id(node) in self._shared and _cells(node):
             rel = self._materialize(rel)
         self._rels[id(node)] = rel
         return rel
@@ -445,6 +448,38 @@ class _Run:
         args = [self.expr(a, rel) for a in expr.args]
         sql, t = LOWERINGS[expr.fn](args, self._params)
         return Arg(f"({sql})", t)
+
+
+def _cells(node: Node) -> bool:
+    """The node's rows are aggregated cells (few): worth keeping once. A shared subtree of rows is recomputed
+    by each parent instead (a scan of the mapped file is cheaper than a copy of every row into a table)."""
+    while isinstance(node, Filter | Project | Sort | Limit | Threshold | Bound):
+        node = node.input
+    if isinstance(node, Join):
+        return _cells(node.left) and _cells(node.right)
+    if isinstance(node, Union):
+        return all(_cells(i) for i in node.inputs)
+    return isinstance(node, Aggregate)
+
+
+def _calls(plans: list[Node]) -> set[str]:
+    """The names of the functions the plans call."""
+    names: set[str] = set()
+    stack: list[Any] = []
+    for root in plans:
+        for node in walk(root):
+            if isinstance(node, Filter):
+                stack.append(node.predicate)
+            elif isinstance(node, Project):
+                stack.extend(e for _, e in node.columns)
+            elif isinstance(node, Aggregate):
+                stack.extend(a.arg for _, a in node.aggs)
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Call):
+            names.add(e.fn)
+            stack.extend(e.args)
+    return names
 
 
 def _literal(value: Any, params: Params) -> Arg:

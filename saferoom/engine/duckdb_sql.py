@@ -600,8 +600,9 @@ def _round_by(values: pa.Array, digits: pa.Array) -> pa.Array:
     return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
 
 
-# Arrow kernels run inside DuckDB, a vector at a time (name, function, argument SQL types, result SQL type).
-ARROW_FUNCTIONS: tuple[tuple[str, Callable[..., pa.Array], list[str], str], ...] = (
-    ("saferoom_float_str", _float_str, ["DOUBLE"], "VARCHAR"),
-    ("saferoom_round", _round_by, ["DOUBLE", "BIGINT"], "DOUBLE"),
+# Arrow kernels run inside DuckDB, a vector at a time: (name, function, argument SQL types, result SQL type,
+# the registry function whose lowering calls it; registered only for plans that call that one).
+ARROW_FUNCTIONS: tuple[tuple[str, Callable[..., pa.Array], list[str], str, str], ...] = (
+    ("saferoom_float_str", _float_str, ["DOUBLE"], "VARCHAR", "cast_str"),
+    ("saferoom_round", _round_by, ["DOUBLE", "BIGINT"], "DOUBLE", "round"),
 )
