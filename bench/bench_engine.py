@@ -13,7 +13,8 @@ statistics computed in the engine). For each query, every side runs on the same 
     duckdb          hand-written DuckDB SQL over the same Arrow tables (one connection, threads as given)
     polars          hand-written Polars over the same tables (when polars is installed)
 
-Runs are interleaved (every run visits every query and side in a shuffled order), after one warm-up each.
+Queries are measured one after the other; within a query the sides are interleaved (every run visits every
+side in a shuffled order), after one warm-up each, and its row is printed at once.
 Results are checked equal across the raw sides (sorted rows, floats to 1e-9 relative) and across the two
 protected sides. Prints the median, min and max seconds per side and the ratios to DuckDB's raw median. The
 release quantum plays no part here (no server, no job). Numbers only; nothing is asserted.
@@ -203,43 +204,34 @@ def main() -> None:
     if polars is not None:
         sides["polars"] = lambda q: polars[q]()
     sides = {k: v for k, v in sides.items() if k in wanted}
-    times: dict[tuple[str, str], list[float]] = {(q, s): [] for q in queries for s in sides}
-    results: dict[tuple[str, str], pa.Table] = {}
-    for q in queries:  # warm-up, and the results to compare
-        for s, fn in sides.items():
-            start = time.perf_counter()
-            results[(q, s)] = fn(q)
-            print(f"  warm-up {q} {s}: {time.perf_counter() - start:.3f} s", file=sys.stderr, flush=True)
-    order = [(q, s) for q in queries for s in sides]
-    rng = random.Random(17)
-    for _ in range(args.runs):
-        rng.shuffle(order)
-        for q, s in order:
-            start = time.perf_counter()
-            sides[s](q)
-            times[(q, s)].append(time.perf_counter() - start)
     print(
         f"{args.persons:,} persons, {args.runs} interleaved runs, {args.threads} threads, duckdb {duckdb.__version__}"
         f"{'' if polars is not None else ', polars not installed'}; no server, no release quantum"
     )
-    header = f"{'query':15} " + " ".join(f"{s:>22}" for s in sides) + "   raw/duckdb  prot/duckdb"
-    print(header)
+    print(f"{'query':15} " + " ".join(f"{s:>22}" for s in sides) + "   raw/duckdb  prot/duckdb", flush=True)
+    rng = random.Random(17)
     check: dict[str, str] = {}
-    for q in queries:
+    for q in queries:  # one query at a time, its sides interleaved: each row is printed as soon as it is measured
+        results = {s: fn(q) for s, fn in sides.items()}  # warm-up, and the results to compare
+        times: dict[str, list[float]] = {s: [] for s in sides}
+        order = list(sides)
+        for _ in range(args.runs):
+            rng.shuffle(order)
+            for s in order:
+                start = time.perf_counter()
+                sides[s](q)
+                times[s].append(time.perf_counter() - start)
         raw_sides = [s for s in sides if s not in ("arrow prot", "duck prot")]
-        ok = all(same(results[(q, raw_sides[0])], results[(q, s)]) for s in raw_sides[1:])
+        ok = all(same(results[raw_sides[0]], results[s]) for s in raw_sides[1:])
         if "arrow prot" in sides and "duck prot" in sides:
-            ok = ok and same(results[(q, "arrow prot")], results[(q, "duck prot")])
+            ok = ok and same(results["arrow prot"], results["duck prot"])
         check[q] = "equal" if ok else "DIFFER"
-        cells = []
-        for s in sides:
-            t = times[(q, s)]
-            cells.append(f"{statistics.median(t):7.3f} [{min(t):.3f}-{max(t):.3f}]")
+        cells = [f"{statistics.median(t):7.3f} [{min(t):.3f}-{max(t):.3f}]" for t in times.values()]
         line = f"{q:15} " + " ".join(f"{c:>22}" for c in cells)
         if "duckdb" in sides:
-            base = statistics.median(times[(q, "duckdb")])
+            base = statistics.median(times["duckdb"])
             ratios = [
-                f"{statistics.median(times[(q, s)]) / base:5.2f}" if s in sides else "  -  "
+                f"{statistics.median(times[s]) / base:5.2f}" if s in sides else "  -  "
                 for s in ("arrow raw", "duck raw", "arrow prot", "duck prot")
             ]
             line += f"   {ratios[0]}/{ratios[1]}   {ratios[2]}/{ratios[3]}"

@@ -14,8 +14,10 @@ rest value for value over random and adversarial plans):
     Limit     without a Sort: some n rows
     Bound     keeps, per value of the column, the n rows that come first when ordered by all their other
               columns (as on Spark: a choice that depends only on that unit's own rows)
-    -0.0      equals 0.0 as a group or join key (one group; Arrow keeps two)
-    float sums and standard deviations may differ in the last bits (another order of additions), and a
+    keys      -0.0 and 0.0 are one group or join key, and so is every NaN (Arrow tells them apart by their bits:
+              -0.0 beside 0.0, a NaN of either sign), and a distinct count counts them once
+    float sums, means and standard deviations may differ in the last bits (another order of additions); one
+              whose partial sums overflow may be infinite or NaN on one engine and finite on the other, and a
               standard deviation that overflows is NaN here, infinity on Arrow
     quantiles ignore NaN in every group (Arrow: below 257 groups; it sorts NaN last above)
 
@@ -246,7 +248,7 @@ class _Run:
         if id(node) in self._rels:
             return self._rels[id(node)]
         rel = self._lower(node)
-        if id(node) in self._shared and _cells(node):
+        if id(node) in self._shared and _worth_keeping(node):
             rel = self._materialize(rel)
         self._rels[id(node)] = rel
         return rel
@@ -450,16 +452,13 @@ class _Run:
         return Arg(f"({sql})", t)
 
 
-def _cells(node: Node) -> bool:
-    """The node's rows are aggregated cells (few): worth keeping once. A shared subtree of rows is recomputed
-    by each parent instead (a scan of the mapped file is cheaper than a copy of every row into a table)."""
-    while isinstance(node, Filter | Project | Sort | Limit | Threshold | Bound):
+def _worth_keeping(node: Node) -> bool:
+    """A shared subtree is kept once in a table when it computes something (a join, an aggregate, a union);
+    rows read straight from a dataset (scan, filter, derived columns) are rescanned by each parent instead: a
+    scan of the mapped file costs less than copying every row into a table."""
+    while isinstance(node, Filter | Project | Sort | Limit | Bound):
         node = node.input
-    if isinstance(node, Join):
-        return _cells(node.left) and _cells(node.right)
-    if isinstance(node, Union):
-        return all(_cells(i) for i in node.inputs)
-    return isinstance(node, Aggregate)
+    return not isinstance(node, Scan | Input)
 
 
 def _calls(plans: list[Node]) -> set[str]:
