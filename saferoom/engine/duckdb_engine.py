@@ -337,16 +337,24 @@ class _Run:
             if key not in below.columns:
                 raise InvalidPlan(f"unknown group key {key!r}")
         cols: dict[str, tuple[str, str]] = {key: below.columns[key] for key in node.keys}
-        parts = [below.columns[key][0] for key in node.keys]
+        keys = [below.columns[key][0] for key in node.keys]
+        # The release step asks for the same aggregate more than once (a count of rows as the researcher's n
+        # and as the contributor count): each distinct one is computed once, and named as often as asked.
+        computed: dict[str, str] = {}
+        outer = list(keys)
         for name, agg in node.aggs:
             sql, t = self._agg(agg, below)
+            if sql not in computed:
+                computed[sql] = self._ident()
             ident = self._ident()
             cols[name] = (ident, t)
-            parts.append(f"{sql} AS {ident}")
-        group = f" GROUP BY {', '.join(below.columns[k][0] for k in node.keys)}" if node.keys else ""
-        if not parts:  # no keys and no aggregates: one row of nothing
-            parts = ["count(*) AS c0"]
-        return _Rel(f"SELECT {', '.join(parts)} FROM ({below.sql}) AS s{group}", cols)
+            outer.append(f"{computed[sql]} AS {ident}")
+        inner = keys + [f"{sql} AS {ident}" for sql, ident in computed.items()]
+        group = f" GROUP BY {', '.join(keys)}" if node.keys else ""
+        if not inner:  # no keys and no aggregates: one row of nothing
+            inner = outer = ["count(*) AS c0"]
+        sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM ({below.sql}) AS s{group}) AS g"
+        return _Rel(sql, cols)
 
     def _agg(self, agg: AggExpr, below: _Rel) -> tuple[str, str]:
         if agg.fn == "count" and agg.arg is None:
