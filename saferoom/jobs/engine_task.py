@@ -6,6 +6,7 @@ rewritten by the release step and send back Arrow IPC streams plus suppression c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import resource
 from pathlib import Path
@@ -49,11 +50,13 @@ def open_catalog(data_dir: str) -> Catalog:
         (("m", True),),
     )
     ArrowEngine(lambda _: warm).execute(sample)
-    # DuckDB's library and its Python module loaded here too; the connection (and its threads) is closed again
-    # before any worker is forked: threads do not survive a fork, each worker opens its own connection.
-    DuckDBEngine(lambda _: warm, threads=1, memory_mib=64).execute(
-        plan.Project(sample, (("s", plan.Call("cast_str", (plan.Col("m"),))),))
-    )
+    # DuckDB's library and its Python module loaded here too (when installed: the ``duckdb`` extra); the
+    # connection (and its threads) is closed again before any worker is forked: threads do not survive a fork,
+    # each worker opens its own connection.
+    if importlib.util.find_spec("duckdb") is not None:
+        DuckDBEngine(lambda _: warm, threads=1, memory_mib=64).execute(
+            plan.Project(sample, (("s", plan.Call("cast_str", (plan.Col("m"),))),))
+        )
     return catalog
 
 
