@@ -19,6 +19,7 @@ from saferoom.errors import InvalidRequest
 __all__ = ["ServerConfig", "WorkerLimits"]
 
 MiB = 2**20
+ENGINES = ("arrow", "duckdb")  # the embedded engines the engine worker can run (``engine``)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class ServerConfig:
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
+    # engine: what executes plans in the engine worker: "arrow" (pyarrow compute and Acero) or "duckdb" (an
+    # embedded DuckDB over the same memory-mapped Arrow tables: threads, a memory limit, no file or network access)
+    engine: str = "arrow"
     # sandbox: the worker that runs algorithm code, the code phase of a job. It never holds data and only builds
     # plans (milliseconds of work), so its limits are tight and its own, apart from the engine's
     sandbox_limits: WorkerLimits = field(
@@ -123,6 +127,8 @@ class ServerConfig:
             r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", config.metrics_listen
         ):
             raise InvalidRequest("metrics_listen must be host:port (port 0: any free port)")
+        if config.engine not in ENGINES:
+            raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)} (got {config.engine[:40]!r})")
         if config.spark_connect and not config.spark_connect.startswith("sc://"):
             raise InvalidRequest("spark_connect must be a Spark Connect URL (sc://host:port)")
         return config

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from saferoom.engine.aggregates import aggregate
 from saferoom.engine.expressions import decode, evaluate, materialize
-from saferoom.engine.optimize import prune_columns
+from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
     Aggregate,
     Bound,
@@ -24,8 +24,6 @@ from saferoom.engine.plan import (
     Scan,
     Sort,
     Union,
-    children,
-    walk,
 )
 from saferoom.errors import InvalidPlan
 
@@ -63,12 +61,7 @@ class ArrowEngine:
         """Execute several plans; a subtree they share (one object) is executed once."""
         try:
             pruned = prune_columns(*plans)
-            parents: dict[int, int] = {}
-            for root in pruned:
-                for node in walk(root):
-                    for kid in children(node):
-                        parents[id(kid)] = parents.get(id(kid), 0) + 1
-            run = _Run(self._source, self._inputs, {i for i, n in parents.items() if n > 1})
+            run = _Run(self._source, self._inputs, shared_nodes(pruned))
             return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
@@ -222,6 +215,8 @@ def _union(tables: list[pa.Table]) -> pa.Table:
         if set(t.column_names) != names:
             raise InvalidPlan("union needs the same column names on every input")
     order = tables[0].column_names
+    if not order:  # concat_tables loses the rows of tables without columns: count them instead
+        return pa.table({"rows": pa.nulls(sum(t.num_rows for t in tables))}).select([])
     aligned = [_plain(t.select(order)) for t in tables]
     for name in order:
         kinds = {t.schema.field(name).type for t in aligned}

@@ -204,13 +204,15 @@ def _is_in(x: Value, *values: Value) -> Value:
         raise InvalidPlan("is_in values must all be numbers or all be strings")
     if pa.types.is_dictionary(_type(x)):
         strings = pa.array(items, pa.string()) if kinds <= {str} else pa.array(items)
-        return _on_dictionary(x, lambda d: pc.is_in(d, value_set=strings.cast(d.type)))
+        found = _on_dictionary(x, lambda d: pc.is_in(d, value_set=strings.cast(d.type)))
+        return pc.fill_null(found, None in items)  # a null index: null is in the set only if listed (never null)
     x = decode(x)
     if pa.types.is_integer(_type(x)) and float in kinds:
         x = _to_float(x)  # an integer column against fractional values: compared as floats, as comparisons are
     try:
         if pa.types.is_floating(_type(x)):  # numbers built as floats directly: an int beyond 2**53 rounds
-            value_set = pa.array([None if i is None else float(i) for i in items], pa.float64())
+            value_set = pa.array([None if i is None else float(i) + 0.0 for i in items], pa.float64())
+            x = pc.add(x, 0.0)  # -0.0 + 0.0 is 0.0: -0.0 equals 0.0 here as in eq (the hash tells them apart)
         elif pa.types.is_integer(_type(x)):
             value_set = pa.array(items, pa.int64())
         else:

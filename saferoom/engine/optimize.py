@@ -26,10 +26,11 @@ from saferoom.engine.plan import (
     Threshold,
     Union,
     children,
+    walk,
     with_children,
 )
 
-__all__ = ["columns_of", "output_columns", "prune_columns"]
+__all__ = ["columns_of", "output_columns", "prune_columns", "shared_nodes"]
 
 Need = frozenset[str] | None  # None: every column
 
@@ -136,3 +137,13 @@ def prune_columns(*roots: Node) -> list[Node]:
             new = replace(new, columns=tuple((c, e) for c, e in new.columns if c in n))
         rebuilt[id(node)] = new
     return [rebuilt[id(r)] for r in roots]
+
+
+def shared_nodes(roots: list[Node]) -> set[int]:
+    """The ids of nodes with more than one parent among ``roots``: an engine computes each of them once."""
+    parents: dict[int, int] = {}
+    for root in roots:
+        for node in walk(root):
+            for kid in children(node):
+                parents[id(kid)] = parents.get(id(kid), 0) + 1
+    return {i for i, n in parents.items() if n > 1}

@@ -6,6 +6,9 @@ rewritten by the release step and send back Arrow IPC streams plus suppression c
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pyarrow as pa
 
 from saferoom.catalog import Catalog
 from saferoom.engine import ArrowEngine, plan
+from saferoom.engine.duckdb_engine import DuckDBEngine
 from saferoom.errors import InvalidPlan
 
 __all__ = ["execute_plans", "open_catalog", "to_ipc"]
@@ -36,19 +40,37 @@ def open_catalog(data_dir: str) -> Catalog:
         pa.array(values).to_numpy(zero_copy_only=False)
         pa.chunked_array([pa.array(values)]).to_numpy()
     warm = pa.table({"k": pa.array(["a", "b"]).dictionary_encode(), "v": [1.0, 2.0]})
-    engine = ArrowEngine(lambda _: warm)
     scan = plan.Scan("warm", ("k", "v"))
-    engine.execute(
-        plan.Sort(
-            plan.Join(
-                plan.Aggregate(scan, ("k",), (("m", plan.AggExpr("median", plan.Col("v"))),)),
-                plan.Aggregate(scan, ("k",), (("n", plan.AggExpr("count")),)),
-                ("k",),
-            ),
-            (("m", True),),
-        )
+    sample = plan.Sort(
+        plan.Join(
+            plan.Aggregate(scan, ("k",), (("m", plan.AggExpr("median", plan.Col("v"))),)),
+            plan.Aggregate(scan, ("k",), (("n", plan.AggExpr("count")),)),
+            ("k",),
+        ),
+        (("m", True),),
     )
+    ArrowEngine(lambda _: warm).execute(sample)
+    # DuckDB's library and its Python module loaded here too (when installed: the ``duckdb`` extra); the
+    # connection (and its threads) is closed again before any worker is forked: threads do not survive a fork,
+    # each worker opens its own connection.
+    if importlib.util.find_spec("duckdb") is not None:
+        DuckDBEngine(lambda _: warm, threads=1, memory_mib=64).execute(
+            plan.Project(sample, (("s", plan.Call("cast_str", (plan.Col("m"),))),))
+        )
     return catalog
+
+
+def _engine(catalog: Catalog, inputs: dict[str, pa.Table], kind: Any) -> ArrowEngine | DuckDBEngine:
+    """The engine the request names: DuckDB gets the worker's processors and most of its memory limit (the
+    memory-mapped datasets it reads are not counted against that limit; its own buffers are)."""
+    if kind in (None, "arrow"):
+        return ArrowEngine(catalog.table, inputs)
+    if kind != "duckdb":
+        raise InvalidPlan("unknown engine")
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    memory_mib = 4096 if limit == resource.RLIM_INFINITY else max(256, int(limit * 0.6) // 2**20)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return DuckDBEngine(catalog.table, inputs, threads=threads, memory_mib=memory_mib)
 
 
 def execute_plans(catalog: Catalog, request: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
@@ -71,7 +93,7 @@ def execute_plans(catalog: Catalog, request: dict[str, Any], blobs: list[bytes])
         decoded[item[0]] = plan.from_data(item[1])
     # JSON expands shared subtrees; share them again so each is executed once for all outputs.
     shared = plan.share_subtrees(decoded)
-    executions = ArrowEngine(catalog.table, inputs).execute_all(list(shared.values()))
+    executions = _engine(catalog, inputs, request.get("engine")).execute_all(list(shared.values()))
     metas: list[dict[str, Any]] = []
     out: list[bytes] = []
     for name, execution in zip(shared, executions, strict=True):

@@ -34,7 +34,9 @@ def run_local(
     params = validate_params(package, typed)
     isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
     spark = spark_executor(config.spark_connect, manifest, data_dir)
-    pipeline = Pipeline(data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark)
+    pipeline = Pipeline(
+        data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark, config.engine
+    )
     try:
         return pipeline.run(package, params)
     finally:

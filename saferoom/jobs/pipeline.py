@@ -128,7 +128,9 @@ class Pipeline:
         engine_limits: WorkerLimits,
         isolation: Isolation = Isolation(),
         spark: SparkExecutor | None = None,
+        engine: str = "arrow",
     ) -> None:
+        self._engine_kind = engine  # "arrow" or "duckdb": which embedded engine the engine worker runs
         self._spark = spark
         self._data_dir = data_dir
         self._lock = threading.Lock()
@@ -137,7 +139,9 @@ class Pipeline:
         # processors to the engine, the server and everybody else's short code phases.
         self._sandbox_limits = to_limits(sandbox_limits, "address_space", isolation, nice=CODE_NICE)
         # Memory-mapped datasets would count against an address-space limit: limit private data instead.
-        self._engine_limits = to_limits(engine_limits, "data", isolation, (str(data_dir.resolve()),))
+        # DuckDB reads its CPU quota from the cgroup files when it opens a connection (read-only, nothing personal).
+        read = (str(data_dir.resolve()), *(["/sys/fs/cgroup"] if engine == "duckdb" else []))
+        self._engine_limits = to_limits(engine_limits, "data", isolation, read)
         self._sandbox = WorkerPool(
             name="sandbox",
             initializer="saferoom.sandbox.runner:sandbox_initializer",
@@ -371,7 +375,7 @@ class Pipeline:
             results: dict[str, tuple[pa.Table, dict[str, int]]] = {}
             if work:
                 labels = sorted(inputs)
-                request = {"plans": work, "inputs": labels}
+                request = {"plans": work, "inputs": labels, "engine": self._engine_kind}
                 reply = view.engine.run(ENGINE_TASK, request, [to_ipc(inputs[x]) for x in labels], cancel=cancel)
                 results = _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
             if remote:

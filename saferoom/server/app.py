@@ -191,7 +191,9 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         )
         isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
         spark = spark_executor(config.spark_connect, manifest, config.data_dir)
-        pipeline = Pipeline(config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark)
+        pipeline = Pipeline(
+            config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark, config.engine
+        )
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
         _log.info("start-up self-test passed in %.2f s", pipeline.self_test())
         # The differentially private datasets, each with the delta one run spends on it.
