@@ -264,7 +264,8 @@ class WorkerPool:
             self._wanted.notify_all()
         if spare is None:
             return None
-        if spare.limits != limits or spare.zygote is not self._zygote:
+        zygote = spare.zygote
+        if spare.limits != limits or zygote is not self._zygote or zygote is None or not zygote.alive():
             spare.sock.close()
             self._kill(spare.pid)
             return None
