@@ -344,7 +344,14 @@ def main() -> None:
                             print(f"    {side:<8} {spread(values)}")
                     if not same:
                         for side, other in results.items():
-                            print(f"    {side}: {sorted(other.items())[:3]}")
+                            extra, missing = set(other) - set(results["job"]), set(results["job"]) - set(other)
+                            wrong = [
+                                k for k in other if k in shown["job"] and not agree({k: other[k]}, {k: shown["job"][k]})
+                            ]
+                            print(
+                                f"    {side}: keys not in the job's {sorted(extra)[:5]}, "
+                                f"missing {sorted(missing)[:5]}, values differ at {wrong[:5]}"
+                            )
             catalog.close()
         finally:
             for srv, _ in servers:
