@@ -1,14 +1,15 @@
-"""Publishing a job's end at its release boundary, from one timer thread, so that waiting holds no job slot.
+"""Publishing a job's end at its release boundary, from a timer thread, so that waiting holds no job slot.
 
 With timing protection on (README "Timing"), a job may end (its result, or a refusal that depends on data) only
 at its boundary: once the admitted worst cases of its releases have passed, on the release quantum's grid. The
 job thread used to sleep until then holding a code-phase slot, so throughput was bounded by slots / quantum
 with the processors idle. Now the job thread prepares everything that does not show (the stored outputs, their
 hash, the audit summary), hands the job's *ending* over to the ``Publisher`` and gives its slot back; the
-publisher's thread runs the ending at the boundary, never before it. Until then nothing of the end exists outside
-this process's memory: the job is RUNNING in the store, no audit record, no stream update. A crash in between
-loses nothing that was acknowledged (start-up recovery marks the RUNNING job interrupted, as for any crash
-mid-job). A cancel (or shutdown) while a job waits ends it at once as cancelled, never early with its result.
+publisher's timer thread hands the ending at the boundary, never before it, to one of a few recording threads.
+Until then nothing of the end exists outside this process's memory: the job is RUNNING in the store, no audit
+record, no stream update. A crash in between loses nothing that was acknowledged (start-up recovery marks the
+RUNNING job interrupted, as for any crash mid-job). A cancel (or shutdown) while a job waits ends it at once as
+cancelled, never early with its result.
 
 Pending endings hold their results in memory, so they are bounded: at most ``per_owner`` jobs of one owner and
 ``max_bytes`` of results in all. A job that does not fit waits in its own thread, holding its slot as before (its
@@ -18,6 +19,7 @@ owner's other jobs then wait their turn), until it fits or its boundary has come
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import heapq
 import itertools
 import logging
@@ -58,9 +60,10 @@ class Ending:
 
 
 class Publisher:
-    """Runs each job's ``Ending`` at its due time from one thread; bounded per owner and in result bytes."""
+    """Runs each job's ``Ending`` at its due time (a timer thread hands it to a few recording threads); bounded
+    per owner and in result bytes."""
 
-    def __init__(self, per_owner: int = 16, max_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, per_owner: int = 16, max_bytes: int = 512 * 2**20, recorders: int = 8) -> None:
         self._per_owner = per_owner
         self._max_bytes = max_bytes
         self._changed = threading.Condition()
@@ -69,6 +72,9 @@ class Publisher:
         self._bytes = 0
         self._seq = itertools.count()
         self._closed = False
+        # Recording an end (SQLite, the audit log's fsync) takes milliseconds, more on a loaded machine: endings
+        # due together are recorded side by side, so that one's recording does not delay the next one's.
+        self._recorders = concurrent.futures.ThreadPoolExecutor(recorders, thread_name_prefix="job-publish")
         self._thread = threading.Thread(target=self._loop, name="job-publisher", daemon=True)
         self._thread.start()
 
@@ -156,6 +162,7 @@ class Publisher:
                 ready = self._take()
                 closed = self._closed and not self._heap
             for ending in ready:
-                ending.run()
+                self._recorders.submit(ending.run)
             if closed and not ready:
+                self._recorders.shutdown(wait=True)
                 return
