@@ -1,17 +1,20 @@
 """Benchmark: what differential privacy costs a job, next to the exact rules on the same data.
 
-    python bench/bench_dp.py [--scale 1000000] [--runs 5]
+    python bench/bench_dp.py [--scales 1000000,10000000] [--runs 3] [--algorithms site_selection,...]
 
 Runs the shipped algorithms (population profile: counts by district x age band x sex, median and mean income by
 district; site selection: counts and medians per 500 m cell, joined and scored) through the real pipeline
-(sandbox worker, engine worker, release) on two catalogs generated from the same seed: exact rules only, and
-the default with differential privacy on the personal datasets. Prints the median job time of each, how much of
-a DP job was spent drawing noise with OpenDP, and how many cells each released. Numbers only.
+(sandbox worker, engine worker, release; no gRPC, no timing protection) on two catalogs per scale generated from
+the same seed: exact rules only, and the default with differential privacy on the personal datasets, the two
+kinds of run interleaved. Prints the median (min, max) job time of each, how much of a DP job was spent drawing
+noise with OpenDP (exact samplers, on every core), how many cells each released, and the processors it had
+(shared with whatever else runs on the machine). Numbers only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -30,8 +33,9 @@ ALGORITHMS = ("population_profile", "site_selection")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--scales", default="1000000,10000000", help="persons, comma-separated")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     args = parser.parse_args()
     noise_seconds: list[float] = []
     original = dp.noise
@@ -45,33 +49,44 @@ def main() -> None:
 
     dp.noise = timed_noise  # disclosure.rounds calls it through the module
     config = ServerConfig.load(env={})
+    print(f"{os.cpu_count()} processors (shared), DP draws on {dp._DRAW_THREADS} threads, median of {args.runs} runs")
     with tempfile.TemporaryDirectory(prefix="saferoom-bench-dp-", dir=HERE.parent) as tmp:
-        for private in (False, True):
-            data = Path(tmp) / ("dp" if private else "exact")
-            generate_catalog(data, scale=args.scale, seed=7, differential_privacy=private, output_checking=False)
-            pipeline = Pipeline(data, Manifest.load(data), config.sandbox_limits, config.engine_limits)
+        for scale in (int(s) for s in args.scales.split(",")):
+            pipelines = {}
+            for private in (False, True):
+                data = Path(tmp) / f"{'dp' if private else 'exact'}-{scale}"
+                generate_catalog(data, scale=scale, seed=7, differential_privacy=private, output_checking=False)
+                pipelines[private] = Pipeline(data, Manifest.load(data), config.sandbox_limits, config.engine_limits)
             try:
-                for name in ALGORITHMS:
+                for name in args.algorithms.split(","):
                     package = load_package(default_algorithms_dir() / name)
                     params = {spec.name: spec.default for spec in package.parameters.values()}
-                    times, noise, cells = [], [], []
+                    times: dict[bool, list[float]] = {False: [], True: []}
+                    noise: list[float] = []
+                    cells: dict[bool, list[int]] = {False: [], True: []}
                     for i in range(args.runs + 1):
-                        noise_seconds.clear()
-                        start = time.perf_counter()
-                        outcome = pipeline.run(package, params)
-                        elapsed = time.perf_counter() - start
-                        if i:  # the first run warms up
-                            times.append(elapsed * 1000)
-                            noise.append(sum(noise_seconds) * 1000)
-                            cells.append(sum(o.table.num_rows for o in outcome.outputs if o.table is not None))
-                    kind = "DP   " if private else "exact"
-                    print(
-                        f"{args.scale:,} persons, {name:<19} {kind}: job median {statistics.median(times):7.0f} ms, "
-                        f"of which OpenDP noise {statistics.median(noise):6.0f} ms; cells released "
-                        f"{min(cells)}-{max(cells)}"
-                    )
+                        for private in (False, True) if i % 2 else (True, False):  # interleaved
+                            noise_seconds.clear()
+                            start = time.perf_counter()
+                            outcome = pipelines[private].run(package, params)
+                            elapsed = time.perf_counter() - start
+                            if i:  # the first run warms up
+                                times[private].append(elapsed * 1000)
+                                if private:
+                                    noise.append(sum(noise_seconds) * 1000)
+                                released = sum(o.table.num_rows for o in outcome.outputs if o.table is not None)
+                                cells[private].append(released)
+                    for private in (False, True):
+                        t = times[private]
+                        extra = f", of which OpenDP noise {statistics.median(noise):6.0f} ms" if private else ""
+                        print(
+                            f"{scale:,} persons, {name:<19} {'DP   ' if private else 'exact'}: job median "
+                            f"{statistics.median(t):7.0f} ms (min {min(t):.0f}, max {max(t):.0f}){extra}; cells "
+                            f"released {min(cells[private])}-{max(cells[private])}"
+                        )
             finally:
-                pipeline.close()
+                for pipeline in pipelines.values():
+                    pipeline.close()
 
 
 if __name__ == "__main__":

@@ -1,20 +1,32 @@
-"""Benchmark: jobs end to end over gRPC, next to the same queries in plain pyarrow and DuckDB.
+"""Benchmark: jobs end to end over gRPC (latency with the quantum off, throughput with it on), and the reference
+queries as saferoom jobs next to the same queries in plain pyarrow and DuckDB.
 
-    python bench/bench_jobs.py [--scale 10000000] [--data DIR] [--runs 50]
+    python bench/bench_jobs.py [--scale 10000000] [--data DIR] [--runs 50] [--repeat 7] [--seconds 15]
+                               [--clients 16] [--skip-queries]
 
-Prints (1) the per-job overhead of a trivial job over mutual-TLS gRPC (run -> watch -> result, p50/p95 ms),
-and within it what checking the approval costs (package re-hashed from disk, signature and certificate
-verified; done at RunJob and again when the job starts), and (2) for each reference query the whole saferoom
-job (sandbox + release rewrite + engine + release + gRPC) next to the same query written by hand in plain
-pyarrow and in DuckDB on the same memory-mapped Arrow table (best of --repeat). Numbers only; nothing here
-asserts a target.
+Prints every setting it runs with, then:
+(1) trivial-job latency over mutual-TLS gRPC (RunJob -> WatchJob until settled -> GetResult) with
+    ``release_quantum_ms = 0`` (timing protection off): median, p95, min and max of --runs jobs;
+(2) trivial-job throughput with the default quantum (timing protection on), --clients client threads over four
+    researcher identities for --seconds: jobs per second, the latency's median/min/max, how many ended on the
+    quantum's grid, and how busy the machine's processors were (from /proc/stat: the whole machine, which is
+    shared, not this benchmark alone);
+(3) for each reference query, interleaved round by round (job, engine, pyarrow, DuckDB; --repeat rounds): the
+    median with min and max of each side, and whether their results agree (keys exactly, values to 1e-9
+    relative; the saferoom job's result is its released table). "engine" runs the released plan (contributor
+    counting and suppression included) in process, "job" adds the sandbox and engine workers, SQLite, the audit
+    log and three RPCs, with the quantum off.
+Numbers only; nothing here asserts a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,66 +42,64 @@ from saferoom.config import ServerConfig
 from saferoom.disclosure import protect
 from saferoom.engine import ArrowEngine, plan
 from saferoom.identity import init_authority, issue_identity
-from saferoom.server import create_server
+from saferoom.server import SaferoomServer, create_server
 
 HERE = Path(__file__).resolve().parent
 QUERIES = ["groupby", "filter_groupby", "histogram", "median", "join_groupby"]
+KEYS = {"histogram": "band"}  # every other query is keyed by district
+RESEARCHERS = 4  # identities the throughput clients spread over (each may hold 8 streams)
+Canonical = dict[Any, tuple[float, ...]]
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def pyarrow_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], pa.Table]]:
+    """The reference queries by hand on the memory-mapped tables (hash group-by; the median by pyarrow's exact
+    quantile over each district's rows)."""
 
+    def median_by_district() -> pa.Table:
+        grouped = people.group_by("district").aggregate([("income", "approximate_median")])  # keys only
+        districts = grouped.column("district").to_pylist()
+        medians = [
+            pc.quantile(people["income"].filter(pc.equal(people["district"], d)), q=0.5)[0].as_py() for d in districts
+        ]
+        return pa.table({"district": districts, "median_income": medians})
 
-def pyarrow_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], Any]]:
-    def median_by_district() -> Any:
-        codes = people.column("district")
-        income = people.column("income")
-        out = {}
-        for district in pc.unique(codes).to_pylist():
-            out[district] = pc.quantile(income.filter(pc.equal(codes, district)), q=0.5)
-        return out
-
-    def join_groupby() -> Any:
+    def join_groupby() -> pa.Table:
         per = people.group_by("district").aggregate([([], "count_all"), ("income", "mean")])
-        per = per.cast(pa.schema([pa.field("district", pa.string()), *list(per.schema)[1:]]))
+        per = per.rename_columns(["district", "n", "income"]).cast(
+            pa.schema([pa.field("district", pa.string()), pa.field("n", pa.int64()), pa.field("income", pa.float64())])
+        )
         s = stops.group_by("district").aggregate([([], "count_all")]).rename_columns(["district", "stops"])
         s = s.cast(pa.schema([pa.field("district", pa.string()), pa.field("stops", pa.int64())]))
         joined = per.join(s, "district", join_type="left outer")
-        return joined.append_column("per_stop", pc.divide(joined["count_all"], pc.cast(joined["stops"], pa.float64())))
+        return joined.append_column("per_stop", pc.divide(pc.cast(joined["n"], pa.float64()), joined["stops"]))
+
+    def histogram() -> pa.Table:
+        band = pc.multiply(
+            pc.min_element_wise(pc.max_element_wise(pc.floor(pc.divide(people["income"], 50_000.0)), 0.0), 19.0),
+            50_000.0,
+        )
+        return pa.table({"band": band}).group_by("band").aggregate([([], "count_all")]).rename_columns(["band", "n"])
 
     return {
-        "groupby": lambda: people.group_by("district").aggregate([([], "count_all"), ("income", "mean")]),
+        "groupby": lambda: (
+            people.group_by("district")
+            .aggregate([([], "count_all"), ("income", "mean")])
+            .rename_columns(["district", "n", "income"])
+        ),
         "filter_groupby": lambda: (
             people.select(["district", "age"])
             .filter(pc.greater_equal(people["age"], 18))
             .group_by("district")
             .aggregate([([], "count_all")])
+            .rename_columns(["district", "n"])
         ),
-        "histogram": lambda: (
-            people.select(["income"])
-            .append_column(
-                "band",
-                pc.multiply(
-                    pc.min_element_wise(
-                        pc.max_element_wise(pc.floor(pc.divide(people["income"], 50_000.0)), 0.0), 19.0
-                    ),
-                    50_000.0,
-                ),
-            )
-            .group_by("band")
-            .aggregate([([], "count_all")])
-        ),
+        "histogram": histogram,
         "median": median_by_district,
         "join_groupby": join_groupby,
     }
 
 
-def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], Any]] | None:
+def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], pa.Table]] | None:
     try:
         import duckdb
     except ImportError:
@@ -99,11 +109,11 @@ def duckdb_queries(people: pa.Table, stops: pa.Table) -> dict[str, Callable[[], 
     con.register("stops", stops)
     con.execute("SET threads TO 2")
     sql = {
-        "groupby": "select district, count(*), avg(income) from people group by district",
-        "filter_groupby": "select district, count(*) from people where age >= 18 group by district",
-        "histogram": "select least(greatest(floor(income / 50000), 0), 19) * 50000 as band, count(*) "
+        "groupby": "select district, count(*) n, avg(income) income from people group by district",
+        "filter_groupby": "select district, count(*) n from people where age >= 18 group by district",
+        "histogram": "select least(greatest(floor(income / 50000), 0), 19) * 50000 as band, count(*) n "
         "from people group by band",
-        "median": "select district, quantile_cont(income, 0.5) from people group by district",
+        "median": "select district, quantile_cont(income, 0.5) median_income from people group by district",
         "join_groupby": "with p as (select district, count(*) n, avg(income) income from people "
         "group by district), "
         "s as (select district, count(*) stops from stops group by district) "
@@ -127,14 +137,43 @@ def engine_queries(catalog: Catalog) -> dict[str, Callable[[], Any]]:
     return out
 
 
-def run_job(client: Client, package: str, params: dict[str, Any]) -> float:
+def canonical(query: str, table: pa.Table) -> Canonical:
+    """A query's result as {key: values}, whatever side computed it (released columns only)."""
+    key = KEYS.get(query, "district")
+    values = [c for c in ("n", "income", "median_income", "stops", "per_stop") if c in table.column_names]
+    rows = table.to_pylist()
+    out: Canonical = {}
+    for row in rows:
+        k = row[key]
+        out[float(k) if query == "histogram" else str(k)] = tuple(
+            float("nan") if row[c] is None else float(row[c]) for c in values
+        )
+    return out
+
+
+def agree(a: Canonical, b: Canonical) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(
+        len(x) == len(y) and all(math.isclose(p, q, rel_tol=1e-9, abs_tol=1e-9) for p, q in zip(x, y, strict=True))
+        for k in a
+        for x, y in [(a[k], b[k])]
+    )
+
+
+def run_job(client: Client, package: str, params: dict[str, Any]) -> tuple[float, Any]:
+    """Seconds from RunJob to the result fetched, and the job as it settled."""
     start = time.perf_counter()
     job = client.run_job(package, params)
     final = client.wait(job.id, timeout=600)
     if final.state != "succeeded":
         raise SystemExit(f"{package} {params}: {final.error_code}: {final.error_message}")
-    client.get_result(job.id)
-    return time.perf_counter() - start
+    result = client.get_result(job.id)
+    return time.perf_counter() - start, (final, result)
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):7.1f}  min {min(values):7.1f}  max {max(values):7.1f}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -142,87 +181,181 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def start(config: ServerConfig) -> tuple[SaferoomServer, str]:
+    server, port = create_server(config)
+    return server, f"127.0.0.1:{port}"
+
+
+def throughput(
+    server_address: str, profiles: list[Path], package: str, seconds: float, clients: int, quantum: float
+) -> None:
+    """Trivial jobs from ``clients`` threads for ``seconds``: jobs/s, latency, grid, machine CPU."""
+    done: list[tuple[float, float, float]] = []  # (latency, server-side start, server-side end)
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client_loop(profile: Path) -> None:
+        with Client.from_profile(profile, server=server_address, timeout=600) as client:
+            while time.monotonic() < stop:
+                took, (final, _) = run_job(client, package, {})
+                with lock:
+                    done.append((took, final.started_at or 0.0, final.finished_at or 0.0))
+
+    threads = [threading.Thread(target=client_loop, args=(profiles[i % len(profiles)],)) for i in range(clients)]
+    busy0, total0 = cpu_busy()
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    busy1, total1 = cpu_busy()
+    latencies = [d[0] * 1000 for d in done]
+    # On the grid: the job's end published a whole number of quanta after it started (within 50 ms: storing the
+    # result and the server's own start-of-job bookkeeping lie between the two timestamps).
+    on_grid = sum(1 for _, s, e in done if (e - s) % quantum < 0.05 or quantum - (e - s) % quantum < 0.01)
+    print(
+        f"  {len(done)} jobs in {elapsed:.1f} s: {len(done) / elapsed:.1f} jobs/s; latency ms {spread(latencies)}; "
+        f"{on_grid}/{len(done)} ended on the {quantum * 1000:.0f} ms grid; "
+        f"machine CPU busy {100 * (busy1 - busy0) / max(1, total1 - total0):.0f}%"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=10_000_000, help="persons in the generated catalog")
     parser.add_argument("--data", type=Path, help="catalog directory to use (generated there if missing)")
-    parser.add_argument("--runs", type=int, default=50, help="trivial jobs for the overhead percentiles")
-    parser.add_argument(
-        "--release-quantum-ms",
-        type=int,
-        default=0,
-        help="the server's release quantum (0: timing protection off, the raw overhead; the server default is 250)",
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="best of N for each query")
+    parser.add_argument("--runs", type=int, default=50, help="trivial jobs for the latency figures")
+    parser.add_argument("--repeat", type=int, default=7, help="interleaved rounds of each query")
+    parser.add_argument("--seconds", type=float, default=15.0, help="how long the throughput run lasts")
+    parser.add_argument("--clients", type=int, default=16, help="client threads of the throughput run")
+    parser.add_argument("--skip-queries", action="store_true", help="only the per-job figures (1) and (2)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="saferoom-bench-") as tmp:
         data = args.data or Path(tmp) / "data"
         if not (data / "catalog.json").exists():
-            start = time.perf_counter()
+            began = time.perf_counter()
             generate_catalog(data, scale=args.scale, seed=7, differential_privacy=False, output_checking=False)
-            print(f"generated {args.scale:,} persons in {time.perf_counter() - start:.1f} s")
+            print(f"generated {args.scale:,} persons in {time.perf_counter() - began:.1f} s")
         pki = Path(tmp) / "pki"
         init_authority(pki)
-        researcher = issue_identity(pki, "bench-researcher", "researcher").profile
+        researchers = [issue_identity(pki, f"bench-researcher-{i}", "researcher").profile for i in range(RESEARCHERS)]
         operator = issue_identity(pki, "bench-operator", "operator").profile
-        config = ServerConfig.load(
-            env={},
-            data_dir=data,
-            state_dir=Path(tmp) / "state",
-            pki_dir=pki,
-            listen="127.0.0.1:0",
-            max_concurrent_jobs=1,
-            release_quantum_ms=args.release_quantum_ms,
+        default = ServerConfig()
+
+        def config(name: str, quantum: int) -> ServerConfig:
+            return ServerConfig.load(
+                env={},
+                data_dir=data,
+                state_dir=Path(tmp) / name,
+                pki_dir=pki,
+                listen="127.0.0.1:0",
+                release_quantum_ms=quantum,
+            )
+
+        off, on = config("state-off", 0), config("state-on", default.release_quantum_ms)
+        rows = Catalog.open(data).manifest.dataset("population").rows
+        print(
+            f"settings: {rows:,} persons, {os.cpu_count()} processors (shared with whatever else runs), "
+            f"max_concurrent_jobs {off.max_concurrent_jobs}, max_code_phases {off.max_code_phases}, "
+            f"max_queued_jobs {off.max_queued_jobs}, seccomp {off.seccomp}, landlock {off.landlock}, "
+            f"network namespace {off.network_namespace}; release_quantum_ms 0 for (1) and (3), "
+            f"{on.release_quantum_ms} (the default) for (2)"
         )
-        server, port = create_server(config)
-        address = f"127.0.0.1:{port}"
+        servers = [start(off), start(on)]
         try:
-            with (
-                Client.from_profile(researcher, server=address, timeout=600) as client,
-                Client.from_profile(operator, server=address, timeout=600) as reviewer,
-            ):
-                for package in ("trivial", "queries"):
-                    summary, _ = client.submit_package(HERE / "packages" / package)
-                    reviewer.approve_package(summary.hash, days=1)
+            for _, address in servers:
+                for profile in researchers:  # a researcher runs only what they submitted
+                    with (
+                        Client.from_profile(profile, server=address, timeout=600) as client,
+                        Client.from_profile(operator, server=address, timeout=600) as reviewer,
+                    ):
+                        for package in ("trivial", "queries"):
+                            summary, _ = client.submit_package(HERE / "packages" / package)
+                            if summary.status != "approved":
+                                reviewer.approve_package(summary.hash, days=1)
+            (server, address), (_, quantised) = servers
+            with Client.from_profile(researchers[0], server=address, timeout=600) as client:
                 for _ in range(5):  # warm-up
                     run_job(client, "bench-trivial", {})
-                overhead = [run_job(client, "bench-trivial", {}) * 1000 for _ in range(args.runs)]
+                latency = [run_job(client, "bench-trivial", {})[0] * 1000 for _ in range(args.runs)]
                 print(
-                    f"\nper-job overhead, trivial job over gRPC ({args.runs} runs, "
-                    f"release_quantum_ms {args.release_quantum_ms}): "
-                    f"p50 {statistics.median(overhead):.1f} ms, p95 {percentile(overhead, 0.95):.1f} ms"
+                    f"\n(1) trivial job over gRPC, quantum off ({args.runs} runs): ms {spread(latency)}, "
+                    f"p95 {percentile(latency, 0.95):.1f}"
                 )
                 trivial = client.get_package("bench-trivial").hash
                 checks = []
                 for _ in range(200):
-                    start = time.perf_counter()
+                    began = time.perf_counter()
                     server.packages.verify_run(trivial, {}, ("bus_stops",))
-                    checks.append((time.perf_counter() - start) * 1000)
-                print(f"approval check (one of two per job): p50 {statistics.median(checks):.2f} ms")
+                    checks.append((time.perf_counter() - began) * 1000)
+                print(f"    approval check (one of two per job): median {statistics.median(checks):.2f} ms")
 
-                catalog = Catalog.open(data)
-                people, stops = catalog.table("population"), catalog.table("bus_stops")
-                plain = pyarrow_queries(people, stops)
-                duck = duckdb_queries(people, stops)
-                engine = engine_queries(catalog)
-                print(f"\nms, best of {args.repeat}; job: the whole job over gRPC; engine: its released plan alone")
-                print(
-                    f"{'query':<16}{'job':>8}{'engine':>8}{'pyarrow':>9}{'duckdb':>8}"
-                    f"{'job/pyarrow':>13}{'engine/pyarrow':>16}{'engine/duckdb':>15}"
-                )
+            print(
+                f"\n(2) trivial-job throughput, release_quantum_ms {on.release_quantum_ms}, {args.clients} clients "
+                f"over {RESEARCHERS} researchers, {args.seconds:g} s:"
+            )
+            throughput(
+                quantised, researchers, "bench-trivial", args.seconds, args.clients, on.release_quantum_ms / 1000
+            )
+
+            if args.skip_queries:
+                return
+            catalog = Catalog.open(data)
+            people, stops = catalog.table("population"), catalog.table("bus_stops")
+            plain = pyarrow_queries(people, stops)
+            duck = duckdb_queries(people, stops)
+            engine = engine_queries(catalog)
+            print(f"\n(3) ms, {args.repeat} interleaved rounds (job: quantum off)")
+            with Client.from_profile(researchers[0], server=address, timeout=600) as client:
                 for query in QUERIES:
-                    job = best_of(lambda q=query: run_job(client, "bench-queries", {"query": q}), args.repeat)
-                    ours = best_of(engine[query], args.repeat)
-                    base = best_of(plain[query], args.repeat)
-                    dd = best_of(duck[query], args.repeat) if duck else float("nan")
-                    print(
-                        f"{query:<16}{job * 1000:>8.1f}{ours * 1000:>8.1f}{base * 1000:>9.1f}{dd * 1000:>8.1f}"
-                        f"{job / base:>13.2f}{ours / base:>16.2f}{ours / dd:>15.2f}"
+                    times: dict[str, list[float]] = {"job": [], "engine": [], "pyarrow": [], "duckdb": []}
+                    results: dict[str, Canonical] = {}
+                    for _ in range(args.repeat):
+                        took, (_, result) = run_job(client, "bench-queries", {"query": query})
+                        times["job"].append(took * 1000)
+                        results["job"] = canonical(query, result.output("result").table)
+                        for side, fn in (("engine", engine[query]), ("pyarrow", plain[query])) + (
+                            (("duckdb", duck[query]),) if duck else ()
+                        ):
+                            began = time.perf_counter()
+                            out = fn()
+                            times[side].append((time.perf_counter() - began) * 1000)
+                            if side != "engine":
+                                results[side] = canonical(query, out)
+                    # Cells the release suppressed (too few persons) are compared by their keys only.
+                    suppressed = {k for k, v in results["job"].items() if any(math.isnan(x) for x in v)}
+                    shown = {side: {k: v for k, v in r.items() if k not in suppressed} for side, r in results.items()}
+                    same = all(agree(shown["job"], other) for other in shown.values()) and all(
+                        set(r) == set(results["job"]) for r in results.values()
                     )
-                catalog.close()
+                    note = f" ({len(suppressed)} suppressed cells compared by key only)" if suppressed else ""
+                    print(f"{query:<15} results {'agree' if same else 'DIFFER'}{note}")
+                    for side, values in times.items():
+                        if values:
+                            print(f"    {side:<8} {spread(values)}")
+                    if not same:
+                        for side, other in results.items():
+                            extra, missing = set(other) - set(results["job"]), set(results["job"]) - set(other)
+                            wrong = [
+                                k for k in other if k in shown["job"] and not agree({k: other[k]}, {k: shown["job"][k]})
+                            ]
+                            print(
+                                f"    {side}: keys not in the job's {sorted(extra)[:5]}, "
+                                f"missing {sorted(missing)[:5]}, values differ at {wrong[:5]}"
+                            )
+            catalog.close()
         finally:
-            server.stop(1.0)
+            for srv, _ in servers:
+                srv.stop(1.0)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ sum over a job is what the researcher's budget was charged (basic composition).
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import math
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,26 +144,47 @@ def _threshold_measurement(scale: float, threshold: int) -> Any:
     return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
 
 
-def _laplace_int(values: list[int], sensitivity: int, epsilon: float) -> tuple[list[int], float]:
+def _laplace_int(values: np.ndarray, sensitivity: int, epsilon: float) -> tuple[list[int], float]:
+    """Discrete Laplace noise on int64 ``values`` (numpy: OpenDP copies them into Rust without a Python loop)."""
     scale = sensitivity / epsilon
     m: Any = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale)
     assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
-    return list(m(values)) if values else [], scale
+    return [int(v) for v in m(_writable(values, np.int64))] if len(values) else [], scale
 
 
-def _laplace_float(values: list[float], sensitivity: float, epsilon: float) -> tuple[list[float], float]:
+def _laplace_float(values: np.ndarray, sensitivity: float, epsilon: float) -> tuple[list[float], float]:
+    """Laplace noise on float64 ``values`` (numpy, as above)."""
     scale = sensitivity / epsilon
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
     m: Any = dp.m.make_laplace(domain, dp.l1_distance(T=float), scale=scale)
     assert m.map(sensitivity) <= epsilon * (1 + 1e-9)
-    return list(m(values)) if values else [], scale
+    return [float(v) for v in m(_writable(values, np.float64))] if len(values) else [], scale
+
+
+def _writable(values: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """``values`` as OpenDP's numpy path takes them: C-contiguous, writable (a view of Arrow memory is read-only:
+    copied), of ``dtype``."""
+    return np.require(values, dtype=dtype, requirements=["C", "W"])
+
+
+def _filled(column: pa.ChunkedArray, integer: bool) -> np.ndarray:
+    """A hidden statistic's exact values as a numpy array, nulls (no value in the cell) as 0."""
+    kind = pa.int64() if integer else pa.float64()
+    filled = pc.fill_null(pc.cast(column, kind), pa.scalar(0, kind))
+    return np.asarray(filled.to_numpy(), dtype=np.int64 if integer else np.float64)
 
 
 def _quantile_scores(counts: np.ndarray, q: float) -> np.ndarray:
-    """Integer scores |q n - #{x < c}| (x 1000) of the QUANTILE_BINS + 1 candidates: lower is better."""
+    """Integer scores |q n - #{x < c}| (x 1000) of the QUANTILE_BINS + 1 candidates: lower is better. ``counts``
+    is one cell's histogram, or one row per cell (then one row of scores per cell)."""
     a = round(q * _SCORE_DENOMINATOR)
-    below = np.concatenate(([0], np.cumsum(counts)))  # #{x < c_j}, candidates at the bins' lower edges and hi
-    n = int(below[-1])
+    if counts.ndim == 1:
+        one: np.ndarray = _quantile_scores(counts[np.newaxis, :], q)[0]
+        return one
+    counts = counts.astype(np.int64)
+    # #{x < c_j}, candidates at the bins' lower edges and hi
+    below = np.concatenate((np.zeros((len(counts), 1), dtype=np.int64), np.cumsum(counts, axis=1)), axis=1)
+    n = below[:, -1:]
     scores: np.ndarray = np.abs(a * n - _SCORE_DENOMINATOR * below).astype(np.int64)
     return scores
 
@@ -201,7 +225,7 @@ def noise(
         exact = _on_grid(exact, agg)
         counts = [int(c) for c in exact.column(agg.count).to_pylist()]
         threshold = agg.minimum
-        noisy, _ = _laplace_int(counts, k, epsilon)
+        noisy, _ = _laplace_int(np.array(counts, dtype=np.int64), k, epsilon)
         kept = [i for i, c in enumerate(noisy) if c >= agg.minimum]
         noisy_counts = [noisy[i] for i in kept]
         eps, dlt = epsilon, 0.0
@@ -233,21 +257,18 @@ def noise(
                 "note": "the noisy count that chose the cells: no extra epsilon",
             }
         elif column.kind == "count_values":
-            exact_values = [int(v or 0) for v in rows.column(column.source).to_pylist()]
-            noisy, scale = _laplace_int(exact_values, k, epsilon)
+            noisy, scale = _laplace_int(_filled(rows.column(column.source), True), k, epsilon)
             values = [max(0, v) for v in noisy]
             entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": k, "ci95": scale * _CI}
         elif column.kind == "sum":
             sensitivity = column.sensitivity(k)
-            exact_sums = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
-            noisy_sums, scale = _laplace_float(exact_sums, sensitivity, epsilon)
+            noisy_sums, scale = _laplace_float(_filled(rows.column(column.source), False), sensitivity, epsilon)
             values = [round(v) for v in noisy_sums] if column.integer else noisy_sums
             entry |= {"mechanism": "laplace", "scale": scale, "sensitivity": sensitivity, "ci95": scale * _CI}
         elif column.kind == "mean":
             sensitivity = column.sensitivity(k)
             mid = (column.lower + column.upper) / 2
-            centred = [float(v or 0.0) for v in rows.column(column.source).to_pylist()]
-            noisy_sums, scale = _laplace_float(centred, sensitivity, epsilon)
+            noisy_sums, scale = _laplace_float(_filled(rows.column(column.source), False), sensitivity, epsilon)
             values = [
                 min(column.upper, max(column.lower, mid + s / max(c, 1)))
                 for s, c in zip(noisy_sums, noisy_counts, strict=True)
@@ -281,17 +302,14 @@ def _quantiles(
     counts = np.zeros((len(positions), QUANTILE_BINS), dtype=np.int64)
     if histogram.num_rows and positions:
         bins = np.clip(histogram.column("__bin").to_numpy(zero_copy_only=False), 0, QUANTILE_BINS - 1)
-        n = histogram.column("__n").to_numpy(zero_copy_only=False)
-        for key, b, c in zip(cell_keys(histogram, keys), bins.astype(np.int64), n, strict=True):
-            cell = positions.get(key)
-            if cell is not None:
-                counts[cell, b] += c
+        n = histogram.column("__n").to_numpy(zero_copy_only=False).astype(np.int64)
+        cells = _cell_index(histogram, keys, positions)
+        found = cells >= 0
+        np.add.at(counts, (cells[found], bins.astype(np.int64)[found]), n[found])
     sensitivity = int(column.sensitivity(k))  # one row moves every score by at most this
     measurement, scale = _noisy_min(sensitivity, epsilon)  # the same for every cell: built once
-    values: list[Any] = []
-    for cell in range(len(positions)):
-        scores = _quantile_scores(counts[cell], column.q)
-        values.append(column.candidate(int(measurement(scores.tolist()))))
+    scores = _quantile_scores(counts, column.q)
+    values = [column.candidate(i) for i in _draws(measurement, scores)] if len(positions) else []
     spacing = "spaced evenly" if not column.log_unit else "spaced about 2% of the value apart (log scale)"
     entry |= {
         "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
@@ -301,6 +319,47 @@ def _quantiles(
         "note": f"the released value is one of the candidates, {spacing}",
     }
     return values, entry
+
+
+def _cell_index(histogram: pa.Table, keys: tuple[str, ...], positions: dict[tuple[Any, ...], int]) -> np.ndarray:
+    """Each histogram row's released cell (its position), -1 for rows of cells that were not released."""
+    if len(keys) == 1:
+        column = _plain(histogram.column(keys[0]))
+        if pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_boolean(column.type):
+            value_set = pa.array([key[0] for key in positions], type=column.type)
+            found = pc.index_in(column, value_set=value_set, skip_nulls=False)  # a null key matches a null key
+            where = np.array(list(positions.values()), dtype=np.int64)
+            index = np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            return np.where(index >= 0, where[np.maximum(index, 0)] if len(where) else -1, -1)
+    rows = cell_keys(histogram, keys)
+    return np.fromiter((positions.get(key, -1) for key in rows), dtype=np.int64, count=len(rows))
+
+
+def _draws(measurement: Any, scores: np.ndarray) -> list[int]:
+    """One draw of ``measurement`` per row of ``scores``, on every core: OpenDP's exact samplers run in Rust
+    without the GIL (ctypes), so threads give the processors' speed up with the same samplers and randomness
+    (the operating system's). Each draw is independent, so their order of running changes nothing."""
+    rows = [_writable(row, np.int64) for row in scores]
+    chunks = min(_DRAW_THREADS, max(1, len(rows) // _MIN_DRAWS_PER_THREAD))
+    if chunks <= 1:
+        return [int(measurement(row)) for row in rows]
+    bounds = np.linspace(0, len(rows), chunks + 1).astype(int)
+    parts = [rows[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+    return [d for part in _draw_pool().map(lambda part: [int(measurement(r)) for r in part], parts) for d in part]
+
+
+_DRAW_THREADS = max(1, len(os.sched_getaffinity(0)))
+_MIN_DRAWS_PER_THREAD = 16  # below this, starting the threads costs more than they save
+_pool: list[concurrent.futures.ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _draw_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads drawing noise, one per processor, started on first use and shared by every release."""
+    with _pool_lock:
+        if not _pool:
+            _pool.append(concurrent.futures.ThreadPoolExecutor(_DRAW_THREADS, thread_name_prefix="dp-draw"))
+        return _pool[0]
 
 
 def _on_grid(exact: pa.Table, agg: NoisyAggregate) -> pa.Table:

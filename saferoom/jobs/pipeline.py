@@ -482,6 +482,14 @@ class ReleaseDeadline:
             _log.warning("a release overran its admitted worst-case time: the job's end may show its work")
         self.at = max(self.at if self.at is not None else now, now) + seconds
 
+    def boundary(self, started: float, quantum: float) -> float:
+        """When a job that started at ``started`` may publish its end: once this deadline has passed (or now, if
+        later), rounded up to a whole number of ``quantum`` seconds after its start (at least one), so that what
+        jitter remains (storing and sending the result) shows less (README "Timing")."""
+        now = time.monotonic()
+        end = now if self.at is None else max(now, self.at)
+        return started + max(1, math.ceil((end - started) / quantum)) * quantum
+
     def wait(self, cancel: threading.Event | None = None) -> None:
         """Wait until the deadline; a cancel ends the wait (and the job) as cancelled, never early with a result."""
         remaining = 0.0 if self.at is None else self.at - time.monotonic()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import math
 import re
 import sqlite3
 import threading
@@ -47,6 +46,7 @@ from saferoom.jobs.checking import CheckService
 from saferoom.jobs.failures import log_engine_failure
 from saferoom.jobs.fairness import EngineSlots, FairSlots
 from saferoom.jobs.pipeline import JobOutcome, Pipeline, ReleaseDeadline, dumps_value
+from saferoom.jobs.publishing import Publisher
 from saferoom.jobs.state import ACTIVE_STATES, SETTLED_STATES, JobState
 from saferoom.metrics import JobTimer, Metrics
 from saferoom.packages import PackageService
@@ -139,6 +139,9 @@ class JobService:
         code_phases = max(max_concurrent, max_code_phases or max_concurrent)
         self._slots = FairSlots(code_phases, cap=max_concurrent)
         self._engine_slots = EngineSlots(max_concurrent)
+        # With timing protection on, a job's end is published at its boundary by this timer thread: waiting for
+        # it holds no slot (``saferoom.jobs.publishing``).
+        self._publisher = Publisher()
         self._waiting: dict[str, collections.deque[str]] = {}
         self._turns: collections.deque[str] = collections.deque()
         self._workers = [threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(code_phases)]
@@ -183,6 +186,7 @@ class JobService:
         stuck = [w.name for w in self._workers if w.is_alive()]
         if stuck:
             _log.error("job threads %s did not stop within %.0f s of the shutdown; leaving them", stuck, timeout)
+        self._publisher.close(max(0.0, deadline - time.monotonic()))  # jobs waiting for their boundary: interrupted
 
     # ----------------------------------------------------------------- commands
 
@@ -288,6 +292,7 @@ class JobService:
                 self._cancelled_by[job_id] = caller.name
         if event is not None:
             event.set()
+            self._publisher.wake()  # a job waiting for its boundary ends as cancelled now
         return self._store.get_job(job_id)
 
     # ----------------------------------------------------------------- queries
@@ -448,7 +453,7 @@ class JobService:
                 return
             job_id, owner = taken
             try:
-                self._execute(job_id)
+                self._execute(job_id, owner)
             except Exception:  # never let a job thread die: the job stays where recovery finds it
                 _log.exception("job %s could not be recorded; it is recovered at the next start", job_id)
             finally:
@@ -478,11 +483,12 @@ class JobService:
                 self._changed.wait(delay)
             delay = min(2.0, delay * 2)
 
-    def _execute(self, job_id: str) -> None:
+    def _execute(self, job_id: str, owner: str) -> None:
         with self._changed:
             cancel = self._cancels[job_id]
         engine_held: list[str] = []
         timer: JobTimer | None = None
+        handed_over = False
         try:
             if self._audit.pending and self._persist(self._flushed) is None:
                 return  # the job's own records wait in the outbox: it does not start before they are appended
@@ -494,18 +500,19 @@ class JobService:
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
             started = time.monotonic()
-            timer = self._metrics.job_started(time.time() - job.created_at)
+            timer = job_timer = self._metrics.job_started(time.time() - job.created_at)
             # Timing protection (README "Timing"): the job ends no earlier than its releases' admitted worst cases
             # allow, and then on the release quantum's grid; both off only with the quantum at 0 (tests).
             deadline = ReleaseDeadline() if self._quantum > 0 else None
 
             def engine_turn() -> None:
-                timer.mark("code")
+                job_timer.mark("code")
                 if deadline is not None:  # RELEASING from the end of the code phase, never the engine's (state.py)
                     self._persist(lambda: self._transition(job_id, JobState.RELEASING, [JobState.RUNNING]))
                 self._engine_slots.acquire(job.owner, cancel)
                 engine_held.append(job.owner)
 
+            size = 0
             try:
                 outcome = self._pipeline.run(
                     package,
@@ -518,74 +525,120 @@ class JobService:
                 )
             except JobCancelled:
                 raise
-            except SaferoomError:  # a refusal that depends on data ends at the same moment as a release
-                self._wait_out(deadline, started, cancel, engine_held, timer)
-                raise
-            self._wait_out(deadline, started, cancel, engine_held, timer)
-            outputs = self._stored_outputs(outcome)
-            digest = result_hash(outputs)
-            report = {"printed": outcome.printed, "result_hash": digest}
-            summary = _release_summary(outcome, digest, self._budgets.charged(job_id))
-            checking = self._checking
-            if checking is not None and (required := checking.checkers_required(job, outcome)):
-                # Exact personal results: stored, held for output checkers, nothing shown to the researcher.
-                self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary))
+            except SaferoomError as exc:  # a refusal that depends on data ends at the same moment as a release
+                ending = self._failure(job_id, exc)
             else:
-                finished = {"owner": job.owner, "outputs": len(outputs)}
-
-                def records(stored: bool) -> list[Entry]:  # one write, one fsync: they describe one moment
-                    if not stored:
-                        return []
-                    return [
-                        (EventType.RESULT_RELEASED, "saferoom", "server", job.audit_objects(), summary),
-                        (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
-                    ]
-
-                self._persist(
-                    lambda: self._audit.commit(
-                        lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report), records
-                    )
+                ending, size = self._release(job, outcome)
+            timer.mark("engine")
+            while engine_held:  # the engine is done: its slot goes back before any wait
+                self._engine_slots.release(engine_held.pop())
+            if deadline is None:
+                ending()
+            else:  # published at the boundary by the publisher's thread; this job thread's slot goes back now
+                due = deadline.boundary(started, self._quantum)
+                handed_over = True
+                self._publisher.hand_over(
+                    due,
+                    owner,
+                    size,
+                    cancel,
+                    self._finally(job_id, ending, timer),
+                    self._finally(job_id, self._cancelled(job_id), timer),
                 )
-            self._notify()
         except JobCancelled as exc:
-            if self._closed:  # the server is stopping, not the researcher cancelling
-                self._end(job_id, JobState.FAILED, "interrupted", _INTERRUPTED)
-            else:
-                self._end(job_id, JobState.CANCELLED, exc.code, exc.message)
-        except EngineError as exc:  # its message is fixed; what the engine said may quote data: the log only
-            log_engine_failure(job_id, exc)
-            self._end(job_id, JobState.FAILED, exc.code, exc.fixed_message)
+            self._cancelled(job_id, exc)()
         except SaferoomError as exc:  # raised before any data was touched: its message is data-independent
-            self._end(job_id, JobState.FAILED, exc.code, exc.message)
+            self._failure(job_id, exc)()
         except Exception:  # a bug of ours: record it without host details, keep serving
             _log.exception("job %s failed with an internal error", job_id)
             self._end(job_id, JobState.FAILED, "internal", "internal error")
         finally:
-            if timer is not None:
+            if timer is not None and not handed_over:
                 timer.done()
-            for owner in engine_held:
-                self._engine_slots.release(owner)
-            with self._changed:
-                self._cancels.pop(job_id, None)
-                self._cancelled_by.pop(job_id, None)
+            for held in engine_held:
+                self._engine_slots.release(held)
+            if not handed_over:
+                self._forget(job_id)
 
-    def _wait_out(
-        self,
-        deadline: ReleaseDeadline | None,
-        started: float,
-        cancel: threading.Event,
-        engine_held: list[str],
-        timer: JobTimer,
-    ) -> None:
-        """The engine is done: give its slot back, then wait out the releases' worst case and the quantum."""
-        timer.mark("engine")
-        while engine_held:
-            self._engine_slots.release(engine_held.pop())
-        if deadline is not None:
-            deadline.wait(cancel)
-        timer.mark("release")
-        self._pad(started, cancel)
-        timer.mark("quantum")
+    def _release(self, job: JobRecord, outcome: JobOutcome) -> tuple[Callable[[], None], int]:
+        """Prepare a job's result (nothing of it shows yet) and return what publishes it, and its size in bytes."""
+        job_id = job.id
+        outputs = self._stored_outputs(outcome)
+        digest = result_hash(outputs)
+        report = {"printed": outcome.printed, "result_hash": digest}
+        summary = _release_summary(outcome, digest, self._budgets.charged(job_id))
+        size = sum(len(o.arrow_ipc or b"") + len(o.value_json or "") + len(o.report_json) for o in outputs)
+        checking = self._checking
+        if checking is not None and (required := checking.checkers_required(job, outcome)):
+
+            def held() -> None:  # exact personal results: stored, held for output checkers, nothing shown
+                self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary))
+                self._notify()
+
+            return held, size
+        finished = {"owner": job.owner, "outputs": len(outputs)}
+
+        def records(stored: bool) -> list[Entry]:  # one write, one fsync: they describe one moment
+            if not stored:
+                return []
+            return [
+                (EventType.RESULT_RELEASED, "saferoom", "server", job.audit_objects(), summary),
+                (EventType.JOB_FINISHED, "saferoom", "server", job.audit_objects(), finished),
+            ]
+
+        def released() -> None:
+            self._persist(
+                lambda: self._audit.commit(
+                    lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report), records
+                )
+            )
+            self._notify()
+
+        return released, size
+
+    def _failure(self, job_id: str, exc: SaferoomError) -> Callable[[], None]:
+        """What records a job's failure: an ``EngineError``'s fixed message (what the engine said may quote data:
+        the diagnostic log only), or a refusal made before any data was touched, whose message is data-independent."""
+
+        def failed() -> None:
+            if isinstance(exc, EngineError):
+                log_engine_failure(job_id, exc)
+                self._end(job_id, JobState.FAILED, exc.code, exc.fixed_message)
+            else:
+                self._end(job_id, JobState.FAILED, exc.code, exc.message)
+
+        return failed
+
+    def _cancelled(self, job_id: str, exc: JobCancelled | None = None) -> Callable[[], None]:
+        """What records a cancelled job: cancelled, or interrupted if the server is stopping."""
+        cancelled = exc or JobCancelled("the job was cancelled")
+
+        def ended() -> None:
+            if self._closed:  # the server is stopping, not the researcher cancelling
+                self._end(job_id, JobState.FAILED, "interrupted", _INTERRUPTED)
+            else:
+                self._end(job_id, JobState.CANCELLED, cancelled.code, cancelled.message)
+
+        return ended
+
+    def _finally(self, job_id: str, ending: Callable[[], None], timer: JobTimer) -> Callable[[], None]:
+        """``ending``, then forget the job's cancel (kept until its end is recorded, so a cancel still reaches it)
+        and observe its phases (the wait for the boundary, release and quantum together, as ``quantum``)."""
+
+        def run() -> None:
+            try:
+                ending()
+            finally:
+                timer.mark("quantum")
+                timer.done()
+                self._forget(job_id)
+
+        return run
+
+    def _forget(self, job_id: str) -> None:
+        with self._changed:
+            self._cancels.pop(job_id, None)
+            self._cancelled_by.pop(job_id, None)
 
     def _flushed(self) -> bool:
         self._audit.flush()
@@ -594,20 +647,6 @@ class JobService:
     def _end(self, job_id: str, new: JobState, code: str, message: str) -> None:
         """A running job's final state, recorded (retried while the disk is full)."""
         self._persist(lambda: self._transition(job_id, new, list(ACTIVE_STATES), code, message))
-
-    def _pad(self, started: float, cancel: threading.Event) -> None:
-        """Publish a job's end only at a whole number of release quanta after it started, so that how long the
-        engine took (which depends on the data: rows kept by a filter, cells of a group-by) shows less.
-
-        A cancel (or shutdown) during the wait ends the job as cancelled, never early with its result: otherwise
-        cancelling at a chosen moment would tell whether the work had finished by then.
-        """
-        if self._quantum <= 0:
-            return
-        elapsed = time.monotonic() - started
-        quanta = max(1, math.ceil(elapsed / self._quantum))
-        if cancel.wait(quanta * self._quantum - elapsed):
-            raise JobCancelled("the job was cancelled")
 
     @staticmethod
     def _stored_outputs(outcome: JobOutcome) -> list[StoredOutput]:

@@ -4,6 +4,12 @@ The server never forks itself (it holds keys, sockets and database handles): it 
 interpreter and asks it for a child per task, passing the child one end of a new socketpair. The parent alone
 enforces the wall-clock limit and cancellation, by killing the child's process group.
 
+Forking and confining a worker costs milliseconds (more for a zygote with large datasets mapped), so the pool keeps
+one **spare**: a worker forked and confined in advance, by a background thread, blocked reading its task frame.
+A task takes the spare if there is one (a fresh process all the same: it has run nothing, and was forked from the
+same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare that died (its zygote
+was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked worker instead.
+
 A zygote answers each control request within ``answer_seconds`` (a fork takes milliseconds) or is taken for
 hung (stopped, wedged, swapped out for good): it is killed and a fresh one started in its place, so a job never
 waits on it forever. A cancel is seen while waiting for the zygote too.
@@ -106,6 +112,15 @@ class _Zygote:
         self.process.wait(timeout=10)
 
 
+class _Worker(NamedTuple):
+    """A forked worker and the pool's end of its socket."""
+
+    sock: socket.socket
+    pid: int
+    limits: Limits
+    zygote: _Zygote | None
+
+
 class WorkerPool:
     """Runs allow-listed task functions in fresh confined processes forked from a warm zygote."""
 
@@ -119,6 +134,7 @@ class WorkerPool:
         limits: Limits | None = None,
         network_namespace: bool = True,
         answer_seconds: float = _ANSWER_SECONDS,
+        spare: bool = True,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
@@ -128,6 +144,11 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._zygote: _Zygote | None = _Zygote(*self._spec)
+        self._spare: _Worker | None = None
+        self._wanted = threading.Condition()  # a spare is wanted, or the pool closed
+        self._spares = threading.Thread(target=self._keep_spare, name=f"{name}-spare", daemon=True) if spare else None
+        if self._spares is not None:
+            self._spares.start()
 
     @property
     def layers(self) -> dict[str, bool]:
@@ -143,6 +164,12 @@ class WorkerPool:
         """The zygote's process id (its children are the workers)."""
         zygote = self._zygote
         return None if zygote is None else zygote.process.pid
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The process id of the spare worker, forked and waiting for a task (None while there is none)."""
+        spare = self._spare
+        return None if spare is None else spare.pid
 
     def _control(
         self, message: dict[str, Any], fds: list[int] | None = None, cancel: threading.Event | None = None
@@ -193,6 +220,27 @@ class WorkerPool:
     ) -> Reply:
         """Run ``task`` in a fresh worker; raises the task's SaferoomError, or a limit/crash error."""
         limits = limits or self.limits
+        worker = self._take_spare(limits)
+        if worker is not None:
+            try:
+                send_frame(worker.sock, {"task": task, "request": request}, list(blobs))
+            except OSError:  # the spare died before it was given anything (its zygote was replaced)
+                worker.sock.close()
+                self._kill(worker.pid)
+                worker = None
+            else:
+                try:
+                    return self._talk(worker.sock, worker.pid, None, limits, cancel)
+                finally:
+                    worker.sock.close()
+        worker = self._fork(limits, cancel)
+        try:
+            return self._talk(worker.sock, worker.pid, (task, request, list(blobs)), limits, cancel)
+        finally:
+            worker.sock.close()
+
+    def _fork(self, limits: Limits, cancel: threading.Event | None = None) -> _Worker:
+        """A new worker, confined with ``limits`` and waiting for its task."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -202,23 +250,78 @@ class WorkerPool:
             pid = reply.get("pid")
             if not isinstance(pid, int) or pid <= 0:
                 raise Unavailable(f"the {self.name} worker pool could not start a worker")
-            return self._talk(ours, pid, task, request, list(blobs), limits, cancel)
-        finally:
+        except BaseException:
             ours.close()
+            raise
+        return _Worker(ours, pid, limits, self._zygote)
+
+    def _take_spare(self, limits: Limits) -> _Worker | None:
+        """The spare worker if it has ``limits`` and its zygote is still the pool's; asks for the next one."""
+        if self._spares is None:
+            return None
+        with self._wanted:
+            spare, self._spare = self._spare, None
+            self._wanted.notify_all()
+        if spare is None:
+            return None
+        zygote = spare.zygote
+        if spare.limits != limits or zygote is not self._zygote or zygote is None or not zygote.alive():
+            spare.sock.close()
+            self._kill(spare.pid)
+            return None
+        return spare
+
+    def discard_spare(self) -> None:
+        """Kill the spare worker (a fresh one is forked behind it): for operators' tools and tests that need the
+        next task to fork from the zygote as it is now."""
+        with self._wanted:
+            spare, self._spare = self._spare, None
+            self._wanted.notify_all()
+        if spare is not None:
+            spare.sock.close()
+            self._kill(spare.pid)
+
+    def _keep_spare(self) -> None:
+        """Background: keep one spare worker forked and confined, until the pool closes."""
+        delay = _POLL_SECONDS
+        while True:
+            with self._wanted:
+                while self._spare is not None and not self._closed:
+                    self._wanted.wait()
+                if self._closed:
+                    return
+            try:
+                worker = self._fork(self.limits)
+            except SaferoomError:  # the pool is closed, or the zygote is not answering: try again later
+                if self._closed:
+                    return
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            delay = _POLL_SECONDS
+            with self._wanted:
+                if self._closed or self._spare is not None:
+                    worker.sock.close()
+                    self._kill(worker.pid)
+                    if self._closed:
+                        return
+                else:
+                    self._spare = worker
 
     def _talk(
         self,
         sock: socket.socket,
         pid: int,
-        task: str,
-        request: dict[str, Any],
-        blobs: list[bytes],
+        task: tuple[str, dict[str, Any], list[bytes]] | None,
         limits: Limits,
         cancel: threading.Event | None,
     ) -> Reply:
+        """Send ``task`` (None: already sent) and wait for the reply, within the wall-clock limit."""
         deadline = time.monotonic() + limits.wall_seconds
         try:
-            send_frame(sock, {"task": task, "request": request}, blobs)
+            if task is not None:
+                name, request, blobs = task
+                send_frame(sock, {"task": name, "request": request}, blobs)
             while True:
                 ready, _, _ = select.select([sock], [], [], _POLL_SECONDS)
                 if ready:
@@ -283,14 +386,23 @@ class WorkerPool:
         return WorkerCrashed("the worker died without answering")
 
     def close(self) -> None:
-        """Stop the zygote; running workers die with it (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
+        """Stop the zygote; running workers (and the spare) die with it (idempotent)."""
+        with self._wanted:
+            already = self._closed
             self._closed = True
+            spare, self._spare = self._spare, None
+            self._wanted.notify_all()
+        if spare is not None:
+            spare.sock.close()
+            self._kill(spare.pid)
+        if already:
+            return
+        with self._lock:
             if self._zygote is not None:
                 self._zygote.close()
                 self._zygote = None
+        if self._spares is not None and self._spares is not threading.current_thread():
+            self._spares.join(10)
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -117,6 +117,40 @@ def test_a_noisy_median_lands_near_the_true_one() -> None:
     assert all(abs(m - np.median(values)) < 20 for m in medians)  # +- 10 candidates of 2.0
 
 
+@pytest.mark.parametrize("keys", [("cell",), ("name",), ("cell", "name")])
+def test_noisy_medians_of_many_cells_each_land_near_their_own(keys: tuple[str, ...]) -> None:
+    """Enough cells that the draws run on several threads (``dp._draws``), keyed by an integer, a string with a
+    null key among them, or both: every released cell gets its own median, in its own row, none is lost."""
+    cells = 200
+    width = 1000.0 / QUANTILE_BINS
+    names = [None if c == 7 else f"c{c}" for c in range(cells)]
+    low = [(37 * c) % (QUANTILE_BINS - 2) for c in range(cells)]  # half of each cell's values here...
+    histogram = pa.table(
+        {
+            "cell": list(range(cells)) * 2,
+            "name": names * 2,
+            "__bin": low + [b + 2 for b in low],  # ...half two bins up: its median is candidate low + 1 or + 2
+            "__n": [1500] * (2 * cells),
+        }
+    )
+    histogram = histogram.append_column("__junk", pa.array([0] * (2 * cells)))  # extra columns change nothing
+    extra = pa.table({"cell": [cells + 5], "name": ["unreleased"], "__bin": [0], "__n": [10**6], "__junk": [0]})
+    histogram = pa.concat_tables([histogram, extra])  # a cell that was not released: ignored
+    table = pa.table({"cell": range(cells), "name": names, "__n": [3000] * cells})
+    columns = (DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5),)
+    schema = (*((k, "int64" if k == "cell" else "string") for k in keys), ("med", "float64"))
+    dummy = plan.Scan("population", ("person_id",))
+    agg = NoisyAggregate("dp1", "population", keys, dummy, "__n", columns, {}, 1, 10, schema)
+    # Neighbouring candidates' scores differ by 1.5e6, the noise's scale is 200: the draw is one of the two.
+    out = noise(agg, table, {"__h": histogram}, 5.0, 1e-7).table
+    assert out.num_rows == cells
+    rows = zip(*(out.column(k).to_pylist() for k in keys), strict=True)
+    got = dict(zip(rows, out.column("med").to_pylist(), strict=True))
+    for c in range(cells):
+        key = tuple({"cell": c, "name": names[c]}[k] for k in keys)
+        assert got[key] in ((low[c] + 1) * width, (low[c] + 2) * width), (key, got[key], low[c])
+
+
 # --------------------------------------------------------------------------- the rewrite on the city
 
 

@@ -193,6 +193,23 @@ def test_three_identities_cannot_hold_all_stream_slots(hogged: SaferoomServer, d
                 time.sleep(0.1)
 
 
+def _spares(server: SaferoomServer) -> set[int]:
+    """The pools' spare workers (``saferoom.sandbox.pool``): forked and confined, waiting for their task."""
+    pools = (server.pipeline._sandbox, server.pipeline._engine)
+    return {pid for pid in (p.spare_pid for p in pools) if pid is not None}
+
+
+def _stop_zygotes(server: SaferoomServer) -> set[int]:
+    """SIGSTOP both zygotes, and kill the spare workers forked before (which would run the next task without
+    asking the zygote): the next fork meets the stopped zygote."""
+    before = _zygotes(server)
+    for pid in before:
+        os.kill(pid, signal.SIGSTOP)
+    server.pipeline._sandbox.discard_spare()
+    server.pipeline._engine.discard_spare()
+    return before
+
+
 def _zygotes(server: SaferoomServer) -> set[int]:
     """The server's zygote processes (its sandbox's and its engine's)."""
     return {pid for pid in server.pipeline.zygote_pids.values() if pid is not None}
@@ -201,10 +218,8 @@ def _zygotes(server: SaferoomServer) -> set[int]:
 def test_a_stopped_zygote_is_replaced_and_jobs_still_end(hogged: SaferoomServer, deployment: Deployment) -> None:
     """SIGSTOP both zygotes of a running server: the next job detects them hung (no answer within a few
     seconds), kills them, forks from fresh ones and succeeds; before, it hung forever and cancel did nothing."""
-    before = _zygotes(hogged)
+    before = _stop_zygotes(hogged)
     assert len(before) >= 2
-    for pid in before:
-        os.kill(pid, signal.SIGSTOP)
     try:
         with deployment.client("alice", hogged.port) as alice:
             started = time.monotonic()
@@ -222,9 +237,7 @@ def test_a_stopped_zygote_is_replaced_and_jobs_still_end(hogged: SaferoomServer,
 
 def test_cancel_ends_a_job_whose_zygote_is_stopped(hogged: SaferoomServer, deployment: Deployment) -> None:
     """A job waiting on a stopped zygote ends as cancelled promptly when cancelled."""
-    before = _zygotes(hogged)
-    for pid in before:
-        os.kill(pid, signal.SIGSTOP)
+    before = _stop_zygotes(hogged)
     try:
         with deployment.client("alice", hogged.port) as alice:
             job = alice.run_job("echo", {"n": 4})
@@ -249,13 +262,18 @@ def test_cancel_ends_a_job_whose_worker_is_stopped(hogged: SaferoomServer, deplo
         worker = None
         deadline = time.monotonic() + 30
         while worker is None and time.monotonic() < deadline:
+            spares = _spares(hogged)  # forked ahead for the next task: not this job's worker
             for zygote in _zygotes(hogged):
                 for task in Path(f"/proc/{zygote}/task").iterdir():
-                    children = (task / "children").read_text().split()
-                    if children:
-                        worker = int(children[0])
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                    busy = set(children) - spares - _spares(hogged)
+                    if busy and worker is None:
+                        worker = busy.pop()
+                        try:
+                            os.kill(worker, signal.SIGSTOP)
+                        except ProcessLookupError:  # a spare taken and killed meanwhile: look again
+                            worker = None
             time.sleep(0.05)
         assert worker is not None
-        os.kill(worker, signal.SIGSTOP)
         alice.cancel_job(job.id)
         assert alice.wait(job.id, timeout=30).state == "cancelled"

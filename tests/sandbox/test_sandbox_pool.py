@@ -154,10 +154,11 @@ def test_workers_die_with_their_zygote() -> None:
     worker.start()
     deadline = time.monotonic() + 10
     children: list[int] = []
-    while not children:
-        children = _children(zygote)
+    while not children:  # the spinning task's worker (not the spare, which waits for the next task)
+        children = [pid for pid in _children(zygote) if pid != pool.spare_pid]
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    children = _children(zygote)  # the spare too: every child of the zygote must die with it
     os.kill(zygote, 9)  # as when the server is killed with -9
     for pid in children:
         while _running(pid):
@@ -183,6 +184,7 @@ def test_a_stopped_zygote_is_replaced() -> None:
         stopped = pool.zygote_pid
         assert stopped is not None
         os.kill(stopped, signal.SIGSTOP)
+        pool.discard_spare()  # forked before the stop, it would run the task without asking the zygote
         started = time.monotonic()
         assert pool.run("tests.sandbox_tasks:echo", {"n": 5}).data["request"] == {"n": 5}
         assert time.monotonic() - started < 30
@@ -203,6 +205,7 @@ def test_cancel_while_waiting_for_a_stopped_zygote() -> None:
     ) as pool:
         assert pool.zygote_pid is not None
         os.kill(pool.zygote_pid, signal.SIGSTOP)
+        pool.discard_spare()  # forked before the stop, it would run the task without asking the zygote
         cancel = threading.Event()
 
         def timed() -> tuple[str, float]:
@@ -223,3 +226,36 @@ def test_cancel_while_waiting_for_a_stopped_zygote() -> None:
             assert outcome == "cancelled" and at - cancelled_at < 1.0
             outcome, at = talking.result(timeout=30)
             assert outcome == "cancelled" and at - cancelled_at < answer + 1.0
+
+
+def _spare(pool: WorkerPool) -> int:
+    deadline = time.monotonic() + 20
+    while pool.spare_pid is None:
+        assert time.monotonic() < deadline, "no spare worker was forked"
+        time.sleep(0.01)
+    return pool.spare_pid
+
+
+def test_each_task_gets_a_fresh_confined_process_even_from_the_spare() -> None:
+    """The spare, forked and confined ahead, serves exactly one task (a new one is forked behind it), and is as
+    confined as a worker forked for the task; a spare that died before its task is replaced unnoticed."""
+    with WorkerPool(name="spare", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS) as pool:
+        spare = _spare(pool)
+        first = pool.run("tests.sandbox_tasks:identity", {}).data
+        assert first["pid"] == spare and first["pgid"] == spare  # the spare ran it, in its own process group
+        assert first["seccomp_mode"] == (2 if pool.layers.get("seccomp") else 0)
+        assert first["no_new_privs"] == 1 and first["fsize_limit"] == 0 and first["open_fds"] <= 4
+        second_spare = _spare(pool)
+        assert second_spare != spare
+        deadline = time.monotonic() + 10
+        while _running(spare):  # used once, then killed
+            assert time.monotonic() < deadline, "the spare outlived its task"
+            time.sleep(0.01)
+        os.kill(second_spare, signal.SIGKILL)  # the spare dies before it is given anything
+        while _running(second_spare):
+            time.sleep(0.01)
+        again = pool.run("tests.sandbox_tasks:identity", {}).data
+        assert again["pid"] not in (spare, second_spare)
+        assert {k: v for k, v in again.items() if k not in ("pid", "pgid")} == {
+            k: v for k, v in first.items() if k not in ("pid", "pgid")
+        }
