@@ -341,13 +341,23 @@ class AuditLog:
 
     def released_hash(self, job_id: str) -> str | None:
         """The result hash the log's ``result_released`` record of ``job_id`` pins (None: no such record)."""
-        with self._lock:
-            return self._released.get(job_id)
+        return self._pinned(self._released, job_id)
 
     def held_hash(self, job_id: str) -> str | None:
         """The result hash the log's ``result_held`` record of ``job_id`` pins (None: no such record)."""
+        return self._pinned(self._held, job_id)
+
+    def _pinned(self, index: dict[str, str], job_id: str) -> str | None:
+        """``index[job_id]``, settled: a record committed with its change but not appended yet (the committing
+        thread is about to) is appended first, so whoever saw the change also sees its record. Raises
+        ``StorageFull`` when it cannot be appended now."""
+        self._check_order()
         with self._lock:
-            return self._held.get(job_id)
+            found = index.get(job_id)
+            if found is None and not self._pending:
+                self._drain(durable=True)
+                found = index.get(job_id)
+            return found
 
     def _check_order(self) -> None:
         if self._db.held_by_me():

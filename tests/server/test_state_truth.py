@@ -73,6 +73,27 @@ def test_a_record_appended_before_a_crash_is_not_appended_again(tmp_path: Path) 
         db.close()
 
 
+def test_a_result_record_committed_but_not_yet_appended_is_seen_by_whoever_saw_its_change(tmp_path: Path) -> None:
+    """The window between a change's commit and its records' append (another thread holds the log): a reader
+    that saw the job succeed must find its result_released record, not call the state damaged (DATA_LOSS)."""
+    db, log = _open(tmp_path)
+    try:
+        log.append(EventType.SERVER_STARTED, "saferoom", "server")
+        with db.transaction() as conn:  # what AuditLog.commit writes before it takes the log's lock
+            conn.execute(
+                "INSERT INTO audit_outbox (event, actor, role, objects_json, summary_json) VALUES (?, ?, ?, ?, ?)",
+                ("result_released", "saferoom", "server", '{"job":"j1"}', '{"result_hash":"abc"}'),
+            )
+        assert log.released_hash("j1") == "abc"
+        assert log.held_hash("j2") is None  # nothing pending: a plain miss
+        with db.reading() as conn:
+            assert conn.execute("SELECT count(*) FROM audit_outbox").fetchone()[0] == 0
+        assert [r.objects for r in log.read(AuditFilter(events=frozenset({"result_released"})))] == [{"job": "j1"}]
+    finally:
+        log.close()
+        db.close()
+
+
 def test_a_record_committed_but_not_appended_is_appended_once_at_start_up(tmp_path: Path) -> None:
     db, log = _open(tmp_path)
     log.append(EventType.SERVER_STARTED, "saferoom", "server")
