@@ -62,10 +62,13 @@ def test_the_entrypoint_serves_probes_and_stops_cleanly(
             assert "population" in {d.name for d in alice.list_datasets()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # what the runtime sends on `docker stop`
-        code = proc.wait(timeout=60)
-        stderr = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
+        try:  # communicate, not wait: the server's log must keep draining while it stops (a full pipe blocks it)
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, stderr = proc.communicate()
+            raise AssertionError(f"the entrypoint did not stop within 60 s of SIGTERM:\n{stderr[-4000:]}") from None
+        code = proc.returncode
     assert code == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]  # --log-format json
     assert any(
