@@ -74,12 +74,13 @@ class _Gauges(Collector):
 class JobTimer:
     """The phases of one running job, ended one after another; observed when the job ends."""
 
-    __slots__ = ("_done", "_last", "_metrics", "_seconds")
+    __slots__ = ("_code_end", "_done", "_due", "_last", "_metrics", "_seconds", "started")
 
     def __init__(self, metrics: Metrics, queued_seconds: float) -> None:
         self._metrics = metrics
         self._seconds: dict[str, float] = {"queue": max(0.0, queued_seconds)}
-        self._last = time.monotonic()
+        self.started = self._last = self._code_end = time.monotonic()  # the job's start, as ``time.monotonic``
+        self._due: float | None = None
         self._done = False
 
     def mark(self, phase: str) -> None:
@@ -87,12 +88,23 @@ class JobTimer:
         now = time.monotonic()
         self._seconds[phase] = self._seconds.get(phase, 0.0) + now - self._last
         self._last = now
+        if phase == "code":
+            self._code_end = now
+
+    def published_at(self, due: float) -> None:
+        """The job's end was published at its boundary ``due`` (``time.monotonic``): its ``padded`` phase is
+        then the time from the code phase's end to the boundary, not the measured time to the end's recording,
+        whose jitter (SQLite, the audit log's fsync, the machine's load) is not on the quantum's grid."""
+        self._due = due
 
     def done(self) -> None:
         """The job's end was published: observe its phases (once)."""
         if not self._done:
             self._done = True
-            self._metrics.observe_job(self._seconds)
+            seconds = dict(self._seconds)
+            if self._due is not None:
+                seconds["padded"] = max(0.0, self._due - self._code_end)
+            self._metrics.observe_job(seconds)
 
 
 class Metrics:
@@ -162,7 +174,9 @@ class Metrics:
             if phase in seconds:
                 self._phases.labels(phase).observe(seconds[phase])
         after = [seconds[p] for p in DETAIL_PHASES if p in seconds]
-        if after:
+        if "padded" in seconds:  # published at its boundary (``JobTimer.published_at``)
+            self._phases.labels("padded").observe(seconds["padded"])
+        elif after:
             self._phases.labels("padded").observe(sum(after))
         if self.phase_detail:
             for phase in DETAIL_PHASES:

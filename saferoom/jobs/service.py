@@ -499,8 +499,8 @@ class JobService:
             job = self._store.get_job(job_id)
             params, datasets = json.loads(job.params_json), tuple(json.loads(job.datasets_json))
             package = self._packages.verify_run(job.package_hash, params, datasets)  # approval re-checked now
-            started = time.monotonic()
             timer = job_timer = self._metrics.job_started(time.time() - job.created_at)
+            started = timer.started  # the boundary's grid and the exported phases start at the same instant
             # Timing protection (README "Timing"): the job ends no earlier than its releases' admitted worst cases
             # allow, and then on the release quantum's grid; both off only with the quantum at 0 (tests).
             deadline = ReleaseDeadline() if self._quantum > 0 else None
@@ -542,7 +542,7 @@ class JobService:
                     owner,
                     size,
                     cancel,
-                    self._finally(job_id, ending, timer),
+                    self._finally(job_id, ending, timer, due),
                     self._finally(job_id, self._cancelled(job_id), timer),
                 )
         except JobCancelled as exc:
@@ -621,15 +621,20 @@ class JobService:
 
         return ended
 
-    def _finally(self, job_id: str, ending: Callable[[], None], timer: JobTimer) -> Callable[[], None]:
+    def _finally(
+        self, job_id: str, ending: Callable[[], None], timer: JobTimer, due: float | None = None
+    ) -> Callable[[], None]:
         """``ending``, then forget the job's cancel (kept until its end is recorded, so a cancel still reaches it)
-        and observe its phases (the wait for the boundary, release and quantum together, as ``quantum``)."""
+        and observe its phases (the wait for the boundary, release and quantum together, as ``quantum``; for an
+        end published at its boundary ``due``, the exported ``padded`` phase ends there)."""
 
         def run() -> None:
             try:
                 ending()
             finally:
                 timer.mark("quantum")
+                if due is not None:
+                    timer.published_at(due)
                 timer.done()
                 self._forget(job_id)
 
