@@ -22,7 +22,7 @@ from saferoom import __version__
 from saferoom.cli import importing as _importing
 from saferoom.cli.jsonout import JSON_META, json_option, remember_json
 from saferoom.cli.jsonout import emit as _emit
-from saferoom.errors import InvalidPackage, NotFound, SaferoomError
+from saferoom.errors import InvalidPackage, InvalidRequest, NotFound, SaferoomError
 
 __all__ = ["main"]
 
@@ -139,6 +139,34 @@ def profile_show(as_json: bool, server: str | None) -> None:
         return
     for key, value in data.items():
         console.print(f"{key:<12} {value if value is not None else '-'}", highlight=False, soft_wrap=True)
+
+
+@profile.command("check")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 600),
+    default=0.0,
+    help="Wait up to this many seconds for a server that is not up yet (e.g. just started).",
+)
+@json_option
+@server_option
+def profile_check(wait: float, as_json: bool, server: str | None) -> None:
+    """Connect as your profile's identity: who you are (from your certificate) and the server's answer."""
+    from saferoom.client import Profile
+    from saferoom.identity.pki import certificate_identity
+
+    loaded, _ = Profile.load(click.get_current_context().find_root().obj.get("profile")).with_server(server)
+    try:
+        name, roles = certificate_identity(loaded.cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"cannot read your certificate {loaded.cert}: {exc}") from None
+    with _client(server, timeout=max(wait, 10.0)) as client:
+        status = client.check(wait)
+    data = {"name": name, "roles": sorted(roles), "server": loaded.server, "status": status}
+    if as_json:
+        _emit(data)
+        return
+    console.print(f"{name} ({', '.join(sorted(roles))}) at {loaded.server}: {status}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ serve

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import pyarrow as pa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from saferoom._proto.saferoom.v1 import audit_pb2 as _audit_pb2
 from saferoom._proto.saferoom.v1 import audit_pb2_grpc as _audit_pb2_grpc
@@ -452,6 +453,17 @@ class Client:
             return fn(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise _translate(exc) from exc
+
+    def check(self, wait: float = 0.0) -> str:
+        """The server's health as it answers this identity (``SERVING`` once it is up): through the mutual-TLS
+        handshake and the server's permission check, so a revoked or foreign certificate fails here. With
+        ``wait`` > 0, waits up to ``wait`` seconds for a server that is not up yet instead of failing at once."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=wait or self.timeout, wait_for_ready=wait > 0)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from exc
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     # -------------------------------------------------------------- catalog
 

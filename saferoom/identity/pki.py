@@ -50,6 +50,7 @@ __all__ = [
     "SIGNING_KEY_OID",
     "IssuedIdentity",
     "TrustStore",
+    "certificate_identity",
     "certificate_signer",
     "init_authority",
     "issue_identity",
@@ -336,6 +337,12 @@ def _attributes(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]
 def _common_name(cert: x509.Certificate) -> str:
     names = _attributes(cert, NameOID.COMMON_NAME)
     return names[0] if len(names) == 1 else ""
+
+
+def certificate_identity(certificate_pem: bytes) -> tuple[str, frozenset[str]]:
+    """(name, role names) that a certificate states (``ValueError`` if it is not one): what its holder is told."""
+    cert = x509.load_pem_x509_certificate(certificate_pem)
+    return _common_name(cert), frozenset(_attributes(cert, NameOID.ORGANIZATIONAL_UNIT_NAME))
 
 
 def certificate_signer(certificate_pem: bytes, ca_pem: bytes | None = None) -> tuple[str, frozenset[str], bytes]:
