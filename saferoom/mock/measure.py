@@ -3,8 +3,8 @@
 For a personal dataset and its public ``Structure``:
 
     each root attribute      a noisy 1-way marginal (its bins, the missing-value bin included)
-    each child c of p        a noisy 2-way marginal over p x c (c's 1-way marginal is its sum over p); a child
-                             of two parents p, q: a 3-way marginal over p x q x c
+    each child c of p        a noisy 2-way marginal over p x c (c's 1-way marginal is its sum over its first
+                             parent); a child of two parents p, q: the two 2-way marginals p x c and q x c
     rows per unit            a noisy histogram of how many rows (1..k) each privacy unit has, when the catalog
                              does not declare one row per unit
 
@@ -16,8 +16,12 @@ in L1 and the rows-per-unit histogram by 1. Each of the M measurements is OpenDP
 
 Post-processing (free): negative counts become 0, and counts below ``threshold`` become 0 (chosen from the
 noisy counts themselves, their scale and the noisy total, so that empty cells passing it add about 1% of the
-rows at most), so a marginal of 100,000 mostly empty cells does not sample rows from noise. What is stored,
-and all that is ever sampled from or shown, are these post-processed noisy counts.
+rows at most), so a marginal of 100,000 mostly empty cells does not sample rows from noise. A marginal whose
+child is an amount (log bins up to a public bound far above most values: incomes to 5,000,000) also keeps its
+tail cells only where noise alone could not have put them (``tail_thresholds``): one phantom count of 20 in a
+top income bin moves a district's mean income by a tenth, and a count threshold that bounds phantom *rows*
+does not bound phantom *amounts*. What is stored, and all that is ever sampled from or shown, are these
+post-processed noisy counts.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ dp.enable_features("contrib")
 
 ROWS_PER_UNIT = "(rows per unit)"
 PHANTOM = 0.01  # share of the rows that noise in empty cells may add, at most (expected)
+TAIL = 1e-4  # chance that noise leaves any large phantom in an amount's tail (union bound over empty cells)
+LARGE = 0.02  # a phantom is large when it carries this share of the noisy amount of the smallest parent bin
 
 
 @dataclass(frozen=True)
@@ -73,15 +79,29 @@ class Measurements:
     contributions: int
 
     def marginal(self, *attributes: str) -> Marginal:
-        return self.marginals[",".join(attributes)]
+        """The marginal over ``attributes``: measured, or summed out of a measured one holding them (in order):
+        publications made before children of two parents were measured as two 2-ways hold a 3-way table."""
+        key = ",".join(attributes)
+        if key in self.marginals:
+            return self.marginals[key]
+        for m in self.marginals.values():
+            if set(attributes) <= set(m.attributes):
+                keep = [m.attributes.index(a) for a in attributes]
+                if keep != sorted(keep):
+                    continue
+                drop = tuple(i for i in range(len(m.attributes)) if i not in keep)
+                counts = m.table.sum(axis=drop).ravel()
+                shape = tuple(m.shape[i] for i in keep)
+                return Marginal(tuple(attributes), shape, counts, m.scale, m.epsilon, m.removed)
+        raise KeyError(key)
 
     def one_way(self, attribute: str, structure: Structure) -> np.ndarray:
-        """An attribute's 1-way noisy counts: measured for a root, else summed out of its marginal with its parents."""
+        """An attribute's 1-way noisy counts: measured for a root, else summed out of its marginal with its first
+        parent."""
         if attribute in self.marginals:
             return self.marginals[attribute].counts
-        parents = structure.parents[attribute]
-        table = self.marginal(*parents, attribute).table
-        summed: np.ndarray = table.reshape(-1, table.shape[-1]).sum(axis=0)
+        table = self.marginal(structure.parents[attribute][0], attribute).table
+        summed: np.ndarray = table.sum(axis=0)
         return summed
 
     @property
@@ -157,8 +177,31 @@ def threshold(noisy: np.ndarray, scale: float, total: float) -> float:
     return t
 
 
-def _post(noisy: np.ndarray, limit: float) -> tuple[np.ndarray, int]:
-    kept = np.where(noisy >= max(limit, 1.0), noisy, 0)
+def tail_thresholds(noisy: np.ndarray, scale: float, limit: float, values: np.ndarray) -> np.ndarray:
+    """The smallest count kept in each child bin of a ``rows x bins`` marginal of an amount (``values``: each
+    value bin's mean; the last bin, missing, has none).
+
+    A phantom count N in bin b adds N x values[b] to its row's amount; it is *large* when that exceeds
+    ``LARGE`` of the noisy amount of the smallest row holding 1% of the amount. Where a phantom could be large
+    below ``u``, the count at which noise in any of the empty cells passes with chance under ``TAIL``, the
+    bin's threshold is ``u``; elsewhere the count threshold ``limit`` stands. Post-processing: noisy counts,
+    their scale and public bin values only."""
+    table = np.clip(noisy, 0, None).astype(np.float64)
+    out = np.full(table.shape[1], max(limit, 1.0))
+    amounts = (table[:, :-1] * values).sum(axis=1)
+    significant = amounts >= PHANTOM * float(amounts.sum())
+    if not significant.any() or amounts.sum() <= 0:
+        return out
+    smallest = float(amounts[significant].min())
+    empty = max(1, min(noisy.size, 2 * int((noisy <= 0).sum())))
+    u = scale * math.log(empty / TAIL)
+    large_below_u = values * u > LARGE * smallest
+    out[:-1] = np.where(large_below_u, np.maximum(out[:-1], u), out[:-1])
+    return out
+
+
+def _post(noisy: np.ndarray, limit: float | np.ndarray) -> tuple[np.ndarray, int]:
+    kept = np.where(noisy >= np.maximum(limit, 1.0), noisy, 0)
     return kept, int(np.clip(noisy, 0, None).sum() - kept.sum())
 
 
@@ -167,7 +210,9 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
 
     Epsilon is split over the measurements in proportion to the square root of their cells (what minimises
     their summed expected absolute error), counting at most the catalog's declared rows as cells, with a floor
-    of a quarter of an even share; the split depends on public declarations only.
+    of a quarter of an even share for a 1-way marginal and of an even share for a 2-way one (the dependencies
+    are what mock data is for: a district's incomes must not drown in noise because the table is small);
+    the split depends on public declarations only.
     """
     multi = not info.one_row_per_unit and info.privacy_unit is not None
     k = 1 if not multi else info.policy.max_contributions
@@ -176,7 +221,8 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     if multi:
         shapes.append((k,))
     weights = np.sqrt(np.array([min(math.prod(s), max(info.rows, 1)) for s in shapes], dtype=np.float64))
-    weights = np.maximum(weights / weights.sum(), 0.25 / len(shapes))
+    floors = np.array([(1.0 if len(s) > 1 else 0.25) / len(shapes) for s in shapes])
+    weights = np.maximum(weights / weights.sum(), floors)
     shares = epsilon * weights / weights.sum()
     bounded, per_unit = _bounded(table, info, k)
     index = {name: attr.index(bounded) for name, attr in structure.attributes.items()}
@@ -194,7 +240,16 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     marginals: dict[str, Marginal] = {}
     for attributes, shape, noisy, scale, share in raw:
         units = total / (k if attributes == (ROWS_PER_UNIT,) else 1)
-        counts, removed = _post(noisy, threshold(noisy, scale, units))
+        limit: float | np.ndarray = threshold(noisy, scale, units)
+        child = structure.attributes.get(attributes[-1])
+        # The child's marginal with its first parent gives its distribution in the mock (``sample``): its rows'
+        # amounts (a district's incomes) are what phantoms must not move; a second parent's shapes only.
+        first = len(attributes) == 2 and structure.parents.get(attributes[-1], ("",))[0] == attributes[0]
+        if first and child is not None and len(child.binnings) == 1 and child.binnings[0].amount:
+            table = noisy.reshape(shape)
+            limit = np.broadcast_to(tail_thresholds(table, scale, float(limit), child.binnings[0].values()), shape)
+            limit = limit.ravel()
+        counts, removed = _post(noisy, limit)
         marginal = Marginal(attributes, shape, counts, scale, share, removed)
         marginals[marginal.key] = marginal
     return Measurements(info.name, marginals, epsilon, k)

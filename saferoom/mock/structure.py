@@ -78,6 +78,26 @@ class Binning:
         """Bins including the missing-value bin."""
         return self.size + 1
 
+    @property
+    def amount(self) -> bool:
+        """An amount (log bins): its tail bins hold values far above the typical one."""
+        return self.point_at_low
+
+    def values(self) -> np.ndarray:
+        """The mean value ``draw`` gives each value bin (log-uniform for amounts), from the public edges only."""
+        assert self.edges is not None
+        lo, hi = self.edges[:-1], self.edges[1:]
+        if not self.point_at_low:
+            means: np.ndarray = (lo + hi) / 2
+            return means
+        base, unit = self.edges[0], (self.edges[-1] - self.edges[0]) / _LOG_UNITS
+        a, b = np.log1p((lo - base) / unit), np.log1p((hi - base) / unit)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_exp = np.where(b > a, (np.exp(b) - np.exp(a)) / np.where(b > a, b - a, 1.0), np.exp(a))
+        out: np.ndarray = base + unit * (mean_exp - 1.0)
+        out[0] = base  # bin 0 is exactly the lower bound
+        return out
+
     def index(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """Each value's bin (``size`` for a missing value)."""
         values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
@@ -179,8 +199,14 @@ class Structure:
         return [(p, c) for c, ps in self.parents.items() for p in ps]
 
     def marginals(self) -> list[tuple[str, ...]]:
-        """What is measured: each root alone, each child with its parents (parents first)."""
-        return [(r,) for r in self.roots] + [(*ps, c) for c, ps in self.parents.items()]
+        """What is measured: each root alone, each child with each of its parents (parent first).
+
+        A child of two parents is measured as two 2-way marginals, not one 3-way: its conditional given both
+        is fitted to them by ``sample.conditional`` (the no-three-way-interaction model, as Private-PGM fits
+        MST's 2-way measurements). The 3-way table had (parent x parent x child) cells for as many rows, most of
+        them empty: its noise, thresholded, cut the child's tails (a district's top incomes) and left phantoms.
+        """
+        return [(r,) for r in self.roots] + [(p, c) for c, ps in self.parents.items() for p in ps]
 
     def order(self) -> list[str]:
         """Attributes parents first (the order rows are sampled in)."""
