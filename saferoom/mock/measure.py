@@ -27,6 +27,7 @@ post-processed noisy counts.
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.catalog.manifest import DatasetInfo
+from saferoom.mock.select import ONE_WAYS, SELECTION, orient, select_tree
 from saferoom.mock.structure import Structure
 
 __all__ = ["Marginal", "Measurements", "measure"]
@@ -77,6 +79,19 @@ class Measurements:
     marginals: dict[str, Marginal]
     epsilon: float
     contributions: int
+    edges: tuple[tuple[str, str], ...] = ()  # (parent, child): the tree selected privately (none: declared)
+    selection_epsilon: float = 0.0  # spent selecting ``edges``; with the marginals' epsilons: ``epsilon``
+
+    def structure(self, declared: Structure) -> Structure:
+        """The structure these measurements were taken along: ``declared``, or with the selected tree."""
+        return declared.with_edges(self.edges) if declared.selected else declared
+
+    def describe(self) -> list[str]:
+        """What was measured, each with its epsilon (for the publication's record)."""
+        out = [f"{m.key} (eps={m.epsilon:.6g})" for m in self.marginals.values()]
+        if self.edges or self.selection_epsilon:
+            out.append(f"tree selection, MST (eps={self.selection_epsilon:.6g})")
+        return out
 
     def marginal(self, *attributes: str) -> Marginal:
         """The marginal over ``attributes``: measured, or summed out of a measured one holding them (in order):
@@ -106,14 +121,16 @@ class Measurements:
 
     @property
     def total(self) -> int:
-        """The noisy number of rows (of the first root's marginal)."""
-        first = next(m for m in self.marginals.values() if m.attributes[0] != ROWS_PER_UNIT)
-        return int(first.counts.sum())
+        """The noisy number of rows (of the 1-way marginal whose sum is least noisy)."""
+        one_ways = [m for m in self.marginals.values() if len(m.attributes) == 1 and m.key != ROWS_PER_UNIT]
+        best = min(one_ways, key=lambda m: m.counts.size * m.scale**2)
+        return int(best.counts.sum())
 
     def to_bytes(self) -> bytes:
         """An ``npz`` archive (no pickles) of the post-processed counts and their metadata."""
         arrays: dict[str, np.ndarray] = {
-            "__meta": np.array([self.epsilon, float(self.contributions)]),
+            "__meta": np.array([self.epsilon, float(self.contributions), self.selection_epsilon]),
+            "__edges": np.frombuffer(json.dumps([list(e) for e in self.edges]).encode("utf-8"), dtype=np.uint8),
             "__dataset": np.frombuffer(self.dataset.encode("utf-8"), dtype=np.uint8),
         }
         for i, m in enumerate(self.marginals.values()):
@@ -128,7 +145,11 @@ class Measurements:
     @classmethod
     def from_bytes(cls, data: bytes) -> Measurements:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            epsilon, contributions = (float(v) for v in z["__meta"])
+            meta = [float(v) for v in z["__meta"]]
+            epsilon, contributions = meta[0], meta[1]
+            selection = meta[2] if len(meta) > 2 else 0.0  # stored before selection existed: none
+            text = bytes(z["__edges"]).decode("utf-8") if "__edges" in z.files else "[]"
+            edges = tuple((str(p), str(c)) for p, c in json.loads(text))
             dataset = bytes(z["__dataset"]).decode("utf-8")
             marginals: dict[str, Marginal] = {}
             i = 0
@@ -140,7 +161,7 @@ class Measurements:
                     tuple(key.split(",")), shape, z[f"m{i}_counts"].astype(np.int64), scale, eps, int(removed)
                 )
                 i += 1
-        return cls(dataset, marginals, epsilon, int(contributions))
+        return cls(dataset, marginals, epsilon, int(contributions), edges, selection)
 
 
 def _bounded(table: pa.Table, info: DatasetInfo, k: int) -> tuple[pa.Table, np.ndarray | None]:
@@ -205,28 +226,36 @@ def _post(noisy: np.ndarray, limit: float | np.ndarray) -> tuple[np.ndarray, int
     return kept, int(np.clip(noisy, 0, None).sum() - kept.sum())
 
 
-def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: float) -> Measurements:
-    """The noisy measurements of ``table`` (the real data) for a mock, spending ``epsilon`` in all.
-
-    Epsilon is split over the measurements in proportion to the square root of their cells (what minimises
-    their summed expected absolute error), counting at most the catalog's declared rows as cells, with a floor
+def _split(shapes: list[tuple[int, ...]], epsilon: float, rows: int) -> np.ndarray:
+    """Epsilon over measurements of these shapes: in proportion to the square root of their cells (what
+    minimises their summed expected absolute error), counting at most ``rows`` (declared) cells, with a floor
     of a quarter of an even share for a 1-way marginal and of an even share for a 2-way one (the dependencies
-    are what mock data is for: a district's incomes must not drown in noise because the table is small);
-    the split depends on public declarations only.
-    """
-    multi = not info.one_row_per_unit and info.privacy_unit is not None
-    k = 1 if not multi else info.policy.max_contributions
-    plan = structure.marginals()
-    shapes = [tuple(structure.attributes[a].cells for a in attributes) for attributes in plan]
-    if multi:
-        shapes.append((k,))
-    weights = np.sqrt(np.array([min(math.prod(s), max(info.rows, 1)) for s in shapes], dtype=np.float64))
+    are what mock data is for: a district's incomes must not drown in noise because the table is small)."""
+    weights = np.sqrt(np.array([min(math.prod(s), max(rows, 1)) for s in shapes], dtype=np.float64))
     floors = np.array([(1.0 if len(s) > 1 else 0.25) / len(shapes) for s in shapes])
     weights = np.maximum(weights / weights.sum(), floors)
-    shares = epsilon * weights / weights.sum()
-    bounded, per_unit = _bounded(table, info, k)
-    index = {name: attr.index(bounded) for name, attr in structure.attributes.items()}
-    raw: list[tuple[tuple[str, ...], tuple[int, ...], np.ndarray, float, float]] = []
+    shares: np.ndarray = epsilon * weights / weights.sum()
+    return shares
+
+
+Raw = tuple[tuple[str, ...], tuple[int, ...], np.ndarray, float, float]  # attributes, shape, noisy, scale, eps
+
+
+def _noisy(
+    plan: list[tuple[str, ...]],
+    structure: Structure,
+    index: dict[str, np.ndarray],
+    per_unit: np.ndarray | None,
+    k: int,
+    epsilon: float,
+    rows: int,
+) -> list[Raw]:
+    """The noisy counts of every marginal of ``plan`` (and of the rows per unit, given ``per_unit``)."""
+    shapes = [tuple(structure.attributes[a].cells for a in attributes) for attributes in plan]
+    if per_unit is not None:
+        shapes.append((k,))
+    shares = _split(shapes, epsilon, rows)
+    raw: list[Raw] = []
     for attributes, shape, share in zip(plan, shapes, shares, strict=False):
         flat = index[attributes[0]]
         for name, cells in zip(attributes[1:], shape[1:], strict=True):
@@ -236,7 +265,18 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     if per_unit is not None:
         noisy, scale = _laplace(np.bincount(per_unit - 1, minlength=k)[:k], 1, float(shares[-1]))
         raw.append(((ROWS_PER_UNIT,), (k,), noisy, scale, float(shares[-1])))
-    total = float(raw[0][2].sum())  # the noisy row count of the first root: unbiased, free to reuse
+    return raw
+
+
+def _total(raw: list[Raw]) -> float:
+    """The noisy row count, from the 1-way marginal whose sum is least noisy (fewest cells x scale^2: public):
+    unbiased (the noise before post-processing), free to reuse."""
+    one_ways = [r for r in raw if len(r[0]) == 1 and r[0] != (ROWS_PER_UNIT,)]
+    best = min(one_ways, key=lambda r: r[2].size * r[3] ** 2)
+    return float(best[2].sum())
+
+
+def _postprocessed(raw: list[Raw], structure: Structure, total: float, k: int) -> dict[str, Marginal]:
     marginals: dict[str, Marginal] = {}
     for attributes, shape, noisy, scale, share in raw:
         units = total / (k if attributes == (ROWS_PER_UNIT,) else 1)
@@ -252,4 +292,38 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
         counts, removed = _post(noisy, limit)
         marginal = Marginal(attributes, shape, counts, scale, share, removed)
         marginals[marginal.key] = marginal
-    return Measurements(info.name, marginals, epsilon, k)
+    return marginals
+
+
+def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: float) -> Measurements:
+    """The noisy measurements of ``table`` (the real data) for a mock, spending ``epsilon`` in all.
+
+    A declared structure: its marginals (``Structure.marginals``), epsilon split by ``_split`` (public
+    declarations only). A structure to select (``structure.selected``, as in MST): ``SELECTION`` of epsilon
+    selects the tree (``select``); of the rest, ``ONE_WAYS`` measures every attribute's 1-way marginal first
+    (the selection's independence baseline; the rows per unit too), and the remainder the tree's 2-way
+    marginals. The shares add up to ``epsilon``: one charge, basic composition.
+    """
+    multi = not info.one_row_per_unit and info.privacy_unit is not None
+    k = 1 if not multi else info.policy.max_contributions
+    bounded, per_unit = _bounded(table, info, k)
+    index = {name: attr.index(bounded) for name, attr in structure.attributes.items()}
+    edges: tuple[tuple[str, str], ...] = ()
+    selection = 0.0
+    if structure.selected:
+        selection = SELECTION * epsilon
+        first = ONE_WAYS * (epsilon - selection)
+        raw = _noisy([(a,) for a in structure.attributes], structure, index, per_unit, k, first, info.rows)
+        total = _total(raw)
+        one_ways = {m.attributes[0]: m.counts for m in _postprocessed(raw, structure, total, k).values()}
+        rest = epsilon - selection - first
+        chosen = select_tree(structure, index, one_ways, k, selection, rest)
+        edges = orient(structure, chosen)
+        structure = structure.with_edges(edges)
+        pairs = [m for m in structure.marginals() if len(m) > 1]
+        raw += _noisy(pairs, structure, index, None, k, rest, info.rows) if pairs else []
+    else:
+        raw = _noisy(structure.marginals(), structure, index, per_unit, k, epsilon, info.rows)
+        total = _total(raw)
+    marginals = _postprocessed(raw, structure, total, k)
+    return Measurements(info.name, marginals, epsilon, k, edges, selection)

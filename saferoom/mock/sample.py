@@ -123,6 +123,7 @@ def conditional(measurements: Measurements, structure: Structure, child: str) ->
 
 def sample_bins(measurements: Measurements, structure: Structure, n: int, seed: int) -> dict[str, np.ndarray]:
     """``n`` rows of attribute bins drawn from the tree."""
+    structure = measurements.structure(structure)
     rng = np.random.default_rng([seed, 0x6D6F636B])
     bins: dict[str, np.ndarray] = {}
     for name in structure.order():
@@ -156,6 +157,7 @@ def _units(rng: np.random.Generator, measurements: Measurements, n: int) -> np.n
 
 def sample(measurements: Measurements, structure: Structure, info: DatasetInfo, n: int, seed: int = 0) -> pa.Table:
     """``n`` synthetic rows with ``info``'s schema, deterministic for the same measurements, ``n`` and seed."""
+    structure = measurements.structure(structure)
     bins = sample_bins(measurements, structure, n, seed)
     rng = np.random.default_rng([seed, 0x76616C])
     columns: dict[str, pa.Array] = {}
