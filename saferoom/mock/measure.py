@@ -81,6 +81,7 @@ class Measurements:
     contributions: int
     edges: tuple[tuple[str, str], ...] = ()  # (parent, child): the tree selected privately (none: declared)
     selection_epsilon: float = 0.0  # spent selecting ``edges``; with the marginals' epsilons: ``epsilon``
+    rows: int | None = None  # the noisy row count before post-processing (None: stored before it was kept)
 
     def structure(self, declared: Structure) -> Structure:
         """The structure these measurements were taken along: ``declared``, or with the selected tree."""
@@ -121,7 +122,10 @@ class Measurements:
 
     @property
     def total(self) -> int:
-        """The noisy number of rows (of the 1-way marginal whose sum is least noisy)."""
+        """The noisy number of rows: the sum of the 1-way marginal whose sum is least noisy, before the
+        thresholds (which can zero a small dataset's 1-way marginal entirely)."""
+        if self.rows is not None:
+            return max(self.rows, 0)
         one_ways = [m for m in self.marginals.values() if len(m.attributes) == 1 and m.key != ROWS_PER_UNIT]
         best = min(one_ways, key=lambda m: m.counts.size * m.scale**2)
         return int(best.counts.sum())
@@ -129,7 +133,7 @@ class Measurements:
     def to_bytes(self) -> bytes:
         """An ``npz`` archive (no pickles) of the post-processed counts and their metadata."""
         arrays: dict[str, np.ndarray] = {
-            "__meta": np.array([self.epsilon, float(self.contributions), self.selection_epsilon]),
+            "__meta": np.array([self.epsilon, float(self.contributions), self.selection_epsilon, float(self.total)]),
             "__edges": np.frombuffer(json.dumps([list(e) for e in self.edges]).encode("utf-8"), dtype=np.uint8),
             "__dataset": np.frombuffer(self.dataset.encode("utf-8"), dtype=np.uint8),
         }
@@ -148,6 +152,7 @@ class Measurements:
             meta = [float(v) for v in z["__meta"]]
             epsilon, contributions = meta[0], meta[1]
             selection = meta[2] if len(meta) > 2 else 0.0  # stored before selection existed: none
+            rows = int(meta[3]) if len(meta) > 3 else None
             text = bytes(z["__edges"]).decode("utf-8") if "__edges" in z.files else "[]"
             edges = tuple((str(p), str(c)) for p, c in json.loads(text))
             dataset = bytes(z["__dataset"]).decode("utf-8")
@@ -161,7 +166,7 @@ class Measurements:
                     tuple(key.split(",")), shape, z[f"m{i}_counts"].astype(np.int64), scale, eps, int(removed)
                 )
                 i += 1
-        return cls(dataset, marginals, epsilon, int(contributions), edges, selection)
+        return cls(dataset, marginals, epsilon, int(contributions), edges, selection, rows)
 
 
 def _bounded(table: pa.Table, info: DatasetInfo, k: int) -> tuple[pa.Table, np.ndarray | None]:
@@ -226,13 +231,13 @@ def _post(noisy: np.ndarray, limit: float | np.ndarray) -> tuple[np.ndarray, int
     return kept, int(np.clip(noisy, 0, None).sum() - kept.sum())
 
 
-def _split(shapes: list[tuple[int, ...]], epsilon: float, rows: int) -> np.ndarray:
+def _split(shapes: list[tuple[int, ...]], epsilon: float, rows: int, floor: float = 0.25) -> np.ndarray:
     """Epsilon over measurements of these shapes: in proportion to the square root of their cells (what
     minimises their summed expected absolute error), counting at most ``rows`` (declared) cells, with a floor
-    of a quarter of an even share for a 1-way marginal and of an even share for a 2-way one (the dependencies
+    of ``floor`` of an even share for a 1-way marginal and of an even share for a 2-way one (the dependencies
     are what mock data is for: a district's incomes must not drown in noise because the table is small)."""
     weights = np.sqrt(np.array([min(math.prod(s), max(rows, 1)) for s in shapes], dtype=np.float64))
-    floors = np.array([(1.0 if len(s) > 1 else 0.25) / len(shapes) for s in shapes])
+    floors = np.array([(1.0 if len(s) > 1 else floor) / len(shapes) for s in shapes])
     weights = np.maximum(weights / weights.sum(), floors)
     shares: np.ndarray = epsilon * weights / weights.sum()
     return shares
@@ -249,12 +254,13 @@ def _noisy(
     k: int,
     epsilon: float,
     rows: int,
+    floor: float = 0.25,
 ) -> list[Raw]:
     """The noisy counts of every marginal of ``plan`` (and of the rows per unit, given ``per_unit``)."""
     shapes = [tuple(structure.attributes[a].cells for a in attributes) for attributes in plan]
     if per_unit is not None:
         shapes.append((k,))
-    shares = _split(shapes, epsilon, rows)
+    shares = _split(shapes, epsilon, rows, floor)
     raw: list[Raw] = []
     for attributes, shape, share in zip(plan, shapes, shares, strict=False):
         flat = index[attributes[0]]
@@ -313,11 +319,13 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
     if structure.selected:
         selection = SELECTION * epsilon
         first = ONE_WAYS * (epsilon - selection)
-        raw = _noisy([(a,) for a in structure.attributes], structure, index, per_unit, k, first, info.rows)
+        # An even floor: these are the roots and the selection's baseline, not only a place's 17,000 cells.
+        singles: list[tuple[str, ...]] = [(a,) for a in structure.attributes]
+        raw = _noisy(singles, structure, index, per_unit, k, first, info.rows, floor=1.0)
         total = _total(raw)
-        one_ways = {m.attributes[0]: m.counts for m in _postprocessed(raw, structure, total, k).values()}
+        baseline = {m.attributes[0]: m.counts for m in _postprocessed(raw, structure, total, k).values()}
         rest = epsilon - selection - first
-        chosen = select_tree(structure, index, one_ways, k, selection, rest)
+        chosen = select_tree(structure, index, baseline, k, selection, rest)
         edges = orient(structure, chosen)
         structure = structure.with_edges(edges)
         pairs = [m for m in structure.marginals() if len(m) > 1]
@@ -326,4 +334,4 @@ def measure(table: pa.Table, info: DatasetInfo, structure: Structure, epsilon: f
         raw = _noisy(structure.marginals(), structure, index, per_unit, k, epsilon, info.rows)
         total = _total(raw)
     marginals = _postprocessed(raw, structure, total, k)
-    return Measurements(info.name, marginals, epsilon, k, edges, selection)
+    return Measurements(info.name, marginals, epsilon, k, edges, selection, max(round(total), 0))

@@ -27,8 +27,8 @@ Kruskal's algorithm then adds, r - 1 times (r attributes), the pair joining two 
 score, chosen by OpenDP's noisy max (permute-and-flip, ``make_noisy_max``; non-monotonic scores, so
 epsilon = 2 x 10k / scale) at an even share of the selection's epsilon each: the maximum spanning tree of noisy
 pairwise dependence. Pairs of more than ``MAX_CANDIDATE_CELLS`` cells are not scored (the penalties keep
-large tables out unless the dependence is strong). The tree is oriented away from the first declared attribute, so
-every attribute has at most one parent and sampling is exact.
+large tables out unless the dependence is strong). The tree is oriented away from its hub (the root, sampled
+from its 1-way marginal), so every attribute has at most one parent and sampling is exact.
 """
 
 from __future__ import annotations
@@ -121,14 +121,16 @@ def select_tree(
 
 
 def orient(structure: Structure, edges: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """``edges`` as (parent, child) pairs directed away from each component's first declared attribute."""
+    """``edges`` as (parent, child) pairs directed away from each component's hub."""
     neighbours: dict[str, list[str]] = {n: [] for n in structure.attributes}
     for a, b in edges:
         neighbours[a].append(b)
         neighbours[b].append(a)
     seen: set[str] = set()
     out: list[tuple[str, str]] = []
-    for root in structure.attributes:
+    # A component's root is its hub (most edges: the shortest chains, so the least noise compounded down them),
+    # ties to the fewest cells (a root is sampled from its 1-way marginal, best measured when small).
+    for root in sorted(structure.attributes, key=lambda n: (-len(neighbours[n]), structure.attributes[n].cells)):
         if root in seen:
             continue
         seen.add(root)
