@@ -111,10 +111,11 @@ class MockSpec:
     """How differentially private mock data of a dataset is synthesised (``saferoom.mock``): all public.
 
     ``joint`` pairs of numeric columns are binned together as one attribute named ``a+b`` (lat/lon: places);
-    ``structure`` is the dependency graph as (parent, child) attribute edges: a child with one parent is
-    measured as a noisy 2-way marginal with it, a child with two (at most) as a 3-way marginal with both (a
-    Bayesian network of degree 2, as in PrivBayes); ``derived`` columns are recomputed from two others
-    (``"price / area_m2"``) instead of being measured.
+    ``structure`` is the dependency graph as (parent, child) attribute edges: a child is measured as a noisy
+    2-way marginal with each parent (two at most: a Bayesian network of degree 2, as in PrivBayes); with
+    ``select`` (``"structure": "auto"``, or no ``"structure"``, or no ``"mock"`` at all) the graph is a tree
+    selected privately from the data at publication (``saferoom.mock.select``, as in MST); ``derived``
+    columns are recomputed from two others (``"price / area_m2"``) instead of being measured.
     """
 
     structure: tuple[tuple[str, str], ...] = ()
@@ -122,8 +123,11 @@ class MockSpec:
     derived: tuple[tuple[str, str], ...] = ()  # (column, "a / b" or "a * b")
     bins: int = 96  # bins of a numeric column (integers with a narrower range get one bin per value)
     joint_bins: int = 130  # bins per axis of a joint attribute
+    select: bool = False  # the structure is selected privately (MST) instead of declared
 
     def __post_init__(self) -> None:
+        if self.select and self.structure:
+            raise InvalidRequest("mock: a structure is either declared or selected ('auto'), not both")
         if not (2 <= self.bins <= 1000 and 2 <= self.joint_bins <= 400):
             raise InvalidRequest("mock: bins must be in [2, 1000] and joint_bins in [2, 400]")
         for _, expression in self.derived:
@@ -135,7 +139,7 @@ class MockSpec:
 
     def to_data(self) -> dict[str, Any]:
         return {
-            "structure": [list(e) for e in self.structure],
+            "structure": "auto" if self.select else [list(e) for e in self.structure],
             "joint": [list(j) for j in self.joint],
             "derived": dict(self.derived),
             "bins": self.bins,
@@ -145,12 +149,15 @@ class MockSpec:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> MockSpec:
         try:
+            declared = data.get("structure", "auto")
+            select = declared == "auto"
             return cls(
-                structure=tuple((str(a), str(b)) for a, b in data.get("structure", [])),
+                structure=() if select else tuple((str(a), str(b)) for a, b in declared),
                 joint=tuple((str(a), str(b)) for a, b in data.get("joint", [])),
                 derived=tuple((str(k), str(v)) for k, v in dict(data.get("derived", {})).items()),
                 bins=int(data.get("bins", 96)),
                 joint_bins=int(data.get("joint_bins", 130)),
+                select=select,
             )
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"mock: malformed declaration ({exc})") from None

@@ -174,6 +174,7 @@ class MockService:
             check_publication(self._ledger.budget(dataset), cost)  # before touching the data; re-checked below
             real = self._catalog.table(dataset)
             measurements = measure(real, info, structure, epsilon_value(cost))
+            structure = measurements.structure(structure)  # with its selected tree, if it was selected
             rows = min(max(measurements.total, 1), FIDELITY_ROWS)
             mock = sample(measurements, structure, info, rows, seed=0)
             fidelity = measured_fidelity(real, mock, structure)
@@ -186,6 +187,7 @@ class MockService:
                     "epsilon": epsilon_value(publication.epsilon),
                     "delta": 0.0,
                     "structure": list(publication.structure),
+                    "measurements": measurements.describe(),
                     "dataset_hash": publication.dataset_hash,
                     "measurements_hash": publication.measurements_hash,
                     "epsilon_total": epsilon_value(after.epsilon_total),
@@ -253,7 +255,9 @@ class MockService:
         if operator:
             extra |= {
                 "measured": dict(publication.fidelity),
-                "mean_tvd_structure": round(along_structure(publication.fidelity, structure_of(info)), 4),
+                "mean_tvd_structure": round(
+                    along_structure(publication.fidelity, measurements.structure(structure_of(info))), 4
+                ),
                 "published_by": publication.published_by,
                 "dataset_hash": publication.dataset_hash,
             }
@@ -266,6 +270,12 @@ class MockService:
             structure=publication.structure,
             rows=measurements.total,
             estimated=estimated_fidelity(measurements),
+            note=(
+                f"structure selected privately from the data (MST, ε={format_amount(measurements.selection_epsilon)} "
+                "of the publication's)"
+                if measurements.edges
+                else ""
+            ),
             **extra,  # type: ignore[arg-type]
         )
 

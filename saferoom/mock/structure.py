@@ -78,8 +78,28 @@ class Binning:
         """Bins including the missing-value bin."""
         return self.size + 1
 
+    @property
+    def amount(self) -> bool:
+        """An amount (log bins): its tail bins hold values far above the typical one."""
+        return self.point_at_low
+
+    def values(self) -> np.ndarray:
+        """The mean value ``draw`` gives each value bin (log-uniform for amounts), from the public edges only."""
+        assert self.edges is not None
+        lo, hi = self.edges[:-1], self.edges[1:]
+        if not self.point_at_low:
+            means: np.ndarray = (lo + hi) / 2
+            return means
+        base, unit = self.edges[0], (self.edges[-1] - self.edges[0]) / _LOG_UNITS
+        a, b = np.log1p((lo - base) / unit), np.log1p((hi - base) / unit)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_exp = np.where(b > a, (np.exp(b) - np.exp(a)) / np.where(b > a, b - a, 1.0), np.exp(a))
+        out: np.ndarray = base + unit * (mean_exp - 1.0)
+        out[0] = base  # bin 0 is exactly the lower bound
+        return out
+
     def index(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        """Each value's bin (``size`` for a missing value)."""
+        """Each value's bin (``size`` for a missing value, null or NaN): always in ``[0, size]``."""
         values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         missing = np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         if self.edges is None:
@@ -98,6 +118,11 @@ class Binning:
             if pa.types.is_date32(values.type):
                 values = values.cast(pa.int32())
             x = pc.fill_null(values.cast(pa.float64()), float(self.edges[0])).to_numpy(zero_copy_only=False)
+            # NaN (a column that may hold it) is a missing value here; +-inf and values beyond the declared
+            # bounds fall in the end bins, as clamping would put them.
+            nan = np.isnan(x)
+            missing = missing | nan
+            x = np.where(nan, float(self.edges[0]), x)
             out = self._position(x)
             if self.point_at_low:  # bin 0 holds exactly the lower bound; the rest of its interval goes to bin 1
                 out = np.where((out == 0) & (x > self.edges[0]), min(1, self.size - 1), out)
@@ -169,6 +194,18 @@ class Structure:
     identifiers: tuple[str, ...]  # synthetic ids (the privacy unit first when it is one)
     derived: tuple[tuple[str, str, str, str], ...]  # (column, left, operator, right)
     free_text: tuple[str, ...]  # string columns without a public domain: synthetic labels
+    selected: bool = False  # the edges are to be selected privately (``select``), not declared
+
+    def with_edges(self, edges: tuple[tuple[str, str], ...]) -> Structure:
+        """This structure with the (parent, child) ``edges`` a private selection chose."""
+        parents: dict[str, tuple[str, ...]] = {}
+        for p, c in edges:
+            if p not in self.attributes or c not in self.attributes or c in parents or p == c:
+                raise InvalidRequest(f"mock of {self.dataset}: selected edge {p} -> {c} does not fit a tree")
+            parents[c] = (p,)
+        fitted = Structure(self.dataset, self.attributes, parents, self.identifiers, self.derived, self.free_text)
+        fitted.order()
+        return fitted
 
     @property
     def roots(self) -> list[str]:
@@ -179,8 +216,14 @@ class Structure:
         return [(p, c) for c, ps in self.parents.items() for p in ps]
 
     def marginals(self) -> list[tuple[str, ...]]:
-        """What is measured: each root alone, each child with its parents (parents first)."""
-        return [(r,) for r in self.roots] + [(*ps, c) for c, ps in self.parents.items()]
+        """What is measured: each root alone, each child with each of its parents (parent first).
+
+        A child of two parents is measured as two 2-way marginals, not one 3-way: its conditional given both
+        is fitted to them by ``sample.conditional`` (the no-three-way-interaction model, as Private-PGM fits
+        MST's 2-way measurements). The 3-way table had (parent x parent x child) cells for as many rows, most of
+        them empty: its noise, thresholded, cut the child's tails (a district's top incomes) and left phantoms.
+        """
+        return [(r,) for r in self.roots] + [(p, c) for c, ps in self.parents.items() for p in ps]
 
     def order(self) -> list[str]:
         """Attributes parents first (the order rows are sampled in)."""
@@ -199,8 +242,9 @@ class Structure:
 
 
 def structure_of(info: DatasetInfo) -> Structure:
-    """The attributes and tree of ``info`` from its catalog declaration (``MockSpec``; none: all independent)."""
-    spec = info.mock or MockSpec()
+    """The attributes and graph of ``info`` from its catalog declaration (``MockSpec``; none, or ``"auto"``:
+    the attributes, their graph to be selected privately when measured)."""
+    spec = info.mock or MockSpec(select=True)
     names = {c.name for c in info.columns}
     derived = []
     for column, expression in spec.derived:
@@ -230,6 +274,6 @@ def structure_of(info: DatasetInfo) -> Structure:
         if p not in attributes or c not in attributes or p == c:
             raise InvalidRequest(f"mock of {info.name}: structure edge {p} -> {c} names no attribute")
         parents[c] = (*parents.get(c, ()), p)
-    structure = Structure(info.name, attributes, parents, identifiers, tuple(derived), free_text)
+    structure = Structure(info.name, attributes, parents, identifiers, tuple(derived), free_text, spec.select)
     structure.order()  # InvalidRequest for a cycle
     return structure

@@ -4,6 +4,7 @@ determinism per version, and the restart cross-check."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from saferoom.audit import AuditFilter, EventType
+from saferoom.audit.crosscheck import check_state_dir
 from saferoom.catalog.catalog import Catalog
 from saferoom.mock import Measurements, MockKind, estimated_fidelity
 from saferoom.server import SaferoomServer, create_server
@@ -119,3 +121,34 @@ def test_the_estimated_fidelity_is_computed_from_the_stored_noisy_measurements_o
     assert info.estimated == estimated_fidelity(measurements)
     assert info.rows == measurements.total
     assert json.loads(fidelity)  # the real-vs-mock figures exist, for operators only
+
+
+def test_a_dataset_without_a_declared_graph_gets_a_privately_selected_tree_recorded_and_shown(
+    dp_catalog_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    catalog, state = tmp_path / "catalog", tmp_path / "state"
+    shutil.copytree(dp_catalog_dir, catalog)
+    manifest = json.loads((catalog / "catalog.json").read_text())
+    manifest["datasets"]["population"]["mock"]["structure"] = "auto"
+    (catalog / "catalog.json").write_text(json.dumps(manifest))
+    server, port = create_server(server_config(catalog, state, deployment.pki))
+    try:
+        with deployment.client("olga", port) as olga:
+            olga.set_mock_budget("population", 1.0)
+            olga.publish_mock("population", 1.0)
+        with deployment.client("alice", port) as alice:
+            seen = alice.mock_info("population")
+            table = alice.download_mock("population", rows=2000, seed=5)[1]
+        record = next(r for r in server.audit.read(AuditFilter()) if r.event == EventType.MOCK_PUBLISHED)
+    finally:
+        server.stop(1.0)
+    # A spanning tree over the 7 attributes, selected inside the one charge, recorded and shown to researchers.
+    assert len(seen.structure) == 6 and all(" -> " in edge for edge in seen.structure), seen.structure
+    assert "selected privately" in seen.note and seen.epsilon == 1.0
+    assert record.summary["structure"] == list(seen.structure)
+    measured = record.summary["measurements"]
+    assert "tree selection, MST (eps=0.1)" in measured
+    assert sum("," in m for m in measured if not m.startswith("tree")) == 6  # the tree's 2-way marginals
+    assert record.summary["epsilon"] == 1.0 and record.summary["epsilon_remaining"] == 0.0
+    assert table.num_rows == 2000
+    assert check_state_dir(state) == []  # the start-up cross-check agrees with the record

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pyarrow as pa
 import pytest
 
 from saferoom._proto.saferoom.v1 import mock_pb2 as _mock_pb2
@@ -18,9 +19,10 @@ from saferoom._proto.saferoom.v1 import mock_pb2_grpc as _mock_pb2_grpc
 from saferoom.audit import AuditFilter, EventType
 from saferoom.audit.crosscheck import check_state_dir
 from saferoom.catalog import generate_catalog
+from saferoom.catalog.catalog import Catalog
 from saferoom.catalog.mock import mock_table
 from saferoom.errors import BudgetExhausted, PermissionDenied
-from saferoom.mock import MockKind
+from saferoom.mock import MockKind, measure, sample, structure_of
 from saferoom.server import SaferoomServer, create_server
 from tests.support import Deployment, server_config
 from tests.support_state import copy_state, execute, refusal
@@ -201,3 +203,24 @@ def test_tampering_with_a_publication_is_refused_at_start_up(  # layer: the star
     assert execute(tampered, sql) == 1
     assert fragment in "; ".join(check_state_dir(tampered))
     assert fragment in refusal(tampered, dp_catalog_dir, deployment)
+
+
+def test_nan_infinities_and_out_of_bounds_values_cannot_break_a_publication(  # layer: Binning.index
+    dp_catalog_dir: Path,
+) -> None:
+    """A column that may hold NaN (``may_be_nan``), or values beyond its declared bounds: NaN was cast to
+    INT64_MIN as a bin, which crashed measuring (or, in a joint attribute, would have counted a wrong cell)."""
+    with Catalog.open(dp_catalog_dir) as catalog:
+        info, real = catalog.info("population"), catalog.table("population")
+    hostile = [math.nan, math.inf, -math.inf, 1e300, -1e300, None]
+    income = real.column("income").to_pylist()
+    income[: len(hostile)] = hostile
+    table = real.set_column(real.schema.get_field_index("income"), "income", pa.array(income, pa.float64()))
+    structure = structure_of(info)
+    binning = structure.attributes["income"].binnings[0]
+    bins = binning.index(table.column("income"))
+    assert bins.min() >= 0 and bins.max() <= binning.size
+    assert list(bins[: len(hostile)]) == [binning.size, binning.size - 1, 0, binning.size - 1, 0, binning.size]
+    measurements = measure(table, info, structure, 1.0)  # no exception, every cell count in range
+    assert all(m.counts.min() >= 0 for m in measurements.marginals.values())
+    assert sample(measurements, structure, info, 1000).num_rows == 1000
