@@ -10,20 +10,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.engine.aggregates import aggregate
-from saferoom.engine.expressions import decode, evaluate, materialize
+from saferoom.engine.expressions import Value, decode, evaluate, materialize
 from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
     Aggregate,
     Bound,
+    Call,
+    Expr,
     Filter,
     Input,
     Join,
     Limit,
+    Lit,
     Node,
     Project,
     Scan,
     Sort,
     Union,
+    exact_key,
 )
 from saferoom.errors import InvalidPlan
 
@@ -77,6 +81,7 @@ class _Run:
         self._inputs = inputs
         self._shared = shared
         self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
+        self._masks: dict[tuple[int, object], Value] = {}  # (shared input, condition) -> its value per row
 
     def table(self, node: Node) -> tuple[pa.Table, dict[str, int]]:
         """The node's table and the rows each Threshold below it dropped."""
@@ -86,6 +91,16 @@ class _Run:
         if id(node) in self._shared:
             self._cache[id(node)] = result
         return result
+
+    def _mask(self, node: Node, table: pa.Table, predicate: Expr) -> Value:
+        """``predicate`` over ``table`` (``node``'s): evaluated once per shared input, so that a filter and the
+        subset rule's count of the rows it keeps and leaves out read the same mask."""
+        if id(node) not in self._shared:
+            return evaluate(predicate, table)
+        key = (id(node), exact_key(predicate))
+        if key not in self._masks:
+            self._masks[key] = evaluate(predicate, table)
+        return self._masks[key]
 
     def _input(self, node: Node, dropped: dict[str, int]) -> pa.Table:
         table, below = self.table(node)
@@ -110,7 +125,7 @@ class _Run:
             return _bound(self._input(node.input, dropped), node.column, node.n), dropped
         if isinstance(node, Filter):
             table = self._input(node.input, dropped)
-            mask = evaluate(node.predicate, table)
+            mask = self._mask(node.input, table, node.predicate)
             if not (pa.types.is_boolean(mask.type) or pa.types.is_null(mask.type)):
                 raise InvalidPlan(f"filter needs a true/false condition, got {mask.type}")
             if isinstance(mask, pa.Scalar):
@@ -124,7 +139,9 @@ class _Run:
                 return table.select([]), dropped
             return pa.table(columns, names=[name for name, _ in node.columns]), dropped
         if isinstance(node, Aggregate):
-            return aggregate(self._input(node.input, dropped), node.keys, node.aggs), dropped
+            table = self._input(node.input, dropped)
+            counted = None if node.keys else _counts_when(node, table, lambda p: self._mask(node.input, table, p))
+            return (aggregate(table, node.keys, node.aggs) if counted is None else counted), dropped
         if isinstance(node, Join):
             left = self._input(node.left, dropped)
             return _join(left, self._input(node.right, dropped), node), dropped
@@ -151,6 +168,37 @@ class _Run:
         kept = table.filter(keep)
         dropped[node.label] = table.num_rows - kept.num_rows
         return kept, dropped
+
+
+def _counts_when(node: Aggregate, table: pa.Table, mask_of: Callable[[Expr], Value]) -> pa.Table | None:
+    """A global aggregate of nothing but ``sum(case(p, 1, 0))`` and ``sum(case(p, 0, 1))`` (the subset rule's
+    counts of the rows a condition keeps and leaves out): the number of rows where ``p`` is true, counted on
+    its mask, shared with the filter on ``p``; None for any other aggregate. The same table as the general
+    path: int64 counts, null (the sum of no rows) on an empty input."""
+    wanted: list[tuple[str, Expr, bool]] = []  # (output, condition, counts the rows it keeps)
+    for name, agg in node.aggs:
+        arg = agg.arg
+        if not (agg.fn == "sum" and isinstance(arg, Call) and arg.fn == "case" and len(arg.args) == 3):
+            return None
+        condition, then, otherwise = arg.args
+        if not (isinstance(then, Lit) and isinstance(otherwise, Lit)):
+            return None
+        values = (type(then.value), then.value, type(otherwise.value), otherwise.value)
+        if values not in ((int, 1, int, 0), (int, 0, int, 1)):
+            return None
+        wanted.append((name, condition, then.value == 1))
+    n = table.num_rows
+    columns = {}
+    for name, condition, keeps in wanted:
+        mask = mask_of(condition)
+        if not pa.types.is_boolean(mask.type):
+            return None  # the general path says why it cannot be computed
+        if isinstance(mask, pa.Scalar):
+            kept = n if mask.as_py() is True else 0
+        else:
+            kept = int(pc.sum(pc.fill_null(mask, False), min_count=0).as_py())
+        columns[name] = pa.chunked_array([pa.array([(kept if keeps else n - kept) if n else None], pa.int64())])
+    return pa.table(columns)
 
 
 def _bound(table: pa.Table, column: str, n: int) -> pa.Table:
