@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.engine.aggregates import aggregate
 from saferoom.engine.expressions import Value, decode, evaluate, materialize
 from saferoom.engine.optimize import prune_columns, shared_nodes
@@ -16,6 +17,7 @@ from saferoom.engine.plan import (
     Aggregate,
     Bound,
     Call,
+    Col,
     Expr,
     Filter,
     Input,
@@ -32,6 +34,8 @@ from saferoom.engine.plan import (
 from saferoom.errors import InvalidPlan
 
 __all__ = ["ArrowEngine", "Engine", "Execution"]
+
+Statistics = Callable[[str], Mapping[str, ColumnStatistics]]  # dataset -> its stored statistics, by column
 
 _JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "full": "full outer"}
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
@@ -52,11 +56,19 @@ class Engine(Protocol):
 
 class ArrowEngine:
     """Executes plans with pyarrow.compute and Acero over tables from ``source`` (dataset name -> table) and
-    ``inputs`` (tables supplied for ``Input`` nodes, by label)."""
+    ``inputs`` (tables supplied for ``Input`` nodes, by label). ``statistics``: each dataset's stored statistics
+    (``Catalog.statistics``, verified against the mapped bytes), which let a clamp that cannot change any value
+    of a scanned column be skipped."""
 
-    def __init__(self, source: Callable[[str], pa.Table], inputs: Mapping[str, pa.Table] | None = None) -> None:
+    def __init__(
+        self,
+        source: Callable[[str], pa.Table],
+        inputs: Mapping[str, pa.Table] | None = None,
+        statistics: Statistics | None = None,
+    ) -> None:
         self._source = source
         self._inputs = dict(inputs or {})
+        self._statistics = statistics
 
     def execute(self, plan: Node) -> Execution:
         return self.execute_all([plan])[0]
@@ -65,7 +77,7 @@ class ArrowEngine:
         """Execute several plans; a subtree they share (one object) is executed once."""
         try:
             pruned = prune_columns(*plans)
-            run = _Run(self._source, self._inputs, shared_nodes(pruned))
+            run = _Run(self._source, self._inputs, shared_nodes(pruned), self._statistics)
             return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
@@ -76,10 +88,17 @@ class ArrowEngine:
 class _Run:
     """One execution: results of shared subtrees are kept and reused."""
 
-    def __init__(self, source: Callable[[str], pa.Table], inputs: dict[str, pa.Table], shared: set[int]) -> None:
+    def __init__(
+        self,
+        source: Callable[[str], pa.Table],
+        inputs: dict[str, pa.Table],
+        shared: set[int],
+        statistics: Statistics | None = None,
+    ) -> None:
         self._source = source
         self._inputs = inputs
         self._shared = shared
+        self._statistics = statistics
         self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
         self._masks: dict[tuple[int, object], Value] = {}  # (shared input, condition) -> its value per row
 
@@ -134,7 +153,11 @@ class _Run:
         if isinstance(node, Project):
             table = self._input(node.input, dropped)
             n = table.num_rows
-            columns = [materialize(evaluate(expr, table), n) for _, expr in node.columns]
+            exprs = [expr for _, expr in node.columns]
+            if isinstance(node.input, Scan) and self._statistics is not None:
+                stored = self._statistics(node.input.dataset)
+                exprs = [_unclamped(expr, stored) for expr in exprs]
+            columns = [materialize(evaluate(expr, table), n) for expr in exprs]
             if not columns:
                 return table.select([]), dropped
             return pa.table(columns, names=[name for name, _ in node.columns]), dropped
@@ -168,6 +191,22 @@ class _Run:
         kept = table.filter(keep)
         dropped[node.label] = table.num_rows - kept.num_rows
         return kept, dropped
+
+
+def _unclamped(expr: Expr, stored: Mapping[str, ColumnStatistics]) -> Expr:
+    """``clamp(column, low, high)`` of a scanned column whose stored statistics lie within [low, high] (no NaN)
+    is the column itself: the clamp would return every value as it is, nulls included."""
+    if not (isinstance(expr, Call) and expr.fn == "clamp" and len(expr.args) == 3):
+        return expr
+    column, low, high = expr.args
+    if not (isinstance(column, Col) and isinstance(low, Lit) and isinstance(high, Lit)):
+        return expr
+    found, lo, hi = stored.get(column.name), low.value, high.value
+    if found is None or isinstance(lo, bool) or isinstance(hi, bool):
+        return expr
+    if not (isinstance(lo, int | float) and isinstance(hi, int | float)):
+        return expr
+    return column if found.within(lo, hi) else expr  # compared exactly: an int bound is not rounded to a float
 
 
 def _counts_when(node: Aggregate, table: pa.Table, mask_of: Callable[[Expr], Value]) -> pa.Table | None:
