@@ -282,6 +282,8 @@ def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
     clash = (set(left.column_names) & set(right.column_names)) - set(node.on)
     if clash:
         raise InvalidPlan(f"column {sorted(clash)[0]!r} exists on both sides of the join; rename it first")
+    left, left_codes = _as_codes(left, node.on)
+    right, right_codes = _as_codes(right, node.on)
     left, right = _plain(left), _plain(right)
     for key in node.on:
         lt, rt = left.schema.field(key).type, right.schema.field(key).type
@@ -293,7 +295,35 @@ def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
                 raise InvalidPlan(f"join key {key!r} has type {lt} on the left and {rt} on the right")
     order = [*left.column_names, *(c for c in right.column_names if c not in node.on)]
     joined = left.join(right, list(node.on), join_type=_JOIN_TYPES[node.how], coalesce_keys=True, use_threads=True)
-    return joined.select(order)
+    joined = joined.select(order)
+    for name, dictionary in {**left_codes, **right_codes}.items():
+        position = joined.column_names.index(name)
+        codes = joined.column(position)
+        kind = pa.dictionary(codes.type, dictionary.type)
+        encoded = [pa.DictionaryArray.from_arrays(chunk, dictionary) for chunk in codes.chunks]
+        joined = joined.set_column(position, name, pa.chunked_array(encoded, kind))
+    return joined
+
+
+def _as_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """Category columns other than the join keys carried through the join as their codes (Acero joins take no
+    dictionary columns; decoding every row's category costs more than the join's own work on a large side),
+    with the one dictionary to put back over them; a column whose chunks hold different dictionaries is left
+    to be decoded."""
+    codes: dict[str, pa.Array] = {}
+    for position, field in enumerate(table.schema):
+        if field.name in keys or not pa.types.is_dictionary(field.type):
+            continue
+        column = table.column(position)
+        if column.num_chunks == 0:
+            continue
+        dictionary = column.chunk(0).dictionary
+        if not all(chunk.dictionary.equals(dictionary) for chunk in column.chunks[1:]):
+            continue
+        indices = pa.chunked_array([chunk.indices for chunk in column.chunks], field.type.index_type)
+        table = table.set_column(position, field.name, indices)
+        codes[field.name] = dictionary
+    return table, codes
 
 
 def _union(tables: list[pa.Table]) -> pa.Table:

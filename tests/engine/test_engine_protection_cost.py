@@ -25,6 +25,7 @@ from saferoom.engine.plan import (
     Col,
     Expr,
     Filter,
+    Join,
     Lit,
     Node,
     Project,
@@ -228,3 +229,61 @@ def test_literals_of_other_types_are_not_shared() -> None:
     assert signs == [1.0, -1.0]
     again = share_subtrees({"a": outputs["int"], "b": Project(scan, (("v", Lit(1)),))})
     assert again["a"] is again["b"]  # equal ones still are
+
+
+def _plain_tables(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """The same tables with every category decoded (what the join used to see)."""
+    out = {}
+    for name, table in tables.items():
+        columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+        out[name] = pa.table(columns, names=table.column_names)
+    return out
+
+
+JOIN_TABLES = {
+    "people": pa.concat_tables(
+        [
+            pa.table(
+                {
+                    "k": pa.array([1, 2, 3, None, 5], pa.int64()),
+                    "district": pa.array(["a", "b", None, "a", "c"]).dictionary_encode(),
+                    "sex": pa.array(["f", "m", "f", "m", "f"]).dictionary_encode(),
+                }
+            ),
+            pa.table(
+                {
+                    "k": pa.array([6, 2], pa.int64()),
+                    "district": pa.array(["c", "a"]).dictionary_encode(),  # other dictionaries: decoded
+                    "sex": pa.array(["m", "f"]).dictionary_encode(),
+                }
+            ),
+        ],
+        promote_options="none",
+    ),
+    "sales": pa.table(
+        {
+            "k": pa.array([2, 2, 5, 7, None], pa.int64()),
+            "kind": pa.array(["x", "y", "x", None, "y"]).dictionary_encode(),
+            "price": pa.array([1.5, math.nan, -0.0, math.inf, None]),
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "full"])
+def test_categories_carried_through_a_join_as_codes_keep_their_values(how: str) -> None:
+    people = Scan("people", ("k", "district", "sex"))
+    node = Join(people, Scan("sales", ("k", "kind", "price")), ("k",), how)
+    coded = ArrowEngine(JOIN_TABLES.__getitem__).execute(node).table
+    plain = ArrowEngine(_plain_tables(JOIN_TABLES).__getitem__).execute(node).table
+    assert coded.column_names == plain.column_names
+    assert pa.types.is_dictionary(coded.schema.field("kind").type)  # one dictionary: kept as codes
+
+    def rows(table: pa.Table) -> list[tuple[Any, ...]]:
+        return sorted((tuple(_bits(v) for v in r.values()) for r in table.to_pylist()), key=repr)
+
+    assert rows(coded) == rows(plain)
+    grouped = Aggregate(node, ("kind",), (("n", AggExpr("count")), ("s", AggExpr("sum", Col("price")))))
+    a = ArrowEngine(JOIN_TABLES.__getitem__).execute(grouped).table
+    b = ArrowEngine(_plain_tables(JOIN_TABLES).__getitem__).execute(grouped).table
+    assert rows(a) == rows(b)
