@@ -7,8 +7,10 @@ statistics computed in the engine). For each query, every side runs on the same 
 
     arrow raw       saferoom's Arrow engine, the plan algorithm code builds
     duck raw        saferoom's DuckDB engine, the same plan
-    arrow prot      the released plan (``protect``), executed as the engine worker does (``execute_plans``:
-                    JSON plans in, IPC streams out) on the Arrow engine
+    arrow prot      the whole release (``protect``, then ``bench_jobs.release_in_process``): every plan the job's
+                    engine run executes (outputs, subset checks, cell lists, differencing sizes), as the engine
+                    worker does (``execute_plans``: JSON plans in, IPC streams out), on the Arrow engine, and
+                    the release rules applied: the released table
     duck prot       the same, on the DuckDB engine
     duckdb          hand-written DuckDB SQL over the same Arrow tables (one connection, threads as given)
     polars          hand-written Polars over the same tables (when polars is installed)
@@ -38,13 +40,13 @@ import pyarrow as pa
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_jobs import release_in_process
 from saferoom.api import Context, export_outputs, namespace
 from saferoom.catalog import Catalog, generate_catalog
 from saferoom.catalog.manifest import Manifest
-from saferoom.disclosure import protect
+from saferoom.disclosure import Protected, protect
 from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.duckdb_engine import DuckDBEngine
-from saferoom.jobs.engine_task import execute_plans
 
 QUERIES = ("groupby", "filter_groupby", "histogram", "median", "join_stops", "join_housing", "count_distinct")
 
@@ -147,7 +149,7 @@ def same(a: pa.Table, b: pa.Table) -> bool:
     return True
 
 
-def build(manifest: Manifest) -> tuple[dict[str, plan.Node], dict[str, list[tuple[str, plan.Node]]]]:
+def build(manifest: Manifest) -> tuple[dict[str, plan.Node], dict[str, dict[str, Protected]]]:
     scope = namespace()
     exec(ALGORITHM, scope)  # trusted benchmark code, not sandboxed
     ctx = Context(manifest, ["population", "bus_stops", "housing_transactions"])
@@ -156,7 +158,7 @@ def build(manifest: Manifest) -> tuple[dict[str, plan.Node], dict[str, list[tupl
         data = export_outputs(scope["run"](ctx, query=query))
         nodes = {k: plan.from_data(v["plan"]) for k, v in data.items()}
         raw[query] = nodes["result"]
-        protected[query] = [(name, p.plan) for name, p in protect(nodes, manifest).items()]
+        protected[query] = protect(plan.share_subtrees(nodes), manifest)
     return raw, protected
 
 
@@ -187,10 +189,8 @@ def main() -> None:
     queries = [q for q in args.queries.split(",") if q]
     wanted = [s.strip() for s in args.sides.split(",")]
 
-    def engine_run(engine: str, nodes: list[tuple[str, plan.Node]]) -> pa.Table:
-        request = {"plans": [[n, plan.to_data(p)] for n, p in nodes], "engine": engine, "threads": args.threads}
-        _, blobs = execute_plans(catalog, request, [])
-        return pa.ipc.open_stream(pa.py_buffer(blobs[0])).read_all()
+    def engine_run(engine: str, outputs: dict[str, Protected]) -> pa.Table:
+        return release_in_process(catalog, outputs, engine)["result"].table
 
     sides: dict[str, Callable[[str], pa.Table]] = {
         "arrow raw": lambda q: ArrowEngine(catalog.table).execute(raw[q]).table,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from saferoom.catalog import statistics
 from saferoom.catalog.manifest import DatasetInfo, Manifest
+from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.errors import InvalidRequest
 
 __all__ = ["ARROW_TYPES", "Catalog", "schema_of"]
@@ -35,10 +37,18 @@ def schema_of(info: DatasetInfo) -> pa.Schema:
 class Catalog:
     """A data directory opened for serving: every dataset memory-mapped (zero copy, shared by forks)."""
 
-    def __init__(self, directory: Path, manifest: Manifest, tables: dict[str, pa.Table], mapped: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        tables: dict[str, pa.Table],
+        mapped: int,
+        stats: dict[str, dict[str, ColumnStatistics]] | None = None,
+    ) -> None:
         self.directory = directory
         self.manifest = manifest
         self._tables: dict[str, pa.Table] | None = tables
+        self._statistics = stats or {}
         self._mapped = mapped
         self._lock = threading.Lock()
 
@@ -46,10 +56,12 @@ class Catalog:
     def open(cls, directory: Path) -> Catalog:
         """Map every dataset of ``directory``; refuses files whose schema differs from the manifest.
 
-        Datasets on the Spark engine are not here: the cluster reads them from their location.
+        Datasets on the Spark engine are not here: the cluster reads them from their location. Each file's
+        stored statistics are kept only if they were computed on the very bytes mapped here.
         """
         manifest = Manifest.load(directory)
         tables: dict[str, pa.Table] = {}
+        stats: dict[str, dict[str, ColumnStatistics]] = {}
         mapped = 0
         for name, info in manifest.datasets.items():
             if info.engine != "arrow":
@@ -68,7 +80,9 @@ class Catalog:
                 )
             tables[name] = table
             mapped += source.size()
-        return cls(directory, manifest, tables, mapped)
+            source.seek(0)
+            stats[name] = statistics.load(path, source.read_buffer(source.size()))
+        return cls(directory, manifest, tables, mapped, stats)
 
     def table(self, name: str) -> pa.Table:
         """A dataset's memory-mapped table."""
@@ -79,6 +93,10 @@ class Catalog:
             if info.engine != "arrow":
                 raise InvalidRequest(f"dataset {name!r} is on the Spark cluster, not in the data directory")
             return self._tables[name]
+
+    def statistics(self, name: str) -> dict[str, ColumnStatistics]:
+        """A dataset's stored statistics, by column (personal: for the engine only; empty when it has none)."""
+        return self._statistics.get(name, {})
 
     def info(self, name: str) -> DatasetInfo:
         return self.manifest.dataset(name)

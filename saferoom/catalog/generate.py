@@ -11,6 +11,7 @@ Large datasets are written in record batches of ``CHUNK`` rows, each drawn from 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from saferoom.catalog import statistics
 from saferoom.catalog.catalog import schema_of
 from saferoom.catalog.manifest import Column, DatasetInfo, Manifest, MockSpec, Policy
 
@@ -446,19 +448,27 @@ def generate_catalog(
     for index, info in enumerate(infos):
         schema = schema_of(info)
         path = out / info.file
+        found = statistics.Statistics(schema)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             if info.name in chunked:
                 for chunk, start in enumerate(range(0, info.rows, CHUNK)):
                     rng = np.random.default_rng([seed, index, chunk])
                     n = min(CHUNK, info.rows - start)
-                    writer.write_batch(chunked[info.name](rng, start, n).cast(schema))
+                    batch = chunked[info.name](rng, start, n).cast(schema)
+                    writer.write_batch(batch)
+                    found.add(batch)
                     if progress:
                         progress(info.name, start + n, info.rows)
             else:
                 rng = np.random.default_rng([seed, index, 0])
-                writer.write_batch(single[info.name](rng, info.rows).cast(schema))
+                batch = single[info.name](rng, info.rows).cast(schema)
+                writer.write_batch(batch)
+                found.add(batch)
                 if progress:
                     progress(info.name, info.rows, info.rows)
+        with open(path, "rb") as written:  # the statistics are bound to the bytes as written
+            digest = hashlib.file_digest(written, "sha256").hexdigest()
+        (out / statistics.sidecar(info.file)).write_text(statistics.to_text(digest, found.result()), encoding="utf-8")
     manifest = Manifest(name="xiamen-synthetic", datasets={i.name: i for i in infos}, seed=seed, scale=scale)
     manifest.save(out)
     return manifest

@@ -3,6 +3,12 @@
 Acero has only approximate (t-digest) grouped quantiles. Exact ones are computed by gathering each group's
 values with the hash ``list`` aggregate (one pass, no sort) and selecting within each group; with very many
 groups a single sort of (group, value) is cheaper than a Python loop over groups.
+
+The release step adds aggregates beside the algorithm's (contributor counts, the dominance statistics: largest,
+total, smallest and count of each amount), so each distinct aggregate is computed once (rows are counted once
+however many ``count()`` a plan holds), and the mean of a float is its sum over its count when both are there:
+Acero's grouped mean is exactly that division of the same sum and count (integer means are not: Acero's sum
+wraps, its mean does not).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.engine.expressions import _to_float, decode, evaluate, materialize
-from saferoom.engine.plan import AggExpr
+from saferoom.engine.plan import AggExpr, exact_key
 from saferoom.errors import InvalidPlan
 
 __all__ = ["aggregate"]
@@ -48,23 +54,47 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         if key not in table.column_names:
             raise InvalidPlan(f"unknown group key {key!r}")
     n = table.num_rows
+    if not keys and aggs and all(agg.fn == "count" and agg.arg is None for _, agg in aggs):  # rows: no pass
+        return pa.table({name: pa.chunked_array([pa.array([n], pa.int64())]) for name, _ in aggs})
     work = {key: table.column(key) for key in keys}
     hashed: list[tuple[str | list[str], str, pc.FunctionOptions | None]] = []
     hashed_names: list[str] = []
-    exact: list[tuple[str, str, float]] = []  # (output name, temp column, q)
+    exact: list[tuple[str, str, float, str]] = []  # (output name, temp column, q, its gathered values)
+    first: dict[object, str] = {}  # each distinct aggregate: the output that computes it
+    copies: list[tuple[str, str]] = []  # (output, the output it repeats)
+    means: list[tuple[str, AggExpr]] = []  # float means, computed as sum / count
+    present = {exact_key(agg) for _, agg in aggs}
+    evaluated: dict[object, str] = {}  # each distinct argument: its temp column
     for i, (name, agg) in enumerate(aggs):
+        key = exact_key(agg)
+        if key in first:
+            copies.append((name, first[key]))
+            continue
+        first[key] = name
         if agg.fn == "count" and agg.arg is None:
             hashed.append(([], "count_all", None))
             hashed_names.append(name)
             continue
         assert agg.arg is not None
-        temp = f"__agg{i}"
-        work[temp] = _check_arg(agg.fn, materialize(evaluate(agg.arg, table), n))
+        arg_key = exact_key(agg.arg)
+        if arg_key in evaluated:
+            temp = evaluated[arg_key]
+        else:
+            temp = evaluated[arg_key] = f"__agg{i}"
+            work[temp] = materialize(evaluate(agg.arg, table), n)
+        checked = _check_arg(agg.fn, work[temp])
+        if checked is not work[temp]:  # decoded for this aggregate only
+            temp = f"__agg{i}_plain"
+            work[temp] = checked
+        sum_of, count_of = exact_key(AggExpr("sum", agg.arg)), exact_key(AggExpr("count", agg.arg))
+        if agg.fn == "mean" and pa.types.is_floating(work[temp].type) and {sum_of, count_of} <= present:
+            means.append((name, agg))
+            continue
         if agg.fn in ("median", "quantile"):
-            exact.append((name, temp, 0.5 if agg.fn == "median" else float(agg.q or 0.0)))
+            exact.append((name, temp, 0.5 if agg.fn == "median" else float(agg.q or 0.0), f"__values{i}"))
             if keys:
                 hashed.append((temp, "list", None))
-                hashed_names.append(f"{temp}_values")
+                hashed_names.append(f"__values{i}")
         else:
             hashed.append(_hash_spec(agg.fn, temp))
             hashed_names.append(name)
@@ -82,11 +112,18 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         columns[name] = result.column(position)
     if not keys and n == 0:
         columns = {name: _empty_global(column, name, aggs) for name, column in columns.items()}
-    for name, temp, q in exact:
+    by_key = {exact_key(agg): name for name, agg in aggs if name in columns}
+    for name, mean in means:
+        total = columns[by_key[exact_key(AggExpr("sum", mean.arg))]]
+        count = columns[by_key[exact_key(AggExpr("count", mean.arg))]]
+        columns[name] = pc.divide(total, pc.cast(count, pa.float64()))  # null where the sum is (no values)
+    for name, temp, q, values in exact:
         if keys:
-            columns[name] = _exact_quantiles(columns.pop(f"{temp}_values"), q)
+            columns[name] = _exact_quantiles(columns.pop(values), q)
         else:
             columns[name] = pa.chunked_array([pa.array([_quantile(work_table.column(temp), q)], pa.float64())])
+    for name, original in copies:
+        columns[name] = columns[original]
     ordered = {key: columns[key] for key in keys}
     for name, _ in aggs:
         ordered[name] = columns[name]

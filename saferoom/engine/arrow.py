@@ -9,25 +9,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.engine.aggregates import aggregate
-from saferoom.engine.expressions import decode, evaluate, materialize
+from saferoom.engine.expressions import Value, decode, evaluate, materialize
 from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
     Aggregate,
     Bound,
+    Call,
+    Col,
+    Expr,
     Filter,
     Input,
     Join,
     Limit,
+    Lit,
     Node,
     Project,
     Scan,
     Sort,
     Union,
+    exact_key,
 )
 from saferoom.errors import InvalidPlan
 
 __all__ = ["ArrowEngine", "Engine", "Execution"]
+
+Statistics = Callable[[str], Mapping[str, ColumnStatistics]]  # dataset -> its stored statistics, by column
 
 _JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "full": "full outer"}
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
@@ -48,11 +56,19 @@ class Engine(Protocol):
 
 class ArrowEngine:
     """Executes plans with pyarrow.compute and Acero over tables from ``source`` (dataset name -> table) and
-    ``inputs`` (tables supplied for ``Input`` nodes, by label)."""
+    ``inputs`` (tables supplied for ``Input`` nodes, by label). ``statistics``: each dataset's stored statistics
+    (``Catalog.statistics``, verified against the mapped bytes), which let a clamp that cannot change any value
+    of a scanned column be skipped."""
 
-    def __init__(self, source: Callable[[str], pa.Table], inputs: Mapping[str, pa.Table] | None = None) -> None:
+    def __init__(
+        self,
+        source: Callable[[str], pa.Table],
+        inputs: Mapping[str, pa.Table] | None = None,
+        statistics: Statistics | None = None,
+    ) -> None:
         self._source = source
         self._inputs = dict(inputs or {})
+        self._statistics = statistics
 
     def execute(self, plan: Node) -> Execution:
         return self.execute_all([plan])[0]
@@ -61,7 +77,7 @@ class ArrowEngine:
         """Execute several plans; a subtree they share (one object) is executed once."""
         try:
             pruned = prune_columns(*plans)
-            run = _Run(self._source, self._inputs, shared_nodes(pruned))
+            run = _Run(self._source, self._inputs, shared_nodes(pruned), self._statistics)
             return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
@@ -72,11 +88,19 @@ class ArrowEngine:
 class _Run:
     """One execution: results of shared subtrees are kept and reused."""
 
-    def __init__(self, source: Callable[[str], pa.Table], inputs: dict[str, pa.Table], shared: set[int]) -> None:
+    def __init__(
+        self,
+        source: Callable[[str], pa.Table],
+        inputs: dict[str, pa.Table],
+        shared: set[int],
+        statistics: Statistics | None = None,
+    ) -> None:
         self._source = source
         self._inputs = inputs
         self._shared = shared
+        self._statistics = statistics
         self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
+        self._masks: dict[tuple[int, object], Value] = {}  # (shared input, condition) -> its value per row
 
     def table(self, node: Node) -> tuple[pa.Table, dict[str, int]]:
         """The node's table and the rows each Threshold below it dropped."""
@@ -86,6 +110,16 @@ class _Run:
         if id(node) in self._shared:
             self._cache[id(node)] = result
         return result
+
+    def _mask(self, node: Node, table: pa.Table, predicate: Expr) -> Value:
+        """``predicate`` over ``table`` (``node``'s): evaluated once per shared input, so that a filter and the
+        subset rule's count of the rows it keeps and leaves out read the same mask."""
+        if id(node) not in self._shared:
+            return evaluate(predicate, table)
+        key = (id(node), exact_key(predicate))
+        if key not in self._masks:
+            self._masks[key] = evaluate(predicate, table)
+        return self._masks[key]
 
     def _input(self, node: Node, dropped: dict[str, int]) -> pa.Table:
         table, below = self.table(node)
@@ -110,7 +144,7 @@ class _Run:
             return _bound(self._input(node.input, dropped), node.column, node.n), dropped
         if isinstance(node, Filter):
             table = self._input(node.input, dropped)
-            mask = evaluate(node.predicate, table)
+            mask = self._mask(node.input, table, node.predicate)
             if not (pa.types.is_boolean(mask.type) or pa.types.is_null(mask.type)):
                 raise InvalidPlan(f"filter needs a true/false condition, got {mask.type}")
             if isinstance(mask, pa.Scalar):
@@ -119,12 +153,18 @@ class _Run:
         if isinstance(node, Project):
             table = self._input(node.input, dropped)
             n = table.num_rows
-            columns = [materialize(evaluate(expr, table), n) for _, expr in node.columns]
+            exprs = [expr for _, expr in node.columns]
+            if isinstance(node.input, Scan) and self._statistics is not None:
+                stored = self._statistics(node.input.dataset)
+                exprs = [_unclamped(expr, stored) for expr in exprs]
+            columns = [materialize(evaluate(expr, table), n) for expr in exprs]
             if not columns:
                 return table.select([]), dropped
             return pa.table(columns, names=[name for name, _ in node.columns]), dropped
         if isinstance(node, Aggregate):
-            return aggregate(self._input(node.input, dropped), node.keys, node.aggs), dropped
+            table = self._input(node.input, dropped)
+            counted = None if node.keys else _counts_when(node, table, lambda p: self._mask(node.input, table, p))
+            return (aggregate(table, node.keys, node.aggs) if counted is None else counted), dropped
         if isinstance(node, Join):
             left = self._input(node.left, dropped)
             return _join(left, self._input(node.right, dropped), node), dropped
@@ -151,6 +191,53 @@ class _Run:
         kept = table.filter(keep)
         dropped[node.label] = table.num_rows - kept.num_rows
         return kept, dropped
+
+
+def _unclamped(expr: Expr, stored: Mapping[str, ColumnStatistics]) -> Expr:
+    """``clamp(column, low, high)`` of a scanned column whose stored statistics lie within [low, high] (no NaN)
+    is the column itself: the clamp would return every value as it is, nulls included."""
+    if not (isinstance(expr, Call) and expr.fn == "clamp" and len(expr.args) == 3):
+        return expr
+    column, low, high = expr.args
+    if not (isinstance(column, Col) and isinstance(low, Lit) and isinstance(high, Lit)):
+        return expr
+    found, lo, hi = stored.get(column.name), low.value, high.value
+    if found is None or isinstance(lo, bool) or isinstance(hi, bool):
+        return expr
+    if not (isinstance(lo, int | float) and isinstance(hi, int | float)):
+        return expr
+    return column if found.within(lo, hi) else expr  # compared exactly: an int bound is not rounded to a float
+
+
+def _counts_when(node: Aggregate, table: pa.Table, mask_of: Callable[[Expr], Value]) -> pa.Table | None:
+    """A global aggregate of nothing but ``sum(case(p, 1, 0))`` and ``sum(case(p, 0, 1))`` (the subset rule's
+    counts of the rows a condition keeps and leaves out): the number of rows where ``p`` is true, counted on
+    its mask, shared with the filter on ``p``; None for any other aggregate. The same table as the general
+    path: int64 counts, null (the sum of no rows) on an empty input."""
+    wanted: list[tuple[str, Expr, bool]] = []  # (output, condition, counts the rows it keeps)
+    for name, agg in node.aggs:
+        arg = agg.arg
+        if not (agg.fn == "sum" and isinstance(arg, Call) and arg.fn == "case" and len(arg.args) == 3):
+            return None
+        condition, then, otherwise = arg.args
+        if not (isinstance(then, Lit) and isinstance(otherwise, Lit)):
+            return None
+        values = (type(then.value), then.value, type(otherwise.value), otherwise.value)
+        if values not in ((int, 1, int, 0), (int, 0, int, 1)):
+            return None
+        wanted.append((name, condition, then.value == 1))
+    n = table.num_rows
+    columns = {}
+    for name, condition, keeps in wanted:
+        mask = mask_of(condition)
+        if not pa.types.is_boolean(mask.type):
+            return None  # the general path says why it cannot be computed
+        if isinstance(mask, pa.Scalar):
+            kept = n if mask.as_py() is True else 0
+        else:
+            kept = int(pc.sum(pc.fill_null(mask, False), min_count=0).as_py())
+        columns[name] = pa.chunked_array([pa.array([(kept if keeps else n - kept) if n else None], pa.int64())])
+    return pa.table(columns)
 
 
 def _bound(table: pa.Table, column: str, n: int) -> pa.Table:
@@ -195,6 +282,8 @@ def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
     clash = (set(left.column_names) & set(right.column_names)) - set(node.on)
     if clash:
         raise InvalidPlan(f"column {sorted(clash)[0]!r} exists on both sides of the join; rename it first")
+    left, left_codes = _as_codes(left, node.on)
+    right, right_codes = _as_codes(right, node.on)
     left, right = _plain(left), _plain(right)
     for key in node.on:
         lt, rt = left.schema.field(key).type, right.schema.field(key).type
@@ -206,7 +295,35 @@ def _join(left: pa.Table, right: pa.Table, node: Join) -> pa.Table:
                 raise InvalidPlan(f"join key {key!r} has type {lt} on the left and {rt} on the right")
     order = [*left.column_names, *(c for c in right.column_names if c not in node.on)]
     joined = left.join(right, list(node.on), join_type=_JOIN_TYPES[node.how], coalesce_keys=True, use_threads=True)
-    return joined.select(order)
+    joined = joined.select(order)
+    for name, dictionary in {**left_codes, **right_codes}.items():
+        position = joined.column_names.index(name)
+        codes = joined.column(position)
+        kind = pa.dictionary(codes.type, dictionary.type)
+        encoded = [pa.DictionaryArray.from_arrays(chunk, dictionary) for chunk in codes.chunks]
+        joined = joined.set_column(position, name, pa.chunked_array(encoded, kind))
+    return joined
+
+
+def _as_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """Category columns other than the join keys carried through the join as their codes (Acero joins take no
+    dictionary columns; decoding every row's category costs more than the join's own work on a large side),
+    with the one dictionary to put back over them; a column whose chunks hold different dictionaries is left
+    to be decoded."""
+    codes: dict[str, pa.Array] = {}
+    for position, field in enumerate(table.schema):
+        if field.name in keys or not pa.types.is_dictionary(field.type):
+            continue
+        column = table.column(position)
+        if column.num_chunks == 0:
+            continue
+        dictionary = column.chunk(0).dictionary
+        if not all(chunk.dictionary.equals(dictionary) for chunk in column.chunks[1:]):
+            continue
+        indices = pa.chunked_array([chunk.indices for chunk in column.chunks], field.type.index_type)
+        table = table.set_column(position, field.name, indices)
+        codes[field.name] = dictionary
+    return table, codes
 
 
 def _union(tables: list[pa.Table]) -> pa.Table:

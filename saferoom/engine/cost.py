@@ -28,7 +28,8 @@ Filter, Sort, Limit, Threshold and Bound keep it; Project keeps it for key colum
 ``Col``; an inner or left join keeps the left side's when the right is unique on the join keys (and the mirror).
 
 Bytes per value: int64, float64 8; date32 4; bool 1; a category (dictionary-encoded) 4 for its index, but the
-engine decodes categories for joins, unions and sort keys, so it counts 4 + its longest category in bytes;
+engine decodes categories for join keys, unions and sort keys, so it counts 4 + its longest category in bytes
+(also for the other columns of a join, which cross it as their codes: an over-estimate there);
 a string literal its length + 4; any other string ``STRING_BYTES`` (the catalog declares no maximum length: this
 is an assumption about the data owner's text columns, documented here because it is one).
 

@@ -140,9 +140,14 @@ def prune_columns(*roots: Node) -> list[Node]:
 
 
 def shared_nodes(roots: list[Node]) -> set[int]:
-    """The ids of nodes with more than one parent among ``roots``: an engine computes each of them once."""
+    """The ids of nodes with more than one parent among ``roots``: an engine computes each of them once.
+
+    Being a root counts as a parent: a subset check's count is an output itself and read again by the size of
+    its selection (a ``Project`` above it), and was computed twice when only the ``Project`` counted.
+    """
     parents: dict[int, int] = {}
     for root in roots:
+        parents[id(root)] = parents.get(id(root), 0) + 1
         for node in walk(root):
             for kid in children(node):
                 parents[id(kid)] = parents.get(id(kid), 0) + 1

@@ -68,6 +68,7 @@ __all__ = [
     "Threshold",
     "Union",
     "children",
+    "exact_key",
     "from_data",
     "from_json",
     "share_subtrees",
@@ -517,9 +518,27 @@ def with_children(node: Node, kids: tuple[Node, ...]) -> Node:
     return replace(node, input=kids[0])
 
 
+def exact_key(value: Any) -> Any:
+    """A hashable key equal only for values of the same meaning: as dataclasses ``Lit(1)``, ``Lit(1.0)`` and
+    ``Lit(True)`` are equal (Python's ``1 == 1.0 == True``), and so are ``Lit(0.0)`` and ``Lit(-0.0)``, but they
+    are an int, a float and a bool column, and -0.0 divides to -inf. Expressions, aggregates, and the tuples
+    and scalars of a node's own fields."""
+    if isinstance(value, Lit):
+        return ("lit", type(value.value).__name__, repr(value.value))
+    if isinstance(value, Col):
+        return ("col", value.name)
+    if isinstance(value, Call):
+        return ("call", value.fn, tuple(exact_key(a) for a in value.args))
+    if isinstance(value, AggExpr):
+        return ("agg", value.fn, exact_key(value.arg), repr(value.q))
+    if isinstance(value, tuple):
+        return tuple(exact_key(v) for v in value)
+    return (type(value).__name__, repr(value))
+
+
 def _own_fields(node: Node) -> tuple[Any, ...]:
     skip = {"input", "left", "right", "inputs"}
-    return tuple(getattr(node, f.name) for f in fields(node) if f.name not in skip)
+    return tuple(exact_key(getattr(node, f.name)) for f in fields(node) if f.name not in skip)
 
 
 def share_subtrees(roots: dict[str, Node]) -> dict[str, Node]:

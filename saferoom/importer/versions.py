@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from saferoom.catalog import statistics
 from saferoom.catalog.manifest import MANIFEST_NAME, DatasetInfo, Manifest
 
 __all__ = ["HISTORY_NAME", "Version", "history", "now", "publish", "write_arrow", "write_parquet"]
@@ -57,12 +58,15 @@ def write_arrow(directory: Path, name: str, schema: pa.Schema, batches: Iterator
     """Write ``batches`` as a new immutable Arrow IPC version of ``name``; returns (file name, content hash).
 
     ``batches`` may raise half-way (the data was refused): the temporary file is removed and nothing appears.
+    The version's statistics (``catalog.statistics``) are computed on the way and written beside it, bound to
+    its hash, before anything points at it.
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     os.close(fd)
+    found = statistics.Statistics(schema)
     try:
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in batches:
+            for batch in statistics.tracked(batches, found):
                 writer.write_batch(batch)
         digest = hashlib.sha256()
         with open(tmp, "rb") as f:
@@ -71,6 +75,7 @@ def write_arrow(directory: Path, name: str, schema: pa.Schema, batches: Iterator
             os.fsync(f.fileno())
         version = digest.hexdigest()
         final = f"{name}-{version[:16]}.arrow"
+        _write_atomic(directory / statistics.sidecar(final), statistics.to_text(version, found.result()))
         os.replace(tmp, directory / final)
         os.chmod(directory / final, 0o444)
         _fsync_dir(directory)

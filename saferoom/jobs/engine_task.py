@@ -64,7 +64,7 @@ def _engine(catalog: Catalog, inputs: dict[str, pa.Table], kind: Any) -> ArrowEn
     """The engine the request names: DuckDB gets the worker's processors and most of its memory limit (the
     memory-mapped datasets it reads are not counted against that limit; its own buffers are)."""
     if kind in (None, "arrow"):
-        return ArrowEngine(catalog.table, inputs)
+        return ArrowEngine(catalog.table, inputs, catalog.statistics)
     if kind != "duckdb":
         raise InvalidPlan("unknown engine")
     limit = resource.getrlimit(resource.RLIMIT_DATA)[0]

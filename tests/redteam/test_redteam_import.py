@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from saferoom.catalog import Manifest
+from saferoom.catalog.statistics import sidecar
 from saferoom.importer import DeclarationError, ImportRefused, SourceError, import_dataset, propose_declaration
 
 DECLARATION = """
@@ -223,5 +224,5 @@ def test_a_failed_import_leaves_the_current_version_in_place(tmp_path: Path) -> 
         import_dataset(str(_write(tmp_path, [*GOOD, "4,999,male,1"])), _declaration(tmp_path), catalog)
     assert Manifest.load(catalog).dataset("people").version == first.version.version
     assert sorted(p.name for p in catalog.iterdir()) == sorted(
-        [".catalog.lock", "catalog.json", "versions.json", first.version.file]
+        [".catalog.lock", "catalog.json", "versions.json", first.version.file, sidecar(first.version.file)]
     )
