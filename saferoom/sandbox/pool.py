@@ -5,10 +5,13 @@ interpreter and asks it for a child per task, passing the child one end of a new
 enforces the wall-clock limit and cancellation, by killing the child's process group.
 
 Forking and confining a worker costs milliseconds (more for a zygote with large datasets mapped), so the pool keeps
-one **spare**: a worker forked and confined in advance, by a background thread, blocked reading its task frame.
-A task takes the spare if there is one (a fresh process all the same: it has run nothing, and was forked from the
-same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare that died (its zygote
-was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked worker instead.
+one **spare**: a worker forked and confined in advance, by a background thread, then warmed up (the pool's
+``warm`` function, run confined on constants, so that the copy-on-write faults a fresh process takes on its first
+touches of the zygote's memory are paid off the task's path) and blocked reading its task frame. A task takes
+the spare if there is one (a fresh process all the same: it has run nothing of anybody's, only the warm-up, and
+was forked from the same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare
+that died (its zygote was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked
+worker instead.
 
 A zygote answers each control request within ``answer_seconds`` (a fork takes milliseconds) or is taken for
 hung (stopped, wedged, swapped out for good): it is killed and a fresh one started in its place, so a job never
@@ -72,7 +75,12 @@ def _clean_environment() -> dict[str, str]:
 
 class _Zygote:
     def __init__(
-        self, initializer: str, init_args: dict[str, Any], tasks: Sequence[str], network_namespace: bool
+        self,
+        initializer: str,
+        init_args: dict[str, Any],
+        tasks: Sequence[str],
+        network_namespace: bool,
+        warm: str | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
@@ -88,7 +96,7 @@ class _Zygote:
         control_send(
             ours,
             {"initializer": initializer, "init_args": init_args, "tasks": list(tasks),
-             "network_namespace": network_namespace},
+             "network_namespace": network_namespace, "warm": warm},
         )  # fmt: skip
         ours.settimeout(_STARTUP_SECONDS)
         try:
@@ -135,12 +143,14 @@ class WorkerPool:
         network_namespace: bool = True,
         answer_seconds: float = _ANSWER_SECONDS,
         spare: bool = True,
+        warm: str | None = None,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
         self._answer_seconds = answer_seconds
         self.replaced = 0  # zygotes found dead or hung and started again
-        self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace)
+        # ``warm``: "module:function" the spare runs, confined, before its task (None: no warm-up)
+        self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace, warm)
         self._lock = threading.Lock()
         self._closed = False
         self._zygote: _Zygote | None = _Zygote(*self._spec)
@@ -239,12 +249,13 @@ class WorkerPool:
         finally:
             worker.sock.close()
 
-    def _fork(self, limits: Limits, cancel: threading.Event | None = None) -> _Worker:
-        """A new worker, confined with ``limits`` and waiting for its task."""
+    def _fork(self, limits: Limits, cancel: threading.Event | None = None, warm: bool = False) -> _Worker:
+        """A new worker, confined with ``limits`` (and warmed up, if ``warm``) and waiting for its task."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
-                reply = self._control({"op": "fork", "limits": asdict(limits)}, [theirs.fileno()], cancel)
+                request = {"op": "fork", "limits": asdict(limits), "warm": warm}
+                reply = self._control(request, [theirs.fileno()], cancel)
             finally:
                 theirs.close()
             pid = reply.get("pid")
@@ -291,7 +302,7 @@ class WorkerPool:
                 if self._closed:
                     return
             try:
-                worker = self._fork(self.limits)
+                worker = self._fork(self.limits, warm=True)
             except SaferoomError:  # the pool is closed, or the zygote is not answering: try again later
                 if self._closed:
                     return
