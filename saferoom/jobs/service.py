@@ -693,7 +693,15 @@ class JobService:
         error_message: str | None = None,
         actor: Identity | None = None,
     ) -> bool:
-        """Compare-and-set the job's state and record it, as one unit (``AuditLog.commit``); then wake watchers."""
+        """Compare-and-set the job's state and record it, as one unit (``AuditLog.commit``); then wake watchers.
+
+        RELEASING, a phase of the started job with no record of its own that acknowledges nothing, is set without
+        waiting for the disk (``JobStore.move_unrecorded``): recovery treats it as RUNNING, durable already."""
+        if new is JobState.RELEASING:
+            try:
+                return self._store.move_unrecorded(job_id, new.value, [s.value for s in expected])
+            finally:
+                self._job_changed(job_id)
 
         def change(conn: sqlite3.Connection) -> JobRecord | None:
             moved = JobStore.update_state_in(

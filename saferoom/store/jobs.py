@@ -270,6 +270,13 @@ class JobStore:
         )
         return cursor.rowcount == 1
 
+    def move_unrecorded(self, job_id: str, new_state: str, expected: Collection[str]) -> bool:
+        """Compare-and-set a state that has no audit record and acknowledges nothing (a phase of a running job),
+        without waiting for the disk: a crash of the process loses nothing, a power cut may lose it, and then the
+        job is recovered as from the state before (the same way). False if the job was not in ``expected``."""
+        with self._db.transaction(durable=False) as conn:
+            return self.update_state_in(conn, job_id, new_state, expected, None, None, None)
+
     def finish_with_result(
         self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float | None = None
     ) -> bool:
