@@ -239,10 +239,14 @@ class WorkerPool:
                 self._kill(worker.pid)
                 worker = None
             else:
+                # The next spare only now: forking it while this thread still had the task to send made the send
+                # wait for the interpreter lock behind the spare thread's own Python.
+                self._want_spare()
                 try:
                     return self._talk(worker.sock, worker.pid, None, limits, cancel)
                 finally:
                     worker.sock.close()
+        self._want_spare()
         worker = self._fork(limits, cancel)
         try:
             return self._talk(worker.sock, worker.pid, (task, request, list(blobs)), limits, cancel)
@@ -266,13 +270,19 @@ class WorkerPool:
             raise
         return _Worker(ours, pid, limits, self._zygote)
 
+    def _want_spare(self) -> None:
+        """Wake the spare thread: the spare was taken (it forks the next one)."""
+        if self._spares is not None:
+            with self._wanted:
+                self._wanted.notify_all()
+
     def _take_spare(self, limits: Limits) -> _Worker | None:
-        """The spare worker if it has ``limits`` and its zygote is still the pool's; asks for the next one."""
+        """The spare worker if it has ``limits`` and its zygote is still the pool's (the caller then asks for the
+        next one: ``_want_spare``)."""
         if self._spares is None:
             return None
         with self._wanted:
             spare, self._spare = self._spare, None
-            self._wanted.notify_all()
         if spare is None:
             return None
         zygote = spare.zygote
