@@ -7,7 +7,10 @@ enforces the wall-clock limit and cancellation, by killing the child's process g
 Forking and confining a worker costs milliseconds (more for a zygote with large datasets mapped), so the pool keeps
 one **spare**: a worker forked and confined in advance, by a background thread, then warmed up (the pool's
 ``warm`` function, run confined on constants, so that the copy-on-write faults a fresh process takes on its first
-touches of the zygote's memory are paid off the task's path) and blocked reading its task frame. A task takes
+touches of the zygote's memory are paid off the task's path) and blocked reading its task frame. The warm-up
+costs processor time of its own (about a millisecond beyond the faults it moves), which pays while the pool runs
+one task at a time: a spare taken while another task of the pool is running means tasks overlap, and the next
+spare is not warmed (the processors are the limit then, not the wait). A task takes
 the spare if there is one (a fresh process all the same: it has run nothing of anybody's, only the warm-up, and
 was forked from the same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare
 that died (its zygote was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked
@@ -155,6 +158,8 @@ class WorkerPool:
         self._closed = False
         self._zygote: _Zygote | None = _Zygote(*self._spec)
         self._spare: _Worker | None = None
+        self._running = 0  # tasks of this pool running now (guarded by ``_wanted``)
+        self._warm_next = warm is not None  # whether the next spare is warmed (False while tasks overlap)
         self._wanted = threading.Condition()  # a spare is wanted, or the pool closed
         self._spares = threading.Thread(target=self._keep_spare, name=f"{name}-spare", daemon=True) if spare else None
         if self._spares is not None:
@@ -229,7 +234,22 @@ class WorkerPool:
         cancel: threading.Event | None = None,
     ) -> Reply:
         """Run ``task`` in a fresh worker; raises the task's SaferoomError, or a limit/crash error."""
-        limits = limits or self.limits
+        with self._wanted:
+            self._running += 1
+        try:
+            return self._run(task, request, blobs, limits or self.limits, cancel)
+        finally:
+            with self._wanted:
+                self._running -= 1
+
+    def _run(
+        self,
+        task: str,
+        request: dict[str, Any],
+        blobs: Sequence[bytes],
+        limits: Limits,
+        cancel: threading.Event | None,
+    ) -> Reply:
         worker = self._take_spare(limits)
         if worker is not None:
             try:
@@ -283,6 +303,8 @@ class WorkerPool:
             return None
         with self._wanted:
             spare, self._spare = self._spare, None
+            if spare is not None:
+                self._warm_next = self._spec[4] is not None and self._running <= 1  # this task alone: warm
         if spare is None:
             return None
         zygote = spare.zygote
@@ -312,7 +334,7 @@ class WorkerPool:
                 if self._closed:
                     return
             try:
-                worker = self._fork(self.limits, warm=True)
+                worker = self._fork(self.limits, warm=self._warm_next)
             except SaferoomError:  # the pool is closed, or the zygote is not answering: try again later
                 if self._closed:
                     return

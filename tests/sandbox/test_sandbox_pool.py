@@ -284,3 +284,33 @@ def test_a_spare_runs_the_warm_up_confined_then_serves_one_task_and_a_cold_worke
                     warm="tests.sandbox_tasks:failing_warm_up") as pool:  # fmt: skip
         spare = _spare(pool)
         assert pool.run("tests.sandbox_tasks:echo", {"x": 1}).data["request"] == {"x": 1}
+
+
+def test_a_spare_taken_while_another_task_runs_is_followed_by_one_not_warmed() -> None:
+    """Tasks that overlap make the processors the limit: a spare taken while another task of the pool runs is
+    followed by a spare that skips the warm-up; one task at a time, every spare is warmed."""
+    with WorkerPool(name="busy", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS,
+                    warm="tests.sandbox_tasks:warm_up") as pool:  # fmt: skip
+        alone = _spare(pool)
+        assert pool.run("tests.sandbox_tasks:warmed", {}).data["warmed"]["pid"] == alone
+        taken_by_long = _spare(pool)
+        stop = threading.Event()
+        with concurrent.futures.ThreadPoolExecutor(1) as other:
+            long = other.submit(pool.run, "tests.sandbox_tasks:sleep", {"seconds": 60}, cancel=stop)
+            deadline = time.monotonic() + 20
+            while pool.spare_pid in (None, taken_by_long):
+                assert time.monotonic() < deadline, "the long task did not take the spare"
+                time.sleep(0.01)
+            assert _running_tasks(pool) == 1
+            overlapping = _spare(pool)  # forked warm: the long task was alone when it took its spare
+            reply = pool.run("tests.sandbox_tasks:warmed", {}).data
+            assert reply["pid"] == overlapping and reply["warmed"]["pid"] == overlapping
+            after = _spare(pool)  # forked after a spare was taken while the long task ran: not warmed
+            assert pool.run("tests.sandbox_tasks:warmed", {}).data == {"warmed": {}, "pid": after}
+            stop.set()
+            with pytest.raises(JobCancelled):
+                long.result(timeout=30)
+
+
+def _running_tasks(pool: WorkerPool) -> int:
+    return pool._running  # the pool's own count of tasks in flight
