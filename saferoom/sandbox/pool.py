@@ -49,7 +49,7 @@ from saferoom.errors import (
 )
 from saferoom.sandbox.limits import Limits
 from saferoom.sandbox.protocol import FrameError, FrameTooLarge, recv_frame, send_frame
-from saferoom.sandbox.zygote import control_recv, control_send
+from saferoom.sandbox.zygote import WARM_READY, control_recv, control_send
 
 __all__ = ["Reply", "WorkerPool"]
 
@@ -324,6 +324,18 @@ class WorkerPool:
             spare.sock.close()
             self._kill(spare.pid)
 
+    def _warmed(self, worker: _Worker) -> bool:
+        """Wait for a spare's ``WARM_READY``: offered while still warming up, it would make its task wait."""
+        try:
+            worker.sock.settimeout(_STARTUP_SECONDS)
+            ready = worker.sock.recv(1) == WARM_READY
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                worker.sock.settimeout(None)
+        return ready
+
     def _keep_spare(self) -> None:
         """Background: keep one spare worker forked and confined, until the pool closes."""
         delay = _POLL_SECONDS
@@ -333,8 +345,9 @@ class WorkerPool:
                     self._wanted.wait()
                 if self._closed:
                     return
+            warm = self._warm_next
             try:
-                worker = self._fork(self.limits, warm=self._warm_next)
+                worker = self._fork(self.limits, warm=warm)
             except SaferoomError:  # the pool is closed, or the zygote is not answering: try again later
                 if self._closed:
                     return
@@ -342,6 +355,10 @@ class WorkerPool:
                 delay = min(2.0, delay * 2)
                 continue
             delay = _POLL_SECONDS
+            if warm and not self._warmed(worker):  # died warming up (its zygote replaced, the pool closed)
+                worker.sock.close()
+                self._kill(worker.pid)
+                continue
             with self._wanted:
                 if self._closed or self._spare is not None:
                     worker.sock.close()

@@ -13,7 +13,7 @@ The child confines itself (``saferoom.sandbox.limits``), reads one task frame, r
 function and writes one reply frame: ``{"ok": data}`` or ``{"error": {"code", "message"}}``. A child forked
 ``warm`` (the pool's spare, forked ahead of its task) first runs the pool's warm-up function, confined, on
 constants: the copy-on-write faults of its first touches of the zygote's memory (milliseconds) are then paid
-before a job is waiting for it, not after.
+before a job is waiting for it, not after; it then writes ``WARM_READY`` before it reads its task frame.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from saferoom.sandbox.protocol import FrameError, recv_frame, send_frame
 __all__ = ["control_recv", "control_send", "main"]
 
 MAX_TASK_BYTES = 64 * 2**20
+WARM_READY = b"\x01"  # a warmed worker's one byte to the pool before it reads its task
 MAX_CONTROL_BYTES = 1 << 20
 Task = Callable[[Any, dict[str, Any], list[bytes]], tuple[dict[str, Any], list[bytes]]]
 
@@ -85,6 +86,10 @@ def _serve_task(
     confine(limits, sock.fileno())
     if warm is not None:
         _warm_up(warm, state)
+        try:  # ready: the pool offers this worker as its spare only now, not while it is still warming up
+            sock.sendall(WARM_READY)
+        except OSError:
+            os._exit(3)
     try:
         header, blobs = recv_frame(sock, MAX_TASK_BYTES)
         task = tasks.get(header.get("task", ""))
