@@ -14,7 +14,20 @@ from typing import Any
 
 from saferoom.errors import UserCodeError
 
-__all__ = ["abort", "allocate", "echo", "identity", "initialize", "raise_user_error", "sleep", "spin", "trickle"]
+__all__ = [
+    "abort",
+    "allocate",
+    "echo",
+    "failing_warm_up",
+    "identity",
+    "initialize",
+    "raise_user_error",
+    "sleep",
+    "spin",
+    "trickle",
+    "warm_up",
+    "warmed",
+]
 
 Result = tuple[dict[str, Any], list[bytes]]
 
@@ -66,6 +79,23 @@ def identity(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
         "no_new_privs": int(libc.prctl(39, 0, 0, 0, 0)),  # PR_GET_NO_NEW_PRIVS
         "seccomp_mode": int(libc.prctl(21, 0, 0, 0, 0)),  # PR_GET_SECCOMP: 2 = filter
     }, []
+
+
+_WARMED: dict[str, Any] = {}  # what ``warm_up`` saw, in the worker it ran in (empty in a worker not warmed)
+
+
+def warm_up(state: str) -> None:
+    """A pool's warm-up: records the process it ran in and how confined it was then."""
+    _WARMED.update(identity(state, {}, [])[0])
+
+
+def failing_warm_up(state: str) -> None:
+    raise RuntimeError("a warm-up that fails")
+
+
+def warmed(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
+    """What the warm-up recorded in this worker (nothing if it was not warmed), and the worker's own pid."""
+    return {"warmed": dict(_WARMED), "pid": os.getpid()}, []
 
 
 def trickle(state: str, request: dict[str, Any], blobs: list[bytes]) -> Result:
@@ -190,7 +220,11 @@ def imports_during(state: Any, request: dict[str, Any], blobs: list[bytes]) -> R
     module, _, attr = str(request["task"]).partition(":")
     error = ""
     try:
-        getattr(importlib.import_module(module), attr)(state, request.get("request", {}), blobs)
+        function = getattr(importlib.import_module(module), attr)
+        if request.get("warm_up"):  # a pool's warm-up function: it takes the zygote's state only
+            function(state)
+        else:
+            function(state, request.get("request", {}), blobs)
     except Exception as exc:  # the task's own refusal is fine; only its imports are measured
         if request.get("reraise"):
             raise

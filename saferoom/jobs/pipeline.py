@@ -148,6 +148,7 @@ class Pipeline:
             init_args={},
             tasks=[SANDBOX_TASK, CHECK_TASK],
             limits=self._sandbox_limits,
+            warm="saferoom.sandbox.runner:warm_worker",
             network_namespace=isolation.network_namespace,
         )
         self._network_namespace = isolation.network_namespace
@@ -169,6 +170,7 @@ class Pipeline:
             init_args={"data_dir": str(self._data_dir)},
             tasks=[ENGINE_TASK],
             limits=self._engine_limits,
+            warm="saferoom.jobs.engine_task:warm_worker",
             network_namespace=self._network_namespace,
         )
 

@@ -1,7 +1,10 @@
 """The job service: accepts jobs, runs them on a bounded pool of threads, and answers about them.
 
 Knows nothing of gRPC. A job is persisted (QUEUED) before it is acknowledged; each state change is a
-compare-and-set in the store (see ``saferoom.jobs.state``), and watchers are woken on every change.
+compare-and-set in the store (see ``saferoom.jobs.state``), and that job's watchers (only theirs: sixteen
+watched jobs must not each re-read the store on every change of every other job) are woken on it. The job
+threads wait on their own condition, woken only when a job is scheduled, a slot is given back or the service
+closes.
 
 A failed job records only a code and message of the catalogue in ``saferoom.jobs.failures``: the pipeline turns
 anything raised once the engine started on data into a fixed ``EngineError``, whose original text is written
@@ -146,6 +149,9 @@ class JobService:
         self._turns: collections.deque[str] = collections.deque()
         self._workers = [threading.Thread(target=self._work, name=f"job-{i}", daemon=True) for i in range(code_phases)]
         self._changed = threading.Condition()
+        # job id -> [event set at the job's next state change, watchers] (a leaf lock: nothing is taken under it)
+        self._watched: dict[str, list[Any]] = {}
+        self._watch_lock = threading.Lock()
         self._cancels: dict[str, threading.Event] = {}
         self._cancelled_by: dict[str, str] = {}
         self._queued = 0
@@ -180,6 +186,7 @@ class JobService:
             for event in self._cancels.values():
                 event.set()
             self._changed.notify_all()
+        self._wake_all_watchers()
         deadline = time.monotonic() + timeout
         for worker in self._workers:  # each finishes (or is cancelled out of) its current job; waiting jobs
             worker.join(max(0.0, deadline - time.monotonic()))  # stay QUEUED and run after the next start
@@ -350,17 +357,27 @@ class JobService:
         what follows is a person's decision, which may take days)."""
         job_id = self._job_for(job_id, caller).id
         last: str | None = None
-        while True:
-            job = self._store.get_job(job_id)
-            if job.state != last:
-                last = job.state
-                yield job
-            if job.state in SETTLED_STATES:
-                return
-            with self._changed:
+        with self._watch_lock:
+            self._watched.setdefault(job_id, [threading.Event(), 0])[1] += 1
+        try:
+            while True:
+                with self._watch_lock:
+                    change: threading.Event = self._watched[job_id][0]  # before the read: a later change sets it
+                job = self._store.get_job(job_id)
+                if job.state != last:
+                    last = job.state
+                    yield job
+                if job.state in SETTLED_STATES:
+                    return
                 if self._closed:
                     raise Unavailable("the server is shutting down")
-                self._changed.wait(poll_seconds)
+                change.wait(poll_seconds)
+        finally:
+            with self._watch_lock:
+                watch = self._watched[job_id]
+                watch[1] -= 1
+                if watch[1] == 0:
+                    del self._watched[job_id]
 
     def result(self, job_id: str, caller: Identity) -> StoredResult:
         job = self._job_for(job_id, caller, result=True)
@@ -573,7 +590,7 @@ class JobService:
 
             def held() -> None:  # exact personal results: stored, held for output checkers, nothing shown
                 self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary))
-                self._notify()
+                self._job_changed(job_id)
 
             return held, size
         finished = {"owner": job.owner, "outputs": len(outputs)}
@@ -592,7 +609,7 @@ class JobService:
                     lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report), records
                 )
             )
-            self._notify()
+            self._job_changed(job_id)
 
         return released, size
 
@@ -676,7 +693,15 @@ class JobService:
         error_message: str | None = None,
         actor: Identity | None = None,
     ) -> bool:
-        """Compare-and-set the job's state and record it, as one unit (``AuditLog.commit``); then wake watchers."""
+        """Compare-and-set the job's state and record it, as one unit (``AuditLog.commit``); then wake watchers.
+
+        RELEASING, a phase of the started job with no record of its own that acknowledges nothing, is set without
+        waiting for the disk (``JobStore.move_unrecorded``): recovery treats it as RUNNING, durable already."""
+        if new is JobState.RELEASING:
+            try:
+                return self._store.move_unrecorded(job_id, new.value, [s.value for s in expected])
+            finally:
+                self._job_changed(job_id)
 
         def change(conn: sqlite3.Connection) -> JobRecord | None:
             moved = JobStore.update_state_in(
@@ -704,9 +729,20 @@ class JobService:
             # A job starting acknowledges nothing to anyone: its record is made durable by the job's next one.
             moved, _ = self._audit.commit(change, records, durable=new not in ACTIVE_STATES)
         finally:
-            self._notify()
+            self._job_changed(job_id)
         return moved is not None
 
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
+    def _job_changed(self, job_id: str) -> None:
+        """Wake the watchers of ``job_id`` (they re-read it from the store)."""
+        with self._watch_lock:
+            watch = self._watched.get(job_id)
+            if watch is None:
+                return
+            event, watch[0] = watch[0], threading.Event()
+        event.set()
+
+    def _wake_all_watchers(self) -> None:
+        with self._watch_lock:
+            events = [watch[0] for watch in self._watched.values()]
+        for event in events:
+            event.set()

@@ -11,6 +11,7 @@ authority and its revocation list, and the validity period against the clock. Kn
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -53,6 +54,7 @@ _CODE_PROBLEM = re.compile(r"; (?=[A-Za-z0-9][A-Za-z0-9_./-]*\.py(?:, line \d+)?
 
 MAX_REASON = 2000
 DAY = 86_400
+_VERIFIED_PACKAGES = 256  # parsed, verified packages kept (their archives are still read and digested)
 
 
 class PackageStatus(StrEnum):
@@ -119,21 +121,35 @@ class PackageService:
         self._audit = audit
         self._max_approval_seconds = max_approval_days * DAY
         self._clock = clock
+        # package hash -> (SHA-256 of its stored archive, the package parsed from it and checked against the hash)
+        self._verified: dict[str, tuple[bytes, Package]] = {}
 
     # ------------------------------------------------------------------ loading
 
     def _load(self, record: PackageRecord) -> Package:
-        """The stored package, verified byte for byte against its hash."""
+        """The stored package, verified byte for byte against its hash.
+
+        The stored bytes are read and digested every time; parsing them and hashing the files again is skipped
+        when they are the very bytes already verified for this package (``_verified``)."""
         try:
-            package = package_from_zip(self._store.read_blob(record.hash))
+            blob = self._store.read_blob(record.hash)
         except OSError:
             raise PackageTampered(f"the stored files of {record.name}@{record.version} are missing") from None
+        digest = hashlib.sha256(blob).digest()
+        known = self._verified.get(record.hash)
+        if known is not None and known[0] == digest:
+            return known[1]
+        try:
+            package = package_from_zip(blob)
         except Exception:  # any parse failure of bytes we wrote ourselves means they were altered
             raise PackageTampered(f"the stored files of {record.name}@{record.version} are corrupt") from None
         if package.hash != record.hash:
             raise PackageTampered(
                 f"the stored files of {record.name}@{record.version} no longer match its hash {record.hash[:12]}"
             )
+        if len(self._verified) >= _VERIFIED_PACKAGES:
+            self._verified.clear()
+        self._verified[record.hash] = (digest, package)
         return package
 
     def _view(self, record: PackageRecord) -> PackageView:

@@ -5,10 +5,16 @@ interpreter and asks it for a child per task, passing the child one end of a new
 enforces the wall-clock limit and cancellation, by killing the child's process group.
 
 Forking and confining a worker costs milliseconds (more for a zygote with large datasets mapped), so the pool keeps
-one **spare**: a worker forked and confined in advance, by a background thread, blocked reading its task frame.
-A task takes the spare if there is one (a fresh process all the same: it has run nothing, and was forked from the
-same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare that died (its zygote
-was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked worker instead.
+one **spare**: a worker forked and confined in advance, by a background thread, then warmed up (the pool's
+``warm`` function, run confined on constants, so that the copy-on-write faults a fresh process takes on its first
+touches of the zygote's memory are paid off the task's path) and blocked reading its task frame. The warm-up
+costs processor time of its own (about a millisecond beyond the faults it moves), which pays while the pool runs
+one task at a time: a spare taken while another task of the pool is running means tasks overlap, and the next
+spare is not warmed (the processors are the limit then, not the wait). A task takes
+the spare if there is one (a fresh process all the same: it has run nothing of anybody's, only the warm-up, and
+was forked from the same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare
+that died (its zygote was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked
+worker instead.
 
 A zygote answers each control request within ``answer_seconds`` (a fork takes milliseconds) or is taken for
 hung (stopped, wedged, swapped out for good): it is killed and a fresh one started in its place, so a job never
@@ -43,7 +49,7 @@ from saferoom.errors import (
 )
 from saferoom.sandbox.limits import Limits
 from saferoom.sandbox.protocol import FrameError, FrameTooLarge, recv_frame, send_frame
-from saferoom.sandbox.zygote import control_recv, control_send
+from saferoom.sandbox.zygote import WARM_READY, control_recv, control_send
 
 __all__ = ["Reply", "WorkerPool"]
 
@@ -72,7 +78,12 @@ def _clean_environment() -> dict[str, str]:
 
 class _Zygote:
     def __init__(
-        self, initializer: str, init_args: dict[str, Any], tasks: Sequence[str], network_namespace: bool
+        self,
+        initializer: str,
+        init_args: dict[str, Any],
+        tasks: Sequence[str],
+        network_namespace: bool,
+        warm: str | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
@@ -88,7 +99,7 @@ class _Zygote:
         control_send(
             ours,
             {"initializer": initializer, "init_args": init_args, "tasks": list(tasks),
-             "network_namespace": network_namespace},
+             "network_namespace": network_namespace, "warm": warm},
         )  # fmt: skip
         ours.settimeout(_STARTUP_SECONDS)
         try:
@@ -135,16 +146,20 @@ class WorkerPool:
         network_namespace: bool = True,
         answer_seconds: float = _ANSWER_SECONDS,
         spare: bool = True,
+        warm: str | None = None,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
         self._answer_seconds = answer_seconds
         self.replaced = 0  # zygotes found dead or hung and started again
-        self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace)
+        # ``warm``: "module:function" the spare runs, confined, before its task (None: no warm-up)
+        self._spec = (initializer, dict(init_args), tuple(tasks), network_namespace, warm)
         self._lock = threading.Lock()
         self._closed = False
         self._zygote: _Zygote | None = _Zygote(*self._spec)
         self._spare: _Worker | None = None
+        self._running = 0  # tasks of this pool running now (guarded by ``_wanted``)
+        self._warm_next = warm is not None  # whether the next spare is warmed (False while tasks overlap)
         self._wanted = threading.Condition()  # a spare is wanted, or the pool closed
         self._spares = threading.Thread(target=self._keep_spare, name=f"{name}-spare", daemon=True) if spare else None
         if self._spares is not None:
@@ -219,7 +234,22 @@ class WorkerPool:
         cancel: threading.Event | None = None,
     ) -> Reply:
         """Run ``task`` in a fresh worker; raises the task's SaferoomError, or a limit/crash error."""
-        limits = limits or self.limits
+        with self._wanted:
+            self._running += 1
+        try:
+            return self._run(task, request, blobs, limits or self.limits, cancel)
+        finally:
+            with self._wanted:
+                self._running -= 1
+
+    def _run(
+        self,
+        task: str,
+        request: dict[str, Any],
+        blobs: Sequence[bytes],
+        limits: Limits,
+        cancel: threading.Event | None,
+    ) -> Reply:
         worker = self._take_spare(limits)
         if worker is not None:
             try:
@@ -229,22 +259,27 @@ class WorkerPool:
                 self._kill(worker.pid)
                 worker = None
             else:
+                # The next spare only now: forking it while this thread still had the task to send made the send
+                # wait for the interpreter lock behind the spare thread's own Python.
+                self._want_spare()
                 try:
                     return self._talk(worker.sock, worker.pid, None, limits, cancel)
                 finally:
                     worker.sock.close()
+        self._want_spare()
         worker = self._fork(limits, cancel)
         try:
             return self._talk(worker.sock, worker.pid, (task, request, list(blobs)), limits, cancel)
         finally:
             worker.sock.close()
 
-    def _fork(self, limits: Limits, cancel: threading.Event | None = None) -> _Worker:
-        """A new worker, confined with ``limits`` and waiting for its task."""
+    def _fork(self, limits: Limits, cancel: threading.Event | None = None, warm: bool = False) -> _Worker:
+        """A new worker, confined with ``limits`` (and warmed up, if ``warm``) and waiting for its task."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
-                reply = self._control({"op": "fork", "limits": asdict(limits)}, [theirs.fileno()], cancel)
+                request = {"op": "fork", "limits": asdict(limits), "warm": warm}
+                reply = self._control(request, [theirs.fileno()], cancel)
             finally:
                 theirs.close()
             pid = reply.get("pid")
@@ -255,13 +290,21 @@ class WorkerPool:
             raise
         return _Worker(ours, pid, limits, self._zygote)
 
+    def _want_spare(self) -> None:
+        """Wake the spare thread: the spare was taken (it forks the next one)."""
+        if self._spares is not None:
+            with self._wanted:
+                self._wanted.notify_all()
+
     def _take_spare(self, limits: Limits) -> _Worker | None:
-        """The spare worker if it has ``limits`` and its zygote is still the pool's; asks for the next one."""
+        """The spare worker if it has ``limits`` and its zygote is still the pool's (the caller then asks for the
+        next one: ``_want_spare``)."""
         if self._spares is None:
             return None
         with self._wanted:
             spare, self._spare = self._spare, None
-            self._wanted.notify_all()
+            if spare is not None:
+                self._warm_next = self._spec[4] is not None and self._running <= 1  # this task alone: warm
         if spare is None:
             return None
         zygote = spare.zygote
@@ -281,6 +324,18 @@ class WorkerPool:
             spare.sock.close()
             self._kill(spare.pid)
 
+    def _warmed(self, worker: _Worker) -> bool:
+        """Wait for a spare's ``WARM_READY``: offered while still warming up, it would make its task wait."""
+        try:
+            worker.sock.settimeout(_STARTUP_SECONDS)
+            ready = worker.sock.recv(1) == WARM_READY
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                worker.sock.settimeout(None)
+        return ready
+
     def _keep_spare(self) -> None:
         """Background: keep one spare worker forked and confined, until the pool closes."""
         delay = _POLL_SECONDS
@@ -290,8 +345,9 @@ class WorkerPool:
                     self._wanted.wait()
                 if self._closed:
                     return
+            warm = self._warm_next
             try:
-                worker = self._fork(self.limits)
+                worker = self._fork(self.limits, warm=warm)
             except SaferoomError:  # the pool is closed, or the zygote is not answering: try again later
                 if self._closed:
                     return
@@ -299,6 +355,10 @@ class WorkerPool:
                 delay = min(2.0, delay * 2)
                 continue
             delay = _POLL_SECONDS
+            if warm and not self._warmed(worker):  # died warming up (its zygote replaced, the pool closed)
+                worker.sock.close()
+                self._kill(worker.pid)
+                continue
             with self._wanted:
                 if self._closed or self._spare is not None:
                     worker.sock.close()

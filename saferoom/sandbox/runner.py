@@ -13,11 +13,11 @@ from types import CodeType, FunctionType
 from typing import Any
 
 from saferoom.api import Context, export_outputs, namespace
-from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.manifest import Column, DatasetInfo, Manifest
 from saferoom.errors import CodeRefused, InvalidRequest, LimitExceeded, SaferoomError, UserCodeError
 from saferoom.sandbox.policy import ModuleView, Printed, compile_package, guards, safe_builtins
 
-__all__ = ["SANDBOX_TASKS", "check_code", "run_algorithm", "sandbox_initializer"]
+__all__ = ["SANDBOX_TASKS", "check_code", "run_algorithm", "sandbox_initializer", "warm_worker"]
 
 SANDBOX_TASKS = ["saferoom.sandbox.runner:run_algorithm", "saferoom.sandbox.runner:check_code"]
 RECURSION_LIMIT = 400
@@ -40,6 +40,31 @@ def sandbox_initializer() -> None:
 
     compile_package({"warm.py": "def f(x):\n    return [i for i in x]\n"})
     unicodedata.normalize("NFKC", "\uff57\uff41\uff52\uff4d")
+
+
+# What a spare worker runs before it is given a task (``warm_worker``): a package and a catalog of constants.
+_WARM_PACKAGE = {
+    "main.py": (
+        "def run(ctx):\n"
+        "    t = ctx.table('warm')\n"
+        "    names = [c for c in t.columns]\n"
+        "    print('columns', len(names))\n"
+        "    kept = t.filter(col('v') >= 0).with_columns(w=col('v') * 2)\n"
+        "    return {'cells': kept.group_by('k').agg(n=count(), s=sum('w')), 'rows': t.agg(n=count()), 'c': 1}\n"
+    ),
+}
+_WARM_MANIFEST = Manifest(
+    "warm",
+    {"warm": DatasetInfo("warm", "", "warm.arrow", 3, "public", (Column("k", "string"), Column("v", "float64")))},
+)
+
+
+def warm_worker(state: None) -> None:
+    """A spare worker's warm-up, before it is given any task: compile and run a package of constants through the
+    task's own path, so that the copy-on-write faults of its first touches of the zygote's memory are paid off
+    the job's path. Its outputs are dropped; the worker still serves exactly one task."""
+    request = {"files": _WARM_PACKAGE, "entrypoint": "main.py:run", "params": {}, "datasets": ["warm"]}
+    run_algorithm(state, {**request, "manifest": _WARM_MANIFEST.to_data()}, [])
 
 
 class _Modules:

@@ -4,12 +4,16 @@ Started by ``WorkerPool`` as a clean interpreter (``python -m saferoom.sandbox F
 keys, database handles or sockets from the server. It runs the pool's initializer once (imports, memory-mapped
 datasets), then serves requests on its control socket:
 
-    {"op": "fork", "limits": {...}}  + one passed fd  ->  {"pid": N}   (the child serves one task on the fd)
+    {"op": "fork", "limits": {...}, "warm": bool}  + one passed fd  ->  {"pid": N}   (the child serves one task
+                                                                       on the fd)
     {"op": "status", "pid": N}                          ->  {"status": wait status or null}
 
 Control messages are single JSON datagrams on a SOCK_SEQPACKET socket (``control_send``/``control_recv``).
 The child confines itself (``saferoom.sandbox.limits``), reads one task frame, runs the allow-listed task
-function and writes one reply frame: ``{"ok": data}`` or ``{"error": {"code", "message"}}``.
+function and writes one reply frame: ``{"ok": data}`` or ``{"error": {"code", "message"}}``. A child forked
+``warm`` (the pool's spare, forked ahead of its task) first runs the pool's warm-up function, confined, on
+constants: the copy-on-write faults of its first touches of the zygote's memory (milliseconds) are then paid
+before a job is waiting for it, not after; it then writes ``WARM_READY`` before it reads its task frame.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from saferoom.sandbox.protocol import FrameError, recv_frame, send_frame
 __all__ = ["control_recv", "control_send", "main"]
 
 MAX_TASK_BYTES = 64 * 2**20
+WARM_READY = b"\x01"  # a warmed worker's one byte to the pool before it reads its task
 MAX_CONTROL_BYTES = 1 << 20
 Task = Callable[[Any, dict[str, Any], list[bytes]], tuple[dict[str, Any], list[bytes]]]
 
@@ -59,12 +64,32 @@ def _resolve(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def _serve_task(sock: socket.socket, tasks: dict[str, Task], state: Any, limits: Limits) -> None:
-    """In the forked child: confine, run one task, reply, exit."""
+def _warm_up(warm: Callable[[Any], None], state: Any) -> None:
+    """Run the pool's warm-up in a confined child before its task; a failure only leaves the child cold."""
+    depth = sys.getrecursionlimit()
+    try:
+        warm(state)
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"worker warm-up failed: {type(exc).__name__}\n".encode())
+    finally:
+        sys.setrecursionlimit(depth)
+
+
+def _serve_task(
+    sock: socket.socket, tasks: dict[str, Task], state: Any, limits: Limits, warm: Callable[[Any], None] | None
+) -> None:
+    """In the forked child: confine, warm up (a spare), run one task, reply, exit."""
     # RLIMIT_FSIZE is 0 in a worker: where stderr is a regular file (a log, pytest's capture), a diagnostic line
     # would raise SIGXFSZ and kill the worker, hiding the real failure. Ignored, the write just fails.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     confine(limits, sock.fileno())
+    if warm is not None:
+        _warm_up(warm, state)
+        try:  # ready: the pool offers this worker as its spare only now, not while it is still warming up
+            sock.sendall(WARM_READY)
+        except OSError:
+            os._exit(3)
     try:
         header, blobs = recv_frame(sock, MAX_TASK_BYTES)
         task = tasks.get(header.get("task", ""))
@@ -117,6 +142,7 @@ def main() -> None:
     try:
         state = _resolve(header["initializer"])(**header.get("init_args", {}))
         tasks = {name: _resolve(name) for name in header["tasks"]}
+        warm = _resolve(header["warm"]) if header.get("warm") else None
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         control_send(control, {"error": f"initializer failed: {type(exc).__name__}"})
@@ -141,7 +167,7 @@ def main() -> None:
             pid = os.fork()
             if pid == 0:
                 control.close()
-                _serve_task(socket.socket(fileno=fds[0]), tasks, state, limits)
+                _serve_task(socket.socket(fileno=fds[0]), tasks, state, limits, warm if request.get("warm") else None)
             os.close(fds[0])
             control_send(control, {"pid": pid})
         elif request.get("op") == "status":

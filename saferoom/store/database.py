@@ -361,7 +361,8 @@ class Database:
 
         ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL``: a power cut may lose it,
         a crash of the process does not); the next durable commit makes it durable too. Only for bookkeeping that
-        can be redone (the audit outbox's settling).
+        can be redone (the audit outbox's settling) or that matters only once a later durable commit is made (the
+        dataset versions a running job reads and its RELEASING phase, made durable with its end).
         """
         with self._lock:
             self._held.depth = getattr(self._held, "depth", 0) + 1

@@ -157,8 +157,11 @@ class JobStore:
         return replace(_job(row), dataset_versions=tuple((str(d), str(v)) for d, v in versions))
 
     def record_versions(self, job_id: str, versions: dict[str, str]) -> None:
-        """The dataset versions a job runs on (a resumed job records those of its new run)."""
-        with self._db.transaction() as conn:
+        """The dataset versions a job runs on (a resumed job records those of its new run).
+
+        Not waited to disk: the job's end is committed durably after this, in the same write-ahead log, which makes
+        this durable too; a power cut before then loses only the versions of a job that released nothing."""
+        with self._db.transaction(durable=False) as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO job_dataset_versions (job_id, dataset, version) VALUES (?, ?, ?)",
                 [(job_id, d, v) for d, v in sorted(versions.items())],
@@ -266,6 +269,13 @@ class JobStore:
             (new_state, error_code, error_message, now, started, finished, job_id, *expected),
         )
         return cursor.rowcount == 1
+
+    def move_unrecorded(self, job_id: str, new_state: str, expected: Collection[str]) -> bool:
+        """Compare-and-set a state that has no audit record and acknowledges nothing (a phase of a running job),
+        without waiting for the disk: a crash of the process loses nothing, a power cut may lose it, and then the
+        job is recovered as from the state before (the same way). False if the job was not in ``expected``."""
+        with self._db.transaction(durable=False) as conn:
+            return self.update_state_in(conn, job_id, new_state, expected, None, None, None)
 
     def finish_with_result(
         self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any], now: float | None = None

@@ -23,6 +23,7 @@ TASKS = [
     "tests.sandbox_tasks:identity",
     "tests.sandbox_tasks:raise_user_error",
     "tests.sandbox_tasks:trickle",
+    "tests.sandbox_tasks:warmed",
 ]
 
 
@@ -259,3 +260,57 @@ def test_each_task_gets_a_fresh_confined_process_even_from_the_spare() -> None:
         assert {k: v for k, v in again.items() if k not in ("pid", "pgid")} == {
             k: v for k, v in first.items() if k not in ("pid", "pgid")
         }
+
+
+def test_a_spare_runs_the_warm_up_confined_then_serves_one_task_and_a_cold_worker_runs_none() -> None:
+    """The pool's warm-up runs in the spare, after it was confined and before its task arrives (in the same
+    process the task then runs in); a worker forked for a task (no spare ready) is not warmed; a warm-up that
+    fails leaves a worker that serves its task all the same."""
+    warm = "tests.sandbox_tasks:warm_up"
+    with WorkerPool(name="warm", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS,
+                    warm=warm) as pool:  # fmt: skip
+        spare = _spare(pool)
+        reply = pool.run("tests.sandbox_tasks:warmed", {}).data
+        assert reply["pid"] == spare and reply["warmed"]["pid"] == spare
+        assert reply["warmed"]["no_new_privs"] == 1 and reply["warmed"]["fsize_limit"] == 0
+        assert reply["warmed"]["seccomp_mode"] == (2 if pool.layers.get("seccomp") else 0)
+        assert reply["warmed"]["open_fds"] <= 4
+        if os.geteuid() == 0:
+            assert reply["warmed"]["uid"] == 65534  # already unprivileged when the warm-up ran
+    with WorkerPool(name="cold", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS,
+                    warm=warm, spare=False) as pool:  # fmt: skip
+        assert pool.run("tests.sandbox_tasks:warmed", {}).data["warmed"] == {}
+    with WorkerPool(name="failing", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS,
+                    warm="tests.sandbox_tasks:failing_warm_up") as pool:  # fmt: skip
+        spare = _spare(pool)
+        assert pool.run("tests.sandbox_tasks:echo", {"x": 1}).data["request"] == {"x": 1}
+
+
+def test_a_spare_taken_while_another_task_runs_is_followed_by_one_not_warmed() -> None:
+    """Tasks that overlap make the processors the limit: a spare taken while another task of the pool runs is
+    followed by a spare that skips the warm-up; one task at a time, every spare is warmed."""
+    with WorkerPool(name="busy", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS,
+                    warm="tests.sandbox_tasks:warm_up") as pool:  # fmt: skip
+        alone = _spare(pool)
+        assert pool.run("tests.sandbox_tasks:warmed", {}).data["warmed"]["pid"] == alone
+        taken_by_long = _spare(pool)
+        stop = threading.Event()
+        with concurrent.futures.ThreadPoolExecutor(1) as other:
+            long = other.submit(pool.run, "tests.sandbox_tasks:sleep", {"seconds": 60}, cancel=stop)
+            deadline = time.monotonic() + 20
+            while pool.spare_pid in (None, taken_by_long):
+                assert time.monotonic() < deadline, "the long task did not take the spare"
+                time.sleep(0.01)
+            assert _running_tasks(pool) == 1
+            overlapping = _spare(pool)  # forked warm: the long task was alone when it took its spare
+            reply = pool.run("tests.sandbox_tasks:warmed", {}).data
+            assert reply["pid"] == overlapping and reply["warmed"]["pid"] == overlapping
+            after = _spare(pool)  # forked after a spare was taken while the long task ran: not warmed
+            assert pool.run("tests.sandbox_tasks:warmed", {}).data == {"warmed": {}, "pid": after}
+            stop.set()
+            with pytest.raises(JobCancelled):
+                long.result(timeout=30)
+
+
+def _running_tasks(pool: WorkerPool) -> int:
+    return pool._running  # the pool's own count of tasks in flight

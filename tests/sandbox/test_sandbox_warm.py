@@ -87,3 +87,16 @@ def test_a_module_not_imported_before_fork_is_out_of_reach_and_reported_as_such(
     with pytest.raises(WorkerCrashed) as info:
         sandbox_pool.run(MEASURE, {"task": "xmlrpc.client:dumps", "reraise": True})
     assert info.value.message == "the worker failed: ModuleNotFoundError for module 'xmlrpc'"
+
+
+@pytest.mark.parametrize("kind", ["engine", "sandbox"])
+def test_a_spare_workers_warm_up_imports_nothing_after_fork(
+    engine_pool: WorkerPool, sandbox_pool: WorkerPool, kind: str
+) -> None:
+    """The warm-up a spare runs before its task (``warm_worker``) is confined too: it may import nothing new."""
+    pool, warm = {
+        "engine": (engine_pool, "saferoom.jobs.engine_task:warm_worker"),
+        "sandbox": (sandbox_pool, "saferoom.sandbox.runner:warm_worker"),
+    }[kind]
+    reply = pool.run(MEASURE, {"task": warm, "warm_up": True})
+    assert reply.data == {"imported": [], "error": ""}

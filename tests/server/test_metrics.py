@@ -3,6 +3,7 @@ what happened; the probes; and one JSON log line per call that carries nothing a
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import logging
@@ -70,7 +71,11 @@ def test_metrics_during_a_burst_match_what_happened(observed: SaferoomServer, de
     assert port is not None
     before = samples(port)
     with deployment.client("alice", observed.port) as alice, deployment.client("bob", observed.port) as bob:
-        jobs = [alice.run_job("echo", {"n": i}) for i in range(6)] + [bob.run_job("echo", {"n": 1})]
+        # Submitted side by side: one after the other, the first jobs could finish (a trivial job takes
+        # milliseconds) before the last is queued, and the queue this samples would be shallower than it means.
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            jobs = list(pool.map(lambda i: alice.run_job("echo", {"n": i}), range(6)))
+        jobs.append(bob.run_job("echo", {"n": 1}))
         during = samples(port)  # one job runs at a time: the rest wait, alice's queue is the deeper one
         with pytest.raises(PermissionDenied):
             alice.list_pending()  # a researcher may not see the review queue: refused, counted

@@ -21,6 +21,7 @@ from saferoom.errors import (
     NotApproved,
     PackageNotFound,
 )
+from saferoom.server import SaferoomServer
 
 
 def run_to_end(client: Client, package: str, params: dict[str, object] | None = None, timeout: float = 120):
@@ -280,3 +281,19 @@ def test_jobs_are_served_fairly_between_researchers(
         assert [job_id for _, job_id in started].index(bobs.id) == 0  # before alice's next ones
     finally:
         server.stop(1.0)
+
+
+def test_watchers_see_every_state_of_their_own_job_and_leave_nothing_behind(
+    server: SaferoomServer, client: Client
+) -> None:
+    """A job's changes wake its own watchers (each its own stream), never the others'; two watchers of one job
+    and one of another all see their job through to its end, and the server keeps no watch of finished jobs."""
+    first, second = client.run_job("echo", {"n": 1}), client.run_job("echo", {"n": 2})
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        streams = [pool.submit(lambda j: [u.state for u in client.watch_job(j, timeout=60)], job.id)
+                   for job in (first, first, second)]  # fmt: skip
+        seen = [s.result(timeout=90) for s in streams]
+    for states in seen:
+        assert states[-1] == "succeeded" and len(states) == len(set(states))  # each change once, in order
+        assert all(s in ("queued", "running", "succeeded") for s in states)
+    assert server.jobs._watched == {}  # every watch gave its registration back
