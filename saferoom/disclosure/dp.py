@@ -195,7 +195,7 @@ def _quantile_scores(counts: np.ndarray, q: float) -> np.ndarray:
 def _noisy_min(sensitivity: int, epsilon: float) -> tuple[Any, float]:
     """Report-noisy-min over integer scores, and its scale: with max-divergence OpenDP draws it by permute and flip
     (candidates in random order, each accepted with probability exp(-(score - min) / scale), the first wins),
-    exactly, with rational arithmetic: about 2.7 us per candidate tried, the cost of every quantile's release."""
+    exactly, in rational arithmetic with fresh randomness for every candidate tried: most of a quantile's cost."""
     scale = 2 * sensitivity / epsilon  # scores may move in both directions (not monotonic)
     m: Any = dp.m.make_noisy_max(
         dp.vector_domain(dp.atom_domain(T="i64")),
