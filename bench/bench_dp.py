@@ -9,10 +9,11 @@ district; site selection: counts and medians per 500 m cell, joined and scored) 
 the same seed: exact rules only, and the default with differential privacy on the personal datasets, the two
 kinds of run interleaved. Prints the median (min, max) job time of each, how much of a DP job was spent drawing
 noise with OpenDP (exact samplers, on every core) and how much of that on the quantiles' noisy-min draws (one per
-released cell and quantile), how many cells each released, the processors it had (shared with whatever else runs
-on the machine) and the engine worker's limits. A job the cost model refuses before running (its worst case over
-the catalog does not fit the limits) is printed as refused, with the reason; the limits can be raised for a
-measurement (admission only: the worker uses what the job needs). Numbers only.
+released cell and quantile; wall time and the process's CPU time), how many cells each released, the processors
+it had (shared with whatever else runs on the machine) and the engine worker's limits. A job the cost model
+refuses before running (its worst case over the catalog does not fit the limits) is printed as refused, with the
+reason; the limits can be raised for a measurement (admission only: the worker uses what the job needs). Numbers
+only.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     noise_seconds: list[float] = []
     draw_seconds: list[float] = []
+    draw_cpu: list[float] = []
     draws: list[int] = []
     original, original_draws = dp.noise, dp._draws
 
@@ -58,11 +60,12 @@ def main() -> None:
             noise_seconds.append(time.perf_counter() - start)
 
     def timed_draws(measurement, scores):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()  # the process's CPU: the drawing threads' too
         try:
             return original_draws(measurement, scores)
         finally:
             draw_seconds.append(time.perf_counter() - start)
+            draw_cpu.append(time.process_time() - cpu)
             draws.append(len(scores))
 
     dp.noise = timed_noise  # disclosure.rounds calls it through the module
@@ -91,7 +94,7 @@ def main() -> None:
                     params = {spec.name: spec.default for spec in package.parameters.values()}
                     times: dict[bool, list[float]] = {False: [], True: []}
                     noise: list[float] = []
-                    drawing: list[tuple[float, int]] = []
+                    drawing: list[tuple[float, float, int]] = []
                     cells: dict[bool, list[int]] = {False: [], True: []}
                     refused: dict[bool, str] = {}
                     for i in range(args.runs + 1):
@@ -100,6 +103,7 @@ def main() -> None:
                                 continue
                             noise_seconds.clear()
                             draw_seconds.clear()
+                            draw_cpu.clear()
                             draws.clear()
                             start = time.perf_counter()
                             try:
@@ -112,7 +116,7 @@ def main() -> None:
                                 times[private].append(elapsed * 1000)
                                 if private:
                                     noise.append(sum(noise_seconds) * 1000)
-                                    drawing.append((sum(draw_seconds) * 1000, sum(draws)))
+                                    drawing.append((sum(draw_seconds) * 1000, sum(draw_cpu) * 1000, sum(draws)))
                                 released = sum(o.table.num_rows for o in outcome.outputs if o.table is not None)
                                 cells[private].append(released)
                     for private in (False, True):
@@ -123,12 +127,13 @@ def main() -> None:
                         t = times[private]
                         extra = ""
                         if private:
-                            median_draws = statistics.median(d for d, _ in drawing)
-                            counted = sorted({n for _, n in drawing})
+                            median_draws = statistics.median(d for d, _, _ in drawing)
+                            median_cpu = statistics.median(c for _, c, _ in drawing)
+                            counted = sorted({n for _, _, n in drawing})
                             extra = (
                                 f", of which OpenDP noise {statistics.median(noise):6.0f} ms (noisy-min draws "
-                                f"{median_draws:.0f} ms for {'-'.join(str(n) for n in (counted[0], counted[-1]))} "
-                                "draws)"
+                                f"{median_draws:.0f} ms, {median_cpu:.0f} ms of CPU, for "
+                                f"{'-'.join(str(n) for n in (counted[0], counted[-1]))} draws)"
                             )
                         print(
                             f"{scale:,} persons, {name:<19} {kind}: job median "
