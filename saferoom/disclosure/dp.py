@@ -13,7 +13,8 @@ server, and the recipe to noise them. Here, with OpenDP's samplers (exact, float
     sum(x)              Laplace on the sum of x clamped to its public bounds [lo, hi], sensitivity k * max|bound|
     mean(x)             lo..hi midpoint + noisy centred sum / noisy count, sensitivity of the centred sum
                         k * (hi - lo) / 2; clamped into [lo, hi]
-    quantile(x, q)      exponential mechanism (report noisy min with Gumbel noise) over ``QUANTILE_BINS`` + 1
+    quantile(x, q)      report noisy min (OpenDP's make_noisy_max with max-divergence: permute and flip, MS20,
+                        which is pure epsilon-DP like the exponential mechanism) over ``QUANTILE_BINS`` + 1
                         candidates in [lo, hi], scored |q n - #{x < c}| from a per-cell histogram; evenly
                         spaced, or evenly in log(1 + (x - lo) / u) for amounts (income, prices: skewed, so
                         the spacing grows with the value: about 2% of it)
@@ -176,21 +177,25 @@ def _filled(column: pa.ChunkedArray, integer: bool) -> np.ndarray:
 
 def _quantile_scores(counts: np.ndarray, q: float) -> np.ndarray:
     """Integer scores |q n - #{x < c}| (x 1000) of the QUANTILE_BINS + 1 candidates: lower is better. ``counts``
-    is one cell's histogram, or one row per cell (then one row of scores per cell)."""
+    is one cell's histogram, or one row per cell (then one row of scores per cell, C-contiguous)."""
     a = round(q * _SCORE_DENOMINATOR)
     if counts.ndim == 1:
         one: np.ndarray = _quantile_scores(counts[np.newaxis, :], q)[0]
         return one
-    counts = counts.astype(np.int64)
-    # #{x < c_j}, candidates at the bins' lower edges and hi
-    below = np.concatenate((np.zeros((len(counts), 1), dtype=np.int64), np.cumsum(counts, axis=1)), axis=1)
-    n = below[:, -1:]
-    scores: np.ndarray = np.abs(a * n - _SCORE_DENOMINATOR * below).astype(np.int64)
+    # #{x < c_j}, candidates at the bins' lower edges and hi; computed in place (one array of cells x 501)
+    scores = np.zeros((len(counts), counts.shape[1] + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, dtype=np.int64, out=scores[:, 1:])
+    n = scores[:, -1:] * a
+    scores *= -_SCORE_DENOMINATOR
+    scores += n
+    np.abs(scores, out=scores)
     return scores
 
 
 def _noisy_min(sensitivity: int, epsilon: float) -> tuple[Any, float]:
-    """Report-noisy-min over integer scores (Gumbel noise: the exponential mechanism), and its scale."""
+    """Report-noisy-min over integer scores, and its scale: with max-divergence OpenDP draws it by permute and flip
+    (candidates in random order, each accepted with probability exp(-(score - min) / scale), the first wins),
+    exactly, in rational arithmetic with fresh randomness for every candidate tried: most of a quantile's cost."""
     scale = 2 * sensitivity / epsilon  # scores may move in both directions (not monotonic)
     m: Any = dp.m.make_noisy_max(
         dp.vector_domain(dp.atom_domain(T="i64")),
@@ -244,7 +249,6 @@ def noise(
     )
     rows = exact.take(pa.array(kept, type=pa.int64()))
     arrays: dict[str, pa.Array] = {key: _plain(rows.column(key)) for key in agg.keys}
-    positions = {key: i for i, key in enumerate(cell_keys(rows, agg.keys))}
     for column in agg.columns:
         entry: dict[str, Any] = {"column": column.name, "epsilon": epsilon, "delta": 0.0}
         if column.kind == "count":
@@ -281,7 +285,7 @@ def noise(
                 "note": "the mean's 95% interval is about ci95 / count",
             }
         else:
-            values, entry = _quantiles(column, histograms[column.source], agg.keys, positions, k, epsilon, entry)
+            values, entry = _quantiles(column, histograms[column.source], rows, agg.keys, k, epsilon, entry)
         arrays[column.name] = pa.array(values, type=pa.int64() if column.integer else pa.float64())
         report.append(entry)
     names = [name for name, _ in agg.schema]
@@ -292,24 +296,27 @@ def noise(
 def _quantiles(
     column: DPColumn,
     histogram: pa.Table,
+    rows: pa.Table,
     keys: tuple[str, ...],
-    positions: dict[tuple[Any, ...], int],
     k: int,
     epsilon: float,
     entry: dict[str, Any],
 ) -> tuple[list[Any], dict[str, Any]]:
-    """One noisy quantile per released cell from its histogram: ``__bin`` holds each value's bin index."""
-    counts = np.zeros((len(positions), QUANTILE_BINS), dtype=np.int64)
-    if histogram.num_rows and positions:
+    """One noisy quantile per released cell (``rows``, one per cell) from its histogram: ``__bin`` holds each
+    value's bin index."""
+    cells = rows.num_rows
+    flat = np.zeros(cells * QUANTILE_BINS, dtype=np.int64)
+    if histogram.num_rows and cells:
         bins = np.clip(histogram.column("__bin").to_numpy(zero_copy_only=False), 0, QUANTILE_BINS - 1)
-        n = histogram.column("__n").to_numpy(zero_copy_only=False).astype(np.int64)
-        cells = _cell_index(histogram, keys, positions)
-        found = cells >= 0
-        np.add.at(counts, (cells[found], bins.astype(np.int64)[found]), n[found])
+        n = np.asarray(histogram.column("__n").to_numpy(zero_copy_only=False), dtype=np.int64)
+        index = _cell_index(histogram, rows, keys)
+        found = index >= 0
+        where = index[found] * QUANTILE_BINS + bins.astype(np.int64)[found]
+        np.add.at(flat, where, n[found])  # exact integer sums (bins clipped to the ends may repeat a cell's bin)
     sensitivity = int(column.sensitivity(k))  # one row moves every score by at most this
     measurement, scale = _noisy_min(sensitivity, epsilon)  # the same for every cell: built once
-    scores = _quantile_scores(counts, column.q)
-    values = [column.candidate(i) for i in _draws(measurement, scores)] if len(positions) else []
+    scores = _quantile_scores(flat.reshape(cells, QUANTILE_BINS), column.q)
+    values = [column.candidate(i) for i in _draws(measurement, scores)] if cells else []
     spacing = "spaced evenly" if not column.log_unit else "spaced about 2% of the value apart (log scale)"
     entry |= {
         "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
@@ -321,35 +328,38 @@ def _quantiles(
     return values, entry
 
 
-def _cell_index(histogram: pa.Table, keys: tuple[str, ...], positions: dict[tuple[Any, ...], int]) -> np.ndarray:
-    """Each histogram row's released cell (its position), -1 for rows of cells that were not released."""
+def _cell_index(histogram: pa.Table, rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+    """Each histogram row's released cell (its row in ``rows``, whose keys are unique: a group-by's cells), -1 for
+    rows of cells that were not released."""
     if len(keys) == 1:
         column = _plain(histogram.column(keys[0]))
         if pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_boolean(column.type):
-            value_set = pa.array([key[0] for key in positions], type=column.type)
+            value_set = pc.cast(_plain(rows.column(keys[0])), column.type).combine_chunks()
             found = pc.index_in(column, value_set=value_set, skip_nulls=False)  # a null key matches a null key
-            where = np.array(list(positions.values()), dtype=np.int64)
-            index = np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-            return np.where(index >= 0, where[np.maximum(index, 0)] if len(where) else -1, -1)
-    rows = cell_keys(histogram, keys)
-    return np.fromiter((positions.get(key, -1) for key in rows), dtype=np.int64, count=len(rows))
+            return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    positions = {key: i for i, key in enumerate(cell_keys(rows, keys))}
+    wanted = cell_keys(histogram, keys)
+    return np.fromiter((positions.get(key, -1) for key in wanted), dtype=np.int64, count=len(wanted))
 
 
 def _draws(measurement: Any, scores: np.ndarray) -> list[int]:
     """One draw of ``measurement`` per row of ``scores``, on every core: OpenDP's exact samplers run in Rust
     without the GIL (ctypes), so threads give the processors' speed up with the same samplers and randomness
-    (the operating system's). Each draw is independent, so their order of running changes nothing."""
-    rows = [_writable(row, np.int64) for row in scores]
-    chunks = min(_DRAW_THREADS, max(1, len(rows) // _MIN_DRAWS_PER_THREAD))
+    (the operating system's). Each draw is independent, so their order of running changes nothing. The rows go
+    out in small batches that idle threads take in turn, so a processor slowed by other work holds up at most
+    one batch; each row reaches OpenDP as a contiguous int64 view (no copy)."""
+    scores = _writable(scores, np.int64)
+    chunks = min(_DRAW_THREADS, max(1, len(scores) // _MIN_DRAWS_PER_THREAD))
     if chunks <= 1:
-        return [int(measurement(row)) for row in rows]
-    bounds = np.linspace(0, len(rows), chunks + 1).astype(int)
-    parts = [rows[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        return [int(measurement(row)) for row in scores]
+    size = max(_MIN_DRAWS_PER_THREAD, len(scores) // (chunks * _BATCHES_PER_THREAD))
+    parts = [scores[lo : lo + size] for lo in range(0, len(scores), size)]
     return [d for part in _draw_pool().map(lambda part: [int(measurement(r)) for r in part], parts) for d in part]
 
 
 _DRAW_THREADS = max(1, len(os.sched_getaffinity(0)))
 _MIN_DRAWS_PER_THREAD = 16  # below this, starting the threads costs more than they save
+_BATCHES_PER_THREAD = 8  # batches per thread: enough for idle threads to take over a slowed one's share
 _pool: list[concurrent.futures.ThreadPoolExecutor] = []
 _pool_lock = threading.Lock()
 

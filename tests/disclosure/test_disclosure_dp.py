@@ -3,18 +3,21 @@ attacks (small cells, differencing, averaging) that noise must defeat. In proces
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import opendp.prelude as opendp
 import pyarrow as pa
 import pytest
 
 from saferoom.api import Context, namespace
 from saferoom.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
+from saferoom.disclosure import dp
 from saferoom.disclosure.dp import QUANTILE_BINS, DPColumn, NoisyAggregate, noise
 from saferoom.engine import plan
 from saferoom.errors import InvalidPlan, ReleaseRefused
@@ -149,6 +152,95 @@ def test_noisy_medians_of_many_cells_each_land_near_their_own(keys: tuple[str, .
     for c in range(cells):
         key = tuple({"cell": c, "name": names[c]}[k] for k in keys)
         assert got[key] in ((low[c] + 1) * width, (low[c] + 2) * width), (key, got[key], low[c])
+
+
+def _permute_and_flip_law(scores: np.ndarray, scale: float) -> np.ndarray:
+    """The exact output law of OpenDP's report-noisy-min with max-divergence (permute and flip, MS20): in a random
+    order, candidate j is accepted with probability p_j = exp(-(s_j - min s) / scale), the first accepted wins; so
+    the winner is uniform over the set of candidates that each accept independently."""
+    p = np.exp(-(scores - scores.min()) / scale)
+    law = np.zeros(len(p))
+    for j in range(len(p)):
+        others = [i for i in range(len(p)) if i != j]
+        for accepted in itertools.product((False, True), repeat=len(others)):
+            weight = math.prod(p[i] if a else 1 - p[i] for i, a in zip(others, accepted, strict=True))
+            law[j] += p[j] * weight / (1 + sum(accepted))
+    return law
+
+
+def test_batched_threaded_draws_follow_the_mechanisms_exact_law() -> None:
+    """Many draws through ``dp._draws`` (batches on every thread) against the exact law of the measurement: a
+    chi-square test whose critical value 45 (3 degrees of freedom) is exceeded with probability below 1e-9, so it
+    does not flake, while the exponential mechanism's law (Gumbel noise) would give a statistic near 300."""
+    measurement, scale = dp._noisy_min(1, 1.0)
+    assert scale == 2.0  # scores may move both ways: scale 2 * sensitivity / epsilon
+    row = np.array([0, 1, 2, 4], dtype=np.int64)
+    draws = 12_000
+    observed = np.bincount(dp._draws(measurement, np.tile(row, (draws, 1))), minlength=len(row))
+    expected = draws * _permute_and_flip_law(row.astype(float), scale)
+    assert float(np.sum((observed - expected) ** 2 / expected)) < 45.0, (observed, expected)
+
+
+def test_batched_draws_keep_each_cells_row() -> None:
+    """Every row of scores gets its own draw, in its own place, whatever batch and thread ran it: with scale 0
+    OpenDP's noisy min is the exact argmin, so each draw must be its row's minimum."""
+    exact: Any = opendp.m.make_noisy_max(
+        opendp.vector_domain(opendp.atom_domain(T="i64")),
+        opendp.linf_distance(T="i64", monotonic=False),
+        opendp.max_divergence(),
+        scale=0.0,
+        negate=True,
+    )
+    rng = np.random.default_rng(3)
+    for cells in (1, 15, 17, 1000, 1237):  # sequential, one batch short of threading, threads, uneven batches
+        scores = np.argsort(rng.random((cells, QUANTILE_BINS + 1)), axis=1).astype(np.int64)  # distinct scores
+        assert dp._draws(exact, scores) == list(np.argmin(scores, axis=1))
+
+
+def test_one_measurement_for_every_cell_charges_what_one_per_cell_would() -> None:
+    """The column's one noisy-min measurement has the privacy map a measurement built for one cell has (OpenDP's,
+    at the column's sensitivity), and the release charges each statistic's epsilon once, whatever the number of
+    cells: a person changes at most k cells, and the sensitivities are over all cells at once."""
+    k, epsilon = 2, 0.3
+    column = DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5)
+    sensitivity = int(column.sensitivity(k))
+    shared, scale = dp._noisy_min(sensitivity, epsilon)
+    one_cell: Any = opendp.m.make_noisy_max(
+        opendp.vector_domain(opendp.atom_domain(T="i64"), size=QUANTILE_BINS + 1),
+        opendp.linf_distance(T="i64", monotonic=False),
+        opendp.max_divergence(),
+        scale=scale,
+        negate=True,
+    )
+    assert shared.map(sensitivity) == one_cell.map(sensitivity) == pytest.approx(epsilon, rel=1e-9)
+    for cells in (1, 40, 400):
+        histogram = pa.table(
+            {"cell": list(range(cells)) * 2, "__bin": [10] * cells + [20] * cells, "__n": [30] * 2 * cells}
+        )
+        table = pa.table({"cell": range(cells), "__n": [60] * cells, "__x": [600.0] * cells})
+        agg = _aggregate((DPColumn("n", "count", integer=True), column, DPColumn("s", "sum", "__x", 0.0, 50.0)), k=k)
+        agg = replace(agg, histograms={"__h": plan.Scan("population", ("person_id",))})
+        out = noise(agg, table, {"__h": histogram}, epsilon, 1e-7)
+        charged = {entry["column"]: entry["epsilon"] for entry in out.noise}
+        assert charged == {"(cells)": pytest.approx(epsilon), "n": 0.0, "med": epsilon, "s": epsilon}
+        assert sum(charged.values()) == pytest.approx(epsilon * agg.measurements)
+        assert next(e for e in out.noise if e["column"] == "med")["scale"] == scale
+
+
+def test_count_noise_is_discrete_laplace_at_the_declared_scale() -> None:
+    """Kolmogorov-Smirnov distance of 200,000 noisy counts from the discrete Laplace law P(x) ~ exp(-|x| / b): the
+    bound 3.3 / sqrt(n) is exceeded with probability below 1e-9 (conservative for a discrete law), and a scale of 5
+    instead of 4 would exceed it (its CDF differs by 0.012 at 0)."""
+    cells, b = 200_000, 4.0
+    noisy, scale = dp._laplace_int(np.full(cells, 5000, dtype=np.int64), 2, 0.5)  # as noise() calls it
+    assert scale == b  # k / epsilon
+    residuals = np.sort(np.array(noisy) - 5000)
+    x = np.arange(residuals.min() - 1, residuals.max() + 1)  # the CDFs' jumps are at integers
+    r = math.exp(-1 / b)
+    cdf = np.where(x >= 0, 1 - r ** (x + 1) / (1 + r), r ** np.abs(x) / (1 + r))  # P(X <= x)
+    empirical = np.searchsorted(residuals, x, side="right") / cells
+    distance = float(np.max(np.abs(empirical - cdf)))
+    assert distance < 3.3 / math.sqrt(cells), distance
 
 
 # --------------------------------------------------------------------------- the rewrite on the city
