@@ -319,7 +319,7 @@ def _quantiles(
     values = [column.candidate(i) for i in _draws(measurement, scores)] if cells else []
     spacing = "spaced evenly" if not column.log_unit else "spaced about 2% of the value apart (log scale)"
     entry |= {
-        "mechanism": f"exponential mechanism over {QUANTILE_BINS + 1} candidates",
+        "mechanism": f"report noisy min (permute and flip, pure epsilon-DP) over {QUANTILE_BINS + 1} candidates",
         "scale": scale,
         "sensitivity": sensitivity,
         "resolution": 0.0 if column.log_unit else (column.upper - column.lower) / QUANTILE_BINS,
