@@ -30,6 +30,7 @@ import math
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,11 +169,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-mib", type=int, default=6144)
-    parser.add_argument("--data", type=Path, default=None, help="a generated city (default: /tmp/bench-engine-N)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a generated city (default: $TMPDIR/bench-engine-N, kept)"
+    )
     parser.add_argument("--queries", default=",".join(QUERIES))
     parser.add_argument("--sides", default="arrow raw,duck raw,arrow prot,duck prot,duckdb,polars")
     args = parser.parse_args()
-    data = args.data or Path(f"/tmp/bench-engine-{args.persons}")
+    data = args.data or Path(tempfile.gettempdir()) / f"bench-engine-{args.persons}"
     if not (data / "catalog.json").exists():
         print(f"generating {args.persons:,} persons in {data} ...", flush=True)
         generate_catalog(data, scale=args.persons, seed=7, differential_privacy=False, output_checking=False)

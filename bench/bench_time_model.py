@@ -83,7 +83,8 @@ def main() -> None:
                 protected = disclosure.protect({"out": node}, manifest)
                 runs = cost.admit_job(protected, manifest, pipeline._engine_limits)
                 start = time.perf_counter()
-                pipeline._released(protected, None, {d: 1.0 for d in manifest.datasets})
+                with pipeline._acquire() as view:  # the catalog version jobs run on, as a job holds it
+                    pipeline._released(view, protected, None, {d: 1.0 for d in manifest.datasets})
                 elapsed = time.perf_counter() - start
                 padded = cost.padded_seconds(runs)
                 ratios[kind].append(elapsed / padded)
