@@ -33,13 +33,18 @@ engine decodes categories for join keys, unions and sort keys, so it counts 4 + 
 a string literal its length + 4; any other string ``STRING_BYTES`` (the catalog declares no maximum length: this
 is an assumption about the data owner's text columns, documented here because it is one).
 
-Memory of one engine run: every node's output counted as if nothing were ever freed (a bound on what is alive
-at once, whatever the execution order), except what the engine does not copy (scans are memory-mapped, a
-Project passes ``Col`` columns through, a Limit slices), plus each node's temporaries (computed expression
-columns, a join's decoded inputs and hash table, sort indices, group-by hash tables), the supplied Input tables
-(twice: the IPC bytes and the table), and the outputs once more as IPC streams; times ``MEMORY_OVERHEAD`` for
-allocator slack. It must fit within ``MEMORY_SHARE`` of the worker's memory limit (the limit is headroom above
-the forked worker's baseline, see ``sandbox.limits``).
+Memory of one engine run: each node's output bytes, except what the engine does not copy (scans are
+memory-mapped, a Project passes ``Col`` columns through, a Limit slices), and its temporaries while it computes
+(computed expression columns, a join's decoded inputs and hash table, sort indices, group-by hash tables). For
+the Arrow engine, what is alive at once in its execution order (``_live_peak``): the roots one after the other,
+depth first, a node's inputs held while it computes and freed after, except what outlives them (shared subtrees
+and their masks, the roots' tables, the inputs a Project, Limit, Filter, Bound, Threshold or Union may hand on);
+for any other engine (DuckDB's own operators, its buffers), every node's bytes as if nothing were ever freed.
+Plus the supplied Input tables (twice: the IPC bytes and the table) and the outputs once more as IPC streams,
+times ``MEMORY_OVERHEAD`` for allocator slack, plus ``RUN_BYTES``. It must fit within ``MEMORY_SHARE`` of the
+worker's memory limit (the limit is headroom above the forked worker's baseline, see ``sandbox.limits``);
+``tests/engine/test_engine_cost_memory.py`` releases random and shipped plans in real workers at the smallest
+limit that admits them.
 
 Time: cost in cells (values read or written, expression nodes times rows, sorts n log n), at a throughput
 measured on the embedded engine (``CELLS_PER_SECOND``: the slowest plan shape measured, divided by 4 for
@@ -66,7 +71,7 @@ from typing import TYPE_CHECKING, Protocol
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
 from saferoom.engine.functions import Domain, expr_domain
-from saferoom.engine.optimize import prune_columns
+from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
     Aggregate,
     Bound,
@@ -113,6 +118,7 @@ NODE_SECONDS = 0.002  # per node: Python dispatch, small allocations
 RUN_SECONDS = 0.25  # per engine run: fork, confinement, request and reply framing (measured 12-26 ms under load)
 MEMORY_OVERHEAD = 1.25  # allocator slack, buffer padding, validity bitmaps
 NODE_BYTES = 64 * 1024  # per node: Python objects, chunk metadata
+RUN_BYTES = 64 * 2**20  # per engine run: the allocator's arenas and the reply's framing, whatever the plan
 # Of the worker's memory limit. Measured on 1M-row joins, sorts and group-bys: peak RSS of the engine is at most
 # 0.55 of the sum above before the overhead factor (it frees what it no longer needs), so what is admitted stays
 # below 0.75 / 1.25 x 0.55 = a third of the limit in practice.
@@ -256,6 +262,7 @@ class _Analysis:
         self.inputs = inputs
         self.done: dict[int, Facts] = {}
         self.types: dict[int, dict[str, str]] = {}
+        self.bytes: dict[int, tuple[int, int]] = {}  # node -> (its output's own bytes, its temporaries)
         self.cost = RunCost()
 
     def facts(self, node: Node, root: str) -> Facts:
@@ -279,6 +286,7 @@ class _Analysis:
         self.cost.cells = min(_MANY, self.cost.cells + cells)
         self.cost.memory_bytes = min(_MANY, self.cost.memory_bytes + memory)
         self.cost.nodes += 1
+        self.bytes[id(node)] = (stored, temporary)
 
     def _node(self, node: Node, kids: list[Facts], root: str) -> Facts:
         if isinstance(node, Scan):
@@ -430,22 +438,68 @@ class _Analysis:
         self._charge(node, root, cells, _mul(rows, out.width), inputs + hashed)
         return out
 
-    def run(self, roots: Mapping[str, Node]) -> RunCost:
+    def run(self, roots: Mapping[str, Node], live: bool = True) -> RunCost:
         shared = plan.share_subtrees(dict(roots))
         pruned = dict(zip(shared, prune_columns(*shared.values()), strict=True))
         for name, node in pruned.items():
             facts = self.facts(node, name)
             self.cost.roots[name] = facts
             self.cost.output_bytes = min(_MANY, self.cost.output_bytes + _mul(facts.rows, facts.width) + 4096)
-        self.cost.memory_bytes = min(
-            _MANY, math.ceil((self.cost.memory_bytes + self.cost.output_bytes) * MEMORY_OVERHEAD)
-        )
+        held = self._live_peak(list(pruned.values())) if live else self.cost.memory_bytes
+        self.cost.memory_bytes = min(_MANY, math.ceil((held + self.cost.output_bytes) * MEMORY_OVERHEAD) + RUN_BYTES)
         return self.cost
 
+    def _live_peak(self, roots: list[Node]) -> int:
+        """The most bytes alive at once while the Arrow engine executes ``roots`` (``engine.arrow._Run``): in
+        order, each root depth first, a node's inputs alive while it computes, then freed, except what outlives
+        them: shared subtrees (kept for the run) and their masks, the roots' tables (kept until the reply), and
+        inputs that an output references (a Project passes columns through, a Limit slices, a Filter that keeps
+        everything, a Bound, a Threshold and a Union may return their input's buffers; an Aggregate, a Join and a
+        Sort build new ones). Never more than the sum of every node's bytes (the model without freeing)."""
+        shared = shared_nodes(roots)
+        retained: dict[int, int] = {}  # bytes alive while a node's output is (its own, and inputs it may reference)
+        transient: dict[int, int] = {}  # most bytes alive while computing it, beyond what stays for the run
+        order: list[Node] = []
+        seen: set[int] = set()
+        for root in roots:
+            stack: list[tuple[Node, bool]] = [(root, False)]
+            while stack:
+                node, expanded = stack.pop()
+                if expanded:
+                    order.append(node)
+                elif id(node) not in seen:
+                    seen.add(id(node))
+                    stack.append((node, True))
+                    stack.extend((k, False) for k in children(node))
+        permanent = 0
+        for node in order:  # children before parents
+            stored, temporary = self.bytes.get(id(node), (0, 0))
+            kids = children(node)
+            held = [0 if id(k) in shared else retained[id(k)] for k in kids]
+            fresh = isinstance(node, Aggregate | Join | Sort | Input | Scan)
+            retained[id(node)] = min(_MANY, stored + (0 if fresh else sum(held)))
+            peak, before = 0, 0
+            for k, h in zip(kids, held, strict=True):  # inputs computed in order, the earlier ones held
+                peak = max(peak, before + transient[id(k)])
+                before = min(_MANY, before + h)
+            transient[id(node)] = min(_MANY, max(peak, before + temporary + stored))
+            permanent = min(_MANY, permanent + NODE_BYTES)
+            if id(node) in shared or isinstance(node, Input):
+                permanent = min(_MANY, permanent + retained[id(node)])
+            if isinstance(node, Filter | Aggregate) and kids and id(kids[0]) in shared:
+                permanent = min(_MANY, permanent + self.done[id(kids[0])].rows)  # its cached mask, a byte a row
+        distinct = {id(r) for r in roots}
+        permanent = min(_MANY, permanent + sum(retained[i] for i in distinct if i not in shared))
+        peak = max((transient[id(r)] for r in roots), default=0)
+        return min(_MANY, permanent + peak, self.cost.memory_bytes)
 
-def analyse(roots: Mapping[str, Node], manifest: Manifest, inputs: Mapping[str, Facts] | None = None) -> RunCost:
-    """The worst case of one engine run executing ``roots`` over the catalog and the ``inputs`` (by label)."""
-    return _Analysis(manifest, inputs or {}).run(roots)
+
+def analyse(
+    roots: Mapping[str, Node], manifest: Manifest, inputs: Mapping[str, Facts] | None = None, engine: str = "arrow"
+) -> RunCost:
+    """The worst case of one engine run executing ``roots`` over the catalog and the ``inputs`` (by label), on
+    ``engine``: the Arrow engine's memory counts what is alive at once; any other's, every node's bytes."""
+    return _Analysis(manifest, inputs or {}).run(roots, live=engine == "arrow")
 
 
 def _size(n: float) -> str:
@@ -497,7 +551,9 @@ def _on_spark(node: Node, manifest: Manifest) -> bool:
     return any(manifest.dataset(n.dataset).engine == "spark" for n in plan.walk(node) if isinstance(n, Scan))
 
 
-def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: WorkerCaps) -> list[RunCost]:
+def admit_job(
+    protected: Mapping[str, Protected], manifest: Manifest, caps: WorkerCaps, engine: str = "arrow"
+) -> list[RunCost]:
     """Admit every engine run a job's protected outputs lead to (``disclosure.rounds.release_all``): the rounds of
     exact DP statistics (``release_noisy``), then the outputs, their subset checks, cell lists and the
     differencing check's member counts. Returns the
@@ -515,9 +571,9 @@ def admit_job(protected: Mapping[str, Protected], manifest: Manifest, caps: Work
 
     def run(roots: dict[str, Node], names: Mapping[str, str]) -> RunCost:
         local = {k: v for k, v in roots.items() if not _on_spark(v, manifest)}
-        cost = analyse(local, manifest, inputs)
+        cost = analyse(local, manifest, inputs, engine)
         if len(local) < len(roots):  # the cluster's runs are not admitted here, but their outputs feed Inputs
-            cost.roots |= {k: f for k, f in analyse(roots, manifest, inputs).roots.items() if k not in local}
+            cost.roots |= {k: f for k, f in analyse(roots, manifest, inputs, engine).roots.items() if k not in local}
         cost.memory_bytes = min(_MANY, cost.memory_bytes + sum(_mul(3, f.rows, f.width) for f in inputs.values()))
         most, root, node = cost.largest
         cost.largest = (most, names.get(root, root), node)

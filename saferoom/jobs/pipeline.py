@@ -362,7 +362,7 @@ class Pipeline:
     ) -> dict[str, disclosure.Released]:
         # Data-independent: every engine run these outputs lead to is bounded from the catalog and the plans, and
         # refused before any work if its worst case may not fit the engine worker's limits.
-        runs = cost.admit_job(protected, view.manifest, self._engine_limits)
+        runs = cost.admit_job(protected, view.manifest, self._engine_limits, self._engine_kind)
         if deadline is not None:  # the job may end only once this release's worst case has passed too
             deadline.extend(cost.padded_seconds(runs))
 

@@ -211,3 +211,43 @@ def test_time_and_output_limits() -> None:
     small_reply = Limits(memory_bytes=2**40, cpu_seconds=300, wall_seconds=300.0, output_bytes=2**20)
     with pytest.raises(LimitExceeded, match="reply limit"):
         cost.admit(cost.analyse({"a": Aggregate(big, ("id", "stop_id"), COUNT)}, MANIFEST), small_reply)
+
+
+def _heavy(threshold: int) -> Aggregate:
+    """A group-by over a computed column of every person: large temporaries, a small output."""
+    rich = Filter(PEOPLE_SCAN, Call("ge", (Col("age"), Lit(threshold))))
+    keyed = Project(rich, (("id", Col("id")), ("x", Call("mul", (Col("income"), Lit(2.0))))))
+    return Aggregate(keyed, ("id",), (("s", AggExpr("sum", Col("x"))),))
+
+
+def test_memory_of_independent_outputs_is_their_largest_not_their_sum() -> None:
+    """The Arrow engine frees an output's inputs once it is computed: outputs over different rows are alive one
+    at a time (their small results stay), where summing every node would count all of them at once."""
+    one = cost.analyse({"a": _heavy(1)}, MANIFEST)
+    four = cost.analyse({f"o{t}": _heavy(t) for t in range(1, 5)}, MANIFEST)
+    summed = cost.analyse({f"o{t}": _heavy(t) for t in range(1, 5)}, MANIFEST, engine="duckdb")
+    assert four.memory_bytes < 1.5 * one.memory_bytes
+    assert summed.memory_bytes > 3 * (one.memory_bytes - cost.RUN_BYTES)
+
+
+def test_what_outlives_its_node_stays_counted() -> None:
+    """A shared subtree is kept for the whole run, and an output that passes its input's columns through (a
+    Project of plain columns, a Limit) keeps that input alive: neither is freed in the model."""
+    wide = Project(PEOPLE_SCAN, (("id", Col("id")), ("x", Call("mul", (Col("income"), Lit(2.0))))))
+    alone = cost.analyse({"a": Aggregate(wide, (), COUNT)}, MANIFEST)
+    kept = cost.analyse({"a": Aggregate(wide, (), COUNT), "b": Limit(wide, 5)}, MANIFEST)
+    assert kept.memory_bytes - alone.memory_bytes >= PEOPLE * 8  # b's slice holds every computed value
+
+
+def test_the_live_model_never_exceeds_the_sum_of_every_node() -> None:
+    plans: dict[str, Node] = {
+        "join": Join(Aggregate(PEOPLE_SCAN, ("district",), COUNT), STOPS_SCAN, ("district",), "left"),
+        "union": Union((Project(PEOPLE_SCAN, (("v", Col("age")),)), Project(STOPS_SCAN, (("v", Col("stop_id")),)))),
+        "sorted": Sort(Bound(PEOPLE_SCAN, "district", 3), (("age", False),)),
+        "threshold": Threshold(Aggregate(PEOPLE_SCAN, ("district",), COUNT), "n", 10, "t"),
+    }
+    for name, node in plans.items():
+        live = cost.analyse({"out": node}, MANIFEST)
+        summed = cost.analyse({"out": node}, MANIFEST, engine="duckdb")
+        assert live.memory_bytes <= summed.memory_bytes, name
+    assert cost.analyse(plans, MANIFEST).memory_bytes <= cost.analyse(plans, MANIFEST, engine="duckdb").memory_bytes
