@@ -1382,8 +1382,14 @@ def dev_run(
     type=click.Path(path_type=Path, file_okay=False),
     help="Where auditors' saved checkpoints are kept. Default: ~/.local/share/saferoom/checkpoints.",
 )
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(path_type=Path),
+    help="The profile to act as (overrides saferoom --profile and $SAFEROOM_PROFILE).",
+)
 @server_option
-def console_command(port: int, checkpoints_dir: Path | None, server: str | None) -> None:
+def console_command(port: int, checkpoints_dir: Path | None, profile_path: Path | None, server: str | None) -> None:
     """A local web console for your roles, acting with your profile's identity (prints a one-time login URL)."""
     try:
         from saferoom.console import ConsoleServer
@@ -1391,7 +1397,7 @@ def console_command(port: int, checkpoints_dir: Path | None, server: str | None)
         raise click.UsageError(f"the console needs its extra: pip install 'saferoom[console]' ({exc})") from None
     from saferoom.client import Profile
 
-    profile = Profile.load(click.get_current_context().find_root().obj.get("profile"))
+    profile = Profile.load(profile_path or click.get_current_context().find_root().obj.get("profile"))
     app = ConsoleServer(profile, port=port, server=server, checkpoints_dir=checkpoints_dir)
     console.print(f"saferoom console for {profile.name}: open {app.url}", highlight=False, soft_wrap=True)
     console.print("(the link works once; Ctrl-C stops the console)", highlight=False)

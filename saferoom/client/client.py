@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -544,6 +545,8 @@ class Client:
         if not (6 <= len(package_hash) <= 64 and all(c in "0123456789abcdef" for c in package_hash)):
             raise InvalidRequest("approve a package by its hash (or at least its first 6 characters): exactly what "
                                  "you reviewed, never by name")  # fmt: skip
+        if not (math.isfinite(days) and 0 < days <= 3650):
+            raise InvalidRequest("an approval lasts a number of days between 0 and 3650")
         review = self.review_package(package_hash)
         package = package_from_files(review.files)
         if not review.package.hash.startswith(package_hash) or package.hash != review.package.hash:

@@ -310,6 +310,8 @@ def create_app(console: Console, port: int) -> Gate:
                 days = float(data.get("days", "90"))
             except ValueError:
                 raise InvalidRequest("days is a number") from None
+            if not (math.isfinite(days) and 0 < days <= 3650):
+                raise InvalidRequest("days is a number of days between 0 and 3650")
             # The client fetches the files again, re-hashes them here and signs only if they are the package
             # of this full hash: the bytes the page showed (a content hash names exactly one set of files).
             p = console.client.approve_package(package_hash, days=days)
@@ -484,12 +486,15 @@ def _intervals(report: dict[str, Any]) -> dict[str, float]:
     return {n["column"]: float(n["ci95"]) for r in report.get("rules", []) for n in r.get("noise", []) if n.get("ci95")}
 
 
-def _table_view(name: str, kind: str, table: pa.Table | None, value: Any, report: dict[str, Any]) -> ShownOutput:
+def _table_view(
+    name: str, kind: str, table: pa.Table | None, value: Any, report: dict[str, Any], limit: int | None = MAX_ROWS_SHOWN
+) -> ShownOutput:
+    """``limit``: the rows shown (None: every row, as a checker must see what they sign)."""
     noise = [n for r in report.get("rules", []) for n in r.get("noise", [])]
     if table is None:
         return ShownOutput(name, kind, [], [], 0, [], value, noise, report)
     intervals = _intervals(report)
-    head = table.slice(0, MAX_ROWS_SHOWN).to_pylist()
+    head = (table if limit is None else table.slice(0, limit)).to_pylist()
     rows = [
         [
             _cell(row[c]) + (f" ± {_cell(intervals[c])}" if c in intervals and row[c] is not None else "")
@@ -507,7 +512,8 @@ def _shown(result: Result) -> list[ShownOutput]:
 
 
 def _held_outputs(held: HeldResult) -> list[tuple[ShownOutput, HeldResult | Any]]:
-    return [(_table_view(o.name, o.kind, o.table, o.value, o.report), o) for o in held.outputs]
+    # Every row: the checker's decision releases all of them, so all of them are on the page they decide on.
+    return [(_table_view(o.name, o.kind, o.table, o.value, o.report, limit=None), o) for o in held.outputs]
 
 
 def _checkpoints(console: Console) -> list[tuple[str, Checkpoint]]:

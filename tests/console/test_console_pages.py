@@ -12,11 +12,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from saferoom.catalog.generate import DISTRICTS
 from saferoom.catalog.geography import CITY_BOUNDS, district_outlines
+from saferoom.console import app as console_app
 from saferoom.console.charts import bar_chart, site_map
 from saferoom.server import SaferoomServer, create_server
 from tests.conftest import ALGORITHMS
@@ -57,6 +59,20 @@ def test_district_outlines_partition_the_city_and_hold_their_centres() -> None:
             if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
                 inside = not inside
         assert inside, d.name
+
+
+def test_a_checker_is_shown_every_row_of_what_they_would_release() -> None:
+    """A researcher's result page shows its first rows; a held output's page shows them all, since the checker's
+    approval releases every one of them."""
+    rows = console_app.MAX_ROWS_SHOWN + 50
+    table = pa.table({"district": [f"d{i}" for i in range(rows)], "n": list(range(rows))})
+    output = type("Held", (), {"name": "cells", "kind": "table", "table": table, "value": None, "report": {}})()
+    held = type("HeldResult", (), {"outputs": [output]})()
+    ((shown, _),) = console_app._held_outputs(held)  # type: ignore[arg-type]
+    assert len(shown.rows) == shown.total_rows == rows
+    assert shown.rows[-1][0] == f"d{rows - 1}"
+    researcher = console_app._table_view("cells", "table", table, None, {})
+    assert len(researcher.rows) == console_app.MAX_ROWS_SHOWN and researcher.total_rows == rows
 
 
 def test_chart_text_is_escaped() -> None:

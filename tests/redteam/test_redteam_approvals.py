@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from saferoom.client import Client
-from saferoom.errors import NotApproved, PackageTampered, PermissionDenied
+from saferoom.errors import InvalidRequest, NotApproved, PackageTampered, PermissionDenied
 from saferoom.identity import init_authority, issue_identity, revoke_identity
 from saferoom.packages import package_from_files, sign_approval
 from saferoom.server import SaferoomServer, create_server
@@ -196,6 +196,16 @@ def test_an_operator_cannot_present_a_signature_of_other_content(
         review_pb2_grpc.ReviewServiceStub(channel).ApprovePackage(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not verify" in caught.value.details()
+
+
+@pytest.mark.parametrize("days", [float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e300, 3651.0])
+def test_an_approval_for_a_senseless_number_of_days_is_refused_before_signing(
+    alice: Client, olga: Client, days: float
+) -> None:
+    summary, _ = alice.submit_package(package_files("any-days"))
+    with pytest.raises(InvalidRequest, match="between 0 and 3650"):
+        olga.approve_package(summary.hash, days=days)
+    assert olga.get_package(summary.hash).status == "pending"
 
 
 def test_an_expired_approval(alice: Client, olga: Client) -> None:

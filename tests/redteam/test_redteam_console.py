@@ -347,7 +347,8 @@ def test_bad_form_and_query_input_gets_a_clear_error_and_changes_nothing(
     assert mock.status == 200
     operator, olga_cookie = olga
     target = submit_echo_variant(deployment, server.port, tmp_path / "echo", "bob", lambda s: s + "\n# waiting\n")
-    for form in ({"hash": "0" * 64, "days": "30"}, {"hash": target, "days": "soon"}, {"days": "30"}):
+    bad_days = [{"hash": target, "days": d} for d in ("soon", "nan", "inf", "-inf", "0", "-5", "1e300", "3651")]
+    for form in ({"hash": "0" * 64, "days": "30"}, *bad_days, {"days": "30"}):
         reply = session_post(operator, olga_cookie, f"/review/{target}/approve", form)
         assert reply.status == 400, reply.text[-300:]
     assert operator.client.get_package(target).status == "pending"
