@@ -379,10 +379,13 @@ def _register_gauges(metrics: Metrics, db: Database, jobs: JobService, audit: Au
         "saferoom_budget_spent_delta", "privacy budget (delta) charged on each dataset, everyone together",
         ["dataset"], lambda: [((d,), dl) for d, _, dl in _stats.budget_spent(db)],
     )  # fmt: skip
-    metrics.gauge(
-        "saferoom_job_slots_busy", "job slots in use: code phases, engine phases, and jobs queued in memory",
-        ["kind"], lambda: [((k,), v) for k, v in sorted(jobs.occupancy().items())],
-    )  # fmt: skip
+    if metrics.phase_detail:
+        # When an engine slot frees is when the engine finished: data-dependent timing, polled as often as one
+        # likes; and the code slots and the in-memory queue move with it. Only with the unpadded phases.
+        metrics.gauge(
+            "saferoom_job_slots_busy", "job slots in use: code phases, engine phases, and jobs queued in memory",
+            ["kind"], lambda: [((k,), v) for k, v in sorted(jobs.occupancy().items())],
+        )  # fmt: skip
     metrics.gauge(
         "saferoom_worker_pool_up", "each worker pool's zygote is running (1) or not (0)", ["pool"],
         lambda: [((name,), float(pid is not None)) for name, pid in sorted(pipeline.zygote_pids.items())],

@@ -106,7 +106,8 @@ def test_metrics_during_a_burst_match_what_happened(observed: SaferoomServer, de
     assert delta[("saferoom_audit_appends_total", ())] >= 7 * 4 + 1  # queued, started, released, finished; refused
     assert delta[("saferoom_audit_fsync_seconds_count", ())] >= 7
     assert value(after, "saferoom_worker_pool_up", pool="engine") == 1
-    assert value(after, "saferoom_job_slots_busy", kind="engine") == 0
+    # When an engine slot frees is when the engine ended (data-dependent, and polled at will): not by default.
+    assert not any(name == "saferoom_job_slots_busy" for name, _ in after)
     assert ("saferoom_sandbox_layer", (("layer", "seccomp"),)) in after
 
 
