@@ -204,7 +204,11 @@ def serve(config_file: Path | None, metrics_port: int | None, **overrides: Any) 
     if server.metrics_port is not None:
         host = config.metrics_listen.rsplit(":", 1)[0]
         console.print(f"metrics on http://{host}:{server.metrics_port}/metrics", highlight=False)
-    stop.wait()
+    # Woken every half second, not blocked for good: Python runs signal handlers only in the main thread, and a
+    # SIGTERM the kernel hands to another thread (the main one had a signal pending) would not wake a main thread
+    # blocked on a lock: the server then ignored SIGTERM under load.
+    while not stop.wait(0.5):
+        pass
     # A shutdown that hangs says where, on stderr, for the operator (every thread's stack), and keeps waiting.
     faulthandler.dump_traceback_later(config.grace_seconds + 30, repeat=True)
     server.stop(config.grace_seconds)
