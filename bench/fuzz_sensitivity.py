@@ -435,14 +435,33 @@ class PlanMaker:
         if depth <= 0 or r < 0.7 or "date" not in self.arities:
             literal = rng.choice(("2024-02-29", "0001-01-01", "9999-12-31", "2019-06-30", "1970-01-01"))
             return plan.Call("date", (plan.Lit(literal),)) if "date" in self.arities else plan.Lit(0)
-        if r < 0.85:
+        if r < 0.8:
             unit = rng.choice(("year", "quarter", "month", "week"))
             return plan.Call("date_trunc", (self.date(cols, depth - 1), plan.Lit(unit)))
+        if r < 0.9 and "to_date" in self.arities:
+            return plan.Call("to_date", (self.moment(cols, depth - 1) if rng.random() < 0.5 else self.date(cols, 0),))
         return plan.Call("add_days", (self.date(cols, depth - 1), self.number(cols, depth - 1)))
+
+    def moment(self, cols: Columns, depth: int) -> plan.Expr:
+        """A timestamp: a literal (the years' extremes among them), truncated, or clamped (no catalog column is
+        a timestamp yet)."""
+        rng = self.rng
+        r = rng.random()
+        if depth <= 0 or r < 0.6 or "timestamp" not in self.arities:
+            literal = rng.choice(
+                ("2024-02-29 13:07:05", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "1969-12-31 23:59:59")
+            )
+            return plan.Call("timestamp", (plan.Lit(literal),))
+        if r < 0.8:
+            unit = rng.choice(("year", "week", "day", "hour", "minute"))
+            return plan.Call("date_trunc", (self.moment(cols, depth - 1), plan.Lit(unit)))
+        low, high = sorted((rng.choice((-1e12, 0, 1.7e9)), rng.choice((1e12, 0, 1.7e9))))
+        return plan.Call("clamp", (self.moment(cols, depth - 1), plan.Lit(low), plan.Lit(high)))
 
     def _numeric_functions(self) -> list[str]:
         skip = {"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "is_null", "is_in", "between", "cast_str"}
-        skip |= {"date", "date_trunc", "add_days"}  # dates, not numbers: made by ``date``
+        skip |= {"date", "date_trunc", "add_days", "to_date"}  # dates, not numbers: made by ``date``
+        skip |= {"timestamp"}  # timestamps: made by ``moment``
         return [name for name in self.arities if name not in skip]
 
     def call(self, fn: str, cols: Columns, depth: int) -> plan.Expr:
@@ -452,7 +471,13 @@ class PlanMaker:
         n = rng.randint(lo, min(hi, lo + 4))
         num = lambda: self.number(cols, depth)  # noqa: E731
         if fn in ("year", "month", "day", "weekday"):
-            return plan.Call(fn, (self.date(cols, depth),))
+            return plan.Call(fn, (self.date(cols, depth) if rng.random() < 0.8 else self.moment(cols, depth),))
+        if fn in ("hour", "minute", "second"):
+            return plan.Call(fn, (self.moment(cols, depth),))
+        if fn == "seconds_between":
+            return plan.Call(fn, (self.moment(cols, depth), self.moment(cols, depth)))
+        if fn == "cast_int" and rng.random() < 0.1:
+            return plan.Call(fn, (self.moment(cols, depth),))
         if fn == "days_between":
             return plan.Call(fn, (self.date(cols, depth), self.date(cols, depth)))
         if fn == "cast_int" and cols.of("date32") and rng.random() < 0.2:

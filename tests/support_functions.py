@@ -24,6 +24,14 @@ EDGES: dict[str, list[object]] = {
     "bool": [True, False, None],
     # Years 1 to 9999 (what Python and Spark hold); dates beyond them are tested on Arrow alone.
     "date32": [dt.date(1970, 1, 1), dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date(2024, 2, 29), None],
+    "timestamp": [
+        dt.datetime(1970, 1, 1),
+        dt.datetime(1, 1, 1),
+        dt.datetime(9999, 12, 31, 23, 59, 59),
+        dt.datetime(1969, 12, 31, 23, 59, 59),
+        dt.datetime(2024, 2, 29, 13, 7, 5),
+        None,
+    ],
 }
 _ARROW = {
     "int64": pa.int64(),
@@ -31,8 +39,10 @@ _ARROW = {
     "string": pa.string(),
     "bool": pa.bool_(),
     "date32": pa.date32(),
+    "timestamp": pa.timestamp("s"),
 }
 EPOCH = dt.date(1970, 1, 1)
+EPOCH_TIME = dt.datetime(1970, 1, 1)
 
 # Literal arguments each function needs (positions fixed by the registry), a few valid choices each.
 LITERALS: dict[str, list[tuple[object, ...]]] = {
@@ -43,7 +53,8 @@ LITERALS: dict[str, list[tuple[object, ...]]] = {
     "cell_lon": [(500,)],
     "histogram": [(0, 100, 10), (-1e300, 1e300, 10_000), (0.5, 0.75, 1)],
     "date": [("2024-02-29",), ("0001-01-01",), (9999, 12, 31), (1970, 1, 1)],
-    "date_trunc": [("year",), ("quarter",), ("month",), ("week",)],
+    "date_trunc": [("year",), ("quarter",), ("month",), ("week",), ("day",), ("hour",), ("minute",)],
+    "timestamp": [("2024-02-29 13:07:05",), ("0001-01-01T00:00",), (9999, 12, 31, 23, 59, 59), (1969, 12, 31)],
 }
 
 
@@ -76,7 +87,7 @@ def _literal_positions(fn: str, n: int) -> tuple[int, ...]:
 
 def _is_in_values(t: str) -> tuple[object, ...]:
     values = {"int64": (1, -13), "float64": (1.5, 0.0), "string": ("abc", "12"), "bool": (True, False)}
-    return values.get(t, ("2024-02-29", "abc"))  # a date among text values: refused by the type rule
+    return values.get(t, ("2024-02-29", "abc"))  # a date or time among text values: refused by the type rule
 
 
 def _rows(types: list[str], rng: random.Random, limit: int) -> list[tuple[object, ...]]:
@@ -92,6 +103,12 @@ def _bounded(t: str, rng: random.Random, n: int) -> tuple[list[object], Domain]:
         days = [first, last] + [rng.randint(first, last) for _ in range(n - 3)]
         dates: list[object] = [EPOCH + dt.timedelta(days=d) for d in days] + [None]
         return dates, Domain("date32", float(first), float(last), null=True)
+    if t == "timestamp":
+        start = rng.choice([-62_135_596_800, -1, 0, 1_700_000_000, 253_402_300_799 - 400_000_000])
+        end = start + rng.choice([0, 1, 59, 3_600, 86_400 * 400])
+        seconds = [start, end] + [rng.randint(start, end) for _ in range(n - 3)]
+        times: list[object] = [EPOCH_TIME + dt.timedelta(seconds=x) for x in seconds] + [None]
+        return times, Domain("timestamp", float(start), float(end), null=True)
     if t == "int64":
         lo = rng.choice([-(2**40), -1000, -3, 0, 2])
         hi = lo + rng.choice([0, 1, 10, 2**20])
@@ -147,7 +164,7 @@ def _cases_for(
     rows = _rows(types, rng, limit)
     columns = {c: pa.array([r[i] for r in rows], _ARROW[t]) for i, (c, t) in enumerate(schema.items())}
     yield Case(fn, expr, pa.table(columns) if columns else pa.table({"x": [0] * len(rows)}), any_domains)
-    if types and all(t in ("int64", "float64", "date32") for t in types):
+    if types and all(t in ("int64", "float64", "date32", "timestamp") for t in types):
         bounded: dict[str, Domain] = {}
         values: dict[str, pa.Array] = {}
         for c, t in schema.items():
@@ -166,7 +183,9 @@ def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
         return None if domain.nan else "NaN, but the domain says never NaN"
     if isinstance(value, float) and math.isinf(value):
         return None if domain.inf else "infinite, but the domain says finite"
-    if isinstance(value, dt.date):  # a date's bounds are its days since 1970-01-01
+    if isinstance(value, dt.datetime):  # a timestamp's bounds are its seconds since 1970-01-01 00:00:00
+        value = (value - EPOCH_TIME) // dt.timedelta(seconds=1)
+    elif isinstance(value, dt.date):  # a date's bounds are its days since 1970-01-01
         value = (value - EPOCH).days
     if isinstance(value, bool) or not isinstance(value, int | float):
         if domain.categories is not None and value not in domain.categories:
@@ -181,15 +200,15 @@ def outside(value: object, domain: Domain, slack: float = 1e-9) -> str | None:
 
 
 AGGREGATE_TYPES: dict[str, tuple[str, ...]] = {
-    "count": ("int64", "float64", "string", "bool", "date32"),
-    "count_distinct": ("int64", "float64", "string", "bool", "date32"),
+    "count": ("int64", "float64", "string", "bool", "date32", "timestamp"),
+    "count_distinct": ("int64", "float64", "string", "bool", "date32", "timestamp"),
     "sum": ("int64", "float64"),
     "mean": ("int64", "float64"),
     "std": ("int64", "float64"),
     "median": ("int64", "float64"),
     "quantile": ("int64", "float64"),
-    "min": ("int64", "float64", "string", "date32"),
-    "max": ("int64", "float64", "string", "date32"),
+    "min": ("int64", "float64", "string", "date32", "timestamp"),
+    "max": ("int64", "float64", "string", "date32", "timestamp"),
 }
 
 
@@ -208,7 +227,8 @@ def aggregate_tables() -> dict[str, pa.Table]:
 
 def aggregate_plans(table: pa.Table, value_type: str) -> list[plan.Node]:
     """Every aggregate that applies to ``value_type``, grouped by ``k`` and global."""
-    logical = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32"}
+    logical = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32",
+               "timestamp[s]": "timestamp"}  # fmt: skip
     source = plan.Input("t", (("k", "int64"), ("v", logical[str(table.schema.field("v").type)])))
     aggs: list[tuple[str, plan.AggExpr]] = [("rows", plan.AggExpr("count"))]
     for fn, types in sorted(AGGREGATE_TYPES.items()):

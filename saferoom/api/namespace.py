@@ -11,7 +11,7 @@ from saferoom.api.expressions import AggregateExpr, Expr, When, as_expr, check_n
 from saferoom.api.table import Grouped, Model, Table
 from saferoom.catalog.manifest import Manifest
 from saferoom.engine import plan
-from saferoom.engine.expressions import date_of, date_unit_of
+from saferoom.engine.expressions import date_of, date_unit_of, timestamp_of
 from saferoom.engine.functions import api_functions
 from saferoom.errors import InvalidPlan, UserCodeError
 
@@ -178,19 +178,29 @@ def histogram(value: object, start: object, stop: object, bins: object) -> Expr:
     return _function("histogram", 4)(value, lo, hi, bins)
 
 
-def date(*parts: object) -> Expr:
-    """A date: ``date("2024-01-31")`` or ``date(2024, 1, 31)``."""
+def _literal_call(fn: str, check: Callable[[list[Any]], object], parts: tuple[object, ...]) -> Expr:
     try:
-        date_of(list(parts))
+        check(list(parts))
     except InvalidPlan as exc:
         raise UserCodeError(exc.message) from None
-    return Expr(plan.Call("date", tuple(plan.Lit(p) for p in parts)), 1 + len(parts))  # type: ignore[arg-type]
+    return Expr(plan.Call(fn, tuple(plan.Lit(p) for p in parts)), 1 + len(parts))  # type: ignore[arg-type]
+
+
+def date(*parts: object) -> Expr:
+    """A date: ``date("2024-01-31")`` or ``date(2024, 1, 31)``."""
+    return _literal_call("date", date_of, parts)
+
+
+def timestamp(*parts: object) -> Expr:
+    """A timestamp: ``timestamp("2024-01-31 08:30:00")`` or ``timestamp(2024, 1, 31, 8, 30)`` (no time zone)."""
+    return _literal_call("timestamp", timestamp_of, parts)
 
 
 def date_trunc(value: object, unit: object) -> Expr:
-    """The first day of the date's ``unit``: "year", "quarter", "month" or "week" (weeks start on Monday)."""
+    """The first day of the date's ``unit``: "year", "quarter", "month" or "week" (weeks start on Monday); a
+    timestamp also truncates to its "day", "hour" or "minute" (whether the unit fits is checked with the type)."""
     try:
-        date_unit_of(unit)
+        date_unit_of(unit, timestamp=True)
     except InvalidPlan as exc:
         raise UserCodeError(exc.message) from None
     x = as_expr(value, "the argument of date_trunc")
@@ -220,6 +230,7 @@ _CHECKED: dict[str, Callable[..., Expr]] = {
     "histogram": histogram,
     "date": date,
     "date_trunc": date_trunc,
+    "timestamp": timestamp,
 }
 # Every function the registry gives a global name (``engine.functions``), and only those.
 for _api, _entry in api_functions().items():

@@ -48,6 +48,7 @@ from saferoom.engine.duckdb_sql import (
     unify,
     wrap64,
 )
+from saferoom.engine.expressions import TIMESTAMP
 from saferoom.engine.functions import lookup
 from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
@@ -91,6 +92,8 @@ def _logical(t: pa.DataType) -> str:
         return "bool"
     if pa.types.is_date32(t):
         return "date32"
+    if t == TIMESTAMP:
+        return "timestamp"
     if pa.types.is_null(t):
         return "null"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -99,10 +102,12 @@ def _logical(t: pa.DataType) -> str:
 
 
 def _for_duckdb(table: pa.Table) -> pa.Table:
-    """Dates as their int32 days (zero copy): DuckDB would read date32's extremes as +-infinity."""
-    if not any(pa.types.is_date32(t) for t in table.schema.types):
+    """Dates as their int32 days and timestamps as their int64 seconds (zero copy): DuckDB would read date32's
+    extremes as +-infinity, and timestamp[s] beyond its microseconds' range not at all."""
+    if not any(pa.types.is_date32(t) or t == TIMESTAMP for t in table.schema.types):
         return table
-    columns = [_view(c, pa.int32()) if pa.types.is_date32(c.type) else c for c in table.columns]
+    views = {pa.date32(): pa.int32(), TIMESTAMP: pa.int64()}
+    columns = [_view(c, views[c.type]) if c.type in views else c for c in table.columns]
     return pa.table(columns, names=table.column_names)
 
 
@@ -515,6 +520,8 @@ def _arrow_column(column: pa.ChunkedArray, logical: str) -> pa.ChunkedArray:
     """A result column in the Arrow type the Arrow engine gives it."""
     if logical == "date32":
         return _view(column.cast(pa.int32()), pa.date32())
+    if logical == "timestamp":
+        return _view(column.cast(pa.int64()), TIMESTAMP)
     if logical == "null":
         return pa.chunked_array([pa.nulls(len(column))])
     target = _ARROW_TYPES.get(logical)

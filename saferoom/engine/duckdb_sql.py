@@ -17,6 +17,8 @@ logical type. The semantics are the registry's (``engine.functions``) and the Ar
                             vectorised Arrow function inside DuckDB (``ARROW_FUNCTIONS``)
     dates                   carried as INTEGER days since 1970-01-01 (what Arrow's date32 holds: DuckDB would
                             read its extremes as +-infinity); every date function is null outside years 1..9999
+    timestamps              carried as BIGINT seconds since 1970-01-01 00:00:00 (Arrow's timestamp[s]), made a
+                            TIMESTAMP (microseconds) only inside a function, within years 1..9999
 
 Literals are never spliced into SQL as text that could change its meaning: numbers are formatted by Python
 (``repr`` of an int or float, cast explicitly), strings become named parameters.
@@ -43,12 +45,15 @@ from saferoom.engine.expressions import (
     M_PER_DEG_LON,
     ROW_FACTOR,
     ROW_OFFSET,
+    TS_MAX,
+    TS_MIN,
     bounds_of,
     date_of,
     date_unit_of,
     digits_of,
     histogram_of,
     meters_of,
+    timestamp_of,
 )
 from saferoom.engine.functions import check_engine
 from saferoom.errors import InvalidPlan
@@ -56,14 +61,15 @@ from saferoom.errors import InvalidPlan
 __all__ = ["ARROW_FUNCTIONS", "LOWERINGS", "Arg", "Params", "float_sql", "int_sql", "sql_type"]
 
 NUMERIC = frozenset({"int64", "float64"})
-_SQL_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN", "date32": "INTEGER"}
+_SQL_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN", "date32": "INTEGER",
+              "timestamp": "BIGINT"}  # fmt: skip
 _MASK = "18446744073709551615::HUGEINT"
 _HALF = "9223372036854775808::HUGEINT"
 _NULL_DOUBLE = "CAST(NULL AS DOUBLE)"
 
 
 def sql_type(logical: str) -> str:
-    """The SQL type a logical type is carried in (dates as INTEGER days)."""
+    """The SQL type a logical type is carried in (dates as INTEGER days, timestamps as BIGINT seconds)."""
     return _SQL_TYPES.get(logical, "VARCHAR")
 
 
@@ -308,6 +314,12 @@ def _clamp(args: list[Arg]) -> tuple[str, str]:
             f"CAST(CASE WHEN {x.sql} < {span_lo} THEN {span_lo} WHEN {x.sql} > {span_hi} THEN {span_hi} "
             f"ELSE {x.sql} END AS INTEGER)"
         ), "date32"
+    if x.type == "timestamp":
+        slo, shi = math.ceil(max(low, -(2.0**63))), math.floor(min(high, 2.0**63 - 1024))
+        if slo > shi:
+            return "CAST(NULL AS BIGINT)", "timestamp"
+        a, b = int_sql(slo), int_sql(shi)
+        return f"CASE WHEN {x.sql} < {a} THEN {a} WHEN {x.sql} > {b} THEN {b} ELSE {x.sql} END", "timestamp"
     _numbers(x)
     if x.type in ("int64", "null"):  # the integers within the bounds (none: null)
         ilo, ihi = max(math.ceil(low), -(2**63)), min(math.floor(high), 2**63 - 1)
@@ -363,15 +375,32 @@ def _case(args: list[Arg]) -> tuple[str, str]:
     return f"CASE {whens} ELSE {as_target(result)} END", target
 
 
-def _days(a: Arg) -> str:
-    """A date's days (BIGINT), null outside years 1 to 9999."""
+def _in_years(a: Arg, low: int, high: int) -> str:
+    """A date's days or a timestamp's seconds (BIGINT), null outside years 1 to 9999 (``low``..``high``)."""
     if a.type == "null":
         return "CAST(NULL AS BIGINT)"
-    return f"CASE WHEN {a.sql} BETWEEN {DAY_MIN} AND {DAY_MAX} THEN CAST({a.sql} AS BIGINT) END"
+    return f"CASE WHEN {a.sql} BETWEEN {low} AND {high} THEN CAST({a.sql} AS BIGINT) END"
+
+
+def _days(a: Arg) -> str:
+    return _in_years(a, DAY_MIN, DAY_MAX)
+
+
+def _seconds(a: Arg) -> str:
+    return _in_years(a, TS_MIN, TS_MAX)
 
 
 def _as_date(days_sql: str) -> str:
     return f"(DATE '1970-01-01' + CAST({days_sql} AS INTEGER))"
+
+
+def _as_timestamp(seconds_sql: str) -> str:
+    return f"make_timestamp(CAST({seconds_sql} AS BIGINT) * 1000000)"
+
+
+def _temporal(a: Arg) -> str:
+    """A date or timestamp as DuckDB's own DATE or TIMESTAMP, null outside years 1 to 9999."""
+    return _as_timestamp(_seconds(a)) if a.type == "timestamp" else _as_date(_days(a))
 
 
 def _cast_int(args: list[Arg]) -> tuple[str, str]:
@@ -382,6 +411,8 @@ def _cast_int(args: list[Arg]) -> tuple[str, str]:
         return f"CASE WHEN regexp_full_match({text}, '{INT_TEXT}') THEN TRY_CAST({digits} AS BIGINT) END", "int64"
     if a.type == "date32":
         return _days(a), "int64"
+    if a.type == "timestamp":
+        return _seconds(a), "int64"
     if a.type == "float64":  # NaN, infinity and values beyond int64 become null
         return f"CASE WHEN isnan({a.sql}) THEN NULL ELSE TRY_CAST(trunc({a.sql}) AS BIGINT) END", "int64"
     if a.type in ("int64", "bool", "null"):
@@ -403,8 +434,8 @@ def _cast_str(args: list[Arg]) -> tuple[str, str]:
     (a,) = args
     if a.type == "float64":
         return f"saferoom_float_str({a.sql})", "string"
-    if a.type == "date32":
-        return f"CAST({_as_date(_days(a))} AS VARCHAR)", "string"
+    if a.type in ("date32", "timestamp"):
+        return f"CAST({_temporal(a)} AS VARCHAR)", "string"
     if a.type == "bool":
         return f"CASE WHEN {a.sql} THEN 'true' WHEN NOT {a.sql} THEN 'false' END", "string"
     return f"CAST({a.sql} AS VARCHAR)", "string"
@@ -486,28 +517,56 @@ def _date(args: list[Arg]) -> tuple[str, str]:
     return f"CAST({day} AS INTEGER)", "date32"
 
 
-def _require_date(fn: str, a: Arg) -> None:
-    if a.type not in ("date32", "null"):
-        raise InvalidPlan(f"{fn}: needs a date, got {a.type}")
+def _timestamp(args: list[Arg]) -> tuple[str, str]:
+    if not all(a.literal for a in args):
+        raise InvalidPlan("timestamp: its arguments must be literals")
+    moment = timestamp_of([a.value for a in args])
+    return int_sql(int((moment - timestamp_of(["1970-01-01 00:00:00"])).total_seconds())), "timestamp"
 
 
-def _date_part(fn: str, part: str) -> Lowering:
+def _require_date(fn: str, a: Arg, allowed: tuple[str, ...] = ("date32",)) -> None:
+    if a.type not in (*allowed, "null"):
+        what = {"date32": "a date", "timestamp": "a timestamp"}
+        raise InvalidPlan(f"{fn}: needs {' or '.join(what[t] for t in allowed)}, got {a.type}")
+
+
+_TEMPORAL = ("date32", "timestamp")
+
+
+def _date_part(fn: str, part: str, allowed: tuple[str, ...] = _TEMPORAL) -> Lowering:
     def lower(args: list[Arg]) -> tuple[str, str]:
         (a,) = args
-        _require_date(fn, a)
-        return f"CAST({part}({_as_date(_days(a))}) AS BIGINT)", "int64"
+        _require_date(fn, a, allowed)
+        return f"CAST({part}({_temporal(a)}) AS BIGINT)", "int64"
 
     return lower
 
 
 def _date_trunc(args: list[Arg]) -> tuple[str, str]:
     a, unit_arg = args
-    _require_date("date_trunc", a)
+    _require_date("date_trunc", a, _TEMPORAL)
     if not unit_arg.literal:
         raise InvalidPlan("date_trunc: the unit must be a literal")
-    unit = date_unit_of(unit_arg.value)
+    unit = date_unit_of(unit_arg.value, timestamp=a.type == "timestamp")
+    if a.type == "timestamp":
+        return f"(epoch_us(date_trunc('{unit}', {_temporal(a)})) // 1000000)", "timestamp"
     truncated = f"CAST(date_trunc('{unit}', {_as_date(_days(a))}) AS DATE)"
     return f"CAST(date_diff('day', DATE '1970-01-01', {truncated}) AS INTEGER)", "date32"
+
+
+def _to_date(args: list[Arg]) -> tuple[str, str]:
+    (a,) = args
+    _require_date("to_date", a, _TEMPORAL)
+    if a.type == "timestamp":  # its day, floored (before 1970 too); exact in a double (|seconds| < 2**53)
+        return f"CAST(floor(CAST({_seconds(a)} AS DOUBLE) / 86400) AS INTEGER)", "date32"
+    return f"CAST({_days(a)} AS INTEGER)", "date32"
+
+
+def _seconds_between(args: list[Arg]) -> tuple[str, str]:
+    start, end = args
+    _require_date("seconds_between", start, ("timestamp",))
+    _require_date("seconds_between", end, ("timestamp",))
+    return f"({_seconds(end)} - {_seconds(start)})", "int64"
 
 
 def _days_between(args: list[Arg]) -> tuple[str, str]:
@@ -584,6 +643,12 @@ LOWERINGS: dict[str, ParamLowering] = {
     "date_trunc": _plain(_date_trunc),
     "days_between": _plain(_days_between),
     "add_days": _plain(_add_days),
+    "timestamp": _plain(_timestamp),
+    "hour": _plain(_date_part("hour", "hour", ("timestamp",))),
+    "minute": _plain(_date_part("minute", "minute", ("timestamp",))),
+    "second": _plain(_date_part("second", "second", ("timestamp",))),
+    "to_date": _plain(_to_date),
+    "seconds_between": _plain(_seconds_between),
 }
 check_engine("DuckDB", LOWERINGS)
 

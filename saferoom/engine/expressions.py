@@ -27,6 +27,10 @@ __all__ = [
     "DAY_MAX",
     "DAY_MIN",
     "KERNELS",
+    "TIMESTAMP",
+    "TIMESTAMP_UNITS",
+    "TS_MAX",
+    "TS_MIN",
     "Value",
     "bounds_of",
     "date_of",
@@ -37,6 +41,7 @@ __all__ = [
     "histogram_of",
     "materialize",
     "meters_of",
+    "timestamp_of",
 ]
 
 Value: TypeAlias = pa.ChunkedArray | pa.Array | pa.Scalar
@@ -246,6 +251,9 @@ def _clamp(x: Value, lo: Value, hi: Value) -> Value:
         days = pc.cast(pc.cast(x, pa.int32()), pa.int64())
         span = (max(low, -(2.0**31)), min(high, 2.0**31 - 1))
         return pc.cast(pc.cast(_clamp(days, pa.scalar(span[0]), pa.scalar(span[1])), pa.int32()), pa.date32())
+    if pa.types.is_timestamp(kind):  # bounds in seconds since 1970-01-01 00:00:00
+        seconds = pc.cast(x, pa.int64())
+        return pc.cast(_clamp(seconds, pa.scalar(low), pa.scalar(high)), TIMESTAMP)
     if pa.types.is_integer(kind):  # the integers within the bounds (none: null)
         low, high = max(math.ceil(low), -(2**63)), min(math.floor(high), 2**63 - 1)
         if low > high:
@@ -336,6 +344,10 @@ def _cast(target: pa.DataType) -> Callable[[Value], Value]:
             if target == pa.int64():
                 return _days(a)  # days since 1970-01-01
             a = _to_date(_days(a))  # as text: null outside years 1 to 9999, like every date function
+        elif pa.types.is_timestamp(_type(a)):
+            if target == pa.int64():
+                return _seconds(a)  # seconds since 1970-01-01 00:00:00
+            a = _to_timestamp(_seconds(a))  # as text "YYYY-MM-DD HH:MM:SS", null outside years 1 to 9999
         elif target == pa.int64() and _is_float(a):
             a = pc.trunc(a)
             inside = pc.and_(pc.greater_equal(a, -(2.0**63)), pc.less(a, 2.0**63))  # NaN: false
@@ -453,6 +465,11 @@ def _histogram(x: Value, start_v: Value, stop_v: Value, bins_v: Value) -> Value:
 # outside them (the type holds +-5.8 million years) is null to every date function, as an impossible value.
 DAY_MIN, DAY_MAX = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31, days since 1970-01-01
 DATE_UNITS = ("year", "quarter", "month", "week")
+# Timestamps: wall-clock date and time to the second, no time zone (Arrow timestamp[s]); likewise within years
+# 1 to 9999, as seconds since 1970-01-01 00:00:00.
+TIMESTAMP = pa.timestamp("s")
+TS_MIN, TS_MAX = DAY_MIN * 86_400, DAY_MAX * 86_400 + 86_399  # 0001-01-01 00:00:00, 9999-12-31 23:59:59
+TIMESTAMP_UNITS = (*DATE_UNITS, "day", "hour", "minute")
 
 
 def date_of(values: list[Any]) -> dt.date:
@@ -467,16 +484,45 @@ def date_of(values: list[Any]) -> dt.date:
     raise InvalidPlan('date: give "YYYY-MM-DD" or year, month, day of a real date in years 1 to 9999')
 
 
-def date_unit_of(unit: Any) -> str:
-    """date_trunc's unit from its literal."""
-    if unit not in DATE_UNITS:
-        raise InvalidPlan(f"date_trunc: the unit must be one of {', '.join(DATE_UNITS)}")
+def timestamp_of(values: list[Any]) -> dt.datetime:
+    """A timestamp literal from ``"YYYY-MM-DD HH:MM[:SS]"`` (or with a ``T``) or (year, month, day[, hour[,
+    minute[, second]]]): to the second, no time zone."""
+    try:
+        if len(values) == 1 and isinstance(values[0], str) and 16 <= len(values[0]) <= 19:
+            text = values[0]
+            if text[10] in " T" and text[:10].count("-") == 2 and ("." not in text and "+" not in text[10:]):
+                parsed = dt.datetime.fromisoformat(text)
+                if parsed.tzinfo is None:
+                    return parsed
+        if 3 <= len(values) <= 6 and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return dt.datetime(*values)
+    except (ValueError, OverflowError):
+        pass
+    raise InvalidPlan(
+        'timestamp: give "YYYY-MM-DD HH:MM:SS" or year, month, day[, hour, minute, second] of a real time in years '
+        "1 to 9999 (to the second, no time zone)"
+    )
+
+
+def date_unit_of(unit: Any, timestamp: bool = False) -> str:
+    """date_trunc's unit from its literal (a timestamp also truncates to a day, an hour or a minute)."""
+    units = TIMESTAMP_UNITS if timestamp else DATE_UNITS
+    if unit not in units:
+        what = "of a timestamp" if timestamp else f"of a date ({', '.join(TIMESTAMP_UNITS[4:])} for timestamps)"
+        raise InvalidPlan(f"date_trunc: the unit {what} must be one of {', '.join(units)}")
     return str(unit)
 
 
-def _require_date(fn: str, a: Value) -> None:
-    if not (pa.types.is_date32(_type(a)) or pa.types.is_null(_type(a))):
-        raise InvalidPlan(f"{fn}: needs a date, got {_type(a)}")
+def _require_date(fn: str, a: Value, timestamp: bool = False) -> None:
+    """A date (or, with ``timestamp``, a date or a timestamp) or null."""
+    t = _type(a)
+    if not (pa.types.is_date32(t) or pa.types.is_null(t) or (timestamp and t == TIMESTAMP)):
+        raise InvalidPlan(f"{fn}: needs a date{' or a timestamp' if timestamp else ''}, got {t}")
+
+
+def _require_timestamp(fn: str, a: Value) -> None:
+    if not (_type(a) == TIMESTAMP or pa.types.is_null(_type(a))):
+        raise InvalidPlan(f"{fn}: needs a timestamp, got {_type(a)}")
 
 
 def _days(a: Value) -> Value:
@@ -493,10 +539,41 @@ def _to_date(days: Value) -> Value:
     return pc.cast(pc.cast(days, pa.int32()), pa.date32())
 
 
+def _seconds(a: Value) -> Value:
+    """A timestamp's seconds since 1970-01-01 00:00:00 (int64), null outside years 1 to 9999."""
+    if pa.types.is_null(_type(a)):
+        return pa.scalar(None, pa.int64())
+    seconds = pc.cast(a, pa.int64())
+    inside = pc.and_(pc.greater_equal(seconds, TS_MIN), pc.less_equal(seconds, TS_MAX))
+    return pc.if_else(inside, seconds, pa.scalar(None, pa.int64()))
+
+
+def _to_timestamp(seconds: Value) -> Value:
+    """Seconds (int64, already within years 1 to 9999, or null) as timestamps."""
+    return pc.cast(seconds, TIMESTAMP)
+
+
+def _in_years(a: Value) -> Value:
+    """A date or timestamp, null where it lies outside years 1 to 9999."""
+    if pa.types.is_null(_type(a)):
+        return a
+    if _type(a) == TIMESTAMP:
+        return _to_timestamp(_seconds(a))
+    return _to_date(_days(a))
+
+
 def _date_part(fn: str, part: Callable[[Value], Value]) -> Callable[[Value], Value]:
     def kernel(a: Value) -> Value:
-        _require_date(fn, a)
-        return pc.cast(part(_to_date(_days(a))), pa.int64())
+        _require_date(fn, a, timestamp=True)
+        return pc.cast(part(_in_years(a)), pa.int64())
+
+    return kernel
+
+
+def _time_part(fn: str, part: Callable[[Value], Value]) -> Callable[[Value], Value]:
+    def kernel(a: Value) -> Value:
+        _require_timestamp(fn, a)
+        return pc.cast(part(_in_years(a)), pa.int64())
 
     return kernel
 
@@ -505,16 +582,31 @@ def _date(*values: Value) -> Value:
     return pa.scalar(date_of([_literal(v, "date: its arguments") for v in values]), pa.date32())
 
 
+def _timestamp(*values: Value) -> Value:
+    return pa.scalar(timestamp_of([_literal(v, "timestamp: its arguments") for v in values]), TIMESTAMP)
+
+
 def _date_trunc(a: Value, unit_v: Value) -> Value:
-    _require_date("date_trunc", a)
-    unit = date_unit_of(_literal(unit_v, "date_trunc: the unit"))
-    return pc.floor_temporal(_to_date(_days(a)), unit=unit, week_starts_monday=True)
+    _require_date("date_trunc", a, timestamp=True)
+    unit = date_unit_of(_literal(unit_v, "date_trunc: the unit"), timestamp=_type(a) == TIMESTAMP)
+    return pc.floor_temporal(_in_years(a), unit=unit, week_starts_monday=True)  # 0001-01-01 is a Monday
+
+
+def _to_date_kernel(a: Value) -> Value:
+    _require_date("to_date", a, timestamp=True)
+    return pc.cast(_in_years(a), pa.date32())  # a timestamp's day (floored, before 1970 too)
 
 
 def _days_between(start: Value, end: Value) -> Value:
     _require_date("days_between", start)
     _require_date("days_between", end)
     return pc.subtract(_days(end), _days(start))  # within +-3.7 million: never overflows
+
+
+def _seconds_between(start: Value, end: Value) -> Value:
+    _require_timestamp("seconds_between", start)
+    _require_timestamp("seconds_between", end)
+    return pc.subtract(_seconds(end), _seconds(start))  # within +-3.2e11: never overflows
 
 
 def _add_days(a: Value, n: Value) -> Value:
@@ -587,6 +679,12 @@ KERNELS: dict[str, Callable[..., Value]] = {
     "date_trunc": _date_trunc,
     "days_between": _days_between,
     "add_days": _add_days,
+    "timestamp": _timestamp,
+    "hour": _time_part("hour", pc.hour),
+    "minute": _time_part("minute", pc.minute),
+    "second": _time_part("second", pc.second),
+    "to_date": _to_date_kernel,
+    "seconds_between": _seconds_between,
 }
 
 

@@ -41,12 +41,18 @@ Semantics (Spark equivalents in brackets where they differ in name):
 
     date("2024-01-31") date(2024, 1, 31)       a date literal (years 1 to 9999)
     year month day weekday                     parts of a date as integers; weekday 1 = Monday .. 7 = Sunday
-    date_trunc(x, unit)                        the first day of x's year, quarter, month or week (Monday)
+    date_trunc(x, unit)                        the first day of x's year, quarter, month or week (Monday);
+                                               of a timestamp, also its day, hour or minute (a timestamp)
     days_between(start, end)                   end - start in days
     add_days(x, n)                             the date n days after x
-                                               Every date function is null for a date outside years 1 to 9999
-                                               (date32 holds +-5.8 million years; neither engine computes them);
-                                               cast_int of a date is its days since 1970-01-01
+    timestamp("2024-01-31 08:30:00")           a timestamp literal: wall-clock time to the second, no time zone
+    timestamp(2024, 1, 31, 8, 30, 0)           (hour, minute, second default to 0)
+    hour minute second                         parts of a timestamp as integers (year..weekday work on both)
+    to_date(x)                                 the day of a timestamp (a date stays itself)
+    seconds_between(start, end)                end - start in seconds
+                                               Every date and time function is null for a value outside years 1
+                                               to 9999 (the types hold more; no engine computes them); cast_int of
+                                               a date is its days since 1970-01-01, of a timestamp its seconds
 
 Grid cells (``meters`` a literal >= 10): row = floor(lat * 110574 / m); ref_lat = (row + 0.5) * m / 110574;
 col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**22 + (col + 2**21).
@@ -83,6 +89,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_MAX = 1.7976931348623157e308
 _ORDERED = {"lt", "le", "gt", "ge"}
 _EPOCH = dt.date(1970, 1, 1)
+_EPOCH_TIME = dt.datetime(1970, 1, 1)
+TEMPORAL = frozenset({"date32", "timestamp"})
 
 
 # --------------------------------------------------------------------------- value domains
@@ -159,8 +167,8 @@ def catalog_domain(type_: str, lower: float | None, upper: float | None, categor
         return _numeric(type_, lower, upper, null, nan and type_ == "float64", inf=type_ == "float64" and lower is None)
     if type_ == "bool":
         return Domain("bool", null=null, categories=(False, True))
-    if type_ == "date32" and lower is not None and upper is not None:  # days since 1970-01-01
-        return Domain("date32", float(lower), float(upper), null)
+    if type_ in TEMPORAL and lower is not None and upper is not None:  # days or seconds since 1970-01-01
+        return Domain(type_, float(lower), float(upper), null)
     return Domain(type_, null=null, categories=tuple(categories) if categories else None)
 
 
@@ -188,7 +196,12 @@ def _comparable(fn: str, a: str, b: str) -> None:
     if "null" in (a, b):
         return
     if _kind(a) != _kind(b):
-        hint = ': write a date as date("2024-01-31")' if {a, b} == {"date32", "string"} else ""
+        hints = {
+            frozenset({"date32", "string"}): ': write a date as date("2024-01-31")',
+            frozenset({"timestamp", "string"}): ': write a time as timestamp("2024-01-31 08:30:00")',
+            frozenset({"timestamp", "date32"}): ": compare to_date(x) with a date, or a timestamp with a timestamp",
+        }
+        hint = hints.get(frozenset({a, b}), "")
         raise InvalidPlan(f"{fn}: cannot compare {a} with {b}{hint}")
     if fn in _ORDERED and a == "bool":
         raise InvalidPlan(f"{fn}: cannot order true/false values")
@@ -262,7 +275,10 @@ def _t_case(fn: str, t: list[str]) -> str:
 
 
 def _t_cast(target: str) -> TypeRule:
-    allowed = {"int64": NUMERIC | {"string", "bool", "null", "date32"}, "float64": NUMERIC | {"string", "bool", "null"}}
+    allowed = {
+        "int64": NUMERIC | {"string", "bool", "null", "date32", "timestamp"},
+        "float64": NUMERIC | {"string", "bool", "null"},
+    }
 
     def rule(fn: str, t: list[str]) -> str:
         if target in allowed and t[0] not in allowed[target]:
@@ -273,8 +289,8 @@ def _t_cast(target: str) -> TypeRule:
 
 
 def _t_clamp(fn: str, t: list[str]) -> str:
-    """A number, or a date (its bounds in days since 1970-01-01)."""
-    return "date32" if t[0] == "date32" else _t_same(fn, t[:1])
+    """A number, a date (its bounds in days since 1970-01-01) or a timestamp (in seconds)."""
+    return t[0] if t[0] in TEMPORAL else _t_same(fn, t[:1])
 
 
 def _t_grid(fn: str, t: list[str]) -> str:
@@ -289,20 +305,43 @@ def _t_cell(fn: str, t: list[str]) -> str:
     return "float64"
 
 
-def _require_date(fn: str, types: Iterable[str]) -> None:
+def _require(fn: str, types: Iterable[str], allowed: frozenset[str]) -> None:
     for t in types:
-        if t not in ("date32", "null"):
-            raise InvalidPlan(f"{fn}: needs a date, got {t}")
+        if t not in allowed and t != "null":
+            what = " or a timestamp" if "timestamp" in allowed and "date32" in allowed else ""
+            name = "a timestamp" if allowed == {"timestamp"} else f"a date{what}"
+            raise InvalidPlan(f"{fn}: needs {name}, got {t}")
+
+
+def _require_date(fn: str, types: Iterable[str]) -> None:
+    _require(fn, types, frozenset({"date32"}))
 
 
 def _t_date_part(fn: str, t: list[str]) -> str:
+    """year, month, day, weekday: of a date or a timestamp."""
+    _require(fn, t, TEMPORAL)
+    return "int64"
+
+
+def _t_days_between(fn: str, t: list[str]) -> str:
     _require_date(fn, t)
     return "int64"
 
 
-def _t_date_trunc(fn: str, t: list[str]) -> str:
-    _require_date(fn, t[:1])
+def _t_time_part(fn: str, t: list[str]) -> str:
+    """hour, minute, second, seconds_between: of timestamps."""
+    _require(fn, t, frozenset({"timestamp"}))
+    return "int64"
+
+
+def _t_to_date(fn: str, t: list[str]) -> str:
+    _require(fn, t, TEMPORAL)
     return "date32"
+
+
+def _t_date_trunc(fn: str, t: list[str]) -> str:
+    _require(fn, t[:1], TEMPORAL)
+    return "timestamp" if t[0] == "timestamp" else "date32"
 
 
 def _t_add_days(fn: str, t: list[str]) -> str:
@@ -473,8 +512,8 @@ def _d_clamp(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
     low, high = lo[0], hi[0]
     if x.interval is not None and max(low, x.interval[0]) <= min(high, x.interval[1]):
         low, high = max(low, x.interval[0]), min(high, x.interval[1])
-    if out == "date32":  # the whole days within the bounds
-        return Domain("date32", float(math.ceil(low)), float(math.floor(high)), x.null)
+    if out in TEMPORAL:  # the whole days (seconds) within the bounds
+        return Domain(out, float(math.ceil(low)), float(math.floor(high)), x.null)
     return _numeric(out, low, high, x.null or x.nan)  # NaN becomes null; +-inf become the bounds
 
 
@@ -507,8 +546,8 @@ def _d_cast_int(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
         return Domain("int64", 0.0, 1.0, a.null)
     if a.type == "int64":
         return replace(a, categories=None)
-    if a.type == "date32":  # its days since 1970-01-01
-        (lo, hi), null = _date_days(a)
+    if a.type in TEMPORAL:  # its days (seconds) since 1970-01-01
+        (lo, hi), null = _temporal_span(a)
         return _numeric("int64", lo, hi, null)
     if a.type == "float64":  # NaN, infinity and values beyond int64 become null
         unsafe = a.nan or a.inf or a.interval is None or a.interval[0] < INT64_MIN or a.interval[1] >= 2.0**63
@@ -557,21 +596,33 @@ def _d_histogram(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
 
 
 _DAYS = (float(_arrow.DAY_MIN), float(_arrow.DAY_MAX))
+_SECONDS = (float(_arrow.TS_MIN), float(_arrow.TS_MAX))
+_DAY = 86_400
 
 
-def _date_days(a: Domain) -> tuple[tuple[float, float], bool]:
-    """The days a date domain's values can be (within years 1 to 9999), and whether it may be null to a date
-    function (null, or a date outside those years)."""
+def _temporal_span(a: Domain) -> tuple[tuple[float, float], bool]:
+    """The days (a date) or seconds (a timestamp) ``a``'s values can be, within years 1 to 9999, and whether it
+    may be null to a date function (null, or a value outside those years)."""
+    span = _SECONDS if a.type == "timestamp" else _DAYS
     interval = a.interval
-    if interval is None or interval[0] < _DAYS[0] or interval[1] > _DAYS[1]:
-        return _DAYS, True
+    if interval is None or interval[0] < span[0] or interval[1] > span[1]:
+        return span, True
     return interval, a.null
 
 
-def _date_domain(lo: float, hi: float, null: bool) -> Domain:
-    if lo > _DAYS[0] or hi < _DAYS[1]:  # a strict part of the years: bounded within them
-        lo, hi = max(lo, _DAYS[0]), min(hi, _DAYS[1])
-    return Domain("date32", lo, hi, null)
+def _date_days(a: Domain) -> tuple[tuple[float, float], bool]:
+    """The days a date (or a timestamp's day) can be, within years 1 to 9999, and whether it may be null."""
+    (lo, hi), null = _temporal_span(a)
+    if a.type == "timestamp":
+        return (float(math.floor(lo / _DAY)), float(math.floor(hi / _DAY))), null
+    return (lo, hi), null
+
+
+def _date_domain(lo: float, hi: float, null: bool, type_: str = "date32") -> Domain:
+    span = _SECONDS if type_ == "timestamp" else _DAYS
+    if lo > span[0] or hi < span[1]:  # a strict part of the years: bounded within them
+        lo, hi = max(lo, span[0]), min(hi, span[1])
+    return Domain(type_, lo, hi, null)
 
 
 def _to_date(days: float) -> dt.date:
@@ -581,6 +632,12 @@ def _to_date(days: float) -> dt.date:
 def _d_date(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
     day = float((_arrow.date_of([a.value if isinstance(a, Lit) else None for a in args]) - _EPOCH).days)
     return Domain("date32", day, day, null=False)
+
+
+def _d_timestamp(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    moment = _arrow.timestamp_of([a.value if isinstance(a, Lit) else None for a in args])
+    second = float((moment - _EPOCH_TIME) // dt.timedelta(seconds=1))
+    return Domain("timestamp", second, second, null=False)
 
 
 def _d_year(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
@@ -593,20 +650,27 @@ def _d_year(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
 
 def _d_date_part(lowest: int, highest: int) -> DomainRule:
     def rule(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
-        domain = _numeric("int64", lowest, highest, _date_days(ds[0])[1])
-        return replace(domain, categories=tuple(range(lowest, highest + 1)))  # months, days, weekdays: public
+        domain = _numeric("int64", lowest, highest, _temporal_span(ds[0])[1])
+        return replace(domain, categories=tuple(range(lowest, highest + 1)))  # months, hours...: public
 
     return rule
 
 
-def _d_date_trunc(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+def _d_to_date(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
     (lo, hi), null = _date_days(ds[0])
-    return _date_domain(max(_DAYS[0], lo - 366), hi, null)  # monotone; a unit is at most a year long
+    return _date_domain(lo, hi, null)
+
+
+def _d_date_trunc(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
+    (lo, hi), null = _temporal_span(ds[0])
+    year = 366 * (_DAY if out == "timestamp" else 1)
+    floor = _SECONDS[0] if out == "timestamp" else _DAYS[0]
+    return _date_domain(max(floor, lo - year), hi, null, out)  # monotone; a unit is at most a year long
 
 
 def _d_days_between(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
-    (slo, shi), snull = _date_days(ds[0])
-    (elo, ehi), enull = _date_days(ds[1])
+    (slo, shi), snull = _temporal_span(ds[0])
+    (elo, ehi), enull = _temporal_span(ds[1])
     return _numeric("int64", elo - shi, ehi - slo, snull or enull)
 
 
@@ -636,6 +700,7 @@ class Function:
     all_literal_after: int | None = None  # every argument from this position on must be a literal
     api: str | None = None  # the global name algorithm code calls it by
     check: Callable[[list[Any]], object] | None = None  # validates the literal arguments' values
+    check_typed: Callable[[list[str], list[Any]], object] | None = None  # ... knowing the arguments' types
 
     def result_type(self, types: list[str], args: tuple[Expr, ...]) -> str:
         """The result type for arguments of ``types`` (InvalidPlan when the call is ill-typed)."""
@@ -647,9 +712,13 @@ class Function:
                 raise InvalidPlan(f"{self.name}: argument {position + 1} must be a literal value")
         if self.all_literal_after is not None and not all(isinstance(a, Lit) for a in args[self.all_literal_after :]):
             raise InvalidPlan(f"{self.name}: the values must be literals")
+        values = [a.value if isinstance(a, Lit) else None for a in args]
         if self.check is not None:
-            self.check([a.value if isinstance(a, Lit) else None for a in args])
-        return self.type_rule(self.name, types)
+            self.check(values)
+        result = self.type_rule(self.name, types)
+        if self.check_typed is not None:
+            self.check_typed(types, values)
+        return result
 
 
 def _entry(name: str, arity: tuple[int, int], types: TypeRule, domain: DomainRule, **options: Any) -> Function:
@@ -731,10 +800,24 @@ REGISTRY: Mapping[str, Function] = {
             _d_date_trunc,
             literals=(1,),
             api="date_trunc",
-            check=lambda v: _arrow.date_unit_of(v[1]),
+            check_typed=lambda t, v: _arrow.date_unit_of(v[1], timestamp=t[0] == "timestamp"),
         ),
-        _entry("days_between", (2, 2), _t_date_part, _d_days_between, api="days_between"),
+        _entry("days_between", (2, 2), _t_days_between, _d_days_between, api="days_between"),
         _entry("add_days", (2, 2), _t_add_days, _d_add_days, api="add_days"),
+        _entry(
+            "timestamp",
+            (1, 6),
+            lambda fn, t: "timestamp",
+            _d_timestamp,
+            all_literal_after=0,
+            api="timestamp",
+            check=_arrow.timestamp_of,
+        ),
+        _entry("hour", (1, 1), _t_time_part, _d_date_part(0, 23), api="hour"),
+        _entry("minute", (1, 1), _t_time_part, _d_date_part(0, 59), api="minute"),
+        _entry("second", (1, 1), _t_time_part, _d_date_part(0, 59), api="second"),
+        _entry("to_date", (1, 1), _t_to_date, _d_to_date, api="to_date"),
+        _entry("seconds_between", (2, 2), _t_time_part, _d_days_between, api="seconds_between"),
     )
 }
 

@@ -47,12 +47,16 @@ from saferoom.engine.expressions import (  # the same cast gates on both engines
     M_PER_DEG_LON,
     ROW_FACTOR,
     ROW_OFFSET,
+    TIMESTAMP,
+    TS_MAX,
+    TS_MIN,
     bounds_of,
     date_of,
     date_unit_of,
     digits_of,
     histogram_of,
     meters_of,
+    timestamp_of,
 )
 from saferoom.engine.functions import check_engine
 from saferoom.engine.optimize import prune_columns
@@ -94,7 +98,14 @@ SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.caseSensitive": "true",
 }
-_SPARK_TYPES = {"int64": "bigint", "float64": "double", "string": "string", "bool": "boolean", "date32": "date"}
+_SPARK_TYPES = {
+    "int64": "bigint",
+    "float64": "double",
+    "string": "string",
+    "bool": "boolean",
+    "date32": "date",
+    "timestamp": "timestamp_ntz",  # wall-clock time, no time zone, as Arrow's timestamp[s] without one
+}
 _EXACT = 2.0**52  # every double at least this large is an integer
 _RAD = math.pi / 180.0
 
@@ -446,6 +457,8 @@ class _Run:
             return F.when(inside, a[0].cast("bigint"))
         if t[0] == "date32":
             return self._days(a[0])
+        if t[0] == "timestamp":
+            return self._seconds(a[0])
         return a[0].cast("bigint")
 
     def _days(self, date: Column) -> Column:
@@ -454,13 +467,38 @@ class _Run:
         days = F.unix_date(date).cast("bigint")
         return F.when((days >= F.lit(DAY_MIN)) & (days <= F.lit(DAY_MAX)), days)
 
-    def _in_years(self, date: Column) -> Column:
-        return self.F.when(self._days(date).isNotNull(), date)
+    def _seconds(self, moment: Column) -> Column:
+        """A timestamp's seconds since 1970-01-01 00:00:00 (bigint), null outside years 1 to 9999. The session's
+        time zone is UTC, so the instant of a wall-clock time is that time in UTC."""
+        F = self.F
+        seconds = F.unix_seconds(moment.cast("timestamp")).cast("bigint")
+        return F.when((seconds >= F.lit(TS_MIN)) & (seconds <= F.lit(TS_MAX)), seconds)
+
+    def _from_seconds(self, seconds: Column) -> Column:
+        return self.F.timestamp_seconds(seconds).cast("timestamp_ntz")
+
+    def _in_years(self, value: Column, t: str = "date32") -> Column:
+        inside = self._seconds(value) if t == "timestamp" else self._days(value)
+        return self.F.when(inside.isNotNull(), value)
+
+    def _date_trunc(self, x: _Args) -> Column:
+        F, t = self.F, x.t[0]
+        unit = date_unit_of(_literal(x.expr.args[1]), timestamp=t == "timestamp")
+        if t == "timestamp":
+            return F.date_trunc(unit, self._in_years(x.a[0], t)).cast("timestamp_ntz")
+        return F.trunc(self._in_years(x.a[0]), unit)
 
     def _date_part(self, x: _Args) -> Column:
         F = self.F
-        d = self._in_years(x.a[0])
-        part = {"year": F.year, "month": F.month, "day": F.dayofmonth}.get(x.expr.fn)
+        d = self._in_years(x.a[0], x.t[0])
+        part = {
+            "year": F.year,
+            "month": F.month,
+            "day": F.dayofmonth,
+            "hour": F.hour,
+            "minute": F.minute,
+            "second": F.second,
+        }.get(x.expr.fn)
         if part is None:  # weekday: Spark's dayofweek is 1 = Sunday .. 7 = Saturday; ISO's 1 = Monday
             return ((F.dayofweek(d) + F.lit(5)) % F.lit(7) + F.lit(1)).cast("bigint")
         return part(d).cast("bigint")
@@ -542,6 +580,14 @@ class _Run:
         lo, hi = bounds_of(_literal(expr.args[1]), _literal(expr.args[2]))
         low: Column
         high: Column
+        if t == "timestamp":  # bounds in seconds since 1970-01-01 00:00:00
+            seconds = F.unix_seconds(x.cast("timestamp")).cast("bigint")
+            lowest, highest = max(math.ceil(lo), -(2**63)), min(math.floor(hi), 2**63 - 1)
+            if lowest > highest:
+                return F.lit(None).cast("timestamp_ntz")
+            low, high = F.lit(lowest).cast("bigint"), F.lit(highest).cast("bigint")
+            clamped = F.when(seconds < low, low).when(seconds > high, high).otherwise(seconds)
+            return self._from_seconds(clamped)
         if t == "date32":  # bounds in days since 1970-01-01
             days = F.unix_date(x).cast("bigint")
             lowest, highest = math.ceil(max(lo, -(2.0**31))), math.floor(min(hi, 2.0**31 - 1))
@@ -634,7 +680,9 @@ KERNELS: dict[str, Callable[[_Args], Column]] = {
     "case": lambda x: x.run._case(x),
     "cast_int": lambda x: x.run._cast_int(x),
     "cast_float": lambda x: x.run._cast_float(x),
-    "cast_str": lambda x: (x.run._in_years(x.a[0]) if x.t[0] == "date32" else x.a[0]).cast("string"),
+    "cast_str": lambda x: (x.run._in_years(x.a[0], x.t[0]) if x.t[0] in ("date32", "timestamp") else x.a[0]).cast(
+        "string"
+    ),
     "grid_cell": lambda x: x.run._grid_cell(x),
     "cell_lat": lambda x: x.run._cell_centre(x),
     "cell_lon": lambda x: x.run._cell_centre(x),
@@ -645,9 +693,17 @@ KERNELS: dict[str, Callable[[_Args], Column]] = {
     "month": lambda x: x.run._date_part(x),
     "day": lambda x: x.run._date_part(x),
     "weekday": lambda x: x.run._date_part(x),
-    "date_trunc": lambda x: x.F.trunc(x.run._in_years(x.a[0]), date_unit_of(_literal(x.expr.args[1]))),
+    "date_trunc": lambda x: x.run._date_trunc(x),
     "days_between": lambda x: x.run._days(x.a[1]) - x.run._days(x.a[0]),
     "add_days": lambda x: x.run._add_days(x),
+    "timestamp": lambda x: x.F.lit(
+        timestamp_of([_literal(a) for a in x.expr.args]).isoformat(sep=" ")  # text: no time zone applied
+    ).cast("timestamp_ntz"),
+    "hour": lambda x: x.run._date_part(x),
+    "minute": lambda x: x.run._date_part(x),
+    "second": lambda x: x.run._date_part(x),
+    "to_date": lambda x: x.run._in_years(x.a[0], x.t[0]).cast("date"),
+    "seconds_between": lambda x: x.run._seconds(x.a[1]) - x.run._seconds(x.a[0]),
 }
 check_engine("Spark", KERNELS)
 
@@ -672,6 +728,7 @@ _ARROW = {
     "string": pa.string(),
     "bool": pa.bool_(),
     "date32": pa.date32(),
+    "timestamp": TIMESTAMP,
 }
 
 
@@ -690,6 +747,8 @@ def _normalize(table: pa.Table, schema: Schema) -> pa.Table:
             column = column.cast(pa.string())
         elif pa.types.is_integer(t) and t != pa.int64():
             column = column.cast(pa.int64())
+        elif pa.types.is_timestamp(t) and t != TIMESTAMP:  # Spark's microseconds: whole seconds here
+            column = column.cast(pa.timestamp(t.unit)).cast(TIMESTAMP, safe=False)
         elif pa.types.is_null(t) and schema.get(name, "null") != "null":
             column = column.cast(_arrow_type(schema[name]))
         columns.append(column)

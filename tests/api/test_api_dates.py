@@ -15,6 +15,7 @@ from saferoom.api import Context, export_outputs, namespace
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.mock import write_mock_catalog
 from saferoom.engine import ArrowEngine, plan
+from saferoom.engine.functions import expr_domain
 from saferoom.errors import SaferoomError, UserCodeError
 from saferoom.jobs.local import run_local
 from saferoom.server import SaferoomServer
@@ -59,13 +60,55 @@ def test_parts_truncation_differences_and_literals() -> None:
     assert _evaluate(d.cast("int"), days) == [19782, 19722, None]  # days since 1970-01-01
 
 
+def _evaluate_times(expr: object, moments: list[dt.datetime | None]) -> list[object]:
+    table = pa.table({"t": pa.array(moments, pa.timestamp("s"))})
+    node = plan.Project(plan.Input("t", (("t", "timestamp"),)), (("out", expr._node),))  # type: ignore[attr-defined]
+    return ArrowEngine(lambda _: pa.table({}), {"t": table}).execute(node).table.column("out").to_pylist()
+
+
+def test_timestamps_have_parts_truncation_differences_and_literals() -> None:
+    t = NS["col"]("t")
+    moments = [dt.datetime(2024, 2, 29, 13, 7, 5), dt.datetime(1969, 12, 31, 23, 59, 59), None]
+    assert _evaluate_times(NS["hour"](t), moments) == [13, 23, None]
+    assert _evaluate_times(NS["minute"](t), moments) == [7, 59, None]
+    assert _evaluate_times(NS["second"](t), moments) == [5, 59, None]
+    assert _evaluate_times(NS["year"](t), moments) == [2024, 1969, None]
+    assert _evaluate_times(NS["weekday"](t), moments) == [4, 3, None]
+    assert _evaluate_times(NS["to_date"](t), moments) == [dt.date(2024, 2, 29), dt.date(1969, 12, 31), None]
+    hours = _evaluate_times(NS["date_trunc"](t, "hour"), moments)
+    assert hours == [dt.datetime(2024, 2, 29, 13), dt.datetime(1969, 12, 31, 23), None]
+    noon = NS["timestamp"]("2024-02-29 12:00:00")
+    assert _evaluate_times(NS["seconds_between"](noon, t), moments) == [4_025, -1_709_208_001, None]
+    assert _evaluate_times(t > NS["timestamp"](2024, 2, 29, 12), moments) == [True, False, None]
+    assert _evaluate_times(t.cast("int"), moments) == [1_709_212_025, -1, None]  # seconds since 1970
+    assert _evaluate_times(t.cast("str"), moments) == ["2024-02-29 13:07:05", "1969-12-31 23:59:59", None]
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: NS["timestamp"]("2024-02-30 10:00:00"), "a real time"),
+        (lambda: NS["timestamp"]("2024-02-01 10:00:00+08:00"), "no time zone"),
+        (lambda: NS["timestamp"]("2024-02-01"), "HH:MM:SS"),
+        (lambda: NS["date_trunc"](NS["date"]("2024-01-01"), "hour"), "day, hour, minute for timestamps"),
+        (lambda: NS["hour"](NS["date"]("2024-01-01")), "needs a timestamp"),
+        (lambda: NS["timestamp"](2024, 1, 1) > NS["date"]("2024-01-01"), "to_date(x)"),
+        (lambda: NS["timestamp"](2024, 1, 1) > "2024-01-01 00:00:00", 'timestamp("2024-01-31 08:30:00")'),
+    ],
+)
+def test_timestamp_misuse_is_refused_clearly(build, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises((UserCodeError, SaferoomError)) as caught:
+        expr_domain(build()._node, {})  # the type check every plan passes before it runs
+    assert fragment in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
         (lambda c: NS["date"]("2024-02-30"), "a real date"),
         (lambda c: NS["date"](2024, 13, 1), "a real date"),
         (lambda c: NS["date"]("yesterday"), "YYYY-MM-DD"),
-        (lambda c: NS["date_trunc"](NS["col"]("date"), "decade"), "year, quarter, month, week"),
+        (lambda c: NS["date_trunc"](NS["col"]("date"), "decade"), "year, quarter, month, week, day, hour, minute"),
         (lambda c: c.table("population").with_columns(y=NS["year"](NS["col"]("age"))).schema, "needs a date"),
         (
             lambda c: c.table("housing_transactions").filter(NS["col"]("date") >= "2024-01-01").schema,

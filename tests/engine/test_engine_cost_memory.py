@@ -70,7 +70,7 @@ def _cases(data: Path, manifest: Manifest) -> Iterator[tuple[str, dict[str, plan
     try:
         maker = PlanMaker(World(manifest, {n: catalog.table(n) for n in manifest.datasets}), random.Random(3))
         made = 0
-        while made < 12:
+        while made < 16:
             try:
                 _, table = maker.table()
             except SaferoomError:
@@ -97,7 +97,10 @@ def test_every_admitted_release_fits_the_smallest_limit_that_admits_it(city: Pat
                 continue  # refused before any work: nothing runs
             mib = max(math.ceil(r.memory_bytes / cost.MEMORY_SHARE / 2**20) for r in runs)
             if mib not in pipelines:
-                limits = replace(config.engine_limits, memory_mib=mib)
+                # Memory is what this test measures: a plan refused for its time or reply size still runs.
+                limits = replace(
+                    config.engine_limits, memory_mib=mib, cpu_seconds=1 << 20, wall_seconds=1e6, output_mib=1 << 20
+                )
                 pipelines[mib] = Pipeline(city, manifest, config.sandbox_limits, limits)
             pipeline = pipelines[mib]
             with pipeline._acquire() as view:

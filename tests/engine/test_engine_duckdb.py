@@ -72,7 +72,8 @@ def _sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    columns = [c.cast(pa.int32()) if pa.types.is_date32(c.type) else c for c in table.columns]
+    plain_types = {pa.date32(): pa.int32(), pa.timestamp("s"): pa.int64()}
+    columns = [c.cast(plain_types[c.type]) if c.type in plain_types else c for c in table.columns]
     plain = pa.table(columns, names=table.column_names) if columns else table
     rows = [tuple(_cell(v) for v in r.values()) for r in plain.to_pylist()]
     return sorted(rows, key=_sort_key)
@@ -199,6 +200,10 @@ EXTREMES = pa.table(
             pa.date32()
         ),
         "g": pa.array(["a", "b", None, "a", "b", "a", "c", "c", "a", "b"]).dictionary_encode(),
+        "t": pa.array(
+            [0, 2**63 - 1, -(2**63), None, 1_709_212_025, -62_135_596_800, 253_402_300_799, 253_402_300_800, -1, 7],
+            pa.int64(),
+        ).cast(pa.timestamp("s")),
     }
 )
 
@@ -243,6 +248,15 @@ def _extreme_calls() -> list[plan.Expr]:
     out += [plan.Call("date_trunc", (c("d"), lit(u))) for u in ("year", "quarter", "month", "week")]
     out += [plan.Call("days_between", (c("d"), day)), plan.Call("add_days", (c("d"), c("i")))]
     out += [plan.Call("add_days", (day, lit(-10)))]
+    moment = plan.Call("timestamp", (lit("2024-02-29 13:07:05"),))
+    for fn in ("year", "month", "day", "weekday", "hour", "minute", "second", "to_date", "cast_int", "cast_str"):
+        out += [plan.Call(fn, (c("t"),))]
+    units = ("year", "quarter", "month", "week", "day", "hour", "minute")
+    out += [plan.Call("date_trunc", (c("t"), lit(u))) for u in units]
+    out += [plan.Call("seconds_between", (c("t"), moment)), plan.Call("seconds_between", (moment, c("t")))]
+    out += [plan.Call("clamp", (c("t"), lit(0), lit(1e10))), plan.Call("to_date", (c("d"),))]
+    out += [plan.Call(op, (c("t"), moment)) for op in ("lt", "eq", "ge")]
+    out += [plan.Call("between", (c("t"), plan.Call("timestamp", (lit(1970), lit(1), lit(1))), moment))]
     return out
 
 
@@ -264,6 +278,7 @@ def test_aggregates_agree_on_extreme_values() -> None:
         ),
         ("n", plan.AggExpr("count")),
         ("mins", plan.AggExpr("min", plan.Col("s"))),
+        *((f"{fn}_t", plan.AggExpr(fn, plan.Col("t"))) for fn in ("count", "count_distinct", "min", "max")),
     )
     for keys in ((), ("g",)):
         assert differs(plan.Aggregate(scan, keys, aggs), {"x": EXTREMES}) is None

@@ -12,7 +12,8 @@ from saferoom.engine.functions import REGISTRY, expr_domain
 from tests.support_functions import Case, aggregate_plans, aggregate_tables, cases, outside
 
 CASES = list(cases())
-_LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32"}
+_LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32",
+            "timestamp[s]": "timestamp"}  # fmt: skip
 
 
 def _run(case: Case) -> list[object]:
@@ -85,3 +86,23 @@ def test_dates_beyond_years_1_to_9999_are_null_to_every_date_function() -> None:
     assert out["cast_int"][4:6] == [-719_162, 2_932_896] and out["days_between"][4:6] == [0, 0]
     assert out["add_days"][4] is not None and out["add_days"][5] is None  # the day after 9999-12-31: null
     assert out["cast_str"][4:6] == ["0001-01-01", "9999-12-31"]
+
+
+def test_timestamps_beyond_years_1_to_9999_are_null_to_every_time_function() -> None:
+    """timestamp[s] holds +-292 billion years: every date and time function makes the ones beyond years 1 to
+    9999 null, and never fails on them."""
+    seconds = [-(2**63), 2**63 - 1, -62_135_596_801, 253_402_300_800, -62_135_596_800, 253_402_300_799, None]
+    table = pa.table({"t": pa.array(seconds, pa.int64()).cast(pa.timestamp("s"))})
+    t = plan.Col("t")
+    calls = {fn: plan.Call(fn, (t,)) for fn in ("year", "month", "day", "weekday", "hour", "minute", "second")}
+    calls |= {fn: plan.Call(fn, (t,)) for fn in ("to_date", "cast_int", "cast_str")}
+    calls["date_trunc"] = plan.Call("date_trunc", (t, plan.Lit("hour")))
+    calls["seconds_between"] = plan.Call("seconds_between", (t, t))
+    out = {fn: _run(Case(fn, expr, table, {})) for fn, expr in calls.items()}
+    for fn, values in out.items():
+        assert values[:4] == [None] * 4, fn  # beyond the years: null
+        assert values[6] is None, fn
+    assert out["year"][4:6] == [1, 9999] and out["hour"][4:6] == [0, 23] and out["second"][4:6] == [0, 59]
+    assert out["cast_int"][4:6] == [-62_135_596_800, 253_402_300_799] and out["seconds_between"][4:6] == [0, 0]
+    assert out["cast_str"][4:6] == ["0001-01-01 00:00:00", "9999-12-31 23:59:59"]
+    assert [str(d) for d in out["to_date"][4:6]] == ["0001-01-01", "9999-12-31"]

@@ -9,6 +9,7 @@ Row order is compared only where a sort makes it defined; ties in a sort are not
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,25 @@ def test_shapes_only_the_release_step_builds(engines: Engines) -> None:
         assert_same(engines.arrow.execute(p).table, engines.spark.execute(p).table)
 
 
+def test_timestamps_agree(engines: Engines) -> None:
+    """No catalog dataset holds a time of day: timestamps reach Spark from a local table (as a cell list does)."""
+    moments = [dt.datetime(2024, 2, 29, 13, 7, 5), dt.datetime(1969, 12, 31, 23, 59, 59), dt.datetime(1, 1, 1), None]
+    table = pa.table({"k": [1, 2, 3, 4], "t": pa.array(moments, pa.timestamp("s"))})
+    source = plan.Input("times", (("k", "int64"), ("t", "timestamp")))
+    t, noon = plan.Col("t"), plan.Call("timestamp", (plan.Lit(2024), plan.Lit(2), plan.Lit(29), plan.Lit(12)))
+    calls = {fn: plan.Call(fn, (t,)) for fn in ("year", "weekday", "hour", "minute", "second", "to_date")}
+    calls |= {f"trunc_{u}": plan.Call("date_trunc", (t, plan.Lit(u))) for u in ("week", "day", "hour", "minute")}
+    calls |= {"since_noon": plan.Call("seconds_between", (noon, t)), "after": plan.Call("gt", (t, noon))}
+    calls |= {"text": plan.Call("cast_str", (t,)), "seconds": plan.Call("cast_int", (t,))}
+    calls["clamped"] = plan.Call("clamp", (t, plan.Lit(0), plan.Lit(1.7e9)))
+    project = plan.Project(source, (("k", plan.Col("k")), *calls.items()))
+    latest = plan.Aggregate(source, (), (("latest", plan.AggExpr("max", t)), ("n", plan.AggExpr("count_distinct", t))))
+    for p in (project, latest):
+        arrow = ArrowEngine(lambda _: pa.table({}), {"times": table}).execute(p).table
+        spark = SparkEngine(engines.spark._session, engines.spark._manifest, {}, {"times": table}).execute(p).table
+        assert_same(arrow, spark)
+
+
 def test_every_function_is_covered(engines: Engines) -> None:
     used: set[str] = set()
     for build in EXPRESSIONS.values():
@@ -207,6 +227,7 @@ def test_every_function_is_covered(engines: Engines) -> None:
                         used.add(e.fn)
                         stack.extend(e.args)
     used |= {"sin", "cos", "radians", "pow", "is_in"}
+    used |= {"timestamp", "hour", "minute", "second", "to_date", "seconds_between"}  # test_timestamps_agree
     assert set(REGISTRY) <= used, set(REGISTRY) - used
 
 

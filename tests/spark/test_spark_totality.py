@@ -43,7 +43,14 @@ def _merged(fn_cases: list[Case]) -> tuple[pa.Table, plan.Node]:
     return table, plan.Project(source, tuple(outputs))
 
 
-_LOGICAL = {"int64": "int64", "double": "float64", "string": "string", "bool": "bool", "date32[day]": "date32"}
+_LOGICAL = {
+    "int64": "int64",
+    "double": "float64",
+    "string": "string",
+    "bool": "bool",
+    "date32[day]": "date32",
+    "timestamp[s]": "timestamp",
+}
 
 
 @pytest.mark.parametrize("fn", sorted(REGISTRY))
