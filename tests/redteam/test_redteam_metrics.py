@@ -110,6 +110,21 @@ def test_nothing_exported_varies_with_the_data(timed, deployment: Deployment) ->
     assert visible(everyone[0]) == visible(one[0]) == visible(everyone[1]) == visible(one[1])
 
 
+def test_polling_during_a_job_shows_nothing_that_moves_when_the_engine_ends(timed, deployment: Deployment) -> None:
+    """A scraper polling while a job runs sees every series at each moment: a gauge of engine slots in use fell
+    when the engine finished on the data (before the padded release). Every gauge read while the job runs must
+    take only values that do not depend on when the engine ended: none of the slot gauges is exported."""
+    srv, package = timed
+    port = srv.metrics_port
+    seen: set[str] = set()
+    with deployment.client("alice", srv.port) as alice:
+        job = alice.run_job(package, {"keep": 1})
+        while alice.get_job(job.id).state not in ("succeeded", "failed"):
+            seen |= {name for name, _ in scrape(port)}
+            time.sleep(0.02)
+    assert seen and not any(name.startswith("saferoom_job_slots") for name in seen)
+
+
 def test_the_unpadded_phases_exist_only_when_asked_for() -> None:
     phases = {"queue": 0.1, "code": 0.05, "engine": 0.3, "release": 0.2, "quantum": 0.35}
     default, detailed = Metrics(), Metrics(phase_detail=True)
