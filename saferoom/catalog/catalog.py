@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from saferoom.catalog import statistics
 from saferoom.catalog.manifest import DatasetInfo, Manifest
@@ -32,6 +33,30 @@ def schema_of(info: DatasetInfo) -> pa.Schema:
             for c in info.columns
         ]
     )
+
+
+def _check_categories(name: str, info: DatasetInfo, table: pa.Table) -> None:
+    """Refuse a file whose dictionaries hold a value its declared categories do not: the cost model bounds a
+    group-by on a category by their count, and the release rules take them as the public set of values. The
+    value itself is not named (it may be personal)."""
+    for column in info.columns:
+        if not column.categories or column.type != "string":
+            continue
+        declared = pa.array(column.categories, pa.string())
+        seen: set[int] = set()
+        for chunk in table.column(column.name).chunks:
+            dictionary = chunk.dictionary
+            address = dictionary.buffers()[1].address if dictionary.buffers()[1] is not None else 0
+            if address in seen:
+                continue  # the same dictionary, shared by the file's record batches
+            seen.add(address)
+            values = dictionary.drop_null()
+            undeclared = len(values) - int(pc.sum(pc.is_in(values, value_set=declared)).as_py() or 0)
+            if undeclared:
+                raise InvalidRequest(
+                    f"dataset {name!r}: column {column.name!r} holds {undeclared} value(s) that are not among its "
+                    f"{len(column.categories)} declared categories"
+                )
 
 
 class Catalog:
@@ -78,6 +103,7 @@ class Catalog:
                     f"dataset {name!r}: file schema does not match the manifest (expected {expected.names} "
                     f"with types {[str(t) for t in expected.types]})"
                 )
+            _check_categories(name, info, table)
             tables[name] = table
             mapped += source.size()
             source.seek(0)

@@ -102,6 +102,40 @@ def test_schema_mismatch_is_refused(tmp_path: Path, catalog_dir: Path) -> None:
         Catalog.open(target)
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["one dictionary", "a dictionary per batch"])
+def test_a_category_the_catalog_does_not_declare_is_refused(tmp_path: Path, catalog_dir: Path, shared: bool) -> None:
+    """The cost model bounds a group-by on a category by the declared categories: a file holding one more would
+    let a job's worst case be exceeded. The undeclared value is not named (it may be personal)."""
+    target = tmp_path / "undeclared"
+    target.mkdir()
+    for f in catalog_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    info = Manifest.load(target).dataset("population")
+    table = pa.ipc.open_file(pa.BufferReader((target / info.file).read_bytes())).read_all()
+    kind = table.schema.field("district").type
+    declared = pa.array(Manifest.load(target).dataset("population").column("district").categories, pa.string())
+    districts = table.column("district").to_pylist()
+    half = len(districts) // 2
+    # Either one dictionary with the value in it, or a delta the second batch adds to the first's dictionary.
+    dictionaries = [pa.concat_arrays([declared, pa.array(["Atlantis-Secret-Value"])])] * 2
+    if not shared:
+        dictionaries[0] = declared
+    chunks = []
+    for part, dictionary in zip((districts[:half], districts[half:]), dictionaries, strict=True):
+        indices = pc.index_in(pa.array(part), value_set=dictionary).cast(pa.int32())
+        chunks.append(pa.DictionaryArray.from_arrays(indices, dictionary))
+    chunks[1] = pa.DictionaryArray.from_arrays(
+        pa.concat_arrays([chunks[1].indices[:-1], pa.array([len(declared)], pa.int32())]), dictionaries[1]
+    )
+    broken = table.set_column(table.schema.get_field_index("district"), "district", pa.chunked_array(chunks, kind))
+    options = pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True)
+    with pa.ipc.new_file(str(target / info.file), broken.schema, options=options) as writer:
+        writer.write_table(broken, max_chunksize=half)
+    with pytest.raises(InvalidRequest, match="1 value\\(s\\) that are not among its 6 declared") as refused:
+        Catalog.open(target)
+    assert "Atlantis" not in str(refused.value)
+
+
 def test_unknown_dataset(catalog_dir: Path) -> None:
     with Catalog.open(catalog_dir) as catalog, pytest.raises(DatasetNotFound):
         catalog.table("secret_service")
