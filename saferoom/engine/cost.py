@@ -15,8 +15,9 @@ Rows (an upper bound for every node, never an estimate):
     Bound(column, n)      <= input
     Union                 sum of the inputs
     Aggregate             1 without keys; else <= input, and <= the product of the keys' value counts when every
-                          key has a small public set of values (bool results, literals; catalog categories are not
-                          used: nothing guarantees a file holds only its declared categories)
+                          key has a small public set of values (bool results, literals, dictionary categories) or
+                          a computed key's registry domain bounds them (an integer's bounds, the grid cells of
+                          clamped coordinates: ``Domain.distinct``)
     Join                  <= left x right, unless one side is unique on (a subset of) the join keys: then every row
                           of the other side matches at most one of its rows, and the join has at most the other
                           side's rows, plus the unique side's own rows when the join keeps its unmatched rows
@@ -235,14 +236,17 @@ def _expr(expr: Expr, cols: Mapping[str, Value], types: Mapping[str, str]) -> tu
 
 
 def _bounded(value: Value, expr: Call, cols: Mapping[str, Value], types: Mapping[str, str]) -> Value:
-    """An integer column with its value count from the registry's domain rules (bounds known: at most
-    upper - lower + 1 values, and null)."""
+    """A computed column with its domain from the registry's rules (kept for the expressions above it) and
+    its value count: at most the domain's ``distinct`` values, an integer's at most upper - lower + 1, and
+    null."""
     domain = expr_domain(expr, {n: v.domain for n, v in cols.items() if v.domain is not None}, types)
+    counts = [value.values] if value.values is not None else []
+    if domain.distinct is not None:
+        counts.append(domain.distinct + 1)
     interval = domain.interval
-    if interval is None or interval[1] - interval[0] >= _MANY:
-        return Value(value.type, value.width, value.values, domain)
-    count = int(interval[1] - interval[0]) + 2
-    return Value(value.type, value.width, min(count, value.values or count), domain)
+    if value.type == "int64" and interval is not None and interval[1] - interval[0] < _MANY:
+        counts.append(int(interval[1] - interval[0]) + 2)
+    return Value(value.type, value.width, min(counts) if counts else None, domain)
 
 
 def _describe(node: Node) -> str:
@@ -327,7 +331,7 @@ class _Analysis:
             calls = stored = 0
             for name, e in node.columns:
                 value, n = _expr(e, first.columns, types)
-                if isinstance(e, Call) and value.type == "int64":
+                if isinstance(e, Call):
                     value = _bounded(value, e, first.columns, types)
                 projected[name] = value
                 calls += n

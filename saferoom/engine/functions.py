@@ -103,7 +103,10 @@ class Domain:
     ``lower``/``upper`` bound every value that is neither null nor NaN (None: no bound is known); ``null``,
     ``nan`` and ``inf`` say whether nulls, NaN and +-infinity may occur (the last two only for floats). A
     domain that may hold infinity has no finite bounds. ``categories`` is the public set of values of a
-    categorical (or true/false) column, when it is known.
+    categorical (or true/false) column, when it is known. ``distinct`` bounds how many distinct non-null
+    values there can be when that is far fewer than the bounds imply (grid cells: rows x columns of the grid,
+    not the span of their ids); a rule of one argument may keep it (a function of one value has at most as
+    many distinct results), any other rule must not.
     """
 
     type: str
@@ -113,6 +116,7 @@ class Domain:
     nan: bool = False
     inf: bool = False
     categories: tuple[Any, ...] | None = None
+    distinct: int | None = None
 
     @property
     def bounded(self) -> bool:
@@ -574,7 +578,36 @@ def _d_cast_str(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
 
 
 def _d_grid(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
-    return Domain("int64", null=True)  # null where the point is not a finite coordinate
+    """Null where the point is not a finite coordinate. Over bounded coordinates, the cells each row of the grid
+    the latitudes reach can hold (``expressions._grid_cell``'s formula, row by row with its own cosine, and a
+    cell of slack on every side for the floating point): a clamped lat/lon pair has thousands of cells, not one
+    per person."""
+    lat, lon = ds[0], ds[1]
+    meters = args[2].value if isinstance(args[2], Lit) else None
+    if not (lat.bounded and lon.bounded and isinstance(meters, int | float)) or isinstance(meters, bool):
+        return Domain("int64", null=True)
+    assert lat.interval is not None and lon.interval is not None
+    m, (west, east) = float(meters), lon.interval
+    south, north = (x * _arrow.M_PER_DEG_LAT / m for x in lat.interval)
+    # Beyond the id's packing, too many rows to count, or longitudes no real point has: no bounds claimed.
+    if not (-_arrow.ROW_OFFSET < south <= north < _arrow.ROW_OFFSET and north - south < _GRID_ROWS):
+        return Domain("int64", null=True)
+    if not (abs(west) <= _GRID_LON and abs(east) <= _GRID_LON):
+        return Domain("int64", null=True)
+    first, last = math.floor(south) - 1, math.floor(north) + 1
+    cells, lower, upper = 0, math.inf, -math.inf
+    for row in range(first, last + 1):
+        scale = math.cos(math.radians((row + 0.5) * m / _arrow.M_PER_DEG_LAT)) * _arrow.M_PER_DEG_LON / m
+        ends = (west * scale, east * scale)
+        left, right = math.floor(min(ends)) - 1, math.floor(max(ends)) + 1
+        cells += right - left + 1
+        base = (row + _arrow.ROW_OFFSET) * _arrow.ROW_FACTOR + _arrow.COL_OFFSET
+        lower, upper = min(lower, base + left), max(upper, base + right)
+    return Domain("int64", float(lower), float(upper), null=True, distinct=cells)
+
+
+_GRID_ROWS = 100_000  # rows of a grid whose cells _d_grid counts (a 10 m grid over 9 degrees of latitude)
+_GRID_LON = 1e6  # degrees of longitude beyond which _d_grid claims nothing (keeps every product finite)
 
 
 def _d_cell(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:

@@ -40,6 +40,9 @@ def test_no_value_makes_a_function_fail_or_leave_its_domain(fn: str) -> None:
                 f"{plan.to_json(plan.Project(plan.Input('t', ()), (('out', case.expr),)))}: row "
                 f"{case.table.slice(row, 1).to_pylist()} gives {why} (domain {domain})"
             )
+        if domain.distinct is not None:
+            found = {v for v in values if v is not None}
+            assert len(found) <= domain.distinct, f"{case.expr}: {len(found)} values, domain says {domain.distinct}"
         checked += len(values)
     assert checked > 0
 
