@@ -50,6 +50,9 @@ class ServerConfig:
     seccomp: bool = True  # sandbox: a deny-by-default system call filter in every worker (needs libseccomp)
     landlock: bool = True  # sandbox: workers see the filesystem read-only, and only what they need (Linux 5.13+)
     network_namespace: bool = True  # sandbox: workers live in an empty network namespace (needs CAP_SYS_ADMIN)
+    # sandbox: serve even where a confined worker can open the server's database or keys (neither Landlock nor a
+    # drop to uid 65534 on this host: RestrictedPython is then the only wall); the start-up self-test refuses it
+    workers_may_read_state: bool = False
     max_concurrent_jobs: int = 2  # jobs: jobs in their engine phase at once (the worker holding the data)
     # jobs: jobs in their code phase at once (a niced sandbox worker that only builds plans, or waiting for an
     # engine slot), at most max_concurrent_jobs of one researcher: code spinning to its limit keeps no engine slot

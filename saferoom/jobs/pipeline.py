@@ -27,7 +27,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from saferoom.jobs.failures import EnginePhase
 from saferoom.jobs.spark import SparkExecutor, engine_of
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, Reply, WorkerPool
-from saferoom.sandbox.selftest import PROBE_PACKAGE, Probe, run_self_test
+from saferoom.sandbox.selftest import PROBE_PACKAGE, READABLE_TASK, Probe, run_self_test
 
 __all__ = ["CatalogVersion", "Isolation", "JobOutcome", "Pipeline", "ReleaseDeadline", "ReleasedOutput"]
 
@@ -146,7 +146,7 @@ class Pipeline:
             name="sandbox",
             initializer="saferoom.sandbox.runner:sandbox_initializer",
             init_args={},
-            tasks=[SANDBOX_TASK, CHECK_TASK],
+            tasks=[SANDBOX_TASK, CHECK_TASK, READABLE_TASK],
             limits=self._sandbox_limits,
             warm="saferoom.sandbox.runner:warm_worker",
             network_namespace=isolation.network_namespace,
@@ -158,9 +158,8 @@ class Pipeline:
             self._sandbox.close()
             raise
         self.layers = self._sandbox.layers
-        active = ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
-        _log.log(level, "sandbox kernel layers on this host: %s", active)
+        _log.log(level, "sandbox kernel layers on this host: %s", self._layer_text())
 
     def _engine_pool(self) -> WorkerPool:
         """A new engine pool: its zygote maps the files the catalog directory's manifest names now."""
@@ -168,7 +167,7 @@ class Pipeline:
             name="engine",
             initializer="saferoom.jobs.engine_task:open_catalog",
             init_args={"data_dir": str(self._data_dir)},
-            tasks=[ENGINE_TASK],
+            tasks=[ENGINE_TASK, READABLE_TASK],
             limits=self._engine_limits,
             warm="saferoom.jobs.engine_task:warm_worker",
             network_namespace=self._network_namespace,
@@ -221,13 +220,39 @@ class Pipeline:
         """The process id of each pool's zygote (for operators' tools and tests)."""
         return {"sandbox": self._sandbox.zygote_pid, "engine": self._engine.zygote_pid}
 
-    def self_test(self) -> float:
+    def self_test(self, private: Sequence[Path] = (), workers_may_read: bool = False) -> float:
         """Run one task of each kind in a confined worker (``saferoom.sandbox.selftest``): check and run a probe
-        package in the sandbox, execute the plan it built in the engine. Returns the seconds it took; raises
-        ``SelfTestFailed`` with the reason."""
+        package in the sandbox, execute the plan it built in the engine, and try to open each of the server's
+        ``private`` files from a worker of each pool: one that opens is a failure (a warning when
+        ``workers_may_read``). Returns the seconds it took; raises ``SelfTestFailed`` with the reason."""
+        paths = [str(p.resolve()) for p in private if p.exists()]
+
+        def unreadable(pool: str) -> Callable[[Reply], str | None]:
+            def check(reply: Reply) -> str | None:
+                found = reply.data.get("readable")
+                if not isinstance(found, list):
+                    return f"unexpected answer {reply.data}"
+                if not found:
+                    return None
+                problem = (
+                    f"a {pool} worker can read {', '.join(found)}: neither Landlock nor a drop to uid 65534 confines "
+                    f"workers on this host (layers: {self._layer_text()}); run the server as root, or where Landlock "
+                    "works, or set workers_may_read_state = true to serve anyway"
+                )
+                if workers_may_read:
+                    _log.warning("%s (serving anyway: workers_may_read_state is true)", problem)
+                    return None
+                return problem
+
+            return check
+
+        seconds = 0.0
+        if paths:
+            seconds += run_self_test(self._sandbox, [Probe(READABLE_TASK, {"paths": paths}, unreadable("sandbox"))])
+            seconds += run_self_test(self._engine, [Probe(READABLE_TASK, {"paths": paths}, unreadable("engine"))])
         local = sorted(name for name in self.manifest.datasets if self.manifest.dataset(name).engine != "spark")
         if not local:
-            return 0.0
+            return seconds
         dataset = local[0]
         built: dict[str, Any] = {}
 
@@ -253,11 +278,14 @@ class Pipeline:
             "manifest": self._current.manifest_data,
             "datasets": [dataset],
         }
-        seconds = run_self_test(
+        seconds += run_self_test(
             self._sandbox, [Probe(CHECK_TASK, {"files": PROBE_PACKAGE}, checked), Probe(SANDBOX_TASK, request, ran)]
         )
         engine = Probe(ENGINE_TASK, {"plans": [["rows", built["rows"]]], "inputs": []}, executed)
         return seconds + run_self_test(self._engine, [engine])
+
+    def _layer_text(self) -> str:
+        return ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
 
     def check_code(self, package: Package) -> None:
         """Compile every Python file of ``package`` under the sandbox policy; raises ``CodeRefused``."""

@@ -32,7 +32,7 @@ from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditLog, Checkpoint, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
-from saferoom.audit.log import AuditFilter, Entry
+from saferoom.audit.log import KEY_FILE, AuditFilter, Entry
 from saferoom.catalog.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.watch import CatalogWatcher
@@ -40,6 +40,7 @@ from saferoom.config import ServerConfig
 from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import InvalidRequest, SaferoomError, StateDamaged, Unavailable
 from saferoom.identity import TrustStore
+from saferoom.identity.pki import CA_KEY, SERVER_KEY
 from saferoom.jobs import CheckService, JobService, Pipeline
 from saferoom.jobs.pipeline import Isolation
 from saferoom.jobs.spark import spark_executor
@@ -195,7 +196,14 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark, config.engine
         )
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
-        _log.info("start-up self-test passed in %.2f s", pipeline.self_test())
+        private = (
+            config.state_dir / "saferoom.db",
+            config.state_dir / "audit" / KEY_FILE,
+            config.pki_dir / SERVER_KEY,
+            config.pki_dir / CA_KEY,
+        )
+        seconds = pipeline.self_test(private, config.workers_may_read_state)
+        _log.info("start-up self-test passed in %.2f s", seconds)
         # The differentially private datasets, each with the delta one run spends on it.
         dp_delta = {n: d.policy.dp_delta for n, d in manifest.datasets.items() if d.policy.differential_privacy}
         packages = PackageService(
