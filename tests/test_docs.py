@@ -80,6 +80,13 @@ def test_every_config_option_is_documented() -> None:
         assert f"`{f.name}`" in README, f.name
 
 
+def test_every_bench_is_listed_in_the_bench_readme() -> None:
+    listed = (REPO / "bench" / "README.md").read_text(encoding="utf-8")
+    for script in sorted((REPO / "bench").glob("*.py")):
+        if not script.name.startswith("_"):
+            assert f"`{script.name}`" in listed, script.name
+
+
 def test_every_audit_event_type_is_documented() -> None:
     for event in EventType:
         assert f"`{event.value}`" in README, event.value
