@@ -195,3 +195,31 @@ def test_readyz_says_stopping_and_the_endpoint_closes(
     stopper.join(30)
     with pytest.raises(OSError):
         scrape(port, "/healthz")
+
+
+def test_readyz_is_503_with_the_reason_once_the_audit_log_cannot_be_written(
+    catalog_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    """A load balancer must stop sending work to a server that refuses every action: the disk under the audit log
+    goes away (its descriptor now refuses writes), an action fails, and /readyz says why while /healthz stays up."""
+    import os
+
+    srv, port = create_server(
+        server_config(catalog_dir, tmp_path / "state", deployment.pki, metrics_listen="127.0.0.1:0")
+    )
+    try:
+        metrics = srv.metrics_port
+        assert metrics is not None and scrape(metrics, "/readyz") == (200, "ready\n")
+        audit = srv.audit
+        with audit._lock:  # the descriptor is the log's own: swapped while no write is under way
+            assert audit._fd is not None
+            os.close(audit._fd)
+            audit._fd = os.open(os.devnull, os.O_RDONLY)
+        package = Path(__file__).resolve().parents[2] / "algorithms" / "population_profile"
+        with deployment.client("alice", port) as alice, pytest.raises(SaferoomError, match="refuses actions"):
+            alice.submit_package(package)  # not acknowledged: its records wait in the outbox, as after a crash
+        status, body = scrape(metrics, "/readyz")
+        assert status == 503 and "audit log cannot be written" in body
+        assert scrape(metrics, "/healthz") == (200, "ok\n")  # the process answers: not to be restarted blindly
+    finally:
+        srv.stop(1.0)
