@@ -91,6 +91,16 @@ class JobTimer:
         if phase == "code":
             self._code_end = now
 
+    def mark_split(self, first: str, first_seconds: float, second: str) -> None:
+        """Two phases ended now, interleaved: ``first`` took ``first_seconds`` of the time since the last mark
+        (at most all of it), ``second`` the rest (the engine runs and the release work between them)."""
+        now = time.monotonic()
+        elapsed = now - self._last
+        taken = min(max(0.0, first_seconds), elapsed)
+        self._seconds[first] = self._seconds.get(first, 0.0) + taken
+        self._seconds[second] = self._seconds.get(second, 0.0) + elapsed - taken
+        self._last = now
+
     def published_at(self, due: float) -> None:
         """The job's end was published at its boundary ``due`` (``time.monotonic``): its ``padded`` phase is
         then the time from the code phase's end to the boundary, not the measured time to the end's recording,

@@ -77,10 +77,12 @@ def engine_error(exc: BaseException) -> EngineError | JobCancelled:
 class EnginePhase:
     """Wraps the part of a job that may run on data; once ``start()`` was called (just before the first engine
     call), any exception leaving the block is replaced by its fixed ``engine_error`` (the original is kept as
-    ``__cause__`` for the diagnostic log). Before that, exceptions pass unchanged: they are data-independent."""
+    ``__cause__`` for the diagnostic log). Before that, exceptions pass unchanged: they are data-independent.
+    ``engine_seconds`` sums the time spent waiting for engine runs (for the metrics' engine/release split)."""
 
     def __init__(self) -> None:
         self.started = False
+        self.engine_seconds = 0.0
 
     def start(self) -> None:
         """From now on the job's work depends on data."""

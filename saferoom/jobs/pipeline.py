@@ -85,6 +85,7 @@ class JobOutcome:
     outputs: list[ReleasedOutput]
     printed: str
     versions: dict[str, str] = field(default_factory=dict)  # dataset -> the version it read ("" if unversioned)
+    engine_seconds: float = 0.0  # of the job's data phase, the time its engine runs took (the rest: release work)
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ class Pipeline:
                 else:
                     report = disclosure.value_report(name).to_data()
                     outputs.append(ReleasedOutput(name, "value", None, values[name], report))
-        return JobOutcome(outputs, printed, view.versions(datasets))
+        return JobOutcome(outputs, printed, view.versions(datasets), phase.engine_seconds)
 
     def _released(
         self,
@@ -397,6 +398,14 @@ class Pipeline:
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
             if phase is not None:
                 phase.start()
+            began = time.monotonic()
+            try:
+                return _execute(work, inputs)
+            finally:
+                if phase is not None:
+                    phase.engine_seconds += time.monotonic() - began
+
+        def _execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
             remote: list[tuple[str, plan.Node]] = []
             if self._spark is not None:
                 decoded = [(str(name), plan.from_data(data)) for name, data in work]

@@ -544,9 +544,10 @@ class JobService:
                 raise
             except SaferoomError as exc:  # a refusal that depends on data ends at the same moment as a release
                 ending = self._failure(job_id, exc)
+                timer.mark("engine")
             else:
                 ending, size = self._release(job, outcome)
-            timer.mark("engine")
+                timer.mark_split("engine", outcome.engine_seconds, "release")
             while engine_held:  # the engine is done: its slot goes back before any wait
                 self._engine_slots.release(engine_held.pop())
             if deadline is None:

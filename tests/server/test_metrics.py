@@ -223,3 +223,37 @@ def test_readyz_is_503_with_the_reason_once_the_audit_log_cannot_be_written(
         assert scrape(metrics, "/healthz") == (200, "ok\n")  # the process answers: not to be restarted blindly
     finally:
         srv.stop(1.0)
+
+
+def test_detailed_phases_split_the_engine_from_the_release_work(
+    catalog_dir: Path, algorithms_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    """With ``metrics_phase_detail`` (a scraper trusted like the server), a job's data phase is exported as the
+    time its engine runs took, the server's release work around them, and the wait for the quantum's boundary;
+    the three add up to the padded phase."""
+    config = server_config(
+        catalog_dir,
+        tmp_path / "state",
+        deployment.pki,
+        metrics_listen="127.0.0.1:0",
+        metrics_phase_detail=True,
+        release_quantum_ms=100,
+    )
+    srv, port = create_server(config)
+    try:
+        approve_all(deployment, port, algorithms_dir)
+        metrics = srv.metrics_port
+        assert metrics is not None
+        with deployment.client("alice", port) as alice:
+            for _ in range(2):
+                job = alice.run_job("population-profile", {})
+                assert alice.wait(job.id, timeout=120).state == "succeeded"
+        found = samples(metrics)
+        count = {p: value(found, "saferoom_job_phase_seconds_count", phase=p) for p in ("engine", "release", "quantum")}
+        total = {p: value(found, "saferoom_job_phase_seconds_sum", phase=p) for p in ("engine", "release", "quantum")}
+        assert count == {"engine": 2, "release": 2, "quantum": 2}
+        assert total["engine"] > 0 and total["release"] > 0  # both real work: the engine workers, the rules
+        padded = value(found, "saferoom_job_phase_seconds_sum", phase="padded")
+        assert sum(total.values()) == pytest.approx(padded, abs=0.05)
+    finally:
+        srv.stop(1.0)
