@@ -362,3 +362,31 @@ def test_a_catalog_turning_private_under_an_approved_package_refuses_its_runs(
             assert alice.list_jobs()[0] == [] and alice.list_budgets()[0].epsilon_spent == 0
     finally:
         server.stop(1.0)
+
+
+def test_the_budget_gauges_are_what_everyone_was_charged(dp_catalog_dir: Path, pki: Deployment, tmp_path: Path) -> None:
+    """/metrics' spent epsilon and delta per dataset: the charges of every researcher together, as the ledger
+    holds them (a dashboard's view of budgets running out), read from a real scrape."""
+    from tests.server.test_metrics import samples, value
+
+    config = server_config(dp_catalog_dir, tmp_path / "state", pki.pki, metrics_listen="127.0.0.1:0")
+    server, port = create_server(config)
+    try:
+        room = Room(server, pki)
+        for who in ("erin", "frank"):
+            submit_approved(pki, port, who, DP_COUNT)
+            room.give(who, "population", 1.0)
+        with room.client("erin") as erin, room.client("frank") as frank:
+            jobs = [(erin, erin.run_job("dp-count")) for _ in range(3)] + [(frank, frank.run_job("dp-count"))]
+            assert all(client.wait(job.id, timeout=120).state == "succeeded" for client, job in jobs)
+        assert server.metrics_port is not None
+        found = samples(server.metrics_port)
+        spent = [room.budget(who) for who in ("erin", "frank")]
+        assert value(found, "saferoom_budget_spent_epsilon", dataset="population") == pytest.approx(1.0)
+        assert value(found, "saferoom_budget_spent_epsilon", dataset="population") == pytest.approx(
+            sum(b.epsilon_spent for b in spent)
+        )
+        assert value(found, "saferoom_budget_spent_delta", dataset="population") == pytest.approx(4e-7)
+        assert value(found, "saferoom_budget_spent_epsilon", dataset="housing_transactions") == 0
+    finally:
+        server.stop(1.0)
