@@ -43,6 +43,7 @@ from saferoom.console.security import Gate, SessionKeys
 from saferoom.console.source import visible
 from saferoom.errors import FailedPrecondition, InvalidRequest, NotFound, SaferoomError
 from saferoom.identity import Role, parse_roles
+from saferoom.jobs.state import JobState
 from saferoom.packages import parse_param_value
 
 __all__ = ["Console", "create_app", "profile_roles"]
@@ -62,6 +63,8 @@ _STATUS = {
 }
 MAX_ROWS_SHOWN = 200
 LIVE_SECONDS = 2  # how often a live page (a running job, a followed log) reloads itself
+JOBS_PAGE = 50  # jobs per page of the job list
+JOB_STATES = tuple(s.value for s in JobState)
 
 
 def profile_roles(profile: Profile) -> frozenset[Role]:
@@ -225,9 +228,30 @@ def create_app(console: Console, port: int) -> Gate:
 
     @handler("jobs")
     def jobs(request: Request) -> Response:
-        listed, _ = console.client.list_jobs(page_size=100)
-        live = any(not j.finished for j in listed)
-        return page(request, "jobs.html", title="Jobs", jobs=listed, live=live, refresh=LIVE_SECONDS if live else 0)
+        # Filtered and paged by the server (ListJobs): every job can be reached, JOBS_PAGE at a time, newest first.
+        q = request.query_params
+        states = [s for s in q.getlist("state") if s in JOB_STATES][: len(JOB_STATES)]
+        owner, package = q.get("owner", "").strip()[:100], q.get("package", "").strip()[:200]
+        filters = {"state": states, "owner": owner, "package": package}
+        token = q.get("after", "")[:200]
+        listed, later = console.client.list_jobs(
+            page_size=JOBS_PAGE, page_token=token, states=states, owner=owner, package=package
+        )
+        kept = [("state", s) for s in states] + [(k, v) for k, v in (("owner", owner), ("package", package)) if v]
+        older = f"/jobs?{urlencode([*kept, ('after', later)])}" if later else ""
+        live = not token and any(not j.finished for j in listed)  # the first page follows running jobs
+        return page(
+            request,
+            "jobs.html",
+            title="Jobs",
+            jobs=listed,
+            live=live,
+            refresh=LIVE_SECONDS if live else 0,
+            filters=filters,
+            states=JOB_STATES,
+            older=older,
+            newest="/jobs?" + urlencode(kept) if token else "",
+        )
 
     @handler("jobs")
     def job(request: Request, job_id: str) -> Response:

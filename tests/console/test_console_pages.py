@@ -148,3 +148,41 @@ def test_the_console_command_prints_a_login_url_that_works_once(
         proc.wait(30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_the_job_list_pages_through_every_job_and_filters_on_the_server(
+    catalog_dir: Path, algorithms_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    """More jobs than a page: every one is reached through "Older jobs", none twice; the filters (state, owner
+    for operators, package) are the server's (ListJobs), kept across pages."""
+    srv, port = create_server(server_config(catalog_dir, tmp_path / "state", deployment.pki))
+    try:
+        approve_all(deployment, port, algorithms_dir)
+        total = console_app.JOBS_PAGE + 7
+        with deployment.client("alice", port) as alice:
+            ran = [alice.run_job("echo", {"n": i}) for i in range(total)]
+            assert all(alice.wait(j.id, timeout=120).state == "succeeded" for j in ran)
+        with running_console(deployment, "olga", port, tmp_path / "checkpoints") as app:
+            cookie = login(app)
+            seen: list[str] = []
+            path = "/jobs?owner=alice&state=succeeded"
+            pages = 0
+            while path:
+                reply = request(app, "GET", path, headers={"Cookie": cookie})
+                assert reply.status == 200, reply.text
+                seen += re.findall(r'<a href="/jobs/([0-9a-f-]+)">', reply.text)
+                assert 'value="alice"' in reply.text and 'value="succeeded" checked' in reply.text  # kept
+                found = re.search(r'<a href="([^"]+)" rel="next"', reply.text)
+                path = found.group(1).replace("&amp;", "&") if found else ""
+                pages += 1
+            assert pages == 2 and len(seen) == total and set(seen) == {j.id for j in ran}
+            failed = request(app, "GET", "/jobs?state=failed", headers={"Cookie": cookie}).text
+            assert "No jobs." in failed
+            other = request(app, "GET", "/jobs?package=population-profile", headers={"Cookie": cookie}).text
+            assert "No jobs." in other
+            hostile = request(
+                app, "GET", "/jobs?state=<script>&after=%00%ff&owner=" + "x" * 500, headers={"Cookie": cookie}
+            )
+            assert hostile.status in (200, 400) and "<script>" not in hostile.text
+    finally:
+        srv.stop(1.0)
