@@ -7,6 +7,7 @@ differentially private synthetic data of it (``saferoom.mock``), labelled "decla
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 from saferoom.catalog.catalog import schema_of
 from saferoom.catalog.manifest import Column, DatasetInfo, Manifest
 
-__all__ = ["DEFAULT_MOCK_ROWS", "ipc_bytes", "mock_ipc_bytes", "mock_table", "write_mock_catalog"]
+__all__ = ["DEFAULT_MOCK_ROWS", "ipc_bytes", "ipc_pieces", "mock_ipc_bytes", "mock_table", "write_mock_catalog"]
 
 DEFAULT_MOCK_ROWS = 10_000
 
@@ -51,6 +52,42 @@ def mock_table(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> pa.
 def mock_ipc_bytes(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> bytes:
     """A mock table as an Arrow IPC stream, for download."""
     return ipc_bytes(mock_table(info, rows, seed))
+
+
+def ipc_pieces(schema: pa.Schema, tables: Iterable[pa.Table], size: int) -> Iterator[bytes]:
+    """One Arrow IPC stream of ``tables``, in pieces of ``size`` bytes (the last may be shorter), each yielded as
+    soon as it is written: the stream is never whole in memory, and ``tables`` may be made as they are read."""
+    pending = _Pending()
+    with pa.ipc.new_stream(pa.PythonFile(pending, mode="w"), schema) as writer:
+        for table in tables:
+            writer.write_table(table)
+            yield from pending.take(size)
+    yield from pending.take(size, everything=True)
+
+
+class _Pending:
+    """A write-only file that keeps what was written until it is taken (``pa.PythonFile`` writes to it)."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self, size: int, everything: bool = False) -> Iterator[bytes]:
+        while len(self._buffer) >= size or (everything and self._buffer):
+            piece = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            yield piece
 
 
 def ipc_bytes(table: pa.Table) -> bytes:

@@ -155,8 +155,12 @@ def _units(rng: np.random.Generator, measurements: Measurements, n: int) -> np.n
     return ids[rng.permutation(n)]
 
 
-def sample(measurements: Measurements, structure: Structure, info: DatasetInfo, n: int, seed: int = 0) -> pa.Table:
-    """``n`` synthetic rows with ``info``'s schema, deterministic for the same measurements, ``n`` and seed."""
+def sample(
+    measurements: Measurements, structure: Structure, info: DatasetInfo, n: int, seed: int = 0, first_id: int = 1
+) -> pa.Table:
+    """``n`` synthetic rows with ``info``'s schema, deterministic for the same measurements, ``n`` and seed.
+    Identifiers (units, row ids, free text) start at ``first_id``: a download made of several samples numbers
+    each from where the one before it may have ended (at most one unit per row)."""
     structure = measurements.structure(structure)
     bins = sample_bins(measurements, structure, n, seed)
     rng = np.random.default_rng([seed, 0x76616C])
@@ -165,11 +169,11 @@ def sample(measurements: Measurements, structure: Structure, info: DatasetInfo, 
         columns.update(structure.attributes[name].draw(rng, bins[name]))
     for name in structure.identifiers:
         if name == info.privacy_unit and ROWS_PER_UNIT in measurements.marginals:
-            columns[name] = pa.array(_units(rng, measurements, n))
+            columns[name] = pa.array(_units(rng, measurements, n) + (first_id - 1))
         else:
-            columns[name] = pa.array(np.arange(1, n + 1, dtype=np.int64))
+            columns[name] = pa.array(np.arange(first_id, first_id + n, dtype=np.int64))
     for name in structure.free_text:
-        columns[name] = pa.array([f"{name}-{i + 1}" for i in range(n)], pa.string())
+        columns[name] = pa.array([f"{name}-{i}" for i in range(first_id, first_id + n)], pa.string())
     for name, left, operator, right in structure.derived:
         a = columns[left].to_numpy(zero_copy_only=False).astype(np.float64)
         b = columns[right].to_numpy(zero_copy_only=False).astype(np.float64)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -49,10 +50,13 @@ from saferoom.store.budgets import (
     format_amount,
 )
 
-__all__ = ["FIDELITY_ROWS", "MAX_DOWNLOAD_ROWS", "MockInfo", "MockKind", "MockService"]
+__all__ = ["FIDELITY_ROWS", "MAX_DOWNLOAD_ROWS", "SAMPLE_CHUNK_ROWS", "MockInfo", "MockKind", "MockService"]
 
 FIDELITY_ROWS = 200_000  # rows of mock data sampled to measure the operator's real-vs-mock fidelity
-MAX_DOWNLOAD_ROWS = 1_000_000  # rows one download may ask for (and the most a default download gives)
+# Rows one download may ask for: the dataset's own (noisy) row count, or this many if that is fewer.
+MIN_DOWNLOAD_CAP = 1_000_000
+MAX_DOWNLOAD_ROWS = 100_000_000  # and never more than this
+SAMPLE_CHUNK_ROWS = 500_000  # a synthetic download is sampled (and sent) this many rows at a time
 
 
 class MockKind(StrEnum):
@@ -279,18 +283,36 @@ class MockService:
             **extra,  # type: ignore[arg-type]
         )
 
-    def download(self, dataset: str, rows: int, seed: int, caller: Identity) -> tuple[MockInfo, pa.Table]:
-        """Mock rows of ``dataset`` (``rows`` 0: the noisy row count, or the fallback's default), deterministic
-        per (publication version, seed, rows)."""
+    def download_cap(self, dataset: str, caller: Identity) -> int:
+        """The most rows one download of ``dataset`` may ask for: its (noisy) row count, at least 1M."""
+        return min(MAX_DOWNLOAD_ROWS, max(MIN_DOWNLOAD_CAP, self.info(dataset, caller).rows))
+
+    def download(self, dataset: str, rows: int, seed: int, caller: Identity) -> tuple[MockInfo, Iterator[pa.Table]]:
+        """Mock rows of ``dataset`` (``rows`` 0: the noisy row count, or the fallback's default), as tables of at
+        most ``SAMPLE_CHUNK_ROWS`` made as they are read (a 10M-row mock is never whole in the server's memory),
+        deterministic per (publication version, seed, rows). Raises InvalidRequest beyond ``download_cap``."""
         info = self._info(dataset)
         described = self.info(dataset, caller)
-        n = min(rows or described.rows, MAX_DOWNLOAD_ROWS)
+        cap = self.download_cap(dataset, caller)
+        if not 0 <= rows <= cap:
+            raise InvalidRequest(f"rows must be between 0 and {cap:,} for {dataset} (0: its {described.rows:,})")
+        n = min(rows or described.rows, cap)
         if described.kind is MockKind.PUBLIC_ROWS:
-            return described, self._catalog.table(dataset).slice(0, n).combine_chunks()
+            public = self._catalog.table(dataset).slice(0, n)
+            return described, (public.slice(i, SAMPLE_CHUNK_ROWS) for i in range(0, max(n, 1), SAMPLE_CHUNK_ROWS))
         if described.kind is MockKind.DECLARED_DOMAIN:
-            return described, mock_table(info, n, seed)
+            return described, iter([mock_table(info, min(n, MIN_DOWNLOAD_CAP), seed)])
         publication, _ = self._current(info)
         assert publication is not None
-        key = (publication.version << 64) | seed  # deterministic per (version, seed, rows)
-        table = sample(self._measurements(publication), structure_of(info), info, n, seed=key)
-        return described, table
+        measurements, structure = self._measurements(publication), structure_of(info)
+        key = (publication.version << 64) | seed
+
+        def chunks() -> Iterator[pa.Table]:
+            for first in range(0, max(n, 1), SAMPLE_CHUNK_ROWS):
+                size = min(SAMPLE_CHUNK_ROWS, n - first)
+                # Chunk i is its own sample, seeded by (version, seed, i): the first is what a download of up to
+                # one chunk always was; identifiers continue where the rows before may have ended.
+                chunk_key = key | ((first // SAMPLE_CHUNK_ROWS) << 128)
+                yield sample(measurements, structure, info, size, seed=chunk_key, first_id=first + 1)
+
+        return described, chunks()

@@ -18,13 +18,13 @@ from saferoom._proto.saferoom.v1 import packages_pb2 as _packages_pb2
 from saferoom._proto.saferoom.v1 import packages_pb2_grpc as _packages_pb2_grpc
 from saferoom._proto.saferoom.v1 import review_pb2 as _review_pb2
 from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
+from saferoom.catalog.catalog import schema_of
 from saferoom.catalog.manifest import Manifest
-from saferoom.catalog.mock import ipc_bytes
+from saferoom.catalog.mock import ipc_pieces
 from saferoom.disclosure.budgets import BudgetService
 from saferoom.errors import InvalidRequest
 from saferoom.jobs import JobService
 from saferoom.mock import MockService
-from saferoom.mock.service import MAX_DOWNLOAD_ROWS
 from saferoom.packages import PackageService
 from saferoom.server import convert
 from saferoom.server.auth import Caller
@@ -36,7 +36,6 @@ _JOB_REF = re.compile(r"^[0-9a-f]{6,32}$")
 _PACKAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 MOCK_CHUNK_BYTES = 1024 * 1024
-MAX_MOCK_ROWS = MAX_DOWNLOAD_ROWS
 
 
 def _ref(value: str) -> str:
@@ -94,17 +93,14 @@ class CatalogServicer(_catalog_pb2_grpc.CatalogServiceServicer):
 
     def DownloadMock(self, request: _catalog_pb2.DownloadMockRequest, context: Any) -> Iterator[Any]:
         info = self._manifest.dataset(request.name)
-        if not 0 <= request.rows <= MAX_MOCK_ROWS:
-            raise InvalidRequest(f"rows must be between 0 and {MAX_MOCK_ROWS}")
         if request.seed < 0:
             raise InvalidRequest("seed must be 0 or more")
-        _, table = self._mock.download(info.name, request.rows, request.seed, self._caller(context))
-        data = ipc_bytes(table)
+        _, tables = self._mock.download(info.name, request.rows, request.seed, self._caller(context))
         yield _catalog_pb2.DownloadMockResponse(dataset=convert.dataset_to_proto(info))
-        for start in range(0, len(data), MOCK_CHUNK_BYTES):
+        for piece in ipc_pieces(schema_of(info), tables, MOCK_CHUNK_BYTES):  # made as they are sent
             if not context.is_active():
                 return
-            yield _catalog_pb2.DownloadMockResponse(arrow_ipc=data[start : start + MOCK_CHUNK_BYTES])
+            yield _catalog_pb2.DownloadMockResponse(arrow_ipc=piece)
 
 
 class PackagesServicer(_packages_pb2_grpc.PackagesServiceServicer):

@@ -9,12 +9,15 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from saferoom.audit import AuditFilter, EventType
 from saferoom.audit.crosscheck import check_state_dir
 from saferoom.catalog.catalog import Catalog
+from saferoom.errors import InvalidRequest
 from saferoom.mock import Measurements, MockKind, estimated_fidelity
+from saferoom.mock import service as mock_service
 from saferoom.server import SaferoomServer, create_server
 from tests.support import Deployment, server_config
 
@@ -91,6 +94,41 @@ def test_mock_rows_are_synthetic_deterministic_per_seed_and_any_size(
     assert consistent and all(abs(r["price_per_m2"] - r["price"] / r["area_m2"]) <= 0.5 for r in consistent)
     buyers = [r["buyer_id"] for r in rows]  # synthetic units, rows per unit from the noisy histogram
     assert min(buyers) >= 1 and max(buyers) <= len(rows)
+
+
+def test_a_download_is_sampled_and_streamed_chunk_by_chunk_with_identifiers_continuing(
+    mock_server: SaferoomServer, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large mock is made and sent a chunk at a time (never whole in the server's memory): the chunks form one
+    table, deterministic per seed, whose first chunk is what a download of one chunk gives, and whose unit and
+    row identifiers do not repeat across chunks."""
+    monkeypatch.setattr(mock_service, "SAMPLE_CHUNK_ROWS", 1000)
+    with deployment.client("alice", mock_server.port) as alice:
+        table = alice.download_mock("population", rows=3500, seed=3)[1]
+        again = alice.download_mock("population", rows=3500, seed=3)[1]
+        first = alice.download_mock("population", rows=1000, seed=3)[1]
+        housing = alice.download_mock("housing_transactions", rows=2500, seed=1)[1]
+    assert table.num_rows == 3500 and table.equals(again)
+    assert table.slice(0, 1000).equals(first)
+    assert len(set(table.column("person_id").to_pylist())) == 3500  # one row per person, across chunks
+    buyers = housing.column("buyer_id").to_pylist()
+    chunk_of = {b: i for i in range(3) for b in buyers[i * 1000 : (i + 1) * 1000]}
+    assert all(chunk_of[b] == i for i in range(3) for b in buyers[i * 1000 : (i + 1) * 1000])  # units stay apart
+    assert min(buyers) >= 1 and max(buyers) <= len(buyers)
+
+
+def test_a_download_may_ask_for_the_datasets_own_row_count_and_no_more(
+    mock_server: SaferoomServer, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap is the dataset's noisy row count (at least 1M in production; lowered here): the default download is
+    the whole noisy count, whatever its size, and a request above the cap is refused, saying the cap."""
+    monkeypatch.setattr(mock_service, "MIN_DOWNLOAD_CAP", 1000)
+    with deployment.client("alice", mock_server.port) as alice:
+        noisy = alice.mock_info("population").rows
+        assert alice.download_mock("population")[1].num_rows == noisy  # beyond the lowered minimum: all of it
+        with pytest.raises(InvalidRequest, match=f"between 0 and {noisy:,} for population") as refused:
+            alice.download_mock("population", rows=noisy + 1)
+        assert refused.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 
 def test_publication_is_recorded_with_epsilon_structure_version_and_dataset_hash(
