@@ -323,9 +323,10 @@ def datasets_describe(name: str, as_json: bool, server: str | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the mock catalog.")
 @click.option(
     "--rows",
-    type=click.IntRange(0, 1_000_000),
+    type=click.IntRange(0, 100_000_000),  # the server's MAX_DOWNLOAD_ROWS; each dataset's own cap is lower
     default=0,
-    help="Rows per dataset (0: the server's default, for DP synthetic mock data the noisy row count).",
+    help="Rows per dataset (0: the server's default, for DP synthetic mock data the noisy row count; at most that "
+    "count or 1,000,000, the server says which).",
 )
 @click.option("--seed", type=int, default=0)
 @server_option
