@@ -34,6 +34,13 @@ def _normalised(counts: np.ndarray) -> np.ndarray:
     return np.where(total > 0, counts / np.where(total > 0, total, 1.0), uniform)
 
 
+def _allowed(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``p`` over the ``allowed`` bins only (uniform over them if it had no mass there)."""
+    kept = np.where(allowed, p, 0.0)
+    total = kept.sum()
+    return kept / total if total > 0 else allowed / max(1, int(allowed.sum()))
+
+
 def _draw(rng: np.random.Generator, p: np.ndarray, n: int) -> np.ndarray:
     cdf = np.cumsum(p)
     cdf /= cdf[-1]
@@ -128,8 +135,10 @@ def sample_bins(measurements: Measurements, structure: Structure, n: int, seed: 
     bins: dict[str, np.ndarray] = {}
     for name in structure.order():
         parents = structure.parents.get(name, ())
+        allowed = structure.attributes[name].allowed()  # no missing value where the catalog declares none
+        fallback = _allowed(_normalised(measurements.one_way(name, structure)), allowed)
         if not parents:
-            bins[name] = _draw(rng, _normalised(measurements.one_way(name, structure)), n)
+            bins[name] = _draw(rng, fallback, n)
             continue
         if len(parents) == 1:
             table = measurements.marginal(parents[0], name).table.astype(np.float64)
@@ -137,7 +146,7 @@ def sample_bins(measurements: Measurements, structure: Structure, n: int, seed: 
         else:
             table = conditional(measurements, structure, name)
             row = bins[parents[0]] * structure.attributes[parents[1]].cells + bins[parents[1]]
-        fallback = _normalised(measurements.one_way(name, structure))
+        table = np.where(allowed, table, 0.0)
         empty = table.sum(axis=1) <= 0
         table[empty] = fallback
         bins[name] = _draw_conditional(rng, table, row)

@@ -128,6 +128,15 @@ class Binning:
                 out = np.where((out == 0) & (x > self.edges[0]), min(1, self.size - 1), out)
         return np.where(missing, self.size, out).astype(np.int64)
 
+    def allowed(self) -> np.ndarray:
+        """Which bins a mock value may fall in: the missing-value bin only if the column may be missing (the
+        catalog does not declare it never null, and, for a float, never NaN), whatever noise put there."""
+        out = np.ones(self.cells, dtype=bool)
+        never_nan = self.column.type != "float64" or self.column.may_be_nan is False
+        if self.column.may_be_null is False and never_nan:
+            out[self.size] = False
+        return out
+
     def draw(self, rng: np.random.Generator, index: np.ndarray) -> pa.Array:
         """Values for bins ``index``: the category, or uniform within the bin (missing for the last bin)."""
         missing = index >= self.size
@@ -152,7 +161,10 @@ class Binning:
             values = np.where(safe == 0, base, base + unit * np.expm1(a + rng.random(index.size) * (b - a)))
         else:
             values = lo + rng.random(index.size) * (hi - lo)
-        return pa.array(np.clip(values, column.min, column.max), pa.float64(), mask=missing)
+        values = np.clip(values, column.min, column.max)
+        if column.may_be_null is False:  # declared never null: a missing value is NaN (if it may be one at all)
+            return pa.array(np.where(missing, np.nan, values), pa.float64())
+        return pa.array(values, pa.float64(), mask=missing)
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,12 @@ class Attribute:
         second = self.binnings[1].index(table.column(self.binnings[1].column.name))
         joint: np.ndarray = first * self.binnings[1].cells + second
         return joint
+
+    def allowed(self) -> np.ndarray:
+        """Which cells a mock row may fall in (``Binning.allowed`` of each column)."""
+        if len(self.binnings) == 1:
+            return self.binnings[0].allowed()
+        return np.outer(self.binnings[0].allowed(), self.binnings[1].allowed()).ravel()
 
     def draw(self, rng: np.random.Generator, index: np.ndarray) -> dict[str, pa.Array]:
         if len(self.binnings) == 1:
