@@ -14,6 +14,8 @@ from rich.console import Console
 from saferoom.catalog import Catalog, Column, DatasetInfo, Manifest
 from saferoom.catalog.manifest import COLUMN_TYPES, timestamp_seconds, timestamp_text
 from saferoom.cli.render import print_dataset
+from saferoom.disclosure import protect
+from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.cost import STRING_BYTES, WIDTHS
 from saferoom.errors import InvalidRequest
 
@@ -104,6 +106,25 @@ def test_another_unit_or_a_time_zone_is_refused_not_converted(tmp_path: Path, st
     message = f"column 'started' is {stored} in the file, timestamp[s] in the manifest"
     with pytest.raises(InvalidRequest, match=re.escape(message)):
         Catalog.open(tmp_path)
+
+
+def test_personal_times_are_clamped_to_their_bounds_before_anything_reads_them(tmp_path: Path) -> None:
+    # A file written by hand (the importer would refuse these times): one an hour early, one a day late.
+    _write(tmp_path, pa.array([START - 3600, START + 60, END + 86_400], pa.timestamp("s")))
+    started = plan.Col("started")
+    counted = plan.Aggregate(
+        plan.Project(plan.Scan("trips", ("started",)), (("hour", plan.Call("hour", (started,))),)),
+        ("hour",),
+        (("n", plan.AggExpr("count")),),
+    )
+    with Catalog.open(tmp_path) as catalog:
+        (protected,) = protect({"by_hour": counted}, catalog.manifest).values()
+        assert protected.clamped == {"trips": ("started",)}
+        (scan,) = [
+            n for n in plan.walk(protected.plan) if isinstance(n, plan.Project) and isinstance(n.input, plan.Scan)
+        ]
+        (read,) = ArrowEngine(catalog.table).execute_all([scan])
+    assert read.table.column("started").cast(pa.int64()).to_pylist() == [START, START + 60, END]
 
 
 def test_describe_shows_the_bounds_as_times_and_dates() -> None:
