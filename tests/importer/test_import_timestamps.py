@@ -21,6 +21,8 @@ import pytest
 
 from saferoom.catalog import Catalog, Manifest
 from saferoom.catalog.manifest import timestamp_seconds
+from saferoom.engine import ArrowEngine, plan
+from saferoom.engine.duckdb_engine import DuckDBEngine
 from saferoom.importer import DeclarationError, ImportRefused, import_dataset, load_declaration, propose_declaration
 
 DECLARATION = """
@@ -345,3 +347,35 @@ def test_spark_dataset_is_written_as_parquet_times_without_a_zone(tmp_path: Path
     assert (logical.type, json.loads(logical.to_json())["isAdjustedToUTC"]) == ("TIMESTAMP", False)
     milliseconds = pq.read_table(written).column("boarded").cast(pa.int64()).to_pylist()
     assert milliseconds == [timestamp_seconds(b) * 1000 for b in BOARDED]
+
+
+def trip_plans() -> list[plan.Node]:
+    """Plans over the trips that read their times every way (parts, text, differences, a filter, an aggregate)."""
+    boarded, alighted = plan.Col("boarded"), plan.Col("alighted")
+    scan = plan.Scan("trips", ("card_id", "boarded", "alighted"))
+    later = plan.Filter(scan, plan.Call("ge", (boarded, plan.Call("timestamp", (plan.Lit("2024-06-01 17:05:09"),)))))
+    project = plan.Project(
+        later,
+        (
+            ("card_id", plan.Col("card_id")),
+            ("hour", plan.Call("hour", (boarded,))),
+            ("second", plan.Call("second", (boarded,))),
+            ("text", plan.Call("cast_str", (boarded,))),
+            ("ride", plan.Call("seconds_between", (boarded, alighted))),
+        ),
+    )
+    by_hour = plan.Aggregate(
+        plan.Project(scan, (("hour", plan.Call("hour", (boarded,))), ("boarded", boarded))),
+        ("hour",),
+        (("n", plan.AggExpr("count")), ("first", plan.AggExpr("min", plan.Col("boarded")))),
+    )
+    return [project, by_hour]
+
+
+def test_an_imported_timestamp_reads_the_same_on_arrow_and_duckdb(tmp_path: Path) -> None:
+    import_dataset(str(_csv(tmp_path, BOARDED * 2, ALIGHTED * 2)), _declaration(tmp_path), tmp_path / "catalog")
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        for p in trip_plans():  # each output's first column is a key: sorted by it, the tables are equal
+            arrow, duck = (e.execute(p).table for e in (ArrowEngine(catalog.table), DuckDBEngine(catalog.table)))
+            key = arrow.column_names[0]
+            assert arrow.num_rows > 0 and arrow.sort_by(key).equals(duck.sort_by(key))

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from saferoom.catalog import Catalog, Manifest
-from saferoom.engine import ArrowEngine, plan
+from saferoom.engine import ArrowEngine
 from saferoom.engine.spark import SparkEngine
 from saferoom.importer import import_dataset
-from tests.importer.test_import_timestamps import ALIGHTED, BOARDED, DECLARATION
+from tests.importer.test_import_timestamps import ALIGHTED, BOARDED, DECLARATION, trip_plans
 from tests.support_spark import assert_same
 
 
@@ -28,28 +28,10 @@ def test_an_imported_timestamp_reads_the_same_on_spark(tmp_path: Path, spark_ses
     location = manifest.dataset("trips").location
     assert location is not None
 
-    boarded, alighted = plan.Col("boarded"), plan.Col("alighted")
-    scan = plan.Scan("trips", ("card_id", "boarded", "alighted"))
-    later = plan.Filter(scan, plan.Call("ge", (boarded, plan.Call("timestamp", (plan.Lit("2024-06-01 17:05:09"),)))))
-    project = plan.Project(
-        later,
-        (
-            ("card_id", plan.Col("card_id")),
-            ("hour", plan.Call("hour", (boarded,))),
-            ("second", plan.Call("second", (boarded,))),
-            ("text", plan.Call("cast_str", (boarded,))),
-            ("ride", plan.Call("seconds_between", (boarded, alighted))),
-        ),
-    )
-    by_hour = plan.Aggregate(
-        plan.Project(scan, (("hour", plan.Call("hour", (boarded,))), ("boarded", boarded))),
-        ("hour",),
-        (("n", plan.AggExpr("count")), ("first", plan.AggExpr("min", plan.Col("boarded")))),
-    )
     with Catalog.open(tmp_path / "arrow") as catalog:
         arrow = ArrowEngine(catalog.table)
         on_spark = SparkEngine(spark_session, manifest, {"trips": location})
-        for p in (project, by_hour):
+        for p in trip_plans():
             expected = arrow.execute(p).table
             assert expected.num_rows > 0
             assert_same(expected, on_spark.execute(p).table)
