@@ -50,7 +50,7 @@ class Table:
 
     @property
     def schema(self) -> dict[str, str]:
-        """Column name -> type ("int64", "float64", "string", "bool", "date32")."""
+        """Column name -> type ("int64", "float64", "string", "bool", "date32", "timestamp")."""
         return dict(self._schema)
 
     def filter(self, condition: object) -> Table:

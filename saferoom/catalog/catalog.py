@@ -21,6 +21,9 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "bool": pa.bool_(),
     "date32": pa.date32(),
+    # Wall-clock time to the second without a time zone. A file with another unit or a time zone is refused
+    # when the catalog opens, never converted: conversion (exact, or refused) is the importer's.
+    "timestamp": pa.timestamp("s"),
 }
 CATEGORY_TYPE = pa.dictionary(pa.int32(), pa.string())
 
@@ -57,6 +60,21 @@ def _check_categories(name: str, info: DatasetInfo, table: pa.Table) -> None:
                     f"dataset {name!r}: column {column.name!r} holds {undeclared} value(s) that are not among its "
                     f"{len(column.categories)} declared categories"
                 )
+
+
+def _mismatch(found: pa.Schema, expected: pa.Schema) -> str:
+    """How a file's schema differs from the manifest's: the first column of another type, where there is one."""
+    if found.names == expected.names:
+        for field, declared in zip(found, expected, strict=True):
+            if field.type != declared.type:
+                return (
+                    f"file schema does not match the manifest: column {field.name!r} is {field.type} in the file, "
+                    f"{declared.type} in the manifest"
+                )
+    return (
+        f"file schema does not match the manifest (expected {expected.names} "
+        f"with types {[str(t) for t in expected.types]})"
+    )
 
 
 class Catalog:
@@ -99,10 +117,7 @@ class Catalog:
                 raise InvalidRequest(f"dataset {name!r}: cannot read {info.file}: {exc}") from None
             expected = schema_of(info)
             if not table.schema.equals(expected):
-                raise InvalidRequest(
-                    f"dataset {name!r}: file schema does not match the manifest (expected {expected.names} "
-                    f"with types {[str(t) for t in expected.types]})"
-                )
+                raise InvalidRequest(f"dataset {name!r}: {_mismatch(table.schema, expected)}")
             _check_categories(name, info, table)
             tables[name] = table
             mapped += source.size()

@@ -6,7 +6,9 @@ what researchers see when they list and describe datasets, and the mock data is 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,13 +26,20 @@ __all__ = [
     "Manifest",
     "MockSpec",
     "Policy",
+    "timestamp_seconds",
+    "timestamp_text",
 ]
 
 MANIFEST_NAME = "catalog.json"
 FORMAT = 1
 
 # Logical column types and their Arrow storage: string columns with ``categories`` are dictionary-encoded.
-COLUMN_TYPES = frozenset({"int64", "float64", "string", "bool", "date32"})
+# Bounds of a date32 column are its days since 1970-01-01; of a timestamp column (wall-clock time to the second,
+# no time zone: Arrow timestamp[s]) its seconds since 1970-01-01 00:00:00, written "YYYY-MM-DD HH:MM:SS" in
+# catalog.json (``timestamp_text``) so that a reader sees the times that are published.
+COLUMN_TYPES = frozenset({"int64", "float64", "string", "bool", "date32", "timestamp"})
+_EPOCH_TIME = dt.datetime(1970, 1, 1)
+_TIMESTAMP_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -64,6 +73,42 @@ class Column:
             raise InvalidRequest(f"column name {self.name!r} must match {_NAME.pattern}")
         if self.type not in COLUMN_TYPES:
             raise InvalidRequest(f"column {self.name!r}: unknown type {self.type!r}")
+        if self.type == "timestamp":
+            for bound in (self.min, self.max):
+                # Whole seconds of a real time in years 1 to 9999 (what Python, Arrow and the engines all hold).
+                if bound is not None and not (math.isfinite(bound) and bound == int(bound) and _in_years(bound)):
+                    raise InvalidRequest(
+                        f"column {self.name!r}: a timestamp bound is a time in years 1 to 9999, to the second"
+                    )
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise InvalidRequest(f"column {self.name!r}: min {timestamp_text(self.min)} is after max")
+
+
+def timestamp_seconds(text: object) -> int:
+    """A timestamp written ``"YYYY-MM-DD HH:MM:SS"`` (or with a ``T``) as seconds since 1970-01-01 00:00:00.
+
+    To the second and without a time zone, in years 1 to 9999; raises ``ValueError`` for anything else (a
+    fraction of a second, an offset, a date alone, an impossible day or hour).
+    """
+    if isinstance(text, str) and _TIMESTAMP_TEXT.match(text):
+        try:
+            return int((dt.datetime.fromisoformat(text) - _EPOCH_TIME).total_seconds())
+        except ValueError:  # no such day, hour or year (0000)
+            pass
+    raise ValueError(f"{str(text)[:40]!r} is not a time written YYYY-MM-DD HH:MM:SS in years 1 to 9999")
+
+
+def timestamp_text(seconds: float) -> str:
+    """Seconds since 1970-01-01 00:00:00 as ``"YYYY-MM-DD HH:MM:SS"``."""
+    return (_EPOCH_TIME + dt.timedelta(seconds=int(seconds))).isoformat(sep=" ")  # strftime drops year 1's zeros
+
+
+def _in_years(seconds: float) -> bool:
+    try:
+        _EPOCH_TIME + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -223,20 +268,41 @@ class DatasetInfo:
         del data["mock"]
         if self.mock is not None:
             data["mock"] = self.mock.to_data()
-        data["columns"] = [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items() if v is not None}
-            for c in self.columns
-        ]
+        data["columns"] = [{k: _stored(c, k, v) for k, v in asdict(c).items() if v is not None} for c in self.columns]
         return data
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> DatasetInfo:
         columns = tuple(
-            Column(**{**c, "categories": tuple(c["categories"]) if c.get("categories") else None})
+            Column(**{**c, **_read_bounds(c), "categories": tuple(c["categories"]) if c.get("categories") else None})
             for c in data["columns"]
         )
         mock = MockSpec.from_data(data["mock"]) if data.get("mock") is not None else None
         return cls(**{**data, "columns": columns, "policy": Policy(**data.get("policy", {})), "mock": mock})
+
+
+def _stored(column: Column, key: str, value: Any) -> Any:
+    """A column field as catalog.json holds it: lists for tuples, timestamp bounds as text."""
+    if key in ("min", "max") and column.type == "timestamp":
+        return timestamp_text(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _read_bounds(column: dict[str, Any]) -> dict[str, Any]:
+    """The bounds of a timestamp column in catalog.json ("YYYY-MM-DD HH:MM:SS") as seconds."""
+    if column.get("type") != "timestamp":
+        return {}
+    bounds = {}
+    for key in ("min", "max"):
+        if column.get(key) is not None:
+            try:
+                bounds[key] = float(timestamp_seconds(column[key]))
+            except ValueError:
+                raise InvalidRequest(
+                    f'column {column.get("name")!r}: {key} of a timestamp is written "YYYY-MM-DD HH:MM:SS" (years 1 '
+                    f"to 9999, no time zone), not {str(column[key])[:40]!r}"
+                ) from None
+    return bounds
 
 
 @dataclass(frozen=True)

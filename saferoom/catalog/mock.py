@@ -36,6 +36,8 @@ def _column(rng: np.random.Generator, column: Column, rows: int) -> pa.Array:
         return pa.array(rng.uniform(lo, hi, size=rows))
     if column.type == "date32":
         return pa.array(rng.integers(int(lo), int(hi) + 1, size=rows).astype(np.int32), pa.date32())
+    if column.type == "timestamp":  # whole seconds within the bounds
+        return pa.array(rng.integers(int(lo), int(hi) + 1, size=rows, dtype=np.int64), pa.timestamp("s"))
     if column.type == "bool":
         return pa.array(rng.random(rows) < 0.5)
     return pa.array([f"{column.name}-{i + 1}" for i in range(rows)], pa.string())

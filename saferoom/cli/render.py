@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from saferoom.audit import AuditRecord
-from saferoom.catalog.manifest import DatasetInfo
+from saferoom.catalog.manifest import Column, DatasetInfo, timestamp_text
 from saferoom.client import Budget, HeldResult, Job, PackageSummary, Result, ResultOutput, RunCost
 from saferoom.jobs.pipeline import JobOutcome
 
@@ -263,11 +263,20 @@ def print_dataset(console: Console, d: DatasetInfo) -> None:
         if c.categories:
             domain = ", ".join(c.categories)
         elif c.min is not None or c.max is not None:
-            domain = f"[{_cell(c.min)}, {_cell(c.max)}]"
+            domain = f"[{_bound(c, c.min)}, {_bound(c, c.max)}]"
         else:
             domain = ""
         table.add_row(c.name + (" *" if c.magnitude else ""), c.type, c.unit or "", domain, c.description)
     console.print(table)
+
+
+def _bound(column: Column, value: float | None) -> str:
+    """A declared bound as the owner wrote it: dates and times as such, not as their days or seconds."""
+    if value is None or column.type not in ("date32", "timestamp"):
+        return _cell(value)
+    if column.type == "timestamp":
+        return timestamp_text(value)
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(value))).isoformat()
 
 
 def print_job(console: Console, job: Job) -> None:

@@ -167,7 +167,7 @@ class Rewriter:
         for name in node.columns:
             column = info.column(name)
             bounded = column.min is not None and column.max is not None
-            if column.type in ("int64", "float64", "date32") and bounded and name != info.privacy_unit:
+            if column.type in ("int64", "float64", "date32", "timestamp") and bounded and name != info.privacy_unit:
                 # Personal values beyond the public bounds are clamped before anything uses them: one
                 # outlier can then move a sum or mean only as far as the bounds allow.
                 visible.append((name, Call("clamp", (Col(name), Lit(column.min), Lit(column.max)))))

@@ -1,8 +1,8 @@
 """Static types of plans: the output columns of every node and the type of every expression.
 
-Types are the catalog's logical types ("int64", "float64", "string", "bool", "date32") plus "null" for a null
-literal. Checking them before anything runs gives errors that name the column and function, on the line of
-algorithm code that built the plan, and lets the release step reason about plans it did not build.
+Types are the catalog's logical types ("int64", "float64", "string", "bool", "date32", "timestamp") plus "null"
+for a null literal. Checking them before anything runs gives errors that name the column and function, on the
+line of algorithm code that built the plan, and lets the release step reason about plans it did not build.
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ def import_dataset(
     catalog_dir.mkdir(parents=True, exist_ok=True)
     info = declared.info
     text = tuple(c.name for c in info.columns if c.type in ("string", "date32", "int64", "float64", "bool"))
+    times = tuple(c.name for c in info.columns if c.type == "timestamp")
     validator = Validator(info, declared.ignore, clamp, drop_invalid)
-    with open_source(source, query=query, table=table, string_columns=text) as opened:
+    with open_source(source, query=query, table=table, string_columns=text, timestamp_columns=times) as opened:
         batches = validator.batches(_reported(opened, progress))
         schema = validator.schema
         if info.engine == "spark":

@@ -21,10 +21,11 @@ person's age, the highest income), and a category list taken from the data discl
 
     [[columns]]                              # in catalog order; every source column is declared or ignored
     name = "age"
-    type = "int64"                           # int64, float64, string, bool, date32
+    type = "int64"                           # int64, float64, string, bool, date32, timestamp
     description = "age in completed years"
     unit = "years"
-    min = 0                                  # public bounds (date32: "YYYY-MM-DD")
+    min = 0                                  # public bounds (date32: "YYYY-MM-DD";
+                                             # timestamp: "YYYY-MM-DD HH:MM:SS", no time zone)
     max = 110
     categories = ["female", "male"]          # string columns: the public domain (dictionary-encoded)
     magnitude = false
@@ -42,7 +43,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from saferoom.catalog.manifest import COLUMN_TYPES, Column, DatasetInfo, Policy
+from saferoom.catalog.manifest import COLUMN_TYPES, Column, DatasetInfo, Policy, timestamp_seconds
 from saferoom.errors import InvalidRequest
 
 __all__ = ["FROM_DATA_MARK", "Declaration", "DeclarationError", "load_declaration"]
@@ -193,7 +194,10 @@ def _column(data: Any, index: int) -> Column:
 
 
 def _bound(value: Any, kind: str, where: str) -> float:
-    """A bound as the catalog stores it (dates: days since 1970-01-01, like the generated catalog)."""
+    """A bound as the catalog stores it (dates: days since 1970-01-01, like the generated catalog; timestamps:
+    seconds since 1970-01-01 00:00:00)."""
+    if kind == "timestamp":
+        return _timestamp_bound(value, where)
     if kind == "date32":
         if isinstance(value, dt.date):
             return float((value - EPOCH).days)
@@ -204,5 +208,22 @@ def _bound(value: Any, kind: str, where: str) -> float:
                 pass
         raise DeclarationError(f"{where}: a date32 bound is a date (YYYY-MM-DD)")
     if kind not in ("int64", "float64") or isinstance(value, bool) or not isinstance(value, int | float):
-        raise DeclarationError(f"{where}: bounds are numbers, for int64, float64 and date32 columns")
+        raise DeclarationError(f"{where}: bounds are numbers, for int64, float64, date32 and timestamp columns")
     return float(value)
+
+
+def _timestamp_bound(value: Any, where: str) -> float:
+    """A timestamp bound: text "YYYY-MM-DD HH:MM:SS" or a TOML local date-time, to the second, no time zone."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            raise DeclarationError(f"{where}: a timestamp bound has no time zone (write 2024-01-31 08:30:00)")
+        if value.microsecond:
+            raise DeclarationError(f"{where}: a timestamp bound is to the second (no fraction of a second)")
+        value = value.isoformat(sep=" ")
+    try:
+        return float(timestamp_seconds(value))
+    except ValueError:
+        raise DeclarationError(
+            f'{where}: a timestamp bound is a time "YYYY-MM-DD HH:MM:SS" in years 1 to 9999, to the second and '
+            "without a time zone"
+        ) from None

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from saferoom.catalog.manifest import timestamp_text
 from saferoom.importer.declaration import EPOCH, FROM_DATA_MARK
 from saferoom.importer.sources import open_source
 
@@ -38,6 +39,7 @@ class _Seen:
     nulls: bool = False
     nan: bool = False
     values: set[str] | None = field(default_factory=set)
+    zone: str | None = None  # a timestamp's time zone, which the import refuses
 
 
 def propose_declaration(source: str, name: str, *, query: str | None = None, table: str | None = None) -> str:
@@ -62,10 +64,14 @@ def propose_declaration(source: str, name: str, *, query: str | None = None, tab
     columns = []
     for column_name, s in seen.items():
         columns += ["", "[[columns]]", f"name = {json.dumps(column_name)}", f'type = "{s.type}"', 'description = ""']
-        if s.type in ("int64", "float64", "date32") and s.low is not None:
+        if s.zone is not None:
+            columns.append(f"# time zone {s.zone}: convert to wall-clock time in the source (the import refuses it)")
+        if s.type in ("int64", "float64", "date32", "timestamp") and s.low is not None:
             for key, value in (("min", s.low), ("max", s.high)):
                 if s.type == "date32":
                     value = EPOCH + dt.timedelta(days=value)
+                elif s.type == "timestamp":
+                    value = timestamp_text(value)
                 columns.append(f"{key} = {_toml(value)}  # {FROM_DATA_MARK}: replace with a public bound")
                 marked.append(f"columns.{column_name}.{key}")
         if s.type == "string" and s.values:
@@ -90,12 +96,18 @@ def _observe(seen: dict[str, _Seen], name: str, values: pa.Array) -> None:
     s.nulls |= values.null_count > 0
     if kind == "float64":
         s.nan |= bool(pc.any(pc.is_nan(values)).as_py())
-    if kind in ("int64", "float64", "date32"):
+    if kind in ("int64", "float64", "date32", "timestamp"):
         numbers = values.cast(pa.date32()).cast(pa.int32()) if kind == "date32" else values
         if kind == "float64":
             numbers = pc.filter(numbers, pc.invert(pc.is_nan(numbers)))
+        if kind == "timestamp":
+            numbers = values.cast(pa.int64())  # in the column's unit
+            s.zone = values.type.tz or s.zone
         bounds = pc.min_max(numbers)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if kind == "timestamp" and low is not None:  # whole seconds around every value
+            per_second = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[values.type.unit]
+            low, high = low // per_second, -(-high // per_second)
         if low is not None:
             s.low = low if s.low is None else min(s.low, low)
             s.high = high if s.high is None else max(s.high, high)
@@ -112,7 +124,9 @@ def _kind(t: pa.DataType) -> str:
         return "float64"
     if pa.types.is_boolean(t):
         return "bool"
-    if pa.types.is_date(t) or pa.types.is_timestamp(t):
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_date(t):
         return "date32"
     return "string"
 
@@ -124,6 +138,8 @@ def _toml(value: Any) -> str:
         return repr(value) if np.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dt.date):
         return f'"{value.isoformat()}"'
+    if isinstance(value, str):  # a time, "YYYY-MM-DD HH:MM:SS"
+        return json.dumps(value)
     return str(value)
 
 

@@ -88,11 +88,14 @@ def open_source(
     query: str | None = None,
     table: str | None = None,
     string_columns: tuple[str, ...] = (),
+    timestamp_columns: tuple[str, ...] = (),
 ) -> Source:
     """Open ``source`` for streaming; raises ``SourceError`` for what cannot be read.
 
     ``string_columns`` are read as text from CSV files, whatever they look like, so that the importer (not the
     CSV reader's type inference) decides what a value is and can count and locate the ones that are wrong.
+    ``timestamp_columns`` are read as text from JSON Lines files too: the JSON reader would take a date alone
+    for a midnight and move a time with an offset ("+01:00") to UTC without a word.
     """
     stack = ExitStack()
     try:
@@ -109,7 +112,8 @@ def open_source(
         size = path.stat().st_size
         if size == 0:
             raise SourceError(f"{path.name} is empty")
-        return _FILE_OPENERS[kind](path, size, string_columns, stack)
+        text = {SourceKind.CSV: (*string_columns, *timestamp_columns), SourceKind.JSONL: timestamp_columns}
+        return _FILE_OPENERS[kind](path, size, text.get(kind, ()), stack)
     except SourceError:
         stack.close()
         raise
@@ -134,9 +138,23 @@ def _csv(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> S
 
 
 def _jsonl(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:
+    if strings:  # as text only where the first block has them: one it lacks stays missing, to be refused as such
+        strings = tuple(name for name in strings if name in _first_block_names(path))
     stream = stack.enter_context(pa.input_stream(str(path)))
-    reader = pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
+    reader = pajson.open_json(
+        stream,
+        read_options=pajson.ReadOptions(block_size=BLOCK_BYTES),
+        parse_options=pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in strings])),
+    )
     return Source(SourceKind.JSONL, path.name, _guarded(reader, path.name), size, "bytes", stream.tell, stack)
+
+
+def _first_block_names(path: Path) -> set[str]:
+    """The columns the JSON reader finds in a file's first block (the ones its schema will have)."""
+    with path.open("rb") as file:
+        block = file.read(BLOCK_BYTES)
+    block = block[: block.rfind(b"\n") + 1] or block
+    return set(pajson.read_json(pa.BufferReader(block)).schema.names)
 
 
 def _parquet(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:

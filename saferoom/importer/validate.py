@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.catalog.catalog import ARROW_TYPES, CATEGORY_TYPE, schema_of
-from saferoom.catalog.manifest import Column, DatasetInfo
+from saferoom.catalog.manifest import Column, DatasetInfo, timestamp_seconds
 from saferoom.errors import InvalidRequest
 
 __all__ = ["ImportRefused", "Issue", "ValidationReport", "Validator"]
@@ -186,11 +186,12 @@ class Validator:
             problems.append((Issue.NULL, null))
         if column.type == "float64" and not column.may_be_nan:
             problems.append((Issue.NAN, _mask(pc.is_nan(values))))
-        if column.type in ("int64", "float64", "date32") and (column.min is not None or column.max is not None):
-            numbers = values.cast(pa.int32()) if column.type == "date32" else values
+        temporal = column.type in ("date32", "timestamp")
+        if (column.type in ("int64", "float64") or temporal) and (column.min is not None or column.max is not None):
+            numbers = values.cast(_DAYS_OR_SECONDS[column.type]) if temporal else values
             low = _mask(pc.less(numbers, column.min)) if column.min is not None else np.zeros(len(values), bool)
             high = _mask(pc.greater(numbers, column.max)) if column.max is not None else np.zeros(len(values), bool)
-            if self.clamp and (low.any() or high.any()) and column.type != "date32":
+            if self.clamp and (low.any() or high.any()) and not temporal:  # a date or time is not moved
                 self.report.clamped[column.name] = self.report.clamped.get(column.name, 0) + int((low | high).sum())
                 if column.min is not None:
                     values = pc.if_else(pa.array(low), pa.scalar(column.min).cast(values.type), values)
@@ -226,6 +227,8 @@ def _convert(values: pa.Array | pa.ChunkedArray, column: Column) -> tuple[pa.Arr
     target = ARROW_TYPES[column.type]
     if pa.types.is_large_string(values.type):
         values = values.cast(pa.string())
+    if column.type == "timestamp":
+        return _timestamps(values, column.name)
     if values.type == target:
         return values, np.zeros(len(values), dtype=bool)
     try:
@@ -243,6 +246,49 @@ def _convert(values: pa.Array | pa.ChunkedArray, column: Column) -> tuple[pa.Arr
             converted.append(None)
             wrong[i] = True
     return pa.array(converted, target), wrong
+
+
+_DAYS_OR_SECONDS = {"date32": pa.int32(), "timestamp": pa.int64()}
+_TIMESTAMP = ARROW_TYPES["timestamp"]
+_TIMESTAMP_TEXT = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
+_SECONDS = (timestamp_seconds("0001-01-01 00:00:00"), timestamp_seconds("9999-12-31 23:59:59"))
+
+
+def _timestamps(values: pa.Array, name: str) -> tuple[pa.Array, np.ndarray]:
+    """``values`` as timestamp[s], and which are wrong: text that is not a real "YYYY-MM-DD HH:MM:SS" (or with a
+    T; no fraction, no zone), a fraction of a second (dropping it would change the data: cut it in the source if
+    meant), a time outside years 1 to 9999. A time zone, or numbers (seconds? milliseconds?), refuse the import:
+    a time is never shifted or guessed here."""
+    t = values.type
+    valid = ~_mask(values.is_null())
+    if values.null_count == len(values):  # no value, so no type to judge (SQLite's drivers say int64 then)
+        return pa.nulls(len(values), _TIMESTAMP), np.zeros(len(values), dtype=bool)
+    if pa.types.is_string(t):
+        shaped = _mask(pc.match_substring_regex(values, _TIMESTAMP_TEXT))
+        text = pc.if_else(pa.array(shaped), pc.replace_substring(values, "T", " "), pa.scalar(None, pa.string()))
+        parsed = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+        # strptime carries a day or second too far into the next (02-30 is 03-01): only a time written back as
+        # it was read is that time.
+        exact = _mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S"), text))
+    elif pa.types.is_timestamp(t) and t.tz is not None:
+        raise ImportRefused(
+            f"column {name!r} holds times with the time zone {t.tz}: a timestamp column is wall-clock time "
+            "without one. Convert it in the source to the local time it means (PostgreSQL: ts AT TIME ZONE "
+            "'Asia/Shanghai'; UTC: ts AT TIME ZONE 'UTC'), then import"
+        )
+    elif pa.types.is_timestamp(t):
+        parsed = values.cast(_TIMESTAMP, safe=False)  # whole seconds are exact; a fraction is found below
+        exact = _mask(pc.equal(parsed.cast(t), values))
+    else:
+        raise ImportRefused(
+            f"column {name!r} is declared timestamp but the source holds {t}: give times as text "
+            "YYYY-MM-DD HH:MM:SS or as a timestamp column (numbers are not taken for seconds or milliseconds since "
+            "1970, nor a date for its midnight: convert them in the source, e.g. SQLite datetime(x, 'unixepoch'))"
+        )
+    seconds = parsed.cast(pa.int64())
+    inside = _mask(pc.and_(pc.greater_equal(seconds, _SECONDS[0]), pc.less_equal(seconds, _SECONDS[1])))
+    wrong = valid & ~(exact & inside)
+    return pc.if_else(pa.array(wrong), pa.scalar(None, _TIMESTAMP), parsed), wrong
 
 
 class _UnitTracker:

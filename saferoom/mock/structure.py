@@ -28,6 +28,7 @@ __all__ = ["Attribute", "Binning", "Structure", "structure_of"]
 
 ONE_BIN_PER_VALUE = 128  # integers with a range this narrow (ages, sizes) get one bin per value
 _LOG_UNITS = 1e5  # an amount's log bins: log(1 + (x - lo) / u) with u = (hi - lo) / _LOG_UNITS
+_TEMPORAL = {"date32": pa.date32(), "timestamp": pa.timestamp("s")}  # binned as their days or seconds
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ class Binning:
             return cls(column, None, len(column.categories))
         if column.type == "bool":
             return cls(column, None, 2)
-        if column.type not in ("int64", "float64", "date32") or column.min is None or column.max is None:
+        if column.type not in ("int64", "float64", *_TEMPORAL) or column.min is None or column.max is None:
             raise InvalidRequest(f"mock: column {column.name!r} needs categories or public bounds to be synthesised")
         lo, hi = float(column.min), float(column.max)
-        integer = column.type in ("int64", "date32")
+        integer = column.type in ("int64", *_TEMPORAL)
         if integer and hi - lo + 1 <= max(bins, ONE_BIN_PER_VALUE):
             return cls(column, np.arange(lo, hi + 2.0), int(hi - lo + 1))
         if column.magnitude and hi > lo:
@@ -116,7 +117,9 @@ class Binning:
                 out = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(np.int64)
         else:
             if pa.types.is_date32(values.type):
-                values = values.cast(pa.int32())
+                values = values.cast(pa.int32())  # days since 1970-01-01
+            elif pa.types.is_timestamp(values.type):
+                values = values.cast(pa.int64())  # seconds since 1970-01-01 00:00:00
             x = pc.fill_null(values.cast(pa.float64()), float(self.edges[0])).to_numpy(zero_copy_only=False)
             # NaN (a column that may hold it) is a missing value here; +-inf and values beyond the declared
             # bounds fall in the end bins, as clamping would put them.
@@ -148,13 +151,13 @@ class Binning:
                 return pa.DictionaryArray.from_arrays(indices, pa.array(column.categories, pa.string()))
             return pa.array(safe.astype(bool), mask=missing)
         lo, hi = self.edges[safe], self.edges[safe + 1]
-        if column.type in ("int64", "date32"):
+        if column.type in ("int64", *_TEMPORAL):
             width = np.maximum(np.floor(hi) - np.ceil(lo), 1.0)
             values = np.ceil(lo) + np.floor(rng.random(index.size) * width)
             values = np.clip(values, column.min, column.max).astype(np.int64)
             if column.type == "date32":
                 return pa.array(values.astype(np.int32), pa.date32(), mask=missing)
-            return pa.array(values, pa.int64(), mask=missing)
+            return pa.array(values, _TEMPORAL.get(column.type, pa.int64()), mask=missing)
         if self.point_at_low:  # an amount: log-uniform within its log-spaced bin, exactly the bound in bin 0
             base, unit = self.edges[0], (self.edges[-1] - self.edges[0]) / _LOG_UNITS
             a, b = np.log1p((lo - base) / unit), np.log1p((hi - base) / unit)

@@ -15,6 +15,7 @@ class ColumnType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COLUMN_TYPE_STRING: _ClassVar[ColumnType]
     COLUMN_TYPE_BOOL: _ClassVar[ColumnType]
     COLUMN_TYPE_DATE32: _ClassVar[ColumnType]
+    COLUMN_TYPE_TIMESTAMP: _ClassVar[ColumnType]
 
 class Sensitivity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ COLUMN_TYPE_FLOAT64: ColumnType
 COLUMN_TYPE_STRING: ColumnType
 COLUMN_TYPE_BOOL: ColumnType
 COLUMN_TYPE_DATE32: ColumnType
+COLUMN_TYPE_TIMESTAMP: ColumnType
 SENSITIVITY_UNSPECIFIED: Sensitivity
 SENSITIVITY_PUBLIC: Sensitivity
 SENSITIVITY_PERSONAL: Sensitivity
