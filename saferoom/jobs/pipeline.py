@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom import disclosure
+from saferoom.catalog.leases import Lease
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
@@ -153,7 +154,7 @@ class Pipeline:
         )
         self._network_namespace = isolation.network_namespace
         try:
-            self._current = CatalogVersion(manifest, self._engine_pool())
+            self._current = self._catalog_version(manifest)
         except BaseException:
             self._sandbox.close()
             raise
@@ -161,6 +162,17 @@ class Pipeline:
         active = ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in sorted(self.layers.items()))
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", active)
+
+    def _catalog_version(self, manifest: Manifest) -> CatalogVersion:
+        """``manifest``'s versions, leased (before the new pool's zygote maps them: no collector deletes a version
+        a job may still read), and an engine pool over them."""
+        lease = Lease()
+        try:
+            lease.hold_manifest(self._data_dir, manifest)
+            return CatalogVersion(manifest, self._engine_pool(), lease)
+        except BaseException:
+            lease.close()
+            raise
 
     def _engine_pool(self) -> WorkerPool:
         """A new engine pool: its zygote maps the files the catalog directory's manifest names now."""
@@ -199,7 +211,7 @@ class Pipeline:
                 view.users -= 1
                 idle = view.retired and view.users == 0
             if idle:
-                view.engine.close()
+                view.close()
 
     def switch(self, manifest: Manifest) -> None:
         """Serve ``manifest`` (new versions of the same datasets) from now on: new jobs map the new files, jobs
@@ -207,13 +219,13 @@ class Pipeline:
 
         The caller has checked that only versions changed (names, columns and policies stay: the packages,
         budgets and approvals of the running server were checked against them)."""
-        fresh = CatalogVersion(manifest, self._engine_pool())
+        fresh = self._catalog_version(manifest)
         with self._lock:
             old, self._current = self._current, fresh
             old.retired = True
             idle = old.users == 0
         if idle:
-            old.engine.close()
+            old.close()
         _log.info("now serving catalog versions %s", fresh.versions(tuple(manifest.datasets)))
 
     @property
@@ -446,20 +458,27 @@ class Pipeline:
         self._sandbox.close()
         with self._lock:
             self._current.retired = True
-        self._current.engine.close()
+        self._current.close()
         if self._spark is not None:
             self._spark.close()
 
 
 class CatalogVersion:
-    """One state of the catalog as jobs see it: its manifest and the engine pool whose zygote mapped its files."""
+    """One state of the catalog as jobs see it: its manifest, the engine pool whose zygote mapped its files, and
+    the lease on its dataset versions (``catalog.leases``), held until the pool closes."""
 
-    def __init__(self, manifest: Manifest, engine: WorkerPool) -> None:
+    def __init__(self, manifest: Manifest, engine: WorkerPool, lease: Lease | None = None) -> None:
         self.manifest = manifest
         self.manifest_data = manifest.to_data()
         self.engine = engine
+        self.lease = lease or Lease()
         self.users = 0  # jobs running on it (guarded by the pipeline's lock)
         self.retired = False  # a newer version serves new jobs: close the pool once the last user is done
+
+    def close(self) -> None:
+        """Stop its engine pool, then give its versions back (idempotent)."""
+        self.engine.close()
+        self.lease.close()
 
     def versions(self, datasets: tuple[str, ...]) -> dict[str, str]:
         """The version of each of ``datasets`` ("" for a generated or hand-written one)."""
