@@ -52,6 +52,40 @@ def make_deployment(directory: Path) -> Deployment:
     return Deployment(directory)
 
 
+# A small public dataset, for tests of imports and versions (``import_stops``).
+STOPS_DECLARATION = """
+name = "stops"
+description = "Bus stops (public, test)"
+sensitivity = "public"
+{engine}
+
+[[columns]]
+name = "stop_id"
+type = "int64"
+min = 1
+max = 100000
+
+[[columns]]
+name = "district"
+type = "string"
+categories = ["Huli", "Siming"]
+"""
+
+
+def import_stops(tmp_path: Path, catalog: Path, rows: int, spark: bool = False) -> str:
+    """Import ``rows`` bus stops (half in each district) as a new version of ``stops``; returns its hash."""
+    from saferoom.importer import import_dataset
+
+    source = tmp_path / f"stops-{rows}.csv"
+    source.write_text(
+        "stop_id,district\n" + "".join(f"{i},{'Huli' if i % 2 else 'Siming'}\n" for i in range(1, rows + 1))
+    )
+    declaration = tmp_path / ("stops-spark.toml" if spark else "stops.toml")
+    engine = 'engine = "spark"\npartition_by = "district"' if spark else ""
+    declaration.write_text(STOPS_DECLARATION.format(engine=engine))
+    return import_dataset(str(source), declaration, catalog).version.version
+
+
 def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides: object) -> ServerConfig:
     """A config for tests: loopback, any free port, tight limits so bombs fail fast."""
     values: dict[str, Any] = {
