@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +105,24 @@ def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides
     }
     values.update(overrides)
     return ServerConfig.load(env={}, **values)
+
+
+def serve_process(
+    catalog_dir: Path, state_dir: Path, pki_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """`saferoom serve` in a process (and session) of its own, on a free loopback port, configured by ``env``
+    (SAFEROOM_* variables) on top of the defaults; returns it once it listens, and its port."""
+    command = [sys.executable, "-m", "saferoom.cli.main", "serve", "--data", str(catalog_dir),
+               "--state", str(state_dir), "--pki", str(pki_dir), "--listen", "127.0.0.1:0"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, start_new_session=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    assert match, line
+    return proc, int(match.group(1))
 
 
 def approve_all(deployment: Deployment, port: int, packages_dir: Path, researcher: str = "alice") -> None:

@@ -130,8 +130,12 @@ class Pipeline:
         isolation: Isolation = Isolation(),
         spark: SparkExecutor | None = None,
         engine: str = "arrow",
+        on_retired: Callable[[], None] | None = None,
     ) -> None:
         self._engine_kind = engine  # "arrow" or "duckdb": which embedded engine the engine worker runs
+        # Called (on the thread that closed it) once a retired catalog version's pool closed and its lease went:
+        # the server collects what nothing refers to any more.
+        self._on_retired = on_retired
         self._spark = spark
         self._data_dir = data_dir
         self._lock = threading.Lock()
@@ -211,7 +215,12 @@ class Pipeline:
                 view.users -= 1
                 idle = view.retired and view.users == 0
             if idle:
-                view.close()
+                self._retire(view)
+
+    def _retire(self, view: CatalogVersion) -> None:
+        view.close()
+        if self._on_retired is not None:
+            self._on_retired()
 
     def switch(self, manifest: Manifest) -> None:
         """Serve ``manifest`` (new versions of the same datasets) from now on: new jobs map the new files, jobs
@@ -225,7 +234,7 @@ class Pipeline:
             old.retired = True
             idle = old.users == 0
         if idle:
-            old.close()
+            self._retire(old)
         _log.info("now serving catalog versions %s", fresh.versions(tuple(manifest.datasets)))
 
     @property
