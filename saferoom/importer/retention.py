@@ -80,7 +80,7 @@ class Decision:
         """Why, in words."""
         return {
             Kept.CURRENT: "the current version",
-            Kept.RECENT: f"one of the {keep} newest earlier versions (--keep)",
+            Kept.RECENT: f"kept for rollback (--keep {keep}: the newest earlier version{'s' if keep != 1 else ''})",
             Kept.JOB: f"read by unfinished jobs {', '.join(j[:8] for j in self.jobs)}",
             Kept.HELD: "held by a running process (a server serving it, or an import publishing it)",
             Collected.UNREFERENCED: "nothing refers to it",
