@@ -71,6 +71,9 @@ class ServerConfig:
     grace_seconds: float = 5.0  # server: how long shutdown waits for in-flight calls
     # catalog: how often the server looks for new dataset versions (`saferoom datasets import`); 0: never
     catalog_poll_seconds: float = 2.0
+    # catalog: earlier versions of each dataset the server keeps when it collects old ones (for rollback; the same
+    # default as `saferoom datasets gc --keep`), whatever else keeps them (jobs, leases)
+    dataset_versions_kept: int = 1
     # server: host:port of the plain-HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; empty: none.
     # Loopback unless you mean it: whoever reaches it sees what the service does (never data or results)
     metrics_listen: str = ""
@@ -145,6 +148,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_approval_days": (1, 3650),
     "audit_checkpoint_every": (1, 1_000_000),
     "catalog_poll_seconds": (0, 3600),
+    "dataset_versions_kept": (0, 1000),
     "audit_segment_bytes": (4096, 2**40),
     "max_concurrent_jobs": (1, 256),
     "max_code_phases": (1, 256),

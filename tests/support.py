@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +56,40 @@ def make_deployment(directory: Path) -> Deployment:
     return Deployment(directory)
 
 
+# A small public dataset, for tests of imports and versions (``import_stops``).
+STOPS_DECLARATION = """
+name = "stops"
+description = "Bus stops (public, test)"
+sensitivity = "public"
+{engine}
+
+[[columns]]
+name = "stop_id"
+type = "int64"
+min = 1
+max = 100000
+
+[[columns]]
+name = "district"
+type = "string"
+categories = ["Huli", "Siming"]
+"""
+
+
+def import_stops(tmp_path: Path, catalog: Path, rows: int, spark: bool = False) -> str:
+    """Import ``rows`` bus stops (half in each district) as a new version of ``stops``; returns its hash."""
+    from saferoom.importer import import_dataset
+
+    source = tmp_path / f"stops-{rows}.csv"
+    source.write_text(
+        "stop_id,district\n" + "".join(f"{i},{'Huli' if i % 2 else 'Siming'}\n" for i in range(1, rows + 1))
+    )
+    declaration = tmp_path / ("stops-spark.toml" if spark else "stops.toml")
+    engine = 'engine = "spark"\npartition_by = "district"' if spark else ""
+    declaration.write_text(STOPS_DECLARATION.format(engine=engine))
+    return import_dataset(str(source), declaration, catalog).version.version
+
+
 def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides: object) -> ServerConfig:
     """A config for tests: loopback, any free port, tight limits so bombs fail fast."""
     values: dict[str, Any] = {
@@ -67,6 +105,24 @@ def server_config(catalog_dir: Path, state_dir: Path, pki_dir: Path, **overrides
     }
     values.update(overrides)
     return ServerConfig.load(env={}, **values)
+
+
+def serve_process(
+    catalog_dir: Path, state_dir: Path, pki_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """`saferoom serve` in a process (and session) of its own, on a free loopback port, configured by ``env``
+    (SAFEROOM_* variables) on top of the defaults; returns it once it listens, and its port."""
+    command = [sys.executable, "-m", "saferoom.cli.main", "serve", "--data", str(catalog_dir),
+               "--state", str(state_dir), "--pki", str(pki_dir), "--listen", "127.0.0.1:0"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, start_new_session=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    assert match, line
+    return proc, int(match.group(1))
 
 
 def approve_all(deployment: Deployment, port: int, packages_dir: Path, researcher: str = "alice") -> None:

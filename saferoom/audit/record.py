@@ -66,6 +66,7 @@ class EventType(StrEnum):
     BUDGET_SET = "budget_set"
     BUDGET_CHARGED = "budget_charged"
     DATASET_PUBLISHED = "dataset_published"
+    DATASET_COLLECTED = "dataset_collected"
     MOCK_BUDGET_SET = "mock_budget_set"
     MOCK_PUBLISHED = "mock_published"
 

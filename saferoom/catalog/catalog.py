@@ -1,4 +1,11 @@
-"""The served datasets: Arrow IPC files memory-mapped read-only, checked against the manifest."""
+"""The served datasets: Arrow IPC files memory-mapped read-only, checked against the manifest.
+
+An open catalog holds a lease (``catalog.leases``) on every imported version it maps, so that no collector
+deletes one while this process may still read it; ``close()`` (or dropping the catalog) gives the lease back.
+(A table still in use after that reads on: on Linux a mapping keeps a deleted file's inode until it is unmapped.
+What the lease guards is the version's name, for whoever opens it by name, and the disk space is freed once the
+last mapping goes.)
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.catalog import statistics
+from saferoom.catalog.leases import Lease
 from saferoom.catalog.manifest import DatasetInfo, Manifest
 from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.errors import InvalidRequest
@@ -26,6 +34,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("s"),
 }
 CATEGORY_TYPE = pa.dictionary(pa.int32(), pa.string())
+_LEASE_ATTEMPTS = 5  # manifests read in turn, each of whose versions was collected before it was leased
 
 
 def schema_of(info: DatasetInfo) -> pa.Schema:
@@ -77,6 +86,23 @@ def _mismatch(found: pa.Schema, expected: pa.Schema) -> str:
     )
 
 
+def _leased(directory: Path) -> tuple[Manifest, Lease]:
+    """The manifest, and a lease on the versions it names: taken before they are mapped, so that from then on no
+    collector deletes them. A version collected between reading the manifest and leasing it means a newer
+    manifest is there: read again."""
+    for attempt in range(_LEASE_ATTEMPTS):
+        manifest = Manifest.load(directory)
+        lease = Lease()
+        try:
+            lease.hold_manifest(directory, manifest, engines=("arrow",))
+            return manifest, lease
+        except InvalidRequest:
+            lease.close()
+            if attempt + 1 == _LEASE_ATTEMPTS or Manifest.load(directory) == manifest:
+                raise
+    raise AssertionError("unreachable")
+
+
 class Catalog:
     """A data directory opened for serving: every dataset memory-mapped (zero copy, shared by forks)."""
 
@@ -87,12 +113,14 @@ class Catalog:
         tables: dict[str, pa.Table],
         mapped: int,
         stats: dict[str, dict[str, ColumnStatistics]] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
         self._tables: dict[str, pa.Table] | None = tables
         self._statistics = stats or {}
         self._mapped = mapped
+        self._lease = lease or Lease()
         self._lock = threading.Lock()
 
     @classmethod
@@ -102,7 +130,7 @@ class Catalog:
         Datasets on the Spark engine are not here: the cluster reads them from their location. Each file's
         stored statistics are kept only if they were computed on the very bytes mapped here.
         """
-        manifest = Manifest.load(directory)
+        manifest, lease = _leased(directory)
         tables: dict[str, pa.Table] = {}
         stats: dict[str, dict[str, ColumnStatistics]] = {}
         mapped = 0
@@ -114,16 +142,22 @@ class Catalog:
                 source = pa.memory_map(str(path), "r")
                 table = pa.ipc.open_file(source).read_all()
             except (OSError, pa.ArrowInvalid) as exc:
+                lease.close()
                 raise InvalidRequest(f"dataset {name!r}: cannot read {info.file}: {exc}") from None
             expected = schema_of(info)
             if not table.schema.equals(expected):
+                lease.close()
                 raise InvalidRequest(f"dataset {name!r}: {_mismatch(table.schema, expected)}")
-            _check_categories(name, info, table)
+            try:
+                _check_categories(name, info, table)
+            except InvalidRequest:
+                lease.close()
+                raise
             tables[name] = table
             mapped += source.size()
             source.seek(0)
             stats[name] = statistics.load(path, source.read_buffer(source.size()))
-        return cls(directory, manifest, tables, mapped, stats)
+        return cls(directory, manifest, tables, mapped, stats, lease)
 
     def table(self, name: str) -> pa.Table:
         """A dataset's memory-mapped table."""
@@ -150,9 +184,10 @@ class Catalog:
         return self._mapped
 
     def close(self) -> None:
-        """Drop the tables (the mappings go with the last reference; idempotent)."""
+        """Drop the tables (the mappings go with the last reference) and the lease on their versions (idempotent)."""
         with self._lock:
             self._tables = None
+        self._lease.close()
 
     def __enter__(self) -> Catalog:
         return self

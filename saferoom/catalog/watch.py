@@ -18,11 +18,20 @@ from pathlib import Path
 from saferoom.catalog.manifest import MANIFEST_NAME, DatasetInfo, Manifest
 from saferoom.errors import SaferoomError
 
-__all__ = ["CatalogWatcher", "changed_versions"]
+__all__ = ["CatalogWatcher", "changed_versions", "file_stamp"]
 
 _log = logging.getLogger(__name__)
 
 NewVersions = Callable[[Manifest, list[str]], None]
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or rewritten (inode, modification time, size); None if it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _versionless(info: DatasetInfo) -> DatasetInfo:
@@ -62,11 +71,7 @@ class CatalogWatcher:
             self._thread.start()
 
     def _stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._directory / MANIFEST_NAME)
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        return file_stamp(self._directory / MANIFEST_NAME)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._poll):

@@ -1,8 +1,8 @@
-"""`saferoom datasets import / propose / history`: a data owner's commands, run on the server's machine.
+"""`saferoom datasets import / propose / history / gc`: a data owner's commands, run on the server's machine.
 
 Offline: they read the owner's source and write the catalog directory; the running server picks up a new
-version by itself (``saferoom.server.versions``). What they print about problems in the data (row numbers) is
-for the owner's terminal only.
+version by itself (``saferoom.catalog.watch``), and records collected ones (``saferoom.server.versions``). What
+they print about problems in the data (row numbers) is for the owner's terminal only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from saferoom.cli.jsonout import emit, json_option, to_data
 
-__all__ = ["datasets_enterprises", "datasets_history", "datasets_import", "datasets_propose"]
+__all__ = ["datasets_enterprises", "datasets_gc", "datasets_history", "datasets_import", "datasets_propose"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -130,13 +130,66 @@ def datasets_history(name: str, catalog_dir: Path, as_json: bool) -> None:
         return
     click.echo("  version           imported at          rows  declaration   source")
     for v in versions:
-        mark = "*" if current is not None and current.version == v.version else " "
+        mark = "*" if current is not None and current.version == v.version else "-" if v.collected_at else " "
         handled = [f"{n} dropped" for n in [v.report.get("dropped")] if n]
         handled += [f"{c} clamped {n}x" for c, n in (v.report.get("clamped") or {}).items()]
         click.echo(
             f"{mark} {v.version[:16]}  {v.imported_at[:19]}  {v.rows:>10,}  {v.declaration_hash[:12]}  {v.source}"
             + (f"  ({', '.join(handled)})" if handled else "")
+            + (f"  [collected {v.collected_at[:19]}]" if v.collected_at else "")
         )
+    if any(v.collected_at for v in versions):
+        click.echo("(* current, - collected: its file is deleted)")
+
+
+@click.command("gc")
+@click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The server's state directory: which unfinished jobs read which versions.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted, and delete nothing.")
+@click.option(
+    "--keep",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="Earlier versions of each dataset kept for rollback (the server keeps dataset_versions_kept).",
+)
+@json_option
+def datasets_gc(catalog_dir: Path, state_dir: Path, dry_run: bool, keep: int, as_json: bool) -> None:
+    """Delete the old dataset versions nothing refers to any more, and say why each other version is kept."""
+    import functools
+
+    from saferoom.errors import NotFound
+    from saferoom.importer import collect
+    from saferoom.jobs.state import UNFINISHED_STATES
+    from saferoom.store import Database, JobStore
+
+    if not (state_dir / "saferoom.db").exists():
+        raise NotFound(f"no server state in {state_dir} (saferoom.db): name the server's --state directory")
+    database = Database.open(state_dir / "saferoom.db")
+    try:
+        in_use = functools.partial(JobStore(database).versions_read, UNFINISHED_STATES)
+        decisions = collect(catalog_dir, in_use, keep=keep, dry_run=dry_run)
+    finally:
+        database.close()
+    if as_json:
+        emit(
+            {"dry_run": dry_run, "keep": keep, "versions": [{**to_data(d), "why": d.describe(keep)} for d in decisions]}
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for d in decisions:
+        what = f"{d.dataset} {d.version[:16]}  {d.file}"
+        click.echo(
+            f"{verb:<12}  {what}: {d.describe(keep)}" if d.collected else f"{'kept':<12}  {what}: {d.describe(keep)}"
+        )
+    gone = sum(d.collected for d in decisions)
+    click.echo(f"{verb} {gone} version{'s' if gone != 1 else ''}, kept {len(decisions) - gone}")
 
 
 @click.command("enterprises")

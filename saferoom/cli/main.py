@@ -281,6 +281,7 @@ def datasets_generate(out: Path, scale: int, seed: int) -> None:
 datasets.add_command(_importing.datasets_import)
 datasets.add_command(_importing.datasets_propose)
 datasets.add_command(_importing.datasets_history)
+datasets.add_command(_importing.datasets_gc)
 datasets.add_command(_importing.datasets_enterprises)
 
 

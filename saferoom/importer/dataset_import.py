@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from saferoom.catalog.leases import Lease
 from saferoom.catalog.manifest import DatasetInfo
 from saferoom.importer.declaration import load_declaration
 from saferoom.importer.sources import Source, open_source
@@ -52,31 +53,34 @@ def import_dataset(
     text = tuple(c.name for c in info.columns if c.type in ("string", "date32", "int64", "float64", "bool"))
     times = tuple(c.name for c in info.columns if c.type == "timestamp")
     validator = Validator(info, declared.ignore, clamp, drop_invalid)
-    with open_source(source, query=query, table=table, string_columns=text, timestamp_columns=times) as opened:
-        batches = validator.batches(_reported(opened, progress))
-        schema = validator.schema
+    # The new version is leased from the moment it has its name until it is published: a collection running
+    # meanwhile keeps it, even when the same content was imported (and retired) before.
+    with Lease() as lease:
+        with open_source(source, query=query, table=table, string_columns=text, timestamp_columns=times) as opened:
+            batches = validator.batches(_reported(opened, progress))
+            schema = validator.schema
+            if info.engine == "spark":
+                file, digest = write_parquet(catalog_dir, info.name, schema, batches, declared.partition_by, lease)
+            else:
+                file, digest = write_arrow(catalog_dir, info.name, schema, batches, lease)
+        report = validator.report
         if info.engine == "spark":
-            file, digest = write_parquet(catalog_dir, info.name, schema, batches, declared.partition_by)
+            base = (location or str((catalog_dir / "parquet").resolve())).rstrip("/")
+            published = replace(info, file=f"{info.name}.arrow", location=f"{base}/{Path(file).name}")
         else:
-            file, digest = write_arrow(catalog_dir, info.name, schema, batches)
-    report = validator.report
-    if info.engine == "spark":
-        base = (location or str((catalog_dir / "parquet").resolve())).rstrip("/")
-        published = replace(info, file=f"{info.name}.arrow", location=f"{base}/{Path(file).name}")
-    else:
-        published = replace(info, file=file)
-    published = replace(published, rows=report.rows_written, version=digest, declaration_hash=declared.sha256)
-    version = Version(
-        dataset=info.name,
-        version=digest,
-        file=file,
-        rows=report.rows_written,
-        declaration_hash=declared.sha256,
-        imported_at=now(),
-        source=f"{opened.kind}: {opened.label}",
-        report=report.to_data(),
-    )
-    publish(catalog_dir, published, version)
+            published = replace(info, file=file)
+        published = replace(published, rows=report.rows_written, version=digest, declaration_hash=declared.sha256)
+        version = Version(
+            dataset=info.name,
+            version=digest,
+            file=file,
+            rows=report.rows_written,
+            declaration_hash=declared.sha256,
+            imported_at=now(),
+            source=f"{opened.kind}: {opened.label}",
+            report=report.to_data(),
+        )
+        publish(catalog_dir, published, version)
     return ImportResult(published, version, report)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from saferoom import disclosure
+from saferoom.catalog.leases import Lease
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import WorkerLimits
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
@@ -130,8 +131,12 @@ class Pipeline:
         isolation: Isolation = Isolation(),
         spark: SparkExecutor | None = None,
         engine: str = "arrow",
+        on_retired: Callable[[], None] | None = None,
     ) -> None:
         self._engine_kind = engine  # "arrow" or "duckdb": which embedded engine the engine worker runs
+        # Called (on the thread that closed it) once a retired catalog version's pool closed and its lease went:
+        # the server collects what nothing refers to any more.
+        self._on_retired = on_retired
         self._spark = spark
         self._data_dir = data_dir
         self._lock = threading.Lock()
@@ -154,13 +159,24 @@ class Pipeline:
         )
         self._network_namespace = isolation.network_namespace
         try:
-            self._current = CatalogVersion(manifest, self._engine_pool())
+            self._current = self._catalog_version(manifest)
         except BaseException:
             self._sandbox.close()
             raise
         self.layers = self._sandbox.layers
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", self._layer_text())
+
+    def _catalog_version(self, manifest: Manifest) -> CatalogVersion:
+        """``manifest``'s versions, leased (before the new pool's zygote maps them: no collector deletes a version
+        a job may still read), and an engine pool over them."""
+        lease = Lease()
+        try:
+            lease.hold_manifest(self._data_dir, manifest)
+            return CatalogVersion(manifest, self._engine_pool(), lease)
+        except BaseException:
+            lease.close()
+            raise
 
     def _engine_pool(self) -> WorkerPool:
         """A new engine pool: its zygote maps the files the catalog directory's manifest names now."""
@@ -199,7 +215,12 @@ class Pipeline:
                 view.users -= 1
                 idle = view.retired and view.users == 0
             if idle:
-                view.engine.close()
+                self._retire(view)
+
+    def _retire(self, view: CatalogVersion) -> None:
+        view.close()
+        if self._on_retired is not None:
+            self._on_retired()
 
     def switch(self, manifest: Manifest) -> None:
         """Serve ``manifest`` (new versions of the same datasets) from now on: new jobs map the new files, jobs
@@ -207,13 +228,13 @@ class Pipeline:
 
         The caller has checked that only versions changed (names, columns and policies stay: the packages,
         budgets and approvals of the running server were checked against them)."""
-        fresh = CatalogVersion(manifest, self._engine_pool())
+        fresh = self._catalog_version(manifest)
         with self._lock:
             old, self._current = self._current, fresh
             old.retired = True
             idle = old.users == 0
         if idle:
-            old.engine.close()
+            self._retire(old)
         _log.info("now serving catalog versions %s", fresh.versions(tuple(manifest.datasets)))
 
     @property
@@ -483,20 +504,27 @@ class Pipeline:
         self._sandbox.close()
         with self._lock:
             self._current.retired = True
-        self._current.engine.close()
+        self._current.close()
         if self._spark is not None:
             self._spark.close()
 
 
 class CatalogVersion:
-    """One state of the catalog as jobs see it: its manifest and the engine pool whose zygote mapped its files."""
+    """One state of the catalog as jobs see it: its manifest, the engine pool whose zygote mapped its files, and
+    the lease on its dataset versions (``catalog.leases``), held until the pool closes."""
 
-    def __init__(self, manifest: Manifest, engine: WorkerPool) -> None:
+    def __init__(self, manifest: Manifest, engine: WorkerPool, lease: Lease | None = None) -> None:
         self.manifest = manifest
         self.manifest_data = manifest.to_data()
         self.engine = engine
+        self.lease = lease or Lease()
         self.users = 0  # jobs running on it (guarded by the pipeline's lock)
         self.retired = False  # a newer version serves new jobs: close the pool once the last user is done
+
+    def close(self) -> None:
+        """Stop its engine pool, then give its versions back (idempotent)."""
+        self.engine.close()
+        self.lease.close()
 
     def versions(self, datasets: tuple[str, ...]) -> dict[str, str]:
         """The version of each of ``datasets`` ("" for a generated or hand-written one)."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "SETTLED_STATES", "JobState"]
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "SETTLED_STATES", "UNFINISHED_STATES", "JobState"]
 
 
 class JobState(enum.StrEnum):
@@ -62,3 +62,6 @@ FINAL_STATES = frozenset(
 )
 SETTLED_STATES = FINAL_STATES | {JobState.AWAITING_CHECK}
 ACTIVE_STATES = (JobState.RUNNING, JobState.RELEASING)  # a worker holds the job: it ends from either
+# Not final: the job may still read its datasets, or is held with a result computed from them. The dataset
+# versions it recorded are kept on disk (``saferoom.importer.retention``).
+UNFINISHED_STATES = frozenset(JobState) - FINAL_STATES

@@ -32,7 +32,7 @@ from saferoom._proto.saferoom.v1 import review_pb2_grpc as _review_pb2_grpc
 from saferoom.audit import AuditLog, Checkpoint, EventType
 from saferoom.audit.crosscheck import check_server_state
 from saferoom.audit.identities import IdentityEvents
-from saferoom.audit.log import KEY_FILE, AuditFilter, Entry
+from saferoom.audit.log import KEY_FILE
 from saferoom.catalog.catalog import Catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.catalog.watch import CatalogWatcher
@@ -60,6 +60,7 @@ from saferoom.server.services import (
     PackagesServicer,
     ReviewServicer,
 )
+from saferoom.server.versions import VersionCollector, record_published
 from saferoom.store import (
     BudgetLedger,
     CheckStore,
@@ -102,6 +103,7 @@ class SaferoomServer:
     metrics: Metrics
     metrics_endpoint: MetricsEndpoint | None = None
     watcher: CatalogWatcher | None = None
+    collector: VersionCollector | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -128,6 +130,8 @@ class SaferoomServer:
         done = self.grpc_server.stop(grace)
         self.jobs.close()
         self.pipeline.close()
+        if self.collector is not None:  # after the pipeline: a pool closing asks for a collection
+            self.collector.close()
         done.wait(grace)
         try:
             self.audit.append(EventType.SERVER_STOPPED, "saferoom", "server")
@@ -162,6 +166,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     database = Database.open(config.state_dir / "saferoom.db")  # refuses a damaged file (PRAGMA quick_check)
     pipeline: Pipeline | None = None
     audit: AuditLog | None = None
+    collector: VersionCollector | None = None
     endpoint: MetricsEndpoint | None = None
     metrics = Metrics(config.metrics_max_identities, config.metrics_phase_detail)
     try:
@@ -192,8 +197,18 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
         )
         isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
         spark = spark_executor(config.spark_connect, manifest, config.data_dir)
+        collector = VersionCollector(
+            config.data_dir, JobStore(database), audit, config.dataset_versions_kept, config.catalog_poll_seconds
+        )
         pipeline = Pipeline(
-            config.data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark, config.engine
+            config.data_dir,
+            manifest,
+            config.sandbox_limits,
+            config.engine_limits,
+            isolation,
+            spark,
+            config.engine,
+            on_retired=collector.request,  # the versions only that pool served may go now
         )
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
         private = (
@@ -300,20 +315,32 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             },
         )
         record_published(audit, manifest, sorted(manifest.datasets))
+        collector.collect()  # after the interrupted jobs were settled: they read nothing any more
 
         def new_versions(new: Manifest, changed: list[str]) -> None:
-            assert audit is not None and pipeline is not None
+            assert audit is not None and pipeline is not None and collector is not None
             pipeline.switch(new)  # running jobs finish on the version they started on
             catalog_servicer.serve(new)
-            mock.serve(Catalog.open(config.data_dir))
+            mock.serve(Catalog.open(config.data_dir))  # the old mapping, and its lease, go with their last user
             record_published(audit, new, changed)
+            collector.request()  # the versions only the old pool (or the old mock catalog) held may go now
 
         watcher = CatalogWatcher(config.data_dir, manifest, new_versions, config.catalog_poll_seconds)
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info("saferoom serving %d datasets on port %d (mutual TLS)", len(manifest.datasets), port)
         running = SaferoomServer(
-            server, port, jobs, packages, audit, pipeline, database, health_servicer, metrics, watcher=watcher
+            server,
+            port,
+            jobs,
+            packages,
+            audit,
+            pipeline,
+            database,
+            health_servicer,
+            metrics,
+            watcher=watcher,
+            collector=collector,
         )
         if config.metrics_listen:
             try:
@@ -327,35 +354,12 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
     except BaseException:
         if pipeline is not None:
             pipeline.close()
+        if collector is not None:
+            collector.close()
         if audit is not None:
             audit.close()
         database.close()
         raise
-
-
-def record_published(audit: AuditLog, manifest: Manifest, names: list[str]) -> None:
-    """A ``dataset_published`` record for each imported version of ``names`` the log does not have yet.
-
-    The importer runs offline (no key, no server): the server records a version when it first serves it, at
-    start-up or when it picks the version up, once (idempotent: the log is asked first)."""
-    versioned = {n: manifest.dataset(n) for n in names if manifest.dataset(n).version}
-    if not versioned:
-        return
-    wanted = AuditFilter(events=frozenset({EventType.DATASET_PUBLISHED.value}))
-    recorded = {(str(r.objects.get("dataset")), str(r.summary.get("version"))) for r in audit.read(wanted)}
-    entries: list[Entry] = [
-        (
-            EventType.DATASET_PUBLISHED,
-            "saferoom",
-            "server",
-            {"dataset": name, "datasets": [name]},
-            {"version": info.version, "rows": info.rows, "declaration_hash": info.declaration_hash, "file": info.file},
-        )
-        for name, info in sorted(versioned.items())
-        if (name, info.version) not in recorded
-    ]
-    if entries:
-        audit.append_all(entries)
 
 
 def _anchors(path: str) -> tuple[Checkpoint, ...]:

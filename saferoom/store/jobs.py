@@ -167,6 +167,21 @@ class JobStore:
                 [(job_id, d, v) for d, v in sorted(versions.items())],
             )
 
+    def versions_read(self, states: Collection[str]) -> dict[tuple[str, str], list[str]]:
+        """Each (dataset, version) that jobs in ``states`` recorded, with those jobs' ids (what a collection of old
+        dataset versions must keep)."""
+        marks = ", ".join("?" for _ in states)
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"""SELECT v.dataset, v.version, v.job_id FROM job_dataset_versions v JOIN jobs j ON j.id = v.job_id
+                WHERE j.state IN ({marks}) ORDER BY v.job_id""",
+                tuple(states),
+            ).fetchall()
+        read: dict[tuple[str, str], list[str]] = {}
+        for dataset, version, job_id in rows:
+            read.setdefault((str(dataset), str(version)), []).append(str(job_id))
+        return read
+
     def get_job(self, job_id: str) -> JobRecord:
         with self._db.reading() as conn:
             return self.get_job_in(conn, job_id)

@@ -12,24 +12,8 @@ from saferoom.catalog import Manifest
 from saferoom.importer import import_dataset
 from saferoom.packages import load_package
 from saferoom.server import create_server
-from tests.support import Deployment, approve_all, server_config
+from tests.support import STOPS_DECLARATION, Deployment, approve_all, import_stops, server_config
 
-DECLARATION = """
-name = "stops"
-description = "Bus stops (public, test)"
-sensitivity = "public"
-
-[[columns]]
-name = "stop_id"
-type = "int64"
-min = 1
-max = 100000
-
-[[columns]]
-name = "district"
-type = "string"
-categories = ["Huli", "Siming"]
-"""
 PACKAGE = {
     "saferoom.toml": 'name = "count-stops"\nversion = "1.0.0"\nentrypoint = "main.py:run"\ndatasets = ["stops"]\n',
     "main.py": (
@@ -39,12 +23,7 @@ PACKAGE = {
 
 
 def _import(tmp_path: Path, catalog: Path, rows: int) -> str:
-    source = tmp_path / "stops.csv"
-    source.write_text(
-        "stop_id,district\n" + "".join(f"{i},{'Huli' if i % 2 else 'Siming'}\n" for i in range(1, rows + 1))
-    )
-    (tmp_path / "stops.toml").write_text(DECLARATION)
-    return import_dataset(str(source), tmp_path / "stops.toml", catalog).version.version
+    return import_stops(tmp_path, catalog, rows)
 
 
 @pytest.mark.slow
@@ -111,8 +90,9 @@ def test_a_changed_declaration_waits_for_a_restart(tmp_path: Path, deployment: D
     srv, _ = create_server(server_config(catalog, tmp_path / "state", deployment.pki, catalog_poll_seconds=0))
     try:
         assert srv.watcher is not None
-        source = tmp_path / "stops.csv"
-        (tmp_path / "wider.toml").write_text(DECLARATION.replace('"Huli", "Siming"', '"Huli", "Siming", "Jimei"'))
+        source = tmp_path / "stops-40.csv"
+        wider = STOPS_DECLARATION.format(engine="").replace('"Huli", "Siming"', '"Huli", "Siming", "Jimei"')
+        (tmp_path / "wider.toml").write_text(wider)
         import_dataset(str(source), tmp_path / "wider.toml", catalog)
         assert srv.watcher.check() == []  # the categories changed: approvals were checked against the old ones
         assert srv.pipeline.manifest.dataset("stops").version == first

@@ -4,27 +4,16 @@ queued ones run once after the restart."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.support import Deployment, approve_all
+from tests.support import Deployment, approve_all, serve_process
 
 
 def start_server(catalog_dir: Path, state_dir: Path, pki_dir: Path) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "SAFEROOM_MAX_CONCURRENT_JOBS": "1"}
-    command = [sys.executable, "-m", "saferoom.cli.main", "serve", "--data", str(catalog_dir),
-               "--state", str(state_dir), "--pki", str(pki_dir), "--listen", "127.0.0.1:0"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    proc.stdout.close()
-    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    assert match, line
-    return proc, int(match.group(1))
+    return serve_process(catalog_dir, state_dir, pki_dir, {"SAFEROOM_MAX_CONCURRENT_JOBS": "1"})
 
 
 def kill_hard(proc: subprocess.Popen[str]) -> None:
