@@ -40,6 +40,7 @@ class _Seen:
     nan: bool = False
     values: set[str] | None = field(default_factory=set)
     zone: str | None = None  # a timestamp's time zone, which the import refuses
+    typed: bool = False  # False while every block had only nulls (then "string")
 
 
 def propose_declaration(source: str, name: str, *, query: str | None = None, table: str | None = None) -> str:
@@ -89,11 +90,15 @@ def propose_declaration(source: str, name: str, *, query: str | None = None, tab
 def _observe(seen: dict[str, _Seen], name: str, values: pa.Array) -> None:
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    kind = _kind(values.type)
-    s = seen.setdefault(name, _Seen(kind))
-    if s.type != kind:  # e.g. int in one block, float in the next: the wider one
-        s.type = "float64" if {s.type, kind} == {"int64", "float64"} else "string"
+    s = seen.setdefault(name, _Seen("string"))
     s.nulls |= values.null_count > 0
+    if pa.types.is_null(values.type):  # a CSV or JSON block where the column is empty: no type to learn
+        return
+    kind = _kind(values.type)
+    if not s.typed:
+        s.type, s.typed = kind, True
+    elif s.type != kind:  # e.g. int in one block, float in the next: the wider one
+        s.type = "float64" if {s.type, kind} == {"int64", "float64"} else "string"
     if kind == "float64":
         s.nan |= bool(pc.any(pc.is_nan(values)).as_py())
     if kind in ("int64", "float64", "date32", "timestamp"):

@@ -1,7 +1,11 @@
 """Where an owner's data comes from: files (CSV, Parquet, JSON Lines, Arrow IPC) and SQL databases (ADBC).
 
-Every source is read as a stream of record batches by pyarrow's (or the ADBC driver's) own reader, so memory
-stays bounded whatever the size. A file's kind comes from its suffix; a database from its URI
+Every source is read as a stream of record batches, so memory stays bounded whatever the size. Parquet, Arrow
+and SQL sources are streamed by pyarrow's (or the ADBC driver's) own reader. CSV is cut here into blocks of whole
+lines (``BLOCK_BYTES``), each parsed on its own: pyarrow's streaming CSV reader reads ahead on a background
+thread up to 32 blocks whatever the consumer does (an internal constant, ARROW-12090), which held about 1 GiB at
+once on a 100M-row file; here one block is read only when the previous one has been handed over, so the bound is
+a few blocks, set by this module. A file's kind comes from its suffix; a database from its URI
 (``sqlite:///path/db.sqlite``, ``postgresql://user@host:port/db``) with a ``query`` or a ``table``.
 """
 
@@ -89,6 +93,7 @@ def open_source(
     table: str | None = None,
     string_columns: tuple[str, ...] = (),
     timestamp_columns: tuple[str, ...] = (),
+    block_bytes: int = BLOCK_BYTES,
 ) -> Source:
     """Open ``source`` for streaming; raises ``SourceError`` for what cannot be read.
 
@@ -96,6 +101,7 @@ def open_source(
     CSV reader's type inference) decides what a value is and can count and locate the ones that are wrong.
     ``timestamp_columns`` are read as text from JSON Lines files too: the JSON reader would take a date alone
     for a midnight and move a time with an offset ("+01:00") to UTC without a word.
+    ``block_bytes``: how much of a CSV file is read and parsed at once (a batch).
     """
     stack = ExitStack()
     try:
@@ -113,7 +119,7 @@ def open_source(
         if size == 0:
             raise SourceError(f"{path.name} is empty")
         text = {SourceKind.CSV: (*string_columns, *timestamp_columns), SourceKind.JSONL: timestamp_columns}
-        return _FILE_OPENERS[kind](path, size, text.get(kind, ()), stack)
+        return _FILE_OPENERS[kind](path, size, text.get(kind, ()), block_bytes, stack)
     except SourceError:
         stack.close()
         raise
@@ -122,28 +128,63 @@ def open_source(
         raise SourceError(f"cannot read {Path(source).name}: {_first_line(exc)}") from None
 
 
-def _csv(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:
-    stream = stack.enter_context(pa.input_stream(str(path)))
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-        convert_options=pacsv.ConvertOptions(
-            # Only an empty field is null: "NA" or "nan" are values, for the importer to judge.
-            column_types=dict.fromkeys(strings, pa.string()),
-            strings_can_be_null=True,
-            null_values=[""],
-        ),
+def _csv(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
+    blocks = _line_blocks(stack.enter_context(pa.input_stream(str(path))), block_bytes)
+    done = [0]
+    batches = _csv_batches(blocks, path.name, strings, done)
+    return Source(SourceKind.CSV, path.name, batches, size, "bytes", lambda: done[0], stack)
+
+
+def _csv_batches(
+    blocks: Iterator[pa.Buffer], label: str, strings: tuple[str, ...], done: list[int]
+) -> Iterator[pa.RecordBatch]:
+    """Each block of whole lines parsed as CSV with the header's column names (the first block holds the header)."""
+    convert = pacsv.ConvertOptions(
+        # Only an empty field is null: "NA" or "nan" are values, for the importer to judge.
+        column_types=dict.fromkeys(strings, pa.string()),
+        strings_can_be_null=True,
+        null_values=[""],
     )
-    return Source(SourceKind.CSV, path.name, _guarded(reader, path.name), size, "bytes", stream.tell, stack)
+    names: list[str] | None = None
+    rows = 0
+    for block in blocks:
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(block), read_options=pacsv.ReadOptions(column_names=names), convert_options=convert
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"cannot read {label} (data rows from {rows + 1:,}): {_first_line(exc)}") from None
+        if names is None:
+            names = table.column_names
+        done[0] += block.size
+        rows += table.num_rows
+        yield from table.combine_chunks().to_batches()
 
 
-def _jsonl(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:
+def _line_blocks(file: pa.NativeFile, block_bytes: int) -> Iterator[pa.Buffer]:
+    """``file`` in blocks of about ``block_bytes`` that end at a line break (the last one may not); a line longer
+    than a block makes its block longer. Nothing is read before the previous block has been taken."""
+    carry = b""
+    while True:
+        data = file.read(block_bytes)
+        if not data:
+            if carry:
+                yield pa.py_buffer(carry)
+            return
+        buffer = carry + data if carry else data
+        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r")) + 1
+        carry = buffer[cut:]
+        if cut:
+            yield pa.py_buffer(buffer).slice(0, cut)
+
+
+def _jsonl(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
     if strings:  # as text only where the first block has them: one it lacks stays missing, to be refused as such
         strings = tuple(name for name in strings if name in _first_block_names(path))
     stream = stack.enter_context(pa.input_stream(str(path)))
     reader = pajson.open_json(
         stream,
-        read_options=pajson.ReadOptions(block_size=BLOCK_BYTES),
+        read_options=pajson.ReadOptions(block_size=block_bytes),
         parse_options=pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in strings])),
     )
     return Source(SourceKind.JSONL, path.name, _guarded(reader, path.name), size, "bytes", stream.tell, stack)
@@ -157,7 +198,7 @@ def _first_block_names(path: Path) -> set[str]:
     return set(pajson.read_json(pa.BufferReader(block)).schema.names)
 
 
-def _parquet(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:
+def _parquet(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
     file = pq.ParquetFile(str(path))
     stack.callback(file.close)
     done = [0]
@@ -172,7 +213,7 @@ def _parquet(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) 
     )
 
 
-def _arrow(path: Path, size: int, strings: tuple[str, ...], stack: ExitStack) -> Source:
+def _arrow(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
     mapped = stack.enter_context(pa.memory_map(str(path), "r"))
     done = [0]
     try:
