@@ -253,7 +253,8 @@ def test_detailed_phases_split_the_engine_from_the_release_work(
         total = {p: value(found, "saferoom_job_phase_seconds_sum", phase=p) for p in ("engine", "release", "quantum")}
         assert count == {"engine": 2, "release": 2, "quantum": 2}
         assert total["engine"] > 0 and total["release"] > 0  # both real work: the engine workers, the rules
+        # The padded phase ends at the boundary; the quantum mark when the end was recorded, just after it.
         padded = value(found, "saferoom_job_phase_seconds_sum", phase="padded")
-        assert sum(total.values()) == pytest.approx(padded, abs=0.05)
+        assert total["engine"] + total["release"] < padded <= sum(total.values()) + 0.01
     finally:
         srv.stop(1.0)
