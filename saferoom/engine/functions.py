@@ -61,6 +61,7 @@ col = floor(lon * 111320 * cos(radians(ref_lat)) / m); id = (row + 2**20) * 2**2
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -594,8 +595,15 @@ def _d_grid(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
         return Domain("int64", null=True)
     if not (abs(west) <= _GRID_LON and abs(east) <= _GRID_LON):
         return Domain("int64", null=True)
-    first, last = math.floor(south) - 1, math.floor(north) + 1
-    cells, lower, upper = 0, math.inf, -math.inf
+    lower, upper, cells = _grid_cells(math.floor(south) - 1, math.floor(north) + 1, m, west, east)
+    return Domain("int64", float(lower), float(upper), null=True, distinct=cells)
+
+
+@functools.lru_cache(maxsize=256)
+def _grid_cells(first: int, last: int, m: float, west: float, east: float) -> tuple[int, int, int]:
+    """The lowest and highest id and the number of cells of grid rows ``first..last`` over longitudes
+    ``west..east`` (at most ``_GRID_ROWS`` rows: admission's work per call stays small whatever a plan asks)."""
+    cells, lower, upper = 0, _arrow.ROW_FACTOR * (2 * _arrow.ROW_OFFSET + 2), -1
     for row in range(first, last + 1):
         scale = math.cos(math.radians((row + 0.5) * m / _arrow.M_PER_DEG_LAT)) * _arrow.M_PER_DEG_LON / m
         ends = (west * scale, east * scale)
@@ -603,10 +611,10 @@ def _d_grid(ds: list[Domain], args: tuple[Expr, ...], out: str) -> Domain:
         cells += right - left + 1
         base = (row + _arrow.ROW_OFFSET) * _arrow.ROW_FACTOR + _arrow.COL_OFFSET
         lower, upper = min(lower, base + left), max(upper, base + right)
-    return Domain("int64", float(lower), float(upper), null=True, distinct=cells)
+    return lower, upper, cells
 
 
-_GRID_ROWS = 100_000  # rows of a grid whose cells _d_grid counts (a 10 m grid over 9 degrees of latitude)
+_GRID_ROWS = 2_000  # grid rows _d_grid counts cells of (a 100 m grid over 1.8 degrees); more: no claim
 _GRID_LON = 1e6  # degrees of longitude beyond which _d_grid claims nothing (keeps every product finite)
 
 
