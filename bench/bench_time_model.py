@@ -3,8 +3,8 @@
     python bench/bench_time_model.py [--scale 200000] [--plans 150] [--seed 1]
 
 The server pads every release to the admitted worst case of its engine runs (``engine.cost.padded_seconds``:
-the engine's cells at ``CELLS_PER_SECOND``, a fixed ``RUN_SECONDS`` per run, the server's release work at
-``RELEASE_CELLS_PER_SECOND``), so that a job's duration shows nothing of the data. That holds only while the
+each node's cost per row for its kind and shape, a fixed ``RUN_SECONDS`` per run, the server's release work per
+kind of output, ``engine.timing``), so that a job's duration shows nothing of the data. That holds only while the
 real work stays below the model. This measures the margin, with the real pipeline (forked, confined engine
 workers; the server's release step) and padding off, on a generated DP city of ``--scale`` persons:
 
@@ -35,7 +35,7 @@ from saferoom import disclosure
 from saferoom.catalog import Catalog, generate_catalog
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
-from saferoom.engine import cost, plan
+from saferoom.engine import cost, plan, timing
 from saferoom.errors import SaferoomError
 from saferoom.jobs.pipeline import Pipeline
 
@@ -75,7 +75,7 @@ def main() -> None:
         pipeline = Pipeline(data, manifest, config.sandbox_limits, config.engine_limits)
         ratios: dict[str, list[float]] = {"random plans": [], "their worst case": [], "fixed cost": []}
         refused = overran = 0
-        closest: list[tuple[float, str, float, float, int, int, int]] = []
+        closest: list[tuple[float, str, float, float, int, float, float]] = []
         try:
 
             def measure(kind: str, node: plan.Node) -> None:
@@ -89,9 +89,9 @@ def main() -> None:
                 padded = cost.padded_seconds(runs)
                 ratios[kind].append(elapsed / padded)
                 overran += elapsed > padded
-                cells = sum(r.cells for r in runs)
-                released = sum(r.release_seconds for r in runs) * cost.RELEASE_CELLS_PER_SECOND
-                closest.append((elapsed / padded, kind, elapsed, padded, len(runs), cells, int(released)))
+                engine = sum(r.seconds for r in runs)
+                released = sum(r.release_seconds for r in runs)
+                closest.append((elapsed / padded, kind, elapsed, padded, len(runs), engine, released))
 
             one_row = plan.Aggregate(plan.Limit(plan.Scan("schools", ("school_id",)), 1), (), ())
             for _ in range(3):  # warm the pools
@@ -112,16 +112,16 @@ def main() -> None:
             catalog.close()
     print(
         f"{args.scale:,} persons, {args.plans} random plans (seed {args.seed}; {refused} refused by protection or "
-        f"admission), padding off, measured / padded release time (CELLS_PER_SECOND {cost.CELLS_PER_SECOND:,}, "
-        f"RUN_SECONDS {cost.RUN_SECONDS}, RELEASE_CELLS_PER_SECOND {cost.RELEASE_CELLS_PER_SECOND:,}):"
+        f"admission), padding off, measured / padded release time (engine.timing, TIME_SAFETY "
+        f"{timing.TIME_SAFETY}; RUN_SECONDS {cost.RUN_SECONDS}):"
     )
     for kind, values in ratios.items():
         print(f"  {kind:<17} {len(values):4} releases: {_quantiles(values)}")
     print(f"  overran their padded worst case: {overran}; the closest:")
-    for ratio, kind, elapsed, padded, n, cells, released in sorted(closest, reverse=True)[:3]:
+    for ratio, kind, elapsed, padded, n, engine, released in sorted(closest, reverse=True)[:3]:
         print(
             f"    {ratio:.3f} ({kind}): {elapsed * 1000:.0f} ms of {padded * 1000:.0f} ms padded; {n} engine run(s), "
-            f"{cells:,} engine cells, {released:,} released cells in the worst case"
+            f"worst case {engine * 1000:.0f} ms in the engine, {released * 1000:.0f} ms of release work"
         )
 
 
