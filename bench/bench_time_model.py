@@ -12,6 +12,13 @@ workers; the server's release step) and padding off, on a generated DP city of `
                      joins with public tables, DP aggregates), each protected and admitted as the server does,
                      and their worst case: the same plan with every filter removed
     fixed cost       a one-row plan: what one engine run costs whatever it computes, next to ``RUN_SECONDS``
+    shipped          the shipped algorithms (population profile, site selection) on two catalogs of
+                     ``--algorithms-scale`` persons, exact rules and DP: measured from the first release's start
+                     to the job's end, against the chained padded worst cases (``ReleaseDeadline``)
+
+Adversarial data for the constants themselves: ``bench/bench_node_costs.py`` (every row its own group, random
+join keys) and ``tests/engine/test_engine_timing.py`` (DP quantiles whose scores make permute and flip try
+candidates until the best, far better than all others).
 
 and prints, per kind, measured / padded time (median, p99, max) and how many releases overran. The settings that
 change the figures: the machine (2 cores here), the scale, the engine worker limits (ServerConfig defaults).
@@ -37,7 +44,8 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.engine import cost, plan, timing
 from saferoom.errors import SaferoomError
-from saferoom.jobs.pipeline import Pipeline
+from saferoom.jobs.pipeline import Pipeline, ReleaseDeadline
+from saferoom.packages import default_algorithms_dir, load_package
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,13 +66,62 @@ def _quantiles(ratios: list[float]) -> str:
     return f"median {statistics.median(ordered):.3f}, p99 {p99:.3f}, max {ordered[-1]:.3f}"
 
 
+class _Recorded(ReleaseDeadline):
+    """A deadline that remembers when its first release started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: float | None = None
+
+    def extend(self, seconds: float) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+        super().extend(seconds)
+
+
+def shipped(persons: int, runs: int, config: ServerConfig) -> None:
+    """The shipped algorithms' measured and padded times, exact rules and DP, on ``persons`` persons."""
+    with tempfile.TemporaryDirectory(prefix="saferoom-bench-time-", dir=HERE.parent) as tmp:
+        for private in (False, True):
+            data = Path(tmp) / ("dp" if private else "exact")
+            generate_catalog(data, scale=persons, seed=7, differential_privacy=private, output_checking=False)
+            pipeline = Pipeline(data, Manifest.load(data), config.sandbox_limits, config.engine_limits)
+            try:
+                for name in ("population_profile", "site_selection"):
+                    package = load_package(default_algorithms_dir() / name)
+                    params = {spec.name: spec.default for spec in package.parameters.values()}
+                    measured, padded = [], 0.0
+                    for i in range(runs + 1):
+                        deadline = _Recorded()
+                        pipeline.run(package, params, deadline=deadline)
+                        end = time.monotonic()
+                        assert deadline.first is not None and deadline.at is not None
+                        if i:  # the first run warms the pools up
+                            measured.append(end - deadline.first)
+                            padded = deadline.at - deadline.first
+                    worst = max(measured)
+                    print(
+                        f"{persons:,} persons, {name:<19} {'DP   ' if private else 'exact'}: measured "
+                        f"{statistics.median(measured):.2f} s (max {worst:.2f}) of {padded:.1f} s padded: "
+                        f"padded / measured {padded / worst:.1f}{'; OVERRAN' if worst > padded else ''}"
+                    )
+            finally:
+                pipeline.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=200_000)
     parser.add_argument("--plans", type=int, default=150)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--algorithms-scale", type=int, default=1_000_000, help="persons; 0: skip them")
+    parser.add_argument("--algorithm-runs", type=int, default=2)
     args = parser.parse_args()
     config = ServerConfig.load(env={})
+    if args.algorithms_scale:
+        shipped(args.algorithms_scale, args.algorithm_runs, config)
+    if not args.plans:
+        return
     with tempfile.TemporaryDirectory(prefix="saferoom-bench-time-", dir=HERE.parent) as tmp:
         data = Path(tmp)
         generate_catalog(data, scale=args.scale, seed=7)
