@@ -32,6 +32,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,16 +42,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.disclosure.cells import cell_keys
+from saferoom.engine import timing
 from saferoom.engine.plan import Node
 from saferoom.errors import ReleaseRefused
 
-__all__ = ["QUANTILE_BINS", "DPColumn", "Noised", "NoisyAggregate", "noise"]
+__all__ = ["QUANTILE_BINS", "DPColumn", "Noised", "NoisyAggregate", "Pad", "noise"]
 
 dp.enable_features("contrib")
 
 QUANTILE_BINS = 500  # candidate spacing (hi - lo) / QUANTILE_BINS
 _SCORE_DENOMINATOR = 1000  # quantile q as a fraction of 1000: integer scores
 _CI = math.log(20)  # |Laplace(b)| <= b ln 20 with probability 95%
+Pad = Callable[[float], None]  # told the worst-case seconds of release work about to start (``ReleaseDeadline``)
 
 
 @dataclass(frozen=True)
@@ -209,10 +212,18 @@ def _noisy_min(sensitivity: int, epsilon: float) -> tuple[Any, float]:
 
 
 def noise(
-    agg: NoisyAggregate, exact: pa.Table, histograms: dict[str, pa.Table], epsilon: float, delta: float
+    agg: NoisyAggregate,
+    exact: pa.Table,
+    histograms: dict[str, pa.Table],
+    epsilon: float,
+    delta: float,
+    pad: Pad | None = None,
 ) -> Noised:
     """Release ``agg`` from its exact results: every statistic spends ``epsilon``; choosing the cells spends
-    ``epsilon`` and ``delta`` (keys) or ``epsilon`` alone (a global aggregate)."""
+    ``epsilon`` and ``delta`` (keys) or ``epsilon`` alone (a global aggregate).
+
+    ``pad``, if given, is told the worst-case time of each quantile's draws before they start: a function of the
+    released cells (``engine.timing.draws_seconds``), which the result shows anyway."""
     k = agg.contributions
     counts = [int(c) for c in exact.column(agg.count).to_pylist()]
     report: list[dict[str, Any]] = []
@@ -285,6 +296,8 @@ def noise(
                 "note": "the mean's 95% interval is about ci95 / count",
             }
         else:
+            if pad is not None:
+                pad(timing.draws_seconds(rows.num_rows, QUANTILE_BINS + 1))
             values, entry = _quantiles(column, histograms[column.source], rows, agg.keys, k, epsilon, entry)
         arrays[column.name] = pa.array(values, type=pa.int64() if column.integer else pa.float64())
         report.append(entry)

@@ -38,17 +38,22 @@ Execute = Callable[[list[list[Any]], dict[str, pa.Table]], dict[str, tuple[pa.Ta
 
 
 def release_all(
-    protected: dict[str, Protected], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+    protected: dict[str, Protected],
+    manifest: Manifest,
+    execute: Execute,
+    epsilon: Mapping[str, float],
+    pad: dp.Pad | None = None,
 ) -> dict[str, Released]:
     """Execute protected outputs, their subset checks and margin cell lists in one engine run (after their DP
     aggregates have been computed and noised), and release each.
 
-    ``execute(work, inputs)`` runs ``[name, plan]`` pairs over the datasets and the supplied (released) tables.
+    ``execute(work, inputs)`` runs ``[name, plan]`` pairs over the datasets and the supplied (released) tables;
+    ``pad`` is told the worst case of release work padded once its amount is public (``dp.noise``).
     """
     if not protected:
         return {}
     noisy = {label: agg for p in protected.values() for label, agg in p.noisy.items()}
-    noised = release_noisy(noisy, manifest, execute, epsilon) if noisy else {}
+    noised = release_noisy(noisy, manifest, execute, epsilon, pad) if noisy else {}
     checks = {label: c for p in protected.values() for label, c in p.subsets.items()}
     with_margins = margins(protected)  # tables whose margins are released too: their full cell lists
     listed = list(dict.fromkeys([*with_margins, *marked(protected)]))  # outputs that need their cell lists
@@ -105,7 +110,11 @@ def _differences(
 
 
 def release_noisy(
-    noisy: dict[str, NoisyAggregate], manifest: Manifest, execute: Execute, epsilon: Mapping[str, float]
+    noisy: dict[str, NoisyAggregate],
+    manifest: Manifest,
+    execute: Execute,
+    epsilon: Mapping[str, float],
+    pad: dp.Pad | None = None,
 ) -> dict[str, Noised]:
     """Compute the exact statistics of every DP aggregate and release them with noise.
 
@@ -130,7 +139,7 @@ def release_noisy(
         for label, agg in ready.items():
             histograms = {h: results[f"{label}:{h}"][0] for h in agg.histograms}
             share = shares[label]
-            done[label] = dp.noise(agg, results[label][0], histograms, share.epsilon, share.delta)
+            done[label] = dp.noise(agg, results[label][0], histograms, share.epsilon, share.delta, pad)
             del pending[label]
     return done
 

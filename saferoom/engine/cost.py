@@ -47,18 +47,22 @@ worker's memory limit (the limit is headroom above the forked worker's baseline,
 ``tests/engine/test_engine_cost_memory.py`` releases random and shipped plans in real workers at the smallest
 limit that admits them.
 
-Time: cost in cells (values read or written, expression nodes times rows, sorts n log n), at a throughput
-measured on the embedded engine (``CELLS_PER_SECOND``: the slowest plan shape measured, divided by 4 for
-shared, slower machines) plus a fixed cost per node and per run; it must fit within ``TIME_SHARE`` of the
-smaller of the worker's CPU-time and wall-clock limits. Output: the outputs' bytes within ``OUTPUT_SHARE`` of
-the reply limit.
+Time: per node, a cost per row for its kind measured on its worst shape for the facts above (a group-by's bound
+on groups, a join's larger side, a sort's rows and keys; ``engine.timing``, times its ``TIME_SAFETY`` for slower
+and shared machines), plus the outputs' bytes carried to the server and a fixed cost per node and per run; it
+must fit within ``TIME_SHARE`` of the smaller of the worker's CPU-time and wall-clock limits. On another engine
+(DuckDB's own operators, not measured per kind) the larger of that and the cells (values read or written,
+expression nodes times rows, sorts n log n) at ``CELLS_PER_SECOND``, the old model's throughput for every node.
+Output: the outputs' bytes within ``OUTPUT_SHARE`` of the reply limit.
 
 Padding: an admitted plan's time still varies with the data below its worst case (a filter that keeps one
 person leaves less to join). So the server publishes a job's end only once the admitted worst cases of its
 releases have passed (``jobs.pipeline.ReleaseDeadline``; per release ``padded_seconds``: its runs' ``seconds``
-plus the server's own release work on their outputs, at ``RELEASE_CELLS_PER_SECOND``): what a job's duration
-shows is then a function of the plans and the catalog, unless the work overran its worst case (logged for the
-operator, never expected: ``bench/bench_time_model.py`` measures the margin). Not covered: plans that read
+plus the server's own release work on their outputs, per kind of output: the exact rules per cell, DP noise
+per cell and column, a DP quantile's histogram rows, ``engine.timing``; a DP quantile's draws are padded when
+its released cells are known, by their number): what a job's duration shows is then a function of the plans,
+the catalog and the released results, unless the work overran its worst case (logged for the operator, never
+expected: ``bench/bench_time_model.py`` measures the margin). Not covered: plans that read
 Spark datasets (the cluster has its own resources and limits).
 """
 
@@ -70,7 +74,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from saferoom.catalog.manifest import Manifest
-from saferoom.engine import plan
+from saferoom.engine import plan, timing
 from saferoom.engine.functions import Domain, expr_domain
 from saferoom.engine.optimize import prune_columns, shared_nodes
 from saferoom.engine.plan import (
@@ -114,7 +118,9 @@ __all__ = [
 
 STRING_BYTES = 64  # a text value without declared categories: 4 bytes of offset + up to 60 bytes of text
 WIDTHS = {"int64": 8, "float64": 8, "date32": 4, "timestamp": 8, "bool": 1, "null": 1}
-CELLS_PER_SECOND = 10_000_000  # measured: >= 43M cells/s on one core (a hash group-by with 1M groups), divided by 4
+# Engines without their own time model (DuckDB): >= 43M cells/s on one core measured on the Arrow engine's slowest
+# shape (a hash group-by with 1M groups), divided by 4.
+CELLS_PER_SECOND = 10_000_000
 NODE_SECONDS = 0.002  # per node: Python dispatch, small allocations
 RUN_SECONDS = 0.25  # per engine run: fork, confinement, request and reply framing (measured 12-26 ms under load)
 MEMORY_OVERHEAD = 1.25  # allocator slack, buffer padding, validity bitmaps
@@ -126,9 +132,6 @@ RUN_BYTES = 64 * 2**20  # per engine run: the allocator's arenas and the reply's
 MEMORY_SHARE = 0.75
 TIME_SHARE = 0.5  # of the smaller of its CPU and wall-clock limits
 OUTPUT_SHARE = 0.9  # of its reply limit (the estimate counts Arrow buffers; IPC framing adds little)
-# The server's work on an engine run's outputs (reading them, noising DP cells, the rules, secondary suppression),
-# per output cell (row x column). Measured by bench/bench_time_model.py: see its docstring for the figure.
-RELEASE_CELLS_PER_SECOND = 200_000
 _MANY = 1 << 62  # "too many to count": products beyond this are capped (still far beyond any limit)
 
 
@@ -183,17 +186,13 @@ class RunCost:
     output_bytes: int = 0
     nodes: int = 0
     largest: tuple[int, str, str] = (0, "", "")  # (rows, root, node): the largest table, named in refusals
+    engine_seconds: float = 0.0  # the nodes' worst-case time (``engine.timing.node_seconds``)
+    release_seconds: float = 0.0  # the server's worst-case release work on this run's outputs
 
     @property
     def seconds(self) -> float:
         """The worst-case time of the engine run itself (what must fit the worker's time limit)."""
-        return self.cells / CELLS_PER_SECOND + self.nodes * NODE_SECONDS + RUN_SECONDS
-
-    @property
-    def release_seconds(self) -> float:
-        """The worst-case time of the server's release work on this run's outputs."""
-        cells = sum(_mul(f.rows, len(f.columns) + 1) for f in self.roots.values())
-        return min(_MANY, cells) / RELEASE_CELLS_PER_SECOND
+        return self.engine_seconds + timing.reply_seconds(self.output_bytes) + self.nodes * NODE_SECONDS + RUN_SECONDS
 
 
 def _mul(*xs: int) -> int:
@@ -249,6 +248,20 @@ def _bounded(value: Value, expr: Call, cols: Mapping[str, Value], types: Mapping
     return Value(value.type, value.width, min(counts) if counts else None, domain)
 
 
+def _key_bytes(node: Node, kids: list[Facts]) -> int:
+    """The bytes of a group-by's, join's or sort's key values beyond a plain 8-byte value (strings hash and
+    compare by their bytes)."""
+    if isinstance(node, Aggregate):
+        keys, facts = node.keys, kids[0]
+    elif isinstance(node, Join):
+        keys, facts = node.on, kids[0]
+    elif isinstance(node, Sort):
+        keys, facts = tuple(k for k, _ in node.keys), kids[0]
+    else:
+        return 0
+    return sum(max(0, facts.columns[k].width - 8) for k in keys if k in facts.columns)
+
+
 def _describe(node: Node) -> str:
     datasets = sorted({n.dataset for n in plan.walk(node) if isinstance(n, Scan)})
     reading = f" (reading {', '.join(datasets)})" if datasets else ""
@@ -276,8 +289,10 @@ class _Analysis:
             if id(current) in self.done:
                 continue
             if expanded:
-                facts = self._node(current, [self.done[id(k)] for k in children(current)], root)
+                kids = [self.done[id(k)] for k in children(current)]
+                facts = self._node(current, kids, root)
                 self.done[id(current)] = facts
+                self.cost.engine_seconds += timing.node_seconds(current, kids, facts, _key_bytes(current, kids))
                 if facts.rows > self.cost.largest[0] and not isinstance(current, Scan):  # scans are not copied
                     self.cost.largest = (facts.rows, root, _describe(current))
             else:
@@ -449,6 +464,10 @@ class _Analysis:
             facts = self.facts(node, name)
             self.cost.roots[name] = facts
             self.cost.output_bytes = min(_MANY, self.cost.output_bytes + _mul(facts.rows, facts.width) + 4096)
+        if not live:  # another engine than the Arrow one: its operators are not measured per kind
+            self.cost.engine_seconds = max(self.cost.engine_seconds, self.cost.cells / CELLS_PER_SECOND)
+        columns = {name: len(f.columns) for name, f in self.cost.roots.items()}
+        self.cost.release_seconds = timing.rules_seconds(self.cost.roots, columns)  # admit_job refines DP rounds
         held = self._live_peak(list(pruned.values())) if live else self.cost.memory_bytes
         self.cost.memory_bytes = min(_MANY, math.ceil((held + self.cost.output_bytes) * MEMORY_OVERHEAD) + RUN_BYTES)
         return self.cost
@@ -534,9 +553,8 @@ def admit(cost: RunCost, caps: WorkerCaps, what: str = "this job") -> None:
     if cost.seconds > seconds:
         raise LimitExceeded(
             f"refused before running: in the worst case the catalog allows, {what} processes "
-            f"{cost.cells:,} values, about {cost.seconds:,.0f} s at {CELLS_PER_SECOND:,} values/s, more than the "
-            f"{seconds:g} s admitted ({TIME_SHARE:.0%} of the worker's time limit); the largest table is {where}: "
-            f"{hint}"
+            f"{cost.cells:,} values in about {cost.seconds:,.1f} s, more than the {seconds:g} s admitted "
+            f"({TIME_SHARE:.0%} of the worker's time limit); the largest table is {where}: {hint}"
         )
     if cost.output_bytes > output:
         raise LimitExceeded(
@@ -608,11 +626,14 @@ def admit_job(
                 roots[f"{label}:{h}"] = node
                 names[f"{label}:{h}"] = owner[label]
         cost = run(roots, names)
+        cost.release_seconds = 0.0  # this round's outputs are noised, not put through the rules
         for label, agg in ready.items():
             exact = cost.roots.get(label, Facts(_MANY, {}))
             rows = exact.rows
             if agg.keys and agg.domains is not None:
                 rows = max(rows, _mul(*(len(d) for d in agg.domains)))
+            histograms = (cost.roots.get(f"{label}:{h}", Facts(_MANY, {})).rows for h in agg.histograms)
+            cost.release_seconds += timing.noise_seconds(agg, rows) + sum(map(timing.histogram_seconds, histograms))
             columns = {n: Value(t, _type_width(t)) for n, t in agg.schema}
             inputs[label] = Facts(rows, columns, frozenset({frozenset(agg.keys)}))
             del pending[label]

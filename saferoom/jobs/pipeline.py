@@ -444,7 +444,8 @@ class Pipeline:
                 results.update(self._spark.execute(remote, inputs, cancel, wall))
             return results
 
-        return release_all(protected, view.manifest, execute, epsilon or {})
+        pad = deadline.extend if deadline is not None else None  # the draws, once their number is public
+        return release_all(protected, view.manifest, execute, epsilon or {}, pad)
 
     def _release_one(
         self,
@@ -534,14 +535,16 @@ class CatalogVersion:
 class ReleaseDeadline:
     """When a job may end at the earliest: the admitted worst cases of its releases (``engine.cost``, "Padding"),
     chained from the first one's start. A job that waits for it before it publishes anything (a result, or a
-    refusal that depends on data) shows, by its duration, its plans and the catalog only, not how much work the
-    data made (unless the work overran its worst case, which is logged for the operator)."""
+    refusal that depends on data) shows, by its duration, its plans, the catalog and what its DP releases showed
+    (their numbers of cells), not how much work the data made (unless the work overran its worst case, which is
+    logged for the operator)."""
 
     def __init__(self) -> None:
         self.at: float | None = None
 
     def extend(self, seconds: float) -> None:
-        """A release of worst case ``seconds`` starts now."""
+        """Work of worst case ``seconds`` starts now: a release, or a part of one padded once its amount is
+        public (a DP quantile's draws, by the released cells)."""
         now = time.monotonic()
         if self.at is not None and now > self.at:
             # The time model was wrong for this plan on this machine (never expected; bench/bench_time_model.py
