@@ -114,8 +114,9 @@ def test_a_version_a_running_job_reads_stays_until_the_job_ends_then_the_server_
         srv.stop(1.0)
 
 
-def _group(pgid: int) -> list[int]:
-    """The live (not zombie) processes of a process group."""
+def _session(sid: int) -> list[int]:
+    """The live (not zombie) processes of a session: a server started in a session of its own, its zygotes and
+    their workers (which move to process groups of their own, never to another session)."""
     live = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -124,16 +125,17 @@ def _group(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[3]) == sid and fields[0] != "Z":
             live.append(int(entry.name))
     return live
 
 
 def _kill_9(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL the server process alone, as a crash would; its worker pools die with it (PDEATHSIG)."""
+    """SIGKILL the server process alone, as a crash would; its worker pools die with it (PDEATHSIG), a worker the
+    moment it has closed what it inherited."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    _until(lambda: not _group(proc.pid), 10)
+    _until(lambda: not _session(proc.pid), 10)
 
 
 @contextlib.contextmanager
