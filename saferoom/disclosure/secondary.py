@@ -52,42 +52,76 @@ def suppress_secondary(
         if name not in cells or table_info is None:
             continue
         keys = table_info.keys
-        everything = set(cell_keys(cells[name], keys))
-        shown = cell_keys(out[name].table, keys)
-        kept = set(shown)
-        hidden = everything - kept
-        margin_kept: dict[str, set[Key]] = {}
+        kept = set(cell_keys(out[name].table, keys))
+        hidden = set(cell_keys(cells[name], keys)) - kept
         positions: dict[str, list[int]] = {}
+        margin_kept: dict[str, set[Key]] = {}
         for m in margin_names:
             m_keys = protected[m].table.keys  # type: ignore[union-attr]
             positions[m] = [keys.index(k) for k in m_keys]
             margin_kept[m] = set(cell_keys(out[m].table, m_keys))
-        extra: set[Key] = set()
-        removed: dict[str, set[Key]] = {m: set() for m in margin_names}
-        changed = bool(hidden)
-        while changed:
-            changed = False
-            for m in margin_names:
-                groups: dict[Key, list[Key]] = {}
-                for key in hidden:
-                    groups.setdefault(_project(key, positions[m]), []).append(key)
-                for group, members in sorted(groups.items(), key=lambda item: repr(item[0])):
-                    if len(members) != 1 or group not in margin_kept[m]:
-                        continue
-                    candidates = sorted((k for k in kept if _project(k, positions[m]) == group), key=repr)
-                    if candidates:
-                        kept.discard(candidates[0])
-                        hidden.add(candidates[0])
-                        extra.add(candidates[0])
-                    else:
-                        margin_kept[m].discard(group)
-                        removed[m].add(group)
-                    changed = True
+        extra, removed = _complements(kept, hidden, positions, margin_kept)
         out[name] = _without(out[name], keys, extra, f"margins {', '.join(margin_names)}")
         for m, gone in removed.items():
             m_keys = protected[m].table.keys  # type: ignore[union-attr]
             out[m] = _without(out[m], m_keys, gone, f"the detailed table {name}")
     return out
+
+
+def _complements(
+    kept: set[Key], hidden: set[Key], positions: Mapping[str, list[int]], margin_kept: dict[str, set[Key]]
+) -> tuple[set[Key], dict[str, set[Key]]]:
+    """The table's cells to suppress more, and each margin's cells to suppress, until no released margin cell
+    covers exactly one hidden cell of the table (``kept`` and ``margin_kept`` are updated).
+
+    In passes, margin by margin: every group (margin cell) that covers exactly one hidden cell, in key order,
+    hides the first released cell of its group in key order, or, if none is left, is suppressed itself. Every
+    such step changes something and nothing is ever shown again, so there are at most as many steps as cells;
+    each costs a constant: the hidden counts per group are kept up to date, each group's released cells are
+    listed once in key order and walked with a cursor. Work and time so grow with the cells, never with the
+    pattern of hidden cells (``engine.timing`` pads the rules by the cells: a pass rescanning every cell would be
+    quadratic in the hidden ones)."""
+    order = {key: repr(key) for key in kept}
+    count: dict[str, dict[Key, int]] = {m: {} for m in positions}
+    members: dict[str, dict[Key, list[Key]]] = {m: {} for m in positions}
+    cursor: dict[str, dict[Key, int]] = {m: {} for m in positions}
+    active: dict[str, set[Key]] = {m: set() for m in positions}  # groups covering one hidden cell, released
+
+    def hide(key: Key) -> None:
+        for m, pos in positions.items():
+            group = _project(key, pos)
+            n = count[m][group] = count[m].get(group, 0) + 1
+            if n == 1 and group in margin_kept[m]:
+                active[m].add(group)
+            elif n == 2:
+                active[m].discard(group)
+
+    for key in sorted(kept, key=order.__getitem__):
+        for m, pos in positions.items():
+            members[m].setdefault(_project(key, pos), []).append(key)
+    for key in hidden:
+        hide(key)
+    extra: set[Key] = set()
+    removed: dict[str, set[Key]] = {m: set() for m in positions}
+    changed = True
+    while changed:
+        changed = False
+        for m in positions:
+            for group in sorted(active[m], key=repr):
+                listed, at = members[m].get(group, []), cursor[m].get(group, 0)
+                while at < len(listed) and listed[at] not in kept:
+                    at += 1
+                cursor[m][group] = at
+                if at < len(listed):
+                    kept.discard(listed[at])
+                    extra.add(listed[at])
+                    hide(listed[at])
+                else:
+                    margin_kept[m].discard(group)
+                    active[m].discard(group)
+                    removed[m].add(group)
+                changed = True
+    return extra, removed
 
 
 def _without(released: Released, keys: tuple[str, ...], drop: set[Key], because: str) -> Released:

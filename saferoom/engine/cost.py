@@ -617,7 +617,7 @@ def admit_job(
     exact DP statistics (``release_noisy``), then the outputs, their subset checks, cell lists and the
     differencing check's member counts. Returns the
     runs' worst cases; raises LimitExceeded before any work if one of them may not fit ``caps``."""
-    from saferoom.disclosure import differencing  # disclosure builds on the engine: imported when used
+    from saferoom.disclosure import differencing, secondary  # disclosure builds on the engine: imported when used
 
     owner: dict[str, str] = {}
     noisy: dict[str, NoisyAggregate] = {}
@@ -683,5 +683,8 @@ def admit_job(
             roots[f"cells:{name}"], names[f"cells:{name}"] = p.table.cells, name
     for label, node in differencing.plans(protected).items():  # the member counts compared across outputs
         roots[label], names[label] = node, "differencing"
-    run(roots, names)
+    final = run(roots, names)
+    for name, beside in secondary.margins(protected).items():  # complementary suppression, per table and margin
+        cells = final.roots.get(f"cells:{name}", Facts(_MANY, {})).rows
+        final.release_seconds += timing.secondary_seconds(cells, len(beside))
     return runs

@@ -4,6 +4,8 @@ recoverable by subtraction."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from saferoom.api import Context, namespace
 from saferoom.catalog.manifest import Manifest
+from saferoom.disclosure import secondary
 from tests.disclosure.test_disclosure_dominance import people
 from tests.support import checked, release_outputs
 
@@ -126,3 +129,50 @@ def test_through_the_real_pipeline_no_margin_gives_a_suppressed_cell_away(catalo
         assert sum(1 for cell in hidden if cell[0] == d) != 1
     for s in sizes:
         assert sum(1 for cell in hidden if cell[1] == s) != 1
+
+
+def _reference(
+    kept: set[Any], hidden: set[Any], positions: dict[str, list[int]], margin_kept: dict[str, set[Any]]
+) -> tuple[set[Any], dict[str, set[Any]]]:
+    """The rule as first written: rescan every hidden cell and margin cell each pass (quadratic, same result)."""
+    project = secondary._project
+    extra: set[Any] = set()
+    removed: dict[str, set[Any]] = {m: set() for m in positions}
+    changed = bool(hidden)
+    while changed:
+        changed = False
+        for m in positions:
+            groups: dict[Any, list[Any]] = {}
+            for key in hidden:
+                groups.setdefault(project(key, positions[m]), []).append(key)
+            for group, members in sorted(groups.items(), key=lambda item: repr(item[0])):
+                if len(members) != 1 or group not in margin_kept[m]:
+                    continue
+                candidates = sorted((k for k in kept if project(k, positions[m]) == group), key=repr)
+                if candidates:
+                    kept.discard(candidates[0])
+                    hidden.add(candidates[0])
+                    extra.add(candidates[0])
+                else:
+                    margin_kept[m].discard(group)
+                    removed[m].add(group)
+                changed = True
+    return extra, removed
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_linear_rule_suppresses_what_the_straightforward_one_does(seed: int) -> None:
+    rng = random.Random(seed)
+    dims = [rng.randint(1, 6) for _ in range(rng.randint(1, 3))]
+    cells = list(itertools.product(*(range(d) for d in dims)))
+    hidden = {c for c in cells if rng.random() < rng.choice([0.05, 0.2, 0.5])}
+    subsets = [s for r in range(len(dims)) for s in itertools.combinations(range(len(dims)), r)]
+    positions = {f"m{i}": list(s) for i, s in enumerate(rng.sample(subsets, rng.randint(1, len(subsets))))}
+    margin_kept = {
+        m: {g for g in {tuple(c[i] for i in pos) for c in cells} if rng.random() < 0.8} for m, pos in positions.items()
+    }
+    kept = set(cells) - hidden
+    expected = _reference(set(kept), set(hidden), positions, {m: set(v) for m, v in margin_kept.items()})
+    assert secondary._complements(set(kept), set(hidden), positions, {m: set(v) for m, v in margin_kept.items()}) == (
+        expected
+    )
