@@ -102,10 +102,13 @@ def _differences(
                 reason = {"rule": "differencing", **entry, "with_outputs": first}
                 out[name] = withhold(out[name], reason)
                 withheld.add(name)
+    mine: dict[str, list[dict[str, Any]]] = {}  # each output's differences, in the order found: one pass
+    for entry in differencing.report(found):
+        for name in dict.fromkeys(holders[entry["first"]] + holders[entry["second"]]):
+            mine.setdefault(name, []).append(entry)
     for name in protected:
-        mine = [d for d in differencing.report(found) if name in holders[d["first"]] + holders[d["second"]]]
-        if mine:
-            out[name] = flag(out[name], "differences_between_outputs", pairs=mine[:100])
+        if name in mine:
+            out[name] = flag(out[name], "differences_between_outputs", pairs=mine[name][:100])
     return out
 
 

@@ -687,4 +687,20 @@ def admit_job(
     for name, beside in secondary.margins(protected).items():  # complementary suppression, per table and margin
         cells = final.roots.get(f"cells:{name}", Facts(_MANY, {})).rows
         final.release_seconds += timing.secondary_seconds(cells, len(beside))
+    final.release_seconds += timing.differencing_seconds(_compared_rows(protected, final.roots))
     return runs
+
+
+def _compared_rows(protected: Mapping[str, Protected], roots: Mapping[str, Facts]) -> int:
+    """The cell rows the differencing check walks at most: for every pair of selections over one dataset both
+    sides' sizes, and every pair's shared counts (``differencing.find``)."""
+    from saferoom.disclosure import differencing
+
+    chosen = differencing.selections(protected)
+    sizes = [roots.get(f"size:{s.label}", Facts(_MANY, {})).rows for s in chosen]
+    rows = sum(f.rows for label, f in roots.items() if label.startswith("pair:"))
+    for i, s in enumerate(chosen):
+        for j in range(i + 1, len(chosen)):
+            if chosen[j].dataset == s.dataset:
+                rows = min(_MANY, rows + sizes[i] + sizes[j])
+    return rows

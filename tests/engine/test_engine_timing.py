@@ -6,6 +6,8 @@ That a release of adversarial data stays within its padding is measured, not tim
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -137,3 +139,26 @@ def test_a_dp_quantile_pads_its_draws_by_the_cells_it_released() -> None:
     noised = dp.noise(agg, exact, {source: histogram}, 1.0, 1e-6, told.append)
     assert noised.table.num_rows == 40  # every cell released
     assert told == [timing.draws_seconds(40, dp.QUANTILE_BINS + 1)]  # once, before the draws, by the released cells
+
+
+def test_admission_pads_the_differencing_by_every_pair_of_selections(
+    catalog_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differencing walks both sides' cells for every pair of selections: with more outputs over one dataset the
+    rows it walks grow with the pairs, and the padding with them (made a second a row here to stand out)."""
+    monkeypatch.setattr(timing, "DIFFERENCING_ROW_NS", 1e9 / timing.TIME_SAFETY)
+    manifest = Manifest.load(catalog_dir)
+    caps = to_limits(ServerConfig.load(env={}).engine_limits, "data")
+    people = plan.Scan("population", ("person_id", "district", "sex", "age"))
+
+    def padded(*keyings: tuple[str, ...]) -> tuple[float, int]:
+        outputs = {"_".join(k): plan.Aggregate(people, k, (("n", AggExpr("count")),)) for k in keyings}
+        protected = disclosure.protect(outputs, manifest)
+        runs = cost.admit_job(protected, manifest, caps)
+        return runs[-1].release_seconds, cost._compared_rows(protected, runs[-1].roots)
+
+    two, two_rows = padded(("district",), ("sex",))
+    four, four_rows = padded(("district",), ("sex",), ("age",), ("district", "sex"))
+    assert 0 < two_rows < four_rows
+    assert two >= two_rows and four >= four_rows  # a second a row
+    assert four - two >= four_rows - two_rows
