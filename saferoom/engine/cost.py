@@ -681,9 +681,12 @@ def admit_job(
             roots[label], names[label] = check.plan, name
         if p.table is not None:
             roots[f"cells:{name}"], names[f"cells:{name}"] = p.table.cells, name
-    for label, node in differencing.plans(protected).items():  # the member counts compared across outputs
+    compared = differencing.plans(protected)  # the member counts compared across outputs
+    for label, node in compared.items():
         roots[label], names[label] = node, "differencing"
     final = run(roots, names)
+    ruled = {label: f for label, f in final.roots.items() if label not in compared}  # differencing's: below
+    final.release_seconds = timing.rules_seconds(ruled, {label: len(f.columns) for label, f in ruled.items()})
     for name, beside in secondary.margins(protected).items():  # complementary suppression, per table and margin
         cells = final.roots.get(f"cells:{name}", Facts(_MANY, {})).rows
         final.release_seconds += timing.secondary_seconds(cells, len(beside))
@@ -692,13 +695,14 @@ def admit_job(
 
 
 def _compared_rows(protected: Mapping[str, Protected], roots: Mapping[str, Facts]) -> int:
-    """The cell rows the differencing check walks at most: for every pair of selections over one dataset both
-    sides' sizes, and every pair's shared counts (``differencing.find``)."""
+    """The cell rows the differencing check walks at most (``differencing.find``): every selection's sizes once
+    when read, both sides' sizes again for every pair of selections over one dataset, and every pair's shared
+    counts."""
     from saferoom.disclosure import differencing
 
     chosen = differencing.selections(protected)
     sizes = [roots.get(f"size:{s.label}", Facts(_MANY, {})).rows for s in chosen]
-    rows = sum(f.rows for label, f in roots.items() if label.startswith("pair:"))
+    rows = min(_MANY, sum(sizes) + sum(f.rows for label, f in roots.items() if label.startswith("pair:")))
     for i, s in enumerate(chosen):
         for j in range(i + 1, len(chosen)):
             if chosen[j].dataset == s.dataset:
