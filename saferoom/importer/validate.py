@@ -162,9 +162,11 @@ class Validator:
         """The validated batches in the catalog's schema (checking every one; raises ``ImportRefused`` at the end
         if a problem was left unhandled, so a caller writes to a temporary file only)."""
         first = True
+        names: list[str] = []
         for batch in source:
-            if first:
-                self.check_columns(batch.schema.names)
+            if first or batch.schema.names != names:  # a block of a text file may have other columns
+                names = batch.schema.names
+                self.check_columns(names)
                 first = False
             if batch.num_rows == 0:
                 continue
