@@ -127,3 +127,18 @@ def test_a_line_that_is_not_json_is_refused_with_its_row(tmp_path: Path) -> None
         pytest.raises(SourceError, match="data row 42 is not JSON"),
     ):
         list(opened.batches)
+
+
+def test_a_key_no_earlier_block_had_is_still_refused_if_undeclared(tmp_path: Path) -> None:
+    rows = _json_rows(100)
+    rows[90]["secret"] = "x"  # in the last block only
+    source = tmp_path / "people.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    declaration = tmp_path / "people.toml"
+    declaration.write_text(DECLARATION, encoding="utf-8")
+    with (
+        Validator(load_declaration(declaration).info, (), False, False) as validator,
+        open_source(str(source), string_columns=NAMES, block_bytes=500) as opened,
+        pytest.raises(ImportRefused, match=r"not declared .*: secret"),
+    ):
+        list(validator.batches(opened.batches))
