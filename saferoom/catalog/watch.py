@@ -35,7 +35,13 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _versionless(info: DatasetInfo) -> DatasetInfo:
-    return replace(info, file="", rows=0, version=None, declaration_hash=None)
+    # A Spark dataset's location names its version's Parquet directory: a new version, not a new declaration.
+    location = None if info.location is None else "/version"
+    return replace(info, file="", rows=0, version=None, declaration_hash=None, location=location)
+
+
+def _version(info: DatasetInfo) -> tuple[str | None, str, int, str | None]:
+    return info.version, info.file, info.rows, info.location
 
 
 def changed_versions(old: Manifest, new: Manifest) -> list[str]:
@@ -47,7 +53,7 @@ def changed_versions(old: Manifest, new: Manifest) -> list[str]:
         after = new.datasets[name]
         if _versionless(before) != _versionless(after):
             raise ValueError(f"the declaration of {name!r} changed (columns, bounds or policy)")
-        if (before.version, before.file, before.rows) != (after.version, after.file, after.rows):
+        if _version(before) != _version(after):
             if after.engine != "arrow":
                 raise ValueError(f"{name!r} is on the Spark engine")
             changed.append(name)

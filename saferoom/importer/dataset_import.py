@@ -52,11 +52,13 @@ def import_dataset(
     info = declared.info
     text = tuple(c.name for c in info.columns if c.type in ("string", "date32", "int64", "float64", "bool"))
     times = tuple(c.name for c in info.columns if c.type == "timestamp")
-    validator = Validator(info, declared.ignore, clamp, drop_invalid)
     # The new version is leased from the moment it has its name until it is published: a collection running
     # meanwhile keeps it, even when the same content was imported (and retired) before.
     with Lease() as lease:
-        with open_source(source, query=query, table=table, string_columns=text, timestamp_columns=times) as opened:
+        with (
+            Validator(info, declared.ignore, clamp, drop_invalid, spill_dir=catalog_dir) as validator,
+            open_source(source, query=query, table=table, string_columns=text, timestamp_columns=times) as opened,
+        ):
             batches = validator.batches(_reported(opened, progress))
             schema = validator.schema
             if info.engine == "spark":

@@ -1,11 +1,8 @@
 """Where an owner's data comes from: files (CSV, Parquet, JSON Lines, Arrow IPC) and SQL databases (ADBC).
 
-Every source is read as a stream of record batches, so memory stays bounded whatever the size. Parquet, Arrow
-and SQL sources are streamed by pyarrow's (or the ADBC driver's) own reader. CSV is cut here into blocks of whole
-lines (``BLOCK_BYTES``), each parsed on its own: pyarrow's streaming CSV reader reads ahead on a background
-thread up to 32 blocks whatever the consumer does (an internal constant, ARROW-12090), which held about 1 GiB at
-once on a 100M-row file; here one block is read only when the previous one has been handed over, so the bound is
-a few blocks, set by this module. A file's kind comes from its suffix; a database from its URI
+Every source is read as a stream of record batches, so memory stays bounded whatever the size: Parquet, Arrow
+and SQL sources by pyarrow's (or the ADBC driver's) own reader, CSV and JSON Lines in blocks of whole lines, one
+at a time (``saferoom.importer.lines``). A file's kind comes from its suffix; a database from its URI
 (``sqlite:///path/db.sqlite``, ``postgresql://user@host:port/db``) with a ``query`` or a ``table``.
 """
 
@@ -20,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from saferoom.errors import InvalidRequest
+from saferoom.importer.lines import UnreadableText, csv_batches, jsonl_batches, line_blocks
 
 __all__ = ["BATCH_ROWS", "Source", "SourceError", "SourceKind", "open_source"]
 
 BATCH_ROWS = 256 * 1024
 BLOCK_BYTES = 16 * 2**20  # CSV / JSON Lines read block (a batch): bounded memory per batch
+_Names = tuple[str, ...]
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -99,9 +96,11 @@ def open_source(
 
     ``string_columns`` are read as text from CSV files, whatever they look like, so that the importer (not the
     CSV reader's type inference) decides what a value is and can count and locate the ones that are wrong.
-    ``timestamp_columns`` are read as text from JSON Lines files too: the JSON reader would take a date alone
-    for a midnight and move a time with an offset ("+01:00") to UTC without a word.
-    ``block_bytes``: how much of a CSV file is read and parsed at once (a batch).
+    ``timestamp_columns`` are read as text from CSV and JSON Lines files: the JSON reader would take a date
+    alone for a midnight and move a time with an offset ("+01:00") to UTC without a word. In a JSON Lines block
+    where no line has one of either (and the file's first batch has it), it is null; one the first batch lacks
+    is missing, as from a CSV header. ``block_bytes``: how much of a CSV or JSON Lines file is read and parsed at
+    once (a batch).
     """
     stack = ExitStack()
     try:
@@ -118,8 +117,7 @@ def open_source(
         size = path.stat().st_size
         if size == 0:
             raise SourceError(f"{path.name} is empty")
-        text = {SourceKind.CSV: (*string_columns, *timestamp_columns), SourceKind.JSONL: timestamp_columns}
-        return _FILE_OPENERS[kind](path, size, text.get(kind, ()), block_bytes, stack)
+        return _FILE_OPENERS[kind](path, size, string_columns, timestamp_columns, block_bytes, stack)
     except SourceError:
         stack.close()
         raise
@@ -128,77 +126,21 @@ def open_source(
         raise SourceError(f"cannot read {Path(source).name}: {_first_line(exc)}") from None
 
 
-def _csv(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
-    blocks = _line_blocks(stack.enter_context(pa.input_stream(str(path))), block_bytes)
+def _csv(path: Path, size: int, strings: _Names, times: _Names, block_bytes: int, stack: ExitStack) -> Source:
+    blocks = line_blocks(stack.enter_context(pa.input_stream(str(path))), block_bytes)
     done = [0]
-    batches = _csv_batches(blocks, path.name, strings, done)
+    batches = _guarded(csv_batches(blocks, (*strings, *times), done), path.name)
     return Source(SourceKind.CSV, path.name, batches, size, "bytes", lambda: done[0], stack)
 
 
-def _csv_batches(
-    blocks: Iterator[pa.Buffer], label: str, strings: tuple[str, ...], done: list[int]
-) -> Iterator[pa.RecordBatch]:
-    """Each block of whole lines parsed as CSV with the header's column names (the first block holds the header)."""
-    convert = pacsv.ConvertOptions(
-        # Only an empty field is null: "NA" or "nan" are values, for the importer to judge.
-        column_types=dict.fromkeys(strings, pa.string()),
-        strings_can_be_null=True,
-        null_values=[""],
-    )
-    names: list[str] | None = None
-    rows = 0
-    for block in blocks:
-        try:
-            table = pacsv.read_csv(
-                pa.BufferReader(block), read_options=pacsv.ReadOptions(column_names=names), convert_options=convert
-            )
-        except (OSError, pa.ArrowException) as exc:
-            raise SourceError(f"cannot read {label} (data rows from {rows + 1:,}): {_first_line(exc)}") from None
-        if names is None:
-            names = table.column_names
-        done[0] += block.size
-        rows += table.num_rows
-        yield from table.combine_chunks().to_batches()
+def _jsonl(path: Path, size: int, strings: _Names, times: _Names, block_bytes: int, stack: ExitStack) -> Source:
+    blocks = line_blocks(stack.enter_context(pa.input_stream(str(path))), block_bytes)
+    done = [0]
+    batches = _guarded(jsonl_batches(blocks, (*strings, *times), done, text=times), path.name)
+    return Source(SourceKind.JSONL, path.name, batches, size, "bytes", lambda: done[0], stack)
 
 
-def _line_blocks(file: pa.NativeFile, block_bytes: int) -> Iterator[pa.Buffer]:
-    """``file`` in blocks of about ``block_bytes`` that end at a line break (the last one may not); a line longer
-    than a block makes its block longer. Nothing is read before the previous block has been taken."""
-    carry = b""
-    while True:
-        data = file.read(block_bytes)
-        if not data:
-            if carry:
-                yield pa.py_buffer(carry)
-            return
-        buffer = carry + data if carry else data
-        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r")) + 1
-        carry = buffer[cut:]
-        if cut:
-            yield pa.py_buffer(buffer).slice(0, cut)
-
-
-def _jsonl(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
-    if strings:  # as text only where the first block has them: one it lacks stays missing, to be refused as such
-        strings = tuple(name for name in strings if name in _first_block_names(path))
-    stream = stack.enter_context(pa.input_stream(str(path)))
-    reader = pajson.open_json(
-        stream,
-        read_options=pajson.ReadOptions(block_size=block_bytes),
-        parse_options=pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in strings])),
-    )
-    return Source(SourceKind.JSONL, path.name, _guarded(reader, path.name), size, "bytes", stream.tell, stack)
-
-
-def _first_block_names(path: Path) -> set[str]:
-    """The columns the JSON reader finds in a file's first block (the ones its schema will have)."""
-    with path.open("rb") as file:
-        block = file.read(BLOCK_BYTES)
-    block = block[: block.rfind(b"\n") + 1] or block
-    return set(pajson.read_json(pa.BufferReader(block)).schema.names)
-
-
-def _parquet(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
+def _parquet(path: Path, size: int, strings: _Names, times: _Names, block_bytes: int, stack: ExitStack) -> Source:
     file = pq.ParquetFile(str(path))
     stack.callback(file.close)
     done = [0]
@@ -213,7 +155,7 @@ def _parquet(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, 
     )
 
 
-def _arrow(path: Path, size: int, strings: tuple[str, ...], block_bytes: int, stack: ExitStack) -> Source:
+def _arrow(path: Path, size: int, strings: _Names, times: _Names, block_bytes: int, stack: ExitStack) -> Source:
     mapped = stack.enter_context(pa.memory_map(str(path), "r"))
     done = [0]
     try:
@@ -278,7 +220,7 @@ def _guarded(batches: Any, label: str) -> Iterator[pa.RecordBatch]:
             batch = next(iterator)
         except StopIteration:
             return
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, UnreadableText) as exc:
             raise SourceError(f"cannot read {label}: {_first_line(exc)}") from None
         except Exception as exc:  # ADBC drivers' own errors
             if type(exc).__module__.startswith("adbc_driver"):

@@ -4,7 +4,8 @@ Each batch is converted to the declared types (a value that does not convert is 
 nulls where none may be, NaN where none may be, values outside the public bounds, strings outside the declared
 categories, a null or repeated privacy unit where one row per unit is declared. What is wrong is counted per
 column and kind, with the first few row numbers (1-based, data rows: a CSV header is not counted). The report
-is for the owner only: it holds row numbers of personal data and is never sent to a researcher.
+is for the owner only: it holds row numbers of personal data and is never sent to a researcher. How repeated
+units are found, in bounded memory whatever their type, is ``saferoom.importer.units``.
 
 By default any problem refuses the import. ``clamp`` moves out-of-bounds numbers to the bound; ``drop_invalid``
 drops every row with a remaining problem; both are counted in the report.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,11 @@ import pyarrow.compute as pc
 from saferoom.catalog.catalog import ARROW_TYPES, CATEGORY_TYPE, schema_of
 from saferoom.catalog.manifest import Column, DatasetInfo, timestamp_seconds
 from saferoom.errors import InvalidRequest
+from saferoom.importer.units import UnitBitmap, UnitSpill
 
 __all__ = ["ImportRefused", "Issue", "ValidationReport", "Validator"]
 
 ROWS_SHOWN = 5
-MAX_BITMAP_UNITS = 1 << 31  # a bounded integer unit is tracked in a bitmap (1 byte per possible unit) up to this
 
 
 class Issue:
@@ -54,12 +56,14 @@ class ValidationReport:
     clamped: dict[str, int] = field(default_factory=dict)  # column -> values moved to a bound
     dropped: int = 0
 
-    def note(self, column: str, issue: str, rows: np.ndarray) -> None:
-        """Record ``rows`` (absolute row numbers) as having ``issue`` in ``column``."""
-        if not len(rows):
+    def note(self, column: str, issue: str, rows: np.ndarray, count: int | None = None) -> None:
+        """Record ``rows`` (absolute row numbers) as having ``issue`` in ``column``; ``count`` when ``rows`` are
+        only the first of them."""
+        count = len(rows) if count is None else count
+        if not count:
             return
         key = (column, issue)
-        self.problems[key] = self.problems.get(key, 0) + len(rows)
+        self.problems[key] = self.problems.get(key, 0) + count
         shown = self.examples.setdefault(key, [])
         if len(shown) < ROWS_SHOWN:
             shown.extend(int(r) for r in rows[: ROWS_SHOWN - len(shown)])
@@ -95,9 +99,17 @@ class ImportRefused(InvalidRequest):
 
 
 class Validator:
-    """Converts and checks the batches of one source against one declaration."""
+    """Converts and checks the batches of one source against one declaration (``close`` removes what it spilled
+    to ``spill_dir``: the units of a unit that no bitmap holds, and with ``drop_invalid`` the rows themselves)."""
 
-    def __init__(self, info: DatasetInfo, ignore: tuple[str, ...], clamp: bool, drop_invalid: bool) -> None:
+    def __init__(
+        self,
+        info: DatasetInfo,
+        ignore: tuple[str, ...],
+        clamp: bool,
+        drop_invalid: bool,
+        spill_dir: Path | None = None,
+    ) -> None:
         self.info = info
         self.ignore = ignore
         self.clamp = clamp
@@ -107,9 +119,31 @@ class Validator:
         self._categories = {
             c.name: pa.array(c.categories, pa.string()) for c in info.columns if c.categories is not None
         }
-        self._units: _UnitTracker | None = None
+        self._bitmap: UnitBitmap | None = None
+        self._spill: UnitSpill | None = None
+        self._staged: Path | None = None  # drop_invalid with a spilled unit: the rows, until repeats are known
         if info.privacy_unit is not None and info.one_row_per_unit:
-            self._units = _UnitTracker(info.column(info.privacy_unit))
+            unit = info.column(info.privacy_unit)
+            if unit.type == "int64" and UnitBitmap.fits(unit.min, unit.max):
+                assert unit.min is not None and unit.max is not None
+                self._bitmap = UnitBitmap(int(unit.min), int(unit.max) - int(unit.min) + 1)
+            else:
+                self._spill = UnitSpill(ARROW_TYPES[unit.type], spill_dir)
+                if drop_invalid:
+                    self._staged = self._spill.directory / "rows.arrows"
+        self._stage_writer: tuple[pa.NativeFile, Any] | None = None
+
+    def close(self) -> None:
+        """Remove what was spilled (idempotent)."""
+        self._close_stage()
+        if self._spill is not None:
+            self._spill.close()
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def check_columns(self, names: list[str]) -> None:
         """The source's columns must be exactly the declared ones plus the ignored ones."""
@@ -128,17 +162,24 @@ class Validator:
         """The validated batches in the catalog's schema (checking every one; raises ``ImportRefused`` at the end
         if a problem was left unhandled, so a caller writes to a temporary file only)."""
         first = True
+        names: list[str] = []
         for batch in source:
-            if first:
-                self.check_columns(batch.schema.names)
+            if first or batch.schema.names != names:  # a block of a text file may have other columns
+                names = batch.schema.names
+                self.check_columns(names)
                 first = False
             if batch.num_rows == 0:
                 continue
-            out = self._check(batch)
+            out, rows = self._check(batch)
             if out.num_rows:
-                yield out
+                if self._staged is None:
+                    yield out
+                else:
+                    self._stage(out, rows)
         if first or self.report.rows_read == 0:
             raise ImportRefused("the source has no rows")
+        if self._spill is not None:
+            yield from self._spilled_repeats()
         if self.report.problems and not self.drop_invalid:
             raise ImportRefused(
                 f"{sum(self.report.problems.values())} problem(s) in the data: nothing was published "
@@ -146,7 +187,8 @@ class Validator:
                 self.report,
             )
 
-    def _check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def _check(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+        """The batch converted and checked, and the row numbers of the rows it kept."""
         start = self.report.rows_read
         n = batch.num_rows
         self.report.rows_read += n
@@ -162,20 +204,61 @@ class Validator:
                 self.report.note(column.name, issue, rows[mask])
                 bad |= mask
             columns.append(values)
-        if self._units is not None:
-            unit_index = [c.name for c in self.info.columns].index(self.info.privacy_unit or "")
-            duplicate = self._units.see(columns[unit_index], ~bad)
-            self.report.note(self.info.privacy_unit or "", Issue.DUPLICATE_UNIT, rows[duplicate])
-            bad |= duplicate
+        if self.info.privacy_unit is not None and (self._bitmap is not None or self._spill is not None):
+            units = columns[[c.name for c in self.info.columns].index(self.info.privacy_unit)]
+            present = ~bad & ~_mask(units.is_null())  # a repeat of a row refused for another reason is no repeat
+            if self._bitmap is not None:
+                duplicate = self._bitmap.see(units, present)
+                self.report.note(self.info.privacy_unit, Issue.DUPLICATE_UNIT, rows[duplicate])
+                bad |= duplicate
+            elif self._spill is not None:
+                self._spill.add(units, present, rows)  # repeats are known once every row is read
         encoded = [self._encode(c, v) for c, v in zip(self.info.columns, columns, strict=True)]
         out = pa.RecordBatch.from_arrays(encoded, schema=self.schema)
         if bad.any():
             if not self.drop_invalid:
-                return out.slice(0, 0)  # refused at the end: nothing more needs writing
+                return out.slice(0, 0), rows[:0]  # refused at the end: nothing more needs writing
             self.report.dropped += int(bad.sum())
             out = out.filter(pa.array(~bad))
+            rows = rows[~bad]
         self.report.rows_written += out.num_rows
-        return out
+        return out, rows
+
+    def _stage(self, out: pa.RecordBatch, rows: np.ndarray) -> None:
+        """Keep ``out`` on disk, with its row numbers, until the spilled units say which rows repeat one."""
+        assert self._staged is not None
+        schema = self.schema.append(pa.field("row", pa.int64()))
+        if self._stage_writer is None:
+            sink = pa.OSFile(str(self._staged), "wb")
+            self._stage_writer = (sink, pa.ipc.new_stream(sink, schema))
+        self._stage_writer[1].write_batch(pa.RecordBatch.from_arrays([*out.columns, pa.array(rows)], schema=schema))
+
+    def _spilled_repeats(self) -> Iterator[pa.RecordBatch]:
+        """Report the rows whose (spilled) unit an earlier row had; with ``drop_invalid``, the staged rows without
+        them."""
+        assert self._spill is not None and self.info.privacy_unit is not None
+        found = self._spill.repeats(ROWS_SHOWN, self.report.rows_read + 1 if self._staged is not None else None)
+        self.report.note(self.info.privacy_unit, Issue.DUPLICATE_UNIT, np.array(found.first_rows), found.count)
+        if self._staged is None or self._stage_writer is None:
+            return
+        self._close_stage()
+        assert found.rows is not None
+        self.report.dropped += found.count
+        self.report.rows_written -= found.count
+        with pa.memory_map(str(self._staged)) as mapped:
+            for staged in pa.ipc.open_stream(mapped):
+                rows = staged.column(staged.num_columns - 1).to_numpy()
+                keep = (found.rows[rows >> 3] >> (rows & 7)) & 1 == 0
+                out = pa.RecordBatch.from_arrays(staged.columns[:-1], schema=self.schema).filter(pa.array(keep))
+                if out.num_rows:
+                    yield out
+
+    def _close_stage(self) -> None:
+        if self._stage_writer is not None:
+            sink, writer = self._stage_writer
+            writer.close()
+            sink.close()
+            self._stage_writer = None
 
     def _domain(self, column: Column, values: pa.Array, typed: np.ndarray) -> tuple[pa.Array, list[Any]]:
         problems: list[tuple[str, np.ndarray]] = []
@@ -289,41 +372,3 @@ def _timestamps(values: pa.Array, name: str) -> tuple[pa.Array, np.ndarray]:
     inside = _mask(pc.and_(pc.greater_equal(seconds, _SECONDS[0]), pc.less_equal(seconds, _SECONDS[1])))
     wrong = valid & ~(exact & inside)
     return pc.if_else(pa.array(wrong), pa.scalar(None, _TIMESTAMP), parsed), wrong
-
-
-class _UnitTracker:
-    """Which privacy units have been seen: a bitmap over the declared bounds, else a set."""
-
-    def __init__(self, column: Column) -> None:
-        self._low = 0
-        self._bitmap: np.ndarray | None = None
-        self._seen: set[Any] = set()
-        if column.type == "int64" and column.min is not None and column.max is not None:
-            span = int(column.max) - int(column.min) + 1
-            if 0 < span <= MAX_BITMAP_UNITS:
-                self._low = int(column.min)
-                self._bitmap = np.zeros(span, dtype=bool)
-
-    def see(self, units: pa.Array, usable: np.ndarray) -> np.ndarray:
-        """Mark ``units`` seen; returns the rows whose unit was seen before (in an earlier row)."""
-        duplicate = np.zeros(len(units), dtype=bool)
-        present = usable & ~_mask(units.is_null())
-        if self._bitmap is not None:
-            index = units.fill_null(self._low).to_numpy(zero_copy_only=False).astype(np.int64) - self._low
-            present &= (index >= 0) & (index < len(self._bitmap))
-            rows = np.flatnonzero(present)
-            keys = index[rows]
-            order = np.argsort(keys, kind="stable")
-            sorted_keys = keys[order]
-            repeat = np.zeros(len(keys), dtype=bool)
-            repeat[order[1:]] = sorted_keys[1:] == sorted_keys[:-1]
-            repeat |= self._bitmap[keys]
-            self._bitmap[keys] = True
-            duplicate[rows[repeat]] = True
-            return duplicate
-        for i, unit in enumerate(units.to_pylist()):
-            if present[i]:
-                if unit in self._seen:
-                    duplicate[i] = True
-                self._seen.add(unit)
-        return duplicate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -102,6 +103,10 @@ def test_demo_runs_the_whole_flow() -> None:
     assert "ended awaiting_check" in out and "job_not_finished" in out  # held under the exact rules ...
     assert "signs the release" in out and "job succeeded" in out  # ... until the checker signs
     assert "1 signed output-check decision" in out
+    # After site selection, the second use case runs on the imported enterprise registers and says what it read.
+    credit = out.index("credit profiles of small enterprises")
+    assert out.index("Top 3 candidate cells") < credit
+    assert re.search(r"job [0-9a-f]{8} read enterprise_years [0-9a-f]{12}, enterprises [0-9a-f]{12}", out[credit:])
     assert "done in" in out
 
 

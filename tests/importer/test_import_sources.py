@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from saferoom.catalog import Catalog, Manifest
 from saferoom.cli.main import cli
 from saferoom.importer import import_dataset
+from saferoom.importer.sources import BATCH_ROWS, BLOCK_BYTES
 from saferoom.importer.versions import history
 
 DECLARATION = """
@@ -204,3 +206,55 @@ def test_cli_import_and_history(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     version = Manifest.load(catalog).dataset("people").version
     assert version is not None and version[:16] in shown.output
+
+
+def _progress(source: str, tmp_path: Path, rows: int, **kwargs: Any) -> list[tuple[int, int | None, str]]:
+    """The progress reports of importing ``source`` (a declaration allowing ``rows`` units)."""
+    calls: list[tuple[int, int | None, str]] = []
+    text = DECLARATION.replace("max = 1000\n", f"max = {rows}\n", 1)
+    result = import_dataset(
+        source, _declaration(tmp_path, text), tmp_path / "catalog", progress=lambda *a: calls.append(a), **kwargs
+    )
+    assert result.report.rows_written == rows
+    return calls
+
+
+def _many(rows: int) -> pa.Table:
+    i = np.arange(1, rows + 1)
+    return pa.table(
+        {
+            "person_id": i,
+            "age": i % 100,
+            "sex": np.array(["female", "male"])[i % 2],
+            "income": i * 0.5,
+            "born": pa.array(i % 20000, pa.int32()).cast(pa.date32()),
+        }
+    )
+
+
+def test_progress_of_a_csv_file_is_in_bytes_up_to_its_size(tmp_path: Path) -> None:
+    source = tmp_path / "people.csv"
+    rows = 1_000_000
+    pacsv.write_csv(_many(rows), source)
+    assert source.stat().st_size > 2 * BLOCK_BYTES  # three blocks, three reports
+    calls = _progress(str(source), tmp_path, rows)
+    done = [d for d, _, _ in calls]
+    assert len(calls) >= 3 and done == sorted(set(done)) and done[-1] == source.stat().st_size
+    assert {(total, unit) for _, total, unit in calls} == {(source.stat().st_size, "bytes")}
+
+
+def test_progress_of_a_parquet_file_is_in_rows_up_to_its_row_count(tmp_path: Path) -> None:
+    source = tmp_path / "people.parquet"
+    rows = 2 * BATCH_ROWS + 1000
+    pq.write_table(_many(rows), source)
+    calls = _progress(str(source), tmp_path, rows)
+    assert calls == [(BATCH_ROWS, rows, "rows"), (2 * BATCH_ROWS, rows, "rows"), (rows, rows, "rows")]
+
+
+def test_progress_of_a_sql_query_has_no_total(tmp_path: Path) -> None:
+    db = tmp_path / "register.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE people (person_id INTEGER, age INTEGER, sex TEXT, income REAL, born TEXT)")
+        conn.executemany("INSERT INTO people VALUES (?, ?, ?, ?, ?)", list(zip(*ROWS.values(), strict=True)))
+    calls = _progress(f"sqlite://{db}", tmp_path, 4, table="people")
+    assert calls and calls[-1][0] == 4 and {(total, unit) for _, total, unit in calls} == {(None, "rows")}

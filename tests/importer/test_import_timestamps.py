@@ -23,7 +23,15 @@ from saferoom.catalog import Catalog, Manifest
 from saferoom.catalog.manifest import timestamp_seconds
 from saferoom.engine import ArrowEngine, plan
 from saferoom.engine.duckdb_engine import DuckDBEngine
-from saferoom.importer import DeclarationError, ImportRefused, import_dataset, load_declaration, propose_declaration
+from saferoom.importer import (
+    DeclarationError,
+    ImportRefused,
+    import_dataset,
+    load_declaration,
+    open_source,
+    propose_declaration,
+)
+from saferoom.importer.validate import Validator
 
 DECLARATION = """
 name = "trips"
@@ -171,6 +179,30 @@ def test_jsonl_text_is_judged_by_the_importer_not_the_json_reader(tmp_path: Path
     report = _refused(tmp_path, source).report
     assert report is not None and report.problems == {("boarded", "wrong type"): 2}
     assert report.examples[("boarded", "wrong type")] == [2, 3]
+
+
+def test_jsonl_times_are_text_in_every_block_and_a_later_block_may_lack_a_nullable_one(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = [
+        {"card_id": i, "boarded": "2024-03-01 10:00:00", "alighted": "2024-03-01 10:20:00"} for i in range(1, 201)
+    ]
+    rows[150]["boarded"] = "2024-03-01T10:00:00+01:00"  # in a later block: its reader alone would move it to UTC
+    rows[160]["boarded"] = 1709287200  # seconds since 1970 among text: a wrong value, not an unreadable file
+    for row in rows[170:]:
+        del row["alighted"]  # the last blocks have no such key: null there
+    source = tmp_path / "trips.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    info = load_declaration(_declaration(tmp_path)).info
+    with (
+        Validator(info, (), False, False) as validator,
+        open_source(
+            str(source), string_columns=("card_id",), timestamp_columns=("boarded", "alighted"), block_bytes=600
+        ) as opened,
+        pytest.raises(ImportRefused),
+    ):
+        list(validator.batches(opened.batches))
+    assert validator.report.rows_read == 200
+    assert validator.report.problems == {("boarded", "wrong type"): 2}
+    assert validator.report.examples == {("boarded", "wrong type"): [151, 161]}
 
 
 def test_jsonl_without_the_column_is_refused_as_missing(tmp_path: Path) -> None:

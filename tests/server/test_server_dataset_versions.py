@@ -9,6 +9,7 @@ import pytest
 
 from saferoom.audit.log import AuditFilter
 from saferoom.catalog import Manifest
+from saferoom.catalog.watch import CatalogWatcher, changed_versions
 from saferoom.importer import import_dataset
 from saferoom.packages import load_package
 from saferoom.server import create_server
@@ -116,3 +117,20 @@ def test_a_job_records_the_versions_it_read(tmp_path: Path, deployment: Deployme
             assert alice.get_job(job.id).dataset_versions == {"stops": version}
     finally:
         srv.stop(1.0)
+
+
+def test_a_new_version_of_a_spark_dataset_waits_for_a_restart(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    source = tmp_path / "stops.csv"
+    source.write_text("stop_id,district\n1,Huli\n2,Siming\n")
+    (tmp_path / "stops.toml").write_text(STOPS_DECLARATION.format(engine='engine = "spark"'))
+    import_dataset(str(source), tmp_path / "stops.toml", catalog)
+    started_on = Manifest.load(catalog)
+    switched: list[list[str]] = []
+    watcher = CatalogWatcher(catalog, started_on, lambda _, names: switched.append(names), poll_seconds=0)
+    source.write_text("stop_id,district\n1,Huli\n2,Siming\n3,Huli\n")
+    import_dataset(str(source), tmp_path / "stops.toml", catalog)
+    assert Manifest.load(catalog).dataset("stops").location != started_on.dataset("stops").location
+    assert watcher.check() == [] and switched == []  # the running server keeps the Parquet it started with
+    with pytest.raises(ValueError, match="on the Spark engine"):
+        changed_versions(started_on, Manifest.load(catalog))
