@@ -49,8 +49,8 @@ def test_the_states_in_order_and_releasing_is_not_a_result(padded: SaferoomServe
     with deployment.client("alice", padded.port) as alice:
         job = alice.run_job("echo", {"n": 1})
         deadline = time.monotonic() + 60
-        while alice.get_job(job.id).state != "releasing":
-            assert alice.get_job(job.id).state in ("queued", "running") and time.monotonic() < deadline
+        while (state := alice.get_job(job.id).state) != "releasing":  # one read per turn: it may move between two
+            assert state in ("queued", "running") and time.monotonic() < deadline, state
             time.sleep(0.05)
         listed, _ = alice.list_jobs(states=["releasing"])
         assert job.id in {j.id for j in listed} and all(j.state == "releasing" for j in listed)
