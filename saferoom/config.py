@@ -85,6 +85,10 @@ class ServerConfig:
     # engine: the Spark Connect endpoint (sc://host:port, with ;use_ssl=true;token=... where the cluster uses
     # them) for datasets the catalog declares with engine = "spark"; empty: no Spark cluster
     spark_connect: str = ""
+    # engine: how long a release's run on the Spark cluster may take, and, with timing protection on, how long it
+    # is padded to: the cluster's time is not modelled, so each run that reads a Spark dataset counts this whole
+    # (README "Timing"); a run still going then is cancelled, its failure published at the same moment
+    spark_run_seconds: float = 120.0
     # engine: what executes plans in the engine worker: "arrow" (pyarrow compute and Acero) or "duckdb" (an
     # embedded DuckDB over the same memory-mapped Arrow tables: threads, a memory limit, no file or network access)
     engine: str = "arrow"
@@ -159,6 +163,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "handshake_timeout_seconds": (0.5, 120),
     "idle_timeout_seconds": (1, 86_400),
     "release_quantum_ms": (0, 60_000),
+    "spark_run_seconds": (1, 86_400),
     "grace_seconds": (0, 3600),
     "metrics_max_identities": (1, 10_000),
     "memory_mib": (64, 1_048_576),

@@ -64,8 +64,9 @@ plus the server's own release work on their outputs, per kind of output: the exa
 per cell and column, a DP quantile's histogram rows, ``engine.timing``; a DP quantile's draws are padded when
 its released cells are known, by their number): what a job's duration shows is then a function of the plans,
 the catalog and the released results, unless the work overran its worst case (logged for the operator, never
-expected: ``bench/bench_time_model.py`` measures the margin). Not covered: plans that read
-Spark datasets (the cluster has its own resources and limits).
+expected: ``bench/bench_time_model.py`` measures the margin). Plans that read Spark datasets are not modelled
+(the cluster has its own resources and limits): a run with any is marked ``remote``, and the pipeline pads it
+to its limit on the cluster whole (``ServerConfig.spark_run_seconds``).
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class RunCost:
     largest: tuple[int, str, str] = (0, "", "")  # (rows, root, node): the largest table, named in refusals
     engine_seconds: float = 0.0  # the nodes' worst-case time (``engine.timing.node_seconds``)
     release_seconds: float = 0.0  # the server's worst-case release work on this run's outputs
+    remote: bool = False  # some of its plans run on the Spark cluster (whose time is not modelled here)
 
     @property
     def seconds(self) -> float:
@@ -632,6 +634,7 @@ def admit_job(
         local = {k: v for k, v in roots.items() if not _on_spark(v, manifest)}
         cost = analyse(local, manifest, inputs, engine)
         if len(local) < len(roots):  # the cluster's runs are not admitted here, but their outputs feed Inputs
+            cost.remote = True
             cost.roots |= {k: f for k, f in analyse(roots, manifest, inputs, engine).roots.items() if k not in local}
         cost.memory_bytes = min(_MANY, cost.memory_bytes + sum(_mul(3, f.rows, f.width) for f in inputs.values()))
         most, root, node = cost.largest

@@ -35,7 +35,14 @@ def run_local(
     isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
     spark = spark_executor(config.spark_connect, manifest, data_dir)
     pipeline = Pipeline(
-        data_dir, manifest, config.sandbox_limits, config.engine_limits, isolation, spark, config.engine
+        data_dir,
+        manifest,
+        config.sandbox_limits,
+        config.engine_limits,
+        isolation,
+        spark,
+        config.engine,
+        spark_run_seconds=config.spark_run_seconds,
     )
     try:
         return pipeline.run(package, params)

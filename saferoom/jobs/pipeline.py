@@ -132,8 +132,10 @@ class Pipeline:
         spark: SparkExecutor | None = None,
         engine: str = "arrow",
         on_retired: Callable[[], None] | None = None,
+        spark_run_seconds: float = 120.0,
     ) -> None:
         self._engine_kind = engine  # "arrow" or "duckdb": which embedded engine the engine worker runs
+        self._spark_run_seconds = spark_run_seconds  # a cluster run's limit, and what it is padded to
         # Called (on the thread that closed it) once a retired catalog version's pool closed and its lease went:
         # the server collects what nothing refers to any more.
         self._on_retired = on_retired
@@ -414,7 +416,8 @@ class Pipeline:
         # refused before any work if its worst case may not fit the engine worker's limits.
         runs = cost.admit_job(protected, view.manifest, self._engine_limits, self._engine_kind)
         if deadline is not None:  # the job may end only once this release's worst case has passed too
-            deadline.extend(cost.padded_seconds(runs))
+            remote = sum(run.remote for run in runs)  # the cluster's runs: padded to their limit, whole
+            deadline.extend(cost.padded_seconds(runs) + remote * self._spark_run_seconds)
 
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
             if phase is not None:
@@ -440,7 +443,7 @@ class Pipeline:
                 results = _parse_engine_reply(reply.data, reply.blobs, [w[0] for w in work])
             if remote:
                 assert self._spark is not None
-                wall = self._engine_limits.wall_seconds
+                wall = min(self._engine_limits.wall_seconds, self._spark_run_seconds)
                 results.update(self._spark.execute(remote, inputs, cancel, wall))
             return results
 

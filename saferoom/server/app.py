@@ -209,6 +209,7 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             spark,
             config.engine,
             on_retired=collector.request,  # the versions only that pool served may go now
+            spark_run_seconds=config.spark_run_seconds,
         )
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
         private = (

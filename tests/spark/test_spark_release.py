@@ -284,3 +284,37 @@ def test_the_server_runs_a_job_on_the_cluster(
     for a, s in zip(arrow.outputs, spark.outputs, strict=True):
         assert a.report == s.report, a.name
         assert_same(a.table, s.table)
+
+
+def test_a_release_on_the_cluster_is_padded_to_its_limit_whole(
+    catalog_dir: Path, spark_catalog, spark_url: str
+) -> None:
+    """The cluster's time is not modelled: with timing protection on, each engine run that reads a Spark dataset
+    is padded to ``spark_run_seconds`` whole, and one on Arrow datasets alone is not."""
+    from saferoom.jobs.pipeline import Isolation, Pipeline, ReleaseDeadline
+    from saferoom.jobs.spark import spark_executor
+    from saferoom.packages import load_package
+
+    config = ServerConfig.load(env={})
+    package = load_package(REPO / "algorithms" / "population_profile")
+    padded: dict[str, float] = {}
+    for kind, data_dir, url in (("arrow", catalog_dir, ""), ("spark", spark_catalog[0], spark_url)):
+        manifest = Manifest.load(data_dir)
+        pipeline = Pipeline(
+            data_dir,
+            manifest,
+            config.sandbox_limits,
+            config.engine_limits,
+            Isolation(seccomp=False, landlock=False, network_namespace=False),
+            spark_executor(url, manifest, data_dir),
+            spark_run_seconds=60.0,
+        )
+        deadline = ReleaseDeadline()
+        start = time.monotonic()
+        try:
+            pipeline.run(package, {}, deadline=deadline)
+        finally:
+            pipeline.close()
+        assert deadline.at is not None
+        padded[kind] = deadline.at - start  # the code phase, then the release's padding
+    assert padded["arrow"] < 60.0 <= padded["spark"]  # (the test does not wait for the deadline)
