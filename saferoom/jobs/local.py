@@ -8,8 +8,7 @@ from pathlib import Path
 from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig
 from saferoom.errors import DatasetNotFound, InvalidParameter
-from saferoom.jobs.pipeline import Isolation, JobOutcome, Pipeline
-from saferoom.jobs.spark import spark_executor
+from saferoom.jobs.pipeline import JobOutcome, Pipeline
 from saferoom.packages import load_package, parse_param_value, validate_params
 
 __all__ = ["run_local"]
@@ -32,18 +31,7 @@ def run_local(
             raise InvalidParameter(f"the package has no parameter {name!r}")
         typed[name] = parse_param_value(spec.type, text, name)
     params = validate_params(package, typed)
-    isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
-    spark = spark_executor(config.spark_connect, manifest, data_dir)
-    pipeline = Pipeline(
-        data_dir,
-        manifest,
-        config.sandbox_limits,
-        config.engine_limits,
-        isolation,
-        spark,
-        config.engine,
-        spark_run_seconds=config.spark_run_seconds,
-    )
+    pipeline = Pipeline.from_config(config, manifest, data_dir)
     try:
         return pipeline.run(package, params)
     finally:

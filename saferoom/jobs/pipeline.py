@@ -37,14 +37,14 @@ import pyarrow as pa
 from saferoom import disclosure
 from saferoom.catalog.leases import Lease
 from saferoom.catalog.manifest import Manifest
-from saferoom.config import WorkerLimits
+from saferoom.config import ServerConfig, WorkerLimits
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.disclosure.rounds import release_all
 from saferoom.engine import cost, plan
 from saferoom.errors import InvalidPlan, JobCancelled, ReleaseRefused, WorkerCrashed
 from saferoom.jobs.engine_task import to_ipc
 from saferoom.jobs.failures import EnginePhase
-from saferoom.jobs.spark import SparkExecutor, engine_of
+from saferoom.jobs.spark import SparkExecutor, engine_of, spark_executor
 from saferoom.packages import Package
 from saferoom.sandbox import Limits, Reply, WorkerPool
 from saferoom.sandbox.selftest import PROBE_PACKAGE, READABLE_TASK, Probe, run_self_test
@@ -168,6 +168,23 @@ class Pipeline:
         self.layers = self._sandbox.layers
         level = logging.INFO if all(self.layers.values()) else logging.WARNING
         _log.log(level, "sandbox kernel layers on this host: %s", self._layer_text())
+
+    @classmethod
+    def from_config(
+        cls, config: ServerConfig, manifest: Manifest, data_dir: Path, on_retired: Callable[[], None] | None = None
+    ) -> Pipeline:
+        """The pipeline a server (or ``saferoom dev run``) configured by ``config`` runs jobs with."""
+        return cls(
+            data_dir,
+            manifest,
+            config.sandbox_limits,
+            config.engine_limits,
+            Isolation(config.seccomp, config.landlock, config.network_namespace),
+            spark_executor(config.spark_connect, manifest, data_dir),
+            config.engine,
+            on_retired,
+            config.spark_run_seconds,
+        )
 
     def _catalog_version(self, manifest: Manifest) -> CatalogVersion:
         """``manifest``'s versions, leased (before the new pool's zygote maps them: no collector deletes a version

@@ -42,8 +42,6 @@ from saferoom.errors import InvalidRequest, SaferoomError, StateDamaged, Unavail
 from saferoom.identity import TrustStore
 from saferoom.identity.pki import CA_KEY, SERVER_KEY
 from saferoom.jobs import CheckService, JobService, Pipeline
-from saferoom.jobs.pipeline import Isolation
-from saferoom.jobs.spark import spark_executor
 from saferoom.metrics import Metrics
 from saferoom.mock import MockService
 from saferoom.packages import PackageService
@@ -195,22 +193,11 @@ def create_server(config: ServerConfig, on_refused: RefusalHook | None = None) -
             IdentityStore(database),
             on_new_identity=lambda who: None if identity_events.knows(who.serial) else identity_events.sync(),
         )
-        isolation = Isolation(config.seccomp, config.landlock, config.network_namespace)
-        spark = spark_executor(config.spark_connect, manifest, config.data_dir)
         collector = VersionCollector(
             config.data_dir, JobStore(database), audit, config.dataset_versions_kept, config.catalog_poll_seconds
         )
-        pipeline = Pipeline(
-            config.data_dir,
-            manifest,
-            config.sandbox_limits,
-            config.engine_limits,
-            isolation,
-            spark,
-            config.engine,
-            on_retired=collector.request,  # the versions only that pool served may go now
-            spark_run_seconds=config.spark_run_seconds,
-        )
+        # on_retired: the versions only a retired pool served may go once it closed
+        pipeline = Pipeline.from_config(config, manifest, config.data_dir, on_retired=collector.request)
         # Before serving: one task of each kind in a confined worker, or no server (SelfTestFailed says why).
         private = (
             config.state_dir / "saferoom.db",
