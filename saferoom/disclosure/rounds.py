@@ -102,13 +102,20 @@ def _differences(
                 reason = {"rule": "differencing", **entry, "with_outputs": first}
                 out[name] = withhold(out[name], reason)
                 withheld.add(name)
-    mine: dict[str, list[dict[str, Any]]] = {}  # each output's differences, in the order found: one pass
-    for entry in differencing.report(found):
-        for name in dict.fromkeys(holders[entry["first"]] + holders[entry["second"]]):
-            mine.setdefault(name, []).append(entry)
+    mine: dict[str, list[dict[str, Any]]] = {}  # each output's first 100 differences, in the order found
+    for difference in found:
+        wanting = [
+            n
+            for n in dict.fromkeys(holders[difference.first] + holders[difference.second])
+            if len(mine.get(n, ())) < 100
+        ]
+        if wanting:
+            [entry] = differencing.report([difference])
+            for name in wanting:
+                mine.setdefault(name, []).append(entry)
     for name in protected:
         if name in mine:
-            out[name] = flag(out[name], "differences_between_outputs", pairs=mine[name][:100])
+            out[name] = flag(out[name], "differences_between_outputs", pairs=mine[name])
     return out
 
 

@@ -619,7 +619,7 @@ def admit_job(
     exact DP statistics (``release_noisy``), then the outputs, their subset checks, cell lists and the
     differencing check's member counts. Returns the
     runs' worst cases; raises LimitExceeded before any work if one of them may not fit ``caps``."""
-    from saferoom.disclosure import differencing, secondary  # disclosure builds on the engine: imported when used
+    from saferoom.disclosure import differencing, marks, secondary  # disclosure builds on the engine: imported late
 
     owner: dict[str, str] = {}
     noisy: dict[str, NoisyAggregate] = {}
@@ -673,7 +673,8 @@ def admit_job(
             if agg.keys and agg.domains is not None:
                 rows = max(rows, _mul(*(len(d) for d in agg.domains)))
             histograms = (cost.roots.get(f"{label}:{h}", Facts(_MANY, {})).rows for h in agg.histograms)
-            cost.release_seconds += timing.noise_seconds(agg, rows) + sum(map(timing.histogram_seconds, histograms))
+            keyed = sum(timing.histogram_seconds(n, len(agg.keys)) for n in histograms)
+            cost.release_seconds += timing.noise_seconds(agg, rows) + keyed
             columns = {n: Value(t, _type_width(t)) for n, t in agg.schema}
             inputs[label] = Facts(rows, columns, frozenset({frozenset(agg.keys)}))
             del pending[label]
@@ -694,6 +695,11 @@ def admit_job(
         cells = final.roots.get(f"cells:{name}", Facts(_MANY, {})).rows
         final.release_seconds += timing.secondary_seconds(cells, len(beside))
     final.release_seconds += timing.differencing_seconds(_compared_rows(protected, final.roots))
+    for name in marks.marked(protected):  # laid out on the public grid: every combination, released or not
+        table = protected[name].table
+        assert table is not None and table.domains is not None
+        grid = math.prod(len(d) for d in table.domains)
+        final.release_seconds += timing.marks_seconds(grid, len(final.roots.get(name, Facts(0, {})).columns))
     return runs
 
 

@@ -41,10 +41,12 @@ __all__ = [
     "draw_tries",
     "draws_seconds",
     "histogram_seconds",
+    "marks_seconds",
     "node_seconds",
     "noise_seconds",
     "rules_seconds",
     "secondary_seconds",
+    "store_seconds",
 ]
 
 # A machine whose cores are half as fast as this one's under the measurements' load (or twice that load).
@@ -92,6 +94,9 @@ BOUND_PASS_NS = 25.0  # per row and pass: a stable argsort of the value ids (20 
 THRESHOLD_NS = 20.0  # per row: compare, fill nulls (16 measured with the filter's bytes)
 UNION_NS = 10.0  # per row and input: categories decoded (16 a row with 33 bytes measured)
 REPLY_BYTE_NS = 2.0  # per output byte: the worker's IPC stream, the pipe, the server's parse (not measured)
+# Per byte of a job's outputs, the server's storing before its end is published: the released tables written as
+# IPC, their hash, the reports' JSON (131 ms measured for a 23 MB result of 1M rows: 5.7 ns a byte).
+STORE_BYTE_NS = 10.0
 
 # Release work on the server, nanoseconds.
 RULES_CELL_NS = 5_000.0  # exact rules per output cell (thresholds, dominance, secondary suppression, marks)
@@ -100,12 +105,14 @@ RULES_CELL_NS = 5_000.0  # exact rules per output cell (thresholds, dominance, s
 # and 3 or 7 margins, the same whatever the pattern of hidden cells (``disclosure.secondary._complements``).
 SECONDARY_CELL_NS = 2_000.0
 # Differencing per cell row of each pair of selections compared (a pair's sizes or shared counts): 0.98 us
-# measured with 15 selections and no difference found; a difference found adds its report and withholding.
-DIFFERENCING_ROW_NS = 5_000.0
+# measured with 15 selections and no difference found, 9-10 us where every row is a difference found (its record,
+# the sort by cells, the withholding; each output's report keeps the first 100).
+DIFFERENCING_ROW_NS = 15_000.0
 SELECT_CELL_NS = 15_000.0  # DP: choosing the cells, per exact cell (Laplace threshold: 7 us of CPU, 13 loaded)
 LAPLACE_INT_NS = 15_000.0  # DP count per cell (OpenDP's exact discrete Laplace: 5 us of CPU, 13 loaded)
 LAPLACE_FLOAT_NS = 50_000.0  # DP sum, mean per cell (OpenDP's exact float Laplace: 22 us of CPU, 47 loaded)
 HISTOGRAM_ROW_NS = 150.0  # DP quantile histogram per row: numpy cell index and sums (127 measured)
+HISTOGRAM_KEY_NS = 100.0  # and per row and key of the cells: the keys' codes (121-241 ns a row with 1-3 keys)
 SCORES_CELL_NS = 4_000.0  # DP quantile per cell: the candidates' scores (3.3 us measured)
 # One noisy-min draw (permute and flip, OpenDP): a fixed part (the scores made rationals, the maximum) and a part
 # per candidate tried (a uniform index, a Bernoulli(exp(-gap / scale)) trial). Measured on 501 candidates: 111 us
@@ -186,6 +193,11 @@ def node_seconds(node: Node, kids: Sequence[Shape], out: Shape, key_widths: int 
     return min(ns, 1e30) * _NS
 
 
+def store_seconds(output_bytes: int) -> float:
+    """The worst-case time to prepare a job's stored result from outputs of at most ``output_bytes``."""
+    return output_bytes * STORE_BYTE_NS * _NS
+
+
 def reply_seconds(output_bytes: int) -> float:
     """The worst-case time to carry a run's outputs from the worker to the server."""
     return output_bytes * REPLY_BYTE_NS * _NS
@@ -195,6 +207,12 @@ def rules_seconds(roots: Mapping[str, Shape], columns: Mapping[str, int]) -> flo
     """The server's work on outputs released under the exact rules (and their checks): per cell, row x (columns
     + 1)."""
     return sum(f.rows * (columns[name] + 1) * RULES_CELL_NS for name, f in roots.items()) * _NS
+
+
+def marks_seconds(grid: int, columns: int) -> float:
+    """The server's work laying a table out on its public grid of ``grid`` key combinations, every one listed with
+    its status (released, suppressed, empty) whatever the output's own bound on rows."""
+    return grid * (columns + 1) * RULES_CELL_NS * _NS
 
 
 def secondary_seconds(cells: int, margins: int) -> float:
@@ -209,9 +227,10 @@ def differencing_seconds(rows: int) -> float:
     return rows * DIFFERENCING_ROW_NS * _NS
 
 
-def histogram_seconds(rows: int) -> float:
-    """The server's work on a DP quantile's histogram of ``rows`` rows (each cell's counts per candidate bin)."""
-    return rows * HISTOGRAM_ROW_NS * _NS
+def histogram_seconds(rows: int, keys: int = 1) -> float:
+    """The server's work on a DP quantile's histogram of ``rows`` rows (each cell's counts per candidate bin),
+    its cells told apart by ``keys`` keys."""
+    return rows * (HISTOGRAM_ROW_NS + keys * HISTOGRAM_KEY_NS) * _NS
 
 
 def noise_seconds(agg: NoisyAggregate, cells: int) -> float:

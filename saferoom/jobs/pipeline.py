@@ -40,7 +40,7 @@ from saferoom.catalog.manifest import Manifest
 from saferoom.config import ServerConfig, WorkerLimits
 from saferoom.disclosure.models import ModelSpec, fit_logit, fit_ols, ols_statistics
 from saferoom.disclosure.rounds import release_all
-from saferoom.engine import cost, plan
+from saferoom.engine import cost, plan, timing
 from saferoom.errors import InvalidPlan, JobCancelled, ReleaseRefused, WorkerCrashed
 from saferoom.jobs.engine_task import to_ipc
 from saferoom.jobs.failures import EnginePhase
@@ -434,7 +434,8 @@ class Pipeline:
         runs = cost.admit_job(protected, view.manifest, self._engine_limits, self._engine_kind)
         if deadline is not None:  # the job may end only once this release's worst case has passed too
             remote = sum(run.remote for run in runs)  # the cluster's runs: padded to their limit, whole
-            deadline.extend(cost.padded_seconds(runs) + remote * self._spark_run_seconds)
+            stored = timing.store_seconds(sum(run.output_bytes for run in runs))  # the result prepared to publish
+            deadline.extend(cost.padded_seconds(runs) + remote * self._spark_run_seconds + stored)
 
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:
             if phase is not None:

@@ -6,6 +6,7 @@ That a release of adversarial data stays within its padding is measured, not tim
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from saferoom.engine import cost, plan, timing
 from saferoom.engine.plan import AggExpr, Call, Col, Lit
 from saferoom.jobs.pipeline import to_limits
 from tests.engine.test_engine_cost_memory import _algorithm
+
+COUNT_N = (("n", AggExpr("count")),)
 
 
 def _manifest(persons: int, private: bool) -> Manifest:
@@ -162,3 +165,31 @@ def test_admission_pads_the_differencing_by_every_pair_of_selections(
     assert 0 < two_rows < four_rows
     assert two >= two_rows and four >= four_rows  # a second a row
     assert four - two >= four_rows - two_rows
+
+
+def test_admission_pads_a_table_laid_out_on_its_public_grid(catalog_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table over public domains is listed in full on its grid (every combination, with its status), whatever
+    its own bound on rows: admission pads that, by the grid."""
+    from saferoom.disclosure import marks
+
+    manifest = Manifest.load(catalog_dir)
+    caps = to_limits(ServerConfig.load(env={}).engine_limits, "data")
+    node = plan.Aggregate(plan.Scan("population", ("person_id", "district", "sex")), ("district", "sex"), COUNT_N)
+    protected = disclosure.protect({"t": node}, manifest)
+    (name,) = marks.marked(protected)
+    table = protected[name].table
+    assert table is not None and table.domains is not None
+    grid = math.prod(len(d) for d in table.domains)
+    with_grid = cost.admit_job(protected, manifest, caps)[-1]
+    monkeypatch.setattr(marks, "marked", lambda protected: [])
+    without = cost.admit_job(protected, manifest, caps)[-1]
+    columns = len(with_grid.roots[name].columns)
+    assert with_grid.release_seconds - without.release_seconds == pytest.approx(timing.marks_seconds(grid, columns))
+
+
+def test_a_histogram_with_more_keys_is_padded_more_per_row() -> None:
+    assert timing.histogram_seconds(1_000, 3) > timing.histogram_seconds(1_000, 1) > timing.histogram_seconds(1_000, 0)
+
+
+def test_a_result_is_padded_for_being_stored_by_its_bytes() -> None:
+    assert timing.store_seconds(0) == 0 < timing.store_seconds(1) < timing.store_seconds(2**20)
