@@ -257,8 +257,12 @@ def _results(conn: sqlite3.Connection, by_event: dict[str, list[AuditRecord]], p
     for held in by_event[EventType.RESULT_HELD]:  # a held result is stored too, pinned by its result_held
         released.setdefault(_job_of(held), held)
     stored: set[str] = set()
+    # A running job's rows are staged ahead of its end (``JobStore.stage_result``): recorded when it publishes.
+    staged = {r[0] for r in conn.execute("SELECT id FROM jobs WHERE state IN ('running', 'releasing')")}
     for row in conn.execute("SELECT job_id, report_json FROM results ORDER BY job_id").fetchall():
         job_id = row["job_id"]
+        if job_id in staged:
+            continue
         stored.add(job_id)
         outputs = [
             StoredOutput(o[0], o[1], o[2], None if o[3] is None else bytes(o[3]), o[4], o[5])

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -601,6 +601,13 @@ def admit(cost: RunCost, caps: WorkerCaps, what: str = "this job") -> None:
             f"{_size(cost.output_bytes)} (up to {rows:,} rows in one output), more than the {_size(output)} "
             f"admitted ({OUTPUT_SHARE:.0%} of the worker's {_size(caps.output_bytes)} reply limit)"
         )
+
+
+def stored_bytes(runs: Sequence[RunCost], outputs: Iterable[str]) -> int:
+    """The most bytes a job's stored result of ``outputs`` may take: their tables' worst case in the last run
+    (its subset checks, cell lists and DP statistics are never stored)."""
+    roots = runs[-1].roots if runs else {}
+    return min(_MANY, sum(_mul(roots[name].rows, roots[name].width) + 4096 for name in outputs if name in roots))
 
 
 def padded_seconds(runs: Iterable[RunCost]) -> float:

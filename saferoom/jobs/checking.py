@@ -137,8 +137,10 @@ class CheckService:
         report: dict[str, Any],
         required: int,
         released_summary: dict[str, Any],
+        staged: bool = False,
     ) -> bool:
-        """Store the result held (job -> AWAITING_CHECK) and record it; False if the job was no longer running."""
+        """Store the result held (job -> AWAITING_CHECK) and record it; False if the job was no longer running.
+        ``staged``: its rows are stored already (``JobStore.stage_result``)."""
         flags = risk_flags(outcome.outputs)
         checks = [{"output": o.name, "check": o.check, "flags": f} for o, f in zip(outcome.outputs, flags, strict=True)]
         # What was held, never how many rows: a count of exact data nobody has been cleared to receive yet.
@@ -150,7 +152,9 @@ class CheckService:
         }
         finished = {"owner": job.owner, "outputs": len(outputs), "state": JobState.AWAITING_CHECK.value}
         held, _ = self._audit.commit(  # one transaction with its records, in the log before anyone sees it held
-            lambda conn: self._store.hold_in(conn, job.id, outputs, report, report["result_hash"], required, checks),
+            lambda conn: self._store.hold_in(
+                conn, job.id, outputs, report, report["result_hash"], required, checks, staged=staged
+            ),
             lambda held: (
                 [
                     (EventType.RESULT_HELD, "saferoom", "server", job.audit_objects(), summary),

@@ -434,7 +434,7 @@ class Pipeline:
         runs = cost.admit_job(protected, view.manifest, self._engine_limits, self._engine_kind)
         if deadline is not None:  # the job may end only once this release's worst case has passed too
             remote = sum(run.remote for run in runs)  # the cluster's runs: padded to their limit, whole
-            stored = timing.store_seconds(sum(run.output_bytes for run in runs))  # the result prepared to publish
+            stored = timing.store_seconds(cost.stored_bytes(runs, protected))  # the result stored before its end
             deadline.extend(cost.padded_seconds(runs) + remote * self._spark_run_seconds + stored)
 
         def execute(work: list[list[Any]], inputs: dict[str, pa.Table]) -> dict[str, tuple[pa.Table, dict[str, int]]]:

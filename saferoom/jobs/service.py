@@ -546,7 +546,7 @@ class JobService:
                 ending = self._failure(job_id, exc)
                 timer.mark("engine")
             else:
-                ending, size = self._release(job, outcome)
+                ending, size = self._release(job, outcome, staged=deadline is not None)
                 timer.mark_split("engine", outcome.engine_seconds, "release")
             while engine_held:  # the engine is done: its slot goes back before any wait
                 self._engine_slots.release(engine_held.pop())
@@ -578,19 +578,24 @@ class JobService:
             if not handed_over:
                 self._forget(job_id)
 
-    def _release(self, job: JobRecord, outcome: JobOutcome) -> tuple[Callable[[], None], int]:
-        """Prepare a job's result (nothing of it shows yet) and return what publishes it, and its size in bytes."""
+    def _release(self, job: JobRecord, outcome: JobOutcome, staged: bool = False) -> tuple[Callable[[], None], int]:
+        """Prepare a job's result (nothing of it shows yet) and return what publishes it, and its size in bytes.
+        ``staged`` (timing protection on): its rows are written now, before the boundary (padded by the result's
+        admitted bytes), so that publishing at the boundary changes its state only, in a time that does not show
+        the size of a result held for checkers (README "Timing")."""
         job_id = job.id
         outputs = self._stored_outputs(outcome)
         digest = result_hash(outputs)
         report = {"printed": outcome.printed, "result_hash": digest}
         summary = _release_summary(outcome, digest, self._budgets.charged(job_id))
         size = sum(len(o.arrow_ipc or b"") + len(o.value_json or "") + len(o.report_json) for o in outputs)
+        if staged:
+            staged = bool(self._persist(lambda: self._store.stage_result(job_id, outputs, report)))
         checking = self._checking
         if checking is not None and (required := checking.checkers_required(job, outcome)):
 
             def held() -> None:  # exact personal results: stored, held for output checkers, nothing shown
-                self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary))
+                self._persist(lambda: checking.hold(job, outcome, outputs, report, required, summary, staged))
                 self._job_changed(job_id)
 
             return held, size
@@ -607,7 +612,8 @@ class JobService:
         def released() -> None:
             self._persist(
                 lambda: self._audit.commit(
-                    lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report), records
+                    lambda conn: self._store.finish_with_result_in(conn, job_id, outputs, report, staged=staged),
+                    records,
                 )
             )
             self._job_changed(job_id)
@@ -708,6 +714,8 @@ class JobService:
             moved = JobStore.update_state_in(
                 conn, job_id, new.value, [s.value for s in expected], error_code, error_message, None
             )
+            if moved and new in (JobState.FAILED, JobState.CANCELLED):  # ended without its result: drop it
+                JobStore.discard_staged_in(conn, job_id)
             return JobStore.get_job_in(conn, job_id) if moved else None
 
         requested_by = ""

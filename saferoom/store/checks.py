@@ -83,12 +83,15 @@ class CheckStore:
         checkers_required: int,
         checks: list[dict[str, Any]],
         now: float | None = None,
+        staged: bool = False,
     ) -> bool:
-        """``hold`` inside the caller's transaction (``AuditLog.commit``); False if the job was not running."""
+        """``hold`` inside the caller's transaction (``AuditLog.commit``); False if the job was not running.
+        ``staged``: the result's rows are written already (``JobStore.stage_result``)."""
         now = time.time() if now is None else now
         if not JobStore.update_state_in(conn, job_id, "awaiting_check", ["running", "releasing"], None, None, now):
             return False
-        write_result(conn, job_id, outputs, report, now)
+        if not staged:
+            write_result(conn, job_id, outputs, report, now)
         conn.execute(
             "INSERT INTO held_results VALUES (?, ?, ?, ?, ?)",
             (job_id, result_hash, checkers_required, json.dumps(checks, sort_keys=True), now),

@@ -307,13 +307,35 @@ class JobStore:
         outputs: list[StoredOutput],
         report: dict[str, Any],
         now: float | None = None,
+        staged: bool = False,
     ) -> bool:
-        """``finish_with_result`` inside the caller's transaction."""
+        """``finish_with_result`` inside the caller's transaction; ``staged``: its rows are written already
+        (``stage_result``), only the state changes."""
         now = time.time() if now is None else now
         if not cls.update_state_in(conn, job_id, "succeeded", ["running", "releasing"], None, None, now):
             return False
-        write_result(conn, job_id, outputs, report, now)
+        if not staged:
+            write_result(conn, job_id, outputs, report, now)
         return True
+
+    def stage_result(self, job_id: str, outputs: list[StoredOutput], report: dict[str, Any]) -> bool:
+        """Write a running job's result rows ahead of its end, durably, while it stays running or releasing: the
+        end, published at its boundary, then only changes its state, in a time that does not follow the result's
+        size (README "Timing"). Nobody reads them before (results are served by state). False, writing nothing,
+        if the job is not running any more; a job that ends otherwise drops them (``discard_staged_in``)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in ("running", "releasing"):
+                return False
+            if conn.execute("SELECT 1 FROM results WHERE job_id = ?", (job_id,)).fetchone() is None:  # a retry
+                write_result(conn, job_id, outputs, report, time.time())
+            return True
+
+    @staticmethod
+    def discard_staged_in(conn: sqlite3.Connection, job_id: str) -> None:
+        """Drop the result rows a job staged (``stage_result``) when it ends without them: failed, cancelled."""
+        conn.execute("DELETE FROM result_outputs WHERE job_id = ?", (job_id,))
+        conn.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
 
     def get_result(self, job_id: str) -> StoredResult:
         with self._db.reading() as conn:
