@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from saferoom.catalog import statistics
 from saferoom.catalog.leases import Lease
-from saferoom.catalog.manifest import DatasetInfo, Manifest
+from saferoom.catalog.manifest import TEXT_BYTES, DatasetInfo, Manifest
 from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.errors import InvalidRequest
 
@@ -69,6 +69,20 @@ def _check_categories(name: str, info: DatasetInfo, table: pa.Table) -> None:
                     f"dataset {name!r}: column {column.name!r} holds {undeclared} value(s) that are not among its "
                     f"{len(column.categories)} declared categories"
                 )
+
+
+def _check_text(name: str, info: DatasetInfo, table: pa.Table) -> None:
+    """Refuse a file with a text value (no declared categories) longer than ``TEXT_BYTES``: the cost model counts
+    every such value at that width. Neither the value nor its length is named (they may be personal)."""
+    for column in info.columns:
+        if column.type != "string" or column.categories:
+            continue
+        longest = pc.max(pc.binary_length(table.column(column.name))).as_py()
+        if longest is not None and longest > TEXT_BYTES:
+            raise InvalidRequest(
+                f"dataset {name!r}: column {column.name!r} holds text longer than {TEXT_BYTES} bytes, the most a "
+                "value without declared categories may hold"
+            )
 
 
 def _mismatch(found: pa.Schema, expected: pa.Schema) -> str:
@@ -150,6 +164,7 @@ class Catalog:
                 raise InvalidRequest(f"dataset {name!r}: {_mismatch(table.schema, expected)}")
             try:
                 _check_categories(name, info, table)
+                _check_text(name, info, table)
             except InvalidRequest:
                 lease.close()
                 raise

@@ -21,6 +21,7 @@ __all__ = [
     "ENGINES",
     "MANIFEST_NAME",
     "OUTPUT_CHECKING",
+    "TEXT_BYTES",
     "Column",
     "DatasetInfo",
     "Manifest",
@@ -41,6 +42,10 @@ COLUMN_TYPES = frozenset({"int64", "float64", "string", "bool", "date32", "times
 _EPOCH_TIME = dt.datetime(1970, 1, 1)
 _TIMESTAMP_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 
+# The most bytes (UTF-8) a text value without declared categories may hold: the engine's cost model counts every
+# such value at this width (``engine.cost.STRING_BYTES``), so imports refuse longer ones and ``Catalog.open``
+# refuses a file that holds one (README "Resource limits never depend on data").
+TEXT_BYTES = 60
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 # Where a dataset is executed: "arrow" (the Arrow IPC ``file`` in the data directory, memory-mapped) or "spark"

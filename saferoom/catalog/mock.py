@@ -40,7 +40,7 @@ def _column(rng: np.random.Generator, column: Column, rows: int) -> pa.Array:
         return pa.array(rng.integers(int(lo), int(hi) + 1, size=rows, dtype=np.int64), pa.timestamp("s"))
     if column.type == "bool":
         return pa.array(rng.random(rows) < 0.5)
-    return pa.array([f"{column.name}-{i + 1}" for i in range(rows)], pa.string())
+    return pa.array([f"{column.name[:40]}-{i + 1}" for i in range(rows)], pa.string())  # within TEXT_BYTES
 
 
 def mock_table(info: DatasetInfo, rows: int | None = None, seed: int = 0) -> pa.Table:

@@ -31,8 +31,8 @@ Filter, Sort, Limit, Threshold and Bound keep it; Project keeps it for key colum
 Bytes per value: int64, float64 8; date32 4; bool 1; a category (dictionary-encoded) 4 for its index, but the
 engine decodes categories for join keys, unions and sort keys, so it counts 4 + its longest category in bytes
 (also for the other columns of a join, which cross it as their codes: an over-estimate there);
-a string literal its length + 4; any other string ``STRING_BYTES`` (the catalog declares no maximum length: this
-is an assumption about the data owner's text columns, documented here because it is one).
+a string literal its length + 4; any other string ``STRING_BYTES``: 4 + ``manifest.TEXT_BYTES``, the most a text
+value of a dataset may hold (imports refuse longer ones, ``Catalog.open`` refuses a file holding one).
 
 Memory of one engine run: each node's output bytes, except what the engine does not copy (scans are
 memory-mapped, a Project passes ``Col`` columns through, a Limit slices), and its temporaries while it computes
@@ -77,7 +77,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.manifest import TEXT_BYTES, Manifest
 from saferoom.engine import plan, timing
 from saferoom.engine.functions import Domain, expr_domain
 from saferoom.engine.optimize import prune_columns, shared_nodes
@@ -120,7 +120,7 @@ __all__ = [
     "padded_seconds",
 ]
 
-STRING_BYTES = 64  # a text value without declared categories: 4 bytes of offset + up to 60 bytes of text
+STRING_BYTES = 4 + TEXT_BYTES  # a text value without declared categories: 4 bytes of offset + its text at most
 WIDTHS = {"int64": 8, "float64": 8, "date32": 4, "timestamp": 8, "bool": 1, "null": 1}
 # Engines without their own time model (DuckDB): >= 43M cells/s on one core measured on the Arrow engine's slowest
 # shape (a hash group-by with 1M groups), divided by 4.

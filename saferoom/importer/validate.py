@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from saferoom.catalog.catalog import ARROW_TYPES, CATEGORY_TYPE, schema_of
-from saferoom.catalog.manifest import Column, DatasetInfo, timestamp_seconds
+from saferoom.catalog.manifest import TEXT_BYTES, Column, DatasetInfo, timestamp_seconds
 from saferoom.errors import InvalidRequest
 from saferoom.importer.units import UnitBitmap, UnitSpill
 
@@ -41,6 +41,7 @@ class Issue:
     BELOW_MIN = "below min"
     ABOVE_MAX = "above max"
     UNKNOWN_CATEGORY = "unknown category"
+    TOO_LONG = f"text over {TEXT_BYTES} bytes"
     NULL_UNIT = "null unit"
     DUPLICATE_UNIT = "duplicate unit"
 
@@ -285,6 +286,8 @@ class Validator:
         if column.categories is not None:
             known = _mask(pc.is_in(values, value_set=self._categories[column.name]))
             problems.append((Issue.UNKNOWN_CATEGORY, ~known & ~_mask(values.is_null())))
+        elif column.type == "string":  # the cost model counts every such value at TEXT_BYTES at most
+            problems.append((Issue.TOO_LONG, _mask(pc.greater(pc.binary_length(values), TEXT_BYTES))))
         return values, problems
 
     def _encode(self, column: Column, values: pa.Array) -> pa.Array:

@@ -182,7 +182,8 @@ def sample(
         else:
             columns[name] = pa.array(np.arange(first_id, first_id + n, dtype=np.int64))
     for name in structure.free_text:
-        columns[name] = pa.array([f"{name}-{i}" for i in range(first_id, first_id + n)], pa.string())
+        labels = (f"{name[:40]}-{i}" for i in range(first_id, first_id + n))  # within TEXT_BYTES: 40 + 1 + 12 digits
+        columns[name] = pa.array(list(labels), pa.string())
     for name, left, operator, right in structure.derived:
         a = columns[left].to_numpy(zero_copy_only=False).astype(np.float64)
         b = columns[right].to_numpy(zero_copy_only=False).astype(np.float64)

@@ -165,3 +165,28 @@ def test_exact_personal_results_need_an_output_checker_dp_ones_never(
         assert info.policy.output_checkers == 1
         assert not dp.datasets[name].policy.checking_required  # a DP release's guarantee needs no person
         assert not rules_alone.datasets[name].policy.checking_required  # tests of the rules on their own
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["60 bytes", "61 bytes"])
+def test_text_longer_than_the_cost_model_counts_is_refused_when_opened(
+    tmp_path: Path, catalog_dir: Path, extra: int
+) -> None:
+    """A file written by hand (not by an import, which refuses it) with one text value over ``TEXT_BYTES``: the
+    cost model would count it at 60 bytes, so the catalog refuses to open, without naming the value."""
+    target = tmp_path / "long-text"
+    target.mkdir()
+    for f in catalog_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    info = Manifest.load(target).dataset("bus_stops")
+    table = pa.ipc.open_file(pa.BufferReader((target / info.file).read_bytes())).read_all()
+    names = table.column("name").to_pylist()
+    names[-1] = "é" * 30 + "x" * extra  # 60 bytes of UTF-8, or 61
+    changed = table.set_column(table.schema.get_field_index("name"), "name", pa.array(names, pa.string()))
+    with pa.ipc.new_file(str(target / info.file), changed.schema) as writer:
+        writer.write_table(changed)
+    if not extra:
+        Catalog.open(target).close()
+        return
+    with pytest.raises(InvalidRequest, match="holds text longer than 60 bytes") as refused:
+        Catalog.open(target)
+    assert "é" not in str(refused.value)

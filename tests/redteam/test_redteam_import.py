@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -180,14 +181,21 @@ def test_distinct_units_are_never_taken_for_repeats(tmp_path: Path) -> None:
     from saferoom.importer.units import _string_keys
 
     assert _string_keys(pa.array(colliding)).tolist() == [_string_keys(pa.array(colliding))[0]] * 2
+    # An import refuses text over 60 bytes (the cost model's width), so the spill itself is fed: in batches hashed
+    # two different ways, the colliding pair among distinct codes is no repeat; the same string twice is one.
+    from saferoom.importer.units import UnitSpill
+
     units = [f"91350200{i:010d}" for i in range(SPREAD_ROWS)]
-    units[10], units[500_000] = colliding  # in batches hashed two different ways
-    n = len(units)
-    table = pa.table({"person_id": units, "age": [30] * n, "sex": ["male"] * n, "income": [1.0] * n})
-    pq.write_table(table, tmp_path / "people.parquet")
-    text = DECLARATION.replace('type = "int64"\nmin = 1\nmax = 100', 'type = "string"', 1)
-    result = import_dataset(str(tmp_path / "people.parquet"), _declaration(tmp_path, text), tmp_path / "catalog")
-    assert result.report.rows_written == n and not result.report.problems
+    units[10], units[500_000] = colliding
+    for repeated, expected in ((False, 0), (True, 1)):
+        if repeated:
+            units[400_000] = colliding[0]
+        spill = UnitSpill(pa.string(), tmp_path)
+        for start in range(0, len(units), 250_000):
+            batch = pa.array(units[start : start + 250_000])
+            spill.add(batch, np.ones(len(batch), dtype=bool), np.arange(start, start + len(batch)) + 1)
+        found = spill.repeats(10)
+        assert found.count == expected and found.first_rows == ([400_001] if repeated else [])
 
 
 def test_clamp_and_drop_invalid_are_reported(tmp_path: Path) -> None:
@@ -308,3 +316,49 @@ def test_a_failed_import_leaves_the_current_version_in_place(tmp_path: Path) -> 
     assert sorted(p.name for p in catalog.iterdir()) == sorted(
         [".catalog.lock", "catalog.json", "versions.json", first.version.file, sidecar(first.version.file)]
     )
+
+
+TEXT_DECLARATION = (
+    DECLARATION
+    + """
+[[columns]]
+name = "note"
+type = "string"
+may_be_null = true
+"""
+)
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_text_longer_than_the_cost_model_counts_is_refused(tmp_path: Path, kind: str) -> None:
+    """The cost model counts a text value without categories at 60 bytes (``manifest.TEXT_BYTES``): a longer one
+    would let a job's admitted worst case (memory, time, padding) be exceeded by what the data holds. Multi-byte
+    characters count by their bytes; 60 bytes pass."""
+    fits, over = "é" * 30, "é" * 30 + "x"  # 60 and 61 bytes in UTF-8
+    rows = [f"1,30,female,100,{fits}", f"2,40,male,200,{over}", "3,50,female,300,short"]
+    if kind == "csv":
+        source = _write(tmp_path, rows, header=HEADER.strip() + ",note\n")
+    else:
+        source = _write_jsonl_text(tmp_path, rows)
+    catalog = tmp_path / "catalog"
+    with pytest.raises(ImportRefused) as refused:
+        import_dataset(str(source), _declaration(tmp_path, TEXT_DECLARATION), catalog)
+    report = refused.value.report
+    assert report is not None
+    assert report.problems == {("note", "text over 60 bytes"): 1} and report.examples[
+        ("note", "text over 60 bytes")
+    ] == [2]
+    assert over not in "\n".join(report.lines())  # counts and row numbers, never the value
+    _nothing_published(catalog)
+
+
+def _write_jsonl_text(tmp_path: Path, rows: list[str]) -> Path:
+    source = tmp_path / "people.jsonl"
+    names = [*HEADER.strip().split(","), "note"]
+    lines = []
+    for row in rows:
+        values = row.split(",")
+        record = {n: (json.loads(v) if NUMBER.fullmatch(v) else v) for n, v in zip(names, values, strict=True)}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return source
