@@ -11,7 +11,7 @@ import pytest
 
 from saferoom.catalog import Catalog, generate_catalog, mock_table, schema_of, write_mock_catalog
 from saferoom.catalog.generate import DISTRICTS
-from saferoom.catalog.manifest import Manifest
+from saferoom.catalog.manifest import DatasetInfo, Manifest
 from saferoom.errors import DatasetNotFound, InvalidRequest
 
 
@@ -102,16 +102,20 @@ def test_schema_mismatch_is_refused(tmp_path: Path, catalog_dir: Path) -> None:
         Catalog.open(target)
 
 
+def _copied(catalog_dir: Path, target: Path, dataset: str) -> tuple[Path, DatasetInfo, pa.Table]:
+    """A copy of the catalog to tamper with: its directory, and ``dataset``'s declaration and table."""
+    target.mkdir()
+    for f in catalog_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    info = Manifest.load(target).dataset(dataset)
+    return target, info, pa.ipc.open_file(pa.BufferReader((target / info.file).read_bytes())).read_all()
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["one dictionary", "a dictionary per batch"])
 def test_a_category_the_catalog_does_not_declare_is_refused(tmp_path: Path, catalog_dir: Path, shared: bool) -> None:
     """The cost model bounds a group-by on a category by the declared categories: a file holding one more would
     let a job's worst case be exceeded. The undeclared value is not named (it may be personal)."""
-    target = tmp_path / "undeclared"
-    target.mkdir()
-    for f in catalog_dir.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
-    info = Manifest.load(target).dataset("population")
-    table = pa.ipc.open_file(pa.BufferReader((target / info.file).read_bytes())).read_all()
+    target, info, table = _copied(catalog_dir, tmp_path / "undeclared", "population")
     kind = table.schema.field("district").type
     declared = pa.array(Manifest.load(target).dataset("population").column("district").categories, pa.string())
     districts = table.column("district").to_pylist()
@@ -173,12 +177,7 @@ def test_text_longer_than_the_cost_model_counts_is_refused_when_opened(
 ) -> None:
     """A file written by hand (not by an import, which refuses it) with one text value over ``TEXT_BYTES``: the
     cost model would count it at 60 bytes, so the catalog refuses to open, without naming the value."""
-    target = tmp_path / "long-text"
-    target.mkdir()
-    for f in catalog_dir.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
-    info = Manifest.load(target).dataset("bus_stops")
-    table = pa.ipc.open_file(pa.BufferReader((target / info.file).read_bytes())).read_all()
+    target, info, table = _copied(catalog_dir, tmp_path / "long-text", "bus_stops")
     names = table.column("name").to_pylist()
     names[-1] = "é" * 30 + "x" * extra  # 60 bytes of UTF-8, or 61
     changed = table.set_column(table.schema.get_field_index("name"), "name", pa.array(names, pa.string()))
