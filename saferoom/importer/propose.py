@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from saferoom.catalog.manifest import timestamp_text
+from saferoom.catalog.manifest import TEXT_BYTES, timestamp_text
 from saferoom.importer.declaration import EPOCH, FROM_DATA_MARK
 from saferoom.importer.sources import open_source
 
@@ -40,6 +40,7 @@ class _Seen:
     nan: bool = False
     values: set[str] | None = field(default_factory=set)
     zone: str | None = None  # a timestamp's time zone, which the import refuses
+    long_text: bool = False  # a text value over TEXT_BYTES, which the import refuses without categories
     typed: bool = False  # False while every block had only nulls (then "string")
 
 
@@ -79,6 +80,11 @@ def propose_declaration(source: str, name: str, *, query: str | None = None, tab
             listed = ", ".join(json.dumps(v) for v in sorted(s.values))
             columns.append(f"categories = [{listed}]  # {FROM_DATA_MARK}: replace with the public list")
             marked.append(f"columns.{column_name}.categories")
+        elif s.type == "string" and s.long_text:
+            columns.append(
+                f"# text over {TEXT_BYTES} bytes in the data: the import refuses it in a column without categories "
+                "(shorten it in the source, or leave the column out)"
+            )
         columns.append(f"may_be_null = {'true' if s.nulls else 'false'}")
         if s.type == "float64":
             columns.append(f"may_be_nan = {'true' if s.nan else 'false'}")
@@ -116,10 +122,13 @@ def _observe(seen: dict[str, _Seen], name: str, values: pa.Array) -> None:
         if low is not None:
             s.low = low if s.low is None else min(s.low, low)
             s.high = high if s.high is None else max(s.high, high)
-    elif kind == "string" and s.values is not None:
-        s.values.update(v for v in pc.unique(values.cast(pa.string())).to_pylist() if v is not None)
-        if len(s.values) > MAX_CATEGORIES:
-            s.values = None
+    elif kind == "string":
+        text = values.cast(pa.string())
+        s.long_text |= (pc.max(pc.binary_length(text)).as_py() or 0) > TEXT_BYTES
+        if s.values is not None:
+            s.values.update(v for v in pc.unique(text).to_pylist() if v is not None)
+            if len(s.values) > MAX_CATEGORIES:
+                s.values = None
 
 
 def _kind(t: pa.DataType) -> str:

@@ -362,3 +362,16 @@ def _write_jsonl_text(tmp_path: Path, rows: list[str]) -> Path:
         lines.append(json.dumps(record, ensure_ascii=False))
     source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return source
+
+
+def test_a_proposed_declaration_warns_of_text_the_import_would_refuse(tmp_path: Path) -> None:
+    """An owner learns before importing that free text over 60 bytes will be refused (the draft says so, never
+    the text); a column with few values is proposed as categories, where any length is fine."""
+    rows = [f"{i},{'a' * 70 if i == 7 else f'note {i}'},{'x' * 80 if i % 2 else 'y' * 80}" for i in range(1, 101)]
+    source = tmp_path / "notes.csv"
+    source.write_text("id,note,kind\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    draft = propose_declaration(str(source), "notes")
+    note = draft[draft.index('name = "note"') : draft.index('name = "kind"')]
+    kind = draft[draft.index('name = "kind"') :]
+    assert "text over 60 bytes in the data" in note and "a" * 70 not in draft
+    assert "categories = [" in kind and "text over 60 bytes" not in kind
