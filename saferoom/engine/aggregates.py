@@ -6,9 +6,10 @@ groups a single sort of (group, value) is cheaper than a Python loop over groups
 
 The release step adds aggregates beside the algorithm's (contributor counts, the dominance statistics: largest,
 total, smallest and count of each amount), so each distinct aggregate is computed once (rows are counted once
-however many ``count()`` a plan holds), and the mean of a float is its sum over its count when both are there:
+however many ``count()`` a plan holds), the mean of a float is its sum over its count when both are there:
 Acero's grouped mean is exactly that division of the same sum and count (integer means are not: Acero's sum
-wraps, its mean does not).
+wraps, its mean does not), and the smallest and largest of one argument are one ``min_max`` aggregate (the
+kernel Acero's min and max are each one half of).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
     first: dict[object, str] = {}  # each distinct aggregate: the output that computes it
     copies: list[tuple[str, str]] = []  # (output, the output it repeats)
     means: list[tuple[str, AggExpr]] = []  # float means, computed as sum / count
+    pairs: dict[object, str] = {}  # an argument whose min and max are both wanted -> its min_max column
+    halves: list[tuple[str, str, str]] = []  # (output, its min_max column, "min" or "max")
     present = {exact_key(agg) for _, agg in aggs}
     evaluated: dict[object, str] = {}  # each distinct argument: its temp column
     for i, (name, agg) in enumerate(aggs):
@@ -90,6 +93,14 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         if agg.fn == "mean" and pa.types.is_floating(work[temp].type) and {sum_of, count_of} <= present:
             means.append((name, agg))
             continue
+        partner = exact_key(AggExpr("max" if agg.fn == "min" else "min", agg.arg))
+        if agg.fn in ("min", "max") and partner in present:
+            if arg_key not in pairs:
+                pairs[arg_key] = f"__minmax{i}"
+                hashed.append((temp, "min_max", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)))
+                hashed_names.append(pairs[arg_key])
+            halves.append((name, pairs[arg_key], agg.fn))
+            continue
         if agg.fn in ("median", "quantile"):
             exact.append((name, temp, 0.5 if agg.fn == "median" else float(agg.q or 0.0), f"__values{i}"))
             if keys:
@@ -110,6 +121,8 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
     columns = {key: result.column(key) for key in keys}
     for name, position in zip(hashed_names, positions, strict=True):
         columns[name] = result.column(position)
+    for name, pair, half in halves:
+        columns[name] = pc.struct_field(columns[pair], half)
     if not keys and n == 0:
         columns = {name: _empty_global(column, name, aggs) for name, column in columns.items()}
     by_key = {exact_key(agg): name for name, agg in aggs if name in columns}

@@ -126,6 +126,14 @@ RELEASED_AGGS: tuple[tuple[str, AggExpr], ...] = (
     ("median_f", AggExpr("median", Col("f"))),
     ("q_f", AggExpr("quantile", Col("f"), 0.25)),
     ("__c4", AggExpr("count")),
+    # min and max of one argument are one min_max aggregate: of an int, a category and a computed float
+    ("__t2", AggExpr("max", Col("i"))),
+    ("__l2", AggExpr("min", Col("i"))),
+    ("min_g", AggExpr("min", Col("g"))),
+    ("max_g", AggExpr("max", Col("g"))),
+    ("__l3", AggExpr("min", Call("mul", (Col("f"), Lit(2.0))))),
+    ("__t3", AggExpr("max", Call("mul", (Col("f"), Lit(2.0))))),
+    ("max_age", AggExpr("max", Col("age"))),  # alone: no pair
     ("sum_int_literal", AggExpr("sum", Call("mul", (Col("i"), Lit(1))))),
     ("sum_float_literal", AggExpr("sum", Call("mul", (Col("i"), Lit(1.0))))),
 )
