@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from saferoom.catalog.statistics import ColumnStatistics
 from saferoom.engine.aggregates import aggregate
 from saferoom.engine.expressions import Value, decode, evaluate, materialize
-from saferoom.engine.optimize import prune_columns, shared_nodes
+from saferoom.engine.optimize import column_needs, prune_columns, shared_nodes
 from saferoom.engine.plan import (
     Aggregate,
     Bound,
@@ -77,7 +77,7 @@ class ArrowEngine:
         """Execute several plans; a subtree they share (one object) is executed once."""
         try:
             pruned = prune_columns(*plans)
-            run = _Run(self._source, self._inputs, shared_nodes(pruned), self._statistics)
+            run = _Run(self._source, self._inputs, shared_nodes(pruned), self._statistics, column_needs(*pruned))
             return [Execution(*run.table(root)) for root in pruned]
         except RecursionError:
             raise InvalidPlan("the plan is nested too deeply") from None
@@ -94,11 +94,13 @@ class _Run:
         inputs: dict[str, pa.Table],
         shared: set[int],
         statistics: Statistics | None = None,
+        needs: Mapping[int, frozenset[str] | None] | None = None,
     ) -> None:
         self._source = source
         self._inputs = inputs
         self._shared = shared
         self._statistics = statistics
+        self._needs = needs or {}  # node id -> the columns its parents read (``optimize.column_needs``)
         self._cache: dict[int, tuple[pa.Table, dict[str, int]]] = {}
         self._masks: dict[tuple[int, object], Value] = {}  # (shared input, condition) -> its value per row
 
@@ -147,9 +149,12 @@ class _Run:
             mask = self._mask(node.input, table, node.predicate)
             if not (pa.types.is_boolean(mask.type) or pa.types.is_null(mask.type)):
                 raise InvalidPlan(f"filter needs a true/false condition, got {mask.type}")
+            need = self._needs.get(id(node))
+            if need is not None:  # columns only the predicate read are not carried (nor filtered) further
+                table = table.select([c for c in table.column_names if c in need])
             if isinstance(mask, pa.Scalar):
                 return (table if mask.as_py() is True else table.slice(0, 0)), dropped
-            return table.filter(mask, null_selection_behavior="drop"), dropped
+            return _filter(table, mask), dropped
         if isinstance(node, Project):
             table = self._input(node.input, dropped)
             n = table.num_rows
@@ -183,7 +188,11 @@ class _Run:
         if isinstance(node, Limit):
             return self._input(node.input, dropped).slice(0, node.n), dropped
         if isinstance(node, Union):
-            return _union([self._input(i, dropped) for i in node.inputs]), dropped
+            tables = [self._input(i, dropped) for i in node.inputs]
+            need = self._needs.get(id(node))
+            if need is not None:  # an input shared with another parent may carry that parent's columns too
+                tables = [t.select([c for c in t.column_names if c in need]) for t in tables]
+            return _union(tables), dropped
         table = self._input(node.input, dropped)
         if node.column not in table.column_names:
             raise InvalidPlan(f"threshold on unknown column {node.column!r}")
@@ -191,6 +200,38 @@ class _Run:
         kept = table.filter(keep)
         dropped[node.label] = table.num_rows - kept.num_rows
         return kept, dropped
+
+
+def _filter(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """The rows of ``table`` where ``mask`` is true (null drops the row), the mask cut to each column's chunks.
+
+    Arrow computes an expression over a chunked column into one preallocated chunk, while a memory-mapped
+    column keeps the file's record batches: filtering by a mask chunked otherwise than the column costs Arrow
+    about twice as much (10M rows in 10 batches: 115 ms for three columns, 68 ms with the mask cut to match)."""
+    if not table.num_columns:
+        return table.filter(mask, null_selection_behavior="drop")
+    layouts = [tuple(len(c) for c in column.chunks) for column in table.columns]
+    if len(set(layouts)) == 1:
+        return table.filter(_cut(mask, layouts[0]), null_selection_behavior="drop")
+    columns = [
+        pc.filter(column, _cut(mask, layout), null_selection_behavior="drop")
+        for column, layout in zip(table.columns, layouts, strict=True)
+    ]
+    return pa.table(columns, names=table.column_names)
+
+
+def _cut(mask: pa.ChunkedArray | pa.Array, layout: tuple[int, ...]) -> pa.ChunkedArray | pa.Array:
+    """``mask`` as chunks of the lengths ``layout`` gives (zero-copy slices of it)."""
+    if isinstance(mask, pa.ChunkedArray):
+        if tuple(len(c) for c in mask.chunks) == layout:
+            return mask
+        whole = mask.combine_chunks() if mask.num_chunks != 1 else mask.chunk(0)
+    elif (len(mask),) == layout:
+        return mask
+    else:
+        whole = mask
+    starts = np.cumsum((0, *layout))
+    return pa.chunked_array([whole.slice(start, n) for start, n in zip(starts[:-1], layout, strict=True)], whole.type)
 
 
 def _unclamped(expr: Expr, stored: Mapping[str, ColumnStatistics]) -> Expr:

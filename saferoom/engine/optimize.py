@@ -106,8 +106,12 @@ def _child_needs(node: Node, need: Need, memo: dict[int, list[str]]) -> list[Nee
     return [names for _ in node.inputs]
 
 
-def prune_columns(*roots: Node) -> list[Node]:
-    """The same plans with scans and projections narrowed to the columns their outputs need."""
+def column_needs(*roots: Node) -> dict[int, Need]:
+    """The columns each node of ``roots`` must produce for all its parents (by node id; None: all of them)."""
+    return _needs(_post_order(roots), roots)
+
+
+def _post_order(roots: tuple[Node, ...]) -> list[Node]:
     order: list[Node] = []  # post-order, unique by identity
     seen: set[int] = set()
     for root in roots:
@@ -120,13 +124,24 @@ def prune_columns(*roots: Node) -> list[Node]:
                 seen.add(id(node))
                 stack.append((node, True))
                 stack.extend((k, False) for k in children(node))
+    return order
+
+
+def _needs(order: list[Node], roots: tuple[Node, ...]) -> dict[int, Need]:
     memo: dict[int, list[str]] = {}
-    need: dict[int, Need] = {id(r): None for r in roots}
+    need: dict[int, Need] = {id(r): None for r in roots}  # a root (even one that is also a child): every column
     for node in reversed(order):  # parents before children
         for kid, kid_need in zip(
             children(node), _child_needs(node, need.get(id(node), frozenset()), memo), strict=True
         ):
             need[id(kid)] = _merge(need[id(kid)], kid_need) if id(kid) in need else kid_need
+    return need
+
+
+def prune_columns(*roots: Node) -> list[Node]:
+    """The same plans with scans and projections narrowed to the columns their outputs need."""
+    order = _post_order(roots)
+    need = _needs(order, roots)
     rebuilt: dict[int, Node] = {}
     for node in order:
         n = need.get(id(node))
