@@ -10,6 +10,11 @@ however many ``count()`` a plan holds), the mean of a float is its sum over its 
 Acero's grouped mean is exactly that division of the same sum and count (integer means are not: Acero's sum
 wraps, its mean does not), and the smallest and largest of one argument are one ``min_max`` aggregate (the
 kernel Acero's min and max are each one half of).
+
+A distinct count without keys of integers, dates or timestamps (the subset rule's and the differencing check's
+counts of people) sorts the values and counts the changes: Acero's hash count takes 350-930 ns a row when every
+value is distinct and 2 when all are equal (1M and 10M rows), a sort 30-40 whatever the values. Grouped
+distinct counts stay in the hash group-by; ``engine.timing`` pads them for every value distinct.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from saferoom.engine.expressions import _to_float, decode, evaluate, materialize
 from saferoom.engine.plan import AggExpr, exact_key
 from saferoom.errors import InvalidPlan
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "sorts_distinct"]
 
 _LOOP_GROUPS = 256  # up to this many groups, select per group; beyond, sort once
 _NUMERIC_ONLY = {"sum", "mean", "std", "median", "quantile"}
@@ -64,6 +69,7 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
     first: dict[object, str] = {}  # each distinct aggregate: the output that computes it
     copies: list[tuple[str, str]] = []  # (output, the output it repeats)
     means: list[tuple[str, AggExpr]] = []  # float means, computed as sum / count
+    counted: dict[str, int] = {}  # distinct counts without keys, computed by sorting
     pairs: dict[object, str] = {}  # an argument whose min and max are both wanted -> its min_max column
     halves: list[tuple[str, str, str]] = []  # (output, its min_max column, "min" or "max")
     present = {exact_key(agg) for _, agg in aggs}
@@ -92,6 +98,9 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         sum_of, count_of = exact_key(AggExpr("sum", agg.arg)), exact_key(AggExpr("count", agg.arg))
         if agg.fn == "mean" and pa.types.is_floating(work[temp].type) and {sum_of, count_of} <= present:
             means.append((name, agg))
+            continue
+        if agg.fn == "count_distinct" and not keys and sorts_distinct(work[temp].type):
+            counted[name] = _distinct_sorted(work[temp])
             continue
         partner = exact_key(AggExpr("max" if agg.fn == "min" else "min", agg.arg))
         if agg.fn in ("min", "max") and partner in present:
@@ -123,6 +132,8 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         columns[name] = result.column(position)
     for name, pair, half in halves:
         columns[name] = pc.struct_field(columns[pair], half)
+    for name, number in counted.items():
+        columns[name] = pa.chunked_array([pa.array([number], pa.int64())])
     if not keys and n == 0:
         columns = {name: _empty_global(column, name, aggs) for name, column in columns.items()}
     by_key = {exact_key(agg): name for name, agg in aggs if name in columns}
@@ -141,6 +152,29 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
     for name, _ in aggs:
         ordered[name] = columns[name]
     return pa.table(ordered)
+
+
+def sorts_distinct(t: pa.DataType) -> bool:
+    """Whether a distinct count without keys of values of type ``t`` is computed by sorting (``engine.timing``
+    pads it so): integers, dates and timestamps, compared as their integers."""
+    return bool(pa.types.is_integer(t) or pa.types.is_date32(t) or pa.types.is_timestamp(t))
+
+
+def _distinct_sorted(values: pa.ChunkedArray | pa.Array) -> int:
+    """The number of distinct non-null values: gathered as int64, sorted in place, the changes counted."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    parts = []
+    for chunk in chunks:
+        if pa.types.is_date32(chunk.type):
+            chunk = chunk.view(pa.int32())
+        elif pa.types.is_timestamp(chunk.type):
+            chunk = chunk.view(pa.int64())
+        parts.append(pc.drop_null(chunk).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+    gathered = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    if gathered.size == 0:
+        return 0
+    gathered.sort()
+    return 1 + int(np.count_nonzero(gathered[1:] != gathered[:-1]))
 
 
 def _empty_global(column: pa.ChunkedArray, name: str, aggs: tuple[tuple[str, AggExpr], ...]) -> pa.ChunkedArray:

@@ -295,6 +295,14 @@ def _key_bytes(node: Node, kids: list[Facts]) -> int:
     return sum(max(0, facts.columns[k].width - 8) for k in keys if k in facts.columns)
 
 
+def _arg_types(node: Node, kids: list[Facts]) -> list[str | None]:
+    """A group-by's aggregates' argument types (None for none), which the time model reads."""
+    if not isinstance(node, Aggregate):
+        return []
+    types = {n: v.type for n, v in kids[0].columns.items()}
+    return [None if agg.arg is None else expr_type(agg.arg, types) for _, agg in node.aggs]
+
+
 def _describe(node: Node) -> str:
     datasets = sorted({n.dataset for n in plan.walk(node) if isinstance(n, Scan)})
     reading = f" (reading {', '.join(datasets)})" if datasets else ""
@@ -325,7 +333,9 @@ class _Analysis:
                 kids = [self.done[id(k)] for k in children(current)]
                 facts = self._node(current, kids, root)
                 self.done[id(current)] = facts
-                self.cost.engine_seconds += timing.node_seconds(current, kids, facts, _key_bytes(current, kids))
+                self.cost.engine_seconds += timing.node_seconds(
+                    current, kids, facts, _key_bytes(current, kids), _arg_types(current, kids)
+                )
                 if facts.rows > self.cost.largest[0] and not isinstance(current, Scan):  # scans are not copied
                     self.cost.largest = (facts.rows, root, _describe(current))
             else:

@@ -445,3 +445,25 @@ def test_a_filter_shared_by_a_union_and_another_filter_gives_the_union_the_same_
     rows = [r for r in table.to_pylist() if r["f"] is not None and r["f"] > 0]
     want = {g: sum(r["g"] == g for r in rows) + sum(r["g"] == g and r["x"] < 50 for r in rows) for g in "abc"}
     assert counted == {g: n for g, n in want.items() if n}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.chunked_array([pa.array([3, 1, None, 3, 2**63 - 1, -(2**63)]), pa.array([-(2**63), 0], pa.int64())]),
+        pa.chunked_array([pa.array([1, 2, 2], pa.int8()), pa.array([], pa.int8())]),
+        pa.chunked_array([pa.array([None, None], pa.int64())]),
+        pa.chunked_array([], pa.int64()),
+        pa.chunked_array([pa.array([-719_162, 2_932_896, None, 0, 0], pa.int32()).view(pa.date32())]),
+        pa.chunked_array([pa.array([-(2**40), 2**40, 5, 5, None]).view(pa.timestamp("s"))]),
+        pa.chunked_array([pa.array(np.random.default_rng(4).integers(-50, 50, 10_000))] * 3),
+    ],
+    ids=["int64 extremes", "int8", "all null", "no chunks", "dates", "timestamps", "many repeats"],
+)
+def test_a_distinct_count_without_keys_by_sorting_equals_the_hashed_count(values: pa.ChunkedArray) -> None:
+    table = pa.table({"u": values, "g": pa.array(["a"] * len(values))})
+    aggs = (("n", AggExpr("count_distinct", Col("u"))),)
+    sorted_count = ArrowEngine({"t": table}.__getitem__).execute(Aggregate(Scan("t", ("u",)), (), aggs)).table
+    grouped = ArrowEngine({"t": table}.__getitem__).execute(Aggregate(Scan("t", ("u", "g")), ("g",), aggs)).table
+    assert sorted_count.column("n").to_pylist() == [pc.count_distinct(values).as_py()]
+    assert grouped.column("n").to_pylist() == ([pc.count_distinct(values).as_py()] if len(values) else [])
