@@ -83,3 +83,22 @@ def test_every_distinct_count_is_padded_for_its_values_whatever_they_are() -> No
     unknown = timing.node_seconds(node, shape, Facts(1, {}))
     assert sorted_ < hashed == unknown
     assert sorted_ >= 10**7 * timing.DISTINCT_SORT_PASS_NS * 24 * 1e-9  # 24 passes of 10M rows
+
+
+@pytest.mark.parametrize("fn", ["min", "max"])
+def test_the_extremes_of_text_stay_within_their_padding(fn: str) -> None:
+    """Text compares byte by byte: 60-byte values that differ only in their last byte, the slowest to order."""
+    rows = ROWS
+    text = pa.chunked_array([pa.array([("x" * 59) + chr(33 + int(i) % 90) for i in _distinct])])
+    for keys in ((), ("g",)):
+        table = pa.table({"u": text, "g": pa.array(np.arange(rows) % 6)})
+        agg = ((fn, AggExpr(fn, Col("u"))),)
+        node = Aggregate(Scan("t", ("u", "g")), keys, agg)
+        columns = {"u": Value("string", 64), "g": Value("int64", 8)}
+        padded = timing.node_seconds(node, [Facts(rows, columns)], Facts(6, {}), 0, ["string"])
+        spent = []
+        for _ in range(2):
+            start = time.process_time()
+            aggregates.aggregate(table, keys, agg)
+            spent.append(time.process_time() - start)
+        assert min(spent) <= padded, f"{fn} {keys}: {min(spent):.3f} s of CPU, padded {padded:.3f} s"
