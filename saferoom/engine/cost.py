@@ -315,9 +315,10 @@ def _describe(node: Node) -> str:
 
 
 class _Analysis:
-    def __init__(self, manifest: Manifest, inputs: Mapping[str, Facts]) -> None:
+    def __init__(self, manifest: Manifest, inputs: Mapping[str, Facts], arrow: bool = True) -> None:
         self.manifest = manifest
         self.inputs = inputs
+        self.arrow = arrow  # the Arrow engine's own paths (a sorted distinct count) are known; another's are not
         self.done: dict[int, Facts] = {}
         self.types: dict[int, dict[str, str]] = {}
         self.bytes: dict[int, tuple[int, int]] = {}  # node -> (its output's own bytes, its temporaries)
@@ -334,7 +335,7 @@ class _Analysis:
                 facts = self._node(current, kids, root)
                 self.done[id(current)] = facts
                 self.cost.engine_seconds += timing.node_seconds(
-                    current, kids, facts, _key_bytes(current, kids), _arg_types(current, kids)
+                    current, kids, facts, _key_bytes(current, kids), _arg_types(current, kids) if self.arrow else ()
                 )
                 if facts.rows > self.cost.largest[0] and not isinstance(current, Scan):  # scans are not copied
                     self.cost.largest = (facts.rows, root, _describe(current))
@@ -571,7 +572,7 @@ def analyse(
 ) -> RunCost:
     """The worst case of one engine run executing ``roots`` over the catalog and the ``inputs`` (by label), on
     ``engine``: the Arrow engine's memory counts what is alive at once; any other's, every node's bytes."""
-    return _Analysis(manifest, inputs or {}).run(roots, live=engine == "arrow")
+    return _Analysis(manifest, inputs or {}, engine == "arrow").run(roots, live=engine == "arrow")
 
 
 def _size(n: float) -> str:
