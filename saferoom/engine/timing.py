@@ -85,8 +85,10 @@ SLOW_CALL_NS = {
 GROUP_NS = ((1_000, 15.0), (100_000, 120.0), (math.inf, 650.0))
 AGG_NS = 10.0  # per row and aggregate (count, sum measured with the group-by above)
 # A distinct count's hash per input row, by the input's rows, every value distinct (2 a row when all are equal):
-# measured 77-273 (1M rows; 6 to 1M groups, int, float and 60-byte text values) and 172-496 (10M; 6 to 10M groups).
-DISTINCT_NS = ((1_000_000, 400.0), (math.inf, 1_000.0))
+# measured 77-273 (1M rows; 6 to 1M groups, int, float and 60-byte text values), 172-496 (10M; 6 to 10M groups;
+# 359 a float without keys) and 233-717 (30M; 717 a float without keys). Beyond about 50M rows a distinct count's
+# hash table does not fit the default engine memory (``cost.DISTINCT_ROW_BYTES``).
+DISTINCT_NS = ((1_000_000, 400.0), (10_000_000, 1_000.0), (math.inf, 2_000.0))
 # A distinct count without keys of integers, dates or timestamps sorts its values (``aggregates.sorts_distinct``):
 # per row and pass (log2 rows), 1.6-1.7 measured (1M and 10M distinct values, 40 ns a row at 10M).
 DISTINCT_SORT_PASS_NS = 3.0
