@@ -46,6 +46,10 @@ def _table(rows: int, groups: int, seed: int = 1) -> pa.Table:
     )
 
 
+def passes_of(rows: int) -> int:
+    return max(1, rows.bit_length())
+
+
 def _slowest(run: Callable[[], object], repeats: int) -> float:
     worst = 0.0
     for _ in range(repeats):
@@ -114,6 +118,26 @@ def main() -> None:
             f"  group-by {groups:>9,} groups {per(counted, n):8.2f} per row (count, sum); "
             f"exact median {per(median, n):8.2f} per row"
         )
+    # Distinct counts, every value distinct (their worst case; all equal costs 2 ns a row): without keys, integers
+    # are sorted (per row and pass) and floats hashed; with keys, hashed.
+    distinct = np.random.default_rng(4).permutation(n).astype(np.int64) * 7_919
+    tables["u"] = pa.table({"i": distinct, "f": distinct * 0.37, "k": np.arange(n) % 8, "every": np.arange(n)})
+    tables["w"] = pa.table(
+        {"t": pa.array([("x" * 59) + chr(33 + int(v) % 90) for v in distinct]), "k": np.arange(n) % 8}
+    )
+    u = plan.Scan("u", ("i", "f", "k", "every"))
+
+    def distinct_of(column: str, keys: tuple[str, ...] = ()) -> plan.Aggregate:
+        return plan.Aggregate(u, keys, (("n", AggExpr("count_distinct", Col(column))),))
+
+    print(f"  distinct count, int      {per(distinct_of('i'), n * passes_of(n)):8.3f} per row and pass (sorted)")
+    print(f"  distinct count, float    {per(distinct_of('f'), n):8.2f} per row (hashed)")
+    print(f"  distinct count, 8 groups {per(distinct_of('i', ('k',)), n):8.2f} per row (hashed)")
+    print(f"  distinct count, {n:,} groups {per(distinct_of('i', ('every',)), n):8.2f} per row (hashed)")
+    w = plan.Scan("w", ("t", "k"))
+    for keys in ((), ("k",)):
+        extremes = plan.Aggregate(w, keys, (("lo", AggExpr("min", Col("t"))),))
+        print(f"  min of 60-byte text, {len(keys)} keys {per(extremes, n):8.2f} per row")
     gs = plan.Scan("t", ("s", "k", "x"))
     twokeys = plan.Aggregate(gs, ("s", "k"), (("n", AggExpr("count")),))
     print(f"  group-by (category, id)  {per(twokeys, n):8.2f} per row")

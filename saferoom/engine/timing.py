@@ -87,10 +87,12 @@ AGG_NS = 10.0  # per row and aggregate (count, sum measured with the group-by ab
 # A distinct count's hash per input row, by the input's rows, every value distinct (2 a row when all are equal):
 # measured 77-273 (1M rows; 6 to 1M groups, int, float and 60-byte text values), 172-496 (10M; 6 to 10M groups;
 # 359 a float without keys) and 233-717 (30M; 717 a float without keys). Beyond about 50M rows a distinct count's
-# hash table does not fit the default engine memory (``cost.DISTINCT_ROW_BYTES``).
+# hash table does not fit the default engine memory (``cost.DISTINCT_ROW_BYTES``). ``bench_node_costs.py`` prints
+# these shapes (1M rows, idle machine: 124 a float without keys, 98 with 8 groups, 162 with 1M groups).
 DISTINCT_NS = ((1_000_000, 400.0), (10_000_000, 1_000.0), (math.inf, 2_000.0))
 # A distinct count without keys of integers, dates or timestamps sorts its values (``aggregates.sorts_distinct``):
-# per row and pass (log2 rows), 1.6-1.7 measured (1M and 10M distinct values, 40 ns a row at 10M).
+# per row and pass (log2 rows), 1.6-1.7 measured (1M and 10M distinct values, 40 ns a row at 10M; 0.46 through
+# the engine in ``bench_node_costs.py`` at 1M).
 DISTINCT_SORT_PASS_NS = 3.0
 SORTED_TYPES = frozenset({"int64", "date32", "timestamp"})
 # The smallest or largest text (up to 60 bytes compared): 19-24 ns a row measured without keys and with 6 groups
