@@ -102,8 +102,8 @@ def aggregate(table: pa.Table, keys: tuple[str, ...], aggs: tuple[tuple[str, Agg
         if agg.fn == "count_distinct" and not keys and sorts_distinct(work[temp].type):
             counted[name] = _distinct_sorted(work[temp])
             continue
-        partner = exact_key(AggExpr("max" if agg.fn == "min" else "min", agg.arg))
-        if agg.fn in ("min", "max") and partner in present:
+        partner = AggExpr("max" if agg.fn == "min" else "min", agg.arg)
+        if agg.fn in ("min", "max") and exact_key(partner) in present:
             if arg_key not in pairs:
                 pairs[arg_key] = f"__minmax{i}"
                 hashed.append((temp, "min_max", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)))

@@ -95,6 +95,7 @@ DISTINCT_NS = ((1_000_000, 400.0), (10_000_000, 1_000.0), (math.inf, 2_000.0))
 # the engine in ``bench_node_costs.py`` at 1M).
 DISTINCT_SORT_PASS_NS = 3.0
 SORTED_TYPES = frozenset({"int64", "date32", "timestamp"})
+FIXED_WIDTH_TYPES = SORTED_TYPES | {"float64", "bool"}
 # The smallest or largest text (up to 60 bytes compared): 19-24 ns a row measured without keys and with 6 groups
 # (4-7 for a float), whether the values differ in their last byte or are all equal; beyond ``AGG_NS``.
 TEXT_EXTREME_NS = 30.0
@@ -190,15 +191,12 @@ def node_seconds(
     elif isinstance(node, plan.Aggregate):
         per_row = sum(_calls_ns(a.arg) + AGG_NS for _, a in node.aggs)
         for i, (_, agg) in enumerate(node.aggs):
-            text = i < len(arg_types) and arg_types[i] not in (*SORTED_TYPES, "float64", "bool", None)
-            if agg.fn in ("min", "max") and (text or i >= len(arg_types)):
+            kind = arg_types[i] if i < len(arg_types) else "unknown"
+            if agg.fn in ("min", "max") and kind not in FIXED_WIDTH_TYPES:
                 per_row += TEXT_EXTREME_NS  # text, or a type unknown: counted as text
-            if agg.fn != "count_distinct":
-                continue
-            if not node.keys and i < len(arg_types) and arg_types[i] in SORTED_TYPES:
-                per_row += DISTINCT_SORT_PASS_NS * _passes(rows)
-            else:
-                per_row += _step(DISTINCT_NS, rows)
+            elif agg.fn == "count_distinct":
+                sorted_ = not node.keys and kind in SORTED_TYPES
+                per_row += DISTINCT_SORT_PASS_NS * _passes(rows) if sorted_ else _step(DISTINCT_NS, rows)
         if node.keys:
             per_row += _step(GROUP_NS, out.rows) * (1 + 0.25 * (len(node.keys) - 1)) + key_widths * BYTE_NS
         quantiles = sum(1 for _, a in node.aggs if a.fn in ("median", "quantile"))
