@@ -49,7 +49,7 @@ def replay(path: Path) -> None:
     from saferoom.jobs.engine_task import execute_plans, open_catalog
 
     data_dir, request, blobs = pickle.loads(path.read_bytes())
-    catalog = open_catalog(data_dir)
+    catalog = open_catalog(data_dir, request.get("engine") or "arrow")
     data, anon = _status("VmData"), _status("RssAnon")
     most, touched = [data], [anon]
     done = threading.Event()

@@ -202,7 +202,7 @@ class Pipeline:
         return WorkerPool(
             name="engine",
             initializer="saferoom.jobs.engine_task:open_catalog",
-            init_args={"data_dir": str(self._data_dir)},
+            init_args={"data_dir": str(self._data_dir), "engine": self._engine_kind},
             tasks=[ENGINE_TASK, READABLE_TASK],
             limits=self._engine_limits,
             warm="saferoom.jobs.engine_task:warm_worker",

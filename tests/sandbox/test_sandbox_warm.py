@@ -7,6 +7,8 @@ module imported lazily then may be unreadable; the measurement is taken inside t
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,18 @@ def test_a_spare_workers_warm_up_imports_nothing_after_fork(
     }[kind]
     reply = pool.run(MEASURE, {"task": warm, "warm_up": True})
     assert reply.data == {"imported": [], "error": ""}
+
+
+def test_an_arrow_engine_zygote_holds_neither_duckdb_nor_the_servers_modules(engine_pool: WorkerPool) -> None:
+    """What an Arrow engine's workers never use stays out of their zygote: every module and library in it is
+    memory whose page tables each fork copies and each worker's exit tears down."""
+    assert "duckdb" not in Path(f"/proc/{engine_pool.zygote_pid}/maps").read_text()
+    server_side = ("saferoom.audit", "saferoom.disclosure", "saferoom.jobs.service", "saferoom.jobs.pipeline",
+                   "saferoom.server", "opendp", "grpc", "duckdb")  # fmt: skip
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, saferoom.jobs.engine_task; print(*sorted(sys.modules), sep='\\n')"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert [m for m in loaded if m.startswith(server_side)] == []
