@@ -12,7 +12,10 @@ costs processor time of its own (about a millisecond beyond the faults it moves)
 one task at a time: a spare taken while another task of the pool is running means tasks overlap, and the next
 spare is not warmed (the processors are the limit then, not the wait). A task takes
 the spare if there is one (a fresh process all the same: it has run nothing of anybody's, only the warm-up, and
-was forked from the same unchanging zygote) and a new spare is forked behind it, off the task's path. A spare
+was forked from the same unchanging zygote) and a new spare is forked behind it, off the task's path: once
+that task has ended, or ``_SPARE_DEFER`` after it started if it runs longer. A short task (a trivial job's are a
+millisecond or two) then runs without the next spare's fork and warm-up (about 10 ms of processor time, measured)
+competing with it for the processors, and a long one still finds its successor ready when it ends. A spare
 that died (its zygote was replaced) is noticed when its task cannot be sent, and the task goes to a freshly forked
 worker instead.
 
@@ -55,6 +58,7 @@ __all__ = ["Reply", "WorkerPool"]
 
 _log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.05
+_SPARE_DEFER = 0.02  # how long the next spare waits for the task that took the last one (module docstring)
 _STARTUP_SECONDS = 120.0
 _ANSWER_SECONDS = 5.0  # longer than the zygote's own wait for a worker's exit status (2 s)
 
@@ -159,6 +163,7 @@ class WorkerPool:
         self._zygote: _Zygote | None = _Zygote(*self._spec)
         self._spare: _Worker | None = None
         self._running = 0  # tasks of this pool running now (guarded by ``_wanted``)
+        self._taken_at = 0.0  # when the last spare was taken (monotonic; guarded by ``_wanted``)
         self._warm_next = warm is not None  # whether the next spare is warmed (False while tasks overlap)
         self._wanted = threading.Condition()  # a spare is wanted, or the pool closed
         self._spares = threading.Thread(target=self._keep_spare, name=f"{name}-spare", daemon=True) if spare else None
@@ -241,6 +246,7 @@ class WorkerPool:
         finally:
             with self._wanted:
                 self._running -= 1
+                self._wanted.notify_all()  # a spare deferred for this task is forked now
 
     def _run(
         self,
@@ -305,6 +311,7 @@ class WorkerPool:
             spare, self._spare = self._spare, None
             if spare is not None:
                 self._warm_next = self._spec[4] is not None and self._running <= 1  # this task alone: warm
+                self._taken_at = time.monotonic()
         if spare is None:
             return None
         zygote = spare.zygote
@@ -341,8 +348,13 @@ class WorkerPool:
         delay = _POLL_SECONDS
         while True:
             with self._wanted:
-                while self._spare is not None and not self._closed:
-                    self._wanted.wait()
+                while not self._closed:
+                    if self._spare is not None:
+                        self._wanted.wait()
+                    elif (deferred := self._deferred()) > 0:
+                        self._wanted.wait(deferred)
+                    else:
+                        break
                 if self._closed:
                     return
             warm = self._warm_next
@@ -367,6 +379,12 @@ class WorkerPool:
                         return
                 else:
                     self._spare = worker
+
+    def _deferred(self) -> float:
+        """Seconds the next spare still waits for the task that took the last one (called with ``_wanted``)."""
+        if self._running == 0:
+            return 0.0
+        return self._taken_at + _SPARE_DEFER - time.monotonic()
 
     def _talk(
         self,

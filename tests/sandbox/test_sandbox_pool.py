@@ -314,3 +314,32 @@ def test_a_spare_taken_while_another_task_runs_is_followed_by_one_not_warmed() -
 
 def _running_tasks(pool: WorkerPool) -> int:
     return pool._running  # the pool's own count of tasks in flight
+
+
+@pytest.mark.parametrize("defer", [30.0, 0.2])
+def test_the_next_spare_waits_for_the_task_that_took_the_last_one(
+    monkeypatch: pytest.MonkeyPatch, defer: float
+) -> None:
+    """The next spare's fork and warm-up wait for the task that took the spare: until it ends, or ``_SPARE_DEFER``
+    after it started if it runs longer (then it is ready before that task ends)."""
+    from saferoom.sandbox import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_SPARE_DEFER", defer)
+    with WorkerPool(name="defer", initializer="tests.sandbox_tasks:initialize", init_args={}, tasks=TASKS) as pool:
+        taken = _spare(pool)
+        seconds = 1.0 if defer > 1 else 8.0
+        with concurrent.futures.ThreadPoolExecutor(1) as other:
+            task = other.submit(pool.run, "tests.sandbox_tasks:sleep", {"seconds": seconds})
+            while pool.spare_pid == taken:
+                time.sleep(0.005)
+            if defer > 1:  # the task ends first: no spare while it runs
+                watched = time.monotonic() + 0.5  # of its 1 s
+                while time.monotonic() < watched:
+                    assert pool.spare_pid is None and not task.done()
+                    time.sleep(0.01)
+                task.result(timeout=30)
+                assert _spare(pool) != taken
+            else:  # the task runs past the deferral: its successor is forked while it still runs
+                after = _spare(pool)
+                assert after != taken and not task.done()
+                task.result(timeout=30)
