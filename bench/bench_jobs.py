@@ -6,7 +6,9 @@ queries as saferoom jobs next to the same queries in plain pyarrow and DuckDB.
 
 Prints every setting it runs with, then:
 (1) trivial-job latency over mutual-TLS gRPC (RunJob -> WatchJob until settled -> GetResult) with
-    ``release_quantum_ms = 0`` (timing protection off): median, p95, min and max of --runs jobs;
+    ``release_quantum_ms = 0`` (timing protection off): median, p95, min and max of --runs jobs, and the
+    processor time they took per job: the whole machine's (from /proc/stat: shared, not this benchmark alone),
+    the server process's, each worker pool's (its zygote's forks and its workers, reaped) and the client's;
 (2) trivial-job throughput with the default quantum (timing protection on), --clients client threads over four
     researcher identities for --seconds: jobs per second, the latency's median/min/max, how many ended on the
     quantum's grid, and how busy the machine's processors were (from /proc/stat: the whole machine, which is
@@ -224,12 +226,31 @@ def start(config: ServerConfig) -> tuple[SaferoomServer, str]:
     return server, f"127.0.0.1:{port}"
 
 
-def latency_loop(server_address: str, profile: Path, package: str, runs: int) -> list[float]:
-    """Milliseconds of each of ``runs`` trivial jobs run one after the other (after 5 to warm up)."""
+def process_ms(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) processor milliseconds of process ``pid`` so far (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
+
+
+def latency_loop(server_address: str, profile: Path, package: str, runs: int, pids: dict[str, int]) -> dict[str, Any]:
+    """Milliseconds of each of ``runs`` trivial jobs run one after the other (after 5 to warm up), and the
+    processor milliseconds per job they took: the machine's, this client's, and each of ``pids``'s own and its
+    reaped children's (a zygote's children are its workers)."""
     with Client.from_profile(profile, server=server_address, timeout=600) as client:
         for _ in range(5):
             run_job(client, package, {})
-        return [run_job(client, package, {})[0] * 1000 for _ in range(runs)]
+        machine, mine, before = cpu_busy(), os.times(), {name: process_ms(pid) for name, pid in pids.items()}
+        took = [run_job(client, package, {})[0] * 1000 for _ in range(runs)]
+        after_machine, after_mine = cpu_busy(), os.times()
+        cpu = {
+            name: [(a - b) / runs for a, b in zip(process_ms(pid), before[name], strict=True)]
+            for name, pid in pids.items()
+        }
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    cpu["machine"] = [(after_machine[0] - machine[0]) * tick / runs, 0.0]
+    cpu["client"] = [(after_mine.user + after_mine.system - mine.user - mine.system) * 1000 / runs, 0.0]
+    return {"ms": took, "cpu": cpu}
 
 
 def throughput_loop(
@@ -277,7 +298,7 @@ def client_main(spec: dict[str, Any]) -> None:
     """The client process's side of ``in_client_process``: one loop, its result as the last line of JSON."""
     task = spec.pop("task")
     if task == "latency":
-        result: Any = latency_loop(spec["address"], Path(spec["profile"]), spec["package"], spec["runs"])
+        result: Any = latency_loop(spec["address"], Path(spec["profile"]), spec["package"], spec["runs"], spec["pids"])
     else:
         profiles = [Path(p) for p in spec["profiles"]]
         result = throughput_loop(spec["address"], profiles, spec["package"], spec["seconds"], spec["clients"])
@@ -368,13 +389,22 @@ def main() -> None:
                             if summary.status != "approved":
                                 reviewer.approve_package(summary.hash, days=1)
             (server, address), (_, quantised) = servers
-            latency = in_client_process(
-                "latency", address=address, profile=str(researchers[0]), package="bench-trivial", runs=args.runs
-            )
+            pids = {"server": os.getpid(), **{f"{k} pool": v for k, v in server.pipeline.zygote_pids.items() if v}}
+            run = in_client_process(
+                "latency", address=address, profile=str(researchers[0]), package="bench-trivial", runs=args.runs,
+                pids=pids,
+            )  # fmt: skip
+            latency, cpu = run["ms"], run["cpu"]
             print(
                 f"\n(1) trivial job over gRPC, quantum off ({args.runs} runs, client in its own process): "
                 f"ms {spread(latency)}, p95 {percentile(latency, 0.95):.1f}"
             )
+            parts = ", ".join(
+                f"{name} {own + kids:.1f}" + (f" (zygote {own:.1f}, its workers {kids:.1f})" if "pool" in name else "")
+                for name, (own, kids) in cpu.items()
+                if name != "machine"
+            )
+            print(f"    processor time per job: {cpu['machine'][0]:.1f} ms of the whole machine; {parts}")
             with Client.from_profile(researchers[0], server=address, timeout=600) as client:
                 trivial = client.get_package("bench-trivial").hash
                 checks = []
