@@ -226,17 +226,19 @@ def start(config: ServerConfig) -> tuple[SaferoomServer, str]:
     return server, f"127.0.0.1:{port}"
 
 
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")  # milliseconds per jiffy of /proc's counters
+
+
 def process_ms(pid: int) -> tuple[float, float]:
     """(own, reaped children's) processor milliseconds of process ``pid`` so far (user and system)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = 1000 / os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
+    return (int(fields[11]) + int(fields[12])) * TICK_MS, (int(fields[13]) + int(fields[14])) * TICK_MS
 
 
 def latency_loop(server_address: str, profile: Path, package: str, runs: int, pids: dict[str, int]) -> dict[str, Any]:
     """Milliseconds of each of ``runs`` trivial jobs run one after the other (after 5 to warm up), and the
     processor milliseconds per job they took: the machine's, this client's, and each of ``pids``'s own and its
-    reaped children's (a zygote's children are its workers)."""
+    reaped children's (a zygote's children are its workers; the client's own only)."""
     with Client.from_profile(profile, server=server_address, timeout=600) as client:
         for _ in range(5):
             run_job(client, package, {})
@@ -247,10 +249,8 @@ def latency_loop(server_address: str, profile: Path, package: str, runs: int, pi
             name: [(a - b) / runs for a, b in zip(process_ms(pid), before[name], strict=True)]
             for name, pid in pids.items()
         }
-    tick = 1000 / os.sysconf("SC_CLK_TCK")
-    cpu["machine"] = [(after_machine[0] - machine[0]) * tick / runs, 0.0]
     cpu["client"] = [(after_mine.user + after_mine.system - mine.user - mine.system) * 1000 / runs, 0.0]
-    return {"ms": took, "cpu": cpu}
+    return {"ms": took, "cpu": cpu, "machine": (after_machine[0] - machine[0]) * TICK_MS / runs}
 
 
 def throughput_loop(
@@ -402,9 +402,8 @@ def main() -> None:
             parts = ", ".join(
                 f"{name} {own + kids:.1f}" + (f" (zygote {own:.1f}, its workers {kids:.1f})" if "pool" in name else "")
                 for name, (own, kids) in cpu.items()
-                if name != "machine"
             )
-            print(f"    processor time per job: {cpu['machine'][0]:.1f} ms of the whole machine; {parts}")
+            print(f"    processor time per job: {run['machine']:.1f} ms of the whole machine; {parts}")
             with Client.from_profile(researchers[0], server=address, timeout=600) as client:
                 trivial = client.get_package("bench-trivial").hash
                 checks = []
