@@ -8,8 +8,9 @@ district; site selection: counts and medians per 500 m cell, joined and scored) 
 (sandbox worker, engine worker, release; no gRPC, no timing protection) on two catalogs per scale generated from
 the same seed: exact rules only, and the default with differential privacy on the personal datasets, the two
 kinds of run interleaved. Prints the median (min, max) job time of each, how much of a DP job was spent drawing
-noise with OpenDP (exact samplers, on every core) and how much of that on the quantiles' noisy-min draws (one per
-released cell and quantile; wall time and the process's CPU time), how many cells each released, the processors
+noise with OpenDP (exact samplers, on every core) and how much of that on the quantiles' noisy-min draws (per
+released cell and quantile one draw, or two in a large cell: ``dp._draws``; wall time and the process's CPU
+time, how many cells drew and how many of them in two stages), how many cells each released, the processors
 it had (shared with whatever else runs on the machine) and the engine worker's limits. A job the cost model
 refuses before running (its worst case over the catalog does not fit the limits) is printed as refused, with the
 reason; the limits can be raised for a measurement (admission only: the worker uses what the job needs). Numbers
@@ -50,6 +51,7 @@ def main() -> None:
     draw_seconds: list[float] = []
     draw_cpu: list[float] = []
     draws: list[int] = []
+    staged_draws: list[int] = []
     original, original_draws = dp.noise, dp._draws
 
     def timed_noise(*a, **k):  # type: ignore[no-untyped-def]
@@ -59,14 +61,15 @@ def main() -> None:
         finally:
             noise_seconds.append(time.perf_counter() - start)
 
-    def timed_draws(measurement, scores):  # type: ignore[no-untyped-def]
+    def timed_draws(single, halved, scores, staged):  # type: ignore[no-untyped-def]
         start, cpu = time.perf_counter(), time.process_time()  # the process's CPU: the drawing threads' too
         try:
-            return original_draws(measurement, scores)
+            return original_draws(single, halved, scores, staged)
         finally:
             draw_seconds.append(time.perf_counter() - start)
             draw_cpu.append(time.process_time() - cpu)
             draws.append(len(scores))
+            staged_draws.append(int(staged.sum()))
 
     dp.noise = timed_noise  # disclosure.rounds calls it through the module
     dp._draws = timed_draws  # and dp.noise calls this through its module's globals
@@ -105,6 +108,7 @@ def main() -> None:
                             draw_seconds.clear()
                             draw_cpu.clear()
                             draws.clear()
+                            staged_draws.clear()
                             start = time.perf_counter()
                             try:
                                 outcome = pipelines[private].run(package, params)
@@ -116,7 +120,9 @@ def main() -> None:
                                 times[private].append(elapsed * 1000)
                                 if private:
                                     noise.append(sum(noise_seconds) * 1000)
-                                    drawing.append((sum(draw_seconds) * 1000, sum(draw_cpu) * 1000, sum(draws)))
+                                    drawing.append(
+                                        (sum(draw_seconds) * 1000, sum(draw_cpu) * 1000, sum(draws), sum(staged_draws))
+                                    )
                                 released = sum(o.table.num_rows for o in outcome.outputs if o.table is not None)
                                 cells[private].append(released)
                     for private in (False, True):
@@ -127,13 +133,15 @@ def main() -> None:
                         t = times[private]
                         extra = ""
                         if private:
-                            median_draws = statistics.median(d for d, _, _ in drawing)
-                            median_cpu = statistics.median(c for _, c, _ in drawing)
-                            counted = sorted({n for _, _, n in drawing})
+                            median_draws = statistics.median(d for d, _, _, _ in drawing)
+                            median_cpu = statistics.median(c for _, c, _, _ in drawing)
+                            counted = sorted({n for _, _, n, _ in drawing})
+                            staged = sorted({n for _, _, _, n in drawing})
                             extra = (
                                 f", of which OpenDP noise {statistics.median(noise):6.0f} ms (noisy-min draws "
                                 f"{median_draws:.0f} ms, {median_cpu:.0f} ms of CPU, for "
-                                f"{'-'.join(str(n) for n in (counted[0], counted[-1]))} draws)"
+                                f"{'-'.join(str(n) for n in (counted[0], counted[-1]))} cells' draws, "
+                                f"{'-'.join(str(n) for n in (staged[0], staged[-1]))} of them in two stages)"
                             )
                         print(
                             f"{scale:,} persons, {name:<19} {kind}: job median "

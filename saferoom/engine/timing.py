@@ -12,12 +12,13 @@ work, adversarial data), on the 2-core development machine shared with other wor
 measuring): the slowest of repeated runs, in nanoseconds per unit, wall time. Every figure is then multiplied by
 ``TIME_SAFETY``. Worst shapes: random keys (no locality), every row its own group within the bound, a filter
 keeping half the rows at random; for DP quantiles, scores whose best candidate is far better than all others, so
-that permute and flip tries candidates until it reaches it (at most all ``QUANTILE_BINS`` + 1 of them).
+that permute and flip tries candidates until it reaches it (at most all of a draw's candidates).
 
-DP quantile draws are the one release work padded after it is known how much of it there is: one draw per
-released cell, and the released cells are the release's own output (noisy, paid for in the job's budget before it
-started), so a duration that follows their number shows nothing more than the result does. Their padding is
-``draws_seconds``, told to the deadline when the cells are chosen (``disclosure.dp.noise``'s ``pad``).
+DP quantile draws are the one release work padded after it is known how much of it there is: one or two draws
+per released cell, by its noisy count (``disclosure.dp._draws``), and the released cells and their counts are the
+release's own output (noisy, paid for in the job's budget before it started), so a duration that follows them
+shows nothing more than the result does. Their padding is ``quantile_draws_seconds``, told to the deadline when
+the cells are chosen (``disclosure.dp.noise``'s ``pad``).
 
 Not covered (as before): the page cache being cold (a scan's first read from disk), and a machine loaded far
 beyond the measurements' load times ``TIME_SAFETY``; the Spark cluster's time.
@@ -44,6 +45,7 @@ __all__ = [
     "marks_seconds",
     "node_seconds",
     "noise_seconds",
+    "quantile_draws_seconds",
     "rules_seconds",
     "secondary_seconds",
     "store_seconds",
@@ -125,19 +127,27 @@ SECONDARY_CELL_NS = 2_000.0
 # sort by cells, the withholding) 9-10 us while every output's report listed them all, 1.1-5.0 us now that it
 # builds its first 100 only (adversarial fanouts of 1 to 50 cells, int and 60-byte text keys).
 DIFFERENCING_ROW_NS = 10_000.0
+# DP: once per noisy aggregate, its mechanisms built and mapped by OpenDP's bindings (the threshold's search
+# builds a few; 2.0-2.6 ms measured for a median by one key), and once per measured column (0.3-0.5 ms).
+NOISE_FIXED_NS = 3_000_000.0
+NOISE_COLUMN_NS = 1_000_000.0
 SELECT_CELL_NS = 15_000.0  # DP: choosing the cells, per exact cell (Laplace threshold: 7 us of CPU, 13 loaded)
 LAPLACE_INT_NS = 15_000.0  # DP count per cell (OpenDP's exact discrete Laplace: 5 us of CPU, 13 loaded)
 LAPLACE_FLOAT_NS = 50_000.0  # DP sum, mean per cell (OpenDP's exact float Laplace: 22 us of CPU, 47 loaded)
 HISTOGRAM_ROW_NS = 150.0  # DP quantile histogram per row: numpy cell index and sums (127 measured)
 HISTOGRAM_KEY_NS = 100.0  # and per row and key of the cells: the keys' codes (121-241 ns a row with 1-3 keys)
 SCORES_CELL_NS = 4_000.0  # DP quantile per cell: the candidates' scores (3.3 us measured)
-# One noisy-min draw (permute and flip, OpenDP): a fixed part (the scores made rationals, the maximum) and a part
-# per candidate tried (a uniform index, a Bernoulli(exp(-gap / scale)) trial). Measured on 501 candidates: 111 us
-# of CPU with tied scores (one tried), 858 us with one far better than all others (251 tried on average), so 3 us a
-# candidate, 1.55 ms of CPU (2.5 ms loaded) with all 501 tried. Not divided by the draw threads: on a shared
-# machine they may not get a core each.
-DRAW_FIXED_NS = 250_000.0
-DRAW_TRY_NS = 5_000.0
+# One noisy-min draw (permute and flip, OpenDP; a DP quantile makes one a cell over 501 candidates, or two over 23
+# and 22 in a large cell): a fixed part (the call through OpenDP's C interface, the scores made rationals) and a
+# part per candidate tried (a uniform index, a Bernoulli(exp(-gap / scale)) trial). Measured in CPU time on the idle
+# machine, scores up to 1e15, epsilon 0.05 to 5: tied scores (one tried) 10-16 us over 22 or 23 candidates, 23-32
+# over 501; one far better than the rest (half tried on average) 45-68 us over 22 or 23, 0.57-1.35 ms over 501:
+# up to 5.2 us a candidate. Not divided by the draw threads: on a shared machine they may not get a core each.
+DRAW_FIXED_NS = 50_000.0
+DRAW_TRY_NS = 8_000.0
+# Once per quantile: its measurement built and mapped by OpenDP's bindings, its invoker made (0.7-1.0 ms measured;
+# the process's first, 6 ms, is paid when ``disclosure.dp`` is imported).
+DRAW_SETUP_NS = 1_500_000.0
 # The padding of the draws holds but with this probability over the draws' own randomness (never the data's).
 DRAW_TAIL = 2.0**-40
 
@@ -262,8 +272,9 @@ def histogram_seconds(rows: int, keys: int = 1) -> float:
 
 def noise_seconds(agg: NoisyAggregate, cells: int) -> float:
     """The server's worst-case work noising ``agg`` over at most ``cells`` exact cells before its quantiles are
-    drawn: choosing the cells, then per cell each column's noise and a quantile's scores. The draws themselves
-    are padded once the released cells are known (``draws_seconds``)."""
+    drawn: its mechanisms built, choosing the cells, then per cell each column's noise and a quantile's scores. The
+    draws themselves are padded once the released cells are known (``quantile_draws_seconds``)."""
+    fixed = NOISE_FIXED_NS + NOISE_COLUMN_NS * sum(1 for column in agg.columns if column.measured)
     per_cell = SELECT_CELL_NS + RULES_CELL_NS  # choosing, then the table built from Python lists
     for column in agg.columns:
         if column.kind == "count_values":
@@ -272,7 +283,7 @@ def noise_seconds(agg: NoisyAggregate, cells: int) -> float:
             per_cell += LAPLACE_FLOAT_NS
         elif column.kind == "quantile":
             per_cell += SCORES_CELL_NS
-    return cells * per_cell * _NS
+    return (fixed + cells * per_cell) * _NS
 
 
 def draw_tries(draws: int, candidates: int) -> int:
@@ -288,6 +299,12 @@ def draw_tries(draws: int, candidates: int) -> int:
         return 0
     spread = (candidates - 1) * math.sqrt(draws * math.log(1 / DRAW_TAIL) / 2)
     return min(draws * candidates, math.ceil(draws * (candidates + 1) / 2 + spread))
+
+
+def quantile_draws_seconds(draws: Sequence[tuple[int, int]]) -> float:
+    """The worst-case time of one DP quantile's draws: set up once, then for each (``n``, ``c``) of ``draws``, ``n``
+    draws among ``c`` candidates each (``disclosure.dp._draws``)."""
+    return DRAW_SETUP_NS * _NS + sum(draws_seconds(n, candidates) for n, candidates in draws)
 
 
 def draws_seconds(draws: int, candidates: int) -> float:

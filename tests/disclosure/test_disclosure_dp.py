@@ -144,7 +144,7 @@ def test_noisy_medians_of_many_cells_each_land_near_their_own(keys: tuple[str, .
     schema = (*((k, "int64" if k == "cell" else "string") for k in keys), ("med", "float64"))
     dummy = plan.Scan("population", ("person_id",))
     agg = NoisyAggregate("dp1", "population", keys, dummy, "__n", columns, {}, 1, 10, schema)
-    # Neighbouring candidates' scores differ by 1.5e6, the noise's scale is 200: the draw is one of the two.
+    # Neighbouring candidates' scores differ by 1.5e6, the noise's scale 200 (400 a stage): one of the two.
     out = noise(agg, table, {"__h": histogram}, 5.0, 1e-7).table
     assert out.num_rows == cells
     rows = zip(*(out.column(k).to_pylist() for k in keys), strict=True)
@@ -169,16 +169,48 @@ def _permute_and_flip_law(scores: np.ndarray, scale: float) -> np.ndarray:
 
 
 def test_batched_threaded_draws_follow_the_mechanisms_exact_law() -> None:
-    """Many draws through ``dp._draws`` (batches on every thread) against the exact law of the measurement: a
-    chi-square test whose critical value 45 (3 degrees of freedom) is exceeded with probability below 1e-9, so it
-    does not flake, while the exponential mechanism's law (Gumbel noise) would give a statistic near 300."""
+    """Many draws through ``dp._draws`` (batches on every thread) against the exact law of the mechanism: staged,
+    a group by permute and flip over the groups' best scores, then a candidate of that group by permute and flip
+    over its scores; not staged, permute and flip over every candidate. Chi-square tests whose critical value 45
+    (3 degrees of freedom) is exceeded with probability below 1e-9, so they do not flake; the two laws differ by
+    a statistic near 400, and the exponential mechanism's law (Gumbel noise) would give one near 300."""
     measurement, scale = dp._noisy_min(1, 1.0)
     assert scale == 2.0  # scores may move both ways: scale 2 * sensitivity / epsilon
-    row = np.array([0, 1, 2, 4], dtype=np.int64)
+    row = np.array([0, 1, 2, 4], dtype=np.int64)  # groups of two: {0, 1} (best 0) and {2, 4} (best 2)
     draws = 12_000
-    observed = np.bincount(dp._draws(measurement, np.tile(row, (draws, 1))), minlength=len(row))
-    expected = draws * _permute_and_flip_law(row.astype(float), scale)
+    rows = np.tile(row, (draws, 1))
+    observed = np.bincount(dp._draws(measurement, measurement, rows, np.ones(draws, bool), 2), minlength=len(row))
+    first = _permute_and_flip_law(np.array([0.0, 2.0]), scale)
+    law = np.concatenate(
+        [first[0] * _permute_and_flip_law(np.array([0.0, 1.0]), scale),
+         first[1] * _permute_and_flip_law(np.array([2.0, 4.0]), scale)]
+    )  # fmt: skip
+    expected = draws * law
     assert float(np.sum((observed - expected) ** 2 / expected)) < 45.0, (observed, expected)
+    single = draws * _permute_and_flip_law(row.astype(float), scale)
+    assert float(np.sum((observed - single) ** 2 / single)) > 45.0  # the test tells the two laws apart
+    unstaged = np.bincount(dp._draws(measurement, measurement, rows, np.zeros(draws, bool), 2), minlength=len(row))
+    assert float(np.sum((unstaged - single) ** 2 / single)) < 45.0, (unstaged, single)  # one draw over all
+
+
+def test_a_quantiles_two_stages_spend_its_epsilon_between_them() -> None:
+    """Each stage's measurement is calibrated to half the column's epsilon at the scores' sensitivity, and the
+    groups' best scores move by no more than the scores themselves under any change of one person's rows."""
+    k, epsilon = 3, 0.8
+    column = DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5)
+    sensitivity = int(column.sensitivity(k))
+    stage, _ = dp._noisy_min(sensitivity, epsilon / 2)
+    assert stage.map(sensitivity) * 2 == pytest.approx(epsilon, rel=1e-9)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        counts = rng.integers(0, 50, QUANTILE_BINS)
+        neighbour = counts.copy()
+        for b in rng.integers(0, QUANTILE_BINS, k):  # one person: up to k rows added or removed
+            neighbour[b] = max(0, neighbour[b] + rng.choice((-1, 1)))
+        a, b = dp._quantile_scores(counts, 0.5), dp._quantile_scores(neighbour, 0.5)
+        assert np.max(np.abs(a - b)) <= sensitivity
+        ga, gb = dp._group_minima(a[np.newaxis, :])[0], dp._group_minima(b[np.newaxis, :])[0]
+        assert len(ga) == dp.QUANTILE_STAGES[0] and np.max(np.abs(ga - gb)) <= sensitivity
 
 
 def test_batched_draws_keep_each_cells_row() -> None:
@@ -194,7 +226,8 @@ def test_batched_draws_keep_each_cells_row() -> None:
     rng = np.random.default_rng(3)
     for cells in (1, 15, 17, 1000, 1237):  # sequential, one batch short of threading, threads, uneven batches
         scores = np.argsort(rng.random((cells, QUANTILE_BINS + 1)), axis=1).astype(np.int64)  # distinct scores
-        assert dp._draws(exact, scores) == list(np.argmin(scores, axis=1))
+        staged = rng.random(cells) < 0.5  # either way, the exact argmin
+        assert dp._draws(exact, exact, scores, staged) == list(np.argmin(scores, axis=1))
 
 
 def test_one_measurement_for_every_cell_charges_what_one_per_cell_would() -> None:
@@ -427,3 +460,22 @@ def test_a_grid_cell_nobody_is_in_is_released_only_when_noise_lifts_it_over_the_
     outs = [released(city, epsilon=1.0, q=very_old.agg(n=count()))["q"] for _ in range(20)]
     # Nobody in this city is 100: every combination is empty, and noise of scale 1 almost never reaches 10.
     assert sum(o.table.num_rows for o in outs) <= 2
+
+
+def test_a_cell_is_staged_by_its_released_noisy_count_never_its_exact_one() -> None:
+    """Every cell holds exactly 1,000 persons, at epsilon 0.5 and k 1 the boundary of staging (n epsilon / k =
+    500): which cells draw in two stages follows their released noisy counts, so about half do, and the report
+    says how many."""
+    cells = 200
+    histogram = pa.table(
+        {"cell": list(range(cells)) * 2, "__bin": [100] * cells + [102] * cells, "__n": [500] * 2 * cells}
+    )
+    table = pa.table({"cell": range(cells), "__n": [1000] * cells})
+    agg = _aggregate((DPColumn("n", "count", integer=True), DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5)))
+    out = noise(agg, table, {"__h": histogram}, 0.5, 1e-7)
+    counts = out.table.column("n").to_pylist()
+    assert len(counts) == cells
+    entry = next(e for e in out.noise if e["column"] == "med")
+    assert entry["staged_cells"] == sum(1 for n in counts if n * 0.5 >= dp.QUANTILE_STAGED_FROM)
+    assert 0 < entry["staged_cells"] < cells  # exact counts alone would stage all or none
+    assert set(out.table.column("med").to_pylist()) <= {101 * 2.0, 102 * 2.0}  # either way: the two best candidates

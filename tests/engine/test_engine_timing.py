@@ -141,7 +141,7 @@ def test_a_dp_quantile_pads_its_draws_by_the_cells_it_released() -> None:
     told: list[float] = []
     noised = dp.noise(agg, exact, {source: histogram}, 1.0, 1e-6, told.append)
     assert noised.table.num_rows == 40  # every cell released
-    assert told == [timing.draws_seconds(40, dp.QUANTILE_BINS + 1)]  # once, before the draws, by the released cells
+    assert told == [dp.quantile_draws_seconds(0, 40)]  # once, before the draws, by the released cells (staged)
 
 
 def test_admission_pads_the_differencing_by_every_pair_of_selections(

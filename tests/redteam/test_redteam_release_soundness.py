@@ -195,7 +195,10 @@ def _statistics(agg: dp.NoisyAggregate, tables: dict[str, pa.Table]) -> dict[str
             for key, b, n in zip(keys or [()] * histogram.num_rows, histogram["__bin"].to_pylist(),
                                  histogram["__n"].to_pylist(), strict=True):  # fmt: skip
                 bins.setdefault(tuple(key), np.zeros(dp.QUANTILE_BINS, dtype=np.int64))[b] += n
-            out[column.name] = {key: dp._quantile_scores(c, column.q) for key, c in bins.items()}
+            scores = {key: dp._quantile_scores(c, column.q) for key, c in bins.items()}
+            out[column.name] = scores
+            # the first stage's scores: each group's best candidate (``dp._draws``), calibrated the same
+            out[f"{column.name} (groups)"] = {key: dp._group_minima(s[np.newaxis, :])[0] for key, s in scores.items()}
     return out
 
 
@@ -206,6 +209,9 @@ def _moved(a: dict[Any, Any], b: dict[Any, Any]) -> float:
         x, y = a.get(cell), b.get(cell)
         if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
             zero = dp._quantile_scores(np.zeros(dp.QUANTILE_BINS, dtype=np.int64), 0.5)
+            present = np.asarray(x if isinstance(x, np.ndarray) else y)
+            if len(present) != len(zero):  # a quantile's group minima
+                zero = dp._group_minima(zero[np.newaxis, :])[0]
             total += float(np.max(np.abs((x if x is not None else zero) - (y if y is not None else zero))))
         else:
             total += abs(float(x or 0.0) - float(y or 0.0))
@@ -234,6 +240,7 @@ def test_the_noised_statistics_stay_finite_and_within_the_sensitivity(
                 with_victim = _statistics(agg, full)  # must not raise: the engine is total
                 reference = _statistics(agg, without)
                 sensitivity = {c.name: c.sensitivity(k) for c in agg.columns} | {"(cells)": float(k)}
+                sensitivity |= {f"{c.name} (groups)": c.sensitivity(k) for c in agg.columns if c.kind == "quantile"}
                 for column, cells in with_victim.items():
                     for cell, value in cells.items():
                         finite = np.isfinite(value).all() if isinstance(value, np.ndarray) else (
