@@ -1,6 +1,6 @@
 """One OpenDP measurement invoked many times, through OpenDP's C interface rather than its Python bindings.
 
-Why: a DP quantile draws twice per released cell (``dp._draws``), thousands of draws per release. Each call of a
+Why: a DP quantile draws once or twice per released cell (``dp._draws``), thousands of draws per release. Each call of a
 measurement through OpenDP's Python bindings spends 60-80 us converting its argument and result in Python (type
 strings parsed, imports looked up, wrapper objects built and freed), holding the GIL, while the draw itself, in
 Rust and without the GIL, takes 10-100 us: so the bindings, not the samplers, set the time, and threads could not
