@@ -90,6 +90,25 @@ def test_count_noise_and_the_threshold_have_the_declared_scale() -> None:
     assert out.noise[0]["mechanism"] == "laplace threshold" and out.noise[0]["delta"] <= 1e-7
 
 
+def test_the_threshold_drawn_in_parts_keeps_each_cells_row_and_law() -> None:
+    """Many cells go to OpenDP in parts, one per thread (``dp._thresholded``): each kept row keeps its own count
+    (scale 0: exact), and cells of every part are kept and noised alike (the measurement's law per entry: at the
+    threshold kept a little over half of the time, noise of the declared scale)."""
+    cells = 6 * dp._MIN_THRESHOLD_PER_PART
+    counts = np.random.default_rng(8).integers(0, 20, cells, dtype=np.int64)
+    kept, noisy = dp._thresholded(dp._threshold_measurement(0.0, 10), counts)
+    assert kept.tolist() == np.flatnonzero(counts >= 10).tolist()  # in row order
+    assert noisy.tolist() == counts[counts >= 10].tolist()
+    at = np.full(cells, 1_000, dtype=np.int64)
+    kept, noisy = dp._thresholded(dp._threshold_measurement(5.0, 1_000), at)
+    first, second = int(np.sum(kept < cells // 2)), int(np.sum(kept >= cells // 2))
+    assert abs(first - second) / (cells / 2) < 0.04  # 5 standard deviations of the difference
+    assert 0.5 < len(kept) / cells < 0.6  # P(discrete Laplace of scale 5 >= 0) = 0.55
+    above = dp._thresholded(dp._threshold_measurement(5.0, 0), at)[1].astype(np.float64) - 1_000.0
+    assert np.std(above[: cells // 2]) == pytest.approx(math.sqrt(2) * 5.0, rel=0.1)
+    assert np.std(above[cells // 2 :]) == pytest.approx(math.sqrt(2) * 5.0, rel=0.1)
+
+
 def test_a_cell_of_one_person_never_appears_and_large_cells_always_do() -> None:
     # 2,000 cells of exactly one person each (what group_by("person_id") makes) next to 2,000 large ones.
     table = pa.table({"cell": range(4000), "__n": [1] * 2000 + [500] * 2000})
