@@ -207,7 +207,11 @@ def _filter(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
 
     Arrow computes an expression over a chunked column into one preallocated chunk, while a memory-mapped
     column keeps the file's record batches: filtering by a mask chunked otherwise than the column costs Arrow
-    about twice as much (10M rows in 10 batches: 115 ms for three columns, 68 ms with the mask cut to match)."""
+    about twice as much (10M rows in 10 batches: 115 ms for three columns, 68 ms with the mask cut to match).
+    A mask true on every row keeps the table as it is, without copying it (a DP statistic's filter of the rows
+    with a value, on a column without nulls: 8M rows, 125 MB not copied)."""
+    if pc.sum(mask).as_py() == len(mask):  # no false and no null
+        return table
     if not table.num_columns:
         return table.filter(mask, null_selection_behavior="drop")
     layouts = [tuple(len(c) for c in column.chunks) for column in table.columns]

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from saferoom.engine.plan import Col, Expr, Lit
+from saferoom.engine.plan import Call, Col, Expr, Lit
 from saferoom.errors import InvalidPlan
 
 __all__ = [
@@ -709,8 +709,44 @@ KERNELS: dict[str, Callable[..., Value]] = {
 }
 
 
+MORSEL_ROWS = 1 << 20  # rows an expression is computed over at a time (a memory-mapped file's record batch)
+
+
 def evaluate(expr: Expr, table: pa.Table) -> Value:
-    """The value of ``expr`` for every row of ``table`` (a scalar when it uses no column)."""
+    """The value of ``expr`` for every row of ``table`` (a scalar when it uses no column).
+
+    Computed a morsel at a time (the table's own batches, ``_morsels``), so that each intermediate array of a
+    nested expression is a morsel's, not the table's: a distance or a grid cell over 10M rows is a dozen kernels,
+    each of which would otherwise allocate, and the kernel fault in and zero, another 80 MB. Every function is
+    row by row (``engine.functions``) and its result type a function of its arguments' types, so the morsels'
+    results make the same column, in the table's own chunks."""
+    morsels = _morsels(expr, table)
+    if morsels is None:
+        return _evaluate(expr, table)
+    parts = [_evaluate(expr, morsel) for morsel in morsels]
+    if all(isinstance(part, pa.Scalar) for part in parts):
+        return parts[0]  # the expression reads no column
+    arrays = [materialize(part, morsel.num_rows) for part, morsel in zip(parts, morsels, strict=True)]
+    chunks = [chunk for array in arrays for chunk in (array.chunks if isinstance(array, pa.ChunkedArray) else [array])]
+    kinds = {chunk.type for chunk in chunks}
+    if len(kinds) != 1:  # pragma: no cover - a kernel whose type followed its values: computed over the whole
+        return _evaluate(expr, table)
+    return pa.chunked_array(chunks, kinds.pop())
+
+
+def _morsels(expr: Expr, table: pa.Table) -> list[pa.Table] | None:
+    """``table`` as tables of its record batches (zero-copy), or None where computing ``expr`` at once is as good:
+    a column or a literal (nothing is computed), a table of one morsel, or one of many small chunks."""
+    if not isinstance(expr, Call) or table.num_rows <= MORSEL_ROWS or not table.num_columns:
+        return None
+    batches = table.to_batches(max_chunksize=MORSEL_ROWS)
+    if len(batches) > 2 * -(-table.num_rows // MORSEL_ROWS) + 8:
+        return None  # chunks too small for a kernel call each to pay
+    return [pa.Table.from_batches([batch], table.schema) for batch in batches]
+
+
+def _evaluate(expr: Expr, table: pa.Table) -> Value:
+    """``evaluate`` over the whole of ``table``."""
     if isinstance(expr, Col):
         try:
             return table.column(expr.name)
@@ -723,7 +759,7 @@ def evaluate(expr: Expr, table: pa.Table) -> Value:
     from saferoom.engine.functions import lookup  # the registry is built from this module's kernels
 
     fn = lookup(expr.fn).arrow
-    args = [evaluate(a, table) for a in expr.args]
+    args = [_evaluate(a, table) for a in expr.args]
     try:
         return fn(*args)
     except InvalidPlan:
