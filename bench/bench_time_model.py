@@ -131,7 +131,7 @@ def adversarial(cells: list[int], runs: int) -> None:
     )
     (agg,) = disclosure.protect({"out": node}, manifest)["out"].noisy.values()
     (source,) = agg.histograms
-    for persons in (400, 40_000):  # at epsilon 1 and k 1: below and above dp.QUANTILE_STAGED_FROM
+    for persons in (200, 40_000):  # at epsilon 1 and k 1: below and above dp.QUANTILE_STAGED_FROM
         half = persons // 2
         masses = ((100, half - 50), (249, 50), (250, 50), (400, half - 50))
         for n in cells:

@@ -482,14 +482,14 @@ def test_a_grid_cell_nobody_is_in_is_released_only_when_noise_lifts_it_over_the_
 
 
 def test_a_cell_is_staged_by_its_released_noisy_count_never_its_exact_one() -> None:
-    """Every cell holds exactly 1,000 persons, at epsilon 0.5 and k 1 the boundary of staging (n epsilon / k =
-    500): which cells draw in two stages follows their released noisy counts, so about half do, and the report
-    says how many."""
-    cells = 200
+    """Every cell holds exactly the persons that put it, at epsilon 0.5 and k 1, on the boundary of staging (n
+    epsilon / k = ``QUANTILE_STAGED_FROM``): which cells draw in two stages follows their released noisy counts,
+    so about half do, and the report says how many."""
+    cells, persons = 200, 2 * dp.QUANTILE_STAGED_FROM
     histogram = pa.table(
-        {"cell": list(range(cells)) * 2, "__bin": [100] * cells + [102] * cells, "__n": [500] * 2 * cells}
+        {"cell": list(range(cells)) * 2, "__bin": [100] * cells + [102] * cells, "__n": [persons // 2] * 2 * cells}
     )
-    table = pa.table({"cell": range(cells), "__n": [1000] * cells})
+    table = pa.table({"cell": range(cells), "__n": [persons] * cells})
     agg = _aggregate((DPColumn("n", "count", integer=True), DPColumn("med", "quantile", "__h", 0.0, 1000.0, 0.5)))
     out = noise(agg, table, {"__h": histogram}, 0.5, 1e-7)
     counts = out.table.column("n").to_pylist()

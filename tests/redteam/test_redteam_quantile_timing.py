@@ -68,11 +68,11 @@ def _noise_cpu(agg: dp.NoisyAggregate, exact: pa.Table, histogram: pa.Table) -> 
 
 
 @pytest.mark.parametrize("cells", [1, 3, 200])
-@pytest.mark.parametrize("persons", [400, 40_000], ids=["single draws", "staged draws"])
+@pytest.mark.parametrize("persons", [200, 40_000], ids=["single draws", "staged draws"])
 def test_adversarial_quantile_data_stays_within_the_padding_of_its_draws(
     dp_catalog_dir: Path, cells: int, persons: int
 ) -> None:
-    """Every draw tries candidates until the best, over all 501 in cells of 400 persons, in two stages in cells of
+    """Every draw tries candidates until the best, over all 501 in cells of 200 persons, in two stages in cells of
     40,000 (epsilon 1); with few cells, what a release does once (its mechanisms built) outweighs the draws, and
     must be padded too."""
     agg = _median_by_age(Manifest.load(dp_catalog_dir))
@@ -81,7 +81,7 @@ def test_adversarial_quantile_data_stays_within_the_padding_of_its_draws(
     spent, told, released = _noise_cpu(agg, exact, histogram)
     assert released == cells  # every cell drew its median
     padded = timing.noise_seconds(agg, cells) + timing.histogram_seconds(histogram.num_rows) + sum(told)
-    staged = cells if persons > 1000 else 0  # noisy counts within a few of 400 or 40,000, epsilon 1, k 1
+    staged = cells if persons > 1000 else 0  # noisy counts within a few of 200 or 40,000, epsilon 1, k 1
     assert told == [dp.quantile_draws_seconds(cells - staged, staged)]
     # the work in CPU seconds (all threads), within the model before its safety factor for loaded machines
     assert spent <= padded / timing.TIME_SAFETY, (spent, padded)
