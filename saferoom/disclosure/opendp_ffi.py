@@ -19,6 +19,7 @@ made. An error in the library raises OpenDP's exception, and frees what was allo
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import functools
 from typing import Any
@@ -56,7 +57,7 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-class _Invoker:
+class _Invoker(abc.ABC):
     """A measurement to invoke through the C interface, its argument's and its release's types checked once (a
     release on a one-entry probe). Safe to call from several threads."""
 
@@ -77,9 +78,9 @@ class _Invoker:
         if name != self._releases:
             raise TypeError(f"expected a measurement releasing {self._releases.decode()}, got {name!r}")
 
+    @abc.abstractmethod
     def _probe(self) -> int:
         """A release on a one-entry argument, an ``AnyObject`` the caller frees."""
-        raise NotImplementedError
 
 
 class IndexInvoker(_Invoker):
@@ -107,7 +108,7 @@ class IndexInvoker(_Invoker):
     def _invoke(self, row: np.ndarray) -> int:
         """The measurement's release on ``row``, an ``AnyObject`` the caller frees. Its argument is a copy of
         ``row`` made by OpenDP (``slice_as_object`` copies the slice into a ``Vec``), freed here."""
-        argument = _vector_object(self._lib, row)
+        argument = _vector_object(row)
         try:
             return _ok(self._lib.opendp_core__measurement_invoke(self._pointer, argument))
         finally:
@@ -143,7 +144,7 @@ class MapInvoker(_Invoker):
                 # Two AnyObjects made for this slice and owned by it (OpenDP's bindings leak them; the two
                 # pointers' own 16-byte buffer cannot be freed from here, which leaks 40 bytes a call).
                 try:
-                    return _vector_copy(self._lib, parts[0]), _vector_copy(self._lib, parts[1])
+                    return _vector_copy(parts[0]), _vector_copy(parts[1])
                 finally:
                     _ok(self._lib.opendp_data__object_free(parts[0]))
                     _ok(self._lib.opendp_data__object_free(parts[1]))
@@ -157,8 +158,8 @@ class MapInvoker(_Invoker):
         vectors it copied (``slice_as_object``); all three are freed here."""
         made: list[int] = []
         try:
-            made.append(_vector_object(self._lib, keys))
-            made.append(_vector_object(self._lib, values))
+            made.append(_vector_object(keys))
+            made.append(_vector_object(values))
             pointers = (ctypes.c_void_p * 2)(*made)
             data = _lib.FfiSlice(ctypes.cast(pointers, ctypes.c_void_p), 2)
             made.append(_ok(self._lib.opendp_data__slice_as_object(ctypes.byref(data), _MAP_I64)))
@@ -173,14 +174,15 @@ def _check_vector(row: np.ndarray) -> None:
         raise TypeError("expected a contiguous one-dimensional int64 array")
 
 
-def _vector_object(lib: ctypes.CDLL, row: np.ndarray) -> int:
+def _vector_object(row: np.ndarray) -> int:
     """A ``Vec<i64>`` ``AnyObject`` holding a copy of ``row``, which the caller frees."""
     data = _lib.FfiSlice(row.ctypes.data, len(row))
-    return _ok(lib.opendp_data__slice_as_object(ctypes.byref(data), _VEC_I64))
+    return _ok(_library().opendp_data__slice_as_object(ctypes.byref(data), _VEC_I64))
 
 
-def _vector_copy(lib: ctypes.CDLL, vector: int) -> np.ndarray:
+def _vector_copy(vector: int) -> np.ndarray:
     """A numpy copy of a ``Vec<i64>`` ``AnyObject`` (checked to be one)."""
+    lib = _library()
     name = _type_name(vector)
     if name != _VEC_I64:  # pragma: no cover - a map of i64 to i64 is released as two Vec<i64>
         raise TypeError(f"expected Vec<i64>, got {name!r}")

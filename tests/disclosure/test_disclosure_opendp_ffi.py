@@ -162,7 +162,7 @@ def test_no_count_makes_the_map_invoker_fail() -> None:
     values = np.array([2**63 - 1, -(2**63), -1, 0, 10**9], dtype=np.int64)
     kept, noisy = invoke(np.arange(5, dtype=np.int64), values)
     assert set(kept.tolist()) == {0, 4}
-    assert dict(zip(kept.tolist(), noisy.tolist(), strict=True))[0] == 2**63 - 1
+    assert dict(zip(kept.tolist(), noisy.tolist(), strict=True))[0] >= 2**63 - 51  # noise up saturates: no wrap
 
 
 def test_nothing_of_a_map_is_leaked() -> None:
